@@ -1,0 +1,512 @@
+//! The embedded bus: a durable log in its own SQLite file, for one machine.
+//!
+//! The log keeps every message once (dedup by id). Each consumer has a taken position
+//! into the log and a pending table of messages taken but not yet acknowledged; attempts,
+//! retry deadlines, held keys and dead letters live there, so all of them survive a crash.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+
+use super::{
+    Bus, BusError, ConsumerSpec, DeadLetter, DeadLetterFilter, Delivery, DeliveryTag, Disposition, Message,
+    Ordering, Subscription,
+};
+use crate::clock;
+use crate::store::{Migrations, Param, Row, Store, StoreError, Tx};
+
+const MIGRATIONS: Migrations = Migrations {
+    component: "bus",
+    sqlite: &[include_str!("../../migrations/sqlite/0002_bus.sql")],
+    postgres: &[],
+};
+
+/// How many log positions one fetch looks at for a consumer's streams.
+const SCAN_WINDOW: u64 = 8192;
+
+/// The durable log in its own database file; cloning shares it.
+#[derive(Clone)]
+pub struct EmbeddedBus {
+    store: Store,
+    /// Bumped whenever something may have become deliverable, to wake waiting fetches.
+    changed: Arc<watch::Sender<u64>>,
+}
+
+impl EmbeddedBus {
+    /// Opens (creating if needed) the log at `path`; `:memory:` keeps it in memory.
+    pub async fn open(path: &str) -> Result<Self, BusError> {
+        let store = Store::open(&format!("sqlite:{path}"), &[&MIGRATIONS]).await?;
+        Ok(Self { store, changed: Arc::new(watch::Sender::new(0)) })
+    }
+
+    fn wake(&self) {
+        self.changed.send_modify(|generation| *generation += 1);
+    }
+}
+
+#[async_trait]
+impl Bus for EmbeddedBus {
+    async fn publish(&self, batch: &[Message]) -> Result<(), BusError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let batch = batch.to_vec();
+        let now = clock::now_ms();
+        self.store
+            .transact(move |tx| {
+                for m in &batch {
+                    tx.execute(
+                        "INSERT INTO bus_log (id, stream, seq, key, body, published_at_ms) \
+                         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
+                        &[
+                            (&m.id).into(),
+                            (&m.stream).into(),
+                            m.seq.into(),
+                            (&m.key).into(),
+                            (&m.body).into(),
+                            now.into(),
+                        ],
+                    )?;
+                    tx.execute(
+                        "INSERT INTO bus_stream (stream, head_seq) VALUES ($1, $2) \
+                         ON CONFLICT (stream) DO UPDATE SET head_seq = max(head_seq, excluded.head_seq)",
+                        &[(&m.stream).into(), m.seq.into()],
+                    )?;
+                }
+                Ok::<_, StoreError>(())
+            })
+            .await?;
+        self.wake();
+        Ok(())
+    }
+
+    async fn subscribe(&self, spec: &ConsumerSpec) -> Result<Box<dyn Subscription>, BusError> {
+        if spec.name.is_empty() || spec.streams.is_empty() {
+            return Err(BusError::InvalidConsumer {
+                name: spec.name.clone(),
+                reason: "a consumer needs a name and at least one stream".into(),
+            });
+        }
+        let (name, streams) = (spec.name.clone(), spec.streams.join(","));
+        let (per_key, max_attempts) = (spec.ordering == Ordering::PerKey, spec.max_attempts);
+        self.store
+            .transact(move |tx| {
+                tx.execute(
+                    "INSERT INTO bus_consumer (name, streams, per_key, max_attempts, taken_pos) \
+                     VALUES ($1, $2, $3, $4, 0) ON CONFLICT (name) DO UPDATE SET \
+                     streams = excluded.streams, per_key = excluded.per_key, max_attempts = excluded.max_attempts",
+                    &[(&name).into(), (&streams).into(), per_key.into(), max_attempts.into()],
+                )?;
+                // A new attachment means the previous one is gone: what it held unacked is
+                // due now (its attempts stay counted).
+                tx.execute(
+                    "UPDATE bus_pending SET state = 'ready', visible_at_ms = 0 \
+                     WHERE consumer = $1 AND state = 'inflight'",
+                    &[(&name).into()],
+                )?;
+                Ok::<_, StoreError>(())
+            })
+            .await?;
+        Ok(Box::new(EmbeddedSubscription {
+            bus: self.clone(),
+            spec: spec.clone(),
+            streams: spec.streams.iter().cloned().collect(),
+            changes: self.changed.subscribe(),
+        }))
+    }
+
+    async fn stream_head(&self, stream: &str) -> Result<u64, BusError> {
+        let stream = stream.to_owned();
+        let head = self
+            .store
+            .transact(move |tx| {
+                tx.query_opt("SELECT head_seq FROM bus_stream WHERE stream = $1", &[(&stream).into()])?
+                    .map_or(Ok(0), |r| r.get::<u64>(0))
+            })
+            .await?;
+        Ok(head)
+    }
+
+    async fn dead_letters(&self, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter>, BusError> {
+        let filter = filter.clone();
+        let letters = self
+            .store
+            .transact(move |tx| {
+                let (clause, params) = filter_clause(&filter);
+                let sql = format!(
+                    "SELECT p.consumer, l.id, l.stream, l.seq, l.key, l.body, p.attempts, p.error, p.failed_at_ms, \
+                     (SELECT count(*) FROM bus_pending h WHERE h.consumer = p.consumer AND h.key = p.key AND h.state = 'held') \
+                     FROM bus_pending p JOIN bus_log l ON l.pos = p.pos WHERE p.state = 'dead' {clause} ORDER BY p.failed_at_ms, p.pos"
+                );
+                let params: Vec<Param<'_>> = params.iter().map(Into::into).collect();
+                tx.query(&sql, &params)?.into_iter().map(dead_letter_from_row).collect::<Result<Vec<_>, _>>()
+            })
+            .await?;
+        Ok(letters)
+    }
+
+    async fn replay(&self, filter: &DeadLetterFilter) -> Result<usize, BusError> {
+        let filter = filter.clone();
+        let replayed = self
+            .store
+            .transact(move |tx| {
+                let (clause, params) = filter_clause(&filter);
+                let sql = format!(
+                    "UPDATE bus_pending AS p SET state = 'ready', attempts = 0, visible_at_ms = 0 \
+                     WHERE p.state = 'dead' {clause}"
+                );
+                let params: Vec<Param<'_>> = params.iter().map(Into::into).collect();
+                tx.execute(&sql, &params)
+            })
+            .await?;
+        self.wake();
+        Ok(replayed)
+    }
+
+    async fn discard(&self, filter: &DeadLetterFilter) -> Result<usize, BusError> {
+        let filter = filter.clone();
+        let discarded = self
+            .store
+            .transact(move |tx| {
+                let (clause, params) = filter_clause(&filter);
+                let sql = format!(
+                    "DELETE FROM bus_pending AS p WHERE p.state = 'dead' {clause} RETURNING p.consumer, p.key"
+                );
+                let params: Vec<Param<'_>> = params.iter().map(Into::into).collect();
+                let released = tx.query(&sql, &params)?;
+                for row in &released {
+                    release_next(tx, &row.get::<String>(0)?, &row.get::<String>(1)?)?;
+                }
+                Ok::<_, StoreError>(released.len())
+            })
+            .await?;
+        self.wake();
+        Ok(discarded)
+    }
+}
+
+/// Builds the `AND ...` conditions on `bus_pending AS p` for a dead-letter filter.
+fn filter_clause(filter: &DeadLetterFilter) -> (String, Vec<String>) {
+    let mut clause = String::new();
+    let mut params = Vec::new();
+    let mut add = |column: &str, value: &Option<String>| {
+        if let Some(value) = value {
+            params.push(value.clone());
+            clause.push_str(&format!(" AND {column} = ${}", params.len()));
+        }
+    };
+    add("p.consumer", &filter.consumer);
+    add("p.key", &filter.key);
+    let mut log = String::new();
+    let mut add_log = |column: &str, value: &Option<String>| {
+        if let Some(value) = value {
+            params.push(value.clone());
+            log.push_str(&format!(" AND {column} = ${}", params.len()));
+        }
+    };
+    add_log("l2.id", &filter.event_id);
+    add_log("l2.stream", &filter.stream);
+    if !log.is_empty() {
+        clause.push_str(&format!(" AND p.pos IN (SELECT l2.pos FROM bus_log l2 WHERE 1 = 1{log})"));
+    }
+    (clause, params)
+}
+
+fn dead_letter_from_row(mut row: Row) -> Result<DeadLetter, StoreError> {
+    Ok(DeadLetter {
+        consumer: row.take(0)?,
+        message: Message {
+            id: row.take(1)?,
+            stream: row.take(2)?,
+            seq: row.get(3)?,
+            key: row.take(4)?,
+            body: row.take(5)?,
+        },
+        attempts: row.get(6)?,
+        error: row.take::<Option<String>>(7)?.unwrap_or_default(),
+        failed_at_ms: row.get::<Option<u64>>(8)?.unwrap_or_default(),
+        parked: row.get(9)?,
+    })
+}
+
+/// Makes the oldest message held behind `key` deliverable, once nothing else of the key
+/// is pending before it.
+fn release_next(tx: &mut Tx<'_>, consumer: &str, key: &str) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE bus_pending SET state = 'ready', visible_at_ms = 0 \
+         WHERE consumer = $1 AND pos = (SELECT min(pos) FROM bus_pending WHERE consumer = $1 AND key = $2) \
+         AND state = 'held'",
+        &[consumer.into(), key.into()],
+    )?;
+    Ok(())
+}
+
+struct EmbeddedSubscription {
+    bus: EmbeddedBus,
+    spec: ConsumerSpec,
+    streams: HashSet<String>,
+    changes: watch::Receiver<u64>,
+}
+
+/// What one fetch transaction found: deliveries, or when the next one falls due.
+struct Taken {
+    deliveries: Vec<Delivery>,
+    next_due_ms: Option<u64>,
+}
+
+impl EmbeddedSubscription {
+    async fn take(&self, max: usize) -> Result<Taken, BusError> {
+        let spec = self.spec.clone();
+        let streams = self.streams.clone();
+        let now = clock::now_ms();
+        let taken = self.bus.store.transact(move |tx| take(tx, &spec, &streams, now, max)).await?;
+        Ok(taken)
+    }
+}
+
+fn take(
+    tx: &mut Tx<'_>,
+    spec: &ConsumerSpec,
+    streams: &HashSet<String>,
+    now: u64,
+    max: usize,
+) -> Result<Taken, StoreError> {
+    let name = spec.name.as_str();
+    let ack_deadline = now + spec.ack_wait.as_millis() as u64;
+    let mut deliveries = Vec::new();
+
+    // Redeliveries first: expired acks, scheduled retries, released and replayed messages.
+    let due = tx.query(
+        "SELECT p.pos, p.attempts, l.id, l.stream, l.seq, l.key, l.body FROM bus_pending p \
+         JOIN bus_log l ON l.pos = p.pos \
+         WHERE p.consumer = $1 AND p.state IN ('inflight', 'ready') AND p.visible_at_ms <= $2 \
+         ORDER BY p.pos LIMIT $3",
+        &[name.into(), now.into(), (max as u64).into()],
+    )?;
+    for mut row in due {
+        let pos: u64 = row.get(0)?;
+        let attempts: u32 = row.get(1)?;
+        if attempts >= spec.max_attempts {
+            tx.execute(
+                "UPDATE bus_pending SET state = 'dead', failed_at_ms = $3, \
+                 error = coalesce(error || '; ', '') || $4 WHERE consumer = $1 AND pos = $2",
+                &[
+                    name.into(),
+                    pos.into(),
+                    now.into(),
+                    format!("not acknowledged after {attempts} deliveries").as_str().into(),
+                ],
+            )?;
+            continue;
+        }
+        tx.execute(
+            "UPDATE bus_pending SET state = 'inflight', attempts = attempts + 1, visible_at_ms = $3 \
+             WHERE consumer = $1 AND pos = $2",
+            &[name.into(), pos.into(), ack_deadline.into()],
+        )?;
+        deliveries.push(Delivery {
+            tag: DeliveryTag(pos),
+            attempt: attempts + 1,
+            message: message_from_row(&mut row, 2)?,
+        });
+    }
+
+    if deliveries.len() < max {
+        take_new(tx, spec, streams, now, ack_deadline, max, &mut deliveries)?;
+    }
+
+    let next_due_ms = if deliveries.is_empty() {
+        tx.query_one(
+            "SELECT min(visible_at_ms) FROM bus_pending WHERE consumer = $1 AND state IN ('inflight', 'ready')",
+            &[name.into()],
+        )?
+        .get(0)?
+    } else {
+        None
+    };
+    Ok(Taken { deliveries, next_due_ms })
+}
+
+/// Takes messages past the consumer's position: delivered now, or held behind an
+/// earlier pending message of their key.
+fn take_new(
+    tx: &mut Tx<'_>,
+    spec: &ConsumerSpec,
+    streams: &HashSet<String>,
+    now: u64,
+    ack_deadline: u64,
+    max: usize,
+    deliveries: &mut Vec<Delivery>,
+) -> Result<(), StoreError> {
+    let name = spec.name.as_str();
+    let taken: u64 =
+        tx.query_one("SELECT taken_pos FROM bus_consumer WHERE name = $1", &[name.into()])?.get(0)?;
+    let room = (max - deliveries.len()) as u64;
+    let rows = tx.query(
+        "SELECT pos, id, stream, seq, key, body FROM bus_log WHERE pos > $1 AND pos <= $2 ORDER BY pos",
+        &[taken.into(), (taken + SCAN_WINDOW).into()],
+    )?;
+    let mut last = taken;
+    let mut added = 0;
+    for mut row in rows {
+        if added == room {
+            break;
+        }
+        last = row.get(0)?;
+        let stream: String = row.get(2)?;
+        if !streams.contains(&stream) {
+            continue;
+        }
+        let message = message_from_row(&mut row, 1)?;
+        let held = spec.ordering == Ordering::PerKey
+            && tx
+                .query_opt(
+                    "SELECT 1 FROM bus_pending WHERE consumer = $1 AND key = $2 LIMIT 1",
+                    &[name.into(), (&message.key).into()],
+                )?
+                .is_some();
+        let (state, attempts, visible) = if held { ("held", 0u32, 0) } else { ("inflight", 1, ack_deadline) };
+        tx.execute(
+            "INSERT INTO bus_pending (consumer, pos, key, state, attempts, visible_at_ms) VALUES ($1, $2, $3, $4, $5, $6)",
+            &[name.into(), last.into(), (&message.key).into(), state.into(), attempts.into(), visible.into()],
+        )?;
+        if !held {
+            added += 1;
+            deliveries.push(Delivery { tag: DeliveryTag(last), attempt: 1, message });
+        }
+    }
+    let _ = now;
+    if last > taken {
+        tx.execute("UPDATE bus_consumer SET taken_pos = $2 WHERE name = $1", &[name.into(), last.into()])?;
+    }
+    Ok(())
+}
+
+fn message_from_row(row: &mut Row, from: usize) -> Result<Message, StoreError> {
+    Ok(Message {
+        id: row.take(from)?,
+        stream: row.take(from + 1)?,
+        seq: row.get(from + 2)?,
+        key: row.take(from + 3)?,
+        body: row.take(from + 4)?,
+    })
+}
+
+#[async_trait]
+impl Subscription for EmbeddedSubscription {
+    async fn fetch(&mut self, max: usize) -> Result<Vec<Delivery>, BusError> {
+        let max = max.max(1);
+        loop {
+            self.changes.borrow_and_update();
+            let taken = self.take(max).await?;
+            if !taken.deliveries.is_empty() {
+                return Ok(taken.deliveries);
+            }
+            let wake_at = taken.next_due_ms.map(clock::instant_at);
+            tokio::select! {
+                changed = self.changes.changed() => {
+                    if changed.is_err() {
+                        return Err(BusError::Unavailable("the embedded bus was closed".into()));
+                    }
+                }
+                _ = sleep_until(wake_at) => {}
+            }
+        }
+    }
+
+    async fn ack(&mut self, tags: &[DeliveryTag]) -> Result<(), BusError> {
+        if tags.is_empty() {
+            return Ok(());
+        }
+        let name = self.spec.name.clone();
+        let per_key = self.spec.ordering == Ordering::PerKey;
+        let tags = tags.to_vec();
+        let released = self
+            .bus
+            .store
+            .transact(move |tx| {
+                let mut released = false;
+                for tag in &tags {
+                    let key = tx.query_opt(
+                        "DELETE FROM bus_pending WHERE consumer = $1 AND pos = $2 AND state IN ('inflight', 'ready') RETURNING key",
+                        &[(&name).into(), tag.0.into()],
+                    )?;
+                    if let (true, Some(row)) = (per_key, key) {
+                        release_next(tx, &name, &row.get::<String>(0)?)?;
+                        released = true;
+                    }
+                }
+                Ok::<_, StoreError>(released)
+            })
+            .await?;
+        if released {
+            self.bus.wake();
+        }
+        Ok(())
+    }
+
+    async fn retry(
+        &mut self,
+        tag: DeliveryTag,
+        delay: Duration,
+        error: &str,
+    ) -> Result<Disposition, BusError> {
+        let name = self.spec.name.clone();
+        let max_attempts = self.spec.max_attempts;
+        let error = error.to_owned();
+        let now = clock::now_ms();
+        let visible = now + delay.as_millis() as u64;
+        let dead = self
+            .bus
+            .store
+            .transact(move |tx| {
+                let row = tx.query_opt(
+                    "UPDATE bus_pending SET state = CASE WHEN attempts >= $3 THEN 'dead' ELSE 'ready' END, \
+                     visible_at_ms = $4, error = $5, failed_at_ms = $6 \
+                     WHERE consumer = $1 AND pos = $2 AND state = 'inflight' RETURNING state",
+                    &[
+                        (&name).into(),
+                        tag.0.into(),
+                        max_attempts.into(),
+                        visible.into(),
+                        (&error).into(),
+                        now.into(),
+                    ],
+                )?;
+                Ok::<_, StoreError>(match row {
+                    Some(row) => row.get::<String>(0)? == "dead",
+                    None => false,
+                })
+            })
+            .await?;
+        self.bus.wake();
+        Ok(if dead { Disposition::DeadLettered } else { Disposition::Retrying })
+    }
+
+    async fn reject(&mut self, tag: DeliveryTag, error: &str) -> Result<(), BusError> {
+        let name = self.spec.name.clone();
+        let error = error.to_owned();
+        let now = clock::now_ms();
+        self.bus
+            .store
+            .transact(move |tx| {
+                tx.execute(
+                    "UPDATE bus_pending SET state = 'dead', error = $3, failed_at_ms = $4 \
+                     WHERE consumer = $1 AND pos = $2 AND state IN ('inflight', 'ready')",
+                    &[(&name).into(), tag.0.into(), (&error).into(), now.into()],
+                )
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,33 @@
+//! capshop-kit: the event plumbing of services that stay available through failures.
+//! It knows nothing of shops.
+//!
+//! # Layout
+//!
+//! The event path, in the order an event travels it:
+//! - [`envelope`]: the event envelope (id, stream, seq, kind, key, version, schema, payload)
+//!   and [`schema`]: payload schema versions and upcasters.
+//! - [`store`]: a database handle where a transaction is one closure on the database's own
+//!   thread; SQLite on rusqlite, chosen by URL scheme.
+//! - [`outbox`]: events appended in the caller's transaction, with a per-stream `seq`
+//!   contiguous in commit order.
+//! - [`relay`]: moves committed outbox events to the bus, in batches, at least once.
+//! - [`bus`]: the bus trait, its conformance suite, and the embedded durable log.
+//! - [`consumer`]: applies each event exactly once (inbox in the same transaction),
+//!   retries with backoff, dead letters; [`replica`]: the version gate and waiting for a
+//!   [`token::ConsistencyToken`].
+//!
+//! Around it:
+//! - [`breaker`]: the circuit breaker of every synchronous call.
+//! - [`link`]: the seam where faults are injected between a service and the bus.
+//! - [`metrics`]: lag, backlog and dead letters as Prometheus metrics (`capshop_*`).
+//! - [`crashpoint`]: named points where a test process kills itself, for crash tests.
+//! - [`clock`]: wall-clock milliseconds on `tokio::time`, so paused-time tests hold.
+
+pub mod breaker;
+pub mod bus;
+pub mod clock;
+pub mod envelope;
+pub mod outbox;
+pub mod schema;
+pub mod store;
+pub mod token;

@@ -1,0 +1,130 @@
+//! The transactional outbox: events are appended inside the caller's transaction, so a
+//! state change and its events commit together or not at all.
+
+use std::sync::Arc;
+
+use time::OffsetDateTime;
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::envelope::{Envelope, EventId, NewEvent, StreamName};
+use crate::store::{Migrations, StoreError, Tx};
+
+/// The kit's tables inside a service database (outbox, inbox, applied positions, replica
+/// versions); every service store opens with these.
+pub const MIGRATIONS: Migrations = Migrations {
+    component: "kit",
+    sqlite: &[include_str!("../migrations/sqlite/0001_outbox_inbox.sql")],
+    postgres: &[],
+};
+
+/// The outbox of one stream. Cloning shares the wake-up signal of its relay.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    stream: StreamName,
+    committed: Arc<Notify>,
+}
+
+impl Outbox {
+    pub fn new(stream: StreamName) -> Self {
+        Self { stream, committed: Arc::new(Notify::new()) }
+    }
+
+    pub fn stream(&self) -> &StreamName {
+        &self.stream
+    }
+
+    /// The signal the relay waits on; it fires after each commit that appended events.
+    pub(crate) fn committed(&self) -> Arc<Notify> {
+        self.committed.clone()
+    }
+
+    /// Appends events in the caller's transaction and returns them as committed envelopes.
+    ///
+    /// Seqs come from a counter row that the transaction locks until it commits, so they are
+    /// contiguous in commit order on every backend (PostgreSQL included).
+    pub fn append(&self, tx: &mut Tx<'_>, events: Vec<NewEvent>) -> Result<Vec<Envelope>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let stream = self.stream.as_str();
+        let count = events.len() as u64;
+        let last: u64 = tx
+            .query_one(
+                "INSERT INTO kit_outbox_head (stream, last_seq, relayed_seq) VALUES ($1, $2, 0) \
+                 ON CONFLICT (stream) DO UPDATE SET last_seq = kit_outbox_head.last_seq + $2 \
+                 RETURNING last_seq",
+                &[stream.into(), count.into()],
+            )?
+            .get(0)?;
+        let first = last - count + 1;
+        let now = OffsetDateTime::now_utc();
+        let mut envelopes = Vec::with_capacity(events.len());
+        for (offset, event) in events.into_iter().enumerate() {
+            let correlation_id = event.correlation_id.unwrap_or_else(Uuid::now_v7);
+            let envelope = Envelope {
+                id: EventId::new(),
+                stream: self.stream.clone(),
+                seq: first + offset as u64,
+                kind: event.kind,
+                key: event.key,
+                version: event.version,
+                occurred_at: now,
+                correlation_id,
+                causation_id: event.causation_id,
+                schema: event.schema,
+                payload: event.payload,
+            };
+            let id = envelope.id.to_string();
+            let body = envelope.to_json();
+            tx.execute(
+                "INSERT INTO kit_outbox (stream, seq, id, key, body) VALUES ($1, $2, $3, $4, $5)",
+                &[stream.into(), envelope.seq.into(), (&id).into(), (&envelope.key).into(), (&body).into()],
+            )?;
+            envelopes.push(envelope);
+        }
+        let committed = self.committed.clone();
+        tx.after_commit(move || committed.notify_one());
+        Ok(envelopes)
+    }
+
+    /// Events still waiting for the relay.
+    pub fn backlog(&self, tx: &mut Tx<'_>) -> Result<u64, StoreError> {
+        let row = tx.query_opt(
+            "SELECT last_seq - relayed_seq FROM kit_outbox_head WHERE stream = $1",
+            &[self.stream.as_str().into()],
+        )?;
+        row.map_or(Ok(0), |r| r.get(0))
+    }
+}
+
+/// A batch of committed events read by the relay.
+pub(crate) struct Pending {
+    pub seq: u64,
+    pub id: String,
+    pub key: String,
+    pub body: Vec<u8>,
+}
+
+pub(crate) fn read_pending(tx: &mut Tx<'_>, stream: &str, limit: usize) -> Result<Vec<Pending>, StoreError> {
+    let relayed: u64 = tx
+        .query_opt("SELECT relayed_seq FROM kit_outbox_head WHERE stream = $1", &[stream.into()])?
+        .map_or(Ok(0), |r| r.get(0))?;
+    tx.query(
+        "SELECT seq, id, key, body FROM kit_outbox WHERE stream = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        &[stream.into(), relayed.into(), (limit as u64).into()],
+    )?
+    .into_iter()
+    .map(|mut row| Ok(Pending { seq: row.get(0)?, id: row.take(1)?, key: row.take(2)?, body: row.take(3)? }))
+    .collect()
+}
+
+/// Records that everything up to `seq` is on the bus and drops those rows.
+pub(crate) fn mark_relayed(tx: &mut Tx<'_>, stream: &str, seq: u64) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE kit_outbox_head SET relayed_seq = $2 WHERE stream = $1 AND relayed_seq < $2",
+        &[stream.into(), seq.into()],
+    )?;
+    tx.execute("DELETE FROM kit_outbox WHERE stream = $1 AND seq <= $2", &[stream.into(), seq.into()])?;
+    Ok(())
+}

@@ -1,0 +1,162 @@
+//! SQLite on rusqlite: one connection on its own thread, WAL, prepared-statement cache.
+
+use std::sync::mpsc;
+
+use rusqlite::types::{ToSqlOutput, ValueRef};
+
+use super::{AfterCommit, Backend, Connection, Dialect, Job, Param, Row, StoreError, Tx, Value};
+
+/// Starts the database thread for `path` and returns its job queue once it is open.
+pub(super) async fn spawn(url: &str, path: &str) -> Result<mpsc::Sender<Job>, StoreError> {
+    let (jobs, queue) = mpsc::channel::<Job>();
+    let (ready, opened) = tokio::sync::oneshot::channel();
+    let path = path.to_owned();
+    let url_owned = url.to_owned();
+    std::thread::Builder::new()
+        .name(format!("sqlite {path}"))
+        .spawn(move || match open(&path) {
+            Ok(conn) => {
+                let _ = ready.send(Ok(()));
+                let mut backend = Sqlite { conn };
+                while let Ok(job) = queue.recv() {
+                    job(&mut backend);
+                }
+            }
+            Err(e) => {
+                let _ = ready.send(Err(StoreError::Open { url: url_owned, reason: e.to_string() }));
+            }
+        })
+        .map_err(|e| StoreError::Open { url: url.to_owned(), reason: e.to_string() })?;
+    opened.await.map_err(|_| StoreError::Closed)??;
+    Ok(jobs)
+}
+
+fn open(path: &str) -> rusqlite::Result<rusqlite::Connection> {
+    let conn = if path == ":memory:" {
+        rusqlite::Connection::open_in_memory()?
+    } else {
+        if let Some(dir) = std::path::Path::new(path).parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        rusqlite::Connection::open(path)?
+    };
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.set_prepared_statement_cache_capacity(256);
+    Ok(conn)
+}
+
+struct Sqlite {
+    conn: rusqlite::Connection,
+}
+
+impl Backend for Sqlite {
+    fn run(&mut self, body: &mut dyn FnMut(&mut Tx<'_>) -> bool) -> Result<Vec<AfterCommit>, StoreError> {
+        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(db)?;
+        let mut conn = SqliteTx { conn: &self.conn };
+        let mut tx = Tx::new(&mut conn);
+        let commit = body(&mut tx);
+        let hooks = tx.into_after_commit();
+        if commit {
+            if let Err(e) = self.conn.execute_batch("COMMIT") {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                return Err(db(e));
+            }
+            Ok(hooks)
+        } else {
+            self.conn.execute_batch("ROLLBACK").map_err(db)?;
+            Ok(Vec::new())
+        }
+    }
+}
+
+struct SqliteTx<'c> {
+    conn: &'c rusqlite::Connection,
+}
+
+impl Connection for SqliteTx<'_> {
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
+    }
+
+    fn execute(&mut self, sql: &str, params: &[Param<'_>]) -> Result<usize, StoreError> {
+        let mut stmt = self.conn.prepare_cached(&placeholders(sql)).map_err(db)?;
+        stmt.execute(rusqlite::params_from_iter(params.iter().map(Bind))).map_err(db)
+    }
+
+    fn query(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(&placeholders(sql)).map_err(db)?;
+        let width = stmt.column_count();
+        let mut rows = stmt.query(rusqlite::params_from_iter(params.iter().map(Bind))).map_err(db)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(db)? {
+            let mut values = Vec::with_capacity(width);
+            for i in 0..width {
+                values.push(match row.get_ref(i).map_err(db)? {
+                    ValueRef::Null => Value::Null,
+                    ValueRef::Integer(v) => Value::Int(v),
+                    ValueRef::Real(v) => Value::Real(v),
+                    ValueRef::Text(v) => Value::Text(String::from_utf8_lossy(v).into_owned()),
+                    ValueRef::Blob(v) => Value::Blob(v.to_vec()),
+                });
+            }
+            out.push(Row::new(values));
+        }
+        Ok(out)
+    }
+}
+
+struct Bind<'p, 'a>(&'p Param<'a>);
+
+impl rusqlite::ToSql for Bind<'_, '_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(match *self.0 {
+            Param::Null => ValueRef::Null,
+            Param::Int(v) => ValueRef::Integer(v),
+            Param::Real(v) => ValueRef::Real(v),
+            Param::Text(v) => ValueRef::Text(v.as_bytes()),
+            Param::Blob(v) => ValueRef::Blob(v),
+        }))
+    }
+}
+
+/// Rewrites PostgreSQL's `$N` placeholders as SQLite's `?N` (outside string literals).
+fn placeholders(sql: &str) -> std::borrow::Cow<'_, str> {
+    if !sql.contains('$') {
+        return sql.into();
+    }
+    let mut out = String::with_capacity(sql.len());
+    let mut in_literal = false;
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => in_literal = !in_literal,
+            '$' if !in_literal && chars.peek().is_some_and(char::is_ascii_digit) => {
+                out.push('?');
+                continue;
+            }
+            _ => {}
+        }
+        out.push(c);
+    }
+    out.into()
+}
+
+fn db(e: rusqlite::Error) -> StoreError {
+    StoreError::Database(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::placeholders;
+
+    #[test]
+    fn dollar_placeholders_become_numbered_question_marks_outside_literals() {
+        assert_eq!(
+            placeholders("SELECT '$1', a FROM t WHERE b = $2 AND c = $10"),
+            "SELECT '$1', a FROM t WHERE b = ?2 AND c = ?10"
+        );
+    }
+}
