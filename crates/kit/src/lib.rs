@@ -23,11 +23,21 @@
 //! - [`crashpoint`]: named points where a test process kills itself, for crash tests.
 //! - [`clock`]: wall-clock milliseconds on `tokio::time`, so paused-time tests hold.
 
+pub mod backoff;
 pub mod breaker;
 pub mod bus;
 pub mod clock;
+pub mod consumer;
+pub mod crashpoint;
 pub mod envelope;
+pub mod lag;
+pub mod link;
+pub mod metrics;
 pub mod outbox;
+pub mod relay;
+pub mod replica;
 pub mod schema;
 pub mod store;
+#[cfg(test)]
+mod testkit;
 pub mod token;

@@ -41,13 +41,11 @@ pub(super) async fn apply(store: &Store, all: &[&Migrations]) -> Result<(), Stor
                     if done {
                         continue;
                     }
-                    for statement in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
-                        tx.execute(statement, &[]).map_err(|e| StoreError::Migration {
-                            component: component.clone(),
-                            version,
-                            reason: e.to_string(),
-                        })?;
-                    }
+                    tx.execute_script(sql).map_err(|e| StoreError::Migration {
+                        component: component.clone(),
+                        version,
+                        reason: e.to_string(),
+                    })?;
                     tx.execute(
                         "INSERT INTO kit_migrations (component, version) VALUES ($1, $2)",
                         &[component.into(), version.into()],

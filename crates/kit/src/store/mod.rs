@@ -58,6 +58,8 @@ pub trait Connection {
     fn dialect(&self) -> Dialect;
     fn execute(&mut self, sql: &str, params: &[Param<'_>]) -> Result<usize, StoreError>;
     fn query(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, StoreError>;
+    /// Runs a script of several statements without parameters (migrations).
+    fn execute_script(&mut self, sql: &str) -> Result<(), StoreError>;
 }
 
 type AfterCommit = Box<dyn FnOnce() + Send>;
@@ -81,6 +83,11 @@ impl<'c> Tx<'c> {
     /// Runs a statement and returns the number of rows it changed.
     pub fn execute(&mut self, sql: &str, params: &[Param<'_>]) -> Result<usize, StoreError> {
         self.conn.execute(sql, params)
+    }
+
+    /// Runs a script of several `;`-separated statements without parameters.
+    pub fn execute_script(&mut self, sql: &str) -> Result<(), StoreError> {
+        self.conn.execute_script(sql)
     }
 
     pub fn query(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, StoreError> {
@@ -212,7 +219,8 @@ impl Store {
     }
 }
 
-fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+/// The message of a caught panic, for error texts.
+pub(crate) fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
     panic
         .downcast_ref::<&str>()
         .map(|s| s.to_string())

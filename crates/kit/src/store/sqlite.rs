@@ -86,6 +86,10 @@ impl Connection for SqliteTx<'_> {
         stmt.execute(rusqlite::params_from_iter(params.iter().map(Bind))).map_err(db)
     }
 
+    fn execute_script(&mut self, sql: &str) -> Result<(), StoreError> {
+        self.conn.execute_batch(sql).map_err(db)
+    }
+
     fn query(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, StoreError> {
         let mut stmt = self.conn.prepare_cached(&placeholders(sql)).map_err(db)?;
         let width = stmt.column_count();

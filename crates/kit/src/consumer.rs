@@ -1,0 +1,290 @@
+//! The consumer runtime: applies each event exactly once.
+//!
+//! A batch of deliveries is applied in ONE store transaction, each event in its own
+//! savepoint: the event id goes into the inbox first (an id already there is a duplicate
+//! and is skipped), then the handler writes its effects. Effects and inbox row commit
+//! together, so a redelivery after a crash has no second effect. Only then are the
+//! deliveries acknowledged. A failing event is retried with backoff and jitter by the bus,
+//! durably, and becomes a dead letter when its attempts are used up; a malformed envelope
+//! or unknown schema version is a dead letter at once. Neither stops the consumer.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use tracing::{debug, warn};
+
+use crate::backoff::Backoff;
+use crate::bus::{Bus, BusError, ConsumerSpec, Delivery, DeliveryTag, Disposition, Subscription};
+use crate::crashpoint;
+use crate::envelope::Envelope;
+use crate::metrics::ConsumerCounters;
+use crate::schema::Schemas;
+use crate::store::{Store, StoreError, Tx, panic_text};
+
+/// Applies the events of one consumer inside the store transaction it is given.
+///
+/// It must do all of its work through `tx` (no network calls, no other stores) so that
+/// its effects commit or roll back together with the inbox row.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(&self, tx: &mut Tx<'_>, event: &Envelope) -> Result<(), HandlerError>;
+}
+
+/// Why a handler could not apply an event, and whether trying again may help.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct HandlerError {
+    message: String,
+    retryable: bool,
+}
+
+impl HandlerError {
+    /// A failure that may pass on a later attempt (a busy database, a missing dependency).
+    pub fn retryable(message: impl Into<String>) -> Self {
+        Self { message: message.into(), retryable: true }
+    }
+
+    /// A failure no retry can fix (an invalid payload): the event is dead-lettered at once.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self { message: message.into(), retryable: false }
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        self.retryable
+    }
+}
+
+impl From<StoreError> for HandlerError {
+    fn from(e: StoreError) -> Self {
+        Self::retryable(e.to_string())
+    }
+}
+
+impl From<serde_json::Error> for HandlerError {
+    fn from(e: serde_json::Error) -> Self {
+        Self::permanent(format!("invalid payload: {e}"))
+    }
+}
+
+/// How a consumer is served and how it retries.
+pub struct ConsumerConfig {
+    pub spec: ConsumerSpec,
+    /// Deliveries applied per transaction.
+    pub batch: usize,
+    /// The delay before each retry of a failed event.
+    pub retry: Backoff,
+    pub schemas: Schemas,
+}
+
+impl ConsumerConfig {
+    pub fn new(spec: ConsumerSpec) -> Self {
+        Self { spec, batch: 500, retry: Backoff::default(), schemas: Schemas::new() }
+    }
+
+    pub fn batch(mut self, batch: usize) -> Self {
+        self.batch = batch.max(1);
+        self
+    }
+
+    pub fn retry(mut self, retry: Backoff) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    pub fn schemas(mut self, schemas: Schemas) -> Self {
+        self.schemas = schemas;
+        self
+    }
+}
+
+/// What became of one delivery inside the batch transaction.
+enum Outcome {
+    Applied,
+    Duplicate,
+    Failed(HandlerError),
+    Undecodable(String),
+}
+
+/// A durable consumer applying events from the bus to its store.
+pub struct Consumer<H> {
+    store: Store,
+    bus: Arc<dyn Bus>,
+    handler: Arc<H>,
+    config: Arc<ConsumerConfig>,
+    counters: ConsumerCounters,
+}
+
+impl<H: Handler> Consumer<H> {
+    pub fn new(store: Store, bus: Arc<dyn Bus>, handler: H, config: ConsumerConfig) -> Self {
+        let counters = ConsumerCounters::detached(&config.spec.name);
+        Self { store, bus, handler: Arc::new(handler), config: Arc::new(config), counters }
+    }
+
+    /// Reports applied, retried and dead-lettered counts into these counters.
+    pub fn counters(mut self, counters: ConsumerCounters) -> Self {
+        self.counters = counters;
+        self
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.spec.name
+    }
+
+    /// Consumes until `shutdown` completes. Bus or store failures are retried with
+    /// backoff; nothing unacknowledged is lost, it is redelivered on the next attach.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut failures = 0;
+        loop {
+            let attached = tokio::select! {
+                result = self.consume() => result,
+                _ = &mut shutdown => return,
+            };
+            let Err(e) = attached;
+            failures += 1;
+            let delay = self.config.retry.delay(failures.min(8));
+            warn!(consumer = %self.name(), error = %e, retry_in_ms = delay.as_millis() as u64, "consumer detached");
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = &mut shutdown => return,
+            }
+        }
+    }
+
+    /// Attaches and applies batches until the bus fails.
+    async fn consume(&self) -> Result<std::convert::Infallible, BusError> {
+        let mut subscription = self.bus.subscribe(&self.config.spec).await?;
+        loop {
+            let deliveries = subscription.fetch(self.config.batch).await?;
+            self.apply_batch(subscription.as_mut(), deliveries).await?;
+        }
+    }
+
+    /// Applies one batch of deliveries in one transaction and settles each with the bus.
+    pub async fn apply_batch(
+        &self,
+        subscription: &mut dyn Subscription,
+        deliveries: Vec<Delivery>,
+    ) -> Result<(), BusError> {
+        let decoded: Vec<_> = deliveries
+            .iter()
+            .map(|d| self.config.schemas.decode(&d.message.body).map_err(|e| e.to_string()))
+            .collect();
+        let (handler, name) = (self.handler.clone(), self.config.spec.name.clone());
+        let outcomes = self.store.transact(move |tx| apply(tx, &name, handler.as_ref(), decoded)).await;
+        let outcomes = match outcomes {
+            Ok(outcomes) => outcomes,
+            Err(e) => {
+                // The whole transaction failed, so nothing of the batch took effect.
+                let failure = HandlerError::from(e);
+                deliveries.iter().map(|_| Outcome::Failed(failure.clone())).collect()
+            }
+        };
+        crashpoint::reached("consumer.after_apply");
+        self.settle(subscription, &deliveries, outcomes).await
+    }
+
+    async fn settle(
+        &self,
+        subscription: &mut dyn Subscription,
+        deliveries: &[Delivery],
+        outcomes: Vec<Outcome>,
+    ) -> Result<(), BusError> {
+        let mut done: Vec<DeliveryTag> = Vec::with_capacity(deliveries.len());
+        for (delivery, outcome) in deliveries.iter().zip(outcomes) {
+            let id = &delivery.message.id;
+            match outcome {
+                Outcome::Applied => {
+                    self.counters.applied.inc();
+                    done.push(delivery.tag);
+                }
+                Outcome::Duplicate => {
+                    self.counters.duplicates.inc();
+                    done.push(delivery.tag);
+                }
+                Outcome::Failed(e) if e.is_retryable() => {
+                    let delay = self.config.retry.delay(delivery.attempt);
+                    let disposition = subscription.retry(delivery.tag, delay, &e.to_string()).await?;
+                    if disposition == Disposition::DeadLettered {
+                        self.counters.dead_lettered.inc();
+                        warn!(consumer = %self.name(), event = %id, attempt = delivery.attempt, error = %e, "dead-lettered after its last attempt");
+                    } else {
+                        self.counters.retried.inc();
+                        debug!(consumer = %self.name(), event = %id, attempt = delivery.attempt, error = %e, retry_in_ms = delay.as_millis() as u64, "retrying");
+                    }
+                }
+                Outcome::Failed(e) => self.dead_letter(subscription, delivery, &e.to_string()).await?,
+                Outcome::Undecodable(e) => self.dead_letter(subscription, delivery, &e).await?,
+            }
+        }
+        subscription.ack(&done).await
+    }
+
+    async fn dead_letter(
+        &self,
+        subscription: &mut dyn Subscription,
+        delivery: &Delivery,
+        error: &str,
+    ) -> Result<(), BusError> {
+        warn!(consumer = %self.name(), event = %delivery.message.id, error, "dead-lettered");
+        self.counters.dead_lettered.inc();
+        subscription.reject(delivery.tag, error).await
+    }
+}
+
+/// Applies decoded events inside one transaction; returns one outcome per event.
+fn apply(
+    tx: &mut Tx<'_>,
+    consumer: &str,
+    handler: &dyn Handler,
+    decoded: Vec<Result<Envelope, String>>,
+) -> Result<Vec<Outcome>, StoreError> {
+    let mut newest: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    let mut outcomes = Vec::with_capacity(decoded.len());
+    for event in decoded {
+        let event = match event {
+            Ok(event) => event,
+            Err(e) => {
+                outcomes.push(Outcome::Undecodable(e));
+                continue;
+            }
+        };
+        let applied = tx.savepoint(|tx| {
+            let fresh = tx.execute(
+                "INSERT INTO kit_inbox (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                &[consumer.into(), event.id.to_string().as_str().into()],
+            )? == 1;
+            if fresh {
+                // A panicking handler fails its own event, not the whole batch.
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.handle(tx, &event)))
+                    .unwrap_or_else(|panic| {
+                        Err(HandlerError::retryable(format!("handler panicked: {}", panic_text(&panic))))
+                    })?;
+            }
+            Ok::<_, HandlerError>(fresh)
+        });
+        outcomes.push(match applied {
+            Ok(true) => {
+                let position = newest.entry(event.stream.to_string()).or_default();
+                if event.seq > position.0 {
+                    *position = (event.seq, event.occurred_at_ms());
+                }
+                Outcome::Applied
+            }
+            Ok(false) => Outcome::Duplicate,
+            Err(e) => Outcome::Failed(e),
+        });
+    }
+    for (stream, (seq, occurred_at_ms)) in newest {
+        tx.execute(
+            "INSERT INTO kit_applied (consumer, stream, seq, occurred_at_ms) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (consumer, stream) DO UPDATE SET seq = excluded.seq, occurred_at_ms = excluded.occurred_at_ms \
+             WHERE excluded.seq > kit_applied.seq",
+            &[consumer.into(), stream.as_str().into(), seq.into(), occurred_at_ms.into()],
+        )?;
+    }
+    Ok(outcomes)
+}
+
+#[cfg(test)]
+mod tests;
