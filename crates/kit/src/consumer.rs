@@ -98,7 +98,7 @@ impl ConsumerConfig {
 }
 
 /// What became of one delivery inside the batch transaction.
-enum Outcome {
+pub(crate) enum Outcome {
     Applied,
     Duplicate,
     Failed(HandlerError),
@@ -233,7 +233,7 @@ impl<H: Handler> Consumer<H> {
 }
 
 /// Applies decoded events inside one transaction; returns one outcome per event.
-fn apply(
+pub(crate) fn apply(
     tx: &mut Tx<'_>,
     consumer: &str,
     handler: &dyn Handler,

@@ -129,3 +129,6 @@ impl Relay {
         Ok(batch.len())
     }
 }
+
+#[cfg(test)]
+mod tests;
