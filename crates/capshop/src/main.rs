@@ -1,1 +1,34 @@
-fn main() {}
+//! The capshop binary: parses arguments and hands over to the command's `run`.
+
+mod lab;
+
+use clap::{Parser, Subcommand};
+
+/// capshop: an online-shop backend whose microservices stay available through failures.
+#[derive(Parser)]
+#[command(name = "capshop", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Experiments on the bare event path (used by the crash tests and benchmarks).
+    #[command(subcommand, hide = true)]
+    Lab(lab::LabCommand),
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match cli.command {
+        Command::Lab(command) => runtime.block_on(lab::run(command)),
+    }
+}

@@ -126,6 +126,11 @@ impl<H: Handler> Consumer<H> {
         self
     }
 
+    /// The counters this consumer reports into, to read them while it runs.
+    pub fn counters_handle(&self) -> ConsumerCounters {
+        self.counters.clone()
+    }
+
     pub fn name(&self) -> &str {
         &self.config.spec.name
     }
