@@ -98,62 +98,25 @@ impl KitMetrics {
             breaker_state: Family::default(),
             watched: Mutex::default(),
         };
-        registry.register(
-            "capshop_consumer_applied_seq",
-            "Highest source seq a consumer has applied",
-            metrics.applied_seq.clone(),
-        );
-        registry.register(
-            "capshop_source_published_seq",
-            "Highest seq the source stream has published",
-            metrics.published_seq.clone(),
-        );
-        registry.register(
-            "capshop_consumer_lag_events",
-            "Events published but not yet applied",
-            metrics.lag_events.clone(),
-        );
-        registry.register(
-            "capshop_consumer_newest_applied_age_seconds",
-            "Age of the newest applied event",
-            metrics.newest_age.clone(),
-        );
-        registry.register(
-            "capshop_dead_letters",
-            "Dead letters waiting for replay or discard",
-            metrics.dead_letters.clone(),
-        );
-        registry.register("capshop_events_applied", "Events applied by a consumer", metrics.applied.clone());
-        registry.register(
-            "capshop_events_duplicate",
-            "Redelivered events the inbox skipped",
-            metrics.duplicates.clone(),
-        );
-        registry.register(
-            "capshop_events_retried",
-            "Failed deliveries scheduled for retry",
-            metrics.retried.clone(),
-        );
-        registry.register(
-            "capshop_events_dead_lettered",
-            "Events moved to dead letters",
-            metrics.dead_lettered.clone(),
-        );
-        registry.register(
-            "capshop_outbox_backlog_events",
-            "Committed events the relay has not published yet",
-            metrics.outbox_backlog.clone(),
-        );
-        registry.register(
-            "capshop_events_relayed",
-            "Events the relay has published",
-            metrics.relayed.clone(),
-        );
-        registry.register(
-            "capshop_breaker_state",
-            "Circuit breaker state: 0 closed, 1 half-open, 2 open",
-            metrics.breaker_state.clone(),
-        );
+        macro_rules! register {
+            ($($field:ident: $name:literal, $help:literal;)*) => {
+                $(registry.register($name, $help, metrics.$field.clone());)*
+            };
+        }
+        register! {
+            applied_seq: "capshop_consumer_applied_seq", "Highest source seq a consumer has applied";
+            published_seq: "capshop_source_published_seq", "Highest seq the source stream has published";
+            lag_events: "capshop_consumer_lag_events", "Events published but not yet applied";
+            newest_age: "capshop_consumer_newest_applied_age_seconds", "Age of the newest applied event";
+            dead_letters: "capshop_dead_letters", "Dead letters waiting for replay or discard";
+            applied: "capshop_events_applied", "Events applied by a consumer";
+            duplicates: "capshop_events_duplicate", "Redelivered events the inbox skipped";
+            retried: "capshop_events_retried", "Failed deliveries scheduled for retry";
+            dead_lettered: "capshop_events_dead_lettered", "Events moved to dead letters";
+            outbox_backlog: "capshop_outbox_backlog_events", "Committed events the relay has not published yet";
+            relayed: "capshop_events_relayed", "Events the relay has published";
+            breaker_state: "capshop_breaker_state", "Circuit breaker state: 0 closed, 1 half-open, 2 open";
+        }
         Arc::new(metrics)
     }
 
