@@ -238,57 +238,107 @@ impl<H: Handler> Consumer<H> {
 }
 
 /// Applies decoded events inside one transaction; returns one outcome per event.
+///
+/// The batch is tried first under a single savepoint; only when an event fails is it rolled
+/// back and applied again with a savepoint per event, so the common case pays two
+/// statements per batch instead of two per event.
 pub(crate) fn apply(
     tx: &mut Tx<'_>,
     consumer: &str,
     handler: &dyn Handler,
     decoded: Vec<Result<Envelope, String>>,
 ) -> Result<Vec<Outcome>, StoreError> {
-    let mut newest: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    let mut outcomes = Vec::with_capacity(decoded.len());
-    for event in decoded {
-        let event = match event {
-            Ok(event) => event,
-            Err(e) => {
-                outcomes.push(Outcome::Undecodable(e));
-                continue;
+    let optimistic = tx.savepoint(|tx| {
+        decoded
+            .iter()
+            .map(|event| match event {
+                Err(e) => Ok(Outcome::Undecodable(e.clone())),
+                Ok(event) => match apply_one(tx, consumer, handler, event) {
+                    Ok(true) => Ok(Outcome::Applied),
+                    Ok(false) => Ok(Outcome::Duplicate),
+                    Err(_) => Err(BatchFailed::Isolate),
+                },
+            })
+            .collect::<Result<Vec<_>, BatchFailed>>()
+    });
+    let outcomes = match optimistic {
+        Ok(outcomes) => outcomes,
+        Err(BatchFailed::Store(e)) => return Err(e),
+        Err(BatchFailed::Isolate) => decoded
+            .iter()
+            .map(|event| match event {
+                Err(e) => Outcome::Undecodable(e.clone()),
+                Ok(event) => match tx.savepoint(|tx| apply_one(tx, consumer, handler, event)) {
+                    Ok(true) => Outcome::Applied,
+                    Ok(false) => Outcome::Duplicate,
+                    Err(e) => Outcome::Failed(e),
+                },
+            })
+            .collect(),
+    };
+    record_positions(tx, consumer, &decoded, &outcomes)?;
+    Ok(outcomes)
+}
+
+/// Why the optimistic pass over a batch was rolled back.
+enum BatchFailed {
+    /// An event failed: apply the batch again, one savepoint per event.
+    Isolate,
+    Store(StoreError),
+}
+
+impl From<StoreError> for BatchFailed {
+    fn from(e: StoreError) -> Self {
+        BatchFailed::Store(e)
+    }
+}
+
+/// Records the event in the inbox and lets the handler apply it; returns `false` for a
+/// duplicate, which is skipped.
+fn apply_one(
+    tx: &mut Tx<'_>,
+    consumer: &str,
+    handler: &dyn Handler,
+    event: &Envelope,
+) -> Result<bool, HandlerError> {
+    let fresh = tx.execute(
+        "INSERT INTO kit_inbox (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        &[consumer.into(), event.id.to_string().as_str().into()],
+    )? == 1;
+    if fresh {
+        // A panicking handler fails its own event, not the whole batch.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.handle(tx, event))).unwrap_or_else(
+            |panic| Err(HandlerError::retryable(format!("handler panicked: {}", panic_text(&panic)))),
+        )?;
+    }
+    Ok(fresh)
+}
+
+/// Advances the consumer's applied position per source stream to the newest applied event.
+fn record_positions(
+    tx: &mut Tx<'_>,
+    consumer: &str,
+    decoded: &[Result<Envelope, String>],
+    outcomes: &[Outcome],
+) -> Result<(), StoreError> {
+    let mut newest: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    for (event, outcome) in decoded.iter().zip(outcomes) {
+        if let (Ok(event), Outcome::Applied) = (event, outcome) {
+            let position = newest.entry(event.stream.as_str()).or_default();
+            if event.seq > position.0 {
+                *position = (event.seq, event.occurred_at_ms());
             }
-        };
-        let applied = tx.savepoint(|tx| {
-            let fresh = tx.execute(
-                "INSERT INTO kit_inbox (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                &[consumer.into(), event.id.to_string().as_str().into()],
-            )? == 1;
-            if fresh {
-                // A panicking handler fails its own event, not the whole batch.
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.handle(tx, &event)))
-                    .unwrap_or_else(|panic| {
-                        Err(HandlerError::retryable(format!("handler panicked: {}", panic_text(&panic))))
-                    })?;
-            }
-            Ok::<_, HandlerError>(fresh)
-        });
-        outcomes.push(match applied {
-            Ok(true) => {
-                let position = newest.entry(event.stream.to_string()).or_default();
-                if event.seq > position.0 {
-                    *position = (event.seq, event.occurred_at_ms());
-                }
-                Outcome::Applied
-            }
-            Ok(false) => Outcome::Duplicate,
-            Err(e) => Outcome::Failed(e),
-        });
+        }
     }
     for (stream, (seq, occurred_at_ms)) in newest {
         tx.execute(
             "INSERT INTO kit_applied (consumer, stream, seq, occurred_at_ms) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (consumer, stream) DO UPDATE SET seq = excluded.seq, occurred_at_ms = excluded.occurred_at_ms \
              WHERE excluded.seq > kit_applied.seq",
-            &[consumer.into(), stream.as_str().into(), seq.into(), occurred_at_ms.into()],
+            &[consumer.into(), stream.into(), seq.into(), occurred_at_ms.into()],
         )?;
     }
-    Ok(outcomes)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -128,7 +128,7 @@ impl rusqlite::ToSql for Bind<'_, '_> {
 
 /// Rewrites PostgreSQL's `$N` placeholders as SQLite's `?N` (outside string literals).
 fn placeholders(sql: &str) -> std::borrow::Cow<'_, str> {
-    if !sql.contains('$') {
+    if numbered_in_order(sql) {
         return sql.into();
     }
     let mut out = String::with_capacity(sql.len());
@@ -148,6 +148,31 @@ fn placeholders(sql: &str) -> std::borrow::Cow<'_, str> {
     out.into()
 }
 
+/// Whether every `$N` first appears in ascending order, so SQLite's own numbering of
+/// `$name` parameters (by first appearance) already gives `$N` the index N and the text
+/// needs no rewrite (the common case, and no allocation per statement).
+fn numbered_in_order(sql: &str) -> bool {
+    let bytes = sql.as_bytes();
+    let (mut highest, mut in_literal, mut i) = (0u32, false, 0);
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\'' => in_literal = !in_literal,
+            b'$' if !in_literal => {
+                let digits = bytes[i + 1..].iter().take_while(|b| b.is_ascii_digit()).count();
+                let n: u32 = sql[i + 1..i + 1 + digits].parse().unwrap_or(0);
+                if n > highest + 1 || n == 0 {
+                    return false;
+                }
+                highest = highest.max(n);
+                i += digits;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    true
+}
+
 fn db(e: rusqlite::Error) -> StoreError {
     StoreError::Database(e.to_string())
 }
@@ -162,5 +187,12 @@ mod tests {
             placeholders("SELECT '$1', a FROM t WHERE b = $2 AND c = $10"),
             "SELECT '$1', a FROM t WHERE b = ?2 AND c = ?10"
         );
+    }
+
+    #[test]
+    fn placeholders_numbered_in_order_of_first_use_are_left_as_they_are() {
+        let sql = "UPDATE t SET a = $1, b = $2 WHERE a < $1 AND c = $3";
+        assert!(matches!(placeholders(sql), std::borrow::Cow::Borrowed(s) if s == sql));
+        assert!(matches!(placeholders("SELECT $2, $1"), std::borrow::Cow::Owned(_)));
     }
 }
