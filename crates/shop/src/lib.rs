@@ -1,0 +1,11 @@
+//! capshop-shop: the seven services of DESIGN §1 on the event kit.
+//!
+//! # Layout
+//!
+//! - [`service`]: what every service shares — its context, common routes, problem+json
+//!   errors, peer calls through links and breakers, and `run`.
+//! - One folder per service, each with the same rooms: `model.rs` (validated domain
+//!   types), `store.rs` (its SQL), `http.rs` (routes, DTO ↔ domain), `events.rs` (what it
+//!   publishes and how it applies what it consumes).
+
+pub mod service;

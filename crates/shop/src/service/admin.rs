@@ -1,0 +1,179 @@
+//! Admin routes (`/admin/...`, bearer token): the service's dead letters — list, show,
+//! replay and discard.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use kit::bus::{DeadLetter, DeadLetterFilter};
+use serde::{Deserialize, Serialize};
+
+use super::{Body, Context, PathParams, Problem, QueryParams};
+
+pub(super) fn router(ctx: Arc<Context>) -> Router<Arc<Context>> {
+    Router::new()
+        .route("/dead-letters", get(list))
+        .route("/dead-letters/{event_id}", get(show))
+        .route("/dead-letters/replay", post(replay))
+        .route("/dead-letters/discard", post(discard))
+        .layer(middleware::from_fn_with_state(ctx, require_token))
+}
+
+/// Lets a request through only with `Authorization: Bearer <admin token>`.
+pub async fn require_token(
+    State(ctx): State<Arc<Context>>,
+    request: Request,
+    next: Next,
+) -> Result<Response, Problem> {
+    let presented = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(token) if constant_time_eq(token.as_bytes(), ctx.admin_token.as_bytes()) => {
+            Ok(next.run(request).await)
+        }
+        Some(_) => Err(Problem::new(axum::http::StatusCode::FORBIDDEN, "the admin token is wrong")),
+        None => Err(Problem::new(
+            axum::http::StatusCode::UNAUTHORIZED,
+            "admin routes need Authorization: Bearer <token>; capshop up prints the token",
+        )),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Selects dead letters of this service's consumers.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Selection {
+    pub consumer: Option<String>,
+    pub event_id: Option<String>,
+    pub stream: Option<String>,
+    pub key: Option<String>,
+    /// Must be true to select every dead letter (guards against an empty body).
+    #[serde(default)]
+    pub all: bool,
+}
+
+impl Selection {
+    fn filter(&self) -> DeadLetterFilter {
+        DeadLetterFilter {
+            consumer: self.consumer.clone(),
+            event_id: self.event_id.clone(),
+            stream: self.stream.clone(),
+            key: self.key.clone(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.consumer.is_none() && self.event_id.is_none() && self.stream.is_none() && self.key.is_none()
+    }
+}
+
+/// A dead letter as the admin API shows it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DeadLetterView {
+    pub consumer: String,
+    pub event_id: String,
+    pub stream: String,
+    pub seq: u64,
+    pub key: String,
+    pub attempts: u32,
+    pub error: String,
+    pub failed_at_ms: u64,
+    /// Later events of the same key held behind this one.
+    pub parked: u64,
+    /// The original envelope (as text when it is not JSON).
+    #[schema(value_type = Object)]
+    pub envelope: serde_json::Value,
+}
+
+impl From<DeadLetter> for DeadLetterView {
+    fn from(d: DeadLetter) -> Self {
+        let envelope = serde_json::from_slice(&d.message.body).unwrap_or_else(|_| {
+            serde_json::Value::String(String::from_utf8_lossy(&d.message.body).into_owned())
+        });
+        Self {
+            consumer: d.consumer,
+            event_id: d.message.id,
+            stream: d.message.stream,
+            seq: d.message.seq,
+            key: d.message.key,
+            attempts: d.attempts,
+            error: d.error,
+            failed_at_ms: d.failed_at_ms,
+            parked: d.parked,
+            envelope,
+        }
+    }
+}
+
+/// Dead letters matching `filter` that belong to this service's consumers.
+async fn own_letters(ctx: &Context, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter>, Problem> {
+    let prefix = format!("{}.", ctx.name);
+    let letters = ctx.bus.dead_letters(filter).await.map_err(|e| Problem::unavailable(e.to_string()))?;
+    Ok(letters.into_iter().filter(|d| d.consumer.starts_with(&prefix)).collect())
+}
+
+async fn list(
+    State(ctx): State<Arc<Context>>,
+    QueryParams(selection): QueryParams<Selection>,
+) -> Result<axum::Json<Vec<DeadLetterView>>, Problem> {
+    let letters = own_letters(&ctx, &selection.filter()).await?;
+    Ok(axum::Json(letters.into_iter().map(Into::into).collect()))
+}
+
+async fn show(
+    State(ctx): State<Arc<Context>>,
+    PathParams(event_id): PathParams<String>,
+) -> Result<axum::Json<Vec<DeadLetterView>>, Problem> {
+    let letters = own_letters(&ctx, &DeadLetterFilter::all().event(event_id.clone())).await?;
+    if letters.is_empty() {
+        return Err(Problem::not_found(format!("no dead letter for event {event_id}")));
+    }
+    Ok(axum::Json(letters.into_iter().map(Into::into).collect()))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Settled {
+    pub count: usize,
+}
+
+async fn replay(
+    State(ctx): State<Arc<Context>>,
+    Body(selection): Body<Selection>,
+) -> Result<axum::Json<Settled>, Problem> {
+    settle(&ctx, selection, true).await
+}
+
+async fn discard(
+    State(ctx): State<Arc<Context>>,
+    Body(selection): Body<Selection>,
+) -> Result<axum::Json<Settled>, Problem> {
+    settle(&ctx, selection, false).await
+}
+
+/// Replays or discards the selected dead letters, one (consumer, event) at a time so that
+/// only this service's consumers are touched.
+async fn settle(ctx: &Context, selection: Selection, replay: bool) -> Result<axum::Json<Settled>, Problem> {
+    if selection.is_empty() && !selection.all {
+        return Err(Problem::bad_request(
+            "name a consumer, event_id, stream or key, or send {\"all\": true} to select every dead letter",
+        ));
+    }
+    let mut count = 0;
+    for letter in own_letters(ctx, &selection.filter()).await? {
+        let one = DeadLetterFilter::all().consumer(letter.consumer).event(letter.message.id);
+        let settled = if replay { ctx.bus.replay(&one).await } else { ctx.bus.discard(&one).await };
+        count += settled.map_err(|e| Problem::unavailable(e.to_string()))?;
+    }
+    Ok(axum::Json(Settled { count }))
+}

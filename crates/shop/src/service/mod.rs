@@ -1,0 +1,232 @@
+//! What every service shares: its [`Context`] (store, outbox, bus, replicas, peers,
+//! metrics), the common routes (`/health`, `/metrics`, `/openapi.json`, `/admin/...`),
+//! problem+json errors, peer calls through links and breakers, and [`run`], which turns a
+//! [`Service`] into a running process part: seed, relay, consumers and HTTP server.
+
+pub mod admin;
+pub mod peer;
+pub mod problem;
+mod routes;
+pub mod token;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use kit::bus::{Bus, ConsumerSpec};
+use kit::consumer::{Consumer, ConsumerConfig, Handler};
+use kit::envelope::StreamName;
+use kit::metrics::KitMetrics;
+use kit::outbox::{self, Outbox};
+use kit::relay::Relay;
+use kit::replica::VersionGate;
+use kit::store::{Migrations, Store, StoreError};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use peer::{Peer, PeerError};
+pub use problem::{Body, PathParams, Problem, QueryParams};
+
+/// The seven services of DESIGN §1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceName {
+    Customer,
+    Catalog,
+    Inventory,
+    Order,
+    Payment,
+    Shipping,
+    Search,
+}
+
+impl ServiceName {
+    pub const ALL: [ServiceName; 7] = [
+        ServiceName::Customer,
+        ServiceName::Catalog,
+        ServiceName::Inventory,
+        ServiceName::Order,
+        ServiceName::Payment,
+        ServiceName::Shipping,
+        ServiceName::Search,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceName::Customer => "customer",
+            ServiceName::Catalog => "catalog",
+            ServiceName::Inventory => "inventory",
+            ServiceName::Order => "order",
+            ServiceName::Payment => "payment",
+            ServiceName::Shipping => "shipping",
+            ServiceName::Search => "search",
+        }
+    }
+
+    /// The stream this service publishes on.
+    pub fn stream(self) -> StreamName {
+        StreamName::parse(self.as_str()).expect("service names are valid stream names")
+    }
+}
+
+impl std::fmt::Display for ServiceName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for ServiceName {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL.into_iter().find(|n| n.as_str() == s).ok_or_else(|| {
+            format!("unknown service {s:?}: expected one of customer, catalog, inventory, order, payment, shipping, search")
+        })
+    }
+}
+
+/// Settings of the availability/consistency choices (DESIGN §1 table) and their bounds.
+#[derive(Debug, Clone)]
+pub struct Choices {
+    /// Where checkout takes the address from: the local replica (available) or the
+    /// customer service, synchronously (consistent).
+    pub address: AddressChoice,
+    /// How long a read carrying a consistency token waits for the replica.
+    pub token_wait: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AddressChoice {
+    Replica,
+    Sync,
+}
+
+impl Default for Choices {
+    fn default() -> Self {
+        Self { address: AddressChoice::Replica, token_wait: Duration::from_millis(250) }
+    }
+}
+
+/// Everything one service needs at run time; shared by its handlers as axum state.
+pub struct Context {
+    pub name: ServiceName,
+    pub store: Store,
+    pub outbox: Outbox,
+    /// The bus as this service sees it, through its link to the bus.
+    pub bus: Arc<dyn Bus>,
+    pub gate: VersionGate,
+    pub metrics: Arc<KitMetrics>,
+    pub registry: std::sync::Mutex<Registry>,
+    pub peers: HashMap<ServiceName, Peer>,
+    pub admin_token: String,
+    pub choices: Choices,
+}
+
+impl Context {
+    /// Opens the service's store at `store_url` with the kit's tables and `migrations`.
+    pub async fn open(
+        name: ServiceName,
+        store_url: &str,
+        migrations: &Migrations,
+        bus: Arc<dyn Bus>,
+        peers: HashMap<ServiceName, Peer>,
+        admin_token: String,
+        choices: Choices,
+    ) -> Result<Arc<Self>, StoreError> {
+        let store = Store::open(store_url, &[&outbox::MIGRATIONS, migrations]).await?;
+        let label = [(std::borrow::Cow::Borrowed("service"), std::borrow::Cow::Borrowed(name.as_str()))];
+        let mut registry = Registry::with_labels(label.into_iter());
+        let metrics = KitMetrics::register(&mut registry);
+        let outbox = Outbox::new(name.stream());
+        metrics.watch_outbox(&store, &outbox);
+        for peer in peers.values() {
+            metrics.watch_breaker(peer.breaker());
+        }
+        Ok(Arc::new(Self {
+            name,
+            store,
+            outbox,
+            bus,
+            gate: VersionGate::new(),
+            metrics,
+            registry: std::sync::Mutex::new(registry),
+            peers,
+            admin_token,
+            choices,
+        }))
+    }
+
+    /// The client of a peer service this one was wired to.
+    pub fn peer(&self, name: ServiceName) -> &Peer {
+        self.peers.get(&name).unwrap_or_else(|| panic!("{} is not wired to {name}", self.name))
+    }
+
+    /// Consumer names are prefixed with their service, e.g. `order.customer-replica`.
+    pub fn consumer_name(&self, purpose: &str) -> String {
+        format!("{}.{purpose}", self.name)
+    }
+}
+
+/// One service: its tables, routes, consumers and seed data.
+pub trait Service: Send + Sync + 'static {
+    const NAME: ServiceName;
+
+    fn migrations() -> &'static Migrations;
+
+    /// The service's own routes (the common ones are added by [`run`]).
+    fn router(ctx: Arc<Context>) -> Router;
+
+    fn openapi() -> utoipa::openapi::OpenApi;
+
+    /// Starts the service's consumers on `consumers`.
+    fn consume(_ctx: &Arc<Context>, _consumers: &mut Consumers) {}
+
+    /// Writes first-start data (through the outbox, so replicas learn of it).
+    fn seed(_ctx: Arc<Context>) -> impl std::future::Future<Output = Result<(), StoreError>> + Send {
+        async { Ok(()) }
+    }
+}
+
+/// The consumers of one service, started with its relay and stopped with it.
+pub struct Consumers {
+    ctx: Arc<Context>,
+    shutdown: CancellationToken,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl Consumers {
+    /// Runs `handler` as the durable consumer `<service>.<purpose>` of `spec`'s streams.
+    pub fn start<H: Handler>(&mut self, spec: ConsumerSpec, handler: H) {
+        let ctx = &self.ctx;
+        let counters = ctx.metrics.consumer_counters(&spec.name);
+        ctx.metrics.watch_consumer(&ctx.store, &spec.name, &spec.streams);
+        let consumer = Consumer::new(ctx.store.clone(), ctx.bus.clone(), handler, ConsumerConfig::new(spec))
+            .counters(counters);
+        let shutdown = self.shutdown.clone();
+        self.tasks.spawn(async move { consumer.run(shutdown.cancelled_owned()).await });
+    }
+}
+
+/// Runs service `S` on `listener` until `shutdown` is cancelled: seeds on first start,
+/// relays its outbox, runs its consumers and serves its routes plus the common ones.
+pub async fn run<S: Service>(
+    ctx: Arc<Context>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    S::seed(ctx.clone()).await.map_err(std::io::Error::other)?;
+    let mut consumers =
+        Consumers { ctx: ctx.clone(), shutdown: shutdown.clone(), tasks: tokio::task::JoinSet::new() };
+    let relay = Relay::new(ctx.store.clone(), ctx.outbox.clone(), ctx.bus.clone())
+        .counter(ctx.metrics.relayed_counter(ctx.name.as_str()));
+    consumers.tasks.spawn(relay.run(shutdown.clone().cancelled_owned()));
+    S::consume(&ctx, &mut consumers);
+    let app = routes::common(ctx.clone(), S::router(ctx.clone()), S::openapi());
+    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await;
+    shutdown.cancel();
+    while consumers.tasks.join_next().await.is_some() {}
+    served
+}
