@@ -8,4 +8,5 @@
 //!   types), `store.rs` (its SQL), `http.rs` (routes, DTO ↔ domain), `events.rs` (what it
 //!   publishes and how it applies what it consumes).
 
+pub mod customer;
 pub mod service;

@@ -19,3 +19,17 @@ pub fn from_headers(headers: &HeaderMap) -> Result<Option<ConsistencyToken>, Pro
 pub fn header(token: &ConsistencyToken) -> (HeaderName, HeaderValue) {
     (HEADER, HeaderValue::from_str(&token.to_string()).expect("tokens are header-safe text"))
 }
+
+/// Answers a write: `body` with `consistency_token` added, and the header.
+pub fn written<T: serde::Serialize>(
+    status: axum::http::StatusCode,
+    body: &T,
+    token: &ConsistencyToken,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let mut value = serde_json::to_value(body).expect("responses serialize");
+    if let Some(object) = value.as_object_mut() {
+        object.insert("consistency_token".into(), token.to_string().into());
+    }
+    (status, [header(token)], axum::Json(value)).into_response()
+}

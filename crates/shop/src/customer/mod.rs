@@ -1,0 +1,77 @@
+//! The customer service: the source of truth for customers, their addresses and payment
+//! methods. It consumes nothing; order and shipping replicate what it publishes.
+
+pub mod events;
+pub mod http;
+pub mod model;
+pub mod store;
+
+use std::sync::Arc;
+
+use kit::store::{Migrations, StoreError};
+use utoipa::OpenApi;
+
+use crate::service::{Context, Service, ServiceName};
+use model::{Address, CustomerId, PaymentMethod, Registration};
+
+pub struct CustomerService;
+
+const MIGRATIONS: Migrations = Migrations {
+    component: "customer",
+    sqlite: &[include_str!("../../migrations/sqlite/customer.sql")],
+    postgres: &[],
+};
+
+/// The three customers of a fresh shop: (id, name, email, line1, city, postcode, country, card).
+const SEED: [(&str, &str, &str, &str, &str, &str, &str, Option<&str>); 3] = [
+    (
+        "c-ada",
+        "Ada Lovelace",
+        "ada@example.com",
+        "12 St James's Square",
+        "London",
+        "SW1Y 4JH",
+        "GB",
+        Some("4242"),
+    ),
+    ("c-bob", "Bob Kahn", "bob@example.com", "1 Infinite Loop", "Cupertino", "95014", "US", None),
+    ("c-cyd", "Cyd Charisse", "cyd@example.com", "Friedrichstr. 43", "Berlin", "10117", "DE", Some("1881")),
+];
+
+impl Service for CustomerService {
+    const NAME: ServiceName = ServiceName::Customer;
+
+    fn migrations() -> &'static Migrations {
+        &MIGRATIONS
+    }
+
+    fn router(ctx: Arc<Context>) -> axum::Router {
+        http::router(ctx)
+    }
+
+    fn openapi() -> utoipa::openapi::OpenApi {
+        http::Api::openapi()
+    }
+
+    async fn seed(ctx: Arc<Context>) -> Result<(), StoreError> {
+        let outbox = ctx.outbox.clone();
+        ctx.store
+            .transact(move |tx| {
+                if store::count(tx)? > 0 {
+                    return Ok(());
+                }
+                for (id, name, email, line1, city, postcode, country, card) in SEED {
+                    let address =
+                        Address::parse(line1, city, postcode, country).expect("seed addresses are valid");
+                    let method = card
+                        .map_or(PaymentMethod::Invoice, |last4| PaymentMethod::Card { last4: last4.into() });
+                    let new =
+                        Registration::parse(name, email, address, method).expect("seed customers are valid");
+                    let id = CustomerId::parse(id).expect("seed ids are valid");
+                    store::register(tx, &outbox, id, new).map_err(|e| StoreError::Database(e.to_string()))?;
+                }
+                Ok(())
+            })
+            .await
+    }
+}
