@@ -8,5 +8,10 @@
 //!   types), `store.rs` (its SQL), `http.rs` (routes, DTO ↔ domain), `events.rs` (what it
 //!   publishes and how it applies what it consumes).
 
+pub mod catalog;
 pub mod customer;
+pub mod inventory;
+pub mod order;
+pub mod payment;
 pub mod service;
+pub mod shipping;
