@@ -13,5 +13,6 @@ pub mod customer;
 pub mod inventory;
 pub mod order;
 pub mod payment;
+pub mod search;
 pub mod service;
 pub mod shipping;

@@ -75,3 +75,6 @@ impl Service for CustomerService {
             .await
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -7,6 +7,8 @@ pub mod admin;
 pub mod peer;
 pub mod problem;
 mod routes;
+#[doc(hidden)]
+pub mod testing;
 pub mod token;
 
 use std::collections::HashMap;

@@ -1,0 +1,85 @@
+use std::collections::HashMap;
+
+use serde_json::{Value, json};
+
+use super::CustomerService;
+use crate::service::testing::{Running, spawn};
+
+async fn customer_service() -> (Running, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = kit::bus::connect(&format!("embedded:{}", dir.path().join("bus.db").display())).await.unwrap();
+    (spawn::<CustomerService>(dir.path(), bus, HashMap::new()).await, dir)
+}
+
+#[tokio::test]
+async fn a_fresh_service_is_seeded_with_three_customers() {
+    let (service, _dir) = customer_service().await;
+    let customers: Vec<Value> = reqwest::get(service.url("/customers")).await.unwrap().json().await.unwrap();
+    assert_eq!(customers.len(), 3);
+    // The seed went through the outbox, so replicas learn of the seeded customers too.
+    while service.ctx.bus.stream_head("customer").await.unwrap() < 3 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn changing_the_address_answers_with_a_consistency_token() {
+    let (service, _dir) = customer_service().await;
+    let client = reqwest::Client::new();
+    let address = json!({ "line1": "2 New Road", "city": "Leeds", "postcode": "LS1 1AA", "country": "gb" });
+    let response = client.put(service.url("/customers/c-ada/address")).json(&address).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["consistency-token"], "customer/c-ada@2");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["address"]["country"], "GB");
+    assert_eq!(body["consistency_token"], "customer/c-ada@2");
+}
+
+#[tokio::test]
+async fn a_bad_address_is_refused_with_a_problem_and_changes_nothing() {
+    let (service, _dir) = customer_service().await;
+    let client = reqwest::Client::new();
+    let address = json!({ "line1": " ", "city": "Leeds", "postcode": "LS1", "country": "GB" });
+    let response = client.put(service.url("/customers/c-ada/address")).json(&address).send().await.unwrap();
+    assert_eq!(response.status(), 422);
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["detail"], "line1 must not be empty");
+    let ada: Value = reqwest::get(service.url("/customers/c-ada")).await.unwrap().json().await.unwrap();
+    assert_eq!(ada["version"], 1);
+}
+
+#[tokio::test]
+async fn malformed_json_and_unknown_customers_get_clear_problems() {
+    let (service, _dir) = customer_service().await;
+    let client = reqwest::Client::new();
+    let response = client
+        .post(service.url("/customers"))
+        .header("content-type", "application/json")
+        .body("{\"name\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let problem: Value = response.json().await.unwrap();
+    assert!(problem["detail"].as_str().unwrap().starts_with("the body is not valid JSON"), "{problem}");
+    let response = reqwest::get(service.url("/customers/c-nobody")).await.unwrap();
+    assert_eq!(response.status(), 404);
+}
+
+#[tokio::test]
+async fn admin_routes_need_the_token() {
+    let (service, _dir) = customer_service().await;
+    let client = reqwest::Client::new();
+    let response = client.get(service.url("/admin/dead-letters")).send().await.unwrap();
+    assert_eq!(response.status(), 401);
+    let response = client.get(service.url("/admin/dead-letters")).bearer_auth("wrong").send().await.unwrap();
+    assert_eq!(response.status(), 403);
+    let response = client
+        .get(service.url("/admin/dead-letters"))
+        .bearer_auth(crate::service::testing::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}

@@ -1,0 +1,74 @@
+//! Starting one service on a free port for tests, with its data in a given directory.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use kit::bus::Bus;
+use tokio_util::sync::CancellationToken;
+
+use super::{Choices, Context, Peer, Service, ServiceName};
+
+/// The admin token of services started by [`spawn`].
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+/// A service running in the test's runtime; stopped when dropped.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub ctx: Arc<Context>,
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Running {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// A client of this service, as another service would hold it.
+    pub fn peer(&self) -> Peer {
+        Peer::new(
+            self.ctx.name.as_str(),
+            &self.url(""),
+            kit::link::Link::new(self.ctx.name.as_str()),
+            super::peer::default_breaker(),
+        )
+    }
+
+    /// Stops the service and waits until its consumers and relay have stopped.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Starts service `S` on 127.0.0.1:0 with its database in `dir`, on `bus`, calling `peers`.
+pub async fn spawn<S: Service>(dir: &Path, bus: Arc<dyn Bus>, peers: HashMap<ServiceName, Peer>) -> Running {
+    spawn_with::<S>(dir, bus, peers, Choices::default()).await
+}
+
+pub async fn spawn_with<S: Service>(
+    dir: &Path,
+    bus: Arc<dyn Bus>,
+    peers: HashMap<ServiceName, Peer>,
+    choices: Choices,
+) -> Running {
+    let url = format!("sqlite:{}", dir.join(format!("{}.db", S::NAME)).display());
+    let ctx = Context::open(S::NAME, &url, S::migrations(), bus, peers, ADMIN_TOKEN.into(), choices)
+        .await
+        .expect("the service's store opens");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a free port");
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(super::run::<S>(ctx.clone(), listener, shutdown.clone()));
+    Running { addr, ctx, shutdown, task: Some(task) }
+}
