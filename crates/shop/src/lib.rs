@@ -10,6 +10,7 @@
 
 pub mod catalog;
 pub mod customer;
+pub mod gateway;
 pub mod inventory;
 pub mod order;
 pub mod payment;

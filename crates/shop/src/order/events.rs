@@ -96,3 +96,91 @@ pub struct Order {
 pub fn event(kind: &str, order: &Order) -> NewEvent {
     NewEvent::new(kind, order.id.as_str(), order.version, order)
 }
+
+/// How the order service applies what it consumes.
+pub mod apply {
+    use kit::consumer::{Handler, HandlerError};
+    use kit::envelope::Envelope;
+    use kit::outbox::Outbox;
+    use kit::replica::VersionGate;
+    use kit::store::Tx;
+
+    use super::{ORDER_CONFIRMED, ORDER_REJECTED, OrderStatus};
+    use crate::catalog::events::{self as catalog, Product};
+    use crate::customer::events as customer;
+    use crate::customer::model::Customer;
+    use crate::inventory::events::{self as inventory, Reservation};
+    use crate::order::model::OrderError;
+    use crate::order::store;
+
+    fn payload<T: serde::de::DeserializeOwned>(event: &Envelope) -> Result<T, HandlerError> {
+        event.payload_as().map_err(|e| HandlerError::permanent(e.to_string()))
+    }
+
+    /// Keeps the replica of customers (address, payment method) at their newest version.
+    pub struct CustomerReplica {
+        pub gate: VersionGate,
+    }
+
+    impl Handler for CustomerReplica {
+        fn handle(&self, tx: &mut Tx<'_>, event: &Envelope) -> Result<(), HandlerError> {
+            if !customer::KINDS.contains(&event.kind.as_str()) {
+                return Ok(());
+            }
+            let customer: Customer = payload(event)?;
+            if self.gate.admit(tx, customer::SCOPE, &event.key, event.version)? {
+                store::put_customer(tx, &customer, event.occurred_at_ms())?;
+            }
+            Ok(())
+        }
+    }
+
+    /// Keeps the replica of product names and list prices at their newest version.
+    pub struct ProductReplica {
+        pub gate: VersionGate,
+    }
+
+    impl Handler for ProductReplica {
+        fn handle(&self, tx: &mut Tx<'_>, event: &Envelope) -> Result<(), HandlerError> {
+            if !catalog::KINDS.contains(&event.kind.as_str()) {
+                return Ok(());
+            }
+            let product: Product = payload(event)?;
+            if self.gate.admit(tx, catalog::SCOPE, &event.key, event.version)? {
+                store::put_product(tx, &product.id, &product.name, product.price_cents, product.version)?;
+            }
+            Ok(())
+        }
+    }
+
+    /// Moves an order from pending stock to confirmed or rejected on inventory's answer.
+    pub struct StockAnswers {
+        pub outbox: Outbox,
+    }
+
+    impl Handler for StockAnswers {
+        fn handle(&self, tx: &mut Tx<'_>, event: &Envelope) -> Result<(), HandlerError> {
+            let (status, kind) = match event.kind.as_str() {
+                inventory::STOCK_RESERVED => (OrderStatus::Confirmed, ORDER_CONFIRMED),
+                inventory::STOCK_REJECTED => (OrderStatus::Rejected, ORDER_REJECTED),
+                _ => return Ok(()),
+            };
+            let reservation: Reservation = payload(event)?;
+            let mut order = match store::order(tx, &reservation.order_id) {
+                Ok(order) => order,
+                Err(OrderError::NotFound(id)) => {
+                    return Err(HandlerError::permanent(format!("no order {id}")));
+                }
+                Err(e) => return Err(HandlerError::retryable(e.to_string())),
+            };
+            if order.status != OrderStatus::PendingStock {
+                return Ok(());
+            }
+            order.status = status;
+            order.reason = reservation.reason;
+            store::change(tx, &self.outbox, order, kind)
+                .map_err(|e| HandlerError::retryable(e.to_string()))?;
+            Ok(())
+        }
+    }
+}

@@ -1,1 +1,59 @@
+//! The order service: carts, the checkout and orders. It keeps version-gated replicas of
+//! customers (address, payment method) and products (names, list prices), so a checkout
+//! works while the customer service is down; the total and the payment are synchronous.
+
+pub mod checkout;
 pub mod events;
+pub mod http;
+pub mod model;
+pub mod place;
+pub mod store;
+
+use std::sync::Arc;
+
+use kit::bus::{ConsumerSpec, Ordering};
+use kit::store::Migrations;
+use utoipa::OpenApi;
+
+use crate::service::{Consumers, Context, Service, ServiceName};
+use events::apply::{CustomerReplica, ProductReplica, StockAnswers};
+
+pub struct OrderService;
+
+const MIGRATIONS: Migrations = Migrations {
+    component: "order",
+    sqlite: &[include_str!("../../migrations/sqlite/order.sql")],
+    postgres: &[],
+};
+
+impl Service for OrderService {
+    const NAME: ServiceName = ServiceName::Order;
+
+    fn migrations() -> &'static Migrations {
+        &MIGRATIONS
+    }
+
+    fn router(ctx: Arc<Context>) -> axum::Router {
+        http::router(ctx)
+    }
+
+    fn openapi() -> utoipa::openapi::OpenApi {
+        http::Api::openapi()
+    }
+
+    fn consume(ctx: &Arc<Context>, consumers: &mut Consumers) {
+        // Replicas are state-carrying and version-gated: no ordering, no parking.
+        consumers.start(
+            ConsumerSpec::new(ctx.consumer_name("customer-replica"), &["customer"]),
+            CustomerReplica { gate: ctx.gate.clone() },
+        );
+        consumers.start(
+            ConsumerSpec::new(ctx.consumer_name("product-replica"), &["catalog"]),
+            ProductReplica { gate: ctx.gate.clone() },
+        );
+        consumers.start(
+            ConsumerSpec::new(ctx.consumer_name("stock"), &["inventory"]).ordering(Ordering::PerKey),
+            StockAnswers { outbox: ctx.outbox.clone() },
+        );
+    }
+}

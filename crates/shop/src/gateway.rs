@@ -1,0 +1,113 @@
+//! The gateway: one address for the whole shop. It routes `/api/<service>/<path>` to that
+//! service's `/<path>` (and `/api/search?q=` to the search service's `/search`), passing
+//! method, body, query and the headers that matter both ways.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderName, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+
+use crate::service::{Problem, ServiceName, token};
+
+/// Request headers the gateway forwards to a service.
+const FORWARDED: [HeaderName; 4] =
+    [header::CONTENT_TYPE, header::AUTHORIZATION, header::ACCEPT, token::HEADER];
+
+/// Where each service listens, e.g. `http://127.0.0.1:41001`.
+#[derive(Debug, Clone)]
+pub struct Routes {
+    pub services: BTreeMap<ServiceName, String>,
+}
+
+struct Gateway {
+    routes: Routes,
+    client: reqwest::Client,
+}
+
+pub fn router(routes: Routes) -> Router {
+    let gateway = Arc::new(Gateway { routes, client: reqwest::Client::new() });
+    Router::new()
+        .route(
+            "/health",
+            get(|| async { axum::Json(serde_json::json!({ "service": "gateway", "status": "ok" })) }),
+        )
+        .route("/api/{service}", any(forward_root))
+        .route("/api/{service}/{*path}", any(forward))
+        .fallback(|| async { Problem::not_found("no such route; the API is under /api/<service>/...") })
+        .with_state(gateway)
+}
+
+async fn forward_root(
+    State(gateway): State<Arc<Gateway>>,
+    Path(service): Path<String>,
+    method: Method,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = service.clone();
+    proxy(&gateway, &service, &path, method, query, headers, body).await
+}
+
+async fn forward(
+    State(gateway): State<Arc<Gateway>>,
+    Path((service, path)): Path<(String, String)>,
+    method: Method,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    proxy(&gateway, &service, &path, method, query, headers, body).await
+}
+
+async fn proxy(
+    gateway: &Gateway,
+    service: &str,
+    path: &str,
+    method: Method,
+    query: Option<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(base) = service.parse::<ServiceName>().ok().and_then(|name| gateway.routes.services.get(&name))
+    else {
+        return Problem::not_found(format!("no service {service:?} behind /api")).into_response();
+    };
+    let mut url = format!("{base}/{path}");
+    if let Some(query) = query {
+        url.push('?');
+        url.push_str(&query);
+    }
+    let mut request = gateway.client.request(method, url).body(body);
+    for name in FORWARDED {
+        if let Some(value) = headers.get(&name) {
+            request = request.header(name, value);
+        }
+    }
+    match request.send().await {
+        Ok(answer) => {
+            let status = answer.status();
+            let mut out = HeaderMap::new();
+            for name in [header::CONTENT_TYPE, token::HEADER] {
+                if let Some(value) = answer.headers().get(&name) {
+                    out.insert(name, value.clone());
+                }
+            }
+            match answer.bytes().await {
+                Ok(bytes) => (status, out, bytes).into_response(),
+                Err(e) => {
+                    Problem::new(StatusCode::BAD_GATEWAY, format!("{service} broke off its answer: {e}"))
+                        .into_response()
+                }
+            }
+        }
+        Err(e) => {
+            Problem::new(StatusCode::BAD_GATEWAY, format!("{service} is unreachable: {e}")).into_response()
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! Placing an order: a binding quote from the catalog and a payment authorization, both
+//! synchronous (consistent), then the order and its events in one transaction. If either
+//! call cannot be made, nothing is written: no order, no event.
+
+use std::sync::Arc;
+
+use kit::token::ConsistencyToken;
+
+use super::checkout::{self, Source};
+use super::events::{AddressSource, ORDER_ADDRESS_OVERRIDDEN, ORDER_PLACED, Order, OrderLine, OrderStatus};
+use super::model::{OrderError, new_order_id};
+use super::store;
+use crate::customer::model::Address;
+use crate::payment::events::{Authorization, AuthorizationRequest, AuthorizationStatus};
+use crate::service::{Context, ServiceName};
+
+pub async fn place(
+    ctx: &Arc<Context>,
+    customer_id: &str,
+    address_override: Option<Address>,
+    token: Option<&ConsistencyToken>,
+) -> Result<Order, OrderError> {
+    let id = customer_id.to_owned();
+    let cart = ctx.store.transact(move |tx| store::cart(tx, &id)).await?;
+    if cart.is_empty() {
+        return Err(OrderError::EmptyCart(customer_id.to_owned()));
+    }
+    let quote = checkout::quote(ctx, &cart)
+        .await
+        .map_err(|e| OrderError::from_peer(e, OrderError::TotalUnconfirmed))?;
+    let resolved = checkout::resolve(ctx, customer_id, token).await?;
+    let unknown = || {
+        OrderError::AddressUnknown(format!(
+            "customer {customer_id} is not replicated yet and the customer service is unavailable"
+        ))
+    };
+    let payment_method = resolved.payment_method().cloned().ok_or_else(unknown)?;
+    let (address, address_source) = match address_override {
+        Some(address) => (address, AddressSource::Override),
+        None => {
+            let source = match resolved.source.source {
+                Source::Owner => AddressSource::Owner,
+                _ => AddressSource::Replica,
+            };
+            (resolved.address().cloned().ok_or_else(unknown)?, source)
+        }
+    };
+
+    let order_id = new_order_id();
+    let request = AuthorizationRequest {
+        order_id: order_id.clone(),
+        customer_id: customer_id.to_owned(),
+        amount_cents: quote.total_cents,
+        payment_method,
+    };
+    let authorization: Authorization = ctx
+        .peer(ServiceName::Payment)
+        .post("/authorizations", &request)
+        .await
+        .map_err(|e| OrderError::from_peer(e, OrderError::PaymentUnavailable))?;
+    if authorization.status == AuthorizationStatus::Declined {
+        return Err(OrderError::PaymentDeclined(
+            authorization.reason.unwrap_or_else(|| "no reason given".into()),
+        ));
+    }
+
+    let overridden = address_source == AddressSource::Override;
+    let order = Order {
+        id: order_id,
+        customer_id: customer_id.to_owned(),
+        status: OrderStatus::PendingStock,
+        lines: quote
+            .lines
+            .into_iter()
+            .map(|l| OrderLine {
+                product_id: l.product_id,
+                name: l.name,
+                quantity: l.quantity,
+                unit_price_cents: l.unit_price_cents,
+            })
+            .collect(),
+        total_cents: quote.total_cents,
+        address,
+        address_source,
+        address_confirmed: false,
+        payment_authorization_id: authorization.authorization_id,
+        reason: None,
+        version: 0,
+    };
+    let kinds: &'static [&'static str] =
+        if overridden { &[ORDER_PLACED, ORDER_ADDRESS_OVERRIDDEN] } else { &[ORDER_PLACED] };
+    let outbox = ctx.outbox.clone();
+    let now = kit::clock::now_ms();
+    ctx.store.transact(move |tx| store::place(tx, &outbox, order, kinds, now)).await
+}
