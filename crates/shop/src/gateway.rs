@@ -1,4 +1,5 @@
-//! The gateway: one address for the whole shop. It routes `/api/<service>/<path>` to that
+//! The gateway: one address for the whole shop. It serves the shop page (`/`) and the
+//! dashboard (`/dashboard`), and routes `/api/<service>/<path>` to that
 //! service's `/<path>` (and `/api/search?q=` to the search service's `/search`), passing
 //! method, body, query and the headers that matter both ways.
 
@@ -9,7 +10,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderName, Method, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{any, get};
 
 use crate::service::{Problem, ServiceName, token};
@@ -36,10 +37,24 @@ pub fn router(routes: Routes) -> Router {
             "/health",
             get(|| async { axum::Json(serde_json::json!({ "service": "gateway", "status": "ok" })) }),
         )
+        .route("/", get(|| async { Html(include_str!("../assets/shop.html")) }))
+        .route("/dashboard", get(|| async { Html(include_str!("../assets/dashboard.html")) }))
+        .route("/assets/{name}", get(asset))
         .route("/api/{service}", any(forward_root))
         .route("/api/{service}/{*path}", any(forward))
         .fallback(|| async { Problem::not_found("no such route; the API is under /api/<service>/...") })
         .with_state(gateway)
+}
+
+/// The pages' scripts and style, compiled into the binary so `up` needs no files.
+async fn asset(Path(name): Path<String>) -> Response {
+    let (content_type, body) = match name.as_str() {
+        "shop.js" => ("text/javascript", include_str!("../assets/shop.js")),
+        "dashboard.js" => ("text/javascript", include_str!("../assets/dashboard.js")),
+        "capshop.css" => ("text/css", include_str!("../assets/capshop.css")),
+        _ => return Problem::not_found(format!("no asset {name}")).into_response(),
+    };
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
 async fn forward_root(

@@ -1,0 +1,130 @@
+// The shop page: a thin client of the gateway's API. It keeps the consistency token of
+// the shopper's last address change and sends it with the checkout (read-your-writes).
+const $ = (id) => document.getElementById(id);
+const euros = (cents) => (cents / 100).toFixed(2);
+const tokens = {};
+
+async function api(method, path, body, headers = {}) {
+  const init = { method, headers: { ...headers } };
+  if (body !== undefined) {
+    init.headers["content-type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const response = await fetch(`/api/${path}`, init);
+  const text = await response.text();
+  const data = text ? JSON.parse(text) : null;
+  if (!response.ok) throw new Error(data && data.detail ? data.detail : `${response.status}`);
+  return { data, token: response.headers.get("consistency-token") };
+}
+
+const customer = () => $("customer").value;
+
+function say(text, bad) {
+  $("message").textContent = text;
+  $("message").className = bad ? "bad" : "good";
+}
+
+async function loadCustomers() {
+  const { data } = await api("GET", "customer/customers");
+  $("customer").innerHTML = data.map((c) => `<option value="${c.id}">${c.name}</option>`).join("");
+}
+
+async function loadProducts() {
+  const { data } = await api("GET", "catalog/products");
+  $("products").innerHTML = data
+    .map((p) => `<li><span>${p.name}</span><span>${euros(p.price_cents)}</span>` +
+      `<button data-product="${p.id}">Add</button></li>`)
+    .join("");
+}
+
+async function loadCheckout() {
+  const id = customer();
+  const headers = tokens[id] ? { "Consistency-Token": tokens[id] } : {};
+  const { data } = await api("GET", `order/checkout/${id}`, undefined, headers);
+  const source = data.address_source;
+  const address = data.address
+    ? `${data.address.line1}, ${data.address.postcode} ${data.address.city}, ${data.address.country}`
+    : "unknown";
+  const age = source.age_ms === null ? "" : ` · ${(source.age_ms / 1000).toFixed(1)} s old`;
+  const total = data.total.confirmed
+    ? `<strong>${euros(data.total.cents)}</strong>`
+    : `<span class="bad">cannot be confirmed: ${data.total.reason}</span>`;
+  $("checkout").innerHTML =
+    `<ul class="list">${data.cart.map((l) => `<li><span>${l.quantity} × ${l.name}</span>` +
+      `<button data-remove="${l.product_id}">remove</button></li>`).join("") || "<li>the cart is empty</li>"}</ul>` +
+    `<p>Ship to: <span id="address">${address}</span> <small class="${source.stale ? "bad" : ""}">` +
+    `(from ${source.source}${age}${source.stale ? " · stale" : ""})</small></p>` +
+    `<p>Total: ${total}</p>`;
+}
+
+async function loadOrders() {
+  const { data } = await api("GET", `order/orders?customer_id=${customer()}`);
+  const rows = await Promise.all(data.reverse().map(async (o) => {
+    const shipments = (await api("GET", `shipping/shipments?order_id=${o.id}`)).data;
+    const shipment = shipments[0] ? ` · shipment ${shipments[0].status}${shipments[0].reason ? ": " + shipments[0].reason : ""}` : "";
+    return `<li><span>${o.id.slice(0, 14)}… ${euros(o.total_cents)}</span><span>${o.status}${shipment}</span></li>`;
+  }));
+  $("orders").innerHTML = rows.join("") || "<li>no orders yet</li>";
+}
+
+async function refresh() {
+  try {
+    await Promise.all([loadCheckout(), loadOrders()]);
+  } catch (e) {
+    say(e.message, true);
+  }
+}
+
+function formAddress(form) {
+  const fields = Object.fromEntries(new FormData(form));
+  return Object.values(fields).some((v) => v.trim()) ? fields : null;
+}
+
+$("products").addEventListener("click", async (event) => {
+  const product = event.target.dataset.product;
+  if (!product) return;
+  try {
+    await api("POST", `order/carts/${customer()}/items`, { product_id: product, quantity: 1 });
+    say("added to the cart");
+    await refresh();
+  } catch (e) { say(e.message, true); }
+});
+
+$("checkout").addEventListener("click", async (event) => {
+  const product = event.target.dataset.remove;
+  if (!product) return;
+  await api("DELETE", `order/carts/${customer()}/items/${product}`);
+  await refresh();
+});
+
+$("address-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  try {
+    const { token } = await api("PUT", `customer/customers/${customer()}/address`, formAddress(event.target));
+    tokens[customer()] = token;
+    say(`address saved (${token})`);
+    await refresh();
+  } catch (e) { say(e.message, true); }
+});
+
+$("place").addEventListener("click", async () => {
+  const body = { customer_id: customer() };
+  const override = formAddress($("override-form"));
+  if (override) body.address_override = override;
+  const headers = tokens[customer()] ? { "Consistency-Token": tokens[customer()] } : {};
+  try {
+    const { data } = await api("POST", "order/orders", body, headers);
+    say(`order ${data.id} placed: ${data.status}`);
+    await refresh();
+  } catch (e) { say(e.message, true); }
+});
+
+$("customer").addEventListener("change", refresh);
+
+(async () => {
+  try {
+    await Promise.all([loadCustomers(), loadProducts()]);
+    await refresh();
+    setInterval(refresh, 2000);
+  } catch (e) { say(e.message, true); }
+})();
