@@ -28,7 +28,7 @@ CREATE TABLE bus_consumer (
 
 -- Messages taken but not yet acknowledged, per consumer:
 --   inflight: delivered, redelivered when visible_at_ms passes without an ack;
---   retry:    failed, delivered again at visible_at_ms;
+--   ready:    due for (re)delivery at visible_at_ms (a retry, a release, a replay);
 --   held:     waiting behind an earlier message of the same key (per-key consumers);
 --   dead:     a dead letter, until replayed or discarded.
 CREATE TABLE bus_pending (

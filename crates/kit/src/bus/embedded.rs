@@ -4,7 +4,6 @@
 //! into the log and a pending table of messages taken but not yet acknowledged; attempts,
 //! retry deadlines, held keys and dead letters live there, so all of them survive a crash.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +23,9 @@ const MIGRATIONS: Migrations = Migrations {
     postgres: &[],
 };
 
-/// How many log positions one fetch looks at for a consumer's streams.
+/// How many log positions one fetch transaction looks at for a consumer's streams; a
+/// fetch that finds nothing in its window moves on to the next one at once, so a long run
+/// of other streams' messages costs time, never a missed message.
 const SCAN_WINDOW: u64 = 8192;
 
 /// The durable log in its own database file; cloning shares it.
@@ -110,10 +111,13 @@ impl Bus for EmbeddedBus {
                 Ok::<_, StoreError>(())
             })
             .await?;
+        let mut streams = spec.streams.clone();
+        streams.sort();
+        streams.dedup();
         Ok(Box::new(EmbeddedSubscription {
             bus: self.clone(),
             spec: spec.clone(),
-            streams: spec.streams.iter().cloned().collect(),
+            streams,
             changes: self.changed.subscribe(),
         }))
     }
@@ -173,7 +177,7 @@ impl Bus for EmbeddedBus {
             .transact(move |tx| {
                 let (clause, params) = filter_clause(&filter);
                 let sql = format!(
-                    "DELETE FROM bus_pending AS p WHERE p.state = 'dead' {clause} RETURNING p.consumer, p.key"
+                    "DELETE FROM bus_pending AS p WHERE p.state = 'dead' {clause} RETURNING consumer, key"
                 );
                 let params: Vec<Param<'_>> = params.iter().map(Into::into).collect();
                 let released = tx.query(&sql, &params)?;
@@ -247,7 +251,8 @@ fn release_next(tx: &mut Tx<'_>, consumer: &str, key: &str) -> Result<(), StoreE
 struct EmbeddedSubscription {
     bus: EmbeddedBus,
     spec: ConsumerSpec,
-    streams: HashSet<String>,
+    /// The consumer's streams, sorted, so the scan statement's text is stable.
+    streams: Vec<String>,
     changes: watch::Receiver<u64>,
 }
 
@@ -255,6 +260,8 @@ struct EmbeddedSubscription {
 struct Taken {
     deliveries: Vec<Delivery>,
     next_due_ms: Option<u64>,
+    /// Log positions past the consumer's scan window are still to be looked at.
+    more: bool,
 }
 
 impl EmbeddedSubscription {
@@ -270,7 +277,7 @@ impl EmbeddedSubscription {
 fn take(
     tx: &mut Tx<'_>,
     spec: &ConsumerSpec,
-    streams: &HashSet<String>,
+    streams: &[String],
     now: u64,
     max: usize,
 ) -> Result<Taken, StoreError> {
@@ -314,9 +321,11 @@ fn take(
         });
     }
 
-    if deliveries.len() < max {
-        take_new(tx, spec, streams, now, ack_deadline, max, &mut deliveries)?;
-    }
+    let more = if deliveries.len() < max {
+        take_new(tx, spec, streams, ack_deadline, max, &mut deliveries)?
+    } else {
+        false
+    };
 
     let next_due_ms = if deliveries.is_empty() {
         tx.query_one(
@@ -327,39 +336,41 @@ fn take(
     } else {
         None
     };
-    Ok(Taken { deliveries, next_due_ms })
+    Ok(Taken { deliveries, next_due_ms, more })
 }
 
-/// Takes messages past the consumer's position: delivered now, or held behind an
-/// earlier pending message of their key.
+/// Takes messages past the consumer's position, one scan window at a time: delivered
+/// now, or held behind an earlier pending message of their key. Returns whether log
+/// positions remain past the window.
 fn take_new(
     tx: &mut Tx<'_>,
     spec: &ConsumerSpec,
-    streams: &HashSet<String>,
-    now: u64,
+    streams: &[String],
     ack_deadline: u64,
     max: usize,
     deliveries: &mut Vec<Delivery>,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     let name = spec.name.as_str();
     let taken: u64 =
         tx.query_one("SELECT taken_pos FROM bus_consumer WHERE name = $1", &[name.into()])?.get(0)?;
-    let room = (max - deliveries.len()) as u64;
-    let rows = tx.query(
-        "SELECT pos, id, stream, seq, key, body FROM bus_log WHERE pos > $1 AND pos <= $2 ORDER BY pos",
-        &[taken.into(), (taken + SCAN_WINDOW).into()],
-    )?;
-    let mut last = taken;
-    let mut added = 0;
+    let window_end = taken + SCAN_WINDOW;
+    let list: Vec<String> = (0..streams.len()).map(|i| format!("${}", i + 3)).collect();
+    let sql = format!(
+        "SELECT pos, id, stream, seq, key, body FROM bus_log \
+         WHERE pos > $1 AND pos <= $2 AND stream IN ({}) ORDER BY pos",
+        list.join(", ")
+    );
+    let mut params: Vec<Param<'_>> = vec![taken.into(), window_end.into()];
+    params.extend(streams.iter().map(Param::from));
+    let rows = tx.query(&sql, &params)?;
+    let room = max - deliveries.len();
+    let (mut last, mut added, mut full) = (taken, 0, false);
     for mut row in rows {
         if added == room {
+            full = true;
             break;
         }
         last = row.get(0)?;
-        let stream: String = row.get(2)?;
-        if !streams.contains(&stream) {
-            continue;
-        }
         let message = message_from_row(&mut row, 1)?;
         let held = spec.ordering == Ordering::PerKey
             && tx
@@ -378,11 +389,18 @@ fn take_new(
             deliveries.push(Delivery { tag: DeliveryTag(last), attempt: 1, message });
         }
     }
-    let _ = now;
+    let mut more = full;
+    if !full {
+        // The whole window is taken: the position moves to its end, or to the log's head
+        // when that comes first (positions past the head are not written yet).
+        let head: u64 = tx.query_one("SELECT coalesce(max(pos), 0) FROM bus_log", &[])?.get(0)?;
+        last = last.max(window_end.min(head));
+        more = head > window_end;
+    }
     if last > taken {
         tx.execute("UPDATE bus_consumer SET taken_pos = $2 WHERE name = $1", &[name.into(), last.into()])?;
     }
-    Ok(())
+    Ok(more)
 }
 
 fn message_from_row(row: &mut Row, from: usize) -> Result<Message, StoreError> {
@@ -404,6 +422,9 @@ impl Subscription for EmbeddedSubscription {
             let taken = self.take(max).await?;
             if !taken.deliveries.is_empty() {
                 return Ok(taken.deliveries);
+            }
+            if taken.more {
+                continue;
             }
             let wake_at = taken.next_due_ms.map(clock::instant_at);
             tokio::select! {

@@ -3,11 +3,11 @@
 //!
 //! One trait with one semantics; implementations are chosen by URL scheme
 //! (`embedded:PATH`; `nats:` comes with the distributed mode) and proven by the one
-//! conformance suite in `conformance.rs`. The bus moves opaque messages: it never parses
+//! conformance suite in [`conformance`]. The bus moves opaque messages: it never parses
 //! an envelope, so a malformed one still reaches its consumer and goes to dead letters.
 
+pub mod conformance;
 mod embedded;
-// pub mod conformance;
 
 use std::time::Duration;
 
@@ -190,7 +190,8 @@ pub trait Bus: Send + Sync + 'static {
     async fn publish(&self, batch: &[Message]) -> Result<(), BusError>;
 
     /// Attaches to (creating if needed) the named durable consumer. Deliveries a previous
-    /// attachment left unacknowledged are delivered again.
+    /// attachment left unacknowledged are delivered again, at the latest when their ack
+    /// wait runs out.
     async fn subscribe(&self, spec: &ConsumerSpec) -> Result<Box<dyn Subscription>, BusError>;
 
     /// The highest seq published on `stream` (0 when none).
@@ -209,6 +210,9 @@ pub trait Bus: Send + Sync + 'static {
 #[async_trait]
 pub trait Subscription: Send {
     /// Waits until at least one delivery is due and returns up to `max` of them.
+    ///
+    /// A fetch cancelled while it talks to the bus may have taken deliveries it never
+    /// returns; like any unacknowledged delivery they come back after the ack wait.
     async fn fetch(&mut self, max: usize) -> Result<Vec<Delivery>, BusError>;
 
     async fn ack(&mut self, tags: &[DeliveryTag]) -> Result<(), BusError>;

@@ -1,0 +1,144 @@
+//! Acknowledgement and redelivery: ack, ack timeouts, dead subscriptions, delayed retry,
+//! and the dead letters that attempts running out or a rejection make.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{ACK_WAIT, Feed, RETRY_DELAY, Subscriber, assert_delivery, assert_waited, spec};
+use crate::bus::{Bus, DeadLetterFilter, Disposition};
+
+/// An acknowledged message stays acknowledged, also once its ack wait has long passed.
+pub async fn an_acknowledged_message_is_not_delivered_again(bus: Arc<dyn Bus>) {
+    let mut feed = Feed::new(&bus);
+    let mut subscriber = Subscriber::attach(&bus, spec("acker", &["orders"]).ack_wait(ACK_WAIT)).await;
+    let published = [feed.send("orders", "k-1").await, feed.send("orders", "k-2").await];
+    let delivered = subscriber.collect(2).await;
+    for (delivery, message) in delivered.iter().zip(&published) {
+        assert_delivery(delivery, message, 1);
+    }
+    subscriber.ack(&delivered.iter().collect::<Vec<_>>()).await;
+    tokio::time::sleep(ACK_WAIT * 2).await;
+    let marker = feed.marker("orders").await;
+    subscriber.assert_nothing_before(&marker).await;
+}
+
+/// A delivery not acknowledged within the ack wait is delivered again, as attempt 2, and
+/// not before the ack wait has passed.
+pub async fn redelivers_after_ack_timeout(bus: Arc<dyn Bus>) {
+    let mut feed = Feed::new(&bus);
+    let mut subscriber = Subscriber::attach(&bus, spec("forgetful", &["orders"]).ack_wait(ACK_WAIT)).await;
+    let message = feed.send("orders", "k").await;
+    let start = Instant::now();
+    let first = subscriber.next().await;
+    assert_delivery(&first, &message, 1);
+    let second = subscriber.next().await;
+    assert_waited(start, ACK_WAIT, "the redelivery");
+    assert_delivery(&second, &message, 2);
+    subscriber.ack(&[&second]).await;
+    tokio::time::sleep(ACK_WAIT * 2).await;
+    let marker = feed.marker("orders").await;
+    subscriber.assert_nothing_before(&marker).await;
+}
+
+/// What a subscription held unacknowledged when it went away (its consumer died) is
+/// delivered to the next subscription of the same name, and the attempts count on: the
+/// third attachment's retry is the last one.
+pub async fn a_message_left_unacked_by_a_dropped_subscription_goes_to_the_next(bus: Arc<dyn Bus>) {
+    let mut feed = Feed::new(&bus);
+    let consumer = spec("crashy", &["orders"]).ack_wait(ACK_WAIT).max_attempts(3);
+    let message = feed.send("orders", "k").await;
+    for attempt in 1..=2 {
+        let mut subscriber = Subscriber::attach(&bus, consumer.clone()).await;
+        assert_delivery(&subscriber.next().await, &message, attempt);
+    }
+    let mut subscriber = Subscriber::attach(&bus, consumer.clone()).await;
+    let last = subscriber.next().await;
+    assert_delivery(&last, &message, 3);
+    let disposition = subscriber.retry(&last, Duration::from_millis(10), "still failing").await;
+    assert_eq!(disposition, Disposition::DeadLettered, "attempts were not counted across attachments");
+    let letters = super::dead_letters(&bus, DeadLetterFilter::all().consumer("crashy")).await;
+    assert_eq!(letters.len(), 1, "expected one dead letter, got {letters:?}");
+    assert_eq!(letters[0].attempts, 3);
+}
+
+/// A retried message is delivered again as the next attempt after its delay, not before,
+/// and meanwhile the consumer gets newer messages.
+pub async fn a_retried_message_comes_back_after_its_delay_and_not_before(bus: Arc<dyn Bus>) {
+    let mut feed = Feed::new(&bus);
+    let mut subscriber = Subscriber::attach(&bus, spec("retrier", &["orders"])).await;
+    let message = feed.send("orders", "k").await;
+    let first = subscriber.next().await;
+    assert_delivery(&first, &message, 1);
+    let retried_at = Instant::now();
+    let disposition = subscriber.retry(&first, RETRY_DELAY, "the warehouse is busy").await;
+    assert_eq!(disposition, Disposition::Retrying);
+    let marker = feed.marker("orders").await;
+    subscriber.assert_nothing_before(&marker).await;
+    let again = subscriber.next().await;
+    assert_waited(retried_at, RETRY_DELAY, "the retried message");
+    assert_delivery(&again, &message, 2);
+    subscriber.ack(&[&again]).await;
+}
+
+/// With `max_attempts` 3, the third retry dead-letters the message: the dead letter has
+/// the last error, the attempts and the original message, and the consumer moves on.
+pub async fn a_message_retried_until_its_attempts_run_out_becomes_a_dead_letter(bus: Arc<dyn Bus>) {
+    let mut feed = Feed::new(&bus);
+    let mut subscriber = Subscriber::attach(&bus, spec("doomed", &["orders"]).max_attempts(3)).await;
+    let message = feed.send("orders", "k").await;
+    for attempt in 1..=3 {
+        let delivery = subscriber.next().await;
+        assert_delivery(&delivery, &message, attempt);
+        let disposition =
+            subscriber.retry(&delivery, Duration::from_millis(10), &format!("failure {attempt}")).await;
+        let expected = if attempt < 3 { Disposition::Retrying } else { Disposition::DeadLettered };
+        assert_eq!(disposition, expected, "the retry of attempt {attempt}");
+    }
+    let marker = feed.marker("orders").await;
+    subscriber.assert_nothing_before(&marker).await;
+    let letters = super::dead_letters(&bus, DeadLetterFilter::all().consumer("doomed")).await;
+    assert_eq!(letters.len(), 1, "expected one dead letter, got {letters:?}");
+    let letter = &letters[0];
+    assert_eq!(letter.consumer, "doomed");
+    assert_eq!(letter.message, message, "the dead letter lost the original message");
+    assert_eq!(letter.attempts, 3);
+    assert!(letter.error.contains("failure 3"), "the dead letter's error is {:?}", letter.error);
+    assert_eq!(letter.parked, 0);
+}
+
+/// Deliveries that time out count as attempts: a message never acknowledged becomes a
+/// dead letter once its attempts are used up.
+pub async fn a_message_never_acked_becomes_a_dead_letter_when_its_attempts_run_out(bus: Arc<dyn Bus>) {
+    let mut feed = Feed::new(&bus);
+    let consumer = spec("silent", &["orders"]).ack_wait(ACK_WAIT).max_attempts(2);
+    let mut subscriber = Subscriber::attach(&bus, consumer).await;
+    let message = feed.send("orders", "k").await;
+    assert_delivery(&subscriber.next().await, &message, 1);
+    assert_delivery(&subscriber.next().await, &message, 2);
+    tokio::time::sleep(ACK_WAIT + ACK_WAIT / 2).await;
+    let marker = feed.marker("orders").await;
+    subscriber.assert_nothing_before(&marker).await;
+    let letters = super::dead_letters(&bus, DeadLetterFilter::all().consumer("silent")).await;
+    assert_eq!(letters.len(), 1, "expected one dead letter, got {letters:?}");
+    assert_eq!(letters[0].message, message);
+    assert_eq!(letters[0].attempts, 2);
+    assert!(!letters[0].error.is_empty(), "a dead letter says why it is one");
+}
+
+/// A rejected message is a dead letter at once, with its error, whatever attempts remain.
+pub async fn a_rejected_message_becomes_a_dead_letter_at_once(bus: Arc<dyn Bus>) {
+    let mut feed = Feed::new(&bus);
+    let mut subscriber = Subscriber::attach(&bus, spec("strict", &["orders"]).max_attempts(5)).await;
+    let message = feed.send("orders", "k").await;
+    let delivery = subscriber.next().await;
+    subscriber.reject(&delivery, "cannot parse the payload").await;
+    let letters = super::dead_letters(&bus, DeadLetterFilter::all().consumer("strict")).await;
+    assert_eq!(letters.len(), 1, "expected one dead letter, got {letters:?}");
+    assert_eq!(letters[0].message, message);
+    assert_eq!(letters[0].attempts, 1);
+    assert_eq!(letters[0].error, "cannot parse the payload");
+    let marker = feed.marker("orders").await;
+    subscriber.assert_nothing_before(&marker).await;
+}
