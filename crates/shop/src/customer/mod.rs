@@ -22,8 +22,11 @@ const MIGRATIONS: Migrations = Migrations {
     postgres: &[],
 };
 
-/// The three customers of a fresh shop: (id, name, email, line1, city, postcode, country, card).
-const SEED: [(&str, &str, &str, &str, &str, &str, &str, Option<&str>); 3] = [
+/// One customer of a fresh shop: id, name, email, line1, city, postcode, country, card.
+type SeedCustomer = (&'static str, &'static str, &'static str, &'static str, &'static str, &'static str, &'static str, Option<&'static str>);
+
+/// The three customers of a fresh shop.
+const SEED: [SeedCustomer; 3] = [
     (
         "c-ada",
         "Ada Lovelace",

@@ -1,1 +1,69 @@
+//! The shipping service: the source of truth for shipments. It keeps version-gated
+//! replicas of orders and of customers' current addresses, and each order's payment
+//! decision; after every event it decides the affected shipments in the same transaction.
+//!
+//! An order ships only when it is confirmed, paid, and its address equals the customer's
+//! current address as shipping knows it, or the customer confirmed the difference
+//! (DESIGN §6: nothing is shipped to an address that disagrees with the customer's current
+//! one). Until then its shipment is held with the reason, and released when the facts
+//! agree. A shipped shipment is final. A rejected or cancelled order never ships: it gets
+//! no shipment, or its held one is closed with a last ShipmentHeld saying so.
+
 pub mod events;
+pub mod http;
+pub mod model;
+pub mod store;
+
+use std::sync::Arc;
+
+use kit::bus::{ConsumerSpec, Ordering};
+use kit::store::Migrations;
+use utoipa::OpenApi;
+
+use crate::service::{Consumers, Context, Service, ServiceName};
+use events::apply::{CustomerReplica, OrderReplica, Payments};
+
+pub struct ShippingService;
+
+const MIGRATIONS: Migrations = Migrations {
+    component: "shipping",
+    sqlite: &[include_str!("../../migrations/sqlite/shipping.sql")],
+    postgres: &[],
+};
+
+impl Service for ShippingService {
+    const NAME: ServiceName = ServiceName::Shipping;
+
+    fn migrations() -> &'static Migrations {
+        &MIGRATIONS
+    }
+
+    fn router(ctx: Arc<Context>) -> axum::Router {
+        http::router(ctx)
+    }
+
+    fn openapi() -> utoipa::openapi::OpenApi {
+        http::Api::openapi()
+    }
+
+    fn consume(ctx: &Arc<Context>, consumers: &mut Consumers) {
+        // State-carrying and version-gated (payments: recorded idempotently), so no
+        // ordering and no parking: a later version is safe to apply past a dead letter.
+        consumers.start(
+            ConsumerSpec::new(ctx.consumer_name("order-replica"), &["order"]).ordering(Ordering::Unordered),
+            OrderReplica { gate: ctx.gate.clone(), outbox: ctx.outbox.clone() },
+        );
+        consumers.start(
+            ConsumerSpec::new(ctx.consumer_name("customer-replica"), &["customer"])
+                .ordering(Ordering::Unordered),
+            CustomerReplica { gate: ctx.gate.clone(), outbox: ctx.outbox.clone() },
+        );
+        consumers.start(
+            ConsumerSpec::new(ctx.consumer_name("payments"), &["payment"]).ordering(Ordering::Unordered),
+            Payments { outbox: ctx.outbox.clone() },
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,72 @@
+//! The shipping service's routes: shipments by order, and the held ones with their reasons.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
+use serde::Deserialize;
+
+use super::events::{Shipment, ShipmentStatus};
+use super::model::{HeldShipment, OrderId};
+use super::store;
+use crate::customer::model::Address;
+use crate::service::{Context, PathParams, Problem, QueryParams};
+
+pub fn router(ctx: Arc<Context>) -> Router {
+    Router::new()
+        .route("/shipments", get(list))
+        .route("/shipments/{order_id}", get(show))
+        .route("/held", get(held))
+        .with_state(ctx)
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "capshop shipping",
+        description = "Shipments. An order ships only when it is confirmed, paid, and its address agrees with the customer's current one (or the customer confirmed it); otherwise its shipment is held with the reason until the replicas agree."
+    ),
+    paths(list, show, held),
+    components(schemas(Shipment, ShipmentStatus, HeldShipment, Address, Problem))
+)]
+pub struct Api;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShipmentsQuery {
+    order_id: Option<String>,
+}
+
+/// Lists shipments: the one of `order_id` (none while the order has not reached
+/// shipping), or every shipment.
+#[utoipa::path(get, path = "/shipments", params(("order_id" = Option<String>, Query)),
+    responses((status = 200, body = [Shipment]), (status = 422, body = Problem)))]
+async fn list(
+    State(ctx): State<Arc<Context>>,
+    QueryParams(q): QueryParams<ShipmentsQuery>,
+) -> Result<axum::Json<Vec<Shipment>>, Problem> {
+    let order = q.order_id.as_deref().map(OrderId::parse).transpose()?;
+    let shipments =
+        ctx.store.transact(move |tx| store::shipments(tx, order.as_ref().map(OrderId::as_str))).await?;
+    Ok(axum::Json(shipments))
+}
+
+/// Shows the shipment of an order.
+#[utoipa::path(get, path = "/shipments/{order_id}",
+    responses((status = 200, body = Shipment), (status = 404, body = Problem)))]
+async fn show(
+    State(ctx): State<Arc<Context>>,
+    PathParams(order): PathParams<String>,
+) -> Result<axum::Json<Shipment>, Problem> {
+    let order =
+        OrderId::parse(&order).map_err(|_| Problem::not_found(format!("no shipment for order {order}")))?;
+    Ok(axum::Json(ctx.store.transact(move |tx| store::shipment(tx, order.as_str())).await?))
+}
+
+/// Lists the held shipments that still wait for something, longest held first, each with
+/// the reason. Shipments of rejected or cancelled orders are not listed: they never ship.
+#[utoipa::path(get, path = "/held", responses((status = 200, body = [HeldShipment])))]
+async fn held(State(ctx): State<Arc<Context>>) -> Result<axum::Json<Vec<HeldShipment>>, Problem> {
+    Ok(axum::Json(ctx.store.transact(store::held).await?))
+}
