@@ -1,6 +1,7 @@
 //! What the catalog publishes: every event carries the whole product at its version.
 
 use kit::envelope::NewEvent;
+use kit::token::{ConsistencyToken, TokenEntry};
 use serde::{Deserialize, Serialize};
 
 pub const PRODUCT_ADDED: &str = "ProductAdded";
@@ -23,6 +24,12 @@ pub struct Product {
 
 pub fn event(kind: &str, product: &Product) -> NewEvent {
     NewEvent::new(kind, product.id.as_str(), product.version, product)
+}
+
+/// The token a write of `product` answers with: `product/<id>@<version>`.
+pub fn token(product: &Product) -> ConsistencyToken {
+    let entry = TokenEntry::new(SCOPE, &product.id, product.version).expect("product ids are token-safe");
+    ConsistencyToken::new().with(entry)
 }
 
 /// One line of a quote request: `POST /quote`.

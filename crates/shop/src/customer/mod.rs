@@ -23,7 +23,16 @@ const MIGRATIONS: Migrations = Migrations {
 };
 
 /// One customer of a fresh shop: id, name, email, line1, city, postcode, country, card.
-type SeedCustomer = (&'static str, &'static str, &'static str, &'static str, &'static str, &'static str, &'static str, Option<&'static str>);
+type SeedCustomer = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+);
 
 /// The three customers of a fresh shop.
 const SEED: [SeedCustomer; 3] = [

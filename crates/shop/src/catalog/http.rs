@@ -1,0 +1,174 @@
+//! The catalog's routes: products, prices (admin), the binding quote and the popular list.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::middleware;
+use axum::response::Response;
+use axum::routing::{get, post, put};
+use serde::{Deserialize, Serialize};
+
+use super::events::{self, Product, Quote, QuoteItem, QuoteLine, QuoteRequest};
+use super::model::{Basket, NewProduct, PriceCents, ProductId};
+use super::{cache, store};
+use crate::service::admin::require_token;
+use crate::service::{Body, Context, PathParams, Problem, token};
+
+/// How many products `GET /popular` lists.
+pub const POPULAR_COUNT: u64 = 5;
+
+/// The key of the ranking in the popularity cache.
+const POPULAR_KEY: &str = "popular";
+
+pub fn router(ctx: Arc<Context>) -> Router {
+    // Writing the catalog is an admin operation; reading and quoting are not.
+    let admin = Router::new()
+        .route("/products", post(add))
+        .route("/products/{id}/price", put(change_price))
+        .route_layer(middleware::from_fn_with_state(ctx.clone(), require_token));
+    Router::new()
+        .route("/products", get(list))
+        .route("/products/{id}", get(show))
+        .route("/quote", post(quote))
+        .route("/popular", get(popular))
+        .merge(admin)
+        .with_state(ctx)
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "capshop catalog",
+        description = "Products and their prices (the source of truth). The quote is the binding, consistent price of a cart; changing prices needs the admin token."
+    ),
+    paths(list, show, add, change_price, quote, popular),
+    components(schemas(
+        Product,
+        AddProduct,
+        PriceChange,
+        QuoteRequest,
+        QuoteItem,
+        Quote,
+        QuoteLine,
+        Popular,
+        Problem
+    ))
+)]
+pub struct Api;
+
+/// A new product; the id is the next free `p-NNN` when not given.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddProduct {
+    pub id: Option<String>,
+    pub name: String,
+    pub description: String,
+    pub price_cents: u64,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PriceChange {
+    pub price_cents: u64,
+}
+
+/// The most popular products. `limited` is true when the popularity cache could not be
+/// asked: the list is then a cheap stand-in (the first products by id), or empty.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Popular {
+    pub limited: bool,
+    pub products: Vec<Product>,
+    /// Why the answer is limited.
+    pub reason: Option<String>,
+}
+
+fn product_id(id: &str) -> Result<ProductId, Problem> {
+    ProductId::parse(id).map_err(|_| Problem::not_found(format!("no product {id}")))
+}
+
+/// Lists every product, by id.
+#[utoipa::path(get, path = "/products", responses((status = 200, body = [Product])))]
+async fn list(State(ctx): State<Arc<Context>>) -> Result<axum::Json<Vec<Product>>, Problem> {
+    Ok(axum::Json(ctx.store.transact(store::list).await?))
+}
+
+/// Shows one product.
+#[utoipa::path(get, path = "/products/{id}",
+    responses((status = 200, body = Product), (status = 404, body = Problem)))]
+async fn show(
+    State(ctx): State<Arc<Context>>,
+    PathParams(id): PathParams<String>,
+) -> Result<axum::Json<Product>, Problem> {
+    let id = product_id(&id)?;
+    Ok(axum::Json(ctx.store.transact(move |tx| store::get(tx, &id)).await?))
+}
+
+/// Adds a product (admin: `Authorization: Bearer <token>`); publishes ProductAdded.
+#[utoipa::path(post, path = "/products", request_body = AddProduct,
+    responses((status = 201, body = Product, description = "added; with a Consistency-Token"),
+              (status = 401, body = Problem), (status = 403, body = Problem),
+              (status = 409, body = Problem), (status = 422, body = Problem)))]
+async fn add(State(ctx): State<Arc<Context>>, Body(request): Body<AddProduct>) -> Result<Response, Problem> {
+    let new =
+        NewProduct::parse(request.id.as_deref(), &request.name, &request.description, request.price_cents)?;
+    let outbox = ctx.outbox.clone();
+    let product = ctx.store.transact(move |tx| store::add(tx, &outbox, new)).await?;
+    Ok(token::written(StatusCode::CREATED, &product, &events::token(&product)))
+}
+
+/// Changes a product's price (admin); publishes ProductPriceChanged with the whole product
+/// at its next version. The same price again changes nothing.
+#[utoipa::path(put, path = "/products/{id}/price", request_body = PriceChange,
+    responses((status = 200, body = Product, description = "changed; with a Consistency-Token"),
+              (status = 401, body = Problem), (status = 403, body = Problem),
+              (status = 404, body = Problem), (status = 422, body = Problem)))]
+async fn change_price(
+    State(ctx): State<Arc<Context>>,
+    PathParams(id): PathParams<String>,
+    Body(change): Body<PriceChange>,
+) -> Result<Response, Problem> {
+    let id = product_id(&id)?;
+    let price = PriceCents::new(change.price_cents)?;
+    let outbox = ctx.outbox.clone();
+    let product = ctx.store.transact(move |tx| store::change_price(tx, &outbox, &id, price)).await?;
+    Ok(token::written(StatusCode::OK, &product, &events::token(&product)))
+}
+
+/// Prices a cart at the current prices: the binding, consistent quote the order service
+/// asks for before it shows a total or places an order.
+#[utoipa::path(post, path = "/quote", request_body = QuoteRequest,
+    responses((status = 200, body = Quote), (status = 400, body = Problem),
+              (status = 422, body = Problem, description = "no items, a bad quantity, or unknown products (named)")))]
+async fn quote(
+    State(ctx): State<Arc<Context>>,
+    Body(request): Body<QuoteRequest>,
+) -> Result<axum::Json<Quote>, Problem> {
+    let basket = Basket::try_from(request)?;
+    Ok(axum::Json(ctx.store.transact(move |tx| store::quote(tx, &basket)).await?))
+}
+
+/// Lists the most quoted products from the popularity cache. When the cache is cut off or
+/// its breaker is open, answers at once with `limited: true` instead of waiting.
+#[utoipa::path(get, path = "/popular", responses((status = 200, body = Popular)))]
+async fn popular(State(ctx): State<Arc<Context>>) -> Result<axum::Json<Popular>, Problem> {
+    let cache = cache::of(&ctx);
+    let products = match cache.get(POPULAR_KEY).await {
+        Ok(Some(products)) => products,
+        Ok(None) => {
+            let products = ctx.store.transact(|tx| store::most_quoted(tx, POPULAR_COUNT)).await?;
+            if let Err(e) = cache.put(POPULAR_KEY, products.clone()).await {
+                // The ranking is complete; only the next request pays for it again.
+                tracing::debug!(error = %e, "popular ranking not cached");
+            }
+            products
+        }
+        Err(e) => {
+            let products = ctx.store.transact(|tx| store::first(tx, POPULAR_COUNT)).await.unwrap_or_default();
+            let reason = Some(format!("features limited: {e}"));
+            return Ok(axum::Json(Popular { limited: true, products, reason }));
+        }
+    };
+    Ok(axum::Json(Popular { limited: false, products, reason: None }))
+}

@@ -1,0 +1,358 @@
+//! The inventory service fed by the order service's events over the embedded bus, and
+//! watched through its HTTP API and what it publishes.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kit::bus::{Bus, ConsumerSpec};
+use kit::envelope::{Envelope, NewEvent, StreamName};
+use kit::outbox::Outbox;
+use kit::relay::Relay;
+use kit::store::Store;
+use serde_json::{Value, json};
+
+use super::InventoryService;
+use super::events::{Reservation, STOCK_ADJUSTED, STOCK_REJECTED, STOCK_RELEASED, STOCK_RESERVED, StockLevel};
+use crate::customer::model::Address;
+use crate::order::events::{
+    AddressSource, ORDER_CANCELLED, ORDER_CONFIRMED, ORDER_PLACED, Order, OrderLine, OrderStatus, event,
+};
+use crate::service::testing::{ADMIN_TOKEN, Running, spawn};
+
+/// The order service as far as inventory can tell: its own store, outbox and relay.
+struct Orders {
+    store: Store,
+    outbox: Outbox,
+    relay: Relay,
+}
+
+impl Orders {
+    async fn open(dir: &Path, bus: Arc<dyn Bus>) -> Self {
+        let url = format!("sqlite:{}", dir.join("producer.db").display());
+        let store = Store::open(&url, &[&kit::outbox::MIGRATIONS]).await.unwrap();
+        let outbox = Outbox::new(StreamName::parse("order").unwrap());
+        let relay = Relay::new(store.clone(), outbox.clone(), bus);
+        Self { store, outbox, relay }
+    }
+
+    /// Commits `events` through the outbox and relays them to the bus.
+    async fn emit(&self, events: Vec<NewEvent>) {
+        let outbox = self.outbox.clone();
+        self.store.transact(move |tx| outbox.append(tx, events)).await.unwrap();
+        while self.relay.relay_batch().await.unwrap() > 0 {}
+    }
+}
+
+struct Harness {
+    service: Running,
+    bus: Arc<dyn Bus>,
+    orders: Orders,
+    client: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+async fn harness() -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = kit::bus::connect(&format!("embedded:{}", dir.path().join("bus.db").display())).await.unwrap();
+    Harness {
+        service: spawn::<InventoryService>(dir.path(), bus.clone(), HashMap::new()).await,
+        orders: Orders::open(dir.path(), bus.clone()).await,
+        bus,
+        client: reqwest::Client::new(),
+        _dir: dir,
+    }
+}
+
+/// Polls `probe` until it returns `Some`, for at most 10 s.
+async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn order(id: &str, lines: &[(&str, u32)], status: OrderStatus, version: u64) -> Order {
+    Order {
+        id: id.into(),
+        customer_id: "c-ada".into(),
+        status,
+        lines: lines
+            .iter()
+            .map(|(product_id, quantity)| OrderLine {
+                product_id: (*product_id).into(),
+                name: format!("product {product_id}"),
+                quantity: *quantity,
+                unit_price_cents: 100,
+            })
+            .collect(),
+        total_cents: lines.iter().map(|(_, q)| u64::from(*q) * 100).sum(),
+        address: Address {
+            line1: "12 St James's Square".into(),
+            city: "London".into(),
+            postcode: "SW1Y 4JH".into(),
+            country: "GB".into(),
+        },
+        address_source: AddressSource::Replica,
+        address_confirmed: false,
+        payment_authorization_id: format!("a-{id}"),
+        reason: None,
+        version,
+    }
+}
+
+impl Harness {
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self.client.get(self.service.url(path)).send().await.unwrap();
+        (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn set_on_hand(&self, product_id: &str, on_hand: u64) -> Value {
+        let response = self
+            .client
+            .put(self.service.url(&format!("/stock/{product_id}")))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({ "on_hand": on_hand }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    }
+
+    async fn stock(&self, product_id: &str) -> Value {
+        let (status, stock) = self.get(&format!("/stock/{product_id}")).await;
+        assert_eq!(status, 200, "{stock}");
+        stock
+    }
+
+    async fn reservations(&self, order_id: &str) -> Vec<Value> {
+        let (status, body) = self.get(&format!("/reservations?order_id={order_id}")).await;
+        assert_eq!(status, 200, "{body}");
+        body.as_array().cloned().unwrap()
+    }
+
+    /// Waits until inventory has applied everything the order service has published.
+    async fn caught_up(&self) {
+        let head = self.bus.stream_head("order").await.unwrap();
+        let ctx = &self.service.ctx;
+        let streams = ["order".to_owned()];
+        eventually("inventory to apply every order event", || async {
+            let lag = kit::lag::measure(&ctx.store, ctx.bus.as_ref(), "inventory.orders", &streams).await.unwrap();
+            (lag[0].applied_seq >= head).then_some(())
+        })
+        .await;
+    }
+
+    /// Every event inventory has committed so far, once relayed, in stream order.
+    async fn published(&self) -> Vec<Envelope> {
+        let committed: u64 = self
+            .service
+            .ctx
+            .store
+            .transact(|tx| tx.query_one("SELECT coalesce(max(last_seq), 0) FROM kit_outbox_head", &[])?.get(0))
+            .await
+            .unwrap();
+        let head = eventually("the relay to publish every inventory event", || async {
+            let head = self.bus.stream_head("inventory").await.unwrap();
+            (head >= committed).then_some(head)
+        })
+        .await;
+        let spec = ConsumerSpec::new(format!("test.watch-{}", uuid::Uuid::now_v7().simple()), &["inventory"]);
+        let mut subscription = self.bus.subscribe(&spec).await.unwrap();
+        let mut events = Vec::new();
+        while (events.len() as u64) < head {
+            for delivery in subscription.fetch(100).await.unwrap() {
+                events.push(serde_json::from_slice::<Envelope>(&delivery.message.body).unwrap());
+            }
+        }
+        events.sort_by_key(|e| e.seq);
+        events
+    }
+
+    /// The published answers (StockReserved, StockRejected, StockReleased) about `order_id`.
+    async fn answers(&self, order_id: &str) -> Vec<(String, Reservation)> {
+        let answers = [STOCK_RESERVED, STOCK_REJECTED, STOCK_RELEASED];
+        let published = self.published().await;
+        let about = published.into_iter().filter(|e| answers.contains(&e.kind.as_str()) && e.key == order_id);
+        about.map(|e| (e.kind.clone(), e.payload_as().unwrap())).collect()
+    }
+}
+
+#[tokio::test]
+async fn a_fresh_inventory_stocks_the_twenty_catalog_products_and_announces_each() {
+    let shop = harness().await;
+    let (status, stock) = shop.get("/stock").await;
+    assert_eq!(status, 200);
+    let stock = stock.as_array().unwrap();
+    assert_eq!(stock.len(), 20);
+    assert_eq!(stock[0]["product_id"], "p-001");
+    assert_eq!(stock[19]["product_id"], "p-020");
+    for s in stock {
+        assert!((25..=100).contains(&s["on_hand"].as_u64().unwrap()), "{s}");
+        assert_eq!(s["reserved"], 0);
+        assert_eq!(s["available"], s["on_hand"]);
+    }
+    let adjusted: Vec<_> = shop.published().await.into_iter().filter(|e| e.kind == STOCK_ADJUSTED).collect();
+    assert_eq!(adjusted.len(), 20);
+    let level: StockLevel = adjusted[0].payload_as().unwrap();
+    assert_eq!((level.product_id.as_str(), level.version), ("p-001", 1));
+}
+
+#[tokio::test]
+async fn a_placed_order_reserves_every_line_when_stock_suffices() {
+    let shop = harness().await;
+    shop.set_on_hand("p-001", 10).await;
+    shop.set_on_hand("p-002", 5).await;
+    let placed = order("o-1", &[("p-001", 3), ("p-002", 5)], OrderStatus::PendingStock, 1);
+    shop.orders.emit(vec![event(ORDER_PLACED, &placed)]).await;
+
+    let lines = eventually("the reservation of o-1", || async {
+        Some(shop.reservations("o-1").await).filter(|l| !l.is_empty())
+    })
+    .await;
+    assert_eq!(lines.len(), 2);
+    assert!(lines.iter().all(|l| l["status"] == "reserved"), "{lines:?}");
+    let p1 = shop.stock("p-001").await;
+    assert_eq!((p1["on_hand"].as_u64(), p1["reserved"].as_u64(), p1["available"].as_u64()), (Some(10), Some(3), Some(7)));
+    assert_eq!(shop.stock("p-002").await["available"], 0, "exactly what was left may be reserved");
+
+    let answers = shop.answers("o-1").await;
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    let (kind, reservation) = &answers[0];
+    assert_eq!(kind, STOCK_RESERVED);
+    assert_eq!(reservation.reason, None);
+    let reserved: Vec<_> = reservation.lines.iter().map(|l| (l.product_id.as_str(), l.quantity)).collect();
+    assert_eq!(reserved, [("p-001", 3), ("p-002", 5)]);
+    let levels: Vec<StockLevel> = shop
+        .published()
+        .await
+        .iter()
+        .filter(|e| e.kind == STOCK_ADJUSTED && e.key == "p-001")
+        .map(|e| e.payload_as().unwrap())
+        .collect();
+    let newest = levels.last().unwrap();
+    assert_eq!((newest.on_hand, newest.reserved), (10, 3));
+    assert_eq!(newest.version, p1["version"].as_u64().unwrap());
+}
+
+#[tokio::test]
+async fn an_order_short_of_stock_is_rejected_with_the_reason_and_reserves_nothing() {
+    let shop = harness().await;
+    shop.set_on_hand("p-001", 10).await;
+    shop.set_on_hand("p-003", 1).await;
+    let placed = order("o-2", &[("p-001", 1), ("p-003", 2)], OrderStatus::PendingStock, 1);
+    shop.orders.emit(vec![event(ORDER_PLACED, &placed)]).await;
+
+    let answers = eventually("the answer to o-2", || async {
+        let answers = shop.answers("o-2").await;
+        (!answers.is_empty()).then_some(answers)
+    })
+    .await;
+    let (kind, rejection) = &answers[0];
+    assert_eq!(kind, STOCK_REJECTED);
+    assert_eq!(rejection.reason.as_deref(), Some("not enough stock of product p-003: 2 requested, 1 available"));
+    assert!(shop.reservations("o-2").await.is_empty());
+    assert_eq!(shop.stock("p-001").await["reserved"], 0, "nothing of the order is reserved");
+    assert_eq!(shop.stock("p-003").await["reserved"], 0);
+}
+
+#[tokio::test]
+async fn an_order_placed_again_or_replayed_reserves_only_once() {
+    let shop = harness().await;
+    shop.set_on_hand("p-004", 10).await;
+    let placed = order("o-3", &[("p-004", 4)], OrderStatus::PendingStock, 1);
+    // Two events with their own ids: the inbox cannot tell them apart as duplicates, as
+    // with a dead letter replayed after the order was answered.
+    shop.orders.emit(vec![event(ORDER_PLACED, &placed)]).await;
+    shop.orders.emit(vec![event(ORDER_PLACED, &placed), event(ORDER_PLACED, &placed)]).await;
+    shop.caught_up().await;
+
+    assert_eq!(shop.stock("p-004").await["reserved"], 4);
+    assert_eq!(shop.reservations("o-3").await.len(), 1);
+    let answers = shop.answers("o-3").await;
+    assert_eq!(answers.len(), 1, "answered once: {answers:?}");
+    assert_eq!(answers[0].0, STOCK_RESERVED);
+}
+
+#[tokio::test]
+async fn a_cancelled_order_releases_its_stock_and_stays_released() {
+    let shop = harness().await;
+    shop.set_on_hand("p-005", 6).await;
+    let placed = order("o-4", &[("p-005", 6)], OrderStatus::PendingStock, 1);
+    let mut confirmed = placed.clone();
+    (confirmed.status, confirmed.version) = (OrderStatus::Confirmed, 2);
+    let mut cancelled = confirmed.clone();
+    (cancelled.status, cancelled.version) = (OrderStatus::Cancelled, 3);
+    cancelled.reason = Some("cancelled by the customer".into());
+    shop.orders
+        .emit(vec![
+            event(ORDER_PLACED, &placed),
+            event(ORDER_CONFIRMED, &confirmed),
+            event(ORDER_CANCELLED, &cancelled),
+        ])
+        .await;
+    shop.caught_up().await;
+
+    let stock = shop.stock("p-005").await;
+    assert_eq!((stock["reserved"].as_u64(), stock["available"].as_u64()), (Some(0), Some(6)));
+    let lines = shop.reservations("o-4").await;
+    assert_eq!(lines[0]["status"], "released");
+    let kinds: Vec<_> = shop.answers("o-4").await.into_iter().map(|(kind, _)| kind).collect();
+    assert_eq!(kinds, [STOCK_RESERVED, STOCK_RELEASED]);
+
+    // A late replay of the OrderPlaced of a cancelled order reserves nothing.
+    shop.orders.emit(vec![event(ORDER_PLACED, &placed), event(ORDER_CANCELLED, &cancelled)]).await;
+    shop.caught_up().await;
+    assert_eq!(shop.stock("p-005").await["reserved"], 0);
+    assert_eq!(shop.answers("o-4").await.len(), 2);
+}
+
+#[tokio::test]
+async fn stock_changes_need_the_admin_token_and_bad_requests_get_clear_problems() {
+    let shop = harness().await;
+    let url = shop.service.url("/stock/p-006");
+    let response = shop.client.put(&url).json(&json!({ "on_hand": 3 })).send().await.unwrap();
+    assert_eq!(response.status(), 401);
+    let response = shop.client.put(&url).bearer_auth("wrong").json(&json!({ "on_hand": 3 })).send().await.unwrap();
+    assert_eq!(response.status(), 403);
+
+    let response = shop.client.put(&url).bearer_auth(ADMIN_TOKEN).json(&json!({ "on_hand": 3 })).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let version = shop.stock("p-006").await["version"].as_u64().unwrap();
+    assert_eq!(response.headers()["consistency-token"], format!("stock/p-006@{version}").as_str());
+
+    shop.orders.emit(vec![event(ORDER_PLACED, &order("o-5", &[("p-006", 2)], OrderStatus::PendingStock, 1))]).await;
+    shop.caught_up().await;
+    let below = shop.client.put(&url).bearer_auth(ADMIN_TOKEN).json(&json!({ "on_hand": 1 })).send().await.unwrap();
+    assert_eq!(below.status(), 409);
+    assert_eq!(below.headers()["content-type"], "application/problem+json");
+    let problem: Value = below.json().await.unwrap();
+    assert_eq!(problem["detail"], "on_hand of p-006 cannot be 1: 2 are reserved");
+
+    let negative = shop.client.put(&url).bearer_auth(ADMIN_TOKEN).json(&json!({ "on_hand": -1 })).send().await.unwrap();
+    assert_eq!(negative.status(), 422);
+    let problem: Value = negative.json().await.unwrap();
+    assert!(problem["detail"].as_str().unwrap().starts_with("the body does not fit"), "{problem}");
+    let bad_id = shop.service.url("/stock/Robert%27);DROP");
+    let response = shop.client.put(bad_id).bearer_auth(ADMIN_TOKEN).json(&json!({ "on_hand": 1 })).send().await.unwrap();
+    assert_eq!(response.status(), 422);
+    assert_eq!(shop.stock("p-006").await["on_hand"], 3, "refused changes change nothing");
+
+    let (status, problem) = shop.get("/stock/p-999").await;
+    assert_eq!((status, problem["detail"].as_str()), (404, Some("no stock of product p-999")));
+    assert_eq!(shop.get("/reservations").await.0, 400);
+    assert_eq!(shop.get("/reservations?order_id=nope").await.0, 422);
+    let (_, openapi) = shop.get("/openapi.json").await;
+    assert!(openapi["paths"]["/stock/{product_id}"]["put"].is_object());
+    assert!(openapi["paths"]["/reservations"]["get"].is_object());
+}

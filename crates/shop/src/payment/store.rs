@@ -1,0 +1,92 @@
+//! The payment service's SQL. A decision and its event are written in one transaction,
+//! once per order: the order id is unique, so asking again reads the first decision.
+
+use kit::outbox::Outbox;
+use kit::store::{Row, StoreError, Tx};
+
+use super::events::{self, Authorization, AuthorizationStatus};
+use super::model::{self, Charge, PaymentError};
+
+const COLUMNS: &str = "id, order_id, customer_id, amount_cents, status, reason";
+
+fn status_column(status: AuthorizationStatus) -> &'static str {
+    match status {
+        AuthorizationStatus::Authorized => "authorized",
+        AuthorizationStatus::Declined => "declined",
+    }
+}
+
+fn authorization_from_row(mut row: Row) -> Result<Authorization, StoreError> {
+    let status = match row.take::<String>(4)?.as_str() {
+        "authorized" => AuthorizationStatus::Authorized,
+        _ => AuthorizationStatus::Declined,
+    };
+    Ok(Authorization {
+        authorization_id: row.take(0)?,
+        order_id: row.take(1)?,
+        customer_id: row.take(2)?,
+        amount_cents: row.get(3)?,
+        status,
+        reason: row.take(5)?,
+    })
+}
+
+fn by_order(tx: &mut Tx<'_>, order_id: &str) -> Result<Option<Authorization>, StoreError> {
+    let sql = format!("SELECT {COLUMNS} FROM authorizations WHERE order_id = $1");
+    tx.query_opt(&sql, &[order_id.into()])?.map(authorization_from_row).transpose()
+}
+
+pub fn get(tx: &mut Tx<'_>, id: &str) -> Result<Authorization, PaymentError> {
+    let row = tx.query_opt(&format!("SELECT {COLUMNS} FROM authorizations WHERE id = $1"), &[id.into()])?;
+    row.map(authorization_from_row).transpose()?.ok_or_else(|| PaymentError::NotFound(id.to_owned()))
+}
+
+/// Authorizations, newest first: the one of `order_id` (if any), or the latest `limit`.
+pub fn list(tx: &mut Tx<'_>, order_id: Option<&str>, limit: u64) -> Result<Vec<Authorization>, PaymentError> {
+    if let Some(order_id) = order_id {
+        return Ok(by_order(tx, order_id)?.into_iter().collect());
+    }
+    let sql = format!("SELECT {COLUMNS} FROM authorizations ORDER BY created_at_ms DESC, id DESC LIMIT $1");
+    let rows = tx.query(&sql, &[limit.into()])?;
+    Ok(rows.into_iter().map(authorization_from_row).collect::<Result<_, _>>()?)
+}
+
+/// Decides `charge` and records the decision with its event, or returns the decision
+/// already recorded for its order. The flag says whether the decision is new.
+pub fn authorize(
+    tx: &mut Tx<'_>,
+    outbox: &Outbox,
+    charge: Charge,
+    now_ms: u64,
+) -> Result<(Authorization, bool), PaymentError> {
+    if let Some(first) = by_order(tx, &charge.order_id)? {
+        return Ok((first, false));
+    }
+    let (status, reason) = model::decide(&charge);
+    let authorization = Authorization {
+        authorization_id: model::new_authorization_id(),
+        order_id: charge.order_id,
+        customer_id: charge.customer_id,
+        amount_cents: charge.amount_cents,
+        status,
+        reason,
+    };
+    let (kind, last4) = charge.payment_method.columns();
+    tx.execute(
+        "INSERT INTO authorizations (id, order_id, customer_id, amount_cents, payment_kind, payment_last4, \
+         status, reason, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        &[
+            authorization.authorization_id.as_str().into(),
+            authorization.order_id.as_str().into(),
+            authorization.customer_id.as_str().into(),
+            authorization.amount_cents.into(),
+            kind.into(),
+            last4.into(),
+            status_column(status).into(),
+            authorization.reason.as_deref().into(),
+            now_ms.into(),
+        ],
+    )?;
+    outbox.append(tx, vec![events::event(&authorization)])?;
+    Ok((authorization, true))
+}
