@@ -74,7 +74,8 @@ impl Service for InventoryService {
                 for n in 1..=SEED_PRODUCTS {
                     let id = ProductId::parse(&format!("p-{n:03}")).expect("seed ids are valid");
                     let units = OnHand::new(seed_units(n)).expect("seed stock is valid");
-                    store::set_on_hand(tx, &outbox, &id, units).map_err(|e| StoreError::Database(e.to_string()))?;
+                    store::set_on_hand(tx, &outbox, &id, units)
+                        .map_err(|e| StoreError::Database(e.to_string()))?;
                 }
                 Ok(())
             })

@@ -217,20 +217,19 @@ mod unit {
 
     #[test]
     fn repeated_products_are_reserved_as_one_line() {
-        let lines = requested([("p-002".into(), 1), ("p-001".into(), 2), ("p-002".into(), 3), ("p-003".into(), 0)]);
+        let lines =
+            requested([("p-002".into(), 1), ("p-001".into(), 2), ("p-002".into(), 3), ("p-003".into(), 0)]);
         assert_eq!(lines, [line("p-001", 2), line("p-002", 4)]);
     }
 
     #[test]
     fn shortages_name_every_product_that_is_short() {
         let lines = [line("p-001", 2), line("p-002", 5), line("p-009", 1)];
-        let stock = [Some(Stock::new("p-001".into(), 2, 0, 1)), Some(Stock::new("p-002".into(), 9, 5, 3)), None];
+        let stock =
+            [Some(Stock::new("p-001".into(), 2, 0, 1)), Some(Stock::new("p-002".into(), 9, 5, 3)), None];
         assert_eq!(
             shortages(&lines, &stock),
-            [
-                "not enough stock of product p-002: 5 requested, 4 available",
-                "no stock of product p-009",
-            ]
+            ["not enough stock of product p-002: 5 requested, 4 available", "no stock of product p-009",]
         );
     }
 

@@ -28,7 +28,8 @@ pub fn get(tx: &mut Tx<'_>, id: &ProductId) -> Result<Stock, InventoryError> {
 }
 
 pub fn list(tx: &mut Tx<'_>) -> Result<Vec<Stock>, InventoryError> {
-    let rows = tx.query("SELECT product_id, on_hand, reserved, version FROM stock ORDER BY product_id", &[])?;
+    let rows =
+        tx.query("SELECT product_id, on_hand, reserved, version FROM stock ORDER BY product_id", &[])?;
     Ok(rows.into_iter().map(stock_from_row).collect::<Result<_, _>>()?)
 }
 
@@ -43,7 +44,12 @@ pub fn write_stock(tx: &mut Tx<'_>, stock: &Stock) -> Result<NewEvent, StoreErro
         "INSERT INTO stock (product_id, on_hand, reserved, version) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (product_id) DO UPDATE SET on_hand = excluded.on_hand, \
          reserved = excluded.reserved, version = excluded.version",
-        &[stock.product_id.as_str().into(), stock.on_hand.into(), stock.reserved.into(), stock.version.into()],
+        &[
+            stock.product_id.as_str().into(),
+            stock.on_hand.into(),
+            stock.reserved.into(),
+            stock.version.into(),
+        ],
     )?;
     Ok(events::level_event(&StockLevel {
         product_id: stock.product_id.clone(),
@@ -107,7 +113,12 @@ pub fn answer(tx: &mut Tx<'_>, order_id: &str) -> Result<Option<Answer>, StoreEr
     .transpose()
 }
 
-fn record_answer(tx: &mut Tx<'_>, order_id: &str, answer: Answer, reason: Option<&str>) -> Result<(), StoreError> {
+fn record_answer(
+    tx: &mut Tx<'_>,
+    order_id: &str,
+    answer: Answer,
+    reason: Option<&str>,
+) -> Result<(), StoreError> {
     tx.execute(
         "INSERT INTO stock_answer (order_id, answer, reason) VALUES ($1, $2, $3) \
          ON CONFLICT (order_id) DO UPDATE SET answer = excluded.answer, reason = excluded.reason",
@@ -137,7 +148,10 @@ pub fn reserve(
         let reason = shortages.join("; ");
         record_answer(tx, order_id, Answer::Rejected, Some(&reason))?;
         let rejected = Reservation { order_id: order_id.to_owned(), lines, reason: Some(reason) };
-        outbox.append(tx, vec![events::reservation_event(events::STOCK_REJECTED, &rejected).caused_by(cause)])?;
+        outbox.append(
+            tx,
+            vec![events::reservation_event(events::STOCK_REJECTED, &rejected).caused_by(cause)],
+        )?;
         return Ok(Some(Answer::Rejected));
     }
     let mut adjusted = Vec::with_capacity(lines.len());
@@ -189,7 +203,8 @@ pub fn release(
     record_answer(tx, order_id, Answer::Cancelled, reason.as_deref())?;
     if !lines.is_empty() {
         let released = Reservation { order_id: order_id.to_owned(), lines: lines.clone(), reason };
-        let mut published = vec![events::reservation_event(events::STOCK_RELEASED, &released).caused_by(cause)];
+        let mut published =
+            vec![events::reservation_event(events::STOCK_RELEASED, &released).caused_by(cause)];
         published.append(&mut adjusted);
         outbox.append(tx, published)?;
     }

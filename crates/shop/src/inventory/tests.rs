@@ -14,7 +14,9 @@ use kit::store::Store;
 use serde_json::{Value, json};
 
 use super::InventoryService;
-use super::events::{Reservation, STOCK_ADJUSTED, STOCK_REJECTED, STOCK_RELEASED, STOCK_RESERVED, StockLevel};
+use super::events::{
+    Reservation, STOCK_ADJUSTED, STOCK_REJECTED, STOCK_RELEASED, STOCK_RESERVED, StockLevel,
+};
 use crate::customer::model::Address;
 use crate::order::events::{
     AddressSource, ORDER_CANCELLED, ORDER_CONFIRMED, ORDER_PLACED, Order, OrderLine, OrderStatus, event,
@@ -147,7 +149,8 @@ impl Harness {
         let ctx = &self.service.ctx;
         let streams = ["order".to_owned()];
         eventually("inventory to apply every order event", || async {
-            let lag = kit::lag::measure(&ctx.store, ctx.bus.as_ref(), "inventory.orders", &streams).await.unwrap();
+            let lag =
+                kit::lag::measure(&ctx.store, ctx.bus.as_ref(), "inventory.orders", &streams).await.unwrap();
             (lag[0].applied_seq >= head).then_some(())
         })
         .await;
@@ -159,7 +162,9 @@ impl Harness {
             .service
             .ctx
             .store
-            .transact(|tx| tx.query_one("SELECT coalesce(max(last_seq), 0) FROM kit_outbox_head", &[])?.get(0))
+            .transact(|tx| {
+                tx.query_one("SELECT coalesce(max(last_seq), 0) FROM kit_outbox_head", &[])?.get(0)
+            })
             .await
             .unwrap();
         let head = eventually("the relay to publish every inventory event", || async {
@@ -223,7 +228,10 @@ async fn a_placed_order_reserves_every_line_when_stock_suffices() {
     assert_eq!(lines.len(), 2);
     assert!(lines.iter().all(|l| l["status"] == "reserved"), "{lines:?}");
     let p1 = shop.stock("p-001").await;
-    assert_eq!((p1["on_hand"].as_u64(), p1["reserved"].as_u64(), p1["available"].as_u64()), (Some(10), Some(3), Some(7)));
+    assert_eq!(
+        (p1["on_hand"].as_u64(), p1["reserved"].as_u64(), p1["available"].as_u64()),
+        (Some(10), Some(3), Some(7))
+    );
     assert_eq!(shop.stock("p-002").await["available"], 0, "exactly what was left may be reserved");
 
     let answers = shop.answers("o-1").await;
@@ -260,7 +268,10 @@ async fn an_order_short_of_stock_is_rejected_with_the_reason_and_reserves_nothin
     .await;
     let (kind, rejection) = &answers[0];
     assert_eq!(kind, STOCK_REJECTED);
-    assert_eq!(rejection.reason.as_deref(), Some("not enough stock of product p-003: 2 requested, 1 available"));
+    assert_eq!(
+        rejection.reason.as_deref(),
+        Some("not enough stock of product p-003: 2 requested, 1 available")
+    );
     assert!(shop.reservations("o-2").await.is_empty());
     assert_eq!(shop.stock("p-001").await["reserved"], 0, "nothing of the order is reserved");
     assert_eq!(shop.stock("p-003").await["reserved"], 0);
@@ -323,28 +334,35 @@ async fn stock_changes_need_the_admin_token_and_bad_requests_get_clear_problems(
     let url = shop.service.url("/stock/p-006");
     let response = shop.client.put(&url).json(&json!({ "on_hand": 3 })).send().await.unwrap();
     assert_eq!(response.status(), 401);
-    let response = shop.client.put(&url).bearer_auth("wrong").json(&json!({ "on_hand": 3 })).send().await.unwrap();
+    let response =
+        shop.client.put(&url).bearer_auth("wrong").json(&json!({ "on_hand": 3 })).send().await.unwrap();
     assert_eq!(response.status(), 403);
 
-    let response = shop.client.put(&url).bearer_auth(ADMIN_TOKEN).json(&json!({ "on_hand": 3 })).send().await.unwrap();
+    let response =
+        shop.client.put(&url).bearer_auth(ADMIN_TOKEN).json(&json!({ "on_hand": 3 })).send().await.unwrap();
     assert_eq!(response.status(), 200);
     let version = shop.stock("p-006").await["version"].as_u64().unwrap();
     assert_eq!(response.headers()["consistency-token"], format!("stock/p-006@{version}").as_str());
 
-    shop.orders.emit(vec![event(ORDER_PLACED, &order("o-5", &[("p-006", 2)], OrderStatus::PendingStock, 1))]).await;
+    shop.orders
+        .emit(vec![event(ORDER_PLACED, &order("o-5", &[("p-006", 2)], OrderStatus::PendingStock, 1))])
+        .await;
     shop.caught_up().await;
-    let below = shop.client.put(&url).bearer_auth(ADMIN_TOKEN).json(&json!({ "on_hand": 1 })).send().await.unwrap();
+    let below =
+        shop.client.put(&url).bearer_auth(ADMIN_TOKEN).json(&json!({ "on_hand": 1 })).send().await.unwrap();
     assert_eq!(below.status(), 409);
     assert_eq!(below.headers()["content-type"], "application/problem+json");
     let problem: Value = below.json().await.unwrap();
     assert_eq!(problem["detail"], "on_hand of p-006 cannot be 1: 2 are reserved");
 
-    let negative = shop.client.put(&url).bearer_auth(ADMIN_TOKEN).json(&json!({ "on_hand": -1 })).send().await.unwrap();
+    let negative =
+        shop.client.put(&url).bearer_auth(ADMIN_TOKEN).json(&json!({ "on_hand": -1 })).send().await.unwrap();
     assert_eq!(negative.status(), 422);
     let problem: Value = negative.json().await.unwrap();
     assert!(problem["detail"].as_str().unwrap().starts_with("the body does not fit"), "{problem}");
     let bad_id = shop.service.url("/stock/Robert%27);DROP");
-    let response = shop.client.put(bad_id).bearer_auth(ADMIN_TOKEN).json(&json!({ "on_hand": 1 })).send().await.unwrap();
+    let response =
+        shop.client.put(bad_id).bearer_auth(ADMIN_TOKEN).json(&json!({ "on_hand": 1 })).send().await.unwrap();
     assert_eq!(response.status(), 422);
     assert_eq!(shop.stock("p-006").await["on_hand"], 3, "refused changes change nothing");
 
