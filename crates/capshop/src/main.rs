@@ -1,6 +1,8 @@
 //! The capshop binary: parses arguments and hands over to the command's `run`.
 
+mod dlq;
 mod lab;
+mod up;
 
 use clap::{Parser, Subcommand};
 
@@ -14,6 +16,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Starts the whole shop on this machine: every service, the embedded bus and the gateway.
+    Up(up::UpArgs),
+    /// Lists, shows, replays or discards dead letters of the running shop (admin token).
+    Dlq(dlq::DlqArgs),
     /// Experiments on the bare event path (used by the crash tests and benchmarks).
     #[command(subcommand, hide = true)]
     Lab(lab::LabCommand),
@@ -29,6 +35,8 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
+        Command::Up(args) => runtime.block_on(up::run(args)),
+        Command::Dlq(args) => runtime.block_on(dlq::run(args)),
         Command::Lab(command) => runtime.block_on(lab::run(command)),
     }
 }

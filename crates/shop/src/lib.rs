@@ -4,6 +4,7 @@
 //!
 //! - [`service`]: what every service shares — its context, common routes, problem+json
 //!   errors, peer calls through links and breakers, and `run`.
+//! - [`launch`]: the embedded shop — every service in one process, the bus, the gateway.
 //! - One folder per service, each with the same rooms: `model.rs` (validated domain
 //!   types), `store.rs` (its SQL), `http.rs` (routes, DTO ↔ domain), `events.rs` (what it
 //!   publishes and how it applies what it consumes).
@@ -12,6 +13,7 @@ pub mod catalog;
 pub mod customer;
 pub mod gateway;
 pub mod inventory;
+pub mod launch;
 pub mod order;
 pub mod payment;
 pub mod search;

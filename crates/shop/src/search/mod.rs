@@ -1,1 +1,73 @@
 //! The search service: a full-text index of products and orders, fed by events.
+//!
+//! It owns nothing; it keeps an SQLite FTS5 index of the catalog's products and the order
+//! service's orders, fed asynchronously by two consumers: `search.catalog` (ProductAdded,
+//! ProductPriceChanged) and `search.orders` (every order event). Both are version-gated and
+//! unordered, so duplicates and reordering are harmless and a dead letter holds nothing
+//! back. Results may lag their sources (DESIGN §1), so every answer carries the lag of both
+//! consumers, measured per source stream.
+//!
+//! # The poison marker
+//!
+//! A product whose name holds [`events::POISON_MARKER`] (`#poison`) cannot be indexed on
+//! purpose: its event fails as retryable, is retried with backoff, becomes a dead letter
+//! of `search.catalog` after its last attempt (3 by default), and every other event flows
+//! on. That is scenario 4 (DESIGN §4): the fix is a newer version of the product without
+//! the marker, after which replaying the dead letter is a harmless no-op (the gate holds a
+//! newer version); or discard it.
+
+pub mod events;
+pub mod http;
+pub mod model;
+pub mod store;
+
+use std::sync::Arc;
+
+use kit::bus::{ConsumerSpec, Ordering};
+use kit::store::Migrations;
+use utoipa::OpenApi;
+
+use crate::service::{Consumers, Context, Service, ServiceName};
+use events::{OrderIndex, ProductIndex};
+
+pub struct SearchService;
+
+const MIGRATIONS: Migrations = Migrations {
+    component: "search",
+    sqlite: &[include_str!("../../migrations/sqlite/search.sql")],
+    postgres: &[],
+};
+
+/// The consumers feeding the index: (purpose, source stream).
+pub const FEEDS: [(&str, &str); 2] = [("catalog", "catalog"), ("orders", "order")];
+
+impl Service for SearchService {
+    const NAME: ServiceName = ServiceName::Search;
+
+    fn migrations() -> &'static Migrations {
+        &MIGRATIONS
+    }
+
+    fn router(ctx: Arc<Context>) -> axum::Router {
+        http::router(ctx)
+    }
+
+    fn openapi() -> utoipa::openapi::OpenApi {
+        http::Api::openapi()
+    }
+
+    fn consume(ctx: &Arc<Context>, consumers: &mut Consumers) {
+        let [(catalog, catalog_stream), (orders, order_stream)] = FEEDS;
+        consumers.start(
+            ConsumerSpec::new(ctx.consumer_name(catalog), &[catalog_stream]).ordering(Ordering::Unordered),
+            ProductIndex { gate: ctx.gate.clone() },
+        );
+        consumers.start(
+            ConsumerSpec::new(ctx.consumer_name(orders), &[order_stream]).ordering(Ordering::Unordered),
+            OrderIndex { gate: ctx.gate.clone() },
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use kit::bus::Bus;
+use kit::envelope::{Envelope, EventId, NewEvent, StreamName};
 use tokio_util::sync::CancellationToken;
 
 use super::{Choices, Context, Peer, Service, ServiceName};
@@ -71,4 +72,22 @@ pub async fn spawn_with<S: Service>(
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(super::run::<S>(ctx.clone(), listener, shutdown.clone()));
     Running { addr, ctx, shutdown, task: Some(task) }
+}
+
+/// The envelope `event` would have once committed on `stream` at `seq`, for tests that call
+/// a handler directly (shuffled and duplicated deliveries).
+pub fn envelope(stream: &str, event: &NewEvent, seq: u64) -> Envelope {
+    Envelope {
+        id: EventId::new(),
+        stream: StreamName::parse(stream).expect("a valid stream name"),
+        seq,
+        kind: event.kind.clone(),
+        key: event.key.clone(),
+        version: event.version,
+        occurred_at: time::OffsetDateTime::now_utc(),
+        correlation_id: uuid::Uuid::now_v7(),
+        causation_id: None,
+        schema: event.schema,
+        payload: event.payload.clone(),
+    }
 }

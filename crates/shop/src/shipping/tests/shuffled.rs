@@ -4,7 +4,7 @@
 //! to an address that disagrees with the customer's current one as shipping knows it.
 
 use kit::consumer::Handler;
-use kit::envelope::{Envelope, EventId, NewEvent, StreamName};
+use kit::envelope::{Envelope, NewEvent, StreamName};
 use kit::outbox::Outbox;
 use kit::replica::VersionGate;
 use kit::store::{Store, StoreError, Tx};
@@ -174,19 +174,7 @@ async fn bench() -> Bench {
 }
 
 fn envelope((stream, event): &(&'static str, NewEvent), seq: u64) -> Envelope {
-    Envelope {
-        id: EventId::new(),
-        stream: StreamName::parse(stream).unwrap(),
-        seq,
-        kind: event.kind.clone(),
-        key: event.key.clone(),
-        version: event.version,
-        occurred_at: time::OffsetDateTime::now_utc(),
-        correlation_id: uuid::Uuid::now_v7(),
-        causation_id: None,
-        schema: event.schema,
-        payload: event.payload.clone(),
-    }
+    crate::service::testing::envelope(stream, event, seq)
 }
 
 impl Bench {

@@ -1,0 +1,87 @@
+//! `capshop up`: the whole shop in this process on the embedded default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use clap::Args;
+use shop::launch::{ShopConfig, launch};
+use shop::service::{AddressChoice, Choices};
+
+#[derive(Args)]
+pub struct UpArgs {
+    /// Where the databases and the bus are kept across restarts.
+    #[arg(long, default_value = "capshop-data", env = "CAPSHOP_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Where the gateway listens.
+    #[arg(long, default_value = "127.0.0.1:8080", env = "CAPSHOP_LISTEN")]
+    listen: SocketAddr,
+    /// Where checkout takes the address from: `replica` (available) or `sync` (consistent).
+    #[arg(long, default_value = "replica", value_parser = parse_address_choice, env = "CAPSHOP_ADDRESS")]
+    address: AddressChoice,
+}
+
+fn parse_address_choice(text: &str) -> Result<AddressChoice, String> {
+    match text {
+        "replica" => Ok(AddressChoice::Replica),
+        "sync" => Ok(AddressChoice::Sync),
+        other => Err(format!("{other:?} is not an address choice: use replica or sync")),
+    }
+}
+
+/// The admin token: `CAPSHOP_ADMIN_TOKEN`, else the one stored in the data dir, else a new
+/// one, stored there for the next start.
+fn admin_token(data_dir: &Path) -> anyhow::Result<String> {
+    if let Ok(token) = std::env::var("CAPSHOP_ADMIN_TOKEN")
+        && !token.trim().is_empty()
+    {
+        return Ok(token.trim().to_owned());
+    }
+    let path = data_dir.join("admin-token");
+    if let Ok(token) = std::fs::read_to_string(&path) {
+        return Ok(token.trim().to_owned());
+    }
+    let token: String = (0..32).map(|_| format!("{:x}", rand::random::<u8>() % 16)).collect();
+    std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+    std::fs::write(&path, &token)
+        .with_context(|| format!("cannot store the admin token in {}", path.display()))?;
+    Ok(token)
+}
+
+pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    let admin_token = admin_token(&args.data_dir)?;
+    let choices = Choices { address: args.address, ..Choices::default() };
+    let config = ShopConfig { data_dir: args.data_dir.clone(), gateway: args.listen, admin_token, choices };
+    let mut shop = launch(config).await.with_context(|| {
+        format!(
+            "capshop could not start; is another capshop using {} or port {}?",
+            args.data_dir.display(),
+            args.listen.port()
+        )
+    })?;
+    println!(
+        "capshop is up: seven services on SQLite files and the embedded bus in {}",
+        args.data_dir.display()
+    );
+    println!();
+    println!(
+        "  api:          {}/api/<service>/...   e.g. {}/api/catalog/products",
+        shop.url(""),
+        shop.url("")
+    );
+    for (name, addr) in &shop.services {
+        println!("  {:<13} http://{addr}   (metrics: /metrics, openapi: /openapi.json)", format!("{name}:"));
+    }
+    println!("  admin token:  {}", shop.admin_token);
+    println!();
+    println!("Press Ctrl-C to stop.");
+    tokio::select! {
+        stopped = shop.stopped() => stopped.context("a service stopped unexpectedly")?,
+        _ = tokio::signal::ctrl_c() => {
+            println!("stopping...");
+            shop.stop().await.context("a service failed while stopping")?;
+            println!("stopped; the data is kept in {}", args.data_dir.display());
+        }
+    }
+    Ok(())
+}

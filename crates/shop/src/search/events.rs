@@ -1,0 +1,79 @@
+//! How search applies what it consumes; it publishes nothing. Both feeds carry whole
+//! aggregates at their version, so each is version-gated: a duplicate, a reordered older
+//! version or a late replay changes nothing, and an event is indexed only when it is news.
+
+use kit::consumer::{Handler, HandlerError};
+use kit::envelope::Envelope;
+use kit::replica::VersionGate;
+use kit::store::Tx;
+
+use super::model::Document;
+use super::store;
+use crate::catalog::events::{self as catalog, Product};
+use crate::order::events::{self as order, Order};
+
+/// A product whose name holds this text cannot be indexed: its event fails on purpose,
+/// for the poison-event scenario (DESIGN §4, scenario 4).
+pub const POISON_MARKER: &str = "#poison";
+
+fn payload<T: serde::de::DeserializeOwned>(event: &Envelope) -> Result<T, HandlerError> {
+    event.payload_as().map_err(|e| HandlerError::permanent(e.to_string()))
+}
+
+fn same_key(event: &Envelope, id: &str) -> Result<(), HandlerError> {
+    if event.key == id {
+        Ok(())
+    } else {
+        Err(HandlerError::permanent(format!(
+            "{} {} has key {:?} but its payload is about {id:?}",
+            event.kind, event.id, event.key
+        )))
+    }
+}
+
+/// Indexes products from the catalog's ProductAdded and ProductPriceChanged.
+pub struct ProductIndex {
+    pub gate: VersionGate,
+}
+
+impl Handler for ProductIndex {
+    fn handle(&self, tx: &mut Tx<'_>, event: &Envelope) -> Result<(), HandlerError> {
+        if !catalog::KINDS.contains(&event.kind.as_str()) {
+            return Ok(());
+        }
+        let product: Product = payload(event)?;
+        same_key(event, &product.id)?;
+        if !self.gate.admit(tx, catalog::SCOPE, &event.key, event.version)? {
+            return Ok(());
+        }
+        // Failing after the gate rolls the admission back with the event; a newer version
+        // that fixes the name makes a replay of this one a harmless no-op.
+        if product.name.contains(POISON_MARKER) {
+            return Err(HandlerError::retryable(format!(
+                "cannot index product {}: its name holds the marker {POISON_MARKER}",
+                product.id
+            )));
+        }
+        store::put(tx, &Document::product(&product))?;
+        Ok(())
+    }
+}
+
+/// Indexes orders from every event of the order service.
+pub struct OrderIndex {
+    pub gate: VersionGate,
+}
+
+impl Handler for OrderIndex {
+    fn handle(&self, tx: &mut Tx<'_>, event: &Envelope) -> Result<(), HandlerError> {
+        if !order::KINDS.contains(&event.kind.as_str()) {
+            return Ok(());
+        }
+        let order: Order = payload(event)?;
+        same_key(event, &order.id)?;
+        if self.gate.admit(tx, order::SCOPE, &event.key, event.version)? {
+            store::put(tx, &Document::order(&order))?;
+        }
+        Ok(())
+    }
+}

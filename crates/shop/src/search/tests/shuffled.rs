@@ -1,0 +1,143 @@
+//! Shuffled and duplicated deliveries (DESIGN §2, §6): both index handlers are called
+//! directly with a history of product and order changes delivered in a random order, some
+//! events more than once, in batches; the index ends as in-order delivery leaves it, and
+//! the full-text table agrees with the documents it indexes.
+
+use kit::consumer::Handler;
+use kit::envelope::Envelope;
+use kit::replica::VersionGate;
+use kit::store::{Store, StoreError};
+use proptest::prelude::*;
+
+use super::{order, product};
+use crate::catalog::events::{PRODUCT_ADDED, PRODUCT_PRICE_CHANGED};
+use crate::order::events::{ORDER_CANCELLED, ORDER_CONFIRMED, ORDER_PLACED, OrderStatus};
+use crate::search::events::{OrderIndex, ProductIndex};
+use crate::search::model::{Document, SearchQuery};
+use crate::search::store;
+use crate::service::testing::envelope;
+
+const NAMES: [&str; 4] = ["Blue Mug", "Red Kettle", "Wool Blanket", "Copper Pan"];
+
+/// One change of the history: a product (re)priced or renamed, or an order moved on.
+#[derive(Debug, Clone)]
+enum Change {
+    Product { n: usize, name: usize, price: u64 },
+    Order { n: usize },
+}
+
+/// A history of changes; per key, versions 1..=k in the order they were published.
+fn history() -> impl Strategy<Value = Vec<Envelope>> {
+    let change = prop_oneof![
+        (0..3usize, 0..NAMES.len(), 100..9_000u64).prop_map(|(n, name, price)| Change::Product {
+            n,
+            name,
+            price
+        }),
+        (0..3usize).prop_map(|n| Change::Order { n }),
+    ];
+    prop::collection::vec(change, 1..30).prop_map(|changes| {
+        let (mut products, mut orders) = ([0u64; 3], [0u64; 3]);
+        changes
+            .into_iter()
+            .zip(1..)
+            .filter_map(|(change, seq)| match change {
+                Change::Product { n, name, price } => {
+                    products[n] += 1;
+                    let v = products[n];
+                    let kind = if v == 1 { PRODUCT_ADDED } else { PRODUCT_PRICE_CHANGED };
+                    let p = product(&format!("p-00{n}"), NAMES[name], price, v);
+                    Some(envelope("catalog", &crate::catalog::events::event(kind, &p), seq))
+                }
+                Change::Order { n } if orders[n] < 3 => {
+                    orders[n] += 1;
+                    let (kind, status) = match orders[n] {
+                        1 => (ORDER_PLACED, OrderStatus::PendingStock),
+                        2 => (ORDER_CONFIRMED, OrderStatus::Confirmed),
+                        _ => (ORDER_CANCELLED, OrderStatus::Cancelled),
+                    };
+                    let o = order(&format!("o-00{n}"), "c-ada", &NAMES[..=n], status, orders[n]);
+                    Some(envelope("order", &crate::order::events::event(kind, &o), seq))
+                }
+                Change::Order { .. } => None,
+            })
+            .collect()
+    })
+}
+
+/// The history shuffled, with some events delivered more than once, cut into batches.
+fn scrambled() -> impl Strategy<Value = (Vec<Envelope>, Vec<Vec<Envelope>>)> {
+    history()
+        .prop_flat_map(|events| {
+            let n = events.len();
+            (Just(events), prop::collection::vec(0..n, 0..n), 1..6usize).prop_flat_map(
+                |(events, duplicates, batch)| {
+                    let mut delivered = events.clone();
+                    delivered.extend(duplicates.into_iter().map(|i| events[i].clone()));
+                    (Just(events), Just(delivered).prop_shuffle(), Just(batch))
+                },
+            )
+        })
+        .prop_map(|(events, delivered, batch)| (events, delivered.chunks(batch).map(<[_]>::to_vec).collect()))
+}
+
+async fn index() -> Store {
+    Store::open("sqlite::memory:", &[&kit::outbox::MIGRATIONS, &crate::search::MIGRATIONS]).await.unwrap()
+}
+
+/// Delivers each batch in one transaction, as the consumer runtime does.
+async fn deliver(store: &Store, batches: Vec<Vec<Envelope>>) {
+    let gate = VersionGate::new();
+    let (products, orders) = (ProductIndex { gate: gate.clone() }, OrderIndex { gate });
+    for batch in batches {
+        let (products, orders) =
+            (ProductIndex { gate: products.gate.clone() }, OrderIndex { gate: orders.gate.clone() });
+        store
+            .transact(move |tx| {
+                for event in &batch {
+                    let handler: &dyn Handler =
+                        if event.stream.as_str() == "catalog" { &products } else { &orders };
+                    handler.handle(tx, event).expect("the index applies the event");
+                }
+                Ok::<_, StoreError>(())
+            })
+            .await
+            .unwrap();
+    }
+}
+
+/// Every document, and for each the ids the full-text index finds by its title's words.
+async fn contents(store: &Store) -> Vec<(Document, Vec<String>)> {
+    store
+        .transact(|tx| {
+            let mut contents = Vec::new();
+            for document in store::documents(tx)? {
+                let words: Vec<String> = document.title.split(' ').map(|w| format!("\"{w}\"")).collect();
+                let query =
+                    SearchQuery::parse(Some(&words.join(" AND ")), Some(document.kind.as_str()), Some(100))
+                        .unwrap();
+                let found = store::search(tx, &query).map_err(|e| StoreError::Database(e.to_string()))?;
+                contents.push((document, found.into_iter().map(|hit| hit.id).collect()));
+            }
+            Ok::<_, StoreError>(contents)
+        })
+        .await
+        .unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn shuffled_and_duplicated_delivery_ends_in_the_in_order_index((events, batches) in scrambled()) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let (in_order, shuffled) = (index().await, index().await);
+            deliver(&in_order, vec![events]).await;
+            deliver(&shuffled, batches).await;
+            let expected = contents(&in_order).await;
+            assert!(expected.iter().all(|(d, found)| found.contains(&d.id)), "every document is found by its title");
+            assert_eq!(contents(&shuffled).await, expected);
+        });
+    }
+}

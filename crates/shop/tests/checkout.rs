@@ -1,0 +1,303 @@
+//! End-to-end: the whole shop started in this process on temporary files and free ports,
+//! driven through the gateway like a user would.
+
+use std::path::Path;
+use std::time::Duration;
+
+use kit::link::Faults;
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+use shop::launch::{Shop, ShopConfig, launch};
+use shop::service::Choices;
+
+const TOKEN: &str = "e2e-admin-token";
+
+async fn spawn_shop(dir: &Path) -> Shop {
+    let config = ShopConfig {
+        data_dir: dir.to_owned(),
+        gateway: "127.0.0.1:0".parse().unwrap(),
+        admin_token: TOKEN.into(),
+        choices: Choices::default(),
+    };
+    launch(config).await.expect("the shop starts")
+}
+
+/// Polls `probe` until it returns `Some`, for at most 20 s.
+async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn get(shop: &Shop, path: &str) -> (StatusCode, Value) {
+    let response = Client::new().get(shop.url(path)).send().await.unwrap();
+    (response.status(), response.json().await.unwrap_or(Value::Null))
+}
+
+async fn send(shop: &Shop, method: reqwest::Method, path: &str, body: Value) -> (StatusCode, Value) {
+    let response = Client::new().request(method, shop.url(path)).json(&body).send().await.unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn post(shop: &Shop, path: &str, body: Value) -> (StatusCode, Value) {
+    send(shop, reqwest::Method::POST, path, body).await
+}
+
+/// Waits until the order service's replica knows the seeded customers and products.
+async fn replicated(shop: &Shop) {
+    eventually("the seed to replicate", || async {
+        let (status, cart) =
+            post(shop, "/api/order/carts/c-ada/items", json!({ "product_id": "p-001", "quantity": 1 })).await;
+        (status == 200 && cart.as_array().is_some_and(|c| !c.is_empty())).then_some(())
+    })
+    .await;
+    Client::new().delete(shop.url("/api/order/carts/c-ada/items/p-001")).send().await.unwrap();
+    eventually("customer replica", || async {
+        let (_, checkout) = get(shop, "/api/order/checkout/c-bob").await;
+        (checkout["address_source"]["source"] == "replica").then_some(())
+    })
+    .await;
+}
+
+async fn order_status(shop: &Shop, id: &str, wanted: &str) -> Value {
+    eventually(&format!("order {id} to be {wanted}"), || async {
+        let (_, order) = get(shop, &format!("/api/order/orders/{id}")).await;
+        (order["status"] == wanted).then_some(order)
+    })
+    .await
+}
+
+async fn shipment(shop: &Shop, order_id: &str, wanted: &str) -> Value {
+    eventually(&format!("the shipment of {order_id} to be {wanted}"), || async {
+        let (_, shipments) = get(shop, &format!("/api/shipping/shipments?order_id={order_id}")).await;
+        shipments.as_array().and_then(|s| s.first()).filter(|s| s["status"] == wanted).cloned()
+    })
+    .await
+}
+
+async fn orders_of(shop: &Shop, customer: &str) -> Vec<Value> {
+    get(shop, &format!("/api/order/orders?customer_id={customer}"))
+        .await
+        .1
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_registered_customer_changes_address_checks_out_with_the_token_and_gets_shipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let shop = spawn_shop(dir.path()).await;
+    replicated(&shop).await;
+    let address =
+        json!({ "line1": "1 Main St", "city": "Springfield", "postcode": "12345", "country": "US" });
+    let registration = json!({ "name": "Dee", "email": "dee@example.com", "address": address, "payment_method": { "kind": "card", "last4": "1111" } });
+    let (status, customer) = post(&shop, "/api/customer/customers", registration).await;
+    assert_eq!(status, 201, "{customer}");
+    let id = customer["id"].as_str().unwrap().to_owned();
+
+    let moved = json!({ "line1": "9 Elm St", "city": "Shelbyville", "postcode": "54321", "country": "US" });
+    let response = Client::new()
+        .put(shop.url(&format!("/api/customer/customers/{id}/address")))
+        .json(&moved)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let token = response.headers()["consistency-token"].to_str().unwrap().to_owned();
+    assert_eq!(token, format!("customer/{id}@2"));
+
+    let (status, _) =
+        post(&shop, &format!("/api/order/carts/{id}/items"), json!({ "product_id": "p-002", "quantity": 2 }))
+            .await;
+    assert_eq!(status, 200);
+    let checkout: Value = Client::new()
+        .get(shop.url(&format!("/api/order/checkout/{id}")))
+        .header("Consistency-Token", &token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(checkout["address"]["city"], "Shelbyville", "read-your-writes: {checkout}");
+    assert_eq!(checkout["address_source"]["stale"], false);
+    assert_eq!(checkout["total"]["confirmed"], true);
+
+    let (status, order) = post(&shop, "/api/order/orders", json!({ "customer_id": id })).await;
+    assert_eq!(status, 201, "{order}");
+    let order_id = order["id"].as_str().unwrap().to_owned();
+    assert_eq!(order["address"]["city"], "Shelbyville");
+    order_status(&shop, &order_id, "confirmed").await;
+    let (_, reservations) = get(&shop, &format!("/api/inventory/reservations?order_id={order_id}")).await;
+    assert!(!reservations.as_array().unwrap().is_empty(), "stock reserved: {reservations}");
+    let shipped = shipment(&shop, &order_id, "shipped").await;
+    assert_eq!(shipped["address"]["city"], "Shelbyville");
+    shop.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn when_the_catalog_is_unreachable_placing_an_order_answers_503_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let shop = spawn_shop(dir.path()).await;
+    replicated(&shop).await;
+    post(&shop, "/api/order/carts/c-bob/items", json!({ "product_id": "p-003", "quantity": 1 })).await;
+    shop.links["order->catalog"].set(Faults { cut_out: true, ..Faults::default() });
+    let (_, checkout) = get(&shop, "/api/order/checkout/c-bob").await;
+    assert_eq!(checkout["total"]["confirmed"], false, "{checkout}");
+    assert_eq!(checkout["address_source"]["source"], "replica", "the address is still served");
+    let (status, problem) = post(&shop, "/api/order/orders", json!({ "customer_id": "c-bob" })).await;
+    assert_eq!(status, 503, "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("catalog"),
+        "the reason names the catalog: {problem}"
+    );
+    assert!(orders_of(&shop, "c-bob").await.is_empty());
+    assert_eq!(shop.contexts[&shop::service::ServiceName::Order].bus.stream_head("order").await.unwrap(), 0);
+    shop.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn when_payment_is_unreachable_placing_an_order_answers_503_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let shop = spawn_shop(dir.path()).await;
+    replicated(&shop).await;
+    post(&shop, "/api/order/carts/c-cyd/items", json!({ "product_id": "p-004", "quantity": 1 })).await;
+    shop.links["order->payment"].set(Faults { cut_out: true, ..Faults::default() });
+    let (status, problem) = post(&shop, "/api/order/orders", json!({ "customer_id": "c-cyd" })).await;
+    assert_eq!(status, 503, "{problem}");
+    assert!(problem["detail"].as_str().unwrap().contains("payment"), "{problem}");
+    assert!(orders_of(&shop, "c-cyd").await.is_empty());
+    let (_, cart) = get(&shop, "/api/order/carts/c-cyd").await;
+    assert_eq!(cart.as_array().unwrap().len(), 1, "the cart is kept");
+    assert_eq!(shop.contexts[&shop::service::ServiceName::Order].bus.stream_head("order").await.unwrap(), 0);
+    shop.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_overridden_address_holds_the_shipment_until_the_addresses_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let shop = spawn_shop(dir.path()).await;
+    replicated(&shop).await;
+    post(&shop, "/api/order/carts/c-ada/items", json!({ "product_id": "p-005", "quantity": 1 })).await;
+    let elsewhere =
+        json!({ "line1": "221B Baker Street", "city": "London", "postcode": "NW1 6XE", "country": "GB" });
+    let (status, order) =
+        post(&shop, "/api/order/orders", json!({ "customer_id": "c-ada", "address_override": elsewhere }))
+            .await;
+    assert_eq!(status, 201, "{order}");
+    assert_eq!(order["address_source"], "override");
+    let order_id = order["id"].as_str().unwrap().to_owned();
+    let held = shipment(&shop, &order_id, "held").await;
+    assert!(held["reason"].as_str().unwrap().contains("address"), "{held}");
+    let response = Client::new()
+        .put(shop.url("/api/customer/customers/c-ada/address"))
+        .json(&elsewhere)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let shipped = shipment(&shop, &order_id, "shipped").await;
+    assert_eq!(shipped["address"]["line1"], "221B Baker Street");
+    shop.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_problem_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let shop = spawn_shop(dir.path()).await;
+    replicated(&shop).await;
+    let client = Client::new();
+    let cases: Vec<(reqwest::RequestBuilder, StatusCode)> = vec![
+        (
+            client
+                .post(shop.url("/api/order/carts/c-ada/items"))
+                .header("content-type", "application/json")
+                .body("{\"product_id\": "),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            client
+                .post(shop.url("/api/order/carts/c-ada/items"))
+                .json(&json!({ "product_id": "p-001", "quantity": -2 })),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            client
+                .post(shop.url("/api/order/carts/c-ada/items"))
+                .json(&json!({ "product_id": "p-999", "quantity": 1 })),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            client
+                .post(shop.url("/api/order/carts/c-nobody/items"))
+                .json(&json!({ "product_id": "p-001", "quantity": 1 })),
+            StatusCode::NOT_FOUND,
+        ),
+        (client.get(shop.url("/api/order/orders/o-unknown")), StatusCode::NOT_FOUND),
+        (client.get(shop.url("/api/customer/customers/c-unknown")), StatusCode::NOT_FOUND),
+        (
+            client
+                .put(shop.url("/api/customer/customers/c-ada/address"))
+                .header("content-type", "application/json")
+                .body(format!("{{\"line1\": \"{}\"}}", "x".repeat(200_000))),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (client.get(shop.url("/api/order/admin/dead-letters")), StatusCode::UNAUTHORIZED),
+        (
+            client.post(shop.url("/api/order/orders")).json(&json!({ "customer_id": "c-ada" })),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+    ];
+    for (request, expected) in cases {
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let content_type = response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned());
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        assert_eq!(status, expected, "{body}");
+        assert_eq!(content_type.as_deref(), Some("application/problem+json"), "{body}");
+        assert!(!body["detail"].as_str().unwrap_or("").is_empty(), "the problem says what is wrong: {body}");
+    }
+    let (_, cart) = get(&shop, "/api/order/carts/c-ada").await;
+    assert_eq!(cart, json!([]), "no bad request changed the cart");
+    let (_, ada) = get(&shop, "/api/customer/customers/c-ada").await;
+    assert_eq!(ada["version"], 1, "no bad request changed the customer");
+    assert!(orders_of(&shop, "c-ada").await.is_empty());
+    shop.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_restart_keeps_every_order_and_resumes_unfinished_replication() {
+    let dir = tempfile::tempdir().unwrap();
+    let shop = spawn_shop(dir.path()).await;
+    replicated(&shop).await;
+    post(&shop, "/api/order/carts/c-bob/items", json!({ "product_id": "p-006", "quantity": 1 })).await;
+    // The order's events cannot leave its outbox before the restart.
+    shop.links["order->bus"].set(Faults { cut_out: true, ..Faults::default() });
+    let (status, order) = post(&shop, "/api/order/orders", json!({ "customer_id": "c-bob" })).await;
+    assert_eq!(status, 201, "{order}");
+    let order_id = order["id"].as_str().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(get(&shop, &format!("/api/order/orders/{order_id}")).await.1["status"], "pending_stock");
+    shop.stop().await.unwrap();
+
+    let shop = spawn_shop(dir.path()).await;
+    let (status, kept) = get(&shop, &format!("/api/order/orders/{order_id}")).await;
+    assert_eq!(status, 200, "the order survived the restart");
+    assert_eq!(kept["id"], order_id.as_str());
+    order_status(&shop, &order_id, "confirmed").await;
+    shipment(&shop, &order_id, "shipped").await;
+    let (_, customers) = get(&shop, "/api/customer/customers").await;
+    assert_eq!(customers.as_array().unwrap().len(), 3, "the seed is not repeated");
+    shop.stop().await.unwrap();
+}
