@@ -21,6 +21,8 @@
 //! - [`link`]: the seam where faults are injected between a service and the bus.
 //! - [`metrics`]: lag, backlog and dead letters as Prometheus metrics (`capshop_*`).
 //! - [`crashpoint`]: named points where a test process kills itself, for crash tests.
+//! - [`testserver`]: real servers for tests — their binaries (skipped loudly, never in CI)
+//!   and free ports.
 //! - [`clock`]: wall-clock milliseconds on `tokio::time`, so paused-time tests hold.
 
 pub mod backoff;
@@ -40,4 +42,5 @@ pub mod schema;
 pub mod store;
 #[cfg(test)]
 mod testkit;
+pub mod testserver;
 pub mod token;

@@ -1,0 +1,42 @@
+//! Real servers for tests (PostgreSQL, NATS): finding their binaries and free ports.
+//!
+//! A test that needs a server starts its own, on a free port with a temporary directory,
+//! so it can also kill and restart it. When the binary is missing the test is skipped
+//! with a loud notice naming the install command, except in CI (`CI=true`), where a
+//! missing binary fails the run: CI never skips these tests.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+
+/// Whether this run is CI's (`CI` set to `true` or `1`).
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// The path of `name` on PATH. When it is missing: panics in CI, else prints a notice
+/// that names `install` and returns `None`, so the caller returns early.
+pub fn binary(name: &str, install: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths).map(|dir| dir.join(name)).find(|path| path.is_file())
+    });
+    if found.is_none() {
+        let notice = format!("`{name}` is not on PATH; install it with: {install}");
+        assert!(!in_ci(), "CI=true and {notice}");
+        eprintln!("\n!!! SKIPPED: {notice}\n");
+    }
+    found
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free loopback port").port()
+}
+
+/// The first line `program --version` prints, for error messages and version checks.
+pub fn version(program: &std::path::Path) -> String {
+    std::process::Command::new(program)
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or_default().trim().to_owned())
+        .unwrap_or_default()
+}
