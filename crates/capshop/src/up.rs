@@ -64,6 +64,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         args.data_dir.display()
     );
     println!();
+    println!("  shop page:    {}/", shop.url(""));
+    println!("  dashboard:    {}/dashboard", shop.url(""));
     println!(
         "  api:          {}/api/<service>/...   e.g. {}/api/catalog/products",
         shop.url(""),

@@ -1,0 +1,174 @@
+//! `capshop up` as a user runs it: a real process on a free port that prints where things
+//! are, serves the shop, and stops cleanly on Ctrl-C (SIGINT); and `capshop dlq` against it.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+const TOKEN: &str = "up-test-admin-token";
+
+/// A running `capshop up` and the lines it printed up to "Press Ctrl-C to stop.".
+struct Up {
+    child: Child,
+    banner: Vec<String>,
+    lines: mpsc::Receiver<String>,
+    url: String,
+}
+
+impl Up {
+    fn start(dir: &std::path::Path) -> Self {
+        let port = kit::testserver::free_port();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_capshop"))
+            .args(["up", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+            .arg(dir)
+            .env("CAPSHOP_ADMIN_TOKEN", TOKEN)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("capshop starts");
+        let stdout = child.stdout.take().unwrap();
+        let (seen, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = seen.send(line);
+            }
+        });
+        let mut banner = Vec::new();
+        while banner.last().is_none_or(|l: &String| !l.starts_with("Press Ctrl-C")) {
+            let line = lines.recv_timeout(Duration::from_secs(60)).expect("capshop up prints its banner");
+            banner.push(line);
+        }
+        Self { child, banner, lines, url: format!("http://127.0.0.1:{port}") }
+    }
+
+    fn line_with(&self, label: &str) -> &str {
+        self.banner
+            .iter()
+            .find(|l| l.trim_start().starts_with(label))
+            .unwrap_or_else(|| panic!("the banner names the {label}: {:#?}", self.banner))
+    }
+
+    /// Sends SIGINT, as Ctrl-C does, and waits for a clean exit.
+    fn interrupt(mut self) -> Vec<String> {
+        let up = &mut self;
+        let pid = up.child.id().to_string();
+        assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+        let status = up.child.wait().unwrap();
+        assert!(status.success(), "capshop up exits cleanly on Ctrl-C: {status}");
+        up.lines.try_iter().collect()
+    }
+}
+
+/// A failed test must not leave the shop running.
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn dlq(up: &Up, args: &[&str], token: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_capshop"))
+        .arg("dlq")
+        .args(args)
+        .args(["--url", &up.url, "--token", token])
+        .output()
+        .expect("capshop dlq runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn up_prints_where_everything_is_serves_the_shop_and_stops_cleanly_on_ctrl_c() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Up::start(dir.path());
+    assert_eq!(up.line_with("shop page:").split_whitespace().last(), Some(format!("{}/", up.url).as_str()));
+    assert!(up.line_with("dashboard:").ends_with(&format!("{}/dashboard", up.url)));
+    assert!(up.line_with("admin token:").ends_with(TOKEN));
+    for service in ["customer", "catalog", "inventory", "order", "payment", "shipping", "search"] {
+        up.line_with(&format!("{service}:"));
+    }
+
+    let client = reqwest::Client::new();
+    let page = client.get(format!("{}/", up.url)).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("<title>capshop</title>"));
+    let products: Value =
+        client.get(format!("{}/api/catalog/products", up.url)).send().await.unwrap().json().await.unwrap();
+    assert!(products.as_array().unwrap().len() >= 20, "seeded products: {products}");
+    let customers: Value =
+        client.get(format!("{}/api/customer/customers", up.url)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(customers.as_array().unwrap().len(), 3);
+
+    let after = up.interrupt();
+    assert!(after.iter().any(|l| l.starts_with("stopped; the data is kept in")), "{after:?}");
+    for file in ["bus.db", "customer.db", "catalog.db", "order.db"] {
+        assert!(dir.path().join(file).is_file(), "{file} is kept in the data dir");
+    }
+}
+
+#[tokio::test]
+async fn dlq_lists_shows_and_discards_the_dead_letters_of_the_running_shop() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Up::start(dir.path());
+    let client = reqwest::Client::new();
+    let poisoned = json!({ "id": "p-900", "name": "Cursed Lamp #poison", "description": "it bites", "price_cents": 999 });
+    let response = client
+        .post(format!("{}/api/catalog/products", up.url))
+        .bearer_auth(TOKEN)
+        .json(&poisoned)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+
+    let listed = eventually("the poisoned product to become a dead letter", || async {
+        let out = dlq(&up, &["list"], TOKEN);
+        let stdout = text(&out.stdout);
+        (out.status.success() && stdout.contains("search.catalog")).then_some(stdout)
+    })
+    .await;
+    let line = listed.lines().find(|l| l.contains("search.catalog")).unwrap();
+    assert!(line.contains("catalog/p-900"), "{line}");
+    assert!(line.contains("attempts 3"), "{line}");
+    assert!(line.contains("cannot index product p-900"), "{line}");
+    let event_id = line.split_whitespace().next().unwrap();
+
+    let shown = dlq(&up, &["show", event_id], TOKEN);
+    assert!(shown.status.success(), "{}", text(&shown.stderr));
+    let shown: Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(shown["envelope"]["payload"]["name"], "Cursed Lamp #poison");
+
+    let refused = dlq(&up, &["list"], "not-the-token");
+    assert!(!refused.status.success());
+    assert!(text(&refused.stderr).contains("the admin token is wrong"), "{}", text(&refused.stderr));
+    let unselected = dlq(&up, &["discard"], TOKEN);
+    assert!(!unselected.status.success(), "an empty selection discards nothing");
+    assert!(text(&unselected.stderr).contains("\"all\": true"), "{}", text(&unselected.stderr));
+
+    let discarded = dlq(&up, &["discard", "--event-id", event_id], TOKEN);
+    assert!(discarded.status.success(), "{}", text(&discarded.stderr));
+    assert_eq!(text(&discarded.stdout).lines().collect::<Vec<_>>(), ["search: 1", "discarded 1"]);
+    let after = dlq(&up, &["list"], TOKEN);
+    assert!(!text(&after.stdout).contains("search.catalog"), "{}", text(&after.stdout));
+    up.interrupt();
+}
