@@ -57,3 +57,6 @@ impl Service for OrderService {
         );
     }
 }
+
+#[cfg(test)]
+mod tests;
