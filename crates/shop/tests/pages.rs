@@ -102,7 +102,7 @@ impl Browser {
     }
 
     async fn element(&self, css: &str) -> String {
-        let found = eventually(&format!("an element {css}"), || async {
+        eventually(&format!("an element {css}"), || async {
             let answer: Value = self
                 .client
                 .post(format!("{}/element", self.session))
@@ -115,8 +115,7 @@ impl Browser {
                 .unwrap();
             answer["value"][ELEMENT].as_str().map(str::to_owned)
         })
-        .await;
-        found
+        .await
     }
 
     async fn click(&self, css: &str) {
