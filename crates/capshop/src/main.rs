@@ -1,5 +1,7 @@
 //! The capshop binary: parses arguments and hands over to the command's `run`.
 
+mod admin;
+mod chaos;
 mod dlq;
 mod lab;
 mod up;
@@ -20,6 +22,8 @@ enum Command {
     Up(up::UpArgs),
     /// Lists, shows, replays or discards dead letters of the running shop (admin token).
     Dlq(dlq::DlqArgs),
+    /// Cuts, heals, slows or makes lossy a link, or stops and starts a service (admin token).
+    Chaos(chaos::ChaosArgs),
     /// Experiments on the bare event path (used by the crash tests and benchmarks).
     #[command(subcommand, hide = true)]
     Lab(lab::LabCommand),
@@ -37,6 +41,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Up(args) => runtime.block_on(up::run(args)),
         Command::Dlq(args) => runtime.block_on(dlq::run(args)),
+        Command::Chaos(args) => runtime.block_on(chaos::run(args)),
         Command::Lab(command) => runtime.block_on(lab::run(command)),
     }
 }
