@@ -55,8 +55,9 @@ impl Lab {
             (self.timeline.clone(), series.to_owned(), sampling.clone(), probe.clone());
         tokio::spawn(async move {
             while !stop.is_cancelled() {
-                if let (Ok(lag), Ok(backlog)) = (sampler.lag().await, sampler.backlog().await) {
-                    timeline.sample(&name, lag, backlog);
+                let measured = (sampler.lag().await, sampler.backlog().await, sampler.dead_letters().await);
+                if let (Ok(lag), Ok(backlog), Ok(dead)) = measured {
+                    timeline.sample(&name, lag, backlog, dead);
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }

@@ -140,6 +140,12 @@ impl Probe {
         Ok(behind)
     }
 
+    /// Dead letters waiting for a replay or a discard, over every consumer.
+    pub async fn dead_letters(&self) -> anyhow::Result<u64> {
+        self.bus(|db| db.query_row("SELECT COUNT(*) FROM bus_pending WHERE state = 'dead'", [], |r| r.get(0)))
+            .await
+    }
+
     /// Committed events not yet relayed to the bus, summed over every service.
     pub async fn backlog(&self) -> anyhow::Result<u64> {
         let mut backlog = 0;

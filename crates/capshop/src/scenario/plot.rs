@@ -1,5 +1,5 @@
-//! A scenario's plot as a small self-contained SVG: replication lag and outbox backlog
-//! over time on top, the load's success rate below, fault windows shaded in both.
+//! A scenario's plot as a small self-contained SVG: replication lag, outbox backlog and
+//! dead letters over time on top, the load's success rate below, fault windows shaded in both.
 
 use std::fmt::Write as _;
 
@@ -23,7 +23,7 @@ pub fn svg(title: &str, events: &Events) -> String {
         .chain(events.windows.iter().filter_map(|w| w.to))
         .fold(1.0_f64, f64::max);
     let x = |t: f64| LEFT + (WIDTH - LEFT - RIGHT) * t / end;
-    let height = TOP + 2.0 * PANEL + GAP + 40.0;
+    let height = TOP + 2.0 * PANEL + GAP + 64.0;
     let mut out = String::new();
     let _ = write!(
         out,
@@ -33,7 +33,7 @@ pub fn svg(title: &str, events: &Events) -> String {
 "##,
         escape(title)
     );
-    let panels = [(TOP, "lag / backlog (events)"), (TOP + PANEL + GAP, "success rate")];
+    let panels = [(TOP, "events"), (TOP + PANEL + GAP, "success rate")];
     for (top, label) in panels {
         for window in &events.windows {
             let (from, to) = (x(window.from), x(window.to.unwrap_or(end)));
@@ -55,7 +55,8 @@ pub fn svg(title: &str, events: &Events) -> String {
         );
     }
     let (lag_top, rate_top) = (panels[0].0, panels[1].0);
-    let max_events = events.samples.iter().map(|s| s.lag.max(s.backlog)).max().unwrap_or(0).max(1) as f64;
+    let max_events =
+        events.samples.iter().map(|s| s.lag.max(s.backlog).max(s.dead)).max().unwrap_or(0).max(1) as f64;
     let y_events = |v: u64| lag_top + PANEL - PANEL * v as f64 / max_events;
     axis(&mut out, lag_top, &format!("{max_events:.0}"), "0");
     axis(&mut out, rate_top, "100%", "0%");
@@ -71,9 +72,10 @@ pub fn svg(title: &str, events: &Events) -> String {
                 .collect::<Vec<_>>()
         };
         let colour = COLOURS[i % COLOURS.len()];
-        line(&mut out, &of(|s| s.lag), colour, "");
-        line(&mut out, &of(|s| s.backlog), colour, r#" stroke-dasharray="5 3""#);
-        legend.push((format!("{name}: lag (solid), outbox backlog (dashed)"), colour));
+        line(&mut out, &of(|s| s.lag), colour, SOLID);
+        line(&mut out, &of(|s| s.backlog), colour, DASHED);
+        line(&mut out, &of(|s| s.dead), colour, DOTTED);
+        legend.push((format!("{name}: lag (solid), outbox backlog (dashed), dead letters (dotted)"), colour));
     }
     let bucket = (end / 40.0).max(0.25);
     let attempts: Vec<String> = unique(events.attempts.iter().map(|a| a.series.clone()));
@@ -88,16 +90,16 @@ pub fn svg(title: &str, events: &Events) -> String {
                 .cloned()
                 .collect();
             if let Some(rate) = ratio(&inside) {
-                points.push((x(from + bucket / 2.0), rate_top + PANEL - PANEL * rate));
+                points.push((x((from + bucket / 2.0).min(end)), rate_top + PANEL - PANEL * rate));
             }
             from += bucket;
         }
         let colour = COLOURS[(i + 2) % COLOURS.len()];
-        line(&mut out, &points, colour, "");
+        line(&mut out, &points, colour, SOLID);
         legend.push((format!("{name}: share of calls that succeeded"), colour));
     }
     for (i, (text, colour)) in legend.iter().enumerate() {
-        let y = height - 26.0 + 13.0 * (i / 2) as f64;
+        let y = rate_top + PANEL + 34.0 + 14.0 * (i / 2) as f64;
         let lx = LEFT + 380.0 * (i % 2) as f64;
         let _ = writeln!(
             out,
@@ -128,16 +130,17 @@ fn axis(out: &mut String, top: f64, high: &str, low: &str) {
     );
 }
 
-fn line(out: &mut String, points: &[(f64, f64)], colour: &str, extra: &str) {
+const SOLID: &str = r#"stroke-width="1.6""#;
+const DASHED: &str = r#"stroke-width="1.6" stroke-dasharray="5 3""#;
+const DOTTED: &str = r#"stroke-width="3" stroke-dasharray="1 3""#;
+
+fn line(out: &mut String, points: &[(f64, f64)], colour: &str, style: &str) {
     if points.is_empty() {
         return;
     }
     let path: Vec<String> = points.iter().map(|(x, y)| format!("{x:.1},{y:.1}")).collect();
-    let _ = writeln!(
-        out,
-        r##"<polyline points="{}" fill="none" stroke="{colour}" stroke-width="1.6"{extra}/>"##,
-        path.join(" ")
-    );
+    let _ =
+        writeln!(out, r##"<polyline points="{}" fill="none" stroke="{colour}" {style}/>"##, path.join(" "));
 }
 
 fn unique(names: impl Iterator<Item = String>) -> Vec<String> {

@@ -14,6 +14,8 @@ pub struct Sample {
     pub lag: u64,
     /// Events committed and not yet relayed, over every service.
     pub backlog: u64,
+    /// Dead letters waiting, over every consumer.
+    pub dead: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -60,9 +62,9 @@ impl Timeline {
         self.events.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub fn sample(&self, series: &str, lag: u64, backlog: u64) {
+    pub fn sample(&self, series: &str, lag: u64, backlog: u64, dead: u64) {
         let t = self.now();
-        self.lock().samples.push(Sample { t, series: series.to_owned(), lag, backlog });
+        self.lock().samples.push(Sample { t, series: series.to_owned(), lag, backlog, dead });
     }
 
     pub fn attempt(&self, series: &str, ok: bool, latency: Duration) {
