@@ -62,7 +62,14 @@ impl Lab {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         });
-        let lab_shop = LabShop { shop, probe, client: reqwest::Client::new(), sampling };
+        let lab_shop = LabShop {
+            shop,
+            probe,
+            client: reqwest::Client::new(),
+            sampling,
+            timeline: self.timeline.clone(),
+            series: series.to_owned(),
+        };
         lab_shop.converge(Duration::from_secs(30)).await.context("the seed data did not replicate")?;
         Ok(Arc::new(lab_shop))
     }
@@ -90,6 +97,8 @@ pub struct LabShop {
     pub probe: Probe,
     client: reqwest::Client,
     sampling: CancellationToken,
+    timeline: Timeline,
+    series: String,
 }
 
 impl LabShop {
@@ -174,7 +183,10 @@ impl LabShop {
                 && self.probe.lag().await? == 0
                 && self.probe.lost().await?.lost == 0
             {
-                return Ok(started.elapsed());
+                let took = started.elapsed();
+                // The moment of convergence belongs in the plot, whatever the sampler's pace.
+                self.timeline.sample(&self.series, 0, 0, self.probe.dead_letters().await?);
+                return Ok(took);
             }
             if started.elapsed() > within {
                 let lost = self.probe.lost().await?;
