@@ -37,8 +37,9 @@ async function serviceRow(service) {
   }
 }
 
-async function admin(service, method, path, body) {
-  const response = await fetch(`/api/${service}/admin/${path}`, {
+// An admin request with the typed token; a refusal becomes an error with its detail.
+async function authorized(url, method, body) {
+  const response = await fetch(url, {
     method,
     headers: { authorization: `Bearer ${$("token").value}`, "content-type": "application/json" },
     body: body && JSON.stringify(body),
@@ -70,16 +71,8 @@ async function loadDeadLetters() {
   $("dead").tBodies[0].innerHTML = rows.join("") || "<tr><td colspan=7>none</td></tr>";
 }
 
-async function chaos(method, path, body) {
-  const response = await fetch(`/admin/chaos${path}`, {
-    method,
-    headers: { authorization: `Bearer ${$("token").value}`, "content-type": "application/json" },
-    body: body && JSON.stringify(body),
-  });
-  const data = await response.json();
-  if (!response.ok) throw new Error(data.detail);
-  return data;
-}
+const admin = (service, method, path, body) => authorized(`/api/${service}/admin/${path}`, method, body);
+const chaos = (method, path, body) => authorized(`/admin/chaos${path}`, method, body);
 
 function describe(link) {
   const faults = [];

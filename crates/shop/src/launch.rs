@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use kit::bus::Bus;
@@ -34,6 +34,19 @@ pub struct ShopConfig {
     pub gateway: SocketAddr,
     pub admin_token: String,
     pub choices: Choices,
+}
+
+impl ShopConfig {
+    /// A shop kept in `data_dir` with its gateway on a free loopback port: what the tests
+    /// and the scenarios start.
+    pub fn ephemeral(data_dir: &Path, admin_token: &str, choices: Choices) -> Self {
+        Self {
+            data_dir: data_dir.to_owned(),
+            gateway: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin_token: admin_token.to_owned(),
+            choices,
+        }
+    }
 }
 
 /// Which services call which synchronously (DESIGN §1); everything else goes by events.

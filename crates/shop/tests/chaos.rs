@@ -7,34 +7,13 @@ use std::time::Duration;
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 use shop::launch::{Shop, ShopConfig, launch};
+use shop::service::testing::eventually;
 use shop::service::{Choices, ServiceName};
 
 const TOKEN: &str = "chaos-admin-token";
 
 async fn spawn_shop(dir: &Path) -> Shop {
-    let config = ShopConfig {
-        data_dir: dir.to_owned(),
-        gateway: "127.0.0.1:0".parse().unwrap(),
-        admin_token: TOKEN.into(),
-        choices: Choices::default(),
-    };
-    launch(config).await.expect("the shop starts")
-}
-
-/// Polls `probe` until it returns `Some`, for at most 20 s.
-async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    launch(ShopConfig::ephemeral(dir, TOKEN, Choices::default())).await.expect("the shop starts")
 }
 
 async fn get(shop: &Shop, path: &str) -> (StatusCode, Value) {

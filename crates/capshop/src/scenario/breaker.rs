@@ -48,10 +48,10 @@ pub async fn run(lab: &Lab) -> anyhow::Result<Report> {
     }
     let breaker = shop.shop.contexts[&ServiceName::Order].peer(ServiceName::Catalog).breaker().clone();
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let load = Load::start(&lab.timeline, "checkouts", CUSTOMERS.len(), {
-        let (shop, seen) = (shop.clone(), seen.clone());
-        move |worker, _| {
-            let (shop, seen) = (shop.clone(), seen.clone());
+    let load = Load::start(&lab.timeline, "checkouts", CUSTOMERS.len(), &shop, {
+        let seen = seen.clone();
+        move |shop, worker, _| {
+            let seen = seen.clone();
             async move { show(&shop, worker, &seen).await }
         }
     });

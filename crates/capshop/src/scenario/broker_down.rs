@@ -29,12 +29,8 @@ async fn write(shop: &LabShop, worker: usize, n: u64) -> bool {
 
 pub async fn run(lab: &Lab) -> anyhow::Result<Report> {
     let shop = lab.shop("shop", Choices::default()).await?;
-    let load = Load::start(&lab.timeline, "writes", 3, {
-        let shop = shop.clone();
-        move |worker, n| {
-            let shop = shop.clone();
-            async move { write(&shop, worker, n).await }
-        }
+    let load = Load::start(&lab.timeline, "writes", 3, &shop, |shop, worker, n| async move {
+        write(&shop, worker, n).await
     });
     tokio::time::sleep(lab.phase(0.5, 2.0)).await;
     for service in ServiceName::ALL {

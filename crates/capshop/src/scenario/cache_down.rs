@@ -25,10 +25,10 @@ async fn shop_around(shop: &LabShop, worker: usize, n: u64) -> bool {
 pub async fn run(lab: &Lab) -> anyhow::Result<Report> {
     let shop = lab.shop("shop", Choices::default()).await?;
     let limited = Arc::new(Mutex::new(Vec::<(f64, bool)>::new()));
-    let popular = Load::start(&lab.timeline, "popular", 1, {
-        let (shop, limited, timeline) = (shop.clone(), limited.clone(), lab.timeline.clone());
-        move |_, _| {
-            let (shop, limited, timeline) = (shop.clone(), limited.clone(), timeline.clone());
+    let popular = Load::start(&lab.timeline, "popular", 1, &shop, {
+        let (limited, timeline) = (limited.clone(), lab.timeline.clone());
+        move |shop, _, _| {
+            let (limited, timeline) = (limited.clone(), timeline.clone());
             async move {
                 let started = timeline.now();
                 let answer = shop.get("/api/catalog/popular").await;
@@ -38,12 +38,8 @@ pub async fn run(lab: &Lab) -> anyhow::Result<Report> {
             }
         }
     });
-    let others = Load::start(&lab.timeline, "everything else", 2, {
-        let shop = shop.clone();
-        move |worker, n| {
-            let shop = shop.clone();
-            async move { shop_around(&shop, worker, n).await }
-        }
+    let others = Load::start(&lab.timeline, "everything else", 2, &shop, |shop, worker, n| async move {
+        shop_around(&shop, worker, n).await
     });
     tokio::time::sleep(lab.phase(0.5, 2.0)).await;
     shop.shop.chaos.cut("catalog", CACHE, false)?;

@@ -42,13 +42,13 @@ async fn run_choice(lab: &Lab, series: &str, address: AddressChoice) -> anyhow::
     let shop = lab.shop(series, Choices { address, ..Choices::default() }).await?;
     let seen = Arc::new(Mutex::new(Vec::new()));
     let attempt = {
-        let (shop, seen) = (shop.clone(), seen.clone());
-        move |worker, n| {
-            let (shop, seen) = (shop.clone(), seen.clone());
+        let seen = seen.clone();
+        move |shop: Arc<LabShop>, worker, n| {
+            let seen = seen.clone();
             async move { checkout(&shop, worker, n, &seen).await }
         }
     };
-    let load = Load::start(&lab.timeline, series, CUSTOMERS.len(), attempt);
+    let load = Load::start(&lab.timeline, series, CUSTOMERS.len(), &shop, attempt.clone());
     tokio::time::sleep(lab.phase(0.5, 2.0)).await;
     shop.shop.chaos.stop(ServiceName::Customer).await?;
     seen.lock().unwrap_or_else(PoisonError::into_inner).clear();
@@ -67,13 +67,7 @@ async fn run_choice(lab: &Lab, series: &str, address: AddressChoice) -> anyhow::
     shop.shop.chaos.start(ServiceName::Customer).await?;
     lab.timeline.fault_ends();
     let convergence = shop.converge(Duration::from_secs(60)).await?;
-    let after = Load::start(&lab.timeline, series, CUSTOMERS.len(), {
-        let (shop, seen) = (shop.clone(), seen.clone());
-        move |worker, n| {
-            let (shop, seen) = (shop.clone(), seen.clone());
-            async move { checkout(&shop, worker, n, &seen).await }
-        }
-    });
+    let after = Load::start(&lab.timeline, series, CUSTOMERS.len(), &shop, attempt);
     tokio::time::sleep(lab.phase(0.5, 2.0)).await;
     after.stop().await;
     shop.converge(Duration::from_secs(60)).await?;

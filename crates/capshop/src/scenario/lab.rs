@@ -42,12 +42,7 @@ impl Lab {
     /// replicated everywhere.
     pub async fn shop(&self, series: &str, choices: Choices) -> anyhow::Result<Arc<LabShop>> {
         let data_dir: PathBuf = self.dir.path().join(series);
-        let config = ShopConfig {
-            data_dir: data_dir.clone(),
-            gateway: "127.0.0.1:0".parse().expect("a loopback address"),
-            admin_token: TOKEN.into(),
-            choices,
-        };
+        let config = ShopConfig::ephemeral(&data_dir, TOKEN, choices);
         let shop = launch(config).await.context("the shop did not start")?;
         let probe = Probe::new(data_dir.join("bus.db"), shop.contexts.clone());
         let sampling = CancellationToken::new();
@@ -218,23 +213,29 @@ pub struct Load {
 }
 
 impl Load {
-    /// Starts `workers` loops; worker `w` calls `attempt(w, n)` for n = 0, 1, ... and
-    /// records whether it succeeded under `series`.
-    pub fn start<F, Fut>(timeline: &Timeline, series: &str, workers: usize, attempt: F) -> Self
+    /// Starts `workers` loops on `shop`; worker `w` calls `attempt(shop, w, n)` for
+    /// n = 0, 1, ... and records whether it succeeded under `series`.
+    pub fn start<F, Fut>(
+        timeline: &Timeline,
+        series: &str,
+        workers: usize,
+        shop: &Arc<LabShop>,
+        attempt: F,
+    ) -> Self
     where
-        F: Fn(usize, u64) -> Fut + Clone + Send + 'static,
+        F: Fn(Arc<LabShop>, usize, u64) -> Fut + Clone + Send + 'static,
         Fut: Future<Output = bool> + Send,
     {
         let stop = CancellationToken::new();
         let mut tasks = tokio::task::JoinSet::new();
         for worker in 0..workers {
-            let (stop, timeline, series, attempt) =
-                (stop.clone(), timeline.clone(), series.to_owned(), attempt.clone());
+            let (stop, timeline, series, shop, attempt) =
+                (stop.clone(), timeline.clone(), series.to_owned(), shop.clone(), attempt.clone());
             tasks.spawn(async move {
                 let mut n = 0;
                 while !stop.is_cancelled() {
                     let started = Instant::now();
-                    let ok = attempt(worker, n).await;
+                    let ok = attempt(shop.clone(), worker, n).await;
                     timeline.attempt(&series, ok, started.elapsed());
                     n += 1;
                     tokio::time::sleep(Duration::from_millis(10)).await;

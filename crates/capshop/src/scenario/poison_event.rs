@@ -24,12 +24,8 @@ async fn change_price(shop: &LabShop, n: u64) -> bool {
 
 pub async fn run(lab: &Lab) -> anyhow::Result<Report> {
     let shop = lab.shop("shop", Choices::default()).await?;
-    let load = Load::start(&lab.timeline, "catalog writes", 1, {
-        let shop = shop.clone();
-        move |_, n| {
-            let shop = shop.clone();
-            async move { change_price(&shop, n).await }
-        }
+    let load = Load::start(&lab.timeline, "catalog writes", 1, &shop, |shop, _, n| async move {
+        change_price(&shop, n).await
     });
     tokio::time::sleep(lab.phase(0.5, 2.0)).await;
 

@@ -167,11 +167,8 @@ impl Chaos {
         let links = self.inner.links.values().map(link_status).collect();
         let mut services = Vec::new();
         for (name, slot) in &self.inner.slots {
-            let state = if slot.running.lock().await.is_some() {
-                ServiceState::Running
-            } else {
-                ServiceState::Stopped
-            };
+            let running = slot.running.lock().await.as_ref().is_some_and(|r| !r.task.is_finished());
+            let state = if running { ServiceState::Running } else { ServiceState::Stopped };
             services.push(ServiceStatus { name: *name, state, url: format!("http://{}", slot.addr) });
         }
         Status { links, services }
@@ -241,12 +238,12 @@ impl Chaos {
         }
     }
 
-    /// Starts `service` again on its address with the same context and links. Starting
-    /// a running service changes nothing.
+    /// Starts `service` again on its address with the same context and links (also after
+    /// it failed by itself). Starting a running service changes nothing.
     pub async fn start(&self, service: ServiceName) -> Result<(), ChaosError> {
         let slot = &self.inner.slots[&service];
         let mut running = slot.running.lock().await;
-        if running.is_some() {
+        if running.as_ref().is_some_and(|r| !r.task.is_finished()) {
             return Ok(());
         }
         let listener = TcpListener::bind(slot.addr).await.map_err(|e| ChaosError::Start {
