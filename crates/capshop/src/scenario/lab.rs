@@ -41,8 +41,19 @@ impl Lab {
     /// Starts a fresh shop named `series` with `choices`, and waits until the seed data has
     /// replicated everywhere.
     pub async fn shop(&self, series: &str, choices: Choices) -> anyhow::Result<Arc<LabShop>> {
+        self.shop_with(series, |config| config.choices = choices).await
+    }
+
+    /// Like [`Lab::shop`], with the configuration adjusted by `adjust` (for scenarios that
+    /// need more than the choices, e.g. another inventory mode).
+    pub async fn shop_with(
+        &self,
+        series: &str,
+        adjust: impl FnOnce(&mut ShopConfig),
+    ) -> anyhow::Result<Arc<LabShop>> {
         let data_dir: PathBuf = self.dir.path().join(series);
-        let config = ShopConfig::ephemeral(&data_dir, TOKEN, choices);
+        let mut config = ShopConfig::ephemeral(&data_dir, TOKEN, Choices::default());
+        adjust(&mut config);
         let shop = launch(config).await.context("the shop did not start")?;
         let probe = Probe::new(data_dir.join("bus.db"), shop.contexts.clone());
         let sampling = CancellationToken::new();

@@ -3,18 +3,11 @@
 //! prints a report with its figures, writes a plot, and fails when its invariant fails.
 //!
 //! One scenario is one file with an `async fn run(&Lab) -> anyhow::Result<Report>` and
-//! one line in [`SCENARIOS`].
+//! one line in the [`scenarios!`] table below, which declares its module and lists it.
 
-mod breaker;
-mod broker_down;
-mod cache_down;
-mod customer_down;
 mod lab;
 mod measure;
 mod plot;
-mod poison_event;
-mod read_your_writes;
-mod stale_address;
 mod timeline;
 
 use std::future::Future;
@@ -36,44 +29,35 @@ pub struct Scenario {
     run: Run,
 }
 
-/// Every scenario, in the order of DESIGN §4.
-pub const SCENARIOS: &[Scenario] = &[
-    Scenario {
-        name: "customer-down",
-        summary: "the customer service stops during checkouts: replica vs synchronous address",
-        run: |lab| Box::pin(customer_down::run(lab)),
-    },
-    Scenario {
-        name: "broker-down",
-        summary: "every service loses the bus: writes go on, outboxes grow, all converges",
-        run: |lab| Box::pin(broker_down::run(lab)),
-    },
-    Scenario {
-        name: "stale-address",
-        summary: "an address change does not propagate: stale checkout, override, shipment held",
-        run: |lab| Box::pin(stale_address::run(lab)),
-    },
-    Scenario {
-        name: "poison-event",
-        summary: "search cannot index a product: retries with backoff, dead letter, fix, replay",
-        run: |lab| Box::pin(poison_event::run(lab)),
-    },
-    Scenario {
-        name: "read-your-writes",
-        summary: "replication is slow: the consistency token still shows the new address",
-        run: |lab| Box::pin(read_your_writes::run(lab)),
-    },
-    Scenario {
-        name: "breaker",
-        summary: "the catalog is slow: the breaker opens, answers degrade at once, it closes again",
-        run: |lab| Box::pin(breaker::run(lab)),
-    },
-    Scenario {
-        name: "cache-down",
-        summary: "the popularity cache fails: popular products degrade to limited, nothing else fails",
-        run: |lab| Box::pin(cache_down::run(lab)),
-    },
-];
+/// Declares each scenario's module (`module.rs` beside this file) and lists it in
+/// [`SCENARIOS`], so adding one is one line.
+macro_rules! scenarios {
+    ($($module:ident => $name:literal, $summary:literal;)*) => {
+        $(mod $module;)*
+
+        /// Every scenario, in the order of DESIGN §4.
+        pub const SCENARIOS: &[Scenario] = &[
+            $(Scenario { name: $name, summary: $summary, run: |lab| Box::pin($module::run(lab)) },)*
+        ];
+    };
+}
+
+scenarios! {
+    customer_down => "customer-down",
+        "the customer service stops during checkouts: replica vs synchronous address";
+    broker_down => "broker-down",
+        "every service loses the bus: writes go on, outboxes grow, all converges";
+    stale_address => "stale-address",
+        "an address change does not propagate: stale checkout, override, shipment held";
+    poison_event => "poison-event",
+        "search cannot index a product: retries with backoff, dead letter, fix, replay";
+    read_your_writes => "read-your-writes",
+        "replication is slow: the consistency token still shows the new address";
+    breaker => "breaker",
+        "the catalog is slow: the breaker opens, answers degrade at once, it closes again";
+    cache_down => "cache-down",
+        "the popularity cache fails: popular products degrade to limited, nothing else fails";
+}
 
 #[derive(Args)]
 pub struct ScenarioArgs {

@@ -29,7 +29,7 @@ pub const CACHE: &str = "cache";
 /// Why a chaos command changed nothing.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ChaosError {
-    #[error("unknown endpoint {name:?}: use a service ({services}) or bus")]
+    #[error("unknown endpoint {name:?}: use a service ({services}), bus or cache")]
     UnknownEndpoint { name: String, services: String },
     #[error("there is no link between {a} and {b}; the links are: {links}")]
     NoLink { a: String, b: String, links: String },
