@@ -48,7 +48,7 @@ fn state<'a>(status: &'a Value, service: &str) -> &'a Value {
 }
 
 #[tokio::test]
-async fn status_lists_every_link_with_its_faults_and_every_service_running() {
+async fn status_lists_every_link_with_its_faults_and_every_service_running_as_documented() {
     let dir = tempfile::tempdir().unwrap();
     let shop = spawn_shop(dir.path()).await;
     let (status, body) = admin(&shop, "", None).await;
@@ -59,6 +59,10 @@ async fn status_lists_every_link_with_its_faults_and_every_service_running() {
         assert!(names.contains(&wanted), "{wanted} in {names:?}");
     }
     assert_eq!(names.len(), 3 + 7 + 1);
+    let (_, openapi) = get(&shop, "/openapi.json").await;
+    for path in ["/admin/chaos", "/admin/chaos/cut", "/admin/chaos/services/{service}/stop"] {
+        assert!(openapi["paths"][path].is_object(), "the gateway documents {path}");
+    }
     assert_eq!(link(&body, "order->customer")["cut_out"], false);
     for service in ServiceName::ALL {
         assert_eq!(state(&body, service.as_str()), "running");

@@ -56,7 +56,7 @@ impl From<ChaosError> for Problem {
 }
 
 /// Two endpoints of a link: services, `bus` or `cache`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Cut {
     pub a: String,
@@ -66,14 +66,14 @@ pub struct Cut {
     pub oneway: bool,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Heal {
     pub a: Option<String>,
     pub b: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Latency {
     pub a: String,
@@ -81,7 +81,7 @@ pub struct Latency {
     pub ms: u64,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Loss {
     pub a: String,
@@ -91,15 +91,49 @@ pub struct Loss {
 
 type Answer = Result<axum::Json<Status>, Problem>;
 
+/// The gateway's OpenAPI document: the fault controls (the services' routes are in each
+/// service's own `/openapi.json`).
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "capshop gateway: faults on purpose",
+        description = "Cut, slow or make lossy the links between services and between a service and the bus; stop and start services. Every route needs Authorization: Bearer <admin token>; every change answers with the whole status."
+    ),
+    paths(status, cut, heal, latency, loss, stop, start),
+    components(schemas(
+        Status,
+        super::LinkStatus,
+        super::ServiceStatus,
+        super::ServiceState,
+        Cut,
+        Heal,
+        Latency,
+        Loss,
+        Problem
+    ))
+)]
+pub struct Api;
+
+/// Every link with its faults and every service with its state.
+#[utoipa::path(get, path = "/admin/chaos", responses((status = 200, body = Status), (status = 401, body = Problem), (status = 403, body = Problem)))]
 async fn status(State(admin): State<Arc<Admin>>) -> axum::Json<Status> {
     axum::Json(admin.chaos.status().await)
 }
 
+/// Cuts the link between `a` and `b` (services, `bus` or `cache`): both ways, or with
+/// `oneway` only from `a` to `b`.
+#[utoipa::path(post, path = "/admin/chaos/cut", request_body = Cut,
+    responses((status = 200, body = Status), (status = 401, body = Problem), (status = 403, body = Problem),
+              (status = 404, body = Problem, description = "no link between them; the links that exist are named"),
+              (status = 422, body = Problem, description = "an unknown endpoint or a missing field")))]
 async fn cut(State(admin): State<Arc<Admin>>, Body(cut): Body<Cut>) -> Answer {
     admin.chaos.cut(&cut.a, &cut.b, cut.oneway)?;
     Ok(status(State(admin)).await)
 }
 
+/// Removes every fault of the link between `a` and `b`, or of every link with `{}`.
+#[utoipa::path(post, path = "/admin/chaos/heal", request_body = Heal,
+    responses((status = 200, body = Status), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
 async fn heal(State(admin): State<Arc<Admin>>, Body(heal): Body<Heal>) -> Answer {
     match (heal.a, heal.b) {
         (Some(a), Some(b)) => {
@@ -115,11 +149,17 @@ async fn heal(State(admin): State<Arc<Admin>>, Body(heal): Body<Heal>) -> Answer
     Ok(status(State(admin)).await)
 }
 
+/// Adds `ms` milliseconds (at most 60000) to every pass over the link between `a` and `b`.
+#[utoipa::path(post, path = "/admin/chaos/latency", request_body = Latency,
+    responses((status = 200, body = Status), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
 async fn latency(State(admin): State<Arc<Admin>>, Body(latency): Body<Latency>) -> Answer {
     admin.chaos.latency(&latency.a, &latency.b, Duration::from_millis(latency.ms))?;
     Ok(status(State(admin)).await)
 }
 
+/// Makes `fraction` (0 to 1) of the passes over the link between `a` and `b` fail.
+#[utoipa::path(post, path = "/admin/chaos/loss", request_body = Loss,
+    responses((status = 200, body = Status), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
 async fn loss(State(admin): State<Arc<Admin>>, Body(loss): Body<Loss>) -> Answer {
     admin.chaos.loss(&loss.a, &loss.b, loss.fraction)?;
     Ok(status(State(admin)).await)
@@ -129,6 +169,9 @@ fn service(name: &str) -> Result<ServiceName, Problem> {
     name.parse().map_err(|e: String| Problem::not_found(e))
 }
 
+/// Stops a service: its server, relay and consumers end; its data stays.
+#[utoipa::path(post, path = "/admin/chaos/services/{service}/stop", params(("service" = String, Path)),
+    responses((status = 200, body = Status), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem, description = "no such service")))]
 async fn stop(State(admin): State<Arc<Admin>>, PathParams(name): PathParams<String>) -> Answer {
     let name = service(&name)?;
     admin.chaos.stop(name).await.map_err(|e| {
@@ -137,6 +180,10 @@ async fn stop(State(admin): State<Arc<Admin>>, PathParams(name): PathParams<Stri
     Ok(status(State(admin)).await)
 }
 
+/// Starts a stopped service again on its port.
+#[utoipa::path(post, path = "/admin/chaos/services/{service}/start", params(("service" = String, Path)),
+    responses((status = 200, body = Status), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+              (status = 503, body = Problem, description = "its port could not be bound again")))]
 async fn start(State(admin): State<Arc<Admin>>, PathParams(name): PathParams<String>) -> Answer {
     admin.chaos.start(service(&name)?).await?;
     Ok(status(State(admin)).await)
