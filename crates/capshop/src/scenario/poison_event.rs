@@ -22,6 +22,14 @@ async fn change_price(shop: &LabShop, n: u64) -> bool {
         .ok()
 }
 
+/// Whether the index holds the product titled `title` at `version`.
+async fn indexed_as(shop: &LabShop, title: &str, version: u64) -> bool {
+    let found = shop.get(&format!("/api/search/search?q={}", title.replace(' ', "+"))).await;
+    found.body["results"]
+        .as_array()
+        .is_some_and(|hits| hits.iter().any(|h| h["title"] == title && h["version"] == version))
+}
+
 pub async fn run(lab: &Lab) -> anyhow::Result<Report> {
     let shop = lab.shop("shop", Choices::default()).await?;
     let load = Load::start(&lab.timeline, "catalog writes", 1, &shop, |shop, _, n| async move {
@@ -58,6 +66,11 @@ pub async fn run(lab: &Lab) -> anyhow::Result<Report> {
 
     let fixed = shop.put(&format!("/api/catalog/products/{id}/name"), &json!({ "name": "Storm Cap" })).await;
     shop.expect("renaming the product", fixed).await?;
+    // Replay once the fix is indexed, so the replayed old version is a harmless no-op.
+    let fixed_at = Instant::now();
+    while !indexed_as(&shop, "Storm Cap", 2).await && fixed_at.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let replayed = shop.post("/api/search/admin/dead-letters/replay", &json!({ "consumer": CONSUMER })).await;
     let replayed =
         shop.expect("replaying the dead letter", replayed).await?.body["count"].as_u64().unwrap_or(0);
