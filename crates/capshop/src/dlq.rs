@@ -1,11 +1,11 @@
 //! `capshop dlq`: list, show, replay and discard dead letters of a running shop, through
 //! the gateway's admin routes.
 
-use std::path::PathBuf;
-
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
+
+use crate::admin::{Admin, AdminArgs};
 
 const SERVICES: [&str; 7] = ["customer", "catalog", "inventory", "order", "payment", "shipping", "search"];
 
@@ -13,15 +13,8 @@ const SERVICES: [&str; 7] = ["customer", "catalog", "inventory", "order", "payme
 pub struct DlqArgs {
     #[command(subcommand)]
     command: DlqCommand,
-    /// The gateway of the running shop.
-    #[arg(long, global = true, default_value = "http://127.0.0.1:8080", env = "CAPSHOP_URL")]
-    url: String,
-    /// The admin token (default: the one `capshop up` stored in the data dir).
-    #[arg(long, global = true, env = "CAPSHOP_ADMIN_TOKEN")]
-    token: Option<String>,
-    /// The data dir whose stored admin token to use when --token is not given.
-    #[arg(long, global = true, default_value = "capshop-data", env = "CAPSHOP_DATA_DIR")]
-    data_dir: PathBuf,
+    #[command(flatten)]
+    admin: AdminArgs,
     /// Only this service's consumers (default: every service).
     #[arg(long, global = true)]
     service: Option<String>,
@@ -62,24 +55,15 @@ impl Selection {
 }
 
 pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
-    let token = match &args.token {
-        Some(token) => token.clone(),
-        None => std::fs::read_to_string(args.data_dir.join("admin-token"))
-            .map(|t| t.trim().to_owned())
-            .with_context(|| {
-                format!("no admin token: pass --token, set CAPSHOP_ADMIN_TOKEN, or point --data-dir at the shop's data ({} has none)", args.data_dir.display())
-            })?,
-    };
+    let admin = Admin::connect(&args.admin)?;
     let services: Vec<&str> = match &args.service {
         Some(s) if SERVICES.contains(&s.as_str()) => vec![s.as_str()],
         Some(s) => bail!("unknown service {s:?}: use one of {}", SERVICES.join(", ")),
         None => SERVICES.to_vec(),
     };
-    let client = reqwest::Client::new();
-    let base = args.url.trim_end_matches('/');
     let mut total = 0;
     for service in services {
-        let admin = format!("{base}/api/{service}/admin/dead-letters");
+        let path = format!("/api/{service}/admin/dead-letters");
         let request = match &args.command {
             DlqCommand::List(s) => {
                 let query: Vec<(&str, &String)> = [
@@ -91,24 +75,18 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
                 .into_iter()
                 .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
                 .collect();
-                client.get(&admin).query(&query)
+                admin.get(&path).query(&query)
             }
-            DlqCommand::Show { event_id } => client.get(format!("{admin}/{event_id}")),
-            DlqCommand::Replay(s) => client.post(format!("{admin}/replay")).json(&s.body()),
-            DlqCommand::Discard(s) => client.post(format!("{admin}/discard")).json(&s.body()),
+            DlqCommand::Show { event_id } => admin.get(&format!("{path}/{event_id}")),
+            DlqCommand::Replay(s) => admin.post(&format!("{path}/replay"), &s.body()),
+            DlqCommand::Discard(s) => admin.post(&format!("{path}/discard"), &s.body()),
         };
-        let response = request
-            .bearer_auth(&token)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach capshop at {base}; is it up?"))?;
-        let status = response.status();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
+        let (status, body) = admin.send(request).await?;
         if status == 404 && matches!(args.command, DlqCommand::Show { .. }) {
             continue;
         }
-        if !status.is_success() {
-            bail!("{service}: {} {}", status.as_u16(), body["detail"].as_str().unwrap_or("failed"));
+        if !(200..300).contains(&status) {
+            bail!("{service}: {status} {}", body["detail"].as_str().unwrap_or("failed"));
         }
         match &args.command {
             DlqCommand::Replay(_) | DlqCommand::Discard(_) => {

@@ -1,7 +1,10 @@
 //! The capshop binary: parses arguments and hands over to the command's `run`.
 
+mod admin;
+mod chaos;
 mod dlq;
 mod lab;
+mod scenario;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -20,23 +23,31 @@ enum Command {
     Up(up::UpArgs),
     /// Lists, shows, replays or discards dead letters of the running shop (admin token).
     Dlq(dlq::DlqArgs),
+    /// Cuts, heals, slows or makes lossy a link, or stops and starts a service (admin token).
+    Chaos(chaos::ChaosArgs),
+    /// Runs an experiment of DESIGN §4 on a fresh shop and reports its figures.
+    Scenario(scenario::ScenarioArgs),
     /// Experiments on the bare event path (used by the crash tests and benchmarks).
     #[command(subcommand, hide = true)]
     Lab(lab::LabCommand),
 }
 
 fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // A scenario provokes failures on purpose; its report says what they were.
+    let quiet = if matches!(cli.command, Command::Scenario(_)) { "error" } else { "warn" };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| quiet.into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
         Command::Up(args) => runtime.block_on(up::run(args)),
         Command::Dlq(args) => runtime.block_on(dlq::run(args)),
+        Command::Chaos(args) => runtime.block_on(chaos::run(args)),
+        Command::Scenario(args) => runtime.block_on(scenario::run(args)),
         Command::Lab(command) => runtime.block_on(lab::run(command)),
     }
 }

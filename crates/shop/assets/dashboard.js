@@ -1,7 +1,9 @@
-// The dashboard: reads every service's /metrics (Prometheus text) and its admin API.
+// The dashboard: reads every service's /metrics (Prometheus text) and its admin API, and
+// drives the gateway's fault controls (/admin/chaos).
 const $ = (id) => document.getElementById(id);
 const SERVICES = ["customer", "catalog", "inventory", "order", "payment", "shipping", "search"];
-const BREAKER = ["closed", "half-open", "open"];
+// The gauge's encoding (kit::breaker::BreakerState::as_gauge): 0 closed, 1 open, 2 half-open.
+const BREAKER = ["closed", "open", "half-open"];
 
 // Parses `name{a="b",...} value` lines into {name, labels, value}.
 function parseMetrics(text) {
@@ -35,8 +37,9 @@ async function serviceRow(service) {
   }
 }
 
-async function admin(service, method, path, body) {
-  const response = await fetch(`/api/${service}/admin/${path}`, {
+// An admin request with the typed token; a refusal becomes an error with its detail.
+async function authorized(url, method, body) {
+  const response = await fetch(url, {
     method,
     headers: { authorization: `Bearer ${$("token").value}`, "content-type": "application/json" },
     body: body && JSON.stringify(body),
@@ -53,7 +56,13 @@ async function loadDeadLetters() {
   }
   const rows = [];
   for (const service of SERVICES) {
-    for (const d of await admin(service, "GET", "dead-letters")) {
+    let letters;
+    try { letters = await admin(service, "GET", "dead-letters"); } catch (e) {
+      // A stopped service cannot list its dead letters; the others still can.
+      rows.push(`<tr><td colspan=7 class="bad">${service}: ${e.message}</td></tr>`);
+      continue;
+    }
+    for (const d of letters) {
       rows.push(`<tr><td>${d.event_id}</td><td>${d.consumer}</td><td>${d.stream}/${d.key}</td><td>${d.attempts}</td>` +
         `<td>${d.parked}</td><td>${d.error}</td><td><button data-service="${service}" data-act="replay" data-event="${d.event_id}">replay</button> ` +
         `<button data-service="${service}" data-act="discard" data-event="${d.event_id}">discard</button></td></tr>`);
@@ -62,10 +71,69 @@ async function loadDeadLetters() {
   $("dead").tBodies[0].innerHTML = rows.join("") || "<tr><td colspan=7>none</td></tr>";
 }
 
+const admin = (service, method, path, body) => authorized(`/api/${service}/admin/${path}`, method, body);
+const chaos = (method, path, body) => authorized(`/admin/chaos${path}`, method, body);
+
+function describe(link) {
+  const faults = [];
+  if (link.cut_out && link.cut_in) faults.push("cut both ways");
+  else if (link.cut_out) faults.push(`cut ${link.from} → ${link.to}`);
+  else if (link.cut_in) faults.push(`cut ${link.to} → ${link.from}`);
+  if (link.latency_ms) faults.push(`+${link.latency_ms} ms`);
+  if (link.loss) faults.push(`${Math.round(link.loss * 100)}% lost`);
+  return faults.join(", ") || "healthy";
+}
+
+function showChaos(status) {
+  $("links").tBodies[0].innerHTML = status.links.map((l) => {
+    const pair = `data-a="${l.from}" data-b="${l.to}"`;
+    return `<tr><td>${l.name}</td><td class="${describe(l) === "healthy" ? "good" : "bad"}">${describe(l)}</td><td>` +
+      `<button ${pair} data-act="cut">cut</button> <button ${pair} data-act="oneway">cut ${l.from} → ${l.to}</button> ` +
+      `<button ${pair} data-act="latency">slow</button> <button ${pair} data-act="loss">lossy</button> ` +
+      `<button ${pair} data-act="heal">heal</button></td></tr>`;
+  }).join("");
+  $("chaos-services").tBodies[0].innerHTML = status.services.map((s) =>
+    `<tr><td>${s.name}</td><td class="${s.state === "running" ? "good" : "bad"}">${s.state}</td><td>` +
+    `<button data-service="${s.name}" data-act="${s.state === "running" ? "stop" : "start"}">${s.state === "running" ? "stop" : "start"}</button></td></tr>`).join("");
+}
+
+async function loadChaos() {
+  if (!$("token").value) {
+    $("links").tBodies[0].innerHTML = "<tr><td colspan=3>enter the admin token to see and change faults</td></tr>";
+    $("chaos-services").tBodies[0].innerHTML = "";
+    return;
+  }
+  showChaos(await chaos("GET", ""));
+}
+
+async function act(target) {
+  const { act: what, a, b, service } = target.dataset;
+  if (!what) return;
+  const change = {
+    cut: () => chaos("POST", "/cut", { a, b }),
+    oneway: () => chaos("POST", "/cut", { a, b, oneway: true }),
+    latency: () => chaos("POST", "/latency", { a, b, ms: Number($("latency-ms").value) }),
+    loss: () => chaos("POST", "/loss", { a, b, fraction: Number($("loss-fraction").value) }),
+    heal: () => chaos("POST", "/heal", { a, b }),
+    "heal-all": () => chaos("POST", "/heal", {}),
+    stop: () => chaos("POST", `/services/${service}/stop`, {}),
+    start: () => chaos("POST", `/services/${service}/start`, {}),
+  }[what];
+  if (!change) return;
+  try {
+    showChaos(await change());
+    $("message").textContent = `${what} ${service || (a ? `${a} ${b}` : "")}: done`;
+  } catch (e) { $("message").textContent = e.message; }
+}
+
+for (const id of ["links", "chaos-services"]) $(id).addEventListener("click", (event) => act(event.target));
+document.querySelector('[data-act="heal-all"]').addEventListener("click", (event) => act(event.target));
+
 async function refresh() {
   const results = await Promise.all(SERVICES.map(serviceRow));
   $("services").tBodies[0].innerHTML = results.map((r) => r.row).join("");
   $("lag").tBodies[0].innerHTML = results.flatMap((r) => r.lag).join("");
+  try { await loadChaos(); } catch (e) { $("message").textContent = e.message; }
   try { await loadDeadLetters(); } catch (e) { $("message").textContent = e.message; }
 }
 

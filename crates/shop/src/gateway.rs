@@ -1,7 +1,8 @@
 //! The gateway: one address for the whole shop. It serves the shop page (`/`) and the
 //! dashboard (`/dashboard`), and routes `/api/<service>/<path>` to that
 //! service's `/<path>` (and `/api/search?q=` to the search service's `/search`), passing
-//! method, body, query and the headers that matter both ways.
+//! method, body, query and the headers that matter both ways. `/admin/chaos` holds the
+//! fault controls of the whole shop ([`crate::chaos::http`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use axum::http::{HeaderMap, HeaderName, Method, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{any, get};
 
+use crate::chaos::Chaos;
 use crate::service::{Problem, ServiceName, token};
 
 /// Request headers the gateway forwards to a service.
@@ -30,7 +32,8 @@ struct Gateway {
     client: reqwest::Client,
 }
 
-pub fn router(routes: Routes) -> Router {
+/// The gateway's routes; `/admin/chaos` drives `chaos` for callers with `admin_token`.
+pub fn router(routes: Routes, chaos: Chaos, admin_token: String) -> Router {
     let gateway = Arc::new(Gateway { routes, client: reqwest::Client::new() });
     Router::new()
         .route(
@@ -39,11 +42,16 @@ pub fn router(routes: Routes) -> Router {
         )
         .route("/", get(|| async { Html(include_str!("../assets/shop.html")) }))
         .route("/dashboard", get(|| async { Html(include_str!("../assets/dashboard.html")) }))
+        .route(
+            "/openapi.json",
+            get(|| async { axum::Json(<crate::chaos::http::Api as utoipa::OpenApi>::openapi()) }),
+        )
         .route("/assets/{name}", get(asset))
         .route("/api/{service}", any(forward_root))
         .route("/api/{service}/{*path}", any(forward))
         .fallback(|| async { Problem::not_found("no such route; the API is under /api/<service>/...") })
         .with_state(gateway)
+        .nest("/admin/chaos", crate::chaos::http::router(chaos, admin_token))
 }
 
 /// The pages' scripts and style, compiled into the binary so `up` needs no files.

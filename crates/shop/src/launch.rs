@@ -4,15 +4,18 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use kit::bus::Bus;
 use kit::link::{Link, LinkedBus};
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::CatalogService;
+use crate::chaos::Chaos;
 use crate::customer::CustomerService;
 use crate::gateway;
 use crate::inventory::InventoryService;
@@ -33,6 +36,19 @@ pub struct ShopConfig {
     pub choices: Choices,
 }
 
+impl ShopConfig {
+    /// A shop kept in `data_dir` with its gateway on a free loopback port: what the tests
+    /// and the scenarios start.
+    pub fn ephemeral(data_dir: &Path, admin_token: &str, choices: Choices) -> Self {
+        Self {
+            data_dir: data_dir.to_owned(),
+            gateway: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin_token: admin_token.to_owned(),
+            choices,
+        }
+    }
+}
+
 /// Which services call which synchronously (DESIGN §1); everything else goes by events.
 const CALLS: [(ServiceName, ServiceName); 3] = [
     (ServiceName::Order, ServiceName::Customer),
@@ -48,8 +64,13 @@ pub struct Shop {
     /// Every link by name: `order->customer`, `search->bus`, ...
     pub links: BTreeMap<String, Link>,
     pub contexts: BTreeMap<ServiceName, Arc<Context>>,
+    /// Cuts, heals, slows links; stops and starts services.
+    pub chaos: Chaos,
     shutdown: CancellationToken,
+    /// The gateway.
     tasks: tokio::task::JoinSet<std::io::Result<()>>,
+    /// Services that failed by themselves (not stopped on purpose).
+    failures: mpsc::UnboundedReceiver<(ServiceName, std::io::Error)>,
 }
 
 impl Shop {
@@ -57,17 +78,29 @@ impl Shop {
         format!("http://{}{}", self.gateway, path)
     }
 
-    /// Resolves when every service has stopped (after [`Shop::stop`], or when one failed).
+    /// Resolves when the gateway has stopped or a service failed by itself; a service
+    /// stopped on purpose (by [`Chaos::stop`]) is not a failure.
     pub async fn stopped(&mut self) -> std::io::Result<()> {
-        while let Some(joined) = self.tasks.join_next().await {
-            joined.map_err(std::io::Error::other)??;
+        loop {
+            tokio::select! {
+                Some((name, e)) = self.failures.recv() => {
+                    return Err(std::io::Error::other(format!("{name} failed: {e}")));
+                }
+                joined = self.tasks.join_next() => match joined {
+                    Some(joined) => joined.map_err(std::io::Error::other)??,
+                    None => return Ok(()),
+                },
+            }
         }
-        Ok(())
     }
 
     pub async fn stop(mut self) -> std::io::Result<()> {
         self.shutdown.cancel();
-        self.stopped().await
+        let services = self.chaos.stop_all().await;
+        while let Some(joined) = self.tasks.join_next().await {
+            joined.map_err(std::io::Error::other)??;
+        }
+        services
     }
 }
 
@@ -126,42 +159,58 @@ pub async fn launch(config: ShopConfig) -> Result<Shop, LaunchError> {
         contexts.insert(name, ctx);
     }
 
-    let shutdown = CancellationToken::new();
-    let mut tasks = tokio::task::JoinSet::new();
-    for (name, listener) in listeners {
-        let (ctx, shutdown) = (contexts[&name].clone(), shutdown.clone());
-        match name {
-            ServiceName::Customer => {
-                tasks.spawn(crate::service::run::<CustomerService>(ctx, listener, shutdown))
-            }
-            ServiceName::Catalog => {
-                tasks.spawn(crate::service::run::<CatalogService>(ctx, listener, shutdown))
-            }
-            ServiceName::Inventory => {
-                tasks.spawn(crate::service::run::<InventoryService>(ctx, listener, shutdown))
-            }
-            ServiceName::Order => tasks.spawn(crate::service::run::<OrderService>(ctx, listener, shutdown)),
-            ServiceName::Payment => {
-                tasks.spawn(crate::service::run::<PaymentService>(ctx, listener, shutdown))
-            }
-            ServiceName::Shipping => {
-                tasks.spawn(crate::service::run::<ShippingService>(ctx, listener, shutdown))
-            }
-            ServiceName::Search => tasks.spawn(crate::service::run::<SearchService>(ctx, listener, shutdown)),
-        };
+    if let Some(catalog) = contexts.get(&ServiceName::Catalog) {
+        let cache = crate::catalog::cache_link(catalog);
+        links.insert(cache.name().to_owned(), cache);
     }
-
+    let shutdown = CancellationToken::new();
+    let (chaos, failures) = Chaos::start_all(links.clone(), &contexts, listeners, spawn, shutdown.clone());
+    let mut tasks = tokio::task::JoinSet::new();
     let gateway_listener = bind(config.gateway).await?;
     let gateway = gateway_listener.local_addr().expect("a bound address");
     let routes =
         gateway::Routes { services: services.iter().map(|(n, a)| (*n, format!("http://{a}"))).collect() };
-    let app = gateway::router(routes);
+    let app = gateway::router(routes, chaos.clone(), config.admin_token.clone());
     let stop = shutdown.clone();
     tasks.spawn(async move {
         axum::serve(gateway_listener, app).with_graceful_shutdown(stop.cancelled_owned()).await
     });
 
-    Ok(Shop { gateway, services, admin_token: config.admin_token, links, contexts, shutdown, tasks })
+    Ok(Shop {
+        gateway,
+        services,
+        admin_token: config.admin_token,
+        links,
+        contexts,
+        chaos,
+        shutdown,
+        tasks,
+        failures,
+    })
+}
+
+/// Starts service `name` on `listener` until `shutdown` is cancelled.
+fn spawn(
+    name: ServiceName,
+    ctx: Arc<Context>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> JoinHandle<std::io::Result<()>> {
+    match name {
+        ServiceName::Customer => {
+            tokio::spawn(crate::service::run::<CustomerService>(ctx, listener, shutdown))
+        }
+        ServiceName::Catalog => tokio::spawn(crate::service::run::<CatalogService>(ctx, listener, shutdown)),
+        ServiceName::Inventory => {
+            tokio::spawn(crate::service::run::<InventoryService>(ctx, listener, shutdown))
+        }
+        ServiceName::Order => tokio::spawn(crate::service::run::<OrderService>(ctx, listener, shutdown)),
+        ServiceName::Payment => tokio::spawn(crate::service::run::<PaymentService>(ctx, listener, shutdown)),
+        ServiceName::Shipping => {
+            tokio::spawn(crate::service::run::<ShippingService>(ctx, listener, shutdown))
+        }
+        ServiceName::Search => tokio::spawn(crate::service::run::<SearchService>(ctx, listener, shutdown)),
+    }
 }
 
 fn migrations(name: ServiceName) -> &'static kit::store::Migrations {

@@ -5,11 +5,14 @@
 //! - [`service`]: what every service shares — its context, common routes, problem+json
 //!   errors, peer calls through links and breakers, and `run`.
 //! - [`launch`]: the embedded shop — every service in one process, the bus, the gateway.
+//! - [`chaos`]: faults on purpose — the links and services of a running shop, and the
+//!   gateway's `/admin/chaos` routes that drive them.
 //! - One folder per service, each with the same rooms: `model.rs` (validated domain
 //!   types), `store.rs` (its SQL), `http.rs` (routes, DTO ↔ domain), `events.rs` (what it
 //!   publishes and how it applies what it consumes).
 
 pub mod catalog;
+pub mod chaos;
 pub mod customer;
 pub mod gateway;
 pub mod inventory;

@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 
 pub const PRODUCT_ADDED: &str = "ProductAdded";
 pub const PRODUCT_PRICE_CHANGED: &str = "ProductPriceChanged";
-pub const KINDS: [&str; 2] = [PRODUCT_ADDED, PRODUCT_PRICE_CHANGED];
+pub const PRODUCT_RENAMED: &str = "ProductRenamed";
+pub const KINDS: [&str; 3] = [PRODUCT_ADDED, PRODUCT_PRICE_CHANGED, PRODUCT_RENAMED];
 
 /// The scope of product aggregates in replica versions and tokens.
 pub const SCOPE: &str = "product";

@@ -11,7 +11,7 @@ use axum::routing::{get, post, put};
 use serde::{Deserialize, Serialize};
 
 use super::events::{self, Product, Quote, QuoteItem, QuoteLine, QuoteRequest};
-use super::model::{Basket, NewProduct, PriceCents, ProductId};
+use super::model::{Basket, NewProduct, PriceCents, ProductId, ProductName};
 use super::{cache, store};
 use crate::service::admin::require_token;
 use crate::service::{Body, Context, PathParams, Problem, token};
@@ -27,6 +27,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
     let admin = Router::new()
         .route("/products", post(add))
         .route("/products/{id}/price", put(change_price))
+        .route("/products/{id}/name", put(rename))
         .route_layer(middleware::from_fn_with_state(ctx.clone(), require_token));
     Router::new()
         .route("/products", get(list))
@@ -43,11 +44,12 @@ pub fn router(ctx: Arc<Context>) -> Router {
         title = "capshop catalog",
         description = "Products and their prices (the source of truth). The quote is the binding, consistent price of a cart; changing prices needs the admin token."
     ),
-    paths(list, show, add, change_price, quote, popular),
+    paths(list, show, add, change_price, rename, quote, popular),
     components(schemas(
         Product,
         AddProduct,
         PriceChange,
+        Rename,
         QuoteRequest,
         QuoteItem,
         Quote,
@@ -72,6 +74,12 @@ pub struct AddProduct {
 #[serde(deny_unknown_fields)]
 pub struct PriceChange {
     pub price_cents: u64,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rename {
+    pub name: String,
 }
 
 /// The most popular products. `limited` is true when the popularity cache could not be
@@ -133,6 +141,24 @@ async fn change_price(
     let price = PriceCents::new(change.price_cents)?;
     let outbox = ctx.outbox.clone();
     let product = ctx.store.transact(move |tx| store::change_price(tx, &outbox, &id, price)).await?;
+    Ok(token::written(StatusCode::OK, &product, &events::token(&product)))
+}
+
+/// Renames a product (admin); publishes ProductRenamed with the whole product at its next
+/// version. The same name again changes nothing.
+#[utoipa::path(put, path = "/products/{id}/name", request_body = Rename,
+    responses((status = 200, body = Product, description = "renamed; with a Consistency-Token"),
+              (status = 401, body = Problem), (status = 403, body = Problem),
+              (status = 404, body = Problem), (status = 422, body = Problem)))]
+async fn rename(
+    State(ctx): State<Arc<Context>>,
+    PathParams(id): PathParams<String>,
+    Body(rename): Body<Rename>,
+) -> Result<Response, Problem> {
+    let id = product_id(&id)?;
+    let name = ProductName::parse(&rename.name)?;
+    let outbox = ctx.outbox.clone();
+    let product = ctx.store.transact(move |tx| store::rename(tx, &outbox, &id, name)).await?;
     Ok(token::written(StatusCode::OK, &product, &events::token(&product)))
 }
 

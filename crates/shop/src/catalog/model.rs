@@ -124,10 +124,24 @@ impl NewProduct {
     ) -> Result<Self, CatalogError> {
         Ok(Self {
             id: id.map(ProductId::parse).transpose()?,
-            name: text("name", name, 100)?,
+            name: ProductName::parse(name)?.0,
             description: text("description", description, 1000)?,
             price: PriceCents::new(price_cents)?,
         })
+    }
+}
+
+/// A product's name: trimmed, 1 to 100 characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProductName(String);
+
+impl ProductName {
+    pub fn parse(name: &str) -> Result<Self, CatalogError> {
+        text("name", name, 100).map(Self)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 }
 

@@ -6,7 +6,7 @@ use kit::outbox::Outbox;
 use kit::store::{Row, StoreError, Tx};
 
 use super::events::{self, Product, Quote, QuoteLine};
-use super::model::{Basket, CatalogError, NewProduct, PriceCents, ProductId};
+use super::model::{Basket, CatalogError, NewProduct, PriceCents, ProductId, ProductName};
 
 const COLUMNS: &str = "id, name, description, price_cents, version";
 
@@ -117,6 +117,27 @@ pub fn change_price(
         &[id.as_str().into(), product.price_cents.into(), product.version.into()],
     )?;
     outbox.append(tx, vec![events::event(events::PRODUCT_PRICE_CHANGED, &product)])?;
+    Ok(product)
+}
+
+/// Renames a product. The same name again changes nothing and publishes nothing.
+pub fn rename(
+    tx: &mut Tx<'_>,
+    outbox: &Outbox,
+    id: &ProductId,
+    name: ProductName,
+) -> Result<Product, CatalogError> {
+    let mut product = get(tx, id)?;
+    if product.name == name.as_str() {
+        return Ok(product);
+    }
+    product.name = name.as_str().to_owned();
+    product.version += 1;
+    tx.execute(
+        "UPDATE product SET name = $2, version = $3 WHERE id = $1",
+        &[id.as_str().into(), (&product.name).into(), product.version.into()],
+    )?;
+    outbox.append(tx, vec![events::event(events::PRODUCT_RENAMED, &product)])?;
     Ok(product)
 }
 

@@ -147,6 +147,25 @@ async fn changing_a_price_needs_the_admin_token_and_publishes_the_product_at_its
 }
 
 #[tokio::test]
+async fn renaming_a_product_needs_the_admin_token_publishes_it_renamed_and_refuses_an_empty_name() {
+    let (service, _dir) = catalog_service().await;
+    let client = reqwest::Client::new();
+    let url = service.url("/products/p-004/name");
+    assert_problem(client.put(&url).json(&json!({ "name": "Cap" })).send().await.unwrap(), 401).await;
+    let empty =
+        client.put(&url).bearer_auth(ADMIN_TOKEN).json(&json!({ "name": "  " })).send().await.unwrap();
+    assert_eq!(assert_problem(empty, 422).await, "name must not be empty");
+
+    let response =
+        client.put(&url).bearer_auth(ADMIN_TOKEN).json(&json!({ "name": "Tweed Cap" })).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["consistency-token"], "product/p-004@2");
+    let events = published(&service.ctx.bus, 21).await;
+    assert_eq!(events[20].kind, super::events::PRODUCT_RENAMED);
+    assert_eq!((events[20].payload["name"].as_str(), events[20].version), (Some("Tweed Cap"), 2));
+}
+
+#[tokio::test]
 async fn a_bad_price_or_product_is_refused_and_changes_nothing() {
     let (service, _dir) = catalog_service().await;
     let client = reqwest::Client::new();

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Request, State};
+use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::{self, Next};
 use axum::response::Response;
@@ -29,15 +30,16 @@ pub async fn require_token(
     request: Request,
     next: Next,
 ) -> Result<Response, Problem> {
-    let presented = request
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+    check_bearer(request.headers(), &ctx.admin_token)?;
+    Ok(next.run(request).await)
+}
+
+/// Accepts `headers` only when they carry `Authorization: Bearer <expected>`.
+pub fn check_bearer(headers: &HeaderMap, expected: &str) -> Result<(), Problem> {
+    let presented =
+        headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     match presented {
-        Some(token) if constant_time_eq(token.as_bytes(), ctx.admin_token.as_bytes()) => {
-            Ok(next.run(request).await)
-        }
+        Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => Ok(()),
         Some(_) => Err(Problem::new(axum::http::StatusCode::FORBIDDEN, "the admin token is wrong")),
         None => Err(Problem::new(
             axum::http::StatusCode::UNAUTHORIZED,

@@ -11,6 +11,22 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Choices, Context, Peer, Service, ServiceName};
 
+/// Polls `probe` until it returns `Some`, for at most 20 s; panics naming `what` after that.
+pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// The admin token of services started by [`spawn`].
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 

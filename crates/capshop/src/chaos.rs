@@ -1,0 +1,118 @@
+//! `capshop chaos`: faults on purpose in a running shop, through the gateway's
+//! `/admin/chaos` routes — cut, heal, slow or make lossy the link between two services
+//! (or a service and the bus), and stop or start a service.
+
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+use crate::admin::{Admin, AdminArgs};
+
+#[derive(Args)]
+pub struct ChaosArgs {
+    #[command(subcommand)]
+    command: ChaosCommand,
+    #[command(flatten)]
+    admin: AdminArgs,
+}
+
+#[derive(Subcommand)]
+enum ChaosCommand {
+    /// Cuts the link between A and B (services or `bus`): both ways, or only A to B.
+    Cut {
+        a: String,
+        b: String,
+        /// Only traffic from A to B fails; answers from B to A still pass.
+        #[arg(long)]
+        oneway: bool,
+    },
+    /// Removes every fault of the link between A and B, or of every link.
+    Heal {
+        a: Option<String>,
+        #[arg(requires = "a")]
+        b: Option<String>,
+    },
+    /// Adds MS milliseconds to every pass over the link between A and B (0 removes it).
+    Latency { a: String, b: String, ms: u64 },
+    /// Makes FRACTION (0 to 1) of the passes over the link between A and B fail.
+    Loss { a: String, b: String, fraction: f64 },
+    /// Stops a service: it neither serves nor consumes; its data stays.
+    Stop { service: String },
+    /// Starts a stopped service again on its port.
+    Start { service: String },
+    /// Shows every link with its faults and every service with its state.
+    Status,
+}
+
+pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
+    let admin = Admin::connect(&args.admin)?;
+    let (what, request) = match &args.command {
+        ChaosCommand::Cut { a, b, oneway } => {
+            ("cut", admin.post("/admin/chaos/cut", &json!({ "a": a, "b": b, "oneway": oneway })))
+        }
+        ChaosCommand::Heal { a: Some(a), b: Some(b) } => {
+            ("heal", admin.post("/admin/chaos/heal", &json!({ "a": a, "b": b })))
+        }
+        ChaosCommand::Heal { a: Some(a), b: None } => {
+            anyhow::bail!(
+                "heal needs both ends of a link (capshop chaos heal {a} B), or none to heal every link"
+            )
+        }
+        ChaosCommand::Heal { .. } => ("heal", admin.post("/admin/chaos/heal", &json!({}))),
+        ChaosCommand::Latency { a, b, ms } => {
+            ("latency", admin.post("/admin/chaos/latency", &json!({ "a": a, "b": b, "ms": ms })))
+        }
+        ChaosCommand::Loss { a, b, fraction } => {
+            ("loss", admin.post("/admin/chaos/loss", &json!({ "a": a, "b": b, "fraction": fraction })))
+        }
+        ChaosCommand::Stop { service } => {
+            ("stop", admin.post(&format!("/admin/chaos/services/{service}/stop"), &json!({})))
+        }
+        ChaosCommand::Start { service } => {
+            ("start", admin.post(&format!("/admin/chaos/services/{service}/start"), &json!({})))
+        }
+        ChaosCommand::Status => ("status", admin.get("/admin/chaos")),
+    };
+    let status = admin.expect(what, request).await?;
+    print!("{}", render(&status));
+    Ok(())
+}
+
+/// The status as two small tables: links with a fault first, then services.
+fn render(status: &Value) -> String {
+    let mut out = String::from("links:\n");
+    for link in status["links"].as_array().into_iter().flatten() {
+        let mut faults = Vec::new();
+        match (link["cut_out"].as_bool(), link["cut_in"].as_bool()) {
+            (Some(true), Some(true)) => faults.push("cut both ways".to_owned()),
+            (Some(true), _) => faults.push(format!(
+                "cut {} -> {}",
+                link["from"].as_str().unwrap_or("?"),
+                link["to"].as_str().unwrap_or("?")
+            )),
+            (_, Some(true)) => faults.push(format!(
+                "cut {} -> {}",
+                link["to"].as_str().unwrap_or("?"),
+                link["from"].as_str().unwrap_or("?")
+            )),
+            _ => {}
+        }
+        if let Some(ms) = link["latency_ms"].as_u64().filter(|ms| *ms > 0) {
+            faults.push(format!("+{ms} ms"));
+        }
+        if let Some(loss) = link["loss"].as_f64().filter(|l| *l > 0.0) {
+            faults.push(format!("{:.0}% lost", loss * 100.0));
+        }
+        let faults = if faults.is_empty() { "healthy".to_owned() } else { faults.join(", ") };
+        out.push_str(&format!("  {:<20} {faults}\n", link["name"].as_str().unwrap_or("?")));
+    }
+    out.push_str("services:\n");
+    for service in status["services"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "  {:<20} {:<8} {}\n",
+            service["name"].as_str().unwrap_or("?"),
+            service["state"].as_str().unwrap_or("?"),
+            service["url"].as_str().unwrap_or("")
+        ));
+    }
+    out
+}

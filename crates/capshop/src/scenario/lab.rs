@@ -1,0 +1,264 @@
+//! The bench a scenario runs on: fresh shops in a temporary directory (in this process,
+//! on port 0), a client that talks to them through the gateway like a user, load that
+//! records every attempt, and waiting for convergence.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use reqwest::Method;
+use serde_json::Value;
+use shop::launch::{Shop, ShopConfig, launch};
+use shop::service::Choices;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::measure::{Lost, Probe};
+use super::timeline::Timeline;
+
+const TOKEN: &str = "scenario-admin-token";
+
+/// One scenario's run: where its shops live, how long its phases last, what happened.
+pub struct Lab {
+    dir: tempfile::TempDir,
+    pub quick: bool,
+    pub timeline: Timeline,
+}
+
+impl Lab {
+    pub fn new(quick: bool) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new().prefix("capshop-scenario-").tempdir()?;
+        Ok(Self { dir, quick, timeline: Timeline::new() })
+    }
+
+    /// `quick` seconds with `--quick`, else `full`.
+    pub fn phase(&self, quick: f64, full: f64) -> Duration {
+        Duration::from_secs_f64(if self.quick { quick } else { full })
+    }
+
+    /// Starts a fresh shop named `series` with `choices`, and waits until the seed data has
+    /// replicated everywhere.
+    pub async fn shop(&self, series: &str, choices: Choices) -> anyhow::Result<Arc<LabShop>> {
+        self.shop_with(series, |config| config.choices = choices).await
+    }
+
+    /// Like [`Lab::shop`], with the configuration adjusted by `adjust` (for scenarios that
+    /// need more than the choices, e.g. another inventory mode).
+    pub async fn shop_with(
+        &self,
+        series: &str,
+        adjust: impl FnOnce(&mut ShopConfig),
+    ) -> anyhow::Result<Arc<LabShop>> {
+        let data_dir: PathBuf = self.dir.path().join(series);
+        let mut config = ShopConfig::ephemeral(&data_dir, TOKEN, Choices::default());
+        adjust(&mut config);
+        let shop = launch(config).await.context("the shop did not start")?;
+        let probe = Probe::new(data_dir.join("bus.db"), shop.contexts.clone());
+        let sampling = CancellationToken::new();
+        let (timeline, name, stop, sampler) =
+            (self.timeline.clone(), series.to_owned(), sampling.clone(), probe.clone());
+        tokio::spawn(async move {
+            while !stop.is_cancelled() {
+                let measured = (sampler.lag().await, sampler.backlog().await, sampler.dead_letters().await);
+                if let (Ok(lag), Ok(backlog), Ok(dead)) = measured {
+                    timeline.sample(&name, lag, backlog, dead);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        let lab_shop = LabShop {
+            shop,
+            probe,
+            client: reqwest::Client::new(),
+            sampling,
+            timeline: self.timeline.clone(),
+            series: series.to_owned(),
+        };
+        lab_shop.converge(Duration::from_secs(30)).await.context("the seed data did not replicate")?;
+        Ok(Arc::new(lab_shop))
+    }
+}
+
+/// An answer from the shop.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+    /// The `Consistency-Token` header, when the write answered with one.
+    pub token: Option<String>,
+    pub latency: Duration,
+}
+
+impl Answer {
+    pub fn ok(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+}
+
+/// A running shop in a lab.
+pub struct LabShop {
+    pub shop: Shop,
+    pub probe: Probe,
+    client: reqwest::Client,
+    sampling: CancellationToken,
+    timeline: Timeline,
+    series: String,
+}
+
+impl LabShop {
+    /// Sends `method path` through the gateway with an optional JSON body and headers; a
+    /// transport failure is an answer with status 0.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        let started = Instant::now();
+        let mut request = self.client.request(method, self.shop.url(path)).timeout(Duration::from_secs(10));
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if path.contains("/admin") || path.starts_with("/api/catalog/products") {
+            request = request.bearer_auth(TOKEN);
+        }
+        match request.send().await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let token = response
+                    .headers()
+                    .get("consistency-token")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                let body = response.json().await.unwrap_or(Value::Null);
+                Answer { status, body, token, latency: started.elapsed() }
+            }
+            Err(e) => Answer {
+                status: 0,
+                body: Value::String(e.to_string()),
+                token: None,
+                latency: started.elapsed(),
+            },
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        self.call(Method::GET, path, None, &[]).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Answer {
+        self.call(Method::POST, path, Some(body), &[]).await
+    }
+
+    pub async fn put(&self, path: &str, body: &Value) -> Answer {
+        self.call(Method::PUT, path, Some(body), &[]).await
+    }
+
+    /// Like [`LabShop::call`], but anything but a 2xx is an error naming `what`.
+    pub async fn expect(&self, what: &str, answer: Answer) -> anyhow::Result<Answer> {
+        if !answer.ok() {
+            bail!("{what}: {} {}", answer.status, answer.body);
+        }
+        Ok(answer)
+    }
+
+    /// Puts one item in `customer`'s cart and places the order: the shop's checkout.
+    pub async fn checkout(&self, customer: &str, product: &str, extra: Value) -> (Answer, Answer) {
+        let item = serde_json::json!({ "product_id": product, "quantity": 1 });
+        let cart = self.post(&format!("/api/order/carts/{customer}/items"), &item).await;
+        let mut order = serde_json::json!({ "customer_id": customer });
+        if let (Some(order), Some(extra)) = (order.as_object_mut(), extra.as_object()) {
+            order.extend(extra.clone());
+        }
+        let placed = self.post("/api/order/orders", &order).await;
+        (cart, placed)
+    }
+
+    /// Waits until nothing is in an outbox, every consumer has applied every published
+    /// event, and no event is lost; answers how long that took.
+    pub async fn converge(&self, within: Duration) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        loop {
+            if self.probe.backlog().await? == 0
+                && self.probe.lag().await? == 0
+                && self.probe.lost().await?.lost == 0
+            {
+                let took = started.elapsed();
+                // The moment of convergence belongs in the plot, whatever the sampler's pace.
+                self.timeline.sample(&self.series, 0, 0, self.probe.dead_letters().await?);
+                return Ok(took);
+            }
+            if started.elapsed() > within {
+                let lost = self.probe.lost().await?;
+                bail!("no convergence within {within:?}: {}", lost.missing.join("; "));
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Measures events lost now (after [`LabShop::converge`], it should be none).
+    pub async fn lost(&self) -> anyhow::Result<Lost> {
+        self.probe.lost().await
+    }
+
+    /// Stops the shop once every load on it has stopped (the last holder stops it).
+    pub async fn stop(self: Arc<Self>) -> anyhow::Result<()> {
+        self.sampling.cancel();
+        match Arc::try_unwrap(self) {
+            Ok(lab_shop) => lab_shop.shop.stop().await.context("the shop failed while stopping"),
+            Err(_) => bail!("the shop is still in use by a load"),
+        }
+    }
+}
+
+/// Load on a shop: `workers` loops calling one operation and recording each attempt.
+pub struct Load {
+    stop: CancellationToken,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl Load {
+    /// Starts `workers` loops on `shop`; worker `w` calls `attempt(shop, w, n)` for
+    /// n = 0, 1, ... and records whether it succeeded under `series`.
+    pub fn start<F, Fut>(
+        timeline: &Timeline,
+        series: &str,
+        workers: usize,
+        shop: &Arc<LabShop>,
+        attempt: F,
+    ) -> Self
+    where
+        F: Fn(Arc<LabShop>, usize, u64) -> Fut + Clone + Send + 'static,
+        Fut: Future<Output = bool> + Send,
+    {
+        let stop = CancellationToken::new();
+        let mut tasks = tokio::task::JoinSet::new();
+        for worker in 0..workers {
+            let (stop, timeline, series, shop, attempt) =
+                (stop.clone(), timeline.clone(), series.to_owned(), shop.clone(), attempt.clone());
+            tasks.spawn(async move {
+                let mut n = 0;
+                while !stop.is_cancelled() {
+                    let started = Instant::now();
+                    let ok = attempt(shop.clone(), worker, n).await;
+                    timeline.attempt(&series, ok, started.elapsed());
+                    n += 1;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            });
+        }
+        Self { stop, tasks }
+    }
+
+    /// Stops the loops after their current attempt.
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}

@@ -1,0 +1,132 @@
+//! Every scenario of DESIGN §4, run as the real binary (`capshop scenario NAME --quick
+//! --json --out DIR`): its invariant holds, its figures are reported and its plot is
+//! written. The scenarios run one at a time so they do not compete for the machine.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Mutex;
+
+use serde_json::Value;
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn capshop() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_capshop"))
+}
+
+/// Runs scenario `name` quickly and answers its JSON report.
+fn scenario(name: &str, out: &Path) -> Value {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let output = capshop()
+        .args(["scenario", name, "--quick", "--json", "--out"])
+        .arg(out)
+        .output()
+        .expect("capshop runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let report: Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("{name} printed no JSON report ({e}): {stdout}\n{stderr}"));
+    assert_eq!(report["scenario"], name);
+    assert_eq!(report["passed"], true, "{name} failed its invariant: {report:#}\n{stderr}");
+    assert!(output.status.success(), "a passing scenario exits 0: {stderr}");
+    let plot = out.join(format!("{name}.svg"));
+    let svg = std::fs::read_to_string(&plot).expect("the plot is written");
+    assert!(svg.starts_with("<svg") && svg.contains("polyline"), "the plot draws lines: {}", plot.display());
+    report
+}
+
+fn figure(report: &Value, name: &str) -> f64 {
+    report["figures"][name].as_f64().unwrap_or_else(|| panic!("figure {name} in {report:#}"))
+}
+
+#[test]
+fn customer_down_checkouts_succeed_with_the_replica_and_fail_with_the_synchronous_address() {
+    let out = tempfile::tempdir().unwrap();
+    let report = scenario("customer-down", out.path());
+    assert_eq!(figure(&report, "success_ratio_sync"), 0.0);
+    assert!(figure(&report, "success_ratio_replica") >= 0.99, "{report:#}");
+    assert!(figure(&report, "stale_answers") > 0.0, "the replica answered during the outage");
+    assert!(figure(&report, "convergence_s") >= 0.0);
+    assert_eq!(figure(&report, "events_lost"), 0.0);
+}
+
+#[test]
+fn broker_down_writes_are_accepted_outboxes_grow_and_nothing_is_lost() {
+    let out = tempfile::tempdir().unwrap();
+    let report = scenario("broker-down", out.path());
+    assert!(figure(&report, "writes_accepted") > 0.0);
+    assert!(figure(&report, "max_outbox_backlog") > 0.0);
+    assert!(figure(&report, "convergence_s") >= 0.0);
+    assert_eq!(figure(&report, "events_lost"), 0.0);
+}
+
+#[test]
+fn stale_address_is_shown_overridden_held_and_then_shipped() {
+    let out = tempfile::tempdir().unwrap();
+    let report = scenario("stale-address", out.path());
+    assert_eq!(report["figures"]["checkout_shows_old_address"], true);
+    assert_eq!(report["figures"]["override_used"], true);
+    assert_eq!(report["figures"]["shipment_held"], true);
+    assert_eq!(figure(&report, "events_lost"), 0.0);
+}
+
+#[test]
+fn poison_event_is_retried_dead_lettered_and_replayed_after_the_fix() {
+    let out = tempfile::tempdir().unwrap();
+    let report = scenario("poison-event", out.path());
+    assert_eq!(figure(&report, "attempts"), 3.0);
+    assert_eq!(figure(&report, "dead_letters"), 1.0);
+    assert_eq!(figure(&report, "replayed"), 1.0);
+    assert_eq!(report["figures"]["attempt_times_ms"].as_array().map(Vec::len), Some(3));
+    assert_eq!(figure(&report, "events_lost"), 0.0);
+}
+
+#[test]
+fn read_your_writes_shows_the_new_address_to_every_checkout_with_the_token() {
+    let out = tempfile::tempdir().unwrap();
+    let report = scenario("read-your-writes", out.path());
+    assert_eq!(figure(&report, "with_token_new_address_ratio"), 1.0);
+    assert!(report["figures"]["without_token_new_address_ratio"].is_number());
+    assert_eq!(figure(&report, "events_lost"), 0.0);
+}
+
+#[test]
+fn breaker_opens_on_a_slow_catalog_degrades_checkouts_and_closes_after_recovery() {
+    let out = tempfile::tempdir().unwrap();
+    let report = scenario("breaker", out.path());
+    assert!(figure(&report, "degraded_open_answers") > 0.0);
+    assert!(report["figures"]["degraded_open_p50_ms"].is_number(), "their latency is reported");
+    assert_eq!(figure(&report, "success_ratio"), 1.0);
+    assert_eq!(figure(&report, "events_lost"), 0.0);
+}
+
+#[test]
+fn cache_down_degrades_popular_products_to_limited_and_nothing_else_fails() {
+    let out = tempfile::tempdir().unwrap();
+    let report = scenario("cache-down", out.path());
+    assert_eq!(figure(&report, "limited_ratio"), 1.0);
+    assert_eq!(figure(&report, "other_success_ratio"), 1.0);
+    assert_eq!(figure(&report, "events_lost"), 0.0);
+}
+
+#[test]
+fn the_list_names_every_scenario_and_an_unknown_name_is_refused_with_the_list() {
+    let listed = capshop().args(["scenario", "--list"]).output().unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    let names = [
+        "customer-down",
+        "broker-down",
+        "stale-address",
+        "poison-event",
+        "read-your-writes",
+        "breaker",
+        "cache-down",
+    ];
+    for name in names {
+        assert!(listed.lines().any(|l| l.starts_with(name)), "{name} in {listed}");
+    }
+    let unknown = capshop().args(["scenario", "meteor-strike"]).output().unwrap();
+    assert!(!unknown.status.success());
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert!(stderr.contains("no scenario \"meteor-strike\"") && stderr.contains("customer-down"), "{stderr}");
+}

@@ -1,0 +1,190 @@
+//! The gateway's chaos routes, under `/admin/chaos` with the admin bearer token. Every
+//! change answers with the whole [`Status`], so a caller sees at once what it did.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use serde::Deserialize;
+
+use super::{Chaos, ChaosError, Status};
+use crate::service::admin::check_bearer;
+use crate::service::{Body, PathParams, Problem, ServiceName};
+
+struct Admin {
+    chaos: Chaos,
+    token: String,
+}
+
+/// The routes, to be nested at `/admin/chaos`.
+pub fn router(chaos: Chaos, token: String) -> Router {
+    let admin = Arc::new(Admin { chaos, token });
+    Router::new()
+        .route("/", get(status))
+        .route("/cut", post(cut))
+        .route("/heal", post(heal))
+        .route("/latency", post(latency))
+        .route("/loss", post(loss))
+        .route("/services/{service}/stop", post(stop))
+        .route("/services/{service}/start", post(start))
+        .layer(middleware::from_fn_with_state(admin.clone(), require_token))
+        .with_state(admin)
+}
+
+async fn require_token(
+    State(admin): State<Arc<Admin>>,
+    request: Request,
+    next: Next,
+) -> Result<Response, Problem> {
+    check_bearer(request.headers(), &admin.token)?;
+    Ok(next.run(request).await)
+}
+
+impl From<ChaosError> for Problem {
+    fn from(e: ChaosError) -> Self {
+        match e {
+            ChaosError::Start { .. } => Problem::unavailable(e.to_string()),
+            ChaosError::NoLink { .. } => Problem::not_found(e.to_string()),
+            _ => Problem::unprocessable(e.to_string()),
+        }
+    }
+}
+
+/// Two endpoints of a link: services, `bus` or `cache`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Cut {
+    pub a: String,
+    pub b: String,
+    /// Only traffic from `a` to `b` fails.
+    #[serde(default)]
+    pub oneway: bool,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Heal {
+    pub a: Option<String>,
+    pub b: Option<String>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Latency {
+    pub a: String,
+    pub b: String,
+    pub ms: u64,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Loss {
+    pub a: String,
+    pub b: String,
+    pub fraction: f64,
+}
+
+type Answer = Result<axum::Json<Status>, Problem>;
+
+/// The gateway's OpenAPI document: the fault controls (the services' routes are in each
+/// service's own `/openapi.json`).
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "capshop gateway: faults on purpose",
+        description = "Cut, slow or make lossy the links between services and between a service and the bus; stop and start services. Every route needs Authorization: Bearer <admin token>; every change answers with the whole status."
+    ),
+    paths(status, cut, heal, latency, loss, stop, start),
+    components(schemas(
+        Status,
+        super::LinkStatus,
+        super::ServiceStatus,
+        super::ServiceState,
+        Cut,
+        Heal,
+        Latency,
+        Loss,
+        Problem
+    ))
+)]
+pub struct Api;
+
+/// Every link with its faults and every service with its state.
+#[utoipa::path(get, path = "/admin/chaos", responses((status = 200, body = Status), (status = 401, body = Problem), (status = 403, body = Problem)))]
+async fn status(State(admin): State<Arc<Admin>>) -> axum::Json<Status> {
+    axum::Json(admin.chaos.status().await)
+}
+
+/// Cuts the link between `a` and `b` (services, `bus` or `cache`): both ways, or with
+/// `oneway` only from `a` to `b`.
+#[utoipa::path(post, path = "/admin/chaos/cut", request_body = Cut,
+    responses((status = 200, body = Status), (status = 401, body = Problem), (status = 403, body = Problem),
+              (status = 404, body = Problem, description = "no link between them; the links that exist are named"),
+              (status = 422, body = Problem, description = "an unknown endpoint or a missing field")))]
+async fn cut(State(admin): State<Arc<Admin>>, Body(cut): Body<Cut>) -> Answer {
+    admin.chaos.cut(&cut.a, &cut.b, cut.oneway)?;
+    Ok(status(State(admin)).await)
+}
+
+/// Removes every fault of the link between `a` and `b`, or of every link with `{}`.
+#[utoipa::path(post, path = "/admin/chaos/heal", request_body = Heal,
+    responses((status = 200, body = Status), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
+async fn heal(State(admin): State<Arc<Admin>>, Body(heal): Body<Heal>) -> Answer {
+    match (heal.a, heal.b) {
+        (Some(a), Some(b)) => {
+            admin.chaos.heal(&a, &b)?;
+        }
+        (None, None) => admin.chaos.heal_all(),
+        _ => {
+            return Err(Problem::unprocessable(
+                "name both ends of a link ({\"a\": \"order\", \"b\": \"customer\"}), or send {} to heal every link",
+            ));
+        }
+    }
+    Ok(status(State(admin)).await)
+}
+
+/// Adds `ms` milliseconds (at most 60000) to every pass over the link between `a` and `b`.
+#[utoipa::path(post, path = "/admin/chaos/latency", request_body = Latency,
+    responses((status = 200, body = Status), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
+async fn latency(State(admin): State<Arc<Admin>>, Body(latency): Body<Latency>) -> Answer {
+    admin.chaos.latency(&latency.a, &latency.b, Duration::from_millis(latency.ms))?;
+    Ok(status(State(admin)).await)
+}
+
+/// Makes `fraction` (0 to 1) of the passes over the link between `a` and `b` fail.
+#[utoipa::path(post, path = "/admin/chaos/loss", request_body = Loss,
+    responses((status = 200, body = Status), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
+async fn loss(State(admin): State<Arc<Admin>>, Body(loss): Body<Loss>) -> Answer {
+    admin.chaos.loss(&loss.a, &loss.b, loss.fraction)?;
+    Ok(status(State(admin)).await)
+}
+
+fn service(name: &str) -> Result<ServiceName, Problem> {
+    name.parse().map_err(|e: String| Problem::not_found(e))
+}
+
+/// Stops a service: its server, relay and consumers end; its data stays.
+#[utoipa::path(post, path = "/admin/chaos/services/{service}/stop", params(("service" = String, Path)),
+    responses((status = 200, body = Status), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem, description = "no such service")))]
+async fn stop(State(admin): State<Arc<Admin>>, PathParams(name): PathParams<String>) -> Answer {
+    let name = service(&name)?;
+    admin.chaos.stop(name).await.map_err(|e| {
+        Problem::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{name} failed while stopping: {e}"))
+    })?;
+    Ok(status(State(admin)).await)
+}
+
+/// Starts a stopped service again on its port.
+#[utoipa::path(post, path = "/admin/chaos/services/{service}/start", params(("service" = String, Path)),
+    responses((status = 200, body = Status), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+              (status = 503, body = Problem, description = "its port could not be bound again")))]
+async fn start(State(admin): State<Arc<Admin>>, PathParams(name): PathParams<String>) -> Answer {
+    admin.chaos.start(service(&name)?).await?;
+    Ok(status(State(admin)).await)
+}
