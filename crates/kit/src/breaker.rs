@@ -40,12 +40,13 @@ pub enum BreakerState {
 }
 
 impl BreakerState {
-    /// Encodes the state for a gauge: 0 closed, 1 open, 2 half-open.
+    /// Encodes the state for a gauge, by severity: 0 closed, 1 half-open, 2 open (so an
+    /// alert can fire on `== 2`).
     pub fn as_gauge(self) -> i64 {
         match self {
             BreakerState::Closed => 0,
-            BreakerState::Open => 1,
-            BreakerState::HalfOpen => 2,
+            BreakerState::HalfOpen => 1,
+            BreakerState::Open => 2,
         }
     }
 

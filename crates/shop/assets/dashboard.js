@@ -2,8 +2,8 @@
 // drives the gateway's fault controls (/admin/chaos).
 const $ = (id) => document.getElementById(id);
 const SERVICES = ["customer", "catalog", "inventory", "order", "payment", "shipping", "search"];
-// The gauge's encoding (kit::breaker::BreakerState::as_gauge): 0 closed, 1 open, 2 half-open.
-const BREAKER = ["closed", "open", "half-open"];
+// The gauge's encoding (kit::breaker::BreakerState::as_gauge): 0 closed, 1 half-open, 2 open.
+const BREAKER = ["closed", "half-open", "open"];
 
 // Parses `name{a="b",...} value` lines into {name, labels, value}.
 function parseMetrics(text) {

@@ -58,12 +58,18 @@ async function loadCheckout() {
 }
 
 async function loadOrders() {
-  const { data } = await api("GET", `order/orders?customer_id=${customer()}`);
-  const rows = await Promise.all(data.reverse().map(async (o) => {
-    const shipments = (await api("GET", `shipping/shipments?order_id=${o.id}`)).data;
-    const shipment = shipments[0] ? ` · shipment ${shipments[0].status}${shipments[0].reason ? ": " + shipments[0].reason : ""}` : "";
+  const path = `order/orders?customer_id=${customer()}`;
+  const known = (await api("GET", path)).data;
+  const shipments = Object.fromEntries(await Promise.all(known.map(async (o) =>
+    [o.id, (await api("GET", `shipping/shipments?order_id=${o.id}`)).data[0]])));
+  // The orders are read again after their shipments: shipping only ships a confirmed
+  // order, so this read is never older than what the shipment shows.
+  const { data } = await api("GET", path);
+  const rows = data.reverse().map((o) => {
+    const s = shipments[o.id];
+    const shipment = s ? ` · shipment ${s.status}${s.reason ? ": " + s.reason : ""}` : "";
     return `<li><span>${o.id.slice(0, 14)}… ${euros(o.total_cents)}</span><span>${o.status}${shipment}</span></li>`;
-  }));
+  });
   $("orders").innerHTML = rows.join("") || "<li>no orders yet</li>";
 }
 

@@ -152,13 +152,7 @@ where
 }
 
 async fn spawn_shop(dir: &std::path::Path) -> Shop {
-    let config = ShopConfig {
-        data_dir: dir.to_owned(),
-        gateway: "127.0.0.1:0".parse().unwrap(),
-        admin_token: TOKEN.into(),
-        choices: Choices::default(),
-    };
-    launch(config).await.expect("the shop starts")
+    launch(ShopConfig::ephemeral(dir, TOKEN, Choices::default())).await.expect("the shop starts")
 }
 
 #[tokio::test]
@@ -191,7 +185,10 @@ async fn a_shopper_adds_to_the_cart_moves_and_sees_the_order_shipped_to_the_new_
     browser.click("#place").await;
     browser.shows("#message", "placed: pending_stock").await;
     let orders = browser.shows("#orders", "shipment shipped").await;
-    assert!(orders.contains("confirmed"), "{orders}");
+    assert!(
+        orders.contains("confirmed · shipment shipped"),
+        "the page never shows an older order than its shipment: {orders}"
+    );
     assert!(orders.contains("19.99"), "{orders}");
     shop.stop().await.unwrap();
 }

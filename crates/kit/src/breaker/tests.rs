@@ -48,8 +48,8 @@ fn default_config_matches_the_documented_values() {
 #[test]
 fn states_encode_as_gauge_values_and_names() {
     assert_eq!(BreakerState::Closed.as_gauge(), 0);
-    assert_eq!(BreakerState::Open.as_gauge(), 1);
-    assert_eq!(BreakerState::HalfOpen.as_gauge(), 2);
+    assert_eq!(BreakerState::HalfOpen.as_gauge(), 1);
+    assert_eq!(BreakerState::Open.as_gauge(), 2);
     assert_eq!(BreakerState::Closed.as_str(), "closed");
     assert_eq!(BreakerState::Open.as_str(), "open");
     assert_eq!(BreakerState::HalfOpen.as_str(), "half-open");
