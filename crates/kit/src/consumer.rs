@@ -60,6 +60,13 @@ impl From<StoreError> for HandlerError {
     }
 }
 
+/// An event that cannot be read as its handler expects will never apply: a dead letter.
+impl From<crate::envelope::EnvelopeError> for HandlerError {
+    fn from(e: crate::envelope::EnvelopeError) -> Self {
+        Self::permanent(e.to_string())
+    }
+}
+
 impl From<serde_json::Error> for HandlerError {
     fn from(e: serde_json::Error) -> Self {
         Self::permanent(format!("invalid payload: {e}"))

@@ -111,6 +111,25 @@ impl Envelope {
         })
     }
 
+    /// Deserializes a payload that must be about this event's aggregate: `key_of` names the
+    /// aggregate the payload describes, and it must be the event's key (the ordering key),
+    /// else the event is malformed.
+    pub fn keyed_payload<T: serde::de::DeserializeOwned>(
+        &self,
+        key_of: impl FnOnce(&T) -> &str,
+    ) -> Result<T, EnvelopeError> {
+        let payload = self.payload_as()?;
+        let about = key_of(&payload);
+        if about != self.key {
+            return Err(EnvelopeError::KeyMismatch {
+                kind: self.kind.clone(),
+                key: self.key.clone(),
+                about: about.to_owned(),
+            });
+        }
+        Ok(payload)
+    }
+
     /// Milliseconds since the Unix epoch at which the event occurred.
     pub fn occurred_at_ms(&self) -> u64 {
         (self.occurred_at.unix_timestamp_nanos() / 1_000_000).max(0) as u64
@@ -182,4 +201,47 @@ pub enum EnvelopeError {
     Upcast { kind: String, from: u32, reason: String },
     #[error("payload of {kind:?} (schema {schema}) does not fit: {reason}")]
     Payload { kind: String, schema: u32, reason: String },
+    #[error("{kind} has key {key:?} but its payload is about {about:?}")]
+    KeyMismatch { kind: String, key: String, about: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn envelope(key: &str, payload: serde_json::Value) -> Envelope {
+        Envelope {
+            id: EventId::new(),
+            stream: StreamName::parse("orders").unwrap(),
+            seq: 1,
+            kind: "OrderPlaced".into(),
+            key: key.into(),
+            version: 1,
+            occurred_at: OffsetDateTime::now_utc(),
+            correlation_id: Uuid::now_v7(),
+            causation_id: None,
+            schema: 1,
+            payload,
+        }
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    struct Order {
+        id: String,
+    }
+
+    #[test]
+    fn a_keyed_payload_must_be_about_the_events_key() {
+        fn about(o: &Order) -> &str {
+            &o.id
+        }
+        let fits = envelope("o-1", json!({ "id": "o-1" })).keyed_payload(about).unwrap();
+        assert_eq!(fits.id, "o-1");
+        let misfiled = envelope("o-1", json!({ "id": "o-2" })).keyed_payload(about).unwrap_err();
+        assert_eq!(misfiled.to_string(), "OrderPlaced has key \"o-1\" but its payload is about \"o-2\"");
+        let unreadable = envelope("o-1", json!({ "name": "x" })).keyed_payload(about).unwrap_err();
+        assert!(matches!(unreadable, EnvelopeError::Payload { .. }), "{unreadable}");
+    }
 }

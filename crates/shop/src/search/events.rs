@@ -16,21 +16,6 @@ use crate::order::events::{self as order, Order};
 /// for the poison-event scenario (DESIGN §4, scenario 4).
 pub const POISON_MARKER: &str = "#poison";
 
-fn payload<T: serde::de::DeserializeOwned>(event: &Envelope) -> Result<T, HandlerError> {
-    event.payload_as().map_err(|e| HandlerError::permanent(e.to_string()))
-}
-
-fn same_key(event: &Envelope, id: &str) -> Result<(), HandlerError> {
-    if event.key == id {
-        Ok(())
-    } else {
-        Err(HandlerError::permanent(format!(
-            "{} {} has key {:?} but its payload is about {id:?}",
-            event.kind, event.id, event.key
-        )))
-    }
-}
-
 /// Indexes products from the catalog's ProductAdded and ProductPriceChanged.
 pub struct ProductIndex {
     pub gate: VersionGate,
@@ -41,8 +26,7 @@ impl Handler for ProductIndex {
         if !catalog::KINDS.contains(&event.kind.as_str()) {
             return Ok(());
         }
-        let product: Product = payload(event)?;
-        same_key(event, &product.id)?;
+        let product: Product = event.keyed_payload(|p: &Product| &p.id)?;
         if !self.gate.admit(tx, catalog::SCOPE, &event.key, event.version)? {
             return Ok(());
         }
@@ -69,8 +53,7 @@ impl Handler for OrderIndex {
         if !order::KINDS.contains(&event.kind.as_str()) {
             return Ok(());
         }
-        let order: Order = payload(event)?;
-        same_key(event, &order.id)?;
+        let order: Order = event.keyed_payload(|p: &Order| &p.id)?;
         if self.gate.admit(tx, order::SCOPE, &event.key, event.version)? {
             store::put(tx, &Document::order(&order))?;
         }

@@ -56,21 +56,6 @@ pub mod apply {
     use crate::shipping::model::{self, Decision, Payment};
     use crate::shipping::store::{self, Stored};
 
-    fn payload<T: serde::de::DeserializeOwned>(event: &Envelope) -> Result<T, HandlerError> {
-        event.payload_as().map_err(|e| HandlerError::permanent(e.to_string()))
-    }
-
-    fn same_key(event: &Envelope, id: &str) -> Result<(), HandlerError> {
-        if event.key == id {
-            Ok(())
-        } else {
-            Err(HandlerError::permanent(format!(
-                "{} {} has key {:?} but its payload is about {id:?}",
-                event.kind, event.id, event.key
-            )))
-        }
-    }
-
     /// Keeps the replica of orders at their newest version.
     pub struct OrderReplica {
         pub gate: VersionGate,
@@ -82,8 +67,7 @@ pub mod apply {
             if !order::KINDS.contains(&event.kind.as_str()) {
                 return Ok(());
             }
-            let order: Order = payload(event)?;
-            same_key(event, &order.id)?;
+            let order: Order = event.keyed_payload(|p: &Order| &p.id)?;
             if self.gate.admit(tx, order::SCOPE, &event.key, event.version)? {
                 store::put_order(tx, &order)?;
                 settle(tx, &self.outbox, &order.id, event)?;
@@ -104,8 +88,7 @@ pub mod apply {
             if !customer::KINDS.contains(&event.kind.as_str()) {
                 return Ok(());
             }
-            let customer: Customer = payload(event)?;
-            same_key(event, customer.id.as_str())?;
+            let customer: Customer = event.keyed_payload(|p: &Customer| p.id.as_str())?;
             if self.gate.admit(tx, customer::SCOPE, &event.key, event.version)? {
                 store::put_customer_address(tx, customer.id.as_str(), &customer.address, event.version)?;
                 for order_id in store::unshipped_orders_of(tx, customer.id.as_str())? {
@@ -127,8 +110,7 @@ pub mod apply {
             if ![payment::PAYMENT_AUTHORIZED, payment::PAYMENT_DECLINED].contains(&event.kind.as_str()) {
                 return Ok(());
             }
-            let authorization: Authorization = payload(event)?;
-            same_key(event, &authorization.order_id)?;
+            let authorization: Authorization = event.keyed_payload(|p: &Authorization| &p.order_id)?;
             let decision = match authorization.status {
                 AuthorizationStatus::Authorized => Payment::Authorized,
                 AuthorizationStatus::Declined => Payment::Declined { reason: authorization.reason },
