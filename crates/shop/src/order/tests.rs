@@ -18,7 +18,7 @@ use crate::catalog::events::{PRODUCT_ADDED, PRODUCT_PRICE_CHANGED, Product};
 use crate::customer::events::{ADDRESS_CHANGED, REGISTERED};
 use crate::customer::model::{Address, Customer, CustomerId, PaymentMethod};
 use crate::inventory::events::{Reservation, STOCK_REJECTED, STOCK_RESERVED, StockLine, reservation_event};
-use crate::service::testing::envelope;
+use crate::service::testing::{envelope, scrambled};
 
 const CITIES: [&str; 3] = ["Leeds", "London", "York"];
 const ORDERS: usize = 3;
@@ -123,22 +123,6 @@ fn history() -> impl Strategy<Value = Vec<Envelope>> {
     })
 }
 
-/// The history shuffled, with some events delivered more than once, cut into batches.
-fn scrambled() -> impl Strategy<Value = (Vec<Envelope>, Vec<Vec<Envelope>>)> {
-    history()
-        .prop_flat_map(|events| {
-            let n = events.len();
-            (Just(events), prop::collection::vec(0..n, 0..n), 1..6usize).prop_flat_map(
-                |(events, duplicates, batch)| {
-                    let mut delivered = events.clone();
-                    delivered.extend(duplicates.into_iter().map(|i| events[i].clone()));
-                    (Just(events), Just(delivered).prop_shuffle(), Just(batch))
-                },
-            )
-        })
-        .prop_map(|(events, delivered, batch)| (events, delivered.chunks(batch).map(<[_]>::to_vec).collect()))
-}
-
 /// An order service's store with its orders placed and waiting for stock.
 async fn service_store() -> Store {
     let store =
@@ -226,7 +210,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
     #[test]
-    fn shuffled_and_duplicated_delivery_ends_as_in_order_delivery((events, batches) in scrambled()) {
+    fn shuffled_and_duplicated_delivery_ends_as_in_order_delivery((events, batches) in scrambled(history())) {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(async {
             let (in_order, shuffled) = (service_store().await, service_store().await);
