@@ -16,6 +16,7 @@ use crate::catalog::CatalogService;
 use crate::customer::CustomerService;
 use crate::gateway;
 use crate::inventory::InventoryService;
+use crate::inventory::sites::Site;
 use crate::order::OrderService;
 use crate::payment::PaymentService;
 use crate::search::SearchService;
@@ -48,6 +49,8 @@ pub struct Shop {
     /// Every link by name: `order->customer`, `search->bus`, ...
     pub links: BTreeMap<String, Link>,
     pub contexts: BTreeMap<ServiceName, Arc<Context>>,
+    /// The inventory sites; `services` and `contexts` name dc1 for inventory.
+    pub sites: BTreeMap<Site, InventorySite>,
     shutdown: CancellationToken,
     tasks: tokio::task::JoinSet<std::io::Result<()>>,
 }
@@ -69,6 +72,13 @@ impl Shop {
         self.shutdown.cancel();
         self.stopped().await
     }
+}
+
+/// One running inventory site.
+#[derive(Clone)]
+pub struct InventorySite {
+    pub addr: SocketAddr,
+    pub ctx: Arc<Context>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -96,10 +106,25 @@ pub async fn launch(config: ShopConfig) -> Result<Shop, LaunchError> {
     }
     let services: BTreeMap<ServiceName, SocketAddr> =
         listeners.iter().map(|(name, l)| (*name, l.local_addr().expect("a bound address"))).collect();
+    let mut dc2_listener = Some(bind("127.0.0.1:0".parse().expect("a loopback address")).await?);
+    let site_addrs = BTreeMap::from([
+        (Site::Dc1, services[&ServiceName::Inventory]),
+        (Site::Dc2, dc2_listener.as_ref().and_then(|l| l.local_addr().ok()).expect("a bound address")),
+    ]);
 
     let mut links = BTreeMap::new();
     let mut contexts = BTreeMap::new();
+    let mut sites = BTreeMap::new();
+    for site in Site::ALL {
+        let (token, choices) = (config.admin_token.clone(), config.choices.clone());
+        let ctx = open_site(dir, token, choices, site, &site_addrs, &bus, &mut links).await?;
+        sites.insert(site, InventorySite { addr: site_addrs[&site], ctx });
+    }
     for name in ServiceName::ALL {
+        if name == ServiceName::Inventory {
+            contexts.insert(name, sites[&Site::Dc1].ctx.clone());
+            continue;
+        }
         let bus_link = Link::new(&format!("{name}->bus"));
         links.insert(bus_link.name().to_owned(), bus_link.clone());
         let service_bus: Arc<dyn Bus> = Arc::new(LinkedBus::new(bus.clone(), bus_link));
@@ -138,7 +163,10 @@ pub async fn launch(config: ShopConfig) -> Result<Shop, LaunchError> {
                 tasks.spawn(crate::service::run::<CatalogService>(ctx, listener, shutdown))
             }
             ServiceName::Inventory => {
-                tasks.spawn(crate::service::run::<InventoryService>(ctx, listener, shutdown))
+                tasks.spawn(crate::service::run::<InventoryService>(ctx, listener, shutdown.clone()));
+                let dc2 = sites[&Site::Dc2].ctx.clone();
+                let dc2_listener = dc2_listener.take().expect("one inventory entry");
+                tasks.spawn(crate::service::run::<InventoryService>(dc2, dc2_listener, shutdown))
             }
             ServiceName::Order => tasks.spawn(crate::service::run::<OrderService>(ctx, listener, shutdown)),
             ServiceName::Payment => {
@@ -161,7 +189,42 @@ pub async fn launch(config: ShopConfig) -> Result<Shop, LaunchError> {
         axum::serve(gateway_listener, app).with_graceful_shutdown(stop.cancelled_owned()).await
     });
 
-    Ok(Shop { gateway, services, admin_token: config.admin_token, links, contexts, shutdown, tasks })
+    Ok(Shop { gateway, services, admin_token: config.admin_token, links, contexts, sites, shutdown, tasks })
+}
+
+/// Opens inventory site `site`: its own database file, its link to the bus
+/// (`inventory-dc1->bus`) and its link to the other site (`inventory-dc1->inventory-dc2`),
+/// which carries both its calls to that site and its replication from it.
+pub(crate) async fn open_site(
+    data_dir: &std::path::Path,
+    admin_token: String,
+    choices: Choices,
+    site: Site,
+    addrs: &BTreeMap<Site, SocketAddr>,
+    bus: &Arc<dyn Bus>,
+    links: &mut BTreeMap<String, Link>,
+) -> Result<Arc<Context>, LaunchError> {
+    let (me, other) = (site.instance(), site.peer().instance());
+    let bus_link = Link::new(&format!("{me}->bus"));
+    let between = Link::new(&format!("{me}->{other}"));
+    links.insert(bus_link.name().to_owned(), bus_link.clone());
+    links.insert(between.name().to_owned(), between.clone());
+    let url = format!("http://{}", addrs[&site.peer()]);
+    let peers =
+        HashMap::from([(ServiceName::Inventory, Peer::new(&other, &url, between, peer::default_breaker()))]);
+    let store_url = format!("sqlite:{}", data_dir.join(format!("{me}.db")).display());
+    Context::open_instance(
+        ServiceName::Inventory,
+        Some(site),
+        &store_url,
+        InventoryService::migrations(),
+        Arc::new(LinkedBus::new(bus.clone(), bus_link)),
+        peers,
+        admin_token,
+        choices,
+    )
+    .await
+    .map_err(|e| LaunchError::Store { service: ServiceName::Inventory, reason: e.to_string() })
 }
 
 fn migrations(name: ServiceName) -> &'static kit::store::Migrations {

@@ -1,0 +1,251 @@
+//! Finishing the answers a site holds, with the other site: in cp the other site must
+//! acknowledge a pending hold before it is reserved; in ap the arbiter site settles
+//! provisional holds by the compensation rule once it sees both sites' reservations.
+//!
+//! One task per site runs rounds, woken after a hold commits and every [`TICK`]; the
+//! calls to the other site pass the link between the sites and a breaker ([`Peer`]), and
+//! no call sits inside a transaction: read, call, then write what the answer decided.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kit::store::{StoreError, Tx};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::merge::{self, SiteStock};
+use super::model::{Answer, ReservationLine, ReservationStatus};
+use super::sites::{Mode, Site};
+use super::store;
+use crate::service::{Context, Peer, PeerError, ServiceName};
+
+/// How often a site retries what it could not finish (e.g. during a partition).
+pub const TICK: Duration = Duration::from_millis(200);
+
+/// What one site shows the other: reservation lines and the counters of their products.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Ledger {
+    pub counters: Vec<SiteStock>,
+    pub lines: Vec<ReservationLine>,
+}
+
+/// The other site's answer about one order it was shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Verdict {
+    pub order_id: String,
+    /// Acknowledged (cp) or kept by the rule (ap).
+    pub kept: bool,
+    pub reason: Option<String>,
+}
+
+/// The products of `lines`.
+fn products(lines: &[ReservationLine]) -> BTreeSet<String> {
+    lines.iter().map(|l| l.product_id.clone()).collect()
+}
+
+/// Groups lines by order, in order id order.
+fn by_order(lines: Vec<ReservationLine>) -> BTreeMap<String, Vec<ReservationLine>> {
+    let mut orders: BTreeMap<String, Vec<ReservationLine>> = BTreeMap::new();
+    for line in lines {
+        orders.entry(line.order_id.clone()).or_default().push(line);
+    }
+    orders
+}
+
+/// `site`'s own lines and counters of `products`, as this site knows them.
+pub fn ledger(tx: &mut Tx<'_>, site: Site, products: &BTreeSet<String>) -> Result<Ledger, StoreError> {
+    let mut ledger = Ledger::default();
+    for product_id in products {
+        ledger.counters.extend(store::counters(tx, product_id)?.into_iter().filter(|c| c.site == site));
+        ledger.lines.extend(store::product_lines(tx, product_id)?.into_iter().filter(|l| l.site == site));
+    }
+    Ok(ledger)
+}
+
+/// Takes in what the other site showed (each row only if newer than the copy held).
+fn absorb(tx: &mut Tx<'_>, ledger: &Ledger) -> Result<(), StoreError> {
+    for counters in &ledger.counters {
+        store::apply_counters(tx, counters)?;
+    }
+    for line in &ledger.lines {
+        store::apply_line(tx, line)?;
+    }
+    Ok(())
+}
+
+/// cp, at the acknowledging site: holds each shown pending order in this site's view when
+/// every line is available in it, else refuses it with what is short. An order already
+/// held here keeps the answer it got (a retried call acknowledges once).
+pub fn acknowledge(tx: &mut Tx<'_>, here: Site, shown: &Ledger) -> Result<Vec<Verdict>, StoreError> {
+    for counters in &shown.counters {
+        store::apply_counters(tx, counters)?;
+    }
+    let mut verdicts = Vec::new();
+    for (order_id, lines) in by_order(shown.lines.clone()) {
+        let known = store::order_lines(tx, &order_id)?;
+        if !known.is_empty() {
+            let kept = known.iter().all(|l| l.status.holds());
+            let reason = (!kept).then(|| format!("order {order_id} was already released at {here}"));
+            verdicts.push(Verdict { order_id, kept, reason });
+            continue;
+        }
+        let mut short = Vec::new();
+        for line in &lines {
+            let available = store::stock(tx, &line.product_id)?.map_or(0, |s| s.available);
+            if available < u64::from(line.quantity) {
+                short.push(format!(
+                    "not enough stock of product {} in {here}'s view: {} requested, {available} available",
+                    line.product_id, line.quantity
+                ));
+            }
+        }
+        if short.is_empty() {
+            for line in &lines {
+                store::apply_line(tx, line)?;
+            }
+            verdicts.push(Verdict { order_id, kept: true, reason: None });
+        } else {
+            verdicts.push(Verdict { order_id, kept: false, reason: Some(short.join("; ")) });
+        }
+    }
+    Ok(verdicts)
+}
+
+/// The rule on each order of `lines`, over this site's view of their products: `None`
+/// when the order keeps its units, else the product it has to give back.
+fn judge(tx: &mut Tx<'_>, lines: &[ReservationLine]) -> Result<BTreeMap<String, Option<String>>, StoreError> {
+    let mut out: BTreeMap<String, String> = BTreeMap::new();
+    for product_id in products(lines) {
+        let on_hand = merge::on_hand(&store::counters(tx, &product_id)?);
+        for order_id in merge::over(on_hand, &store::product_lines(tx, &product_id)?) {
+            out.entry(order_id).or_insert_with(|| product_id.clone());
+        }
+    }
+    Ok(lines.iter().map(|l| (l.order_id.clone(), out.get(&l.order_id).cloned())).collect())
+}
+
+fn verdict(order_id: String, over: Option<String>) -> Verdict {
+    Verdict { order_id, kept: over.is_none(), reason: over.map(|p| merge::apology(&p)) }
+}
+
+/// ap, at the arbiter: takes in what was shown, applies the compensation rule to the
+/// shown orders that still wait, and records each verdict as the owner will write it (the
+/// next version, reserved or released), so every settlement is decided in this one
+/// database, one after another, and a retried call gets the same verdict.
+pub fn arbitrate(tx: &mut Tx<'_>, shown: &Ledger) -> Result<Vec<Verdict>, StoreError> {
+    absorb(tx, shown)?;
+    let mut verdicts = Vec::new();
+    for (order_id, over) in judge(tx, &shown.lines)? {
+        let lines = store::order_lines(tx, &order_id)?;
+        if !lines.iter().any(|l| l.status == ReservationStatus::Provisional) {
+            let kept = lines.iter().all(|l| l.status.holds());
+            let reason = (!kept).then(|| format!("order {order_id} was already released"));
+            verdicts.push(Verdict { order_id, kept, reason });
+            continue;
+        }
+        let status = if over.is_none() { ReservationStatus::Reserved } else { ReservationStatus::Released };
+        let version = lines.iter().map(|l| l.version).max().unwrap_or(0) + 1;
+        for line in lines {
+            store::apply_line(tx, &ReservationLine { status, version, ..line })?;
+        }
+        verdicts.push(verdict(order_id, over));
+    }
+    Ok(verdicts)
+}
+
+/// Writes the verdicts on this site's own orders.
+fn conclude_all(
+    ctx: &Context,
+    tx: &mut Tx<'_>,
+    verdicts: &[Verdict],
+    refused: Answer,
+) -> Result<usize, StoreError> {
+    let mut changed = 0;
+    for v in verdicts {
+        let verdict = if v.kept { Ok(()) } else { Err(v.reason.clone().unwrap_or_else(|| "refused".into())) };
+        changed += usize::from(store::conclude(tx, &ctx.outbox, &v.order_id, verdict, refused)?);
+    }
+    Ok(changed)
+}
+
+/// The reason a cp site gives when it cannot reach the other site.
+pub fn unreachable(here: Site, error: &PeerError) -> String {
+    format!(
+        "inventory site {here} cannot reach {} and, in cp mode, reserves nothing the other site has not \
+         acknowledged; try again when the sites see each other ({error})",
+        here.peer()
+    )
+}
+
+/// One round: finishes what this site holds, as far as the other site lets it.
+async fn round(ctx: &Arc<Context>, here: Site, mode: Mode, peer: &Peer) -> Result<usize, StoreError> {
+    let waiting = match mode {
+        Mode::Cp => ReservationStatus::Pending,
+        Mode::Ap => ReservationStatus::Provisional,
+    };
+    let shown = ctx
+        .store
+        .transact(move |tx| {
+            let lines = store::lines_in(tx, here, waiting)?;
+            let mut shown = ledger(tx, here, &products(&lines))?;
+            shown.lines = lines;
+            Ok(shown)
+        })
+        .await?;
+    if shown.lines.is_empty() {
+        return Ok(0);
+    }
+    let ctx2 = ctx.clone();
+    match mode {
+        Mode::Cp => {
+            let answer: Result<Vec<Verdict>, PeerError> = peer.post("/sites/acks", &shown).await;
+            let verdicts = match answer {
+                Ok(verdicts) => verdicts,
+                Err(e) => by_order(shown.lines)
+                    .into_keys()
+                    .map(|order_id| Verdict { order_id, kept: false, reason: Some(unreachable(here, &e)) })
+                    .collect(),
+            };
+            ctx.store.transact(move |tx| conclude_all(&ctx2, tx, &verdicts, Answer::Rejected)).await
+        }
+        Mode::Ap if here == Site::arbiter() => {
+            let wanted: Vec<String> = products(&shown.lines).into_iter().collect();
+            let Ok(theirs) = peer.post::<_, Ledger>("/sites/ledger", &wanted).await else { return Ok(0) };
+            ctx.store
+                .transact(move |tx| {
+                    absorb(tx, &theirs)?;
+                    let verdicts: Vec<Verdict> = judge(tx, &shown.lines)?
+                        .into_iter()
+                        .map(|(order, over)| verdict(order, over))
+                        .collect();
+                    conclude_all(&ctx2, tx, &verdicts, Answer::Compensated)
+                })
+                .await
+        }
+        Mode::Ap => {
+            let Ok(verdicts) = peer.post::<_, Vec<Verdict>>("/sites/settle", &shown).await else {
+                return Ok(0);
+            };
+            ctx.store.transact(move |tx| conclude_all(&ctx2, tx, &verdicts, Answer::Compensated)).await
+        }
+    }
+}
+
+/// Runs the settle rounds of site `here` until `shutdown`.
+pub async fn run(ctx: Arc<Context>, here: Site, mode: Mode, wake: Arc<Notify>, shutdown: CancellationToken) {
+    let peer = ctx.peer(ServiceName::Inventory).clone();
+    loop {
+        match round(&ctx, here, mode, &peer).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(site = %here, mode = mode.as_str(), orders = n, "holds finished"),
+            Err(e) => tracing::warn!(site = %here, error = %e, "settle round failed"),
+        }
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(TICK) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
