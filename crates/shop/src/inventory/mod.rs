@@ -130,4 +130,6 @@ impl Service for InventoryService {
 }
 
 #[cfg(test)]
+mod shuffled;
+#[cfg(test)]
 mod tests;
