@@ -58,3 +58,6 @@ impl Service for OrderService {
         );
     }
 }
+
+#[cfg(test)]
+mod tests;

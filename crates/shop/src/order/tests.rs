@@ -1,0 +1,129 @@
+//! How the order service takes the answers of the inventory sites: a provisional hold is
+//! not an answer, a settled one confirms, and a rejection after confirmation is a
+//! compensation that cancels the order with the site's apology.
+
+use kit::consumer::Handler;
+use kit::envelope::{Envelope, StreamName};
+use kit::outbox::Outbox;
+use kit::store::{Store, StoreError};
+
+use super::events::apply::StockAnswers;
+use super::events::{ORDER_CANCELLED, ORDER_PLACED, Order, OrderLine, OrderStatus};
+use super::store;
+use crate::customer::model::Address;
+use crate::inventory::events::{Reservation, STOCK_REJECTED, STOCK_RESERVED, StockLine, reservation_event};
+use crate::inventory::model::ReservationStatus;
+use crate::inventory::sites::Site;
+use crate::service::testing::envelope;
+
+fn placed(id: &str) -> Order {
+    Order {
+        id: id.into(),
+        customer_id: "c-bob".into(),
+        status: OrderStatus::PendingStock,
+        lines: vec![OrderLine {
+            product_id: "p-001".into(),
+            name: "Mug".into(),
+            quantity: 1,
+            unit_price_cents: 900,
+        }],
+        total_cents: 900,
+        address: Address {
+            line1: "1 Main St".into(),
+            city: "Springfield".into(),
+            postcode: "12345".into(),
+            country: "US".into(),
+        },
+        address_source: super::events::AddressSource::Replica,
+        address_confirmed: false,
+        payment_authorization_id: "a-1".into(),
+        reason: None,
+        version: 0,
+    }
+}
+
+fn answer(
+    kind: &str,
+    order_id: &str,
+    status: ReservationStatus,
+    version: u64,
+    reason: Option<&str>,
+) -> Envelope {
+    let reservation = Reservation {
+        order_id: order_id.into(),
+        lines: vec![StockLine { product_id: "p-001".into(), quantity: 1 }],
+        reason: reason.map(str::to_owned),
+        site: Some(Site::Dc1),
+        status: Some(status),
+        placed_at_ms: 1,
+    };
+    envelope("inventory-dc1", &reservation_event(kind, &reservation, version), version)
+}
+
+/// Applies `answers` one by one to a fresh order service holding order `o-1`; returns the
+/// order and the kinds of the order events published.
+async fn after(answers: Vec<Envelope>) -> (Order, Vec<String>) {
+    let store =
+        Store::open("sqlite::memory:", &[&kit::outbox::MIGRATIONS, &super::MIGRATIONS]).await.unwrap();
+    let outbox = Outbox::new(StreamName::parse("order").unwrap());
+    let handler = StockAnswers { outbox: outbox.clone() };
+    store
+        .transact(move |tx| {
+            store::place(tx, &outbox, placed("o-1"), &[ORDER_PLACED], 0)
+                .map_err(|e| StoreError::Database(e.to_string()))?;
+            for event in &answers {
+                handler.handle(tx, event).expect("the answer applies");
+            }
+            let order = store::order(tx, "o-1").map_err(|e| StoreError::Database(e.to_string()))?;
+            let kinds = tx
+                .query("SELECT body FROM kit_outbox ORDER BY seq", &[])?
+                .into_iter()
+                .map(|r| {
+                    let body: Vec<u8> = r.get(0)?;
+                    Ok(serde_json::from_slice::<Envelope>(&body).expect("an envelope").kind)
+                })
+                .collect::<Result<_, StoreError>>()?;
+            Ok::<_, StoreError>((order, kinds))
+        })
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_provisional_hold_leaves_the_order_pending_and_the_settled_one_confirms_it() {
+    let (order, kinds) =
+        after(vec![answer(STOCK_RESERVED, "o-1", ReservationStatus::Provisional, 1, None)]).await;
+    assert_eq!((order.status, kinds.len()), (OrderStatus::PendingStock, 1));
+    let (order, kinds) = after(vec![
+        answer(STOCK_RESERVED, "o-1", ReservationStatus::Provisional, 1, None),
+        answer(STOCK_RESERVED, "o-1", ReservationStatus::Reserved, 2, None),
+    ])
+    .await;
+    assert_eq!(order.status, OrderStatus::Confirmed);
+    assert_eq!(kinds, [ORDER_PLACED, "OrderConfirmed"]);
+}
+
+#[tokio::test]
+async fn a_compensation_after_confirmation_cancels_the_order_with_the_apology() {
+    let sorry = "sorry: p-001 was oversold";
+    let (order, kinds) = after(vec![
+        answer(STOCK_RESERVED, "o-1", ReservationStatus::Reserved, 2, None),
+        answer(STOCK_REJECTED, "o-1", ReservationStatus::Released, 3, Some(sorry)),
+    ])
+    .await;
+    assert_eq!(order.status, OrderStatus::Cancelled);
+    assert_eq!(order.reason.as_deref(), Some(sorry));
+    assert_eq!(kinds, [ORDER_PLACED, "OrderConfirmed", ORDER_CANCELLED]);
+}
+
+#[tokio::test]
+async fn a_compensation_of_a_pending_order_rejects_it_with_the_apology() {
+    let sorry = "sorry: p-001 was oversold";
+    let (order, kinds) = after(vec![
+        answer(STOCK_RESERVED, "o-1", ReservationStatus::Provisional, 1, None),
+        answer(STOCK_REJECTED, "o-1", ReservationStatus::Released, 2, Some(sorry)),
+    ])
+    .await;
+    assert_eq!((order.status, order.reason.as_deref()), (OrderStatus::Rejected, Some(sorry)));
+    assert_eq!(kinds, [ORDER_PLACED, "OrderRejected"]);
+}
