@@ -233,6 +233,35 @@ async fn round(ctx: &Arc<Context>, here: Site, mode: Mode, peer: &Peer) -> Resul
     }
 }
 
+/// ap: gives back this site's settled orders that the rule puts beyond the stock (settled
+/// lines are taken first, so only a lowered stock can do that), once the site has seen the
+/// other site's rows of those products, so both sites judge the same rows.
+async fn recount(ctx: &Arc<Context>, here: Site, peer: &Peer) -> Result<usize, StoreError> {
+    let suspect = ctx.store.transact(store::settled_beyond_stock).await?;
+    if suspect.is_empty() {
+        return Ok(0);
+    }
+    let Ok(theirs) = peer.post::<_, Ledger>("/sites/ledger", &suspect).await else { return Ok(0) };
+    let ctx2 = ctx.clone();
+    ctx.store
+        .transact(move |tx| {
+            absorb(tx, &theirs)?;
+            let mut given_back = 0;
+            for product_id in &suspect {
+                let on_hand = merge::on_hand(&store::counters(tx, product_id)?);
+                let lines = store::product_lines(tx, product_id)?;
+                let over = merge::over(on_hand, &lines);
+                let own = lines.iter().filter(|l| l.site == here && l.status == ReservationStatus::Reserved);
+                for line in own.filter(|l| over.contains(&l.order_id)) {
+                    let reason = merge::apology(product_id);
+                    given_back += usize::from(store::compensate(tx, &ctx2.outbox, &line.order_id, reason)?);
+                }
+            }
+            Ok(given_back)
+        })
+        .await
+}
+
 /// Runs the settle rounds of site `here` until `shutdown`.
 pub async fn run(ctx: Arc<Context>, here: Site, mode: Mode, wake: Arc<Notify>, shutdown: CancellationToken) {
     let peer = ctx.peer(ServiceName::Inventory).clone();
@@ -241,6 +270,15 @@ pub async fn run(ctx: Arc<Context>, here: Site, mode: Mode, wake: Arc<Notify>, s
             Ok(0) => {}
             Ok(n) => tracing::info!(site = %here, mode = mode.as_str(), orders = n, "holds finished"),
             Err(e) => tracing::warn!(site = %here, error = %e, "settle round failed"),
+        }
+        if mode == Mode::Ap {
+            match recount(&ctx, here, &peer).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::warn!(site = %here, orders = n, "settled orders compensated: stock was lowered")
+                }
+                Err(e) => tracing::warn!(site = %here, error = %e, "recount failed"),
+            }
         }
         tokio::select! {
             _ = wake.notified() => {}

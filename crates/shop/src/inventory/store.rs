@@ -367,6 +367,36 @@ pub fn conclude(
     Ok(true)
 }
 
+/// The products whose settled lines (at both sites) hold more than is on hand: possible
+/// only when stock was lowered at one site while the other settled orders.
+pub fn settled_beyond_stock(tx: &mut Tx<'_>) -> Result<Vec<String>, StoreError> {
+    let rows = tx.query(
+        "SELECT r.product_id FROM reservation r WHERE r.status = 'reserved' GROUP BY r.product_id \
+         HAVING sum(r.quantity) > (SELECT coalesce(sum(s.added), 0) - coalesce(sum(s.removed), 0) \
+         FROM site_stock s WHERE s.product_id = r.product_id) ORDER BY r.product_id",
+        &[],
+    )?;
+    rows.into_iter().map(|row| row.get(0)).collect()
+}
+
+/// Gives back what a settled order of this site holds, publishing StockRejected with
+/// `reason`, so the order service cancels the order (if it has not shipped, shipping
+/// will not ship it). Returns whether the order held anything.
+pub fn compensate(
+    tx: &mut Tx<'_>,
+    outbox: &Outbox,
+    order_id: &str,
+    reason: String,
+) -> Result<bool, StoreError> {
+    let rejected = Some(reason.clone());
+    let moved =
+        advance(tx, outbox, order_id, ReservationStatus::Released, events::STOCK_REJECTED, rejected, None)?;
+    if !moved.is_empty() {
+        record_answer(tx, order_id, Answer::Compensated, Some(&reason))?;
+    }
+    Ok(!moved.is_empty())
+}
+
 /// Releases what a cancelled order holds and publishes StockReleased; marks the order
 /// cancelled (unless it was already refused or compensated), so a late OrderPlaced holds
 /// nothing for it. Returns the lines released.

@@ -55,6 +55,7 @@ struct Harness {
     /// The site the test's orders are routed to; `sites` holds both.
     service: Running,
     sites: BTreeMap<Site, Running>,
+    links: BTreeMap<String, kit::link::Link>,
     bus: Arc<dyn Bus>,
     orders: Orders,
     client: reqwest::Client,
@@ -64,10 +65,11 @@ struct Harness {
 async fn harness() -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let bus = kit::bus::connect(&format!("embedded:{}", dir.path().join("bus.db").display())).await.unwrap();
-    let (mut sites, _links) = spawn_sites(dir.path(), bus.clone(), Choices::default()).await;
+    let (mut sites, links) = spawn_sites(dir.path(), bus.clone(), Choices::default()).await;
     Harness {
         service: sites.remove(&Site::of_customer(CUSTOMER)).expect("both sites run"),
         sites,
+        links,
         orders: Orders::open(dir.path(), bus.clone()).await,
         bus,
         client: reqwest::Client::new(),
@@ -92,9 +94,13 @@ where
 }
 
 fn order(id: &str, lines: &[(&str, u32)], status: OrderStatus, version: u64) -> Order {
+    order_of(CUSTOMER, id, lines, status, version)
+}
+
+fn order_of(customer: &str, id: &str, lines: &[(&str, u32)], status: OrderStatus, version: u64) -> Order {
     Order {
         id: id.into(),
-        customer_id: CUSTOMER.into(),
+        customer_id: customer.into(),
         status,
         lines: lines
             .iter()
@@ -192,6 +198,12 @@ impl Harness {
         }
         events.sort_by_key(|e| e.seq);
         events
+    }
+
+    /// GETs `path` from `site` directly (the other site than the test's, in `sites`).
+    async fn at(&self, site: Site, path: &str) -> Value {
+        let url = self.sites[&site].url(path);
+        self.client.get(url).send().await.unwrap().json().await.unwrap()
     }
 
     /// Waits until the order's lines have `status` at its site.
@@ -392,4 +404,42 @@ async fn stock_changes_need_the_admin_token_and_bad_requests_get_clear_problems(
     let (_, openapi) = shop.get("/openapi.json").await;
     assert!(openapi["paths"]["/stock/{product_id}"]["put"].is_object());
     assert!(openapi["paths"]["/reservations"]["get"].is_object());
+}
+
+#[tokio::test]
+async fn a_settled_order_beyond_stock_lowered_at_the_other_site_is_compensated_with_an_apology() {
+    let shop = harness().await;
+    assert_ne!(Site::of_customer(CUSTOMER), Site::arbiter(), "the test's orders go to the other site");
+    shop.set_on_hand("p-007", 4).await;
+    eventually("the arbiter to see the stock", || async {
+        (shop.at(Site::arbiter(), "/stock/p-007").await["on_hand"] == 4).then_some(())
+    })
+    .await;
+    // This site stops hearing from the arbiter; the arbiter still hears from it.
+    let cut = kit::link::Faults { cut_out: true, cut_in: true, ..Default::default() };
+    let towards_arbiter = format!("{}->{}", shop.service.ctx.instance(), Site::arbiter().instance());
+    shop.links[&towards_arbiter].set(cut);
+    let customer =
+        ["c-bob", "c-1", "c-3"].into_iter().find(|c| Site::of_customer(c) == Site::arbiter()).unwrap();
+    let placed = order_of(customer, "o-8", &[("p-007", 3)], OrderStatus::PendingStock, 1);
+    shop.orders.emit(vec![event(ORDER_PLACED, &placed)]).await;
+    eventually("the arbiter to settle o-8", || async {
+        let lines = shop.at(Site::arbiter(), "/sites/reservations?order_id=o-8").await;
+        (lines[0]["status"] == "reserved").then_some(())
+    })
+    .await;
+    assert_eq!(shop.stock("p-007").await["reserved"], 0, "this site has not heard of o-8");
+
+    shop.set_on_hand("p-007", 1).await;
+    let lines = eventually("the arbiter to give o-8 back", || async {
+        let lines = shop.at(Site::arbiter(), "/sites/reservations?order_id=o-8").await;
+        (lines[0]["status"] == "released").then_some(lines)
+    })
+    .await;
+    assert_eq!(lines[0]["version"], 3);
+    shop.links[&towards_arbiter].heal();
+    let here = shop.lines_in("o-8", "released").await;
+    assert_eq!(Value::Array(here), lines, "both sites agree after the heal");
+    let stock = shop.stock("p-007").await;
+    assert_eq!((stock["on_hand"].as_u64(), stock["reserved"].as_u64()), (Some(1), Some(0)));
 }
