@@ -33,14 +33,18 @@ pub struct SiteFigures {
 pub struct Audit {
     pub sites: BTreeMap<Site, SiteFigures>,
     /// Units accepted beyond the stock, summed over products, counting compensated
-    /// holds as they were before compensation.
+    /// holds as they were before compensation. Measured on each site's own rows, so it
+    /// shows an oversell during a partition that neither site can see yet.
     pub oversold_units: u64,
     /// Orders compensated with an apology.
     pub compensated_orders: u64,
     /// Compensated orders that shipped anyway (could not be stopped; 0 by design).
     pub oversold_shipped: u64,
-    /// Orders the rule finds oversold that are still held uncompensated.
+    /// Orders the rule finds oversold that are still held uncompensated (0 once the
+    /// sites have seen each other and settled).
     pub oversold_uncompensated: u64,
+    /// Of those, the ones not shipped: scenario 6's `ap_oversold_unshipped_after_compensation`.
+    pub oversold_unshipped_uncompensated: u64,
     /// Units reserved (settled) beyond the stock: shipped oversell. Never above 0 in cp.
     pub settled_beyond_stock: u64,
     /// Rows (counters and reservation lines) on which the two sites' views differ.
@@ -141,22 +145,31 @@ impl Audit {
         }
         audit.compensated_orders = compensated.len() as u64;
         audit.oversold_shipped = compensated.intersection(&shipped).count() as u64;
-        if let Some(r) = rows.get(&Site::arbiter()) {
-            for (on_hand, lines) in by_product(r).into_values() {
-                let accepted: u64 = lines
-                    .iter()
-                    .filter(|l| l.status.holds() || compensated.contains(&l.order_id))
-                    .map(|l| u64::from(l.quantity))
-                    .sum();
-                audit.oversold_units += accepted.saturating_sub(on_hand);
-                let settled: u64 = lines
-                    .iter()
-                    .filter(|l| l.status == ReservationStatus::Reserved)
-                    .map(|l| u64::from(l.quantity))
-                    .sum();
-                audit.settled_beyond_stock += settled.saturating_sub(on_hand);
-                audit.oversold_uncompensated += merge::over(on_hand, &lines).len() as u64;
-            }
+        // The truth: each site's own rows, read from its own database.
+        let truth = SiteRows {
+            counters: rows
+                .iter()
+                .flat_map(|(s, r)| r.counters.iter().filter(|c| c.site == *s).cloned())
+                .collect(),
+            lines: rows.iter().flat_map(|(s, r)| r.lines.iter().filter(|l| l.site == *s).cloned()).collect(),
+            answers: Vec::new(),
+        };
+        for (on_hand, lines) in by_product(&truth).into_values() {
+            let accepted: u64 = lines
+                .iter()
+                .filter(|l| l.status.holds() || compensated.contains(&l.order_id))
+                .map(|l| u64::from(l.quantity))
+                .sum();
+            audit.oversold_units += accepted.saturating_sub(on_hand);
+            let settled: u64 = lines
+                .iter()
+                .filter(|l| l.status == ReservationStatus::Reserved)
+                .map(|l| u64::from(l.quantity))
+                .sum();
+            audit.settled_beyond_stock += settled.saturating_sub(on_hand);
+            let over = merge::over(on_hand, &lines);
+            audit.oversold_uncompensated += over.len() as u64;
+            audit.oversold_unshipped_uncompensated += over.difference(&shipped).count() as u64;
         }
         let views: Vec<(BTreeSet<String>, BTreeSet<String>)> = rows
             .values()

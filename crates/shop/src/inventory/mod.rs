@@ -32,6 +32,10 @@
 //!   publishes the outcome once: StockReserved (the order is confirmed and may ship) or
 //!   StockRejected with an apology (compensated: the order is rejected, never shipped).
 //!   So an oversell during a partition is found and compensated before anything ships.
+//!   Only a stock lowered at one site while the other settled can leave settled orders
+//!   beyond the stock; the owner then gives those back too ([`settle`]'s recount), and
+//!   the order service cancels them — if one had shipped already, [`audit::Audit`]
+//!   counts it as oversold and shipped.
 //!
 //! The HTTP API of `/api/inventory` is dc1's; each site answers for the whole stock from
 //! its view, and `/reservations?order_id=` asks the other site when it does not know the
