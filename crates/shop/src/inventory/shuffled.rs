@@ -22,7 +22,7 @@ use super::merge::{self, SiteStock};
 use super::model::{ReservationLine, ReservationStatus, Stock};
 use super::sites::Site;
 use super::store;
-use crate::service::testing::envelope;
+use crate::service::testing::{envelope, scrambled};
 
 const PRODUCTS: [&str; 2] = ["p-001", "p-002"];
 
@@ -96,22 +96,6 @@ fn history() -> impl Strategy<Value = Vec<Envelope>> {
     })
 }
 
-/// The history shuffled, with some events delivered more than once, cut into batches.
-fn scrambled() -> impl Strategy<Value = (Vec<Envelope>, Vec<Vec<Envelope>>)> {
-    history()
-        .prop_flat_map(|events| {
-            let n = events.len();
-            (Just(events), prop::collection::vec(0..n, 0..n), 1..6usize).prop_flat_map(
-                |(events, duplicates, batch)| {
-                    let mut delivered = events.clone();
-                    delivered.extend(duplicates.into_iter().map(|i| events[i].clone()));
-                    (Just(events), Just(delivered).prop_shuffle(), Just(batch))
-                },
-            )
-        })
-        .prop_map(|(events, delivered, batch)| (events, delivered.chunks(batch).map(<[_]>::to_vec).collect()))
-}
-
 /// dc1's store, seeded with 10 units of each product.
 async fn dc1() -> Store {
     let store =
@@ -171,7 +155,7 @@ proptest! {
 
     #[test]
     fn shuffled_and_duplicated_delivery_of_the_other_sites_events_ends_in_the_in_order_view(
-        (events, batches) in scrambled()
+        (events, batches) in scrambled(history())
     ) {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(async {

@@ -127,3 +127,24 @@ pub fn envelope(stream: &str, event: &NewEvent, seq: u64) -> Envelope {
         payload: event.payload.clone(),
     }
 }
+
+/// `history` shuffled, with some events delivered more than once, cut into batches: the
+/// deliveries every consumer's property test checks against in-order delivery.
+#[cfg(test)]
+pub fn scrambled(
+    history: impl proptest::strategy::Strategy<Value = Vec<Envelope>>,
+) -> impl proptest::strategy::Strategy<Value = (Vec<Envelope>, Vec<Vec<Envelope>>)> {
+    use proptest::prelude::*;
+    history
+        .prop_flat_map(|events| {
+            let n = events.len();
+            (Just(events), prop::collection::vec(0..n, 0..n), 1..6usize).prop_flat_map(
+                |(events, duplicates, batch)| {
+                    let mut delivered = events.clone();
+                    delivered.extend(duplicates.into_iter().map(|i| events[i].clone()));
+                    (Just(events), Just(delivered).prop_shuffle(), Just(batch))
+                },
+            )
+        })
+        .prop_map(|(events, delivered, batch)| (events, delivered.chunks(batch).map(<[_]>::to_vec).collect()))
+}

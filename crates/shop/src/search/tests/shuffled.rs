@@ -15,7 +15,7 @@ use crate::order::events::{ORDER_CANCELLED, ORDER_CONFIRMED, ORDER_PLACED, Order
 use crate::search::events::{OrderIndex, ProductIndex};
 use crate::search::model::{Document, SearchQuery};
 use crate::search::store;
-use crate::service::testing::envelope;
+use crate::service::testing::{envelope, scrambled};
 
 const NAMES: [&str; 4] = ["Blue Mug", "Red Kettle", "Wool Blanket", "Copper Pan"];
 
@@ -63,22 +63,6 @@ fn history() -> impl Strategy<Value = Vec<Envelope>> {
             })
             .collect()
     })
-}
-
-/// The history shuffled, with some events delivered more than once, cut into batches.
-fn scrambled() -> impl Strategy<Value = (Vec<Envelope>, Vec<Vec<Envelope>>)> {
-    history()
-        .prop_flat_map(|events| {
-            let n = events.len();
-            (Just(events), prop::collection::vec(0..n, 0..n), 1..6usize).prop_flat_map(
-                |(events, duplicates, batch)| {
-                    let mut delivered = events.clone();
-                    delivered.extend(duplicates.into_iter().map(|i| events[i].clone()));
-                    (Just(events), Just(delivered).prop_shuffle(), Just(batch))
-                },
-            )
-        })
-        .prop_map(|(events, delivered, batch)| (events, delivered.chunks(batch).map(<[_]>::to_vec).collect()))
 }
 
 async fn index() -> Store {
@@ -129,7 +113,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
     #[test]
-    fn shuffled_and_duplicated_delivery_ends_in_the_in_order_index((events, batches) in scrambled()) {
+    fn shuffled_and_duplicated_delivery_ends_in_the_in_order_index((events, batches) in scrambled(history())) {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(async {
             let (in_order, shuffled) = (index().await, index().await);
