@@ -287,3 +287,69 @@ pub async fn run(ctx: Arc<Context>, here: Site, mode: Mode, wake: Arc<Notify>, s
         }
     }
 }
+
+#[cfg(test)]
+mod unit {
+    use kit::envelope::StreamName;
+    use kit::outbox::Outbox;
+    use kit::store::Store;
+
+    use super::*;
+    use crate::inventory::model::{OnHand, ProductId};
+
+    async fn site() -> Store {
+        let store =
+            Store::open("sqlite::memory:", &[&kit::outbox::MIGRATIONS, &crate::inventory::MIGRATIONS])
+                .await
+                .unwrap();
+        store
+            .transact(|tx| store::seed(tx, &ProductId::parse("p-001").unwrap(), OnHand::new(5).unwrap()))
+            .await
+            .unwrap();
+        store
+    }
+
+    async fn lines(store: &Store) -> Vec<ReservationLine> {
+        store.transact(|tx| store::order_lines(tx, "o-1")).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_cancel_racing_the_arbiters_settlement_wins_at_both_sites() {
+        let (arbiter, owner) = (site().await, site().await);
+        let held = ReservationLine {
+            order_id: "o-1".into(),
+            product_id: "p-001".into(),
+            quantity: 2,
+            status: ReservationStatus::Provisional,
+            site: Site::Dc2,
+            placed_at_ms: 1,
+            version: 1,
+        };
+        let shown = Ledger { counters: Vec::new(), lines: vec![held.clone()] };
+        owner.transact(move |tx| store::apply_line(tx, &held)).await.unwrap();
+        let verdicts = arbiter.transact(move |tx| arbitrate(tx, &shown)).await.unwrap();
+        assert!(verdicts[0].kept);
+        assert_eq!(
+            lines(&arbiter).await[0].status,
+            ReservationStatus::Reserved,
+            "recorded ahead of the owner"
+        );
+
+        // The order is cancelled at its site before the verdict arrives there.
+        let outbox = Outbox::new(StreamName::parse("inventory-dc2").unwrap());
+        let cancel = crate::service::testing::envelope(
+            "order",
+            &kit::envelope::NewEvent::new("OrderCancelled", "o-1", 3, serde_json::json!({})),
+            1,
+        );
+        owner
+            .transact(move |tx| store::release(tx, &outbox, "o-1", Some("changed my mind".into()), &cancel))
+            .await
+            .unwrap();
+        let released = lines(&owner).await;
+        assert_eq!((released[0].status, released[0].version), (ReservationStatus::Released, 3));
+        let replicated = released[0].clone();
+        assert!(arbiter.transact(move |tx| store::apply_line(tx, &replicated)).await.unwrap());
+        assert_eq!(lines(&arbiter).await, released, "the cancel wins at the arbiter too");
+    }
+}

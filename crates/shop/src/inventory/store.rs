@@ -315,7 +315,11 @@ fn advance(
     if held.is_empty() {
         return Ok(held);
     }
-    let version = held.iter().map(|l| l.version).max().unwrap_or(0) + 1;
+    // The next version of a provisional hold is its settlement, which the arbiter records
+    // ahead of the owner; a cancel skips it, so it wins over that record at both sites.
+    let provisional = held.iter().any(|l| l.status == ReservationStatus::Provisional);
+    let skip = if provisional && kind == events::STOCK_RELEASED { 2 } else { 1 };
+    let version = held.iter().map(|l| l.version).max().unwrap_or(0) + skip;
     let moved: Vec<ReservationLine> =
         held.into_iter().map(|l| ReservationLine { status, version, ..l }).collect();
     for line in &moved {
