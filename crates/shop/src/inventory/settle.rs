@@ -170,13 +170,24 @@ fn conclude_all(
     Ok(changed)
 }
 
-/// The reason a cp site gives when it cannot reach the other site.
+/// The reason a cp site gives when the other site gave no acknowledgement.
 pub fn unreachable(here: Site, error: &PeerError) -> String {
-    format!(
-        "inventory site {here} cannot reach {} and, in cp mode, reserves nothing the other site has not \
-         acknowledged; try again when the sites see each other ({error})",
-        here.peer()
-    )
+    match error {
+        PeerError::Unavailable { .. } => format!(
+            "inventory site {here} cannot reach {} and, in cp mode, reserves nothing the other site has \
+             not acknowledged; try again when the sites see each other ({error})",
+            here.peer()
+        ),
+        PeerError::Refused { .. } => {
+            format!("inventory site {} refused to acknowledge the hold ({error})", here.peer())
+        }
+    }
+}
+
+/// ap holds stay provisional while the other site cannot be asked; the next round retries.
+fn waiting_for(here: Site, error: &PeerError) -> Result<usize, StoreError> {
+    tracing::debug!(site = %here, error = %error, "provisional holds wait for the other site");
+    Ok(0)
 }
 
 /// One round: finishes what this site holds, as far as the other site lets it.
@@ -212,7 +223,10 @@ async fn round(ctx: &Arc<Context>, here: Site, mode: Mode, peer: &Peer) -> Resul
         }
         Mode::Ap if here == Site::arbiter() => {
             let wanted: Vec<String> = products(&shown.lines).into_iter().collect();
-            let Ok(theirs) = peer.post::<_, Ledger>("/sites/ledger", &wanted).await else { return Ok(0) };
+            let theirs = match peer.post::<_, Ledger>("/sites/ledger", &wanted).await {
+                Ok(theirs) => theirs,
+                Err(e) => return waiting_for(here, &e),
+            };
             ctx.store
                 .transact(move |tx| {
                     absorb(tx, &theirs)?;
@@ -225,8 +239,9 @@ async fn round(ctx: &Arc<Context>, here: Site, mode: Mode, peer: &Peer) -> Resul
                 .await
         }
         Mode::Ap => {
-            let Ok(verdicts) = peer.post::<_, Vec<Verdict>>("/sites/settle", &shown).await else {
-                return Ok(0);
+            let verdicts = match peer.post::<_, Vec<Verdict>>("/sites/settle", &shown).await {
+                Ok(verdicts) => verdicts,
+                Err(e) => return waiting_for(here, &e),
             };
             ctx.store.transact(move |tx| conclude_all(&ctx2, tx, &verdicts, Answer::Compensated)).await
         }
