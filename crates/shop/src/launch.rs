@@ -117,7 +117,9 @@ pub async fn launch(config: ShopConfig) -> Result<Shop, LaunchError> {
     let mut sites = BTreeMap::new();
     for site in Site::ALL {
         let (token, choices) = (config.admin_token.clone(), config.choices.clone());
-        let ctx = open_site(dir, token, choices, site, &site_addrs, &bus, &mut links).await?;
+        let ctx = crate::inventory::sites::open(dir, token, choices, site, &site_addrs, &bus, &mut links)
+            .await
+            .map_err(|e| LaunchError::Store { service: ServiceName::Inventory, reason: e.to_string() })?;
         sites.insert(site, InventorySite { addr: site_addrs[&site], ctx });
     }
     for name in ServiceName::ALL {
@@ -190,41 +192,6 @@ pub async fn launch(config: ShopConfig) -> Result<Shop, LaunchError> {
     });
 
     Ok(Shop { gateway, services, admin_token: config.admin_token, links, contexts, sites, shutdown, tasks })
-}
-
-/// Opens inventory site `site`: its own database file, its link to the bus
-/// (`inventory-dc1->bus`) and its link to the other site (`inventory-dc1->inventory-dc2`),
-/// which carries both its calls to that site and its replication from it.
-pub(crate) async fn open_site(
-    data_dir: &std::path::Path,
-    admin_token: String,
-    choices: Choices,
-    site: Site,
-    addrs: &BTreeMap<Site, SocketAddr>,
-    bus: &Arc<dyn Bus>,
-    links: &mut BTreeMap<String, Link>,
-) -> Result<Arc<Context>, LaunchError> {
-    let (me, other) = (site.instance(), site.peer().instance());
-    let bus_link = Link::new(&format!("{me}->bus"));
-    let between = Link::new(&format!("{me}->{other}"));
-    links.insert(bus_link.name().to_owned(), bus_link.clone());
-    links.insert(between.name().to_owned(), between.clone());
-    let url = format!("http://{}", addrs[&site.peer()]);
-    let peers =
-        HashMap::from([(ServiceName::Inventory, Peer::new(&other, &url, between, peer::default_breaker()))]);
-    let store_url = format!("sqlite:{}", data_dir.join(format!("{me}.db")).display());
-    Context::open_instance(
-        ServiceName::Inventory,
-        Some(site),
-        &store_url,
-        InventoryService::migrations(),
-        Arc::new(LinkedBus::new(bus.clone(), bus_link)),
-        peers,
-        admin_token,
-        choices,
-    )
-    .await
-    .map_err(|e| LaunchError::Store { service: ServiceName::Inventory, reason: e.to_string() })
 }
 
 fn migrations(name: ServiceName) -> &'static kit::store::Migrations {

@@ -1,7 +1,18 @@
-//! The two inventory sites of seed 000, dc1 and dc2, the mode they write in, and the rule
-//! that routes an order to one of them.
+//! The two inventory sites of seed 000, dc1 and dc2, the mode they write in, the rule
+//! that routes an order to one of them, and how a site is opened.
 
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use kit::bus::Bus;
+use kit::link::{Link, LinkedBus};
+use kit::store::StoreError;
 use serde::{Deserialize, Serialize};
+
+use super::InventoryService;
+use crate::service::{Choices, Context, Peer, Service, ServiceName, peer};
 
 /// One inventory site: its own database, outbox stream, port and consumers.
 #[derive(
@@ -96,6 +107,43 @@ impl std::str::FromStr for Mode {
             other => Err(format!("{other:?} is not an inventory mode: use ap or cp")),
         }
     }
+}
+
+/// Opens site `site` with its database in `data_dir`: its own file, its link to the bus
+/// (`inventory-dc1->bus`) and its link to the other site at `addrs`
+/// (`inventory-dc1->inventory-dc2`), which carries both its calls to that site and its
+/// replication from it; both links are added to `links`.
+pub async fn open(
+    data_dir: &Path,
+    admin_token: String,
+    choices: Choices,
+    site: Site,
+    addrs: &BTreeMap<Site, SocketAddr>,
+    bus: &Arc<dyn Bus>,
+    links: &mut BTreeMap<String, Link>,
+) -> Result<Arc<Context>, StoreError> {
+    let (me, other) = (site.instance(), site.peer().instance());
+    let bus_link = Link::new(&format!("{me}->bus"));
+    let between = Link::new(&format!("{me}->{other}"));
+    links.insert(bus_link.name().to_owned(), bus_link.clone());
+    links.insert(between.name().to_owned(), between.clone());
+    let url = format!("http://{}", addrs[&site.peer()]);
+    let peers =
+        HashMap::from([(ServiceName::Inventory, Peer::new(&other, &url, between, peer::default_breaker()))]);
+    let store_url = format!("sqlite:{}", data_dir.join(format!("{me}.db")).display());
+    let bus: Arc<dyn Bus> = Arc::new(LinkedBus::new(bus.clone(), bus_link));
+    let migrations = InventoryService::migrations();
+    Context::open_instance(
+        ServiceName::Inventory,
+        Some(site),
+        &store_url,
+        migrations,
+        bus,
+        peers,
+        admin_token,
+        choices,
+    )
+    .await
 }
 
 #[cfg(test)]

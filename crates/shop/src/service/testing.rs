@@ -92,7 +92,7 @@ pub async fn spawn_sites(
     let mut links = BTreeMap::new();
     let mut sites = BTreeMap::new();
     for (site, listener) in listeners {
-        let ctx = crate::launch::open_site(
+        let ctx = crate::inventory::sites::open(
             dir,
             ADMIN_TOKEN.into(),
             choices.clone(),
