@@ -443,3 +443,44 @@ async fn a_settled_order_beyond_stock_lowered_at_the_other_site_is_compensated_w
     let stock = shop.stock("p-007").await;
     assert_eq!((stock["on_hand"].as_u64(), stock["reserved"].as_u64()), (Some(1), Some(0)));
 }
+
+#[tokio::test]
+async fn calls_between_the_sites_refuse_forged_or_misdirected_ledgers_and_change_nothing() {
+    let shop = harness().await;
+    let arbiter = &shop.sites[&Site::arbiter()];
+    let line = |site: &str, product: &str| {
+        json!({ "order_id": "o-9", "product_id": product, "quantity": 1, "status": "provisional",
+                "site": site, "placed_at_ms": 1, "version": 1 })
+    };
+    let other = Site::arbiter().peer().as_str();
+    let cases = [
+        (
+            arbiter.url("/sites/settle"),
+            json!({ "counters": [], "lines": [line("dc1", "p-001")] }),
+            422,
+            "must come from",
+        ),
+        (
+            arbiter.url("/sites/settle"),
+            json!({ "counters": [], "lines": [line(other, "P-1")] }),
+            422,
+            "product_id",
+        ),
+        (arbiter.url("/sites/settle"), json!({ "lines": "none" }), 422, "does not fit"),
+        (
+            arbiter.url("/sites/acks"),
+            json!({ "counters": [], "lines": [line(other, "p-001")] }),
+            409,
+            "ap mode",
+        ),
+        (shop.service.url("/sites/settle"), json!({ "counters": [], "lines": [] }), 409, "only dc1 settles"),
+    ];
+    for (url, body, status, says) in cases {
+        let response = shop.client.post(&url).json(&body).send().await.unwrap();
+        assert_eq!(response.status(), status, "{url} {body}");
+        assert_eq!(response.headers()["content-type"], "application/problem+json");
+        let problem: Value = response.json().await.unwrap();
+        assert!(problem["detail"].as_str().unwrap().contains(says), "{problem}");
+    }
+    assert_eq!(shop.at(Site::arbiter(), "/sites/reservations?order_id=o-9").await, json!([]), "nothing held");
+}
