@@ -21,8 +21,10 @@
 //!   (through a [`crate::service::Peer`] with a breaker, over the same link). The other site
 //!   acknowledges only what its own view can still hold, and holds it at once. Two
 //!   concurrent holds on both sites are each checked at one site with the other already
-//!   held, so the sum of acknowledged holds never exceeds the stock. A site that cannot
-//!   reach the other refuses with the reason; stock never goes below zero.
+//!   held, so the sum of acknowledged holds never exceeds the stock; under contention,
+//!   holds give way by age (wait-die), so the sites do not refuse each other's holds
+//!   forever. A site that cannot reach the other refuses with the reason; stock never
+//!   goes below zero.
 //! - `ap`: a hold is accepted at once from the site's own view (`provisional`, announced
 //!   by StockReserved with that status; the order waits in pending stock), also during a
 //!   partition. It is settled when its site sees the other again: the arbiter site (dc1)

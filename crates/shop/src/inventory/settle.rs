@@ -38,6 +38,10 @@ pub struct Verdict {
     /// Acknowledged (cp) or kept by the rule (ap).
     pub kept: bool,
     pub reason: Option<String>,
+    /// cp: not yet — younger holds of the other site stand in the way and will give way
+    /// first; ask again.
+    #[serde(default)]
+    pub wait: bool,
 }
 
 /// The products of `lines`.
@@ -78,6 +82,12 @@ fn absorb(tx: &mut Tx<'_>, ledger: &Ledger) -> Result<(), StoreError> {
 /// cp, at the acknowledging site: holds each shown pending order in this site's view when
 /// every line is available in it, else refuses it with what is short. An order already
 /// held here keeps the answer it got (a retried call acknowledges once).
+///
+/// Two sites that each hold pending orders the other must acknowledge would refuse each
+/// other's and sell nothing. So holds give way by age (placement time, then order id), as
+/// in wait-die: a shown hold that would fit if this site's own younger pending holds gave
+/// way is told to wait; a younger one is refused. The youngest pending hold never waits,
+/// so every round settles at least one, and holds settle oldest first.
 pub fn acknowledge(tx: &mut Tx<'_>, here: Site, shown: &Ledger) -> Result<Vec<Verdict>, StoreError> {
     for counters in &shown.counters {
         store::apply_counters(tx, counters)?;
@@ -88,10 +98,10 @@ pub fn acknowledge(tx: &mut Tx<'_>, here: Site, shown: &Ledger) -> Result<Vec<Ve
         if !known.is_empty() {
             let kept = known.iter().all(|l| l.status.holds());
             let reason = (!kept).then(|| format!("order {order_id} was already released at {here}"));
-            verdicts.push(Verdict { order_id, kept, reason });
+            verdicts.push(Verdict { order_id, kept, reason, wait: false });
             continue;
         }
-        let mut short = Vec::new();
+        let (mut short, mut wait) = (Vec::new(), true);
         for line in &lines {
             let available = store::stock(tx, &line.product_id)?.map_or(0, |s| s.available);
             if available < u64::from(line.quantity) {
@@ -99,18 +109,29 @@ pub fn acknowledge(tx: &mut Tx<'_>, here: Site, shown: &Ledger) -> Result<Vec<Ve
                     "not enough stock of product {} in {here}'s view: {} requested, {available} available",
                     line.product_id, line.quantity
                 ));
+                wait &= available + younger_pending(tx, here, line)? >= u64::from(line.quantity);
             }
         }
         if short.is_empty() {
             for line in &lines {
                 store::apply_line(tx, line)?;
             }
-            verdicts.push(Verdict { order_id, kept: true, reason: None });
+            verdicts.push(Verdict { order_id, kept: true, reason: None, wait: false });
         } else {
-            verdicts.push(Verdict { order_id, kept: false, reason: Some(short.join("; ")) });
+            verdicts.push(Verdict { order_id, kept: false, reason: Some(short.join("; ")), wait });
         }
     }
     Ok(verdicts)
+}
+
+/// Units of `line`'s product that `here` holds pending for orders placed after `line`'s.
+fn younger_pending(tx: &mut Tx<'_>, here: Site, line: &ReservationLine) -> Result<u64, StoreError> {
+    let age = |l: &ReservationLine| (l.placed_at_ms, l.order_id.clone());
+    let lines = store::product_lines(tx, &line.product_id)?;
+    let younger = lines
+        .iter()
+        .filter(|l| l.site == here && l.status == ReservationStatus::Pending && age(l) > age(line));
+    Ok(younger.map(|l| u64::from(l.quantity)).sum())
 }
 
 /// The rule on each order of `lines`, over this site's view of their products: `None`
@@ -127,7 +148,7 @@ fn judge(tx: &mut Tx<'_>, lines: &[ReservationLine]) -> Result<BTreeMap<String, 
 }
 
 fn verdict(order_id: String, over: Option<String>) -> Verdict {
-    Verdict { order_id, kept: over.is_none(), reason: over.map(|p| merge::apology(&p)) }
+    Verdict { order_id, kept: over.is_none(), reason: over.map(|p| merge::apology(&p)), wait: false }
 }
 
 /// ap, at the arbiter: takes in what was shown, applies the compensation rule to the
@@ -142,7 +163,7 @@ pub fn arbitrate(tx: &mut Tx<'_>, shown: &Ledger) -> Result<Vec<Verdict>, StoreE
         if !lines.iter().any(|l| l.status == ReservationStatus::Provisional) {
             let kept = lines.iter().all(|l| l.status.holds());
             let reason = (!kept).then(|| format!("order {order_id} was already released"));
-            verdicts.push(Verdict { order_id, kept, reason });
+            verdicts.push(Verdict { order_id, kept, reason, wait: false });
             continue;
         }
         let status = if over.is_none() { ReservationStatus::Reserved } else { ReservationStatus::Released };
@@ -163,7 +184,7 @@ fn conclude_all(
     refused: Answer,
 ) -> Result<usize, StoreError> {
     let mut changed = 0;
-    for v in verdicts {
+    for v in verdicts.iter().filter(|v| !v.wait) {
         let verdict = if v.kept { Ok(()) } else { Err(v.reason.clone().unwrap_or_else(|| "refused".into())) };
         changed += usize::from(store::conclude(tx, &ctx.outbox, &v.order_id, verdict, refused)?);
     }
@@ -216,7 +237,12 @@ async fn round(ctx: &Arc<Context>, here: Site, mode: Mode, peer: &Peer) -> Resul
                 Ok(verdicts) => verdicts,
                 Err(e) => by_order(shown.lines)
                     .into_keys()
-                    .map(|order_id| Verdict { order_id, kept: false, reason: Some(unreachable(here, &e)) })
+                    .map(|order_id| Verdict {
+                        order_id,
+                        kept: false,
+                        reason: Some(unreachable(here, &e)),
+                        wait: false,
+                    })
                     .collect(),
             };
             ctx.store.transact(move |tx| conclude_all(&ctx2, tx, &verdicts, Answer::Rejected)).await

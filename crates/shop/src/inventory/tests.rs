@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use super::events::{Reservation, STOCK_ADJUSTED, STOCK_REJECTED, STOCK_RELEASED, STOCK_RESERVED};
 use super::merge::SiteStock;
 use super::model::ReservationStatus;
-use super::sites::Site;
+use super::sites::{Mode, Site};
 use crate::customer::model::Address;
 use crate::order::events::{
     AddressSource, ORDER_CANCELLED, ORDER_CONFIRMED, ORDER_PLACED, Order, OrderLine, OrderStatus, event,
@@ -63,9 +63,14 @@ struct Harness {
 }
 
 async fn harness() -> Harness {
+    harness_in(Mode::Ap).await
+}
+
+async fn harness_in(mode: Mode) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let bus = kit::bus::connect(&format!("embedded:{}", dir.path().join("bus.db").display())).await.unwrap();
-    let (mut sites, links) = spawn_sites(dir.path(), bus.clone(), Choices::default()).await;
+    let choices = Choices { inventory: mode, ..Choices::default() };
+    let (mut sites, links) = spawn_sites(dir.path(), bus.clone(), choices).await;
     Harness {
         service: sites.remove(&Site::of_customer(CUSTOMER)).expect("both sites run"),
         sites,
@@ -157,17 +162,18 @@ impl Harness {
         body.as_array().cloned().unwrap()
     }
 
-    /// Waits until inventory has applied everything the order service has published.
+    /// Waits until both sites have applied everything the order service has published.
     async fn caught_up(&self) {
         let head = self.bus.stream_head("order").await.unwrap();
-        let ctx = &self.service.ctx;
         let streams = ["order".to_owned()];
-        let consumer = ctx.consumer_name("orders");
-        eventually("inventory to apply every order event", || async {
-            let lag = kit::lag::measure(&ctx.store, ctx.bus.as_ref(), &consumer, &streams).await.unwrap();
-            (lag[0].applied_seq >= head).then_some(())
-        })
-        .await;
+        for ctx in std::iter::once(&self.service.ctx).chain(self.sites.values().map(|s| &s.ctx)) {
+            let consumer = ctx.consumer_name("orders");
+            eventually("inventory to apply every order event", || async {
+                let lag = kit::lag::measure(&ctx.store, ctx.bus.as_ref(), &consumer, &streams).await.unwrap();
+                (lag[0].applied_seq >= head).then_some(())
+            })
+            .await;
+        }
     }
 
     /// Every event inventory has committed so far, once relayed, in stream order.
@@ -483,4 +489,44 @@ async fn calls_between_the_sites_refuse_forged_or_misdirected_ledgers_and_change
         assert!(problem["detail"].as_str().unwrap().contains(says), "{problem}");
     }
     assert_eq!(shop.at(Site::arbiter(), "/sites/reservations?order_id=o-9").await, json!([]), "nothing held");
+}
+
+#[tokio::test]
+async fn in_cp_concurrent_holds_on_both_sites_never_take_more_than_the_stock() {
+    let shop = harness_in(Mode::Cp).await;
+    let other = Site::of_customer(CUSTOMER).peer();
+    shop.set_on_hand("p-011", 5).await;
+    eventually("the other site to see the stock", || async {
+        (shop.at(other, "/stock/p-011").await["on_hand"] == 5).then_some(())
+    })
+    .await;
+    let theirs = ["c-bob", "c-1", "c-3"].into_iter().find(|c| Site::of_customer(c) == other).unwrap();
+    let placed: Vec<_> = (0..20)
+        .map(|n| {
+            let customer = if n % 2 == 0 { CUSTOMER } else { theirs };
+            event(
+                ORDER_PLACED,
+                &order_of(customer, &format!("o-c{n}"), &[("p-011", 1)], OrderStatus::PendingStock, 1),
+            )
+        })
+        .collect();
+    shop.orders.emit(placed).await;
+    shop.caught_up().await;
+    let views = eventually("both sites to finish every hold and agree", || async {
+        let here = shop.stock("p-011").await;
+        let there = shop.at(other, "/stock/p-011").await;
+        let idle =
+            shop.get("/sites").await.1["waiting"] == 0 && shop.at(other, "/sites").await["waiting"] == 0;
+        (idle && here == there).then_some(here)
+    })
+    .await;
+    let mut reserved = 0;
+    for n in 0..20 {
+        let lines = shop.reservations(&format!("o-c{n}")).await;
+        reserved += lines.iter().filter(|l| l["status"] == "reserved").count();
+    }
+    // Holds give way by age, so contention on both sites does not refuse everything.
+    assert_eq!(reserved, 5, "every unit sold, none twice");
+    assert_eq!(views["reserved"], reserved, "{views}");
+    assert_eq!(views["oversold"], 0, "{views}");
 }
