@@ -133,17 +133,7 @@ pub async fn open(
     let store_url = format!("sqlite:{}", data_dir.join(format!("{me}.db")).display());
     let bus: Arc<dyn Bus> = Arc::new(LinkedBus::new(bus.clone(), bus_link));
     let migrations = InventoryService::migrations();
-    Context::open_instance(
-        ServiceName::Inventory,
-        Some(site),
-        &store_url,
-        migrations,
-        bus,
-        peers,
-        admin_token,
-        choices,
-    )
-    .await
+    Context::open(site, &store_url, migrations, bus, peers, admin_token, choices).await
 }
 
 #[cfg(test)]

@@ -118,6 +118,25 @@ impl Default for Choices {
     }
 }
 
+/// Which running instance a [`Context`] belongs to: a service, or one inventory site.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Instance {
+    pub name: ServiceName,
+    pub site: Option<crate::inventory::sites::Site>,
+}
+
+impl From<ServiceName> for Instance {
+    fn from(name: ServiceName) -> Self {
+        Self { name, site: None }
+    }
+}
+
+impl From<crate::inventory::sites::Site> for Instance {
+    fn from(site: crate::inventory::sites::Site) -> Self {
+        Self { name: ServiceName::Inventory, site: Some(site) }
+    }
+}
+
 /// Everything one service needs at run time; shared by its handlers as axum state.
 pub struct Context {
     pub name: ServiceName,
@@ -136,9 +155,12 @@ pub struct Context {
 }
 
 impl Context {
-    /// Opens the service's store at `store_url` with the kit's tables and `migrations`.
+    /// Opens the store of `instance` (a service, or an inventory site) at `store_url` with
+    /// the kit's tables and `migrations`. A site publishes on its own stream
+    /// (`inventory-dc1`) and names its consumers after it, because seqs are per producer
+    /// and a durable consumer must not be shared.
     pub async fn open(
-        name: ServiceName,
+        instance: impl Into<Instance>,
         store_url: &str,
         migrations: &Migrations,
         bus: Arc<dyn Bus>,
@@ -146,23 +168,7 @@ impl Context {
         admin_token: String,
         choices: Choices,
     ) -> Result<Arc<Self>, StoreError> {
-        Self::open_instance(name, None, store_url, migrations, bus, peers, admin_token, choices).await
-    }
-
-    /// Opens one instance of a service that runs more than once: an inventory `site`
-    /// publishes on its own stream (`inventory-dc1`) and names its consumers after it,
-    /// because seqs are per producer and a durable consumer must not be shared.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn open_instance(
-        name: ServiceName,
-        site: Option<crate::inventory::sites::Site>,
-        store_url: &str,
-        migrations: &Migrations,
-        bus: Arc<dyn Bus>,
-        peers: HashMap<ServiceName, Peer>,
-        admin_token: String,
-        choices: Choices,
-    ) -> Result<Arc<Self>, StoreError> {
+        let Instance { name, site } = instance.into();
         let store = Store::open(store_url, &[&outbox::MIGRATIONS, migrations]).await?;
         let instance = site.map_or_else(|| name.as_str().to_owned(), |s| s.instance());
         let label = [(std::borrow::Cow::Borrowed("service"), std::borrow::Cow::Owned(instance.clone()))];
