@@ -161,7 +161,6 @@ pub mod apply {
     /// replaced only by a newer version: any order of delivery, and any repetition, ends in
     /// the same view (DESIGN §2). Then wakes this site's settle task.
     pub struct SiteReplica {
-        pub site: Site,
         pub settle: Arc<Notify>,
     }
 
@@ -199,7 +198,7 @@ pub mod apply {
                 }
                 _ => false,
             };
-            if changed && self.site == Site::arbiter() {
+            if changed {
                 let settle = self.settle.clone();
                 tx.after_commit(move || settle.notify_one());
             }

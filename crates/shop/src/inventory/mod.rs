@@ -112,7 +112,7 @@ impl Service for InventoryService {
         consumers.start_on(
             over_the_link,
             ConsumerSpec::new(ctx.consumer_name("site-replica"), &[other.as_str()]),
-            SiteReplica { site, settle: settle.clone() },
+            SiteReplica { settle: settle.clone() },
         );
         let shutdown = consumers.shutdown();
         consumers.spawn(settle::run(ctx.clone(), site, mode, settle, shutdown));

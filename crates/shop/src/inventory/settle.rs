@@ -276,13 +276,14 @@ async fn round(ctx: &Arc<Context>, here: Site, mode: Mode, peer: &Peer) -> Resul
 
 /// ap: gives back this site's settled orders that the rule puts beyond the stock (settled
 /// lines are taken first, so only a lowered stock can do that), once the site has seen the
-/// other site's rows of those products, so both sites judge the same rows.
-async fn recount(ctx: &Arc<Context>, here: Site, peer: &Peer) -> Result<usize, StoreError> {
+/// other site's rows of those products, so both sites judge the same rows. `None` when
+/// the other site could not be asked.
+async fn recount(ctx: &Arc<Context>, here: Site, peer: &Peer) -> Result<Option<usize>, StoreError> {
     let suspect = ctx.store.transact(store::settled_beyond_stock).await?;
     if suspect.is_empty() {
-        return Ok(0);
+        return Ok(Some(0));
     }
-    let Ok(theirs) = peer.post::<_, Ledger>("/sites/ledger", &suspect).await else { return Ok(0) };
+    let Ok(theirs) = peer.post::<_, Ledger>("/sites/ledger", &suspect).await else { return Ok(None) };
     let ctx2 = ctx.clone();
     ctx.store
         .transact(move |tx| {
@@ -301,28 +302,34 @@ async fn recount(ctx: &Arc<Context>, here: Site, peer: &Peer) -> Result<usize, S
             Ok(given_back)
         })
         .await
+        .map(Some)
 }
 
 /// Runs the settle rounds of site `here` until `shutdown`.
 pub async fn run(ctx: Arc<Context>, here: Site, mode: Mode, wake: Arc<Notify>, shutdown: CancellationToken) {
     let peer = ctx.peer(ServiceName::Inventory).clone();
+    // A recount scans every settled line, so it runs after a change, not on every tick,
+    // and again until the other site could be asked.
+    let mut recount_due = mode == Mode::Ap;
     loop {
         match round(&ctx, here, mode, &peer).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(site = %here, mode = mode.as_str(), orders = n, "holds finished"),
             Err(e) => tracing::warn!(site = %here, error = %e, "settle round failed"),
         }
-        if mode == Mode::Ap {
+        if recount_due {
             match recount(&ctx, here, &peer).await {
-                Ok(0) => {}
-                Ok(n) => {
-                    tracing::warn!(site = %here, orders = n, "settled orders compensated: stock was lowered")
+                Ok(Some(0)) => recount_due = false,
+                Ok(Some(n)) => {
+                    recount_due = false;
+                    tracing::warn!(site = %here, orders = n, "settled orders compensated: stock was lowered");
                 }
+                Ok(None) => {}
                 Err(e) => tracing::warn!(site = %here, error = %e, "recount failed"),
             }
         }
         tokio::select! {
-            _ = wake.notified() => {}
+            _ = wake.notified() => recount_due = mode == Mode::Ap,
             _ = tokio::time::sleep(TICK) => {}
             _ = shutdown.cancelled() => return,
         }

@@ -114,7 +114,7 @@ async fn dc1() -> Store {
 }
 
 fn replica() -> SiteReplica {
-    SiteReplica { site: Site::Dc1, settle: Arc::new(Notify::new()) }
+    SiteReplica { settle: Arc::new(Notify::new()) }
 }
 
 /// Delivers each batch in one transaction, as the consumer runtime does.
