@@ -36,12 +36,24 @@ pub struct Reservation {
     pub status: Option<ReservationStatus>,
     #[serde(default)]
     pub placed_at_ms: u64,
+    /// StockRejected only: the hold was given back because its product was oversold, so
+    /// the order is cancelled with the apology rather than rejected.
+    #[serde(default)]
+    pub compensated: bool,
 }
 
 impl Reservation {
     /// An answer that never held anything (a rejection from the site's own view).
     pub fn unheld(order_id: &str, lines: Vec<StockLine>, reason: Option<String>) -> Self {
-        Self { order_id: order_id.to_owned(), lines, reason, site: None, status: None, placed_at_ms: 0 }
+        Self {
+            order_id: order_id.to_owned(),
+            lines,
+            reason,
+            site: None,
+            status: None,
+            placed_at_ms: 0,
+            compensated: false,
+        }
     }
 
     /// The event announcing the reservation lines `held` (one order, one status).
@@ -57,6 +69,7 @@ impl Reservation {
             site: Some(first.site),
             status: Some(first.status),
             placed_at_ms: first.placed_at_ms,
+            compensated: false,
         }
     }
 

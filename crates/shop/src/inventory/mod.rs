@@ -32,7 +32,8 @@
 //!   ([`merge::over`]: settled lines first, then by placement time and order id; the
 //!   latest placed orders that do not fit give back), and the owner of each order
 //!   publishes the outcome once: StockReserved (the order is confirmed and may ship) or
-//!   StockRejected with an apology (compensated: the order is rejected, never shipped).
+//!   StockRejected with an apology, marked as a compensation (the order is cancelled
+//!   with the apology and never ships).
 //!   So an oversell during a partition is found and compensated before anything ships.
 //!   Only a stock lowered at one site while the other settled can leave settled orders
 //!   beyond the stock; the owner then gives those back too ([`settle`]'s recount), and

@@ -86,6 +86,7 @@ fn history() -> impl Strategy<Value = Vec<Envelope>> {
                         site: Some(Site::Dc2),
                         status: Some(status),
                         placed_at_ms: 1_000 + n as u64,
+                        compensated: false,
                     };
                     reservation_event(kind, &reservation, version + 1)
                 }

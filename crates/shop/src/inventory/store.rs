@@ -299,15 +299,26 @@ pub fn reserve(
     Ok(Some(Answer::Held))
 }
 
-/// Moves the own lines of `order_id` to `status` at the next version and publishes
-/// `kind` with them; returns the lines, or none when it holds nothing.
+/// What becomes of the lines an order holds at its site.
+enum Outcome {
+    /// Settled: StockReserved; the order may ship.
+    Reserved,
+    /// Refused after it was held (cp): StockRejected with the reason.
+    Refused(String),
+    /// Given back because its product was oversold (ap): StockRejected with the apology,
+    /// marked as a compensation, so the order service cancels the order.
+    Compensated(String),
+    /// Released because the order was cancelled: StockReleased.
+    Released(Option<String>),
+}
+
+/// Moves the own lines of `order_id` on to `outcome` at the next version and publishes
+/// the event that says so; returns the lines, or none when it holds nothing.
 fn advance(
     tx: &mut Tx<'_>,
     outbox: &Outbox,
     order_id: &str,
-    status: ReservationStatus,
-    kind: &str,
-    reason: Option<String>,
+    outcome: Outcome,
     cause: Option<&Envelope>,
 ) -> Result<Vec<ReservationLine>, StoreError> {
     let held: Vec<ReservationLine> =
@@ -315,6 +326,16 @@ fn advance(
     if held.is_empty() {
         return Ok(held);
     }
+    let (status, kind, compensated, reason) = match outcome {
+        Outcome::Reserved => (ReservationStatus::Reserved, events::STOCK_RESERVED, false, None),
+        Outcome::Refused(reason) => {
+            (ReservationStatus::Released, events::STOCK_REJECTED, false, Some(reason))
+        }
+        Outcome::Compensated(reason) => {
+            (ReservationStatus::Released, events::STOCK_REJECTED, true, Some(reason))
+        }
+        Outcome::Released(reason) => (ReservationStatus::Released, events::STOCK_RELEASED, false, reason),
+    };
     // The next version of a provisional hold is its settlement, which the arbiter records
     // ahead of the owner; a cancel skips it, so it wins over that record at both sites.
     let provisional = held.iter().any(|l| l.status == ReservationStatus::Provisional);
@@ -325,7 +346,8 @@ fn advance(
     for line in &moved {
         apply_line(tx, line)?;
     }
-    let mut event = events::reservation_event(kind, &Reservation::of(&moved, reason), version);
+    let payload = Reservation { compensated, ..Reservation::of(&moved, reason) };
+    let mut event = events::reservation_event(kind, &payload, version);
     if let Some(cause) = cause {
         event = event.caused_by(cause);
     }
@@ -335,8 +357,9 @@ fn advance(
 
 /// Finishes the answer of an order this site holds (pending or provisional): `Ok(())`
 /// reserves it and publishes StockReserved; `Err(reason)` releases it and publishes
-/// StockRejected with the reason, recorded as `refused` (rejected in cp, compensated in
-/// ap). Does nothing to an order no longer waiting; returns whether it changed.
+/// StockRejected with the reason, recorded as `refused`: rejected (cp: the order is
+/// rejected) or compensated (ap: the order is cancelled with the apology). Does nothing
+/// to an order no longer waiting; returns whether it changed.
 pub fn conclude(
     tx: &mut Tx<'_>,
     outbox: &Outbox,
@@ -352,19 +375,15 @@ pub fn conclude(
     }
     match verdict {
         Ok(()) => {
-            advance(tx, outbox, order_id, ReservationStatus::Reserved, events::STOCK_RESERVED, None, None)?;
+            advance(tx, outbox, order_id, Outcome::Reserved, None)?;
             record_answer(tx, order_id, Answer::Reserved, None)?;
         }
         Err(reason) => {
-            advance(
-                tx,
-                outbox,
-                order_id,
-                ReservationStatus::Released,
-                events::STOCK_REJECTED,
-                Some(reason.clone()),
-                None,
-            )?;
+            let outcome = match refused {
+                Answer::Compensated => Outcome::Compensated(reason.clone()),
+                _ => Outcome::Refused(reason.clone()),
+            };
+            advance(tx, outbox, order_id, outcome, None)?;
             record_answer(tx, order_id, refused, Some(&reason))?;
         }
     }
@@ -392,9 +411,7 @@ pub fn compensate(
     order_id: &str,
     reason: String,
 ) -> Result<bool, StoreError> {
-    let rejected = Some(reason.clone());
-    let moved =
-        advance(tx, outbox, order_id, ReservationStatus::Released, events::STOCK_REJECTED, rejected, None)?;
+    let moved = advance(tx, outbox, order_id, Outcome::Compensated(reason.clone()), None)?;
     if !moved.is_empty() {
         record_answer(tx, order_id, Answer::Compensated, Some(&reason))?;
     }
@@ -411,15 +428,7 @@ pub fn release(
     reason: Option<String>,
     cause: &Envelope,
 ) -> Result<Vec<StockLine>, StoreError> {
-    let moved = advance(
-        tx,
-        outbox,
-        order_id,
-        ReservationStatus::Released,
-        events::STOCK_RELEASED,
-        reason.clone(),
-        Some(cause),
-    )?;
+    let moved = advance(tx, outbox, order_id, Outcome::Released(reason.clone()), Some(cause))?;
     let refused = matches!(answer(tx, order_id)?, Some((Answer::Rejected | Answer::Compensated, _)));
     if !refused {
         record_answer(tx, order_id, Answer::Cancelled, reason.as_deref())?;

@@ -156,8 +156,9 @@ pub mod apply {
 
     /// Moves an order from pending stock to confirmed or rejected on the answer of the
     /// inventory site it was routed to (a provisional hold is not an answer yet). A
-    /// rejection of a confirmed order is a compensation: the order is cancelled with the
-    /// site's reason (an apology), so shipping does not ship it if it has not yet.
+    /// compensation — an accepted hold given back because its product was oversold, or a
+    /// rejection of a confirmed order — cancels the order with the site's reason (an
+    /// apology), so shipping does not ship it if it has not yet.
     pub struct StockAnswers {
         pub outbox: Outbox,
     }
@@ -182,8 +183,11 @@ pub mod apply {
                 (inventory::STOCK_RESERVED, OrderStatus::PendingStock) => {
                     (OrderStatus::Confirmed, ORDER_CONFIRMED)
                 }
-                (inventory::STOCK_REJECTED, OrderStatus::PendingStock) => {
+                (inventory::STOCK_REJECTED, OrderStatus::PendingStock) if !reservation.compensated => {
                     (OrderStatus::Rejected, ORDER_REJECTED)
+                }
+                (inventory::STOCK_REJECTED, OrderStatus::PendingStock) => {
+                    (OrderStatus::Cancelled, ORDER_CANCELLED)
                 }
                 (inventory::STOCK_REJECTED, OrderStatus::Confirmed) => {
                     (OrderStatus::Cancelled, ORDER_CANCELLED)

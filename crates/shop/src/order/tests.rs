@@ -1,6 +1,6 @@
 //! How the order service takes the answers of the inventory sites: a provisional hold is
-//! not an answer, a settled one confirms, and a rejection after confirmation is a
-//! compensation that cancels the order with the site's apology.
+//! not an answer, a settled one confirms, a refusal rejects, and a compensation (before
+//! or after confirmation) cancels the order with the site's apology.
 
 use kit::consumer::Handler;
 use kit::envelope::{Envelope, StreamName};
@@ -56,6 +56,7 @@ fn answer(
         site: Some(Site::Dc1),
         status: Some(status),
         placed_at_ms: 1,
+        compensated: kind == STOCK_REJECTED && reason.is_some_and(|r| r.starts_with("sorry")),
     };
     envelope("inventory-dc1", &reservation_event(kind, &reservation, version), version)
 }
@@ -117,13 +118,22 @@ async fn a_compensation_after_confirmation_cancels_the_order_with_the_apology() 
 }
 
 #[tokio::test]
-async fn a_compensation_of_a_pending_order_rejects_it_with_the_apology() {
+async fn a_compensation_of_a_pending_order_cancels_it_with_the_apology() {
     let sorry = "sorry: p-001 was oversold";
     let (order, kinds) = after(vec![
         answer(STOCK_RESERVED, "o-1", ReservationStatus::Provisional, 1, None),
         answer(STOCK_REJECTED, "o-1", ReservationStatus::Released, 2, Some(sorry)),
     ])
     .await;
-    assert_eq!((order.status, order.reason.as_deref()), (OrderStatus::Rejected, Some(sorry)));
+    assert_eq!((order.status, order.reason.as_deref()), (OrderStatus::Cancelled, Some(sorry)));
+    assert_eq!(kinds, [ORDER_PLACED, ORDER_CANCELLED]);
+}
+
+#[tokio::test]
+async fn a_hold_refused_by_the_other_site_rejects_the_order_with_the_reason() {
+    let why = "inventory site dc1 cannot reach dc2";
+    let (order, kinds) =
+        after(vec![answer(STOCK_REJECTED, "o-1", ReservationStatus::Released, 2, Some(why))]).await;
+    assert_eq!((order.status, order.reason.as_deref()), (OrderStatus::Rejected, Some(why)));
     assert_eq!(kinds, [ORDER_PLACED, "OrderRejected"]);
 }
