@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::Args;
+use shop::inventory::sites::Mode;
 use shop::launch::{ShopConfig, launch};
 use shop::service::{AddressChoice, Choices};
 
@@ -19,6 +20,10 @@ pub struct UpArgs {
     /// Where checkout takes the address from: `replica` (available) or `sync` (consistent).
     #[arg(long, default_value = "replica", value_parser = parse_address_choice, env = "CAPSHOP_ADDRESS")]
     address: AddressChoice,
+    /// How the two inventory sites write during a partition: `ap` (both keep selling,
+    /// oversell is compensated after) or `cp` (a site that cannot reach the other refuses).
+    #[arg(long, default_value = "ap", env = "CAPSHOP_INVENTORY_MODE")]
+    inventory_mode: Mode,
 }
 
 fn parse_address_choice(text: &str) -> Result<AddressChoice, String> {
@@ -50,7 +55,7 @@ fn admin_token(data_dir: &Path) -> anyhow::Result<String> {
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let admin_token = admin_token(&args.data_dir)?;
-    let choices = Choices { address: args.address, ..Choices::default() };
+    let choices = Choices { address: args.address, inventory: args.inventory_mode, ..Choices::default() };
     let config = ShopConfig { data_dir: args.data_dir.clone(), gateway: args.listen, admin_token, choices };
     let mut shop = launch(config).await.with_context(|| {
         format!(
@@ -73,6 +78,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     );
     for (name, addr) in &shop.services {
         println!("  {:<13} http://{addr}   (metrics: /metrics, openapi: /openapi.json)", format!("{name}:"));
+    }
+    for (site, running) in &shop.sites {
+        println!(
+            "  {:<13} http://{}   (inventory site, {} mode)",
+            format!("{site}:"),
+            running.addr,
+            args.inventory_mode.as_str()
+        );
     }
     println!("  admin token:  {}", shop.admin_token);
     println!();

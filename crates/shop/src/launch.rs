@@ -19,6 +19,7 @@ use crate::chaos::Chaos;
 use crate::customer::CustomerService;
 use crate::gateway;
 use crate::inventory::InventoryService;
+use crate::inventory::sites::Site;
 use crate::order::OrderService;
 use crate::payment::PaymentService;
 use crate::search::SearchService;
@@ -66,6 +67,8 @@ pub struct Shop {
     pub contexts: BTreeMap<ServiceName, Arc<Context>>,
     /// Cuts, heals, slows links; stops and starts services.
     pub chaos: Chaos,
+    /// The inventory sites; `services` and `contexts` name dc1 for inventory.
+    pub sites: BTreeMap<Site, InventorySite>,
     shutdown: CancellationToken,
     /// The gateway.
     tasks: tokio::task::JoinSet<std::io::Result<()>>,
@@ -104,6 +107,13 @@ impl Shop {
     }
 }
 
+/// One running inventory site.
+#[derive(Clone)]
+pub struct InventorySite {
+    pub addr: SocketAddr,
+    pub ctx: Arc<Context>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
     #[error("cannot use the data directory {dir}: {reason}")]
@@ -129,10 +139,27 @@ pub async fn launch(config: ShopConfig) -> Result<Shop, LaunchError> {
     }
     let services: BTreeMap<ServiceName, SocketAddr> =
         listeners.iter().map(|(name, l)| (*name, l.local_addr().expect("a bound address"))).collect();
+    let mut dc2_listener = Some(bind("127.0.0.1:0".parse().expect("a loopback address")).await?);
+    let site_addrs = BTreeMap::from([
+        (Site::Dc1, services[&ServiceName::Inventory]),
+        (Site::Dc2, dc2_listener.as_ref().and_then(|l| l.local_addr().ok()).expect("a bound address")),
+    ]);
 
     let mut links = BTreeMap::new();
     let mut contexts = BTreeMap::new();
+    let mut sites = BTreeMap::new();
+    for site in Site::ALL {
+        let (token, choices) = (config.admin_token.clone(), config.choices.clone());
+        let ctx = crate::inventory::sites::open(dir, token, choices, site, &site_addrs, &bus, &mut links)
+            .await
+            .map_err(|e| LaunchError::Store { service: ServiceName::Inventory, reason: e.to_string() })?;
+        sites.insert(site, InventorySite { addr: site_addrs[&site], ctx });
+    }
     for name in ServiceName::ALL {
+        if name == ServiceName::Inventory {
+            contexts.insert(name, sites[&Site::Dc1].ctx.clone());
+            continue;
+        }
         let bus_link = Link::new(&format!("{name}->bus"));
         links.insert(bus_link.name().to_owned(), bus_link.clone());
         let service_bus: Arc<dyn Bus> = Arc::new(LinkedBus::new(bus.clone(), bus_link));
@@ -166,6 +193,10 @@ pub async fn launch(config: ShopConfig) -> Result<Shop, LaunchError> {
     let shutdown = CancellationToken::new();
     let (chaos, failures) = Chaos::start_all(links.clone(), &contexts, listeners, spawn, shutdown.clone());
     let mut tasks = tokio::task::JoinSet::new();
+    // dc1 is the inventory service chaos controls; dc2 runs beside it (not yet stoppable).
+    let dc2 = sites[&Site::Dc2].ctx.clone();
+    let dc2_listener = dc2_listener.take().expect("dc2 has a listener");
+    tasks.spawn(crate::service::run::<InventoryService>(dc2, dc2_listener, shutdown.clone()));
     let gateway_listener = bind(config.gateway).await?;
     let gateway = gateway_listener.local_addr().expect("a bound address");
     let routes =
@@ -182,6 +213,7 @@ pub async fn launch(config: ShopConfig) -> Result<Shop, LaunchError> {
         admin_token: config.admin_token,
         links,
         contexts,
+        sites,
         chaos,
         shutdown,
         tasks,

@@ -10,6 +10,10 @@
 //! - One folder per service, each with the same rooms: `model.rs` (validated domain
 //!   types), `store.rs` (its SQL), `http.rs` (routes, DTO ↔ domain), `events.rs` (what it
 //!   publishes and how it applies what it consumes).
+//! - [`inventory`] runs as two sites (dc1, dc2) and has more rooms for that: `sites.rs`
+//!   (naming, routing, modes), `merge.rs` (commutative counting, the compensation rule),
+//!   `settle.rs` (finishing holds with the other site) and `audit.rs` (scenario 6's
+//!   figures).
 
 pub mod catalog;
 pub mod chaos;

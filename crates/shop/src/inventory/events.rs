@@ -1,8 +1,13 @@
 //! What inventory publishes: its answer to each placed order (key: order id) and the stock
-//! level of a product after every change (key: product id, state-carrying).
+//! adjustment counters of a product after every change at a site (key: product id,
+//! state-carrying). The other site replicates both.
 
 use kit::envelope::NewEvent;
 use serde::{Deserialize, Serialize};
+
+use super::merge::SiteStock;
+use super::model::{ReservationLine, ReservationStatus, Stock};
+use super::sites::Site;
 
 pub const STOCK_RESERVED: &str = "StockReserved";
 pub const STOCK_REJECTED: &str = "StockRejected";
@@ -15,55 +20,123 @@ pub struct StockLine {
     pub quantity: u32,
 }
 
-/// Payload of StockReserved, StockRejected (with `reason`) and StockReleased.
+/// Payload of StockReserved, StockRejected (with `reason`) and StockReleased. With
+/// `site` and `status` it also carries the order's reservation lines as its site now holds
+/// them, at the event's version, for the other site to replicate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Reservation {
     pub order_id: String,
     pub lines: Vec<StockLine>,
     pub reason: Option<String>,
+    /// The site that owns the order.
+    #[serde(default)]
+    pub site: Option<Site>,
+    /// The status of every line after this event; absent when nothing was ever held.
+    #[serde(default)]
+    pub status: Option<ReservationStatus>,
+    #[serde(default)]
+    pub placed_at_ms: u64,
+    /// StockRejected only: the hold was given back because its product was oversold, so
+    /// the order is cancelled with the apology rather than rejected.
+    #[serde(default)]
+    pub compensated: bool,
 }
 
-/// Payload of StockAdjusted: a product's stock after a change.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct StockLevel {
-    pub product_id: String,
-    pub on_hand: u64,
-    pub reserved: u64,
-    pub version: u64,
+impl Reservation {
+    /// An answer that never held anything (a rejection from the site's own view).
+    pub fn unheld(order_id: &str, lines: Vec<StockLine>, reason: Option<String>) -> Self {
+        Self {
+            order_id: order_id.to_owned(),
+            lines,
+            reason,
+            site: None,
+            status: None,
+            placed_at_ms: 0,
+            compensated: false,
+        }
+    }
+
+    /// The event announcing the reservation lines `held` (one order, one status).
+    pub fn of(held: &[ReservationLine], reason: Option<String>) -> Self {
+        let first = held.first().expect("an order holds at least one line");
+        Self {
+            order_id: first.order_id.clone(),
+            lines: held
+                .iter()
+                .map(|l| StockLine { product_id: l.product_id.clone(), quantity: l.quantity })
+                .collect(),
+            reason,
+            site: Some(first.site),
+            status: Some(first.status),
+            placed_at_ms: first.placed_at_ms,
+            compensated: false,
+        }
+    }
+
+    /// The lines it replicates, at `version`; none for an answer that held nothing.
+    pub fn replicated(&self, version: u64) -> Vec<ReservationLine> {
+        let (Some(site), Some(status)) = (self.site, self.status) else { return Vec::new() };
+        self.lines
+            .iter()
+            .map(|l| ReservationLine {
+                order_id: self.order_id.clone(),
+                product_id: l.product_id.clone(),
+                quantity: l.quantity,
+                status,
+                site,
+                placed_at_ms: self.placed_at_ms,
+                version,
+            })
+            .collect()
+    }
 }
 
-pub fn reservation_event(kind: &str, reservation: &Reservation) -> NewEvent {
-    NewEvent::new(kind, reservation.order_id.as_str(), 1, reservation)
+pub fn reservation_event(kind: &str, reservation: &Reservation, version: u64) -> NewEvent {
+    NewEvent::new(kind, reservation.order_id.as_str(), version, reservation)
 }
 
-pub fn level_event(level: &StockLevel) -> NewEvent {
-    NewEvent::new(STOCK_ADJUSTED, level.product_id.as_str(), level.version, level)
+/// Payload of StockAdjusted: one site's adjustment counters of a product (key: product
+/// id, version: the counters' version at that site).
+pub fn level_event(counters: &SiteStock) -> NewEvent {
+    NewEvent::new(STOCK_ADJUSTED, counters.product_id.as_str(), counters.version, counters)
 }
 
 /// The scope of a product's stock in consistency tokens: `stock/<product id>@<version>`.
 pub const SCOPE: &str = "stock";
 
-/// The token a stock write answers with.
-pub fn token(level: &StockLevel) -> kit::token::ConsistencyToken {
-    let entry = kit::token::TokenEntry::new(SCOPE, &level.product_id, level.version)
+/// The token a stock write answers with: the product at its view version.
+pub fn token(stock: &Stock) -> kit::token::ConsistencyToken {
+    let entry = kit::token::TokenEntry::new(SCOPE, &stock.product_id, stock.version)
         .expect("product ids are token-safe");
     kit::token::ConsistencyToken::new().with(entry)
 }
 
 /// How inventory applies what it consumes.
 pub mod apply {
+    use std::sync::Arc;
+
     use kit::consumer::{Handler, HandlerError};
     use kit::envelope::Envelope;
     use kit::outbox::Outbox;
     use kit::store::Tx;
+    use tokio::sync::Notify;
 
+    use super::{Reservation, STOCK_ADJUSTED, STOCK_REJECTED, STOCK_RELEASED, STOCK_RESERVED};
+    use crate::inventory::merge::SiteStock;
+    use crate::inventory::model::Answer;
+    use crate::inventory::sites::{Mode, Site};
     use crate::inventory::store;
     use crate::order::events::{self as order, Order};
 
-    /// Answers each placed order with a reservation or a rejection, and releases the stock
-    /// of a cancelled one. Served per key, so the events of one order arrive in order.
+    /// Answers each placed order routed to this site with a hold (or a rejection), and
+    /// releases the stock of a cancelled one. Served per key, so the events of one order
+    /// arrive in order; orders routed to the other site are left to it.
     pub struct OrderAnswers {
         pub outbox: Outbox,
+        pub site: Site,
+        pub mode: Mode,
+        /// Wakes the site's [`crate::inventory::settle`] task after a hold commits.
+        pub settle: Arc<Notify>,
     }
 
     impl Handler for OrderAnswers {
@@ -78,13 +151,69 @@ pub mod apply {
                     event.kind, event.id, event.key, order.id
                 )));
             }
+            if Site::of_customer(&order.customer_id) != self.site {
+                return Ok(());
+            }
             if event.kind == order::ORDER_PLACED {
                 let lines = order.lines.into_iter().map(|l| (l.product_id, l.quantity));
-                let answer = store::reserve(tx, &self.outbox, &order.id, lines, event)?;
-                tracing::info!(order = %order.id, answer = answer.map(|a| a.as_str()), "placed order answered");
+                let answer = store::reserve(tx, &self.outbox, self.site, self.mode, &order.id, lines, event)?;
+                if answer == Some(Answer::Held) {
+                    let settle = self.settle.clone();
+                    tx.after_commit(move || settle.notify_one());
+                }
+                tracing::info!(site = %self.site, order = %order.id, answer = answer.map(|a| a.as_str()), "placed order answered");
             } else {
                 let released = store::release(tx, &self.outbox, &order.id, order.reason, event)?;
-                tracing::info!(order = %order.id, lines = released.len(), "cancelled order released");
+                tracing::info!(site = %self.site, order = %order.id, lines = released.len(), "cancelled order released");
+            }
+            Ok(())
+        }
+    }
+
+    /// Replicates the other site's reservation lines and adjustment counters, each row
+    /// replaced only by a newer version: any order of delivery, and any repetition, ends in
+    /// the same view (DESIGN §2). Then wakes this site's settle task.
+    pub struct SiteReplica {
+        pub settle: Arc<Notify>,
+    }
+
+    impl Handler for SiteReplica {
+        fn handle(&self, tx: &mut Tx<'_>, event: &Envelope) -> Result<(), HandlerError> {
+            let permanent = |e: String| HandlerError::permanent(e);
+            let from = event.stream.as_str();
+            let changed = match event.kind.as_str() {
+                STOCK_ADJUSTED => {
+                    let counters: SiteStock = event.payload_as().map_err(|e| permanent(e.to_string()))?;
+                    if counters.site.instance() != from || counters.product_id != event.key {
+                        return Err(permanent(format!(
+                            "StockAdjusted {} on {from} is about {} at {}",
+                            event.id, counters.product_id, counters.site
+                        )));
+                    }
+                    store::apply_counters(tx, &counters)?
+                }
+                STOCK_RESERVED | STOCK_REJECTED | STOCK_RELEASED => {
+                    let reservation: Reservation =
+                        event.payload_as().map_err(|e| permanent(e.to_string()))?;
+                    if reservation.site.is_some_and(|s| s.instance() != from)
+                        || reservation.order_id != event.key
+                    {
+                        return Err(permanent(format!(
+                            "{} {} on {from} is about order {} at {:?}",
+                            event.kind, event.id, reservation.order_id, reservation.site
+                        )));
+                    }
+                    let mut changed = false;
+                    for line in reservation.replicated(event.version) {
+                        changed |= store::apply_line(tx, &line)?;
+                    }
+                    changed
+                }
+                _ => false,
+            };
+            if changed {
+                let settle = self.settle.clone();
+                tx.after_commit(move || settle.notify_one());
             }
             Ok(())
         }

@@ -1,4 +1,5 @@
-//! The inventory service's routes.
+//! The routes of one inventory site: the stock and reservations in its view, and the
+//! `/sites/...` calls the other site makes (acknowledge, settle, show a ledger).
 
 use std::sync::Arc;
 
@@ -7,14 +8,17 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::middleware;
 use axum::response::Response;
-use axum::routing::{get, put};
-use serde::Deserialize;
+use axum::routing::{get, post, put};
+use serde::{Deserialize, Serialize};
 
-use super::events::{self, StockLevel};
+use super::events;
+use super::merge::SiteStock;
 use super::model::{OnHand, OrderId, ProductId, ReservationLine, ReservationStatus, Stock};
+use super::settle::{self, Ledger, Verdict};
+use super::sites::{Mode, Site};
 use super::store;
 use crate::service::admin::require_token;
-use crate::service::{Body, Context, PathParams, Problem, QueryParams, token};
+use crate::service::{Body, Context, PathParams, Problem, QueryParams, ServiceName, token};
 
 pub fn router(ctx: Arc<Context>) -> Router {
     let admin = middleware::from_fn_with_state(ctx.clone(), require_token);
@@ -22,7 +26,16 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/stock", get(list))
         .route("/stock/{product_id}", get(show).merge(put(adjust).route_layer(admin)))
         .route("/reservations", get(reservations))
+        .route("/sites", get(status))
+        .route("/sites/reservations", get(local_reservations))
+        .route("/sites/ledger", post(show_ledger))
+        .route("/sites/acks", post(acknowledge))
+        .route("/sites/settle", post(arbitrate))
         .with_state(ctx)
+}
+
+fn here(ctx: &Context) -> Site {
+    ctx.site.expect("an inventory instance is a site")
 }
 
 #[derive(utoipa::OpenApi)]
@@ -31,8 +44,20 @@ pub fn router(ctx: Arc<Context>) -> Router {
         title = "capshop inventory",
         description = "Stock per product and the reservations of placed orders (the source of truth)."
     ),
-    paths(list, show, adjust, reservations),
-    components(schemas(Stock, ReservationLine, ReservationStatus, AdjustRequest, Problem))
+    paths(list, show, adjust, reservations, status, local_reservations, show_ledger, acknowledge, arbitrate),
+    components(schemas(
+        Stock,
+        ReservationLine,
+        ReservationStatus,
+        AdjustRequest,
+        SiteStatus,
+        Ledger,
+        Verdict,
+        SiteStock,
+        Site,
+        Mode,
+        Problem
+    ))
 )]
 pub struct Api;
 
@@ -82,18 +107,21 @@ async fn adjust(
 ) -> Result<Response, Problem> {
     let id = ProductId::parse(&product_id)?;
     let on_hand = OnHand::new(request.on_hand)?;
+    let site = here(&ctx);
+    if ctx.choices.inventory == Mode::Cp {
+        // cp writes only while the sites see each other.
+        let peer = ctx.peer(ServiceName::Inventory);
+        if let Err(e) = peer.get::<SiteStatus>("/sites").await {
+            return Err(Problem::unavailable(settle::unreachable(site, &e)));
+        }
+    }
     let outbox = ctx.outbox.clone();
-    let stock = ctx.store.transact(move |tx| store::set_on_hand(tx, &outbox, &id, on_hand)).await?;
-    let level = StockLevel {
-        product_id: stock.product_id.clone(),
-        on_hand: stock.on_hand,
-        reserved: stock.reserved,
-        version: stock.version,
-    };
-    Ok(token::written(StatusCode::OK, &stock, &events::token(&level)))
+    let stock = ctx.store.transact(move |tx| store::set_on_hand(tx, &outbox, site, &id, on_hand)).await?;
+    Ok(token::written(StatusCode::OK, &stock, &events::token(&stock)))
 }
 
-/// Lists the reservation lines of an order (none while inventory has not reserved for it).
+/// Lists the reservation lines of an order (none while inventory has not reserved for it),
+/// asking the other site when this one has no copy yet.
 #[utoipa::path(get, path = "/reservations",
     params(("order_id" = String, Query, description = "the order, e.g. o-0193…")),
     responses((status = 200, body = [ReservationLine]), (status = 400, body = Problem),
@@ -104,5 +132,113 @@ async fn reservations(
 ) -> Result<axum::Json<Vec<ReservationLine>>, Problem> {
     let order_id = query.order_id.ok_or_else(|| Problem::bad_request("name the order: ?order_id=o-…"))?;
     let order_id = OrderId::parse(&order_id)?;
+    let path = format!("/sites/reservations?order_id={}", order_id.as_str());
+    let here = ctx.store.transact(move |tx| store::reservations(tx, &order_id)).await?;
+    if !here.is_empty() {
+        return Ok(axum::Json(here));
+    }
+    let there = ctx.peer(ServiceName::Inventory).get::<Vec<ReservationLine>>(&path).await;
+    Ok(axum::Json(there.unwrap_or(here)))
+}
+
+/// Lists the reservation lines of an order as this site alone knows them.
+#[utoipa::path(get, path = "/sites/reservations",
+    params(("order_id" = String, Query, description = "the order, e.g. o-0193…")),
+    responses((status = 200, body = [ReservationLine]), (status = 400, body = Problem)))]
+async fn local_reservations(
+    State(ctx): State<Arc<Context>>,
+    QueryParams(query): QueryParams<ReservationsQuery>,
+) -> Result<axum::Json<Vec<ReservationLine>>, Problem> {
+    let order_id = query.order_id.ok_or_else(|| Problem::bad_request("name the order: ?order_id=o-…"))?;
+    let order_id = OrderId::parse(&order_id)?;
     Ok(axum::Json(ctx.store.transact(move |tx| store::reservations(tx, &order_id)).await?))
+}
+
+/// Which site this is, its mode, and how many of its orders wait for the other site.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SiteStatus {
+    pub site: Site,
+    pub mode: Mode,
+    /// Order lines held here that wait to be acknowledged (cp) or settled (ap).
+    pub waiting: u64,
+}
+
+/// Shows which site answers and what waits for the other site.
+#[utoipa::path(get, path = "/sites", responses((status = 200, body = SiteStatus)))]
+async fn status(State(ctx): State<Arc<Context>>) -> Result<axum::Json<SiteStatus>, Problem> {
+    let (site, mode) = (here(&ctx), ctx.choices.inventory);
+    let waiting = ctx
+        .store
+        .transact(move |tx| {
+            let pending = store::lines_in(tx, site, ReservationStatus::Pending)?.len();
+            let provisional = store::lines_in(tx, site, ReservationStatus::Provisional)?.len();
+            Ok::<_, kit::store::StoreError>((pending + provisional) as u64)
+        })
+        .await?;
+    Ok(axum::Json(SiteStatus { site, mode, waiting }))
+}
+
+/// Shows this site's own counters and reservation lines of the listed products (called
+/// by the arbiter before it settles its own orders).
+#[utoipa::path(post, path = "/sites/ledger", request_body = [String],
+    responses((status = 200, body = Ledger), (status = 422, body = Problem)))]
+async fn show_ledger(
+    State(ctx): State<Arc<Context>>,
+    Body(products): Body<Vec<String>>,
+) -> Result<axum::Json<Ledger>, Problem> {
+    let products = products
+        .iter()
+        .map(|p| ProductId::parse(p).map(|id| id.as_str().to_owned()))
+        .collect::<Result<_, _>>()?;
+    let site = here(&ctx);
+    Ok(axum::Json(ctx.store.transact(move |tx| settle::ledger(tx, site, &products)).await?))
+}
+
+/// Checks a ledger the other site sent: only its own rows, about valid ids.
+fn from_the_other_site(ctx: &Context, ledger: &Ledger) -> Result<(), Problem> {
+    let other = here(ctx).peer();
+    let foreign = ledger.counters.iter().map(|c| c.site).chain(ledger.lines.iter().map(|l| l.site));
+    if let Some(site) = foreign.into_iter().find(|s| *s != other) {
+        return Err(Problem::unprocessable(format!(
+            "a ledger shown to {} must come from {other}, not {site}",
+            here(ctx)
+        )));
+    }
+    for id in ledger.counters.iter().map(|c| &c.product_id).chain(ledger.lines.iter().map(|l| &l.product_id))
+    {
+        ProductId::parse(id)?;
+    }
+    for line in &ledger.lines {
+        OrderId::parse(&line.order_id)?;
+    }
+    Ok(())
+}
+
+/// cp: acknowledges the other site's pending holds its own view can still hold.
+#[utoipa::path(post, path = "/sites/acks", request_body = Ledger,
+    responses((status = 200, body = [Verdict]), (status = 409, body = Problem), (status = 422, body = Problem)))]
+async fn acknowledge(
+    State(ctx): State<Arc<Context>>,
+    Body(ledger): Body<Ledger>,
+) -> Result<axum::Json<Vec<Verdict>>, Problem> {
+    if ctx.choices.inventory != Mode::Cp {
+        return Err(Problem::conflict("this site runs in ap mode: holds are settled, not acknowledged"));
+    }
+    from_the_other_site(&ctx, &ledger)?;
+    let site = here(&ctx);
+    Ok(axum::Json(ctx.store.transact(move |tx| settle::acknowledge(tx, site, &ledger)).await?))
+}
+
+/// ap, at the arbiter: settles the other site's provisional holds by the rule.
+#[utoipa::path(post, path = "/sites/settle", request_body = Ledger,
+    responses((status = 200, body = [Verdict]), (status = 409, body = Problem), (status = 422, body = Problem)))]
+async fn arbitrate(
+    State(ctx): State<Arc<Context>>,
+    Body(ledger): Body<Ledger>,
+) -> Result<axum::Json<Vec<Verdict>>, Problem> {
+    if ctx.choices.inventory != Mode::Ap || here(&ctx) != Site::arbiter() {
+        return Err(Problem::conflict(format!("only {} settles, in ap mode", Site::arbiter())));
+    }
+    from_the_other_site(&ctx, &ledger)?;
+    Ok(axum::Json(ctx.store.transact(move |tx| settle::arbitrate(tx, &ledger)).await?))
 }

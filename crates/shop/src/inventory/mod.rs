@@ -1,28 +1,68 @@
 //! The inventory service: the source of truth for stock per product and the reservations
-//! of placed orders. It answers each OrderPlaced asynchronously (DESIGN §1: "stock
-//! reservation: asynchronous, by events") with StockReserved — every line reserved at
-//! once — or StockRejected naming what is short, and releases a cancelled order's stock.
-//! Every change of a product's stock is announced by StockAdjusted with its new version.
+//! of placed orders, run as two sites, dc1 and dc2 (seed 000). It answers each OrderPlaced
+//! asynchronously (DESIGN §1) with StockReserved or StockRejected naming what is short,
+//! and releases a cancelled order's stock.
 //!
-//! An order is answered once: the answer is recorded with the reservation, so a replayed
-//! dead letter or a second OrderPlaced of the same order reserves nothing twice. One site
-//! for now; the decision is [`model::shortages`] and every stock write is
-//! [`store::write_stock`], the two places the dc1/dc2 sites and their `ap`/`cp` modes
-//! (scenario 6) will change.
+//! **Sites.** Each site is an instance of this service with its own database
+//! (`inventory-dc1.db`), its own outbox stream (`inventory-dc1`: seqs are per producer, so
+//! two writers must not share one), its own consumers and its own port. An order is routed
+//! to one site by its customer ([`sites::Site::of_customer`]); both sites read the order
+//! stream and each answers only its own orders, so one order is answered once.
+//!
+//! **Counting** ([`merge`]). Each site writes only its own rows: its adjustment counters
+//! (units added, units removed; grow-only) and the lines of its orders, each with a
+//! version. The other site reads them from the bus over the link between the sites
+//! (`inventory-dc1->inventory-dc2`) and replaces its copy only with a newer version, so
+//! copies applied in any order, or twice, give the same view: on hand = Σ counters,
+//! reserved = Σ held lines of both sites.
+//!
+//! **Modes** ([`settle`]), a switch of `capshop up --inventory-mode`:
+//! - `cp`: a hold is `pending` until the other site has acknowledged it synchronously
+//!   (through a [`crate::service::Peer`] with a breaker, over the same link). The other site
+//!   acknowledges only what its own view can still hold, and holds it at once. Two
+//!   concurrent holds on both sites are each checked at one site with the other already
+//!   held, so the sum of acknowledged holds never exceeds the stock; under contention,
+//!   holds give way by age (wait-die), so the sites do not refuse each other's holds
+//!   forever. A site that cannot reach the other refuses with the reason; stock never
+//!   goes below zero.
+//! - `ap`: a hold is accepted at once from the site's own view (`provisional`, announced
+//!   by StockReserved with that status; the order waits in pending stock), also during a
+//!   partition. It is settled when its site sees the other again: the arbiter site (dc1)
+//!   decides every settlement in its one database by a rule both sites could compute
+//!   ([`merge::over`]: settled lines first, then by placement time and order id; the
+//!   latest placed orders that do not fit give back), and the owner of each order
+//!   publishes the outcome once: StockReserved (the order is confirmed and may ship) or
+//!   StockRejected with an apology, marked as a compensation (the order is cancelled
+//!   with the apology and never ships).
+//!   So an oversell during a partition is found and compensated before anything ships.
+//!   Only a stock lowered at one site while the other settled can leave settled orders
+//!   beyond the stock; the owner then gives those back too ([`settle`]'s recount), and
+//!   the order service cancels them — if one had shipped already, [`audit::Audit`]
+//!   counts it as oversold and shipped.
+//!
+//! The HTTP API of `/api/inventory` is dc1's; each site answers for the whole stock from
+//! its view, and `/reservations?order_id=` asks the other site when it does not know the
+//! order yet.
 
+pub mod audit;
 pub mod events;
 pub mod http;
+pub mod merge;
 pub mod model;
+pub mod settle;
+pub mod sites;
 pub mod store;
 
 use std::sync::Arc;
 
-use kit::bus::{ConsumerSpec, Ordering};
+use kit::bus::{Bus, ConsumerSpec, Ordering};
+use kit::link::LinkedBus;
 use kit::store::{Migrations, StoreError};
+use tokio::sync::Notify;
 use utoipa::OpenApi;
 
 use crate::service::{Consumers, Context, Service, ServiceName};
-use events::apply::OrderAnswers;
+use events::apply::{OrderAnswers, SiteReplica};
 use model::{OnHand, ProductId};
 
 pub struct InventoryService;
@@ -57,15 +97,29 @@ impl Service for InventoryService {
     }
 
     fn consume(ctx: &Arc<Context>, consumers: &mut Consumers) {
+        let site = ctx.site.expect("an inventory instance is a site");
+        let mode = ctx.choices.inventory;
+        let settle = Arc::new(Notify::new());
         // Per key: an order's OrderCancelled must not overtake its OrderPlaced.
         consumers.start(
             ConsumerSpec::new(ctx.consumer_name("orders"), &["order"]).ordering(Ordering::PerKey),
-            OrderAnswers { outbox: ctx.outbox.clone() },
+            OrderAnswers { outbox: ctx.outbox.clone(), site, mode, settle: settle.clone() },
         );
+        // The other site's rows are versioned state: no ordering, no parking. They are
+        // fetched over the link between the sites, so cutting it partitions the sites.
+        let between = ctx.peer(ServiceName::Inventory).link().clone();
+        let over_the_link: Arc<dyn Bus> = Arc::new(LinkedBus::new(ctx.bus.clone(), between));
+        let other = site.peer().instance();
+        consumers.start_on(
+            over_the_link,
+            ConsumerSpec::new(ctx.consumer_name("site-replica"), &[other.as_str()]),
+            SiteReplica { settle: settle.clone() },
+        );
+        let shutdown = consumers.shutdown();
+        consumers.spawn(settle::run(ctx.clone(), site, mode, settle, shutdown));
     }
 
     async fn seed(ctx: Arc<Context>) -> Result<(), StoreError> {
-        let outbox = ctx.outbox.clone();
         ctx.store
             .transact(move |tx| {
                 if store::count(tx)? > 0 {
@@ -74,8 +128,7 @@ impl Service for InventoryService {
                 for n in 1..=SEED_PRODUCTS {
                     let id = ProductId::parse(&format!("p-{n:03}")).expect("seed ids are valid");
                     let units = OnHand::new(seed_units(n)).expect("seed stock is valid");
-                    store::set_on_hand(tx, &outbox, &id, units)
-                        .map_err(|e| StoreError::Database(e.to_string()))?;
+                    store::seed(tx, &id, units)?;
                 }
                 Ok(())
             })
@@ -83,5 +136,7 @@ impl Service for InventoryService {
     }
 }
 
+#[cfg(test)]
+mod shuffled;
 #[cfg(test)]
 mod tests;

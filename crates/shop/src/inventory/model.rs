@@ -1,15 +1,15 @@
 //! Stock, reservations and the rule that decides a placed order: every line is reserved
 //! when every line is available, or nothing is and the order is rejected with the reason.
 //!
-//! The decision is a pure function of the requested lines and the stock this site holds;
-//! the dc1/dc2 sites (DESIGN §1, scenario 6) change which stock it is given and whether a
-//! site may write at all, not the rule.
+//! The decision is a pure function of the requested lines and the stock this site's view
+//! holds (both sites' counters and reservations, see [`super::merge`]).
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use super::events::StockLine;
+use super::sites::Site;
 use crate::service::Problem;
 
 #[derive(Debug, thiserror::Error)]
@@ -100,78 +100,114 @@ impl OnHand {
     }
 }
 
-/// The stock of one product at this site.
+/// The stock of one product in this site's view: both sites' adjustments and holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Stock {
     pub product_id: String,
     pub on_hand: u64,
-    /// Units held for placed orders; never more than `on_hand`.
+    /// Units held for placed orders (pending, provisional or reserved, at either site).
     pub reserved: u64,
-    /// `on_hand - reserved`: what a new order may reserve.
+    /// `on_hand - reserved`, or 0: what a new order may reserve.
     pub available: u64,
-    /// Grows by one with every change; StockAdjusted carries it.
+    /// `reserved - on_hand`, or 0: units held beyond the stock (ap, until settled).
+    pub oversold: u64,
+    /// Grows with every change at either site; equal at both sites once they agree.
     pub version: u64,
 }
 
 impl Stock {
     pub fn new(product_id: String, on_hand: u64, reserved: u64, version: u64) -> Self {
-        Self { product_id, on_hand, reserved, available: on_hand.saturating_sub(reserved), version }
-    }
-
-    /// The same stock with `reserved` changed and the version bumped.
-    pub fn with_reserved(&self, reserved: u64) -> Self {
-        Self::new(self.product_id.clone(), self.on_hand, reserved, self.version + 1)
+        Self {
+            product_id,
+            on_hand,
+            reserved,
+            available: on_hand.saturating_sub(reserved),
+            oversold: reserved.saturating_sub(on_hand),
+            version,
+        }
     }
 }
 
+/// Where a reservation line stands at the site that owns it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ReservationStatus {
+    /// cp: held, waiting for the other site's acknowledgement.
+    Pending,
+    /// ap: held and accepted, not yet settled against the other site's reservations.
+    Provisional,
+    /// Held and settled: the order may ship.
     Reserved,
+    /// No longer held (cancelled, refused or compensated).
     Released,
 }
 
 impl ReservationStatus {
+    pub const ALL: [ReservationStatus; 4] =
+        [Self::Pending, Self::Provisional, Self::Reserved, Self::Released];
+
     pub fn as_str(self) -> &'static str {
         match self {
+            ReservationStatus::Pending => "pending",
+            ReservationStatus::Provisional => "provisional",
             ReservationStatus::Reserved => "reserved",
             ReservationStatus::Released => "released",
         }
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        [Self::Reserved, Self::Released].into_iter().find(|s| s.as_str() == text)
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    /// Whether the line counts against the stock.
+    pub fn holds(self) -> bool {
+        self != ReservationStatus::Released
     }
 }
 
-/// Units of one product held for one order.
+/// Units of one product held for one order by the site that owns the order; both sites
+/// keep every line, each site writing only its own (replicated by version).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReservationLine {
     pub order_id: String,
     pub product_id: String,
     pub quantity: u32,
     pub status: ReservationStatus,
+    /// The site the order was routed to, the only writer of this line.
+    pub site: Site,
+    /// When the order was placed (its OrderPlaced): the order of compensation.
+    pub placed_at_ms: u64,
+    /// Grows with every change of the order's reservation at its site.
+    pub version: u64,
 }
 
 /// What inventory answered a placed order; recorded so an order is answered once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Answer {
+    /// Held, waiting to be acknowledged (cp) or settled (ap).
+    Held,
     Reserved,
     Rejected,
     Cancelled,
+    /// Reserved in ap, then found oversold and released with an apology.
+    Compensated,
 }
 
 impl Answer {
+    const ALL: [Answer; 5] = [Self::Held, Self::Reserved, Self::Rejected, Self::Cancelled, Self::Compensated];
+
     pub fn as_str(self) -> &'static str {
         match self {
+            Answer::Held => "held",
             Answer::Reserved => "reserved",
             Answer::Rejected => "rejected",
             Answer::Cancelled => "cancelled",
+            Answer::Compensated => "compensated",
         }
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        [Self::Reserved, Self::Rejected, Self::Cancelled].into_iter().find(|a| a.as_str() == text)
+        Self::ALL.into_iter().find(|a| a.as_str() == text)
     }
 }
 

@@ -1,114 +1,225 @@
-//! The inventory service's SQL. Every write appends its events to the outbox in the same
-//! transaction, and every change of a product's stock goes through [`write_stock`], which
-//! bumps its version and yields the StockAdjusted that announces it.
+//! The SQL of one inventory site. Every write appends its events to the outbox in the same
+//! transaction. A site writes its own rows (its counters, the lines of orders routed to it)
+//! and replaces the other site's copies only with newer versions ([`apply_counters`],
+//! [`apply_line`]); a product's view is summed from both ([`stock`]).
 
-use kit::envelope::{Envelope, NewEvent};
+use kit::envelope::Envelope;
 use kit::outbox::Outbox;
 use kit::store::{Row, StoreError, Tx};
 
-use super::events::{self, Reservation, StockLevel};
+use super::events::{self, Reservation, StockLine};
+use super::merge::{self, SiteStock};
 use super::model::{
     self, Answer, InventoryError, OnHand, OrderId, ProductId, ReservationLine, ReservationStatus, Stock,
 };
+use super::sites::{Mode, Site};
 
-fn stock_from_row(mut row: Row) -> Result<Stock, StoreError> {
-    Ok(Stock::new(row.take(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+fn corrupt(what: &str, text: &str) -> StoreError {
+    StoreError::Database(format!("unknown {what} {text:?}"))
 }
 
-pub fn stock(tx: &mut Tx<'_>, product_id: &str) -> Result<Option<Stock>, StoreError> {
-    let row = tx.query_opt(
-        "SELECT product_id, on_hand, reserved, version FROM stock WHERE product_id = $1",
+fn counters_from_row(mut row: Row) -> Result<SiteStock, StoreError> {
+    let site: String = row.take(0)?;
+    Ok(SiteStock {
+        site: Site::parse(&site).ok_or_else(|| corrupt("site", &site))?,
+        product_id: row.take(1)?,
+        added: row.get(2)?,
+        removed: row.get(3)?,
+        version: row.get(4)?,
+    })
+}
+
+const LINE: &str = "order_id, product_id, quantity, status, site, placed_at_ms, version";
+
+fn line_from_row(mut row: Row) -> Result<ReservationLine, StoreError> {
+    let status: String = row.take(3)?;
+    let site: String = row.take(4)?;
+    Ok(ReservationLine {
+        order_id: row.take(0)?,
+        product_id: row.take(1)?,
+        quantity: row.get(2)?,
+        status: ReservationStatus::parse(&status).ok_or_else(|| corrupt("reservation status", &status))?,
+        site: Site::parse(&site).ok_or_else(|| corrupt("site", &site))?,
+        placed_at_ms: row.get(5)?,
+        version: row.get(6)?,
+    })
+}
+
+fn lines(
+    tx: &mut Tx<'_>,
+    filter: &str,
+    params: &[kit::store::Param<'_>],
+) -> Result<Vec<ReservationLine>, StoreError> {
+    let sql = format!("SELECT {LINE} FROM reservation WHERE {filter} ORDER BY order_id, product_id");
+    tx.query(&sql, params)?.into_iter().map(line_from_row).collect()
+}
+
+/// Both sites' counters of a product, as this site knows them.
+pub fn counters(tx: &mut Tx<'_>, product_id: &str) -> Result<Vec<SiteStock>, StoreError> {
+    let rows = tx.query(
+        "SELECT site, product_id, added, removed, version FROM site_stock WHERE product_id = $1 ORDER BY site",
         &[product_id.into()],
     )?;
-    row.map(stock_from_row).transpose()
+    rows.into_iter().map(counters_from_row).collect()
+}
+
+/// Every reservation line of a product, at both sites.
+pub fn product_lines(tx: &mut Tx<'_>, product_id: &str) -> Result<Vec<ReservationLine>, StoreError> {
+    lines(tx, "product_id = $1", &[product_id.into()])
+}
+
+/// The lines of one order.
+pub fn order_lines(tx: &mut Tx<'_>, order_id: &str) -> Result<Vec<ReservationLine>, StoreError> {
+    lines(tx, "order_id = $1", &[order_id.into()])
+}
+
+/// The lines `site` holds with `status` (what a settle round works on).
+pub fn lines_in(
+    tx: &mut Tx<'_>,
+    site: Site,
+    status: ReservationStatus,
+) -> Result<Vec<ReservationLine>, StoreError> {
+    lines(tx, "site = $1 AND status = $2", &[site.as_str().into(), status.as_str().into()])
+}
+
+/// The stock of a product in this site's view, if either site ever stocked it.
+pub fn stock(tx: &mut Tx<'_>, product_id: &str) -> Result<Option<Stock>, StoreError> {
+    let counters = counters(tx, product_id)?;
+    if counters.is_empty() {
+        return Ok(None);
+    }
+    let lines = product_lines(tx, product_id)?;
+    let version =
+        counters.iter().map(|c| c.version).sum::<u64>() + lines.iter().map(|l| l.version).sum::<u64>();
+    Ok(Some(Stock::new(product_id.to_owned(), merge::on_hand(&counters), merge::reserved(&lines), version)))
 }
 
 pub fn get(tx: &mut Tx<'_>, id: &ProductId) -> Result<Stock, InventoryError> {
     stock(tx, id.as_str())?.ok_or_else(|| InventoryError::NotFound(id.as_str().to_owned()))
 }
 
+fn products(tx: &mut Tx<'_>) -> Result<Vec<String>, StoreError> {
+    let rows = tx.query("SELECT DISTINCT product_id FROM site_stock ORDER BY product_id", &[])?;
+    rows.into_iter().map(|row| row.get(0)).collect()
+}
+
 pub fn list(tx: &mut Tx<'_>) -> Result<Vec<Stock>, InventoryError> {
-    let rows =
-        tx.query("SELECT product_id, on_hand, reserved, version FROM stock ORDER BY product_id", &[])?;
-    Ok(rows.into_iter().map(stock_from_row).collect::<Result<_, _>>()?)
+    let mut all = Vec::new();
+    for product_id in products(tx)? {
+        all.extend(stock(tx, &product_id)?);
+    }
+    Ok(all)
 }
 
 pub fn count(tx: &mut Tx<'_>) -> Result<u64, StoreError> {
-    tx.query_one("SELECT count(*) FROM stock", &[])?.get(0)
+    tx.query_one("SELECT count(DISTINCT product_id) FROM site_stock", &[])?.get(0)
 }
 
-/// Saves `stock` as the product's current stock and returns the StockAdjusted announcing
-/// it. The only statement that changes stock, so a second site has one place to hook in.
-pub fn write_stock(tx: &mut Tx<'_>, stock: &Stock) -> Result<NewEvent, StoreError> {
-    tx.execute(
-        "INSERT INTO stock (product_id, on_hand, reserved, version) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (product_id) DO UPDATE SET on_hand = excluded.on_hand, \
-         reserved = excluded.reserved, version = excluded.version",
+/// Writes the first stock of a product as dc1's counters at version 0, identically at
+/// both sites, so each can sell from its first second and neither replicates it.
+pub fn seed(tx: &mut Tx<'_>, id: &ProductId, units: OnHand) -> Result<(), StoreError> {
+    let seeded = SiteStock {
+        site: Site::Dc1,
+        product_id: id.as_str().to_owned(),
+        added: units.get(),
+        removed: 0,
+        version: 0,
+    };
+    apply_counters(tx, &seeded)?;
+    Ok(())
+}
+
+/// Replaces a site's counters of a product with `counters` if they are newer than the
+/// copy held; returns whether they were.
+pub fn apply_counters(tx: &mut Tx<'_>, counters: &SiteStock) -> Result<bool, StoreError> {
+    let changed = tx.execute(
+        "INSERT INTO site_stock (site, product_id, added, removed, version) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (site, product_id) DO UPDATE SET added = excluded.added, removed = excluded.removed, \
+         version = excluded.version WHERE excluded.version > site_stock.version",
         &[
-            stock.product_id.as_str().into(),
-            stock.on_hand.into(),
-            stock.reserved.into(),
-            stock.version.into(),
+            counters.site.as_str().into(),
+            counters.product_id.as_str().into(),
+            counters.added.into(),
+            counters.removed.into(),
+            counters.version.into(),
         ],
     )?;
-    Ok(events::level_event(&StockLevel {
-        product_id: stock.product_id.clone(),
-        on_hand: stock.on_hand,
-        reserved: stock.reserved,
-        version: stock.version,
-    }))
+    Ok(changed > 0)
 }
 
-/// Sets the units on hand of a product (adding it when it has no stock yet); refuses to
-/// go below what is reserved.
+/// Replaces a reservation line with `line` if it is newer than the copy held; returns
+/// whether it was.
+pub fn apply_line(tx: &mut Tx<'_>, line: &ReservationLine) -> Result<bool, StoreError> {
+    let changed = tx.execute(
+        "INSERT INTO reservation (order_id, product_id, quantity, status, site, placed_at_ms, version) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) \
+         ON CONFLICT (order_id, product_id) DO UPDATE SET quantity = excluded.quantity, \
+         status = excluded.status, site = excluded.site, placed_at_ms = excluded.placed_at_ms, \
+         version = excluded.version WHERE excluded.version > reservation.version",
+        &[
+            line.order_id.as_str().into(),
+            line.product_id.as_str().into(),
+            line.quantity.into(),
+            line.status.as_str().into(),
+            line.site.as_str().into(),
+            line.placed_at_ms.into(),
+            line.version.into(),
+        ],
+    )?;
+    Ok(changed > 0)
+}
+
+/// Sets the units on hand of a product in `site`'s view (adding it when it has no stock
+/// yet) by moving `site`'s own counters by the difference; refuses to go below what the
+/// view holds.
 pub fn set_on_hand(
     tx: &mut Tx<'_>,
     outbox: &Outbox,
+    site: Site,
     id: &ProductId,
     on_hand: OnHand,
 ) -> Result<Stock, InventoryError> {
-    let on_hand = on_hand.get();
-    let stock = match stock(tx, id.as_str())? {
-        Some(s) if on_hand < s.reserved => {
-            return Err(InventoryError::BelowReserved {
-                product_id: s.product_id,
-                on_hand,
-                reserved: s.reserved,
-            });
-        }
-        Some(s) => Stock::new(s.product_id, on_hand, s.reserved, s.version + 1),
-        None => Stock::new(id.as_str().to_owned(), on_hand, 0, 1),
-    };
-    let adjusted = write_stock(tx, &stock)?;
-    outbox.append(tx, vec![adjusted])?;
-    Ok(stock)
+    let wanted = on_hand.get();
+    let current = stock(tx, id.as_str())?;
+    if let Some(s) = current.as_ref().filter(|s| wanted < s.reserved) {
+        return Err(InventoryError::BelowReserved {
+            product_id: s.product_id.clone(),
+            on_hand: wanted,
+            reserved: s.reserved,
+        });
+    }
+    let now = current.map_or(0, |s| s.on_hand);
+    let mine = counters(tx, id.as_str())?.into_iter().find(|c| c.site == site);
+    let mut mine = mine.unwrap_or(SiteStock {
+        site,
+        product_id: id.as_str().to_owned(),
+        added: 0,
+        removed: 0,
+        version: 0,
+    });
+    if wanted >= now {
+        mine.added += wanted - now;
+    } else {
+        mine.removed += now - wanted;
+    }
+    mine.version += 1;
+    apply_counters(tx, &mine)?;
+    outbox.append(tx, vec![events::level_event(&mine)])?;
+    get(tx, id)
 }
 
 pub fn reservations(tx: &mut Tx<'_>, order_id: &OrderId) -> Result<Vec<ReservationLine>, InventoryError> {
-    let rows = tx.query(
-        "SELECT order_id, product_id, quantity, status FROM reservation WHERE order_id = $1 ORDER BY product_id",
-        &[order_id.as_str().into()],
-    )?;
-    rows.into_iter()
-        .map(|mut row| {
-            let status: String = row.take(3)?;
-            Ok(ReservationLine {
-                order_id: row.take(0)?,
-                product_id: row.take(1)?,
-                quantity: row.get(2)?,
-                status: ReservationStatus::parse(&status)
-                    .ok_or_else(|| StoreError::Database(format!("unknown reservation status {status:?}")))?,
-            })
-        })
-        .collect()
+    Ok(order_lines(tx, order_id.as_str())?)
 }
 
-/// How inventory answered `order_id`, if it has.
-pub fn answer(tx: &mut Tx<'_>, order_id: &str) -> Result<Option<Answer>, StoreError> {
-    let row = tx.query_opt("SELECT answer FROM stock_answer WHERE order_id = $1", &[order_id.into()])?;
-    row.map(|row| {
-        let text: String = row.get(0)?;
-        Answer::parse(&text).ok_or_else(|| StoreError::Database(format!("unknown stock answer {text:?}")))
+/// How this site answered `order_id`, if it has, with the reason.
+pub fn answer(tx: &mut Tx<'_>, order_id: &str) -> Result<Option<(Answer, Option<String>)>, StoreError> {
+    let row =
+        tx.query_opt("SELECT answer, reason FROM stock_answer WHERE order_id = $1", &[order_id.into()])?;
+    row.map(|mut row| {
+        let text: String = row.take(0)?;
+        let answer = Answer::parse(&text).ok_or_else(|| corrupt("stock answer", &text))?;
+        Ok((answer, row.take(1)?))
     })
     .transpose()
 }
@@ -127,13 +238,17 @@ fn record_answer(
     Ok(())
 }
 
-/// Answers a placed order: reserves every line and publishes StockReserved plus a
-/// StockAdjusted per product, or, when any line is short, changes nothing but publishes
-/// StockRejected naming what is short. An order already answered is left alone (a
-/// replayed OrderPlaced must not reserve twice); returns the answer given now, if any.
+/// Answers a placed order routed to `site`: when every line is available in the site's
+/// view it holds them — `provisional` in ap (announced at once by StockReserved with that
+/// status), `pending` in cp (announced once the other site acknowledged it) — and the
+/// settle task finishes the answer; otherwise it holds nothing and publishes StockRejected
+/// naming what is short. An order already answered is left alone (a replayed OrderPlaced
+/// must not hold twice); returns the answer given now, if any.
 pub fn reserve(
     tx: &mut Tx<'_>,
     outbox: &Outbox,
+    site: Site,
+    mode: Mode,
     order_id: &str,
     lines: impl IntoIterator<Item = (String, u32)>,
     cause: &Envelope,
@@ -147,32 +262,164 @@ pub fn reserve(
     if !shortages.is_empty() {
         let reason = shortages.join("; ");
         record_answer(tx, order_id, Answer::Rejected, Some(&reason))?;
-        let rejected = Reservation { order_id: order_id.to_owned(), lines, reason: Some(reason) };
+        let rejected = Reservation::unheld(order_id, lines, Some(reason));
         outbox.append(
             tx,
-            vec![events::reservation_event(events::STOCK_REJECTED, &rejected).caused_by(cause)],
+            vec![events::reservation_event(events::STOCK_REJECTED, &rejected, 1).caused_by(cause)],
         )?;
         return Ok(Some(Answer::Rejected));
     }
-    let mut adjusted = Vec::with_capacity(lines.len());
-    for (line, stock) in lines.iter().zip(current.into_iter().flatten()) {
-        tx.execute(
-            "INSERT INTO reservation (order_id, product_id, quantity, status) VALUES ($1, $2, $3, $4)",
-            &[order_id.into(), line.product_id.as_str().into(), line.quantity.into(), "reserved".into()],
-        )?;
-        let changed = stock.with_reserved(stock.reserved + u64::from(line.quantity));
-        adjusted.push(write_stock(tx, &changed)?.caused_by(cause));
+    let status = match mode {
+        Mode::Ap => ReservationStatus::Provisional,
+        Mode::Cp => ReservationStatus::Pending,
+    };
+    let held: Vec<ReservationLine> = lines
+        .iter()
+        .map(|l| ReservationLine {
+            order_id: order_id.to_owned(),
+            product_id: l.product_id.clone(),
+            quantity: l.quantity,
+            status,
+            site,
+            placed_at_ms: cause.occurred_at_ms(),
+            version: 1,
+        })
+        .collect();
+    for line in &held {
+        apply_line(tx, line)?;
     }
-    record_answer(tx, order_id, Answer::Reserved, None)?;
-    let reserved = Reservation { order_id: order_id.to_owned(), lines, reason: None };
-    let mut published = vec![events::reservation_event(events::STOCK_RESERVED, &reserved).caused_by(cause)];
-    published.append(&mut adjusted);
-    outbox.append(tx, published)?;
-    Ok(Some(Answer::Reserved))
+    record_answer(tx, order_id, Answer::Held, None)?;
+    if mode == Mode::Ap {
+        let provisional = Reservation::of(&held, None);
+        outbox.append(
+            tx,
+            vec![events::reservation_event(events::STOCK_RESERVED, &provisional, 1).caused_by(cause)],
+        )?;
+    }
+    Ok(Some(Answer::Held))
 }
 
-/// Releases what a cancelled order holds and publishes StockReleased plus a StockAdjusted
-/// per product; marks the order cancelled either way, so a late OrderPlaced reserves
+/// What becomes of the lines an order holds at its site.
+enum Outcome {
+    /// Settled: StockReserved; the order may ship.
+    Reserved,
+    /// Refused after it was held (cp): StockRejected with the reason.
+    Refused(String),
+    /// Given back because its product was oversold (ap): StockRejected with the apology,
+    /// marked as a compensation, so the order service cancels the order.
+    Compensated(String),
+    /// Released because the order was cancelled: StockReleased.
+    Released(Option<String>),
+}
+
+/// Moves the own lines of `order_id` on to `outcome` at the next version and publishes
+/// the event that says so; returns the lines, or none when it holds nothing.
+fn advance(
+    tx: &mut Tx<'_>,
+    outbox: &Outbox,
+    order_id: &str,
+    outcome: Outcome,
+    cause: Option<&Envelope>,
+) -> Result<Vec<ReservationLine>, StoreError> {
+    let held: Vec<ReservationLine> =
+        order_lines(tx, order_id)?.into_iter().filter(|l| l.status.holds()).collect();
+    if held.is_empty() {
+        return Ok(held);
+    }
+    let (status, kind, compensated, reason) = match outcome {
+        Outcome::Reserved => (ReservationStatus::Reserved, events::STOCK_RESERVED, false, None),
+        Outcome::Refused(reason) => {
+            (ReservationStatus::Released, events::STOCK_REJECTED, false, Some(reason))
+        }
+        Outcome::Compensated(reason) => {
+            (ReservationStatus::Released, events::STOCK_REJECTED, true, Some(reason))
+        }
+        Outcome::Released(reason) => (ReservationStatus::Released, events::STOCK_RELEASED, false, reason),
+    };
+    // The next version of a provisional hold is its settlement, which the arbiter records
+    // ahead of the owner; a cancel skips it, so it wins over that record at both sites.
+    let provisional = held.iter().any(|l| l.status == ReservationStatus::Provisional);
+    let skip = if provisional && kind == events::STOCK_RELEASED { 2 } else { 1 };
+    let version = held.iter().map(|l| l.version).max().unwrap_or(0) + skip;
+    let moved: Vec<ReservationLine> =
+        held.into_iter().map(|l| ReservationLine { status, version, ..l }).collect();
+    for line in &moved {
+        apply_line(tx, line)?;
+    }
+    let payload = Reservation { compensated, ..Reservation::of(&moved, reason) };
+    let mut event = events::reservation_event(kind, &payload, version);
+    if let Some(cause) = cause {
+        event = event.caused_by(cause);
+    }
+    outbox.append(tx, vec![event])?;
+    Ok(moved)
+}
+
+/// Finishes the answer of an order this site holds (pending or provisional): `Ok(())`
+/// reserves it and publishes StockReserved; `Err(reason)` releases it and publishes
+/// StockRejected with the reason, recorded as `refused`: rejected (cp: the order is
+/// rejected) or compensated (ap: the order is cancelled with the apology). Does nothing
+/// to an order no longer waiting; returns whether it changed.
+pub fn conclude(
+    tx: &mut Tx<'_>,
+    outbox: &Outbox,
+    order_id: &str,
+    verdict: Result<(), String>,
+    refused: Answer,
+) -> Result<bool, StoreError> {
+    let waiting = order_lines(tx, order_id)?
+        .iter()
+        .any(|l| matches!(l.status, ReservationStatus::Pending | ReservationStatus::Provisional));
+    if !waiting {
+        return Ok(false);
+    }
+    match verdict {
+        Ok(()) => {
+            advance(tx, outbox, order_id, Outcome::Reserved, None)?;
+            record_answer(tx, order_id, Answer::Reserved, None)?;
+        }
+        Err(reason) => {
+            let outcome = match refused {
+                Answer::Compensated => Outcome::Compensated(reason.clone()),
+                _ => Outcome::Refused(reason.clone()),
+            };
+            advance(tx, outbox, order_id, outcome, None)?;
+            record_answer(tx, order_id, refused, Some(&reason))?;
+        }
+    }
+    Ok(true)
+}
+
+/// The products whose settled lines (at both sites) hold more than is on hand: possible
+/// only when stock was lowered at one site while the other settled orders.
+pub fn settled_beyond_stock(tx: &mut Tx<'_>) -> Result<Vec<String>, StoreError> {
+    let rows = tx.query(
+        "SELECT r.product_id FROM reservation r WHERE r.status = 'reserved' GROUP BY r.product_id \
+         HAVING sum(r.quantity) > (SELECT coalesce(sum(s.added), 0) - coalesce(sum(s.removed), 0) \
+         FROM site_stock s WHERE s.product_id = r.product_id) ORDER BY r.product_id",
+        &[],
+    )?;
+    rows.into_iter().map(|row| row.get(0)).collect()
+}
+
+/// Gives back what a settled order of this site holds, publishing StockRejected with
+/// `reason`, so the order service cancels the order (if it has not shipped, shipping
+/// will not ship it). Returns whether the order held anything.
+pub fn compensate(
+    tx: &mut Tx<'_>,
+    outbox: &Outbox,
+    order_id: &str,
+    reason: String,
+) -> Result<bool, StoreError> {
+    let moved = advance(tx, outbox, order_id, Outcome::Compensated(reason.clone()), None)?;
+    if !moved.is_empty() {
+        record_answer(tx, order_id, Answer::Compensated, Some(&reason))?;
+    }
+    Ok(!moved.is_empty())
+}
+
+/// Releases what a cancelled order holds and publishes StockReleased; marks the order
+/// cancelled (unless it was already refused or compensated), so a late OrderPlaced holds
 /// nothing for it. Returns the lines released.
 pub fn release(
     tx: &mut Tx<'_>,
@@ -180,33 +427,11 @@ pub fn release(
     order_id: &str,
     reason: Option<String>,
     cause: &Envelope,
-) -> Result<Vec<events::StockLine>, StoreError> {
-    let held = tx.query(
-        "SELECT product_id, quantity FROM reservation WHERE order_id = $1 AND status = 'reserved' ORDER BY product_id",
-        &[order_id.into()],
-    )?;
-    let mut lines = Vec::with_capacity(held.len());
-    let mut adjusted = Vec::with_capacity(held.len());
-    for mut row in held {
-        let line = events::StockLine { product_id: row.take(0)?, quantity: row.get(1)? };
-        let current = stock(tx, &line.product_id)?.ok_or_else(|| {
-            StoreError::Database(format!("order {order_id} holds {} without stock", line.product_id))
-        })?;
-        let changed = current.with_reserved(current.reserved.saturating_sub(u64::from(line.quantity)));
-        adjusted.push(write_stock(tx, &changed)?.caused_by(cause));
-        lines.push(line);
+) -> Result<Vec<StockLine>, StoreError> {
+    let moved = advance(tx, outbox, order_id, Outcome::Released(reason.clone()), Some(cause))?;
+    let refused = matches!(answer(tx, order_id)?, Some((Answer::Rejected | Answer::Compensated, _)));
+    if !refused {
+        record_answer(tx, order_id, Answer::Cancelled, reason.as_deref())?;
     }
-    tx.execute(
-        "UPDATE reservation SET status = 'released' WHERE order_id = $1 AND status = 'reserved'",
-        &[order_id.into()],
-    )?;
-    record_answer(tx, order_id, Answer::Cancelled, reason.as_deref())?;
-    if !lines.is_empty() {
-        let released = Reservation { order_id: order_id.to_owned(), lines: lines.clone(), reason };
-        let mut published =
-            vec![events::reservation_event(events::STOCK_RELEASED, &released).caused_by(cause)];
-        published.append(&mut adjusted);
-        outbox.append(tx, published)?;
-    }
-    Ok(lines)
+    Ok(moved.into_iter().map(|l| StockLine { product_id: l.product_id, quantity: l.quantity }).collect())
 }

@@ -105,11 +105,12 @@ pub mod apply {
     use kit::replica::VersionGate;
     use kit::store::Tx;
 
-    use super::{ORDER_CONFIRMED, ORDER_REJECTED, OrderStatus};
+    use super::{ORDER_CANCELLED, ORDER_CONFIRMED, ORDER_REJECTED, OrderStatus};
     use crate::catalog::events::{self as catalog, Product};
     use crate::customer::events as customer;
     use crate::customer::model::Customer;
     use crate::inventory::events::{self as inventory, Reservation};
+    use crate::inventory::model::ReservationStatus;
     use crate::order::model::OrderError;
     use crate::order::store;
 
@@ -153,19 +154,24 @@ pub mod apply {
         }
     }
 
-    /// Moves an order from pending stock to confirmed or rejected on inventory's answer.
+    /// Moves an order from pending stock to confirmed or rejected on the answer of the
+    /// inventory site it was routed to (a provisional hold is not an answer yet). A
+    /// compensation — an accepted hold given back because its product was oversold, or a
+    /// rejection of a confirmed order — cancels the order with the site's reason (an
+    /// apology), so shipping does not ship it if it has not yet.
     pub struct StockAnswers {
         pub outbox: Outbox,
     }
 
     impl Handler for StockAnswers {
         fn handle(&self, tx: &mut Tx<'_>, event: &Envelope) -> Result<(), HandlerError> {
-            let (status, kind) = match event.kind.as_str() {
-                inventory::STOCK_RESERVED => (OrderStatus::Confirmed, ORDER_CONFIRMED),
-                inventory::STOCK_REJECTED => (OrderStatus::Rejected, ORDER_REJECTED),
-                _ => return Ok(()),
-            };
+            if ![inventory::STOCK_RESERVED, inventory::STOCK_REJECTED].contains(&event.kind.as_str()) {
+                return Ok(());
+            }
             let reservation: Reservation = payload(event)?;
+            if reservation.status.is_some_and(|s| s != ReservationStatus::Reserved && s.holds()) {
+                return Ok(());
+            }
             let mut order = match store::order(tx, &reservation.order_id) {
                 Ok(order) => order,
                 Err(OrderError::NotFound(id)) => {
@@ -173,9 +179,21 @@ pub mod apply {
                 }
                 Err(e) => return Err(HandlerError::retryable(e.to_string())),
             };
-            if order.status != OrderStatus::PendingStock {
-                return Ok(());
-            }
+            let (status, kind) = match (event.kind.as_str(), order.status) {
+                (inventory::STOCK_RESERVED, OrderStatus::PendingStock) => {
+                    (OrderStatus::Confirmed, ORDER_CONFIRMED)
+                }
+                (inventory::STOCK_REJECTED, OrderStatus::PendingStock) if !reservation.compensated => {
+                    (OrderStatus::Rejected, ORDER_REJECTED)
+                }
+                (inventory::STOCK_REJECTED, OrderStatus::PendingStock) => {
+                    (OrderStatus::Cancelled, ORDER_CANCELLED)
+                }
+                (inventory::STOCK_REJECTED, OrderStatus::Confirmed) => {
+                    (OrderStatus::Cancelled, ORDER_CANCELLED)
+                }
+                _ => return Ok(()),
+            };
             order.status = status;
             order.reason = reservation.reason;
             store::change(tx, &self.outbox, order, kind)

@@ -52,7 +52,8 @@ impl Service for OrderService {
             ProductReplica { gate: ctx.gate.clone() },
         );
         consumers.start(
-            ConsumerSpec::new(ctx.consumer_name("stock"), &["inventory"]).ordering(Ordering::PerKey),
+            ConsumerSpec::new(ctx.consumer_name("stock"), &["inventory-dc1", "inventory-dc2"])
+                .ordering(Ordering::PerKey),
             StockAnswers { outbox: ctx.outbox.clone() },
         );
     }

@@ -1,225 +1,141 @@
-//! Shuffled and duplicated deliveries to the order service's three consumers (DESIGN §2,
-//! §6): the handlers are called directly with a history of customer and product changes
-//! and inventory's answers, delivered in a random order with some events twice, in
-//! batches; the replicas, the orders and what the order service published end as after
-//! in-order delivery.
+//! How the order service takes the answers of the inventory sites: a provisional hold is
+//! not an answer, a settled one confirms, a refusal rejects, and a compensation (before
+//! or after confirmation) cancels the order with the site's apology.
+
+mod shuffled;
 
 use kit::consumer::Handler;
 use kit::envelope::{Envelope, StreamName};
 use kit::outbox::Outbox;
-use kit::replica::VersionGate;
 use kit::store::{Store, StoreError};
-use proptest::prelude::*;
 
-use super::events::apply::{CustomerReplica, ProductReplica, StockAnswers};
-use super::events::{AddressSource, Order, OrderLine, OrderStatus};
+use super::events::apply::StockAnswers;
+use super::events::{ORDER_CANCELLED, ORDER_PLACED, Order, OrderLine, OrderStatus};
 use super::store;
-use crate::catalog::events::{PRODUCT_ADDED, PRODUCT_PRICE_CHANGED, Product};
-use crate::customer::events::{ADDRESS_CHANGED, REGISTERED};
-use crate::customer::model::{Address, Customer, CustomerId, PaymentMethod};
+use crate::customer::model::Address;
 use crate::inventory::events::{Reservation, STOCK_REJECTED, STOCK_RESERVED, StockLine, reservation_event};
-use crate::service::testing::{envelope, scrambled};
+use crate::inventory::model::ReservationStatus;
+use crate::inventory::sites::Site;
+use crate::service::testing::envelope;
 
-const CITIES: [&str; 3] = ["Leeds", "London", "York"];
-const ORDERS: usize = 3;
-
-fn customer(n: usize, city: &str, version: u64) -> Customer {
-    Customer {
-        id: CustomerId::parse(&format!("c-{n}")).unwrap(),
-        name: "Ada Lovelace".into(),
-        email: format!("c{n}@example.com"),
-        address: Address::parse("1 High St", city, "AB1 2CD", "GB").unwrap(),
-        payment_method: PaymentMethod::Card { last4: "4242".into() },
-        version,
-    }
-}
-
-/// An order of `c-0` waiting for stock, as the order service stored it when placed.
-fn pending(n: usize) -> Order {
+fn placed(id: &str) -> Order {
     Order {
-        id: format!("o-{n}"),
-        customer_id: "c-0".into(),
+        id: id.into(),
+        customer_id: "c-bob".into(),
         status: OrderStatus::PendingStock,
         lines: vec![OrderLine {
             product_id: "p-001".into(),
             name: "Mug".into(),
             quantity: 1,
-            unit_price_cents: 500,
+            unit_price_cents: 900,
         }],
-        total_cents: 500,
-        address: Address::parse("1 High St", "Leeds", "AB1 2CD", "GB").unwrap(),
-        address_source: AddressSource::Replica,
+        total_cents: 900,
+        address: Address {
+            line1: "1 Main St".into(),
+            city: "Springfield".into(),
+            postcode: "12345".into(),
+            country: "US".into(),
+        },
+        address_source: super::events::AddressSource::Replica,
         address_confirmed: false,
-        payment_authorization_id: format!("a-{n}"),
+        payment_authorization_id: "a-1".into(),
         reason: None,
-        version: 1,
+        version: 0,
     }
 }
 
-/// One change of the history.
-#[derive(Debug, Clone)]
-enum Change {
-    Customer {
-        n: usize,
-        city: usize,
-    },
-    Product {
-        n: usize,
-        price: u64,
-    },
-    /// Inventory's one answer to order `n`.
-    Answer {
-        n: usize,
-        reserved: bool,
-    },
+fn answer(
+    kind: &str,
+    order_id: &str,
+    status: ReservationStatus,
+    version: u64,
+    reason: Option<&str>,
+) -> Envelope {
+    let reservation = Reservation {
+        order_id: order_id.into(),
+        lines: vec![StockLine { product_id: "p-001".into(), quantity: 1 }],
+        reason: reason.map(str::to_owned),
+        site: Some(Site::Dc1),
+        status: Some(status),
+        placed_at_ms: 1,
+        compensated: kind == STOCK_REJECTED && reason.is_some_and(|r| r.starts_with("sorry")),
+    };
+    envelope("inventory-dc1", &reservation_event(kind, &reservation, version), version)
 }
 
-/// A history: per customer and product, versions 1..=k in publish order; at most one
-/// answer per order, as inventory answers each order once.
-fn history() -> impl Strategy<Value = Vec<Envelope>> {
-    let change = prop_oneof![
-        (0..2usize, 0..CITIES.len()).prop_map(|(n, city)| Change::Customer { n, city }),
-        (0..2usize, 100..900u64).prop_map(|(n, price)| Change::Product { n, price }),
-        (0..ORDERS, any::<bool>()).prop_map(|(n, reserved)| Change::Answer { n, reserved }),
-    ];
-    prop::collection::vec(change, 1..30).prop_map(|changes| {
-        let (mut customers, mut products, mut answered) = ([0u64; 2], [0u64; 2], [false; ORDERS]);
-        let mut events = Vec::new();
-        for change in changes {
-            let seq = events.len() as u64 + 1;
-            match change {
-                Change::Customer { n, city } => {
-                    customers[n] += 1;
-                    let kind = if customers[n] == 1 { REGISTERED } else { ADDRESS_CHANGED };
-                    let c = customer(n, CITIES[city], customers[n]);
-                    events.push(envelope("customer", &crate::customer::events::event(kind, &c), seq));
-                }
-                Change::Product { n, price } => {
-                    products[n] += 1;
-                    let kind = if products[n] == 1 { PRODUCT_ADDED } else { PRODUCT_PRICE_CHANGED };
-                    let p = Product {
-                        id: format!("p-00{n}"),
-                        name: format!("Mug {n}"),
-                        description: "a mug".into(),
-                        price_cents: price,
-                        version: products[n],
-                    };
-                    events.push(envelope("catalog", &crate::catalog::events::event(kind, &p), seq));
-                }
-                Change::Answer { n, reserved } if !answered[n] => {
-                    answered[n] = true;
-                    let kind = if reserved { STOCK_RESERVED } else { STOCK_REJECTED };
-                    let reservation = Reservation {
-                        order_id: format!("o-{n}"),
-                        lines: vec![StockLine { product_id: "p-001".into(), quantity: 1 }],
-                        reason: (!reserved).then(|| "p-001: 0 left".to_owned()),
-                    };
-                    events.push(envelope("inventory", &reservation_event(kind, &reservation), seq));
-                }
-                Change::Answer { .. } => {}
-            }
-        }
-        events
-    })
-}
-
-/// An order service's store with its orders placed and waiting for stock.
-async fn service_store() -> Store {
+/// Applies `answers` one by one to a fresh order service holding order `o-1`; returns the
+/// order and the kinds of the order events published.
+async fn after(answers: Vec<Envelope>) -> (Order, Vec<String>) {
     let store =
         Store::open("sqlite::memory:", &[&kit::outbox::MIGRATIONS, &super::MIGRATIONS]).await.unwrap();
-    store
-        .transact(|tx| {
-            for n in 0..ORDERS {
-                let placed = pending(n);
-                tx.execute(
-                    "INSERT INTO orders (id, customer_id, status, version, created_at_ms, body) VALUES ($1, $2, $3, $4, $5, $6)",
-                    &[
-                        placed.id.as_str().into(),
-                        placed.customer_id.as_str().into(),
-                        placed.status.as_str().into(),
-                        1u64.into(),
-                        0u64.into(),
-                        serde_json::to_string(&placed).unwrap().as_str().into(),
-                    ],
-                )?;
-            }
-            Ok::<_, StoreError>(())
-        })
-        .await
-        .unwrap();
-    store
-}
-
-/// Delivers each batch in one transaction, as the consumer runtime does.
-async fn deliver(store: &Store, batches: Vec<Vec<Envelope>>) {
-    let gate = VersionGate::new();
     let outbox = Outbox::new(StreamName::parse("order").unwrap());
-    for batch in batches {
-        let customers = CustomerReplica { gate: gate.clone() };
-        let products = ProductReplica { gate: gate.clone() };
-        let answers = StockAnswers { outbox: outbox.clone() };
-        store
-            .transact(move |tx| {
-                for event in &batch {
-                    let handler: &dyn Handler = match event.stream.as_str() {
-                        "customer" => &customers,
-                        "catalog" => &products,
-                        _ => &answers,
-                    };
-                    handler.handle(tx, event).expect("the order service applies the event");
-                }
-                Ok::<_, StoreError>(())
-            })
-            .await
-            .unwrap();
-    }
-}
-
-/// What the consumers leave: each replicated customer's address and version, each
-/// replicated product, each order, and the (key, kind, version) of every published event.
-type State = (Vec<(String, u64)>, Vec<(String, u64, u64)>, Vec<Order>, Vec<(String, String, u64)>);
-
-async fn state(store: &Store) -> State {
+    let handler = StockAnswers { outbox: outbox.clone() };
     store
-        .transact(|tx| {
-            let mut customers = Vec::new();
-            for n in 0..2 {
-                if let Some(r) = store::replicated_customer(tx, &format!("c-{n}"))? {
-                    customers.push((r.customer.address.city, r.customer.version));
-                }
+        .transact(move |tx| {
+            store::place(tx, &outbox, placed("o-1"), &[ORDER_PLACED], 0)
+                .map_err(|e| StoreError::Database(e.to_string()))?;
+            for event in &answers {
+                handler.handle(tx, event).expect("the answer applies");
             }
-            let mut products = Vec::new();
-            for row in tx.query("SELECT id, price_cents, version FROM product_replica ORDER BY id", &[])? {
-                let mut row = row;
-                products.push((row.take(0)?, row.get(1)?, row.get(2)?));
-            }
-            let orders = store::orders_of(tx, "c-0")?;
-            let mut published = Vec::new();
-            for mut row in tx.query("SELECT body FROM kit_outbox ORDER BY seq", &[])? {
-                let event: Envelope = serde_json::from_slice(&row.take::<Vec<u8>>(0)?).unwrap();
-                published.push((event.key, event.kind, event.version));
-            }
-            published.sort();
-            Ok::<_, StoreError>((customers, products, orders, published))
+            let order = store::order(tx, "o-1").map_err(|e| StoreError::Database(e.to_string()))?;
+            let kinds = tx
+                .query("SELECT body FROM kit_outbox ORDER BY seq", &[])?
+                .into_iter()
+                .map(|r| {
+                    let body: Vec<u8> = r.get(0)?;
+                    Ok(serde_json::from_slice::<Envelope>(&body).expect("an envelope").kind)
+                })
+                .collect::<Result<_, StoreError>>()?;
+            Ok::<_, StoreError>((order, kinds))
         })
         .await
         .unwrap()
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(48))]
+#[tokio::test]
+async fn a_provisional_hold_leaves_the_order_pending_and_the_settled_one_confirms_it() {
+    let (order, kinds) =
+        after(vec![answer(STOCK_RESERVED, "o-1", ReservationStatus::Provisional, 1, None)]).await;
+    assert_eq!((order.status, kinds.len()), (OrderStatus::PendingStock, 1));
+    let (order, kinds) = after(vec![
+        answer(STOCK_RESERVED, "o-1", ReservationStatus::Provisional, 1, None),
+        answer(STOCK_RESERVED, "o-1", ReservationStatus::Reserved, 2, None),
+    ])
+    .await;
+    assert_eq!(order.status, OrderStatus::Confirmed);
+    assert_eq!(kinds, [ORDER_PLACED, "OrderConfirmed"]);
+}
 
-    #[test]
-    fn shuffled_and_duplicated_delivery_ends_as_in_order_delivery((events, batches) in scrambled(history())) {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        runtime.block_on(async {
-            let (in_order, shuffled) = (service_store().await, service_store().await);
-            deliver(&in_order, vec![events]).await;
-            deliver(&shuffled, batches).await;
-            let expected = state(&in_order).await;
-            let answered = expected.2.iter().filter(|o| o.status != OrderStatus::PendingStock).count();
-            assert_eq!(expected.3.len(), answered, "one OrderConfirmed or OrderRejected per answered order");
-            assert_eq!(state(&shuffled).await, expected);
-        });
-    }
+#[tokio::test]
+async fn a_compensation_after_confirmation_cancels_the_order_with_the_apology() {
+    let sorry = "sorry: p-001 was oversold";
+    let (order, kinds) = after(vec![
+        answer(STOCK_RESERVED, "o-1", ReservationStatus::Reserved, 2, None),
+        answer(STOCK_REJECTED, "o-1", ReservationStatus::Released, 3, Some(sorry)),
+    ])
+    .await;
+    assert_eq!(order.status, OrderStatus::Cancelled);
+    assert_eq!(order.reason.as_deref(), Some(sorry));
+    assert_eq!(kinds, [ORDER_PLACED, "OrderConfirmed", ORDER_CANCELLED]);
+}
+
+#[tokio::test]
+async fn a_compensation_of_a_pending_order_cancels_it_with_the_apology() {
+    let sorry = "sorry: p-001 was oversold";
+    let (order, kinds) = after(vec![
+        answer(STOCK_RESERVED, "o-1", ReservationStatus::Provisional, 1, None),
+        answer(STOCK_REJECTED, "o-1", ReservationStatus::Released, 2, Some(sorry)),
+    ])
+    .await;
+    assert_eq!((order.status, order.reason.as_deref()), (OrderStatus::Cancelled, Some(sorry)));
+    assert_eq!(kinds, [ORDER_PLACED, ORDER_CANCELLED]);
+}
+
+#[tokio::test]
+async fn a_hold_refused_by_the_other_site_rejects_the_order_with_the_reason() {
+    let why = "inventory site dc1 cannot reach dc2";
+    let (order, kinds) =
+        after(vec![answer(STOCK_REJECTED, "o-1", ReservationStatus::Released, 2, Some(why))]).await;
+    assert_eq!((order.status, order.reason.as_deref()), (OrderStatus::Rejected, Some(why)));
+    assert_eq!(kinds, [ORDER_PLACED, "OrderRejected"]);
 }

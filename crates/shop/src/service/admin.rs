@@ -118,11 +118,13 @@ impl From<DeadLetter> for DeadLetterView {
     }
 }
 
-/// Dead letters matching `filter` that belong to this service's consumers.
+/// Dead letters matching `filter` that belong to this service's consumers, those of
+/// every instance included (`inventory-dc2.orders`), so one admin API serves them all.
 async fn own_letters(ctx: &Context, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter>, Problem> {
-    let prefix = format!("{}.", ctx.name);
+    let (service, instance) = (format!("{}.", ctx.name), format!("{}-", ctx.name));
     let letters = ctx.bus.dead_letters(filter).await.map_err(|e| Problem::unavailable(e.to_string()))?;
-    Ok(letters.into_iter().filter(|d| d.consumer.starts_with(&prefix)).collect())
+    let own = |c: &str| c.starts_with(&service) || c.starts_with(&instance);
+    Ok(letters.into_iter().filter(|d| own(&d.consumer)).collect())
 }
 
 async fn list(

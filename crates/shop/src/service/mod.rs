@@ -97,6 +97,8 @@ pub struct Choices {
     pub address: AddressChoice,
     /// How long a read carrying a consistency token waits for the replica.
     pub token_wait: Duration,
+    /// How the two inventory sites write during a partition (DESIGN §1, scenario 6).
+    pub inventory: crate::inventory::sites::Mode,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -108,13 +110,38 @@ pub enum AddressChoice {
 
 impl Default for Choices {
     fn default() -> Self {
-        Self { address: AddressChoice::Replica, token_wait: Duration::from_millis(250) }
+        Self {
+            address: AddressChoice::Replica,
+            token_wait: Duration::from_millis(250),
+            inventory: crate::inventory::sites::Mode::Ap,
+        }
+    }
+}
+
+/// Which running instance a [`Context`] belongs to: a service, or one inventory site.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Instance {
+    pub name: ServiceName,
+    pub site: Option<crate::inventory::sites::Site>,
+}
+
+impl From<ServiceName> for Instance {
+    fn from(name: ServiceName) -> Self {
+        Self { name, site: None }
+    }
+}
+
+impl From<crate::inventory::sites::Site> for Instance {
+    fn from(site: crate::inventory::sites::Site) -> Self {
+        Self { name: ServiceName::Inventory, site: Some(site) }
     }
 }
 
 /// Everything one service needs at run time; shared by its handlers as axum state.
 pub struct Context {
     pub name: ServiceName,
+    /// The inventory site this instance is (dc1, dc2); `None` for every other service.
+    pub site: Option<crate::inventory::sites::Site>,
     pub store: Store,
     pub outbox: Outbox,
     /// The bus as this service sees it, through its link to the bus.
@@ -128,9 +155,12 @@ pub struct Context {
 }
 
 impl Context {
-    /// Opens the service's store at `store_url` with the kit's tables and `migrations`.
+    /// Opens the store of `instance` (a service, or an inventory site) at `store_url` with
+    /// the kit's tables and `migrations`. A site publishes on its own stream
+    /// (`inventory-dc1`) and names its consumers after it, because seqs are per producer
+    /// and a durable consumer must not be shared.
     pub async fn open(
-        name: ServiceName,
+        instance: impl Into<Instance>,
         store_url: &str,
         migrations: &Migrations,
         bus: Arc<dyn Bus>,
@@ -138,17 +168,21 @@ impl Context {
         admin_token: String,
         choices: Choices,
     ) -> Result<Arc<Self>, StoreError> {
+        let Instance { name, site } = instance.into();
         let store = Store::open(store_url, &[&outbox::MIGRATIONS, migrations]).await?;
-        let label = [(std::borrow::Cow::Borrowed("service"), std::borrow::Cow::Borrowed(name.as_str()))];
+        let instance = site.map_or_else(|| name.as_str().to_owned(), |s| s.instance());
+        let label = [(std::borrow::Cow::Borrowed("service"), std::borrow::Cow::Owned(instance.clone()))];
         let mut registry = Registry::with_labels(label.into_iter());
         let metrics = KitMetrics::register(&mut registry);
-        let outbox = Outbox::new(name.stream());
+        let stream = StreamName::parse(&instance).expect("instance names are valid stream names");
+        let outbox = Outbox::new(stream);
         metrics.watch_outbox(&store, &outbox);
         for peer in peers.values() {
             metrics.watch_breaker(peer.breaker());
         }
         Ok(Arc::new(Self {
             name,
+            site,
             store,
             outbox,
             bus,
@@ -166,9 +200,15 @@ impl Context {
         self.peers.get(&name).unwrap_or_else(|| panic!("{} is not wired to {name}", self.name))
     }
 
-    /// Consumer names are prefixed with their service, e.g. `order.customer-replica`.
+    /// The name this instance publishes and consumes under: the service, or the site.
+    pub fn instance(&self) -> String {
+        self.site.map_or_else(|| self.name.as_str().to_owned(), |s| s.instance())
+    }
+
+    /// Consumer names are prefixed with their service (or site), e.g.
+    /// `order.customer-replica`, `inventory-dc2.orders`.
     pub fn consumer_name(&self, purpose: &str) -> String {
-        format!("{}.{purpose}", self.name)
+        format!("{}.{purpose}", self.instance())
     }
 }
 
@@ -202,13 +242,29 @@ pub struct Consumers {
 impl Consumers {
     /// Runs `handler` as the durable consumer `<service>.<purpose>` of `spec`'s streams.
     pub fn start<H: Handler>(&mut self, spec: ConsumerSpec, handler: H) {
+        let bus = self.ctx.bus.clone();
+        self.start_on(bus, spec, handler);
+    }
+
+    /// Like [`Consumers::start`], but fetching through `bus` (e.g. over one more link).
+    pub fn start_on<H: Handler>(&mut self, bus: Arc<dyn Bus>, spec: ConsumerSpec, handler: H) {
         let ctx = &self.ctx;
         let counters = ctx.metrics.consumer_counters(&spec.name);
         ctx.metrics.watch_consumer(&ctx.store, &spec.name, &spec.streams);
-        let consumer = Consumer::new(ctx.store.clone(), ctx.bus.clone(), handler, ConsumerConfig::new(spec))
-            .counters(counters);
+        let consumer =
+            Consumer::new(ctx.store.clone(), bus, handler, ConsumerConfig::new(spec)).counters(counters);
         let shutdown = self.shutdown.clone();
         self.tasks.spawn(async move { consumer.run(shutdown.cancelled_owned()).await });
+    }
+
+    /// Runs a background task of the service until it stops.
+    pub fn spawn(&mut self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.tasks.spawn(task);
+    }
+
+    /// Cancelled when the service stops.
+    pub fn shutdown(&self) -> CancellationToken {
+        self.shutdown.clone()
     }
 }
 
@@ -223,7 +279,7 @@ pub async fn run<S: Service>(
     let mut consumers =
         Consumers { ctx: ctx.clone(), shutdown: shutdown.clone(), tasks: tokio::task::JoinSet::new() };
     let relay = Relay::new(ctx.store.clone(), ctx.outbox.clone(), ctx.bus.clone())
-        .counter(ctx.metrics.relayed_counter(ctx.name.as_str()));
+        .counter(ctx.metrics.relayed_counter(&ctx.instance()));
     consumers.tasks.spawn(relay.run(shutdown.clone().cancelled_owned()));
     S::consume(&ctx, &mut consumers);
     let app = routes::common(ctx.clone(), S::router(ctx.clone()), S::openapi());

@@ -1,6 +1,6 @@
 //! Starting one service on a free port for tests, with its data in a given directory.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -10,6 +10,8 @@ use kit::envelope::{Envelope, EventId, NewEvent, StreamName};
 use tokio_util::sync::CancellationToken;
 
 use super::{Choices, Context, Peer, Service, ServiceName};
+use crate::inventory::InventoryService;
+use crate::inventory::sites::Site;
 
 /// Polls `probe` until it returns `Some`, for at most 20 s; panics naming `what` after that.
 pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
@@ -88,6 +90,40 @@ pub async fn spawn_with<S: Service>(
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(super::run::<S>(ctx.clone(), listener, shutdown.clone()));
     Running { addr, ctx, shutdown, task: Some(task) }
+}
+
+/// Starts both inventory sites on 127.0.0.1:0 with their databases in `dir`, on `bus`,
+/// linked as in the shop; returns them with their links by name.
+pub async fn spawn_sites(
+    dir: &Path,
+    bus: Arc<dyn Bus>,
+    choices: Choices,
+) -> (BTreeMap<Site, Running>, BTreeMap<String, kit::link::Link>) {
+    let mut listeners = BTreeMap::new();
+    for site in Site::ALL {
+        listeners.insert(site, tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a free port"));
+    }
+    let addrs: BTreeMap<Site, SocketAddr> =
+        listeners.iter().map(|(site, l)| (*site, l.local_addr().expect("a bound address"))).collect();
+    let mut links = BTreeMap::new();
+    let mut sites = BTreeMap::new();
+    for (site, listener) in listeners {
+        let ctx = crate::inventory::sites::open(
+            dir,
+            ADMIN_TOKEN.into(),
+            choices.clone(),
+            site,
+            &addrs,
+            &bus,
+            &mut links,
+        )
+        .await
+        .expect("the site's store opens");
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(super::run::<InventoryService>(ctx.clone(), listener, shutdown.clone()));
+        sites.insert(site, Running { addr: addrs[&site], ctx, shutdown, task: Some(task) });
+    }
+    (sites, links)
 }
 
 /// The envelope `event` would have once committed on `stream` at `seq`, for tests that call
