@@ -60,6 +60,30 @@ pub async fn memory_store() -> Store {
     Store::open("sqlite::memory:", &[&outbox::MIGRATIONS, &TALLY]).await.expect("in-memory store opens")
 }
 
+/// Generates one `#[tokio::test]` per named async fn of the calling module (each taking a
+/// fresh [`TestDb`]) in two modules, `sqlite` and `postgres`: one suite, both backends.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $crate::testkit::on_both_backends!(@tests $crate::testkit::TestDb::sqlite(); $($name),*);
+        }
+        mod postgres {
+            $crate::testkit::on_both_backends!(@tests $crate::testkit::TestDb::postgres(); $($name),*);
+        }
+    };
+    (@tests $fresh:expr; $($name:ident),*) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                if let Some(db) = $fresh {
+                    super::$name(db).await
+                }
+            }
+        )*
+    };
+}
+pub(crate) use on_both_backends;
+
 /// A producing service: its store, its outbox and a relay to `bus`.
 pub struct Producer {
     pub store: Store,

@@ -1,5 +1,5 @@
 //! The store suite: each behaviour is one async fn taking a fresh, empty database, run
-//! against both backends by the two thin modules at the end (`sqlite`, `postgres`).
+//! against both backends by `on_both_backends!` at the end (modules `sqlite`, `postgres`).
 
 mod postgres_only;
 
@@ -433,43 +433,19 @@ fn busy_locked_and_closed_stores_are_worth_retrying() {
     assert!(!StoreError::NoRow.is_retryable());
 }
 
-/// Runs every behaviour of the suite as a `#[tokio::test]` on the fresh databases that
-/// `$fresh` (an `Option<TestDb>`, `None` to skip) gives.
-macro_rules! store_suite {
-    ($fresh:expr) => {
-        store_suite!(@tests $fresh;
-            a_transaction_whose_body_returns_ok_is_committed,
-            a_transaction_whose_body_returns_err_is_rolled_back_and_the_error_comes_back,
-            a_panicking_transaction_is_rolled_back_and_the_store_keeps_working,
-            a_failed_savepoint_undoes_only_its_own_writes,
-            a_savepoint_inside_a_savepoint_rolls_back_on_its_own,
-            after_commit_hooks_run_in_order_only_once_the_transaction_has_committed,
-            parameters_of_every_type_round_trip,
-            columns_read_back_as_the_rust_types_they_were_written_from,
-            a_value_of_another_type_is_a_decode_error_naming_the_column,
-            dollar_placeholders_may_repeat_and_come_in_any_order,
-            query_one_without_a_row_is_a_no_row_error,
-            migrations_apply_once_are_recorded_and_data_persists_across_reopening,
-            a_failing_migration_names_its_version_and_leaves_nothing_applied,
-            concurrent_transactions_run_one_at_a_time,
-        );
-    };
-    (@tests $fresh:expr; $($name:ident),* $(,)?) => {
-        $(
-            #[tokio::test]
-            async fn $name() {
-                if let Some(db) = $fresh {
-                    super::$name(db).await
-                }
-            }
-        )*
-    };
-}
-
-mod sqlite {
-    store_suite!(crate::testkit::TestDb::sqlite());
-}
-
-mod postgres {
-    store_suite!(crate::testkit::TestDb::postgres());
-}
+crate::testkit::on_both_backends!(
+    a_transaction_whose_body_returns_ok_is_committed,
+    a_transaction_whose_body_returns_err_is_rolled_back_and_the_error_comes_back,
+    a_panicking_transaction_is_rolled_back_and_the_store_keeps_working,
+    a_failed_savepoint_undoes_only_its_own_writes,
+    a_savepoint_inside_a_savepoint_rolls_back_on_its_own,
+    after_commit_hooks_run_in_order_only_once_the_transaction_has_committed,
+    parameters_of_every_type_round_trip,
+    columns_read_back_as_the_rust_types_they_were_written_from,
+    a_value_of_another_type_is_a_decode_error_naming_the_column,
+    dollar_placeholders_may_repeat_and_come_in_any_order,
+    query_one_without_a_row_is_a_no_row_error,
+    migrations_apply_once_are_recorded_and_data_persists_across_reopening,
+    a_failing_migration_names_its_version_and_leaves_nothing_applied,
+    concurrent_transactions_run_one_at_a_time,
+);
