@@ -79,9 +79,14 @@ impl PgServer {
         self.port
     }
 
+    /// The URL of the server without a database: `postgres://postgres@127.0.0.1:PORT`.
+    pub fn base_url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}", self.port)
+    }
+
     /// The URL of `database` on this server.
     pub fn url(&self, database: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+        format!("{}/{database}", self.base_url())
     }
 
     /// Creates the empty database `name` and returns its URL.
