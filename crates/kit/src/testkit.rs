@@ -135,7 +135,7 @@ impl Handler for Tally {
         }
         tx.execute(
             "INSERT INTO tally (key, applied, last_version) VALUES ($1, 1, $2) \
-             ON CONFLICT (key) DO UPDATE SET applied = applied + 1, last_version = excluded.last_version",
+             ON CONFLICT (key) DO UPDATE SET applied = tally.applied + 1, last_version = excluded.last_version",
             &[event.key.as_str().into(), event.version.into()],
         )?;
         Ok(())
