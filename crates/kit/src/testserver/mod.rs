@@ -8,6 +8,7 @@
 
 mod postgres;
 
+use std::io::Write;
 use std::net::TcpListener;
 use std::path::PathBuf;
 
@@ -27,7 +28,8 @@ pub fn binary(name: &str, install: &str) -> Option<PathBuf> {
     if found.is_none() {
         let notice = format!("`{name}` is not on PATH; install it with: {install}");
         assert!(!in_ci(), "CI=true and {notice}");
-        eprintln!("\n!!! SKIPPED: {notice}\n");
+        // Straight to stderr: the test harness captures `eprintln!` of passing tests.
+        let _ = writeln!(std::io::stderr(), "\n!!! SKIPPED: {notice}\n");
     }
     found
 }
