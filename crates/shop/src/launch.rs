@@ -25,6 +25,7 @@ use crate::payment::PaymentService;
 use crate::search::SearchService;
 use crate::service::{Choices, Context, Peer, Service, ServiceName, peer};
 use crate::shipping::ShippingService;
+pub use crate::stores::StoreLocation;
 
 /// How to start the shop.
 #[derive(Debug, Clone)]
@@ -35,6 +36,8 @@ pub struct ShopConfig {
     pub gateway: SocketAddr,
     pub admin_token: String,
     pub choices: Choices,
+    /// Where the service databases live (default: SQLite files in `data_dir`).
+    pub stores: StoreLocation,
 }
 
 impl ShopConfig {
@@ -46,6 +49,7 @@ impl ShopConfig {
             gateway: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin_token: admin_token.to_owned(),
             choices,
+            stores: StoreLocation::Sqlite,
         }
     }
 }
@@ -150,7 +154,8 @@ pub async fn launch(config: ShopConfig) -> Result<Shop, LaunchError> {
     let mut sites = BTreeMap::new();
     for site in Site::ALL {
         let (token, choices) = (config.admin_token.clone(), config.choices.clone());
-        let ctx = crate::inventory::sites::open(dir, token, choices, site, &site_addrs, &bus, &mut links)
+        let url = config.stores.url_of(&site.instance(), dir);
+        let ctx = crate::inventory::sites::open(&url, token, choices, site, &site_addrs, &bus, &mut links)
             .await
             .map_err(|e| LaunchError::Store { service: ServiceName::Inventory, reason: e.to_string() })?;
         sites.insert(site, InventorySite { addr: site_addrs[&site], ctx });
@@ -170,7 +175,7 @@ pub async fn launch(config: ShopConfig) -> Result<Shop, LaunchError> {
             let url = format!("http://{}", services[callee]);
             peers.insert(*callee, Peer::new(callee.as_str(), &url, link, peer::default_breaker()));
         }
-        let store_url = format!("sqlite:{}", dir.join(format!("{name}.db")).display());
+        let store_url = config.stores.url(name, dir);
         let migrations = migrations(name);
         let ctx = Context::open(
             name,

@@ -24,13 +24,7 @@ const PER_SITE: usize = 3;
 
 async fn start(dir: &Path, mode: Mode) -> Shop {
     let choices = Choices { inventory: mode, ..Choices::default() };
-    let config = ShopConfig {
-        data_dir: dir.to_owned(),
-        gateway: "127.0.0.1:0".parse().unwrap(),
-        admin_token: TOKEN.into(),
-        choices,
-    };
-    launch(config).await.expect("the shop starts")
+    launch(ShopConfig::ephemeral(dir, TOKEN, choices)).await.expect("the shop starts")
 }
 
 /// Polls `probe` until it returns `Some`, for at most 30 s.

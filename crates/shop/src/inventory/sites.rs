@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 
 use kit::bus::Bus;
@@ -109,12 +108,12 @@ impl std::str::FromStr for Mode {
     }
 }
 
-/// Opens site `site` with its database in `data_dir`: its own file, its link to the bus
+/// Opens site `site` with its own database at `store_url`, its link to the bus
 /// (`inventory-dc1->bus`) and its link to the other site at `addrs`
 /// (`inventory-dc1->inventory-dc2`), which carries both its calls to that site and its
 /// replication from it; both links are added to `links`.
 pub async fn open(
-    data_dir: &Path,
+    store_url: &str,
     admin_token: String,
     choices: Choices,
     site: Site,
@@ -130,10 +129,9 @@ pub async fn open(
     let url = format!("http://{}", addrs[&site.peer()]);
     let peers =
         HashMap::from([(ServiceName::Inventory, Peer::new(&other, &url, between, peer::default_breaker()))]);
-    let store_url = format!("sqlite:{}", data_dir.join(format!("{me}.db")).display());
     let bus: Arc<dyn Bus> = Arc::new(LinkedBus::new(bus.clone(), bus_link));
     let migrations = InventoryService::migrations();
-    Context::open(site, &store_url, migrations, bus, peers, admin_token, choices).await
+    Context::open(site, store_url, migrations, bus, peers, admin_token, choices).await
 }
 
 #[cfg(test)]

@@ -108,8 +108,9 @@ pub async fn spawn_sites(
     let mut links = BTreeMap::new();
     let mut sites = BTreeMap::new();
     for (site, listener) in listeners {
+        let url = format!("sqlite:{}", dir.join(format!("{}.db", site.instance())).display());
         let ctx = crate::inventory::sites::open(
-            dir,
+            &url,
             ADMIN_TOKEN.into(),
             choices.clone(),
             site,

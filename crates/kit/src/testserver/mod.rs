@@ -1,12 +1,18 @@
-//! Real servers for tests (PostgreSQL, NATS): finding their binaries and free ports.
+//! Real servers for tests (PostgreSQL, NATS): finding their binaries and free ports, and
+//! [`PgServer`], a PostgreSQL server of the test's own.
 //!
 //! A test that needs a server starts its own, on a free port with a temporary directory,
 //! so it can also kill and restart it. When the binary is missing the test is skipped
 //! with a loud notice naming the install command, except in CI (`CI=true`), where a
 //! missing binary fails the run: CI never skips these tests.
 
+mod postgres;
+
+use std::io::Write;
 use std::net::TcpListener;
 use std::path::PathBuf;
+
+pub use postgres::{INSTALL as POSTGRES_INSTALL, PgServer};
 
 /// Whether this run is CI's (`CI` set to `true` or `1`).
 pub fn in_ci() -> bool {
@@ -22,7 +28,8 @@ pub fn binary(name: &str, install: &str) -> Option<PathBuf> {
     if found.is_none() {
         let notice = format!("`{name}` is not on PATH; install it with: {install}");
         assert!(!in_ci(), "CI=true and {notice}");
-        eprintln!("\n!!! SKIPPED: {notice}\n");
+        // Straight to stderr: the test harness captures `eprintln!` of passing tests.
+        let _ = writeln!(std::io::stderr(), "\n!!! SKIPPED: {notice}\n");
     }
     found
 }

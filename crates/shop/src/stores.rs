@@ -1,0 +1,63 @@
+//! Where the services' databases live: a SQLite file each (the embedded mode), or a
+//! PostgreSQL database each on one server (the distributed mode's store).
+
+use std::path::Path;
+
+use crate::inventory::sites::Site;
+use crate::service::ServiceName;
+
+/// Where each service's store is opened.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// `<data_dir>/<service>.db`.
+    #[default]
+    Sqlite,
+    /// `<base_url>/capshop_<service>` (e.g. base `postgres://shop@db:5432`); the
+    /// databases must exist, and each service creates its tables on start.
+    Postgres { base_url: String },
+}
+
+impl StoreLocation {
+    /// The store URL of `service`.
+    pub fn url(&self, service: ServiceName, data_dir: &Path) -> String {
+        self.url_of(service.as_str(), data_dir)
+    }
+
+    /// The store URL of one database of the shop: a service's, or an inventory site's
+    /// (`inventory-dc1`).
+    pub fn url_of(&self, part: &str, data_dir: &Path) -> String {
+        match self {
+            StoreLocation::Sqlite => format!("sqlite:{}", data_dir.join(format!("{part}.db")).display()),
+            StoreLocation::Postgres { base_url } => {
+                format!("{}/{}", base_url.trim_end_matches('/'), Self::database(part))
+            }
+        }
+    }
+
+    /// The PostgreSQL database name of a part of the shop (`-` becomes `_`, so the name
+    /// needs no quoting).
+    pub fn database(part: &str) -> String {
+        format!("capshop_{}", part.replace('-', "_"))
+    }
+
+    /// Every database the shop opens: one per service, inventory's being one per site.
+    pub fn parts() -> Vec<String> {
+        let services = ServiceName::ALL.into_iter().filter(|s| *s != ServiceName::Inventory);
+        services.map(|s| s.as_str().to_owned()).chain(Site::ALL.map(Site::instance)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_service_gets_a_sqlite_file_in_the_data_dir_or_a_postgres_database_of_its_own() {
+        let dir = Path::new("/var/capshop");
+        assert_eq!(StoreLocation::Sqlite.url(ServiceName::Order, dir), "sqlite:/var/capshop/order.db");
+        let postgres = StoreLocation::Postgres { base_url: "postgres://shop@db:5432/".into() };
+        assert_eq!(postgres.url(ServiceName::Search, dir), "postgres://shop@db:5432/capshop_search");
+        assert_eq!(postgres.url_of("inventory-dc2", dir), "postgres://shop@db:5432/capshop_inventory_dc2");
+        assert_eq!(StoreLocation::parts().len(), 8, "six services and two inventory sites");
+    }
+}
