@@ -55,7 +55,7 @@ impl Lab {
         let mut config = ShopConfig::ephemeral(&data_dir, TOKEN, Choices::default());
         adjust(&mut config);
         let shop = launch(config).await.context("the shop did not start")?;
-        let probe = Probe::new(data_dir.join("bus.db"), shop.contexts.clone());
+        let probe = Probe::new(data_dir.join("bus.db"), shop.parts.clone());
         let sampling = CancellationToken::new();
         let (timeline, name, stop, sampler) =
             (self.timeline.clone(), series.to_owned(), sampling.clone(), probe.clone());
