@@ -125,7 +125,10 @@ impl LabShop {
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        if path.contains("/admin") || path.starts_with("/api/catalog/products") {
+        if path.contains("/admin")
+            || path.starts_with("/api/catalog/products")
+            || path.starts_with("/api/inventory/stock")
+        {
             request = request.bearer_auth(TOKEN);
         }
         match request.send().await {
@@ -214,6 +217,24 @@ impl LabShop {
             Ok(lab_shop) => lab_shop.shop.stop().await.context("the shop failed while stopping"),
             Err(_) => bail!("the shop is still in use by a load"),
         }
+    }
+}
+
+/// Polls `probe` until it answers `Some`, for at most `within`; the error names `what`.
+pub async fn until<T, F, Fut>(what: &str, within: Duration, mut probe: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<Option<T>>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(found) = probe().await? {
+            return Ok(found);
+        }
+        if started.elapsed() > within {
+            bail!("gave up after {within:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
 
