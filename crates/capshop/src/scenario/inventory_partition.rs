@@ -115,6 +115,9 @@ async fn answered(shop: &LabShop, order: &str) -> anyhow::Result<Value> {
     .await
 }
 
+/// How one row of the report shows a mode's outcome.
+type Shown = fn(&Outcome) -> String;
+
 /// A figure of each site during the partition, as `dc1 / dc2`.
 fn per_site(o: &Outcome, f: fn(&SiteFigures) -> u64) -> String {
     format!("{} / {}", f(&o.during.sites[&Site::Dc1]), f(&o.during.sites[&Site::Dc2]))
@@ -188,7 +191,7 @@ pub async fn run(lab: &Lab) -> anyhow::Result<Report> {
     report.line(format!(
         "{UNITS} units of {PRODUCT}; during the partition {PER_SITE} orders of one unit at each site"
     ));
-    let rows: [(&str, fn(&Outcome) -> String); 12] = [
+    let rows: [(&str, Shown); 12] = [
         ("accepted during the partition, dc1 / dc2", |o| per_site(o, |f| f.accepted)),
         ("refused, other site unreachable, dc1 / dc2", |o| per_site(o, |f| f.refused_unreachable)),
         ("refused, short in the view, dc1 / dc2", |o| per_site(o, |f| f.refused_short)),
