@@ -181,8 +181,10 @@ pub async fn launch(config: ShopConfig) -> Result<Shop, LaunchError> {
     let mut tasks = tokio::task::JoinSet::new();
     let gateway_listener = bind(config.gateway).await?;
     let gateway = gateway_listener.local_addr().expect("a bound address");
-    let routes =
-        gateway::Routes { services: services.iter().map(|(n, a)| (*n, format!("http://{a}"))).collect() };
+    // Each service by its name, and each site by its own as well (`/api/inventory-dc2/...`).
+    let by_name =
+        services.iter().map(|(n, a)| (n.to_string(), a)).chain(addrs.iter().map(|(p, a)| (p.name(), a)));
+    let routes = gateway::Routes { services: by_name.map(|(n, a)| (n, format!("http://{a}"))).collect() };
     let app = gateway::router(routes, chaos.clone(), config.admin_token.clone());
     let stop = shutdown.clone();
     tasks.spawn(async move {

@@ -224,8 +224,12 @@ async fn bad_chaos_requests_get_a_problem_that_says_what_to_do_and_change_nothin
 async fn each_inventory_site_stops_and_is_cut_on_its_own_and_inventory_names_both_sites() {
     let dir = tempfile::tempdir().unwrap();
     let shop = spawn_shop(dir.path()).await;
+    let (status, _) = get(&shop, "/api/inventory-dc2/health").await;
+    assert_eq!(status, 200, "the gateway reaches each site by its name");
     let (status, body) = admin(&shop, "/services/inventory-dc2/stop", Some(json!({}))).await;
     assert_eq!(status, 200, "{body}");
+    assert_eq!(get(&shop, "/api/inventory-dc2/health").await.0, 502, "a stopped site does not serve");
+    assert_eq!(get(&shop, "/api/inventory-dc1/health").await.0, 200, "the other site still does");
     assert_eq!(
         (state(&body, "inventory-dc1"), state(&body, "inventory-dc2")),
         (&json!("running"), &json!("stopped"))
