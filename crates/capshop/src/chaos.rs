@@ -1,6 +1,7 @@
 //! `capshop chaos`: faults on purpose in a running shop, through the gateway's
 //! `/admin/chaos` routes — cut, heal, slow or make lossy the link between two services
-//! (or a service and the bus), and stop or start a service.
+//! (or a service and the bus), and stop or start a service. The inventory sites are parts
+//! of their own (`inventory-dc1`, `inventory-dc2`); `inventory` names both.
 
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
@@ -17,7 +18,8 @@ pub struct ChaosArgs {
 
 #[derive(Subcommand)]
 enum ChaosCommand {
-    /// Cuts the link between A and B (services or `bus`): both ways, or only A to B.
+    /// Cuts the links between A and B (services, inventory-dc1, inventory-dc2, `bus` or
+    /// `cache`; `inventory` is both sites): both ways, or only A to B.
     Cut {
         a: String,
         b: String,
@@ -35,11 +37,12 @@ enum ChaosCommand {
     Latency { a: String, b: String, ms: u64 },
     /// Makes FRACTION (0 to 1) of the passes over the link between A and B fail.
     Loss { a: String, b: String, fraction: f64 },
-    /// Stops a service: it neither serves nor consumes; its data stays.
+    /// Stops a service or an inventory site (`inventory` stops both): it neither serves nor
+    /// consumes; its data stays.
     Stop { service: String },
-    /// Starts a stopped service again on its port.
+    /// Starts a stopped service or inventory site again on its port.
     Start { service: String },
-    /// Shows every link with its faults and every service with its state.
+    /// Shows every link with its faults and every service and site with its state.
     Status,
 }
 
@@ -103,12 +106,12 @@ fn render(status: &Value) -> String {
             faults.push(format!("{:.0}% lost", loss * 100.0));
         }
         let faults = if faults.is_empty() { "healthy".to_owned() } else { faults.join(", ") };
-        out.push_str(&format!("  {:<20} {faults}\n", link["name"].as_str().unwrap_or("?")));
+        out.push_str(&format!("  {:<30} {faults}\n", link["name"].as_str().unwrap_or("?")));
     }
     out.push_str("services:\n");
     for service in status["services"].as_array().into_iter().flatten() {
         out.push_str(&format!(
-            "  {:<20} {:<8} {}\n",
+            "  {:<30} {:<8} {}\n",
             service["name"].as_str().unwrap_or("?"),
             service["state"].as_str().unwrap_or("?"),
             service["url"].as_str().unwrap_or("")

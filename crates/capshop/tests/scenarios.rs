@@ -91,6 +91,27 @@ fn read_your_writes_shows_the_new_address_to_every_checkout_with_the_token() {
 }
 
 #[test]
+fn inventory_partition_cp_refuses_and_never_oversells_while_ap_sells_on_both_sites_and_compensates() {
+    let out = tempfile::tempdir().unwrap();
+    let report = scenario("inventory-partition", out.path());
+    assert_eq!(figure(&report, "cp_oversold"), 0.0);
+    for site in ["dc1", "dc2"] {
+        assert!(figure(&report, &format!("refused_unreachable_{site}_cp")) > 0.0, "{site} refused in cp");
+        assert_eq!(figure(&report, &format!("accepted_{site}_cp")), 0.0, "{site} took nothing in cp");
+        assert!(figure(&report, &format!("accepted_{site}_ap")) > 0.0, "{site} sold in ap");
+    }
+    let reason = report["figures"]["cp_refusal_reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("cannot reach"), "the refusal says why: {reason}");
+    assert!(figure(&report, "oversold_units_ap") > 0.0, "ap oversold during the partition");
+    assert_eq!(figure(&report, "compensated_orders_ap"), figure(&report, "oversold_units_ap"));
+    assert_eq!(figure(&report, "ap_oversold_unshipped_after_compensation"), 0.0);
+    assert_eq!(figure(&report, "oversold_shipped_ap"), 0.0);
+    assert_eq!(figure(&report, "divergence_after_heal_ap"), 0.0);
+    assert_eq!(figure(&report, "divergence_after_heal_cp"), 0.0);
+    assert_eq!(figure(&report, "events_lost"), 0.0);
+}
+
+#[test]
 fn breaker_opens_on_a_slow_catalog_degrades_checkouts_and_closes_after_recovery() {
     let out = tempfile::tempdir().unwrap();
     let report = scenario("breaker", out.path());
@@ -119,6 +140,7 @@ fn the_list_names_every_scenario_and_an_unknown_name_is_refused_with_the_list() 
         "stale-address",
         "poison-event",
         "read-your-writes",
+        "inventory-partition",
         "breaker",
         "cache-down",
     ];

@@ -1,7 +1,8 @@
 // The dashboard: reads every service's /metrics (Prometheus text) and its admin API, and
 // drives the gateway's fault controls (/admin/chaos).
 const $ = (id) => document.getElementById(id);
-const SERVICES = ["customer", "catalog", "inventory", "order", "payment", "shipping", "search"];
+// Each inventory site is its own row: the gateway routes `/api/inventory-dc2/...` to dc2.
+const SERVICES = ["customer", "catalog", "inventory-dc1", "inventory-dc2", "order", "payment", "shipping", "search"];
 // The gauge's encoding (kit::breaker::BreakerState::as_gauge): 0 closed, 1 half-open, 2 open.
 const BREAKER = ["closed", "half-open", "open"];
 

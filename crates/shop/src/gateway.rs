@@ -15,16 +15,17 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{any, get};
 
 use crate::chaos::Chaos;
-use crate::service::{Problem, ServiceName, token};
+use crate::service::{Problem, token};
 
 /// Request headers the gateway forwards to a service.
 const FORWARDED: [HeaderName; 4] =
     [header::CONTENT_TYPE, header::AUTHORIZATION, header::ACCEPT, token::HEADER];
 
-/// Where each service listens, e.g. `http://127.0.0.1:41001`.
+/// Where each service listens, e.g. `http://127.0.0.1:41001`, by the name it has under
+/// `/api`: a service (`inventory` is dc1), or a part of its own (`inventory-dc2`).
 #[derive(Debug, Clone)]
 pub struct Routes {
-    pub services: BTreeMap<ServiceName, String>,
+    pub services: BTreeMap<String, String>,
 }
 
 struct Gateway {
@@ -97,9 +98,10 @@ async fn proxy(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(base) = service.parse::<ServiceName>().ok().and_then(|name| gateway.routes.services.get(&name))
-    else {
-        return Problem::not_found(format!("no service {service:?} behind /api")).into_response();
+    let Some(base) = gateway.routes.services.get(service) else {
+        let known = gateway.routes.services.keys().cloned().collect::<Vec<_>>().join(", ");
+        return Problem::not_found(format!("no service {service:?} behind /api: use one of {known}"))
+            .into_response();
     };
     let mut url = format!("{base}/{path}");
     if let Some(query) = query {

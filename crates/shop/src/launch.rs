@@ -23,7 +23,7 @@ use crate::inventory::sites::Site;
 use crate::order::OrderService;
 use crate::payment::PaymentService;
 use crate::search::SearchService;
-use crate::service::{Choices, Context, Peer, Service, ServiceName, peer};
+use crate::service::{Choices, Context, Part, Peer, Service, ServiceName, peer};
 use crate::shipping::ShippingService;
 pub use crate::stores::StoreLocation;
 
@@ -64,20 +64,25 @@ const CALLS: [(ServiceName, ServiceName); 3] = [
 /// A running shop; [`Shop::stop`] shuts it down cleanly.
 pub struct Shop {
     pub gateway: SocketAddr,
+    /// Where each service listens; inventory's is dc1's (its HTTP API is dc1's).
     pub services: BTreeMap<ServiceName, SocketAddr>,
     pub admin_token: String,
     /// Every link by name: `order->customer`, `search->bus`, ...
     pub links: BTreeMap<String, Link>,
+    /// Each service's context; inventory's is dc1's.
     pub contexts: BTreeMap<ServiceName, Arc<Context>>,
-    /// Cuts, heals, slows links; stops and starts services.
+    /// Every running part's context (each inventory site on its own): what publishes on
+    /// its own stream, for those who measure all of them.
+    pub parts: BTreeMap<Part, Arc<Context>>,
+    /// Cuts, heals, slows links; stops and starts services and sites.
     pub chaos: Chaos,
     /// The inventory sites; `services` and `contexts` name dc1 for inventory.
     pub sites: BTreeMap<Site, InventorySite>,
     shutdown: CancellationToken,
     /// The gateway.
     tasks: tokio::task::JoinSet<std::io::Result<()>>,
-    /// Services that failed by themselves (not stopped on purpose).
-    failures: mpsc::UnboundedReceiver<(ServiceName, std::io::Error)>,
+    /// Parts that failed by themselves (not stopped on purpose).
+    failures: mpsc::UnboundedReceiver<(Part, std::io::Error)>,
 }
 
 impl Shop {
@@ -126,8 +131,8 @@ pub enum LaunchError {
     Listen { addr: String, reason: String },
     #[error("cannot open the bus: {0}")]
     Bus(#[from] kit::bus::BusError),
-    #[error("cannot open the {service} database: {reason}")]
-    Store { service: ServiceName, reason: String },
+    #[error("cannot open the {part} database: {reason}")]
+    Store { part: Part, reason: String },
 }
 
 /// Starts every service and the gateway.
@@ -138,74 +143,56 @@ pub async fn launch(config: ShopConfig) -> Result<Shop, LaunchError> {
     let bus = kit::bus::connect(&format!("embedded:{}", dir.join("bus.db").display())).await?;
 
     let mut listeners = BTreeMap::new();
-    for name in ServiceName::ALL {
-        listeners.insert(name, bind("127.0.0.1:0".parse().expect("a loopback address")).await?);
+    for part in Part::all() {
+        listeners.insert(part, bind("127.0.0.1:0".parse().expect("a loopback address")).await?);
     }
-    let services: BTreeMap<ServiceName, SocketAddr> =
-        listeners.iter().map(|(name, l)| (*name, l.local_addr().expect("a bound address"))).collect();
-    let mut dc2_listener = Some(bind("127.0.0.1:0".parse().expect("a loopback address")).await?);
-    let site_addrs = BTreeMap::from([
-        (Site::Dc1, services[&ServiceName::Inventory]),
-        (Site::Dc2, dc2_listener.as_ref().and_then(|l| l.local_addr().ok()).expect("a bound address")),
-    ]);
+    let addrs: BTreeMap<Part, SocketAddr> =
+        listeners.iter().map(|(part, l)| (*part, l.local_addr().expect("a bound address"))).collect();
+    let site_addrs: BTreeMap<Site, SocketAddr> = Site::ALL.map(|s| (s, addrs[&Part::Site(s)])).into();
+    // A service of several parts (inventory) is reached at its first (dc1).
+    let mut services = BTreeMap::new();
+    for (part, addr) in &addrs {
+        services.entry(part.service()).or_insert(*addr);
+    }
 
     let mut links = BTreeMap::new();
-    let mut contexts = BTreeMap::new();
-    let mut sites = BTreeMap::new();
-    for site in Site::ALL {
+    let mut parts = BTreeMap::new();
+    for part in Part::all() {
         let (token, choices) = (config.admin_token.clone(), config.choices.clone());
-        let url = config.stores.url_of(&site.instance(), dir);
-        let ctx = crate::inventory::sites::open(&url, token, choices, site, &site_addrs, &bus, &mut links)
-            .await
-            .map_err(|e| LaunchError::Store { service: ServiceName::Inventory, reason: e.to_string() })?;
-        sites.insert(site, InventorySite { addr: site_addrs[&site], ctx });
+        let opened = match part {
+            Part::Site(site) => {
+                let url = config.stores.url_of(&site.instance(), dir);
+                crate::inventory::sites::open(&url, token, choices, site, &site_addrs, &bus, &mut links).await
+            }
+            Part::Service(name) => {
+                let url = config.stores.url(name, dir);
+                open_service(&url, name, token, choices, &services, &bus, &mut links).await
+            }
+        };
+        let ctx = opened.map_err(|e| LaunchError::Store { part, reason: e.to_string() })?;
+        parts.insert(part, ctx);
     }
-    for name in ServiceName::ALL {
-        if name == ServiceName::Inventory {
-            contexts.insert(name, sites[&Site::Dc1].ctx.clone());
-            continue;
-        }
-        let bus_link = Link::new(&format!("{name}->bus"));
-        links.insert(bus_link.name().to_owned(), bus_link.clone());
-        let service_bus: Arc<dyn Bus> = Arc::new(LinkedBus::new(bus.clone(), bus_link));
-        let mut peers = HashMap::new();
-        for (_, callee) in CALLS.iter().filter(|(caller, _)| *caller == name) {
-            let link = Link::new(&format!("{name}->{callee}"));
-            links.insert(link.name().to_owned(), link.clone());
-            let url = format!("http://{}", services[callee]);
-            peers.insert(*callee, Peer::new(callee.as_str(), &url, link, peer::default_breaker()));
-        }
-        let store_url = config.stores.url(name, dir);
-        let migrations = migrations(name);
-        let ctx = Context::open(
-            name,
-            &store_url,
-            migrations,
-            service_bus,
-            peers,
-            config.admin_token.clone(),
-            config.choices.clone(),
-        )
-        .await
-        .map_err(|e| LaunchError::Store { service: name, reason: e.to_string() })?;
-        contexts.insert(name, ctx);
+    let mut contexts = BTreeMap::new();
+    for (part, ctx) in &parts {
+        contexts.entry(part.service()).or_insert_with(|| ctx.clone());
     }
+    let sites: BTreeMap<Site, InventorySite> = Site::ALL
+        .map(|s| (s, InventorySite { addr: site_addrs[&s], ctx: parts[&Part::Site(s)].clone() }))
+        .into();
 
     if let Some(catalog) = contexts.get(&ServiceName::Catalog) {
         let cache = crate::catalog::cache_link(catalog);
         links.insert(cache.name().to_owned(), cache);
     }
     let shutdown = CancellationToken::new();
-    let (chaos, failures) = Chaos::start_all(links.clone(), &contexts, listeners, spawn, shutdown.clone());
+    let (chaos, failures) = Chaos::start_all(links.clone(), &parts, listeners, spawn, shutdown.clone());
     let mut tasks = tokio::task::JoinSet::new();
-    // dc1 is the inventory service chaos controls; dc2 runs beside it (not yet stoppable).
-    let dc2 = sites[&Site::Dc2].ctx.clone();
-    let dc2_listener = dc2_listener.take().expect("dc2 has a listener");
-    tasks.spawn(crate::service::run::<InventoryService>(dc2, dc2_listener, shutdown.clone()));
     let gateway_listener = bind(config.gateway).await?;
     let gateway = gateway_listener.local_addr().expect("a bound address");
-    let routes =
-        gateway::Routes { services: services.iter().map(|(n, a)| (*n, format!("http://{a}"))).collect() };
+    // Each service by its name, and each site by its own as well (`/api/inventory-dc2/...`).
+    let by_name =
+        services.iter().map(|(n, a)| (n.to_string(), a)).chain(addrs.iter().map(|(p, a)| (p.name(), a)));
+    let routes = gateway::Routes { services: by_name.map(|(n, a)| (n, format!("http://{a}"))).collect() };
     let app = gateway::router(routes, chaos.clone(), config.admin_token.clone());
     let stop = shutdown.clone();
     tasks.spawn(async move {
@@ -218,6 +205,7 @@ pub async fn launch(config: ShopConfig) -> Result<Shop, LaunchError> {
         admin_token: config.admin_token,
         links,
         contexts,
+        parts,
         sites,
         chaos,
         shutdown,
@@ -226,14 +214,40 @@ pub async fn launch(config: ShopConfig) -> Result<Shop, LaunchError> {
     })
 }
 
-/// Starts service `name` on `listener` until `shutdown` is cancelled.
-fn spawn(
+/// Opens the context of service `name` (not inventory, which opens as its sites): its own
+/// database at `store_url`, its link to the bus, and a link to each service it calls (at
+/// `services`).
+async fn open_service(
+    store_url: &str,
     name: ServiceName,
+    admin_token: String,
+    choices: Choices,
+    services: &BTreeMap<ServiceName, SocketAddr>,
+    bus: &Arc<dyn Bus>,
+    links: &mut BTreeMap<String, Link>,
+) -> Result<Arc<Context>, kit::store::StoreError> {
+    let bus_link = Link::new(&format!("{name}->bus"));
+    links.insert(bus_link.name().to_owned(), bus_link.clone());
+    let service_bus: Arc<dyn Bus> = Arc::new(LinkedBus::new(bus.clone(), bus_link));
+    let mut peers = HashMap::new();
+    for (_, callee) in CALLS.iter().filter(|(caller, _)| *caller == name) {
+        let link = Link::new(&format!("{name}->{callee}"));
+        links.insert(link.name().to_owned(), link.clone());
+        let url = format!("http://{}", services[callee]);
+        peers.insert(*callee, Peer::new(callee.as_str(), &url, link, peer::default_breaker()));
+    }
+    Context::open(name, store_url, migrations(name), service_bus, peers, admin_token, choices).await
+}
+
+/// Starts `part` on `listener` until `shutdown` is cancelled: an inventory site runs the
+/// inventory service with its site's context.
+fn spawn(
+    part: Part,
     ctx: Arc<Context>,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> JoinHandle<std::io::Result<()>> {
-    match name {
+    match part.service() {
         ServiceName::Customer => {
             tokio::spawn(crate::service::run::<CustomerService>(ctx, listener, shutdown))
         }

@@ -8,7 +8,7 @@ use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 use shop::launch::{Shop, ShopConfig, launch};
 use shop::service::testing::eventually;
-use shop::service::{Choices, ServiceName};
+use shop::service::{Choices, Part, ServiceName};
 
 const TOKEN: &str = "chaos-admin-token";
 
@@ -58,14 +58,23 @@ async fn status_lists_every_link_with_its_faults_and_every_service_running_as_do
     for wanted in ["order->customer", "order->catalog", "order->payment", "search->bus", "catalog->cache"] {
         assert!(names.contains(&wanted), "{wanted} in {names:?}");
     }
-    assert_eq!(names.len(), 3 + 7 + 1);
+    for wanted in [
+        "inventory-dc1->bus",
+        "inventory-dc2->bus",
+        "inventory-dc1->inventory-dc2",
+        "inventory-dc2->inventory-dc1",
+    ] {
+        assert!(names.contains(&wanted), "{wanted} in {names:?}");
+    }
+    // Calls, six services and two sites to the bus, the sites to each other, the cache.
+    assert_eq!(names.len(), 3 + 6 + 2 + 2 + 1);
     let (_, openapi) = get(&shop, "/openapi.json").await;
     for path in ["/admin/chaos", "/admin/chaos/cut", "/admin/chaos/services/{service}/stop"] {
         assert!(openapi["paths"][path].is_object(), "the gateway documents {path}");
     }
     assert_eq!(link(&body, "order->customer")["cut_out"], false);
-    for service in ServiceName::ALL {
-        assert_eq!(state(&body, service.as_str()), "running");
+    for part in Part::all() {
+        assert_eq!(state(&body, &part.name()), "running");
     }
     shop.stop().await.unwrap();
 }
@@ -208,5 +217,57 @@ async fn bad_chaos_requests_get_a_problem_that_says_what_to_do_and_change_nothin
     }
     let (_, after) = admin(&shop, "", None).await;
     assert_eq!(before, after, "no bad request changed a link or a service");
+    shop.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn each_inventory_site_stops_and_is_cut_on_its_own_and_inventory_names_both_sites() {
+    let dir = tempfile::tempdir().unwrap();
+    let shop = spawn_shop(dir.path()).await;
+    let (status, _) = get(&shop, "/api/inventory-dc2/health").await;
+    assert_eq!(status, 200, "the gateway reaches each site by its name");
+    let (status, body) = admin(&shop, "/services/inventory-dc2/stop", Some(json!({}))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(get(&shop, "/api/inventory-dc2/health").await.0, 502, "a stopped site does not serve");
+    assert_eq!(get(&shop, "/api/inventory-dc1/health").await.0, 200, "the other site still does");
+    assert_eq!(
+        (state(&body, "inventory-dc1"), state(&body, "inventory-dc2")),
+        (&json!("running"), &json!("stopped"))
+    );
+    let (_, body) = admin(&shop, "/services/inventory/stop", Some(json!({}))).await;
+    assert_eq!(state(&body, "inventory-dc1"), "stopped", "inventory stops both sites");
+    let (_, body) = admin(&shop, "/services/inventory/start", Some(json!({}))).await;
+    assert_eq!(
+        (state(&body, "inventory-dc1"), state(&body, "inventory-dc2")),
+        (&json!("running"), &json!("running"))
+    );
+
+    let (status, body) =
+        admin(&shop, "/cut", Some(json!({ "a": "inventory-dc1", "b": "inventory-dc2" }))).await;
+    assert_eq!(status, 200, "{body}");
+    for name in ["inventory-dc1->inventory-dc2", "inventory-dc2->inventory-dc1"] {
+        assert_eq!(
+            (&link(&body, name)["cut_out"], &link(&body, name)["cut_in"]),
+            (&json!(true), &json!(true)),
+            "{name}"
+        );
+    }
+    assert_eq!(link(&body, "inventory-dc1->bus")["cut_out"], false, "only the links between the sites");
+    let (_, body) = admin(&shop, "/cut", Some(json!({ "a": "inventory", "b": "bus" }))).await;
+    for name in ["inventory-dc1->bus", "inventory-dc2->bus"] {
+        assert_eq!(link(&body, name)["cut_out"], true, "inventory bus cuts {name}");
+    }
+    let (_, body) = admin(&shop, "/heal", Some(json!({ "a": "inventory-dc2", "b": "inventory-dc1" }))).await;
+    assert_eq!(link(&body, "inventory-dc1->inventory-dc2")["cut_in"], false);
+    assert_eq!(
+        link(&body, "inventory-dc2->bus")["cut_out"],
+        true,
+        "healing the sites' links leaves the bus cut"
+    );
+
+    let (status, problem) = admin(&shop, "/services/inventory-dc3/stop", Some(json!({}))).await;
+    assert_eq!(status, 404, "{problem}");
+    let detail = problem["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("inventory-dc1") && detail.contains("inventory (both sites)"), "{detail}");
     shop.stop().await.unwrap();
 }

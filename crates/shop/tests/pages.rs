@@ -1,7 +1,7 @@
 //! The web pages in a real browser: headless Chromium driven through chromedriver (the
 //! W3C WebDriver protocol, spoken directly over HTTP), against the whole shop started in
 //! this process. A shopper adds to the cart, moves, places an order and sees it shipped;
-//! the dashboard shows every service up and, with the admin token, the dead letters.
+//! the dashboard shows every service and inventory site up and, with the admin token, the dead letters.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -194,14 +194,16 @@ async fn a_shopper_adds_to_the_cart_moves_and_sees_the_order_shipped_to_the_new_
 }
 
 #[tokio::test]
-async fn the_dashboard_shows_every_service_up_and_the_dead_letters_with_the_admin_token() {
+async fn the_dashboard_shows_every_service_and_site_up_and_the_dead_letters_with_the_admin_token() {
     let Some(browser) = Browser::start().await else { return };
     let dir = tempfile::tempdir().unwrap();
     let shop = spawn_shop(dir.path()).await;
 
     browser.open(&shop.url("/dashboard")).await;
     let services = browser.shows("#services", "search").await;
-    for service in ["customer", "catalog", "inventory", "order", "payment", "shipping", "search"] {
+    let parts =
+        ["customer", "catalog", "inventory-dc1", "inventory-dc2", "order", "payment", "shipping", "search"];
+    for service in parts {
         let row = services.lines().find(|l| l.starts_with(service)).unwrap_or_else(|| panic!("{services}"));
         assert!(row.contains("up"), "{row}");
     }

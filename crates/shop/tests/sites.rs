@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use kit::link::Faults;
 use reqwest::Client;
 use serde_json::{Value, json};
 use shop::inventory::audit::Audit;
@@ -134,11 +133,12 @@ async fn placed(shop: &Shop, order: &Value) -> (u64, String) {
     (lines[0]["placed_at_ms"].as_u64().unwrap(), id)
 }
 
-/// Cuts (or heals) both links between the sites, both ways.
+/// Cuts (or heals) both links between the sites, both ways, as `capshop chaos cut
+/// inventory-dc1 inventory-dc2` does.
 fn partition(shop: &Shop, cut: bool) {
-    for name in ["inventory-dc1->inventory-dc2", "inventory-dc2->inventory-dc1"] {
-        shop.links[name].set(Faults { cut_out: cut, cut_in: cut, ..Faults::default() });
-    }
+    let (dc1, dc2) = (Site::Dc1.instance(), Site::Dc2.instance());
+    let links = if cut { shop.chaos.cut(&dc1, &dc2, false) } else { shop.chaos.heal(&dc1, &dc2) };
+    assert_eq!(links.expect("the sites are linked").len(), 2, "one link each way");
 }
 
 /// Places `PER_SITE` orders for customers of each site, alternating sites.

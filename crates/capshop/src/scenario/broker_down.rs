@@ -1,12 +1,12 @@
-//! Scenario 2 (DESIGN §4): every service loses the bus at once. Writes go on — each
-//! commits its events to its own outbox, which grows — and after the bus returns every
-//! replica converges, with no event lost.
+//! Scenario 2 (DESIGN §4): every service, each inventory site included, loses the bus at
+//! once. Writes go on — each commits its events to its own outbox, which grows — and after
+//! the bus returns every replica converges, with no event lost.
 
 use std::time::Duration;
 
 use serde_json::json;
 use shop::chaos::BUS;
-use shop::service::{Choices, ServiceName};
+use shop::service::Choices;
 
 use super::Report;
 use super::lab::{Lab, LabShop, Load};
@@ -33,8 +33,9 @@ pub async fn run(lab: &Lab) -> anyhow::Result<Report> {
         write(&shop, worker, n).await
     });
     tokio::time::sleep(lab.phase(0.5, 2.0)).await;
-    for service in ServiceName::ALL {
-        shop.shop.chaos.cut(service.as_str(), BUS, false)?;
+    // Every part of the running shop, each inventory site included.
+    for part in shop.shop.parts.keys() {
+        shop.shop.chaos.cut(&part.name(), BUS, false)?;
     }
     let from = lab.timeline.fault_begins("bus unreachable");
     tokio::time::sleep(lab.phase(2.0, 8.0)).await;

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use serde_json::json;
-use shop::service::{AddressChoice, Choices, ServiceName};
+use shop::service::{AddressChoice, Choices, Part, ServiceName};
 
 use super::Report;
 use super::lab::{Lab, LabShop, Load};
@@ -50,7 +50,7 @@ async fn run_choice(lab: &Lab, series: &str, address: AddressChoice) -> anyhow::
     };
     let load = Load::start(&lab.timeline, series, CUSTOMERS.len(), &shop, attempt.clone());
     tokio::time::sleep(lab.phase(0.5, 2.0)).await;
-    shop.shop.chaos.stop(ServiceName::Customer).await?;
+    shop.shop.chaos.stop(Part::Service(ServiceName::Customer)).await?;
     seen.lock().unwrap_or_else(PoisonError::into_inner).clear();
     let from = lab.timeline.fault_begins(&format!("{series}: customer stopped"));
     tokio::time::sleep(lab.phase(1.5, 6.0)).await;
@@ -64,7 +64,7 @@ async fn run_choice(lab: &Lab, series: &str, address: AddressChoice) -> anyhow::
         .collect();
     let ages = std::mem::take(&mut *seen.lock().unwrap_or_else(PoisonError::into_inner));
 
-    shop.shop.chaos.start(ServiceName::Customer).await?;
+    shop.shop.chaos.start(Part::Service(ServiceName::Customer)).await?;
     lab.timeline.fault_ends();
     let convergence = shop.converge(Duration::from_secs(60)).await?;
     let after = Load::start(&lab.timeline, series, CUSTOMERS.len(), &shop, attempt);

@@ -55,7 +55,7 @@ impl Lab {
         let mut config = ShopConfig::ephemeral(&data_dir, TOKEN, Choices::default());
         adjust(&mut config);
         let shop = launch(config).await.context("the shop did not start")?;
-        let probe = Probe::new(data_dir.join("bus.db"), shop.contexts.clone());
+        let probe = Probe::new(data_dir.join("bus.db"), shop.parts.clone());
         let sampling = CancellationToken::new();
         let (timeline, name, stop, sampler) =
             (self.timeline.clone(), series.to_owned(), sampling.clone(), probe.clone());
@@ -125,7 +125,10 @@ impl LabShop {
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        if path.contains("/admin") || path.starts_with("/api/catalog/products") {
+        if path.contains("/admin")
+            || path.starts_with("/api/catalog/products")
+            || path.starts_with("/api/inventory/stock")
+        {
             request = request.bearer_auth(TOKEN);
         }
         match request.send().await {
@@ -214,6 +217,24 @@ impl LabShop {
             Ok(lab_shop) => lab_shop.shop.stop().await.context("the shop failed while stopping"),
             Err(_) => bail!("the shop is still in use by a load"),
         }
+    }
+}
+
+/// Polls `probe` until it answers `Some`, for at most `within`; the error names `what`.
+pub async fn until<T, F, Fut>(what: &str, within: Duration, mut probe: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<Option<T>>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(found) = probe().await? {
+            return Ok(found);
+        }
+        if started.elapsed() > within {
+            bail!("gave up after {within:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
 

@@ -1,6 +1,8 @@
 //! What a scenario measures in the shop itself rather than trusts: replication lag,
 //! outbox backlog, and events lost — every event a producer's outbox committed must be
-//! on the bus and in the inbox of every consumer of its stream.
+//! on the bus and in the inbox of every consumer of its stream. The producers are every
+//! running part of the shop (each inventory site publishes on its own stream), and the
+//! consumers are read from the bus, so nothing here names a stream.
 //!
 //! The bus is read from its own database file (read-only) so the measurement passes no
 //! link: a cut link hides the bus from a service, not from the observer.
@@ -11,16 +13,17 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use kit::store::StoreError;
-use shop::service::{Context, ServiceName};
+use shop::service::{Context, Part};
 
 /// Reads positions of one running shop.
 #[derive(Clone)]
 pub struct Probe {
     bus_db: PathBuf,
-    contexts: BTreeMap<ServiceName, Arc<Context>>,
+    /// Every producer and consumer: the shop's parts.
+    parts: BTreeMap<Part, Arc<Context>>,
 }
 
-/// One durable consumer on the bus and the service it belongs to.
+/// One durable consumer on the bus and the part it belongs to.
 struct Consumer {
     name: String,
     service: Arc<Context>,
@@ -42,8 +45,8 @@ pub struct Lost {
 }
 
 impl Probe {
-    pub fn new(bus_db: PathBuf, contexts: BTreeMap<ServiceName, Arc<Context>>) -> Self {
-        Self { bus_db, contexts }
+    pub fn new(bus_db: PathBuf, parts: BTreeMap<Part, Arc<Context>>) -> Self {
+        Self { bus_db, parts }
     }
 
     fn bus<T: Send + 'static>(
@@ -75,8 +78,7 @@ impl Probe {
             .await?;
         let mut consumers = Vec::new();
         for (name, streams) in rows {
-            let service = name.split('.').next().and_then(|s| s.parse::<ServiceName>().ok());
-            if let Some(service) = service.and_then(|s| self.contexts.get(&s)) {
+            if let Some(service) = Part::of_consumer(&name).and_then(|p| self.parts.get(&p)) {
                 let streams = streams.split(',').map(str::to_owned).collect();
                 consumers.push(Consumer { name, service: service.clone(), streams });
             }
@@ -146,10 +148,10 @@ impl Probe {
             .await
     }
 
-    /// Committed events not yet relayed to the bus, summed over every service.
+    /// Committed events not yet relayed to the bus, summed over every part.
     pub async fn backlog(&self) -> anyhow::Result<u64> {
         let mut backlog = 0;
-        for ctx in self.contexts.values() {
+        for ctx in self.parts.values() {
             backlog += ctx
                 .store
                 .transact(|tx| {
@@ -178,7 +180,8 @@ impl Probe {
                 Ok(by_stream)
             })
             .await?;
-        for (name, ctx) in &self.contexts {
+        for ctx in self.parts.values() {
+            let name = ctx.outbox.stream().to_string();
             let committed = ctx
                 .store
                 .transact(|tx| {
@@ -187,7 +190,7 @@ impl Probe {
                         .map_or(Ok(0), |row| row.get::<u64>(0))
                 })
                 .await?;
-            let on_bus = published.get(name.as_str()).map_or(0, |ids| ids.len() as u64);
+            let on_bus = published.get(&name).map_or(0, |ids| ids.len() as u64);
             outcome.committed += committed;
             if committed > on_bus {
                 outcome.lost += committed - on_bus;

@@ -53,6 +53,8 @@ scenarios! {
         "search cannot index a product: retries with backoff, dead letter, fix, replay";
     read_your_writes => "read-your-writes",
         "replication is slow: the consistency token still shows the new address";
+    inventory_partition => "inventory-partition",
+        "dc1 and dc2 cannot see each other: ap sells and compensates, cp refuses";
     breaker => "breaker",
         "the catalog is slow: the breaker opens, answers degrade at once, it closes again";
     cache_down => "cache-down",

@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use super::{Chaos, ChaosError, Status};
 use crate::service::admin::check_bearer;
-use crate::service::{Body, PathParams, Problem, ServiceName};
+use crate::service::{Body, PathParams, Problem};
 
 struct Admin {
     chaos: Chaos,
@@ -49,13 +49,13 @@ impl From<ChaosError> for Problem {
     fn from(e: ChaosError) -> Self {
         match e {
             ChaosError::Start { .. } => Problem::unavailable(e.to_string()),
-            ChaosError::NoLink { .. } => Problem::not_found(e.to_string()),
+            ChaosError::NoLink { .. } | ChaosError::UnknownPart(_) => Problem::not_found(e.to_string()),
             _ => Problem::unprocessable(e.to_string()),
         }
     }
 }
 
-/// Two endpoints of a link: services, `bus` or `cache`.
+/// Two endpoints of a link: services, inventory sites, `bus` or `cache`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Cut {
@@ -97,7 +97,7 @@ type Answer = Result<axum::Json<Status>, Problem>;
 #[openapi(
     info(
         title = "capshop gateway: faults on purpose",
-        description = "Cut, slow or make lossy the links between services and between a service and the bus; stop and start services. Every route needs Authorization: Bearer <admin token>; every change answers with the whole status."
+        description = "Cut, slow or make lossy the links between services (or inventory sites) and between a service and the bus; stop and start services and inventory sites (inventory names both sites). Every route needs Authorization: Bearer <admin token>; every change answers with the whole status."
     ),
     paths(status, cut, heal, latency, loss, stop, start),
     components(schemas(
@@ -114,14 +114,14 @@ type Answer = Result<axum::Json<Status>, Problem>;
 )]
 pub struct Api;
 
-/// Every link with its faults and every service with its state.
+/// Every link with its faults and every part (service or inventory site) with its state.
 #[utoipa::path(get, path = "/admin/chaos", responses((status = 200, body = Status), (status = 401, body = Problem), (status = 403, body = Problem)))]
 async fn status(State(admin): State<Arc<Admin>>) -> axum::Json<Status> {
     axum::Json(admin.chaos.status().await)
 }
 
-/// Cuts the link between `a` and `b` (services, `bus` or `cache`): both ways, or with
-/// `oneway` only from `a` to `b`.
+/// Cuts the links between `a` and `b` (services, inventory sites, `bus` or `cache`; `inventory`
+/// names both sites): both ways, or with `oneway` only from `a` to `b`.
 #[utoipa::path(post, path = "/admin/chaos/cut", request_body = Cut,
     responses((status = 200, body = Status), (status = 401, body = Problem), (status = 403, body = Problem),
               (status = 404, body = Problem, description = "no link between them; the links that exist are named"),
@@ -165,26 +165,26 @@ async fn loss(State(admin): State<Arc<Admin>>, Body(loss): Body<Loss>) -> Answer
     Ok(status(State(admin)).await)
 }
 
-fn service(name: &str) -> Result<ServiceName, Problem> {
-    name.parse().map_err(|e: String| Problem::not_found(e))
-}
-
-/// Stops a service: its server, relay and consumers end; its data stays.
-#[utoipa::path(post, path = "/admin/chaos/services/{service}/stop", params(("service" = String, Path)),
-    responses((status = 200, body = Status), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem, description = "no such service")))]
+/// Stops a service or an inventory site (`inventory` stops both): its server, relay and
+/// consumers end; its data stays.
+#[utoipa::path(post, path = "/admin/chaos/services/{service}/stop", params(("service" = String, Path, description = "a service or an inventory site: order, inventory-dc2, inventory (both sites)")),
+    responses((status = 200, body = Status), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem, description = "no such service or site; the known ones are named")))]
 async fn stop(State(admin): State<Arc<Admin>>, PathParams(name): PathParams<String>) -> Answer {
-    let name = service(&name)?;
-    admin.chaos.stop(name).await.map_err(|e| {
-        Problem::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{name} failed while stopping: {e}"))
-    })?;
+    for part in admin.chaos.parts(&name)? {
+        admin.chaos.stop(part).await.map_err(|e| {
+            Problem::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{part} failed while stopping: {e}"))
+        })?;
+    }
     Ok(status(State(admin)).await)
 }
 
-/// Starts a stopped service again on its port.
-#[utoipa::path(post, path = "/admin/chaos/services/{service}/start", params(("service" = String, Path)),
+/// Starts a stopped service or inventory site (`inventory` starts both) again on its port.
+#[utoipa::path(post, path = "/admin/chaos/services/{service}/start", params(("service" = String, Path, description = "a service or an inventory site: order, inventory-dc2, inventory (both sites)")),
     responses((status = 200, body = Status), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
               (status = 503, body = Problem, description = "its port could not be bound again")))]
 async fn start(State(admin): State<Arc<Admin>>, PathParams(name): PathParams<String>) -> Answer {
-    admin.chaos.start(service(&name)?).await?;
+    for part in admin.chaos.parts(&name)? {
+        admin.chaos.start(part).await?;
+    }
     Ok(status(State(admin)).await)
 }

@@ -1,9 +1,10 @@
 //! Faults on purpose (DESIGN §4): one handle, [`Chaos`], that knows every link of the
-//! running shop and every service, so links can be cut (both ways or one way), slowed and
-//! made lossy, and services stopped and started again. The gateway's `/admin/chaos`
+//! running shop and every [`Part`] (a service, or one inventory site), so links can be cut
+//! (both ways or one way), slowed and made lossy, and parts stopped and started again.
+//! A service that runs as several parts names all of them: `inventory` is both sites. The gateway's `/admin/chaos`
 //! routes ([`http`]), `capshop chaos` and the dashboard all drive this one type.
 //!
-//! A stopped service neither serves nor consumes: its HTTP server, relay and consumers
+//! A stopped part neither serves nor consumes: its HTTP server, relay and consumers
 //! stop. Its database and its context (store, links, breakers) stay, so starting it again
 //! on the same port resumes where it left off.
 
@@ -20,7 +21,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::service::{Context, ServiceName};
+use crate::service::part::{self, UnknownPart};
+use crate::service::{Context, Part};
 
 /// The endpoints a link can end at besides a service.
 pub const BUS: &str = "bus";
@@ -29,16 +31,18 @@ pub const CACHE: &str = "cache";
 /// Why a chaos command changed nothing.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ChaosError {
-    #[error("unknown endpoint {name:?}: use a service ({services}), bus or cache")]
-    UnknownEndpoint { name: String, services: String },
+    #[error("unknown endpoint {name:?}: use a service or an inventory site ({parts}), bus or cache")]
+    UnknownEndpoint { name: String, parts: String },
+    #[error(transparent)]
+    UnknownPart(#[from] UnknownPart),
     #[error("there is no link between {a} and {b}; the links are: {links}")]
     NoLink { a: String, b: String, links: String },
     #[error("a loss fraction must be between 0 and 1 (e.g. 0.3), not {0}")]
     BadLoss(f64),
     #[error("a latency must be at most {max} ms, not {ms}; to make a link unreachable, cut it", max = MAX_LATENCY.as_millis())]
     BadLatency { ms: u64 },
-    #[error("{service} could not start again on {addr}: {reason}")]
-    Start { service: ServiceName, addr: SocketAddr, reason: String },
+    #[error("{part} could not start again on {addr}: {reason}")]
+    Start { part: Part, addr: SocketAddr, reason: String },
 }
 
 /// A latency beyond this is a cut in disguise; cut the link instead.
@@ -68,26 +72,28 @@ pub enum ServiceState {
     Stopped,
 }
 
-/// One service as status shows it.
+/// One part (a service, or an inventory site) as status shows it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct ServiceStatus {
-    #[schema(value_type = String)]
-    pub name: ServiceName,
+    /// The part: `order`, `inventory-dc1`, ...
+    pub name: String,
+    /// The service it is: `inventory` for both sites.
+    pub service: String,
     pub state: ServiceState,
     /// Where it listens (the same address after a restart).
     pub url: String,
 }
 
-/// Every link with its faults and every service with its state.
+/// Every link with its faults and every part with its state.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct Status {
     pub links: Vec<LinkStatus>,
     pub services: Vec<ServiceStatus>,
 }
 
-/// Starts one service's task on `listener` until `stop` is cancelled.
+/// Starts one part's task on `listener` until `stop` is cancelled.
 pub(crate) type Spawner =
-    fn(ServiceName, Arc<Context>, TcpListener, CancellationToken) -> JoinHandle<std::io::Result<()>>;
+    fn(Part, Arc<Context>, TcpListener, CancellationToken) -> JoinHandle<std::io::Result<()>>;
 
 struct Running {
     stop: CancellationToken,
@@ -102,11 +108,11 @@ struct Slot {
 
 struct Inner {
     links: BTreeMap<String, Link>,
-    slots: BTreeMap<ServiceName, Slot>,
+    slots: BTreeMap<Part, Slot>,
     spawner: Spawner,
     /// Cancelled when the whole shop stops; every service's own token is its child.
     shutdown: CancellationToken,
-    failures: mpsc::UnboundedSender<(ServiceName, std::io::Error)>,
+    failures: mpsc::UnboundedSender<(Part, std::io::Error)>,
 }
 
 /// The fault controls of one running shop; cheap to clone.
@@ -122,15 +128,15 @@ impl std::fmt::Debug for Chaos {
 }
 
 impl Chaos {
-    /// Takes over `listeners` and starts every service on its own; a service that fails
-    /// by itself is reported on the returned receiver.
+    /// Takes over `listeners` and starts every part on its own; a part that fails by
+    /// itself is reported on the returned receiver.
     pub(crate) fn start_all(
         links: BTreeMap<String, Link>,
-        contexts: &BTreeMap<ServiceName, Arc<Context>>,
-        listeners: BTreeMap<ServiceName, TcpListener>,
+        contexts: &BTreeMap<Part, Arc<Context>>,
+        listeners: BTreeMap<Part, TcpListener>,
         spawner: Spawner,
         shutdown: CancellationToken,
-    ) -> (Self, mpsc::UnboundedReceiver<(ServiceName, std::io::Error)>) {
+    ) -> (Self, mpsc::UnboundedReceiver<(Part, std::io::Error)>) {
         let (failures, failed) = mpsc::unbounded_channel();
         let mut slots = BTreeMap::new();
         let mut started = Vec::new();
@@ -147,14 +153,14 @@ impl Chaos {
         (chaos, failed)
     }
 
-    fn spawn(&self, name: ServiceName, listener: TcpListener) -> Running {
+    fn spawn(&self, name: Part, listener: TcpListener) -> Running {
         let stop = self.inner.shutdown.child_token();
         let inner = (self.inner.spawner)(name, self.inner.slots[&name].ctx.clone(), listener, stop.clone());
         let failures = self.inner.failures.clone();
         let task = tokio::spawn(async move {
             let result = inner.await.map_err(std::io::Error::other).and_then(|r| r);
             if let Err(e) = &result {
-                tracing::error!(service = %name, error = %e, "service failed");
+                tracing::error!(part = %name, error = %e, "part failed");
                 let _ = failures.send((name, std::io::Error::other(e.to_string())));
             }
             result
@@ -162,14 +168,19 @@ impl Chaos {
         Running { stop, task }
     }
 
-    /// Every link with its faults and every service with its state.
+    /// Every link with its faults and every part with its state.
     pub async fn status(&self) -> Status {
         let links = self.inner.links.values().map(link_status).collect();
         let mut services = Vec::new();
         for (name, slot) in &self.inner.slots {
             let running = slot.running.lock().await.as_ref().is_some_and(|r| !r.task.is_finished());
             let state = if running { ServiceState::Running } else { ServiceState::Stopped };
-            services.push(ServiceStatus { name: *name, state, url: format!("http://{}", slot.addr) });
+            services.push(ServiceStatus {
+                name: name.name(),
+                service: name.service().as_str().to_owned(),
+                state,
+                url: format!("http://{}", slot.addr),
+            });
         }
         Status { links, services }
     }
@@ -180,24 +191,24 @@ impl Chaos {
     }
 
     /// Cuts traffic between `a` and `b`: both ways, or with `oneway` only from `a` to `b`.
-    pub fn cut(&self, a: &str, b: &str, oneway: bool) -> Result<LinkStatus, ChaosError> {
-        let (link, a_owns) = self.between(a, b)?;
-        let mut faults = link.faults();
-        if !oneway || a_owns {
-            faults.cut_out = true;
-        }
-        if !oneway || !a_owns {
-            faults.cut_in = true;
-        }
-        link.set(faults);
-        Ok(link_status(link))
+    /// Every link between them is cut (the sites have one each way), and a service of
+    /// several parts names all of them (`inventory bus`: both sites' links to the bus).
+    pub fn cut(&self, a: &str, b: &str, oneway: bool) -> Result<Vec<LinkStatus>, ChaosError> {
+        self.each_between(a, b, |link, a_owns| {
+            let mut faults = link.faults();
+            if !oneway || a_owns {
+                faults.cut_out = true;
+            }
+            if !oneway || !a_owns {
+                faults.cut_in = true;
+            }
+            link.set(faults);
+        })
     }
 
-    /// Removes every fault of the link between `a` and `b`.
-    pub fn heal(&self, a: &str, b: &str) -> Result<LinkStatus, ChaosError> {
-        let (link, _) = self.between(a, b)?;
-        link.heal();
-        Ok(link_status(link))
+    /// Removes every fault of the links between `a` and `b`.
+    pub fn heal(&self, a: &str, b: &str) -> Result<Vec<LinkStatus>, ChaosError> {
+        self.each_between(a, b, |link, _| link.heal())
     }
 
     /// Removes every fault of every link (stopped services stay stopped).
@@ -206,29 +217,31 @@ impl Chaos {
     }
 
     /// Adds `latency` to every pass over the link between `a` and `b`.
-    pub fn latency(&self, a: &str, b: &str, latency: Duration) -> Result<LinkStatus, ChaosError> {
+    pub fn latency(&self, a: &str, b: &str, latency: Duration) -> Result<Vec<LinkStatus>, ChaosError> {
         if latency > MAX_LATENCY {
             return Err(ChaosError::BadLatency { ms: latency.as_millis() as u64 });
         }
-        let (link, _) = self.between(a, b)?;
-        link.set(Faults { latency, ..link.faults() });
-        Ok(link_status(link))
+        self.each_between(a, b, |link, _| link.set(Faults { latency, ..link.faults() }))
     }
 
     /// Makes a `fraction` of the passes over the link between `a` and `b` fail.
-    pub fn loss(&self, a: &str, b: &str, fraction: f64) -> Result<LinkStatus, ChaosError> {
+    pub fn loss(&self, a: &str, b: &str, fraction: f64) -> Result<Vec<LinkStatus>, ChaosError> {
         if !(0.0..=1.0).contains(&fraction) {
             return Err(ChaosError::BadLoss(fraction));
         }
-        let (link, _) = self.between(a, b)?;
-        link.set(Faults { loss: fraction, ..link.faults() });
-        Ok(link_status(link))
+        self.each_between(a, b, |link, _| link.set(Faults { loss: fraction, ..link.faults() }))
     }
 
-    /// Stops `service`: it no longer serves nor consumes; its data stays. Stopping a
-    /// stopped service changes nothing.
-    pub async fn stop(&self, service: ServiceName) -> std::io::Result<()> {
-        let running = self.inner.slots[&service].running.lock().await.take();
+    /// The parts `name` names: a part (`inventory-dc2`), or every part of a service
+    /// (`inventory`: both sites).
+    pub fn parts(&self, name: &str) -> Result<Vec<Part>, ChaosError> {
+        Ok(Part::named(name)?)
+    }
+
+    /// Stops `part`: it no longer serves nor consumes; its data stays. Stopping a
+    /// stopped part changes nothing.
+    pub async fn stop(&self, part: Part) -> std::io::Result<()> {
+        let running = self.inner.slots[&part].running.lock().await.take();
         match running {
             Some(Running { stop, task }) => {
                 stop.cancel();
@@ -238,24 +251,24 @@ impl Chaos {
         }
     }
 
-    /// Starts `service` again on its address with the same context and links (also after
-    /// it failed by itself). Starting a running service changes nothing.
-    pub async fn start(&self, service: ServiceName) -> Result<(), ChaosError> {
-        let slot = &self.inner.slots[&service];
+    /// Starts `part` again on its address with the same context and links (also after
+    /// it failed by itself). Starting a running part changes nothing.
+    pub async fn start(&self, part: Part) -> Result<(), ChaosError> {
+        let slot = &self.inner.slots[&part];
         let mut running = slot.running.lock().await;
         if running.as_ref().is_some_and(|r| !r.task.is_finished()) {
             return Ok(());
         }
         let listener = TcpListener::bind(slot.addr).await.map_err(|e| ChaosError::Start {
-            service,
+            part,
             addr: slot.addr,
             reason: e.to_string(),
         })?;
-        *running = Some(self.spawn(service, listener));
+        *running = Some(self.spawn(part, listener));
         Ok(())
     }
 
-    /// Stops every service (the shop is stopping); the first failure is returned.
+    /// Stops every part (the shop is stopping); the first failure is returned.
     pub(crate) async fn stop_all(&self) -> std::io::Result<()> {
         self.inner.shutdown.cancel();
         let mut first = Ok(());
@@ -269,23 +282,49 @@ impl Chaos {
         first
     }
 
-    /// The link between `a` and `b`, and whether `a` is its owner (so `a -> b` is `Out`).
-    fn between(&self, a: &str, b: &str) -> Result<(&Link, bool), ChaosError> {
-        for name in [a, b] {
-            let known = name == BUS || name == CACHE || name.parse::<ServiceName>().is_ok();
-            if !known {
-                let services = ServiceName::ALL.map(ServiceName::as_str).join(", ");
-                return Err(ChaosError::UnknownEndpoint { name: name.to_owned(), services });
+    /// Applies `change` to every link between `a` and `b` (with whether `a` owns it, so
+    /// `a -> b` is its `Out`) and answers their status; an unknown endpoint or no link
+    /// at all changes nothing.
+    fn each_between(
+        &self,
+        a: &str,
+        b: &str,
+        change: impl Fn(&Link, bool),
+    ) -> Result<Vec<LinkStatus>, ChaosError> {
+        let (ends_a, ends_b) = (endpoints(a)?, endpoints(b)?);
+        let mut found: BTreeMap<&str, (&Link, bool)> = BTreeMap::new();
+        for x in &ends_a {
+            for y in ends_b.iter().filter(|y| *y != x) {
+                if let Some(link) = self.inner.links.get(&format!("{x}->{y}")) {
+                    found.insert(link.name(), (link, true));
+                }
+                if let Some(link) = self.inner.links.get(&format!("{y}->{x}")) {
+                    found.entry(link.name()).or_insert((link, false));
+                }
             }
         }
-        if let Some(link) = self.inner.links.get(&format!("{a}->{b}")) {
-            return Ok((link, true));
+        if found.is_empty() {
+            let links = self.inner.links.keys().cloned().collect::<Vec<_>>().join(", ");
+            return Err(ChaosError::NoLink { a: a.to_owned(), b: b.to_owned(), links });
         }
-        if let Some(link) = self.inner.links.get(&format!("{b}->{a}")) {
-            return Ok((link, false));
-        }
-        let links = self.inner.links.keys().cloned().collect::<Vec<_>>().join(", ");
-        Err(ChaosError::NoLink { a: a.to_owned(), b: b.to_owned(), links })
+        Ok(found
+            .into_values()
+            .map(|(link, a_owns)| {
+                change(link, a_owns);
+                link_status(link)
+            })
+            .collect())
+    }
+}
+
+/// The link ends `name` stands for: `bus`, `cache`, or the names of the parts it names.
+fn endpoints(name: &str) -> Result<Vec<String>, ChaosError> {
+    if name == BUS || name == CACHE {
+        return Ok(vec![name.to_owned()]);
+    }
+    match Part::named(name) {
+        Ok(parts) => Ok(parts.into_iter().map(Part::name).collect()),
+        Err(_) => Err(ChaosError::UnknownEndpoint { name: name.to_owned(), parts: part::known() }),
     }
 }
 

@@ -4,6 +4,7 @@
 //! [`Service`] into a running process part: seed, relay, consumers and HTTP server.
 
 pub mod admin;
+pub mod part;
 pub mod peer;
 pub mod problem;
 mod routes;
@@ -28,6 +29,7 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use part::Part;
 pub use peer::{Peer, PeerError};
 pub use problem::{Body, PathParams, Problem, QueryParams};
 
@@ -198,6 +200,11 @@ impl Context {
     /// The client of a peer service this one was wired to.
     pub fn peer(&self, name: ServiceName) -> &Peer {
         self.peers.get(&name).unwrap_or_else(|| panic!("{} is not wired to {name}", self.name))
+    }
+
+    /// The part this context runs: its service, or its inventory site.
+    pub fn part(&self) -> Part {
+        self.site.map_or(Part::Service(self.name), Part::Site)
     }
 
     /// The name this instance publishes and consumes under: the service, or the site.
