@@ -5,8 +5,12 @@
 //! with a loud notice naming the install command, except in CI (`CI=true`), where a
 //! missing binary fails the run: CI never skips these tests.
 
+mod nats;
+
 use std::net::TcpListener;
 use std::path::PathBuf;
+
+pub use nats::NatsServer;
 
 /// Whether this run is CI's (`CI` set to `true` or `1`).
 pub fn in_ci() -> bool {
