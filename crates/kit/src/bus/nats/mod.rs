@@ -112,6 +112,16 @@ fn unavailable(error: impl std::fmt::Display) -> BusError {
     BusError::Unavailable(error.to_string())
 }
 
+/// How long a request to the server may take before the bus counts it as unavailable.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Awaits `work` for at most `limit`: a request lost with a connection is never answered.
+async fn bounded<F: Future>(what: &str, limit: Duration, work: F) -> Result<F::Output, BusError> {
+    tokio::time::timeout(limit, work)
+        .await
+        .map_err(|_| BusError::Unavailable(format!("{what} got no answer within {limit:?}")))
+}
+
 /// The JetStream bus; cloning shares the connection.
 #[derive(Clone)]
 pub struct NatsBus {
@@ -134,11 +144,11 @@ impl NatsBus {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| BusError::UnsupportedUrl(format!("{url} ({e})")))?;
         let client = async_nats::ConnectOptions::new()
-            .connection_timeout(Duration::from_secs(5))
+            .connection_timeout(REQUEST_TIMEOUT)
             .connect(addresses)
             .await
             .map_err(unavailable)?;
-        let js = jetstream::ContextBuilder::new().timeout(Duration::from_secs(5)).build(client);
+        let js = jetstream::ContextBuilder::new().timeout(REQUEST_TIMEOUT).build(client);
         debug!(servers = ?servers, prefix = %settings.prefix, replicas = settings.replicas, "nats bus connected");
         Ok(Self {
             js,

@@ -12,7 +12,7 @@ use tracing::{debug, warn};
 use super::dead_letters::Record;
 use super::holds::Admission;
 use super::streams::{self, PULL_EXPIRES};
-use super::{NatsBus, unavailable};
+use super::{NatsBus, REQUEST_TIMEOUT, bounded, unavailable};
 use crate::bus::{
     BusError, ConsumerSpec, Delivery, DeliveryTag, Disposition, Message, Ordering, Subscription,
 };
@@ -40,12 +40,16 @@ impl NatsSubscription {
     /// Pulls up to `max` messages: what is due now, or, with `wait`, one message as soon
     /// as the server has one (a pull request for exactly one, so none is left pending).
     async fn pull(&self, max: usize, wait: bool) -> Result<Vec<jetstream::Message>, BusError> {
-        let batch = if wait {
-            self.consumer.batch().max_messages(1).expires(PULL_EXPIRES).messages().await
-        } else {
-            self.consumer.fetch().max_messages(max).messages().await
+        let pulled = async {
+            let batch = if wait {
+                self.consumer.batch().max_messages(1).expires(PULL_EXPIRES).messages().await
+            } else {
+                self.consumer.fetch().max_messages(max).messages().await
+            };
+            batch.map_err(unavailable)?.try_collect().await.map_err(unavailable)
         };
-        batch.map_err(unavailable)?.try_collect().await.map_err(unavailable)
+        // A pull request sent while the connection was down is never answered.
+        bounded("a pull", PULL_EXPIRES + REQUEST_TIMEOUT, pulled).await?
     }
 
     /// Turns pulled messages into deliveries: parks or drops what a per-key consumer must
@@ -96,7 +100,8 @@ impl NatsSubscription {
 
     /// Makes sure the acks, naks and terms sent so far reached the server.
     async fn flush(&self) -> Result<(), BusError> {
-        self.bus.js.client().flush().await.map_err(unavailable)
+        let client = self.bus.js.client();
+        bounded("a flush", REQUEST_TIMEOUT, client.flush()).await?.map_err(unavailable)
     }
 }
 
