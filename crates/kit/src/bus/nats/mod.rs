@@ -35,11 +35,13 @@
 //! - **Per-key ordering and parking.** JetStream has no per-key in-flight limit, so the
 //!   bus keeps one *hold* per consumer and key in a KV bucket (`{prefix}_HOLDS`): the head
 //!   (the one message of the key being delivered, retried or dead) and the messages parked
-//!   behind it. A later message of a held key is recorded as parked and acknowledged on
-//!   the consumer; acking or discarding the head publishes the next parked message again
-//!   on the consumer's subject (attempt 1). Every change is a compare-and-set on the
-//!   hold's revision, so concurrent attachments and crashes between steps leave at worst
-//!   a duplicate delivery (which the consumer's inbox absorbs), never a lost or stuck
+//!   behind it. The attachment delivering a head keeps the key's later messages in memory,
+//!   unacknowledged, and delivers the next on the head's ack; when the head is retried or
+//!   dies they are parked: recorded in the hold and acknowledged on the consumer. Acking,
+//!   replaying or discarding the head publishes the next parked message again on the
+//!   consumer's subject (attempt 1). Every change is a compare-and-set on the hold's
+//!   revision, so concurrent attachments and crashes between steps leave at worst a
+//!   duplicate delivery (which the consumer's inbox absorbs), never a lost or stuck
 //!   message (details in `holds.rs`).
 //! - **Stream head.** The `Capshop-Seq` of the last message on the producing stream.
 
@@ -196,7 +198,7 @@ impl Bus for NatsBus {
         }
         let stream = self.consumer_stream(spec).await?;
         let consumer = self.pull_consumer(&stream, spec).await?;
-        Ok(Box::new(subscription::NatsSubscription::new(self.clone(), spec.clone(), stream, consumer)))
+        Ok(Box::new(subscription::NatsSubscription::new(self.clone(), spec.clone(), consumer)))
     }
 
     async fn stream_head(&self, stream: &str) -> Result<u64, BusError> {
@@ -232,7 +234,7 @@ impl Bus for NatsBus {
         let stored = self.matching_dead_letters(filter).await?;
         for (seq, record) in &stored {
             self.delete_dead_letter(*seq).await?;
-            self.release(&record.consumer, &record.message.key, &record.message.id).await?;
+            self.release(&record.consumer, &record.message.key, &record.message.id, &[]).await?;
         }
         Ok(stored.len())
     }

@@ -1,40 +1,71 @@
-//! One attachment of a durable consumer: pulling, parking per key, and settling
-//! deliveries with ack, nak-with-delay and term.
+//! One attachment of a durable consumer: pulling, keeping a per-key consumer's keys one
+//! at a time, and settling deliveries with ack, nak-with-delay and term.
+//!
+//! A per-key attachment keeps the messages it pulls behind a head it delivered itself in
+//! memory, unacknowledged on the server (so a crash loses none of them), and delivers the
+//! next one when the head is acknowledged: the common case costs no parking. Only when
+//! the head is retried or dies are they parked durably in its key's hold.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
-use async_nats::jetstream::{self, AckKind, consumer::PullConsumer, stream};
+use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
 use async_trait::async_trait;
 use futures_util::TryStreamExt;
 use tracing::{debug, warn};
 
 use super::dead_letters::Record;
-use super::holds::Admission;
+use super::holds::{Admission, Position, Release};
 use super::streams::{self, PULL_EXPIRES};
 use super::{NatsBus, REQUEST_TIMEOUT, bounded, unavailable};
-use crate::bus::{
-    BusError, ConsumerSpec, Delivery, DeliveryTag, Disposition, Message, Ordering, Subscription,
-};
+use crate::bus::{BusError, ConsumerSpec, Delivery, DeliveryTag, Disposition, Ordering, Subscription};
 
-/// A delivery handed out and not yet settled, by its position in the consumer's stream.
-struct InFlight {
+/// A message pulled and not yet settled, by its position in the consumer's stream.
+struct Taken {
     js: jetstream::Message,
-    message: Message,
+    message: crate::bus::Message,
     attempt: u32,
     seq: u64,
+}
+
+impl Taken {
+    fn delivery(&self) -> Delivery {
+        Delivery { tag: DeliveryTag(self.seq), attempt: self.attempt, message: self.message.clone() }
+    }
+
+    fn position(&self) -> Position {
+        Position { id: self.message.id.clone(), seq: self.seq }
+    }
 }
 
 pub(super) struct NatsSubscription {
     bus: NatsBus,
     spec: ConsumerSpec,
     consumer: PullConsumer,
-    inflight: HashMap<u64, InFlight>,
+    inflight: HashMap<u64, Taken>,
+    /// Keys whose head this attachment delivered and has not settled (per-key only).
+    busy: HashSet<String>,
+    /// Messages pulled behind a busy key, in order, unacknowledged on the server.
+    behind: HashMap<String, VecDeque<Taken>>,
+    /// Deliveries due at once: heads that took over from an acknowledged one.
+    ready: VecDeque<Delivery>,
 }
 
 impl NatsSubscription {
-    pub fn new(bus: NatsBus, spec: ConsumerSpec, _stream: stream::Stream, consumer: PullConsumer) -> Self {
-        Self { bus, spec, consumer, inflight: HashMap::new() }
+    pub fn new(bus: NatsBus, spec: ConsumerSpec, consumer: PullConsumer) -> Self {
+        Self {
+            bus,
+            spec,
+            consumer,
+            inflight: HashMap::new(),
+            busy: HashSet::new(),
+            behind: HashMap::new(),
+            ready: VecDeque::new(),
+        }
+    }
+
+    fn per_key(&self) -> bool {
+        self.spec.ordering == Ordering::PerKey
     }
 
     /// Pulls up to `max` messages: what is due now, or, with `wait`, one message as soon
@@ -52,8 +83,8 @@ impl NatsSubscription {
         bounded("a pull", PULL_EXPIRES + REQUEST_TIMEOUT, pulled).await?
     }
 
-    /// Turns pulled messages into deliveries: parks or drops what a per-key consumer must
-    /// not deliver yet, and dead-letters what ran out of attempts on ack waits.
+    /// Turns pulled messages into deliveries: keeps back or parks what a per-key consumer
+    /// must not deliver yet, and dead-letters what ran out of attempts on ack waits.
     async fn take(&mut self, pulled: Vec<jetstream::Message>) -> Result<Vec<Delivery>, BusError> {
         let mut deliveries = Vec::with_capacity(pulled.len());
         for js in pulled {
@@ -64,37 +95,113 @@ impl NatsSubscription {
                 js.ack_with(AckKind::Term).await.map_err(unavailable)?;
                 continue;
             };
-            if self.spec.ordering == Ordering::PerKey {
-                let admission = self.bus.admit(&self.spec.name, &message.key, &message.id, seq).await?;
-                if admission != Admission::Deliver {
-                    js.ack().await.map_err(unavailable)?;
-                    continue;
+            let mut taken = Taken { js, message, attempt: delivered, seq };
+            if self.per_key() {
+                match self.admit(taken).await? {
+                    Some(admitted) => taken = admitted,
+                    None => continue,
                 }
             }
-            let taken = InFlight { js, message, attempt: delivered, seq };
             if delivered > self.spec.max_attempts {
                 let attempts = delivered - 1;
-                self.dead_letter(taken, attempts, &format!("not acknowledged after {attempts} deliveries"))
-                    .await?;
+                let error = format!("not acknowledged after {attempts} deliveries");
+                self.give_up(taken, attempts, &error).await?;
                 continue;
             }
-            deliveries.push(Delivery {
-                tag: DeliveryTag(seq),
-                attempt: delivered,
-                message: taken.message.clone(),
-            });
+            deliveries.push(taken.delivery());
             self.inflight.insert(seq, taken);
         }
         Ok(deliveries)
     }
 
+    /// Gives `taken` back when a per-key consumer delivers it now; else it is kept behind
+    /// its key's head here, or parked or dropped (acknowledged) by the key's hold.
+    async fn admit(&mut self, taken: Taken) -> Result<Option<Taken>, BusError> {
+        let key = taken.message.key.clone();
+        if self.busy.contains(&key) {
+            if self.inflight.contains_key(&taken.seq) {
+                return Ok(Some(taken)); // the head held here, redelivered after its ack wait
+            }
+            let queue = self.behind.entry(key).or_default();
+            match queue.iter_mut().find(|kept| kept.seq == taken.seq) {
+                Some(kept) => *kept = taken,
+                None => queue.push_back(taken),
+            }
+            return Ok(None);
+        }
+        match self.bus.admit(&self.spec.name, &key, &taken.message.id, taken.seq).await? {
+            Admission::Deliver => {
+                self.busy.insert(key);
+                Ok(Some(taken))
+            }
+            Admission::Parked | Admission::Known => {
+                taken.js.ack().await.map_err(unavailable)?;
+                Ok(None)
+            }
+        }
+    }
+
     /// Stores the dead letter, then terminates the message on the consumer.
-    async fn dead_letter(&self, taken: InFlight, attempts: u32, error: &str) -> Result<(), BusError> {
+    async fn dead_letter(&self, taken: &Taken, attempts: u32, error: &str) -> Result<(), BusError> {
         let record = Record::new(&self.spec.name, &taken.message, attempts, error);
         let letter_id = format!("{}:{}:{}", self.spec.name, taken.seq, taken.message.id);
         self.bus.store_dead_letter(&record, &letter_id).await?;
         taken.js.ack_with(AckKind::Term).await.map_err(unavailable)?;
         debug!(consumer = %self.spec.name, event = %taken.message.id, attempts, "dead-lettered");
+        Ok(())
+    }
+
+    /// Dead-letters a head and parks what this attachment kept behind it.
+    async fn give_up(&mut self, taken: Taken, attempts: u32, error: &str) -> Result<(), BusError> {
+        self.dead_letter(&taken, attempts, error).await?;
+        self.hold_back(&taken).await
+    }
+
+    /// The head `taken` is retrying or dead: the messages kept behind it here are parked
+    /// in its key's hold and acknowledged, or, if the hold moved on, left to be redelivered.
+    async fn hold_back(&mut self, taken: &Taken) -> Result<(), BusError> {
+        if !self.per_key() {
+            return Ok(());
+        }
+        let key = &taken.message.key;
+        self.busy.remove(key);
+        let Some(behind) = self.behind.remove(key) else { return Ok(()) };
+        let positions: Vec<_> = behind.iter().map(Taken::position).collect();
+        if self.bus.park_behind(&self.spec.name, key, &taken.message.id, &positions).await? {
+            for kept in behind {
+                kept.js.ack().await.map_err(unavailable)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The head `taken` was acknowledged: the next message of its key takes over.
+    async fn release(&mut self, taken: &Taken) -> Result<(), BusError> {
+        let key = &taken.message.key;
+        self.busy.remove(key);
+        let behind = self.behind.remove(key).unwrap_or_default();
+        let positions: Vec<_> = behind.iter().map(Taken::position).collect();
+        match self.bus.release(&self.spec.name, key, &taken.message.id, &positions).await? {
+            Release::Next => {
+                let mut behind = behind;
+                let next = behind.pop_front().expect("a next message was behind");
+                // Its ack wait started when it was pulled; it starts again now.
+                next.js.ack_with(AckKind::Progress).await.map_err(unavailable)?;
+                self.busy.insert(key.clone());
+                self.ready.push_back(next.delivery());
+                self.inflight.insert(next.seq, next);
+                if !behind.is_empty() {
+                    self.behind.insert(key.clone(), behind);
+                }
+            }
+            Release::Moved => {
+                for kept in behind {
+                    kept.js.ack().await.map_err(unavailable)?;
+                }
+            }
+            // Left unacknowledged, they come back after the ack wait and are admitted then.
+            Release::Ended | Release::NotHead => {}
+        }
         Ok(())
     }
 
@@ -109,6 +216,10 @@ impl NatsSubscription {
 impl Subscription for NatsSubscription {
     async fn fetch(&mut self, max: usize) -> Result<Vec<Delivery>, BusError> {
         let max = max.max(1);
+        if !self.ready.is_empty() {
+            let n = max.min(self.ready.len());
+            return Ok(self.ready.drain(..n).collect());
+        }
         let mut wait = false;
         loop {
             let pulled = self.pull(max, wait).await?;
@@ -122,8 +233,8 @@ impl Subscription for NatsSubscription {
                 self.flush().await?;
                 return Ok(deliveries);
             }
-            // Nothing due: wait for the server, unless what was pulled was parked or known,
-            // in which case more may be due at once.
+            // Nothing due: wait for the server, unless what was pulled was kept back,
+            // parked or known, in which case more may be due at once.
             wait = !found;
         }
     }
@@ -131,8 +242,8 @@ impl Subscription for NatsSubscription {
     async fn ack(&mut self, tags: &[DeliveryTag]) -> Result<(), BusError> {
         for tag in tags {
             let Some(taken) = self.inflight.remove(&tag.0) else { continue };
-            if self.spec.ordering == Ordering::PerKey {
-                self.bus.release(&self.spec.name, &taken.message.key, &taken.message.id).await?;
+            if self.per_key() {
+                self.release(&taken).await?;
             }
             taken.js.ack().await.map_err(unavailable)?;
         }
@@ -148,9 +259,10 @@ impl Subscription for NatsSubscription {
         let Some(taken) = self.inflight.remove(&tag.0) else { return Ok(Disposition::Retrying) };
         let disposition = if taken.attempt >= self.spec.max_attempts {
             let attempts = taken.attempt;
-            self.dead_letter(taken, attempts, error).await?;
+            self.give_up(taken, attempts, error).await?;
             Disposition::DeadLettered
         } else {
+            self.hold_back(&taken).await?;
             taken.js.ack_with(AckKind::Nak(Some(delay))).await.map_err(unavailable)?;
             Disposition::Retrying
         };
@@ -161,7 +273,7 @@ impl Subscription for NatsSubscription {
     async fn reject(&mut self, tag: DeliveryTag, error: &str) -> Result<(), BusError> {
         let Some(taken) = self.inflight.remove(&tag.0) else { return Ok(()) };
         let attempts = taken.attempt;
-        self.dead_letter(taken, attempts, error).await?;
+        self.give_up(taken, attempts, error).await?;
         self.flush().await
     }
 }
