@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kit::bus::{Bus, BusError, ConsumerSpec, Message, Ordering};
+use kit::bus::{Bus, BusError, ConsumerSpec, DeadLetterFilter, Message, Ordering};
 use kit::testserver::NatsServer;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -32,9 +32,14 @@ fn message(n: usize) -> Message {
     }
 }
 
-/// A per-key consumer with a short ack wait, so deliveries lost with a server come back soon.
+/// A per-key consumer with a short ack wait, so deliveries lost with a server come back
+/// soon, and attempts enough that the redeliveries of an outage or a leader election do
+/// not turn its messages into dead letters.
 fn reader_spec() -> ConsumerSpec {
-    ConsumerSpec::new("survivor", &["orders"]).ordering(Ordering::PerKey).ack_wait(Duration::from_secs(2))
+    ConsumerSpec::new("survivor", &["orders"])
+        .ordering(Ordering::PerKey)
+        .ack_wait(Duration::from_secs(2))
+        .max_attempts(50)
 }
 
 /// Reads like a consumer does: fetch, ack, and re-attach after any bus error. Sends
@@ -112,6 +117,7 @@ fn report(confirmed: &[Message], unavailable: usize, started: Instant) {
 
 /// Asserts that every confirmed message was delivered, after waiting for them.
 async fn assert_none_lost(
+    bus: &Arc<dyn Bus>,
     confirmed: &[Message],
     delivered: &mut mpsc::UnboundedReceiver<String>,
     seen: &mut HashSet<String>,
@@ -124,7 +130,11 @@ async fn assert_none_lost(
     };
     if tokio::time::timeout(PATIENCE, waiting).await.is_err() {
         let lost = wanted.difference(seen).count();
-        panic!("{lost} of {} confirmed messages were never delivered", wanted.len());
+        let letters = bus.dead_letters(&DeadLetterFilter::all()).await;
+        panic!(
+            "{lost} of {} confirmed messages were never delivered; dead letters: {letters:?}",
+            wanted.len()
+        );
     }
 }
 
@@ -152,7 +162,7 @@ async fn a_nats_server_killed_under_load_loses_no_message_and_publish_is_unavail
     stop.send(true).expect("the publisher listens");
     let (confirmed, unavailable) = publisher.await.expect("the publisher ran");
 
-    assert_none_lost(&confirmed, &mut delivered, &mut seen).await;
+    assert_none_lost(&bus, &confirmed, &mut delivered, &mut seen).await;
     reader.abort();
     report(&confirmed, unavailable, started);
 }
@@ -171,13 +181,17 @@ async fn an_r3_cluster_keeps_publishing_and_consuming_with_one_node_killed_and_l
     let started = Instant::now();
 
     wait_for_deliveries(&mut delivered, &mut seen, 10 * BATCH).await;
-    nodes[0].kill();
+    // The node leading the consumer's stream: killing it forces an election under load.
+    let leader = nodes[1].leader_of("capshop_C_survivor").await;
+    let victim = nodes.iter().position(|n| Some(n.name()) == leader).unwrap_or(0);
+    nodes[victim].kill();
+    eprintln!("killed {} (leader of the consumer's stream: {leader:?})", nodes[victim].name());
     let killed_at = seen.len();
     wait_for_deliveries(&mut delivered, &mut seen, killed_at + 20 * BATCH).await;
     stop.send(true).expect("the publisher listens");
     let (confirmed, unavailable) = publisher.await.expect("the publisher ran");
 
-    assert_none_lost(&confirmed, &mut delivered, &mut seen).await;
+    assert_none_lost(&bus, &confirmed, &mut delivered, &mut seen).await;
     reader.abort();
     report(&confirmed, unavailable, started);
 }

@@ -188,6 +188,22 @@ impl NatsServer {
         self.wait_healthy().await;
     }
 
+    /// The name it has in a cluster (`n` and its client port).
+    pub fn name(&self) -> String {
+        format!("n{}", self.port)
+    }
+
+    /// The name of the server that leads JetStream stream `stream`, as this server sees it.
+    pub async fn leader_of(&self, stream: &str) -> Option<String> {
+        let body = http_get(self.monitor_port, "/jsz?streams=true").await?;
+        let jsz: serde_json::Value = serde_json::from_str(&body).ok()?;
+        jsz["account_details"].as_array()?.iter().find_map(|account| {
+            account["stream_detail"].as_array()?.iter().find_map(|detail| {
+                (detail["name"] == stream).then(|| detail["cluster"]["leader"].as_str().map(str::to_owned))?
+            })
+        })
+    }
+
     /// The server's log so far, for failure messages.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
@@ -207,23 +223,27 @@ impl Drop for NatsServer {
 
 /// Whether `GET /healthz` on the monitoring port answers 200.
 async fn healthy(monitor_port: u16) -> bool {
+    http_get(monitor_port, "/healthz").await.is_some()
+}
+
+/// The body of `GET path` on the loopback port, when it answers 200.
+async fn http_get(port: u16, path: &str) -> Option<String> {
+    let path = path.to_owned();
     tokio::task::spawn_blocking(move || {
-        let address = std::net::SocketAddr::from(([127, 0, 0, 1], monitor_port));
-        let Ok(mut stream) = std::net::TcpStream::connect_timeout(&address, Duration::from_millis(500))
-        else {
-            return false;
-        };
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-        let request = format!("GET /healthz HTTP/1.0\r\nHost: {address}\r\n\r\n");
-        if stream.write_all(request.as_bytes()).is_err() {
-            return false;
-        }
-        let mut response = Vec::new();
-        let _ = stream.read_to_end(&mut response);
-        response.starts_with(b"HTTP/1.1 200") || response.starts_with(b"HTTP/1.0 200")
+        let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let mut stream = std::net::TcpStream::connect_timeout(&address, Duration::from_millis(500)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        let request = format!("GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n");
+        stream.write_all(request.as_bytes()).ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        let (head, body) = response.split_once("\r\n\r\n")?;
+        let ok = head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200");
+        ok.then(|| body.to_owned())
     })
     .await
-    .unwrap_or(false)
+    .ok()
+    .flatten()
 }
 
 #[cfg(test)]
