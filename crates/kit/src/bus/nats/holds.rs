@@ -2,22 +2,29 @@
 //! order, and parks them behind a retried or dead one.
 //!
 //! A hold is one KV entry per consumer and key: the head (the event being delivered,
-//! retried or dead), the events parked behind it (as positions in the consumer's own
-//! stream) and the highest position it has taken in. The attachment that delivered a
-//! head keeps the key's later messages in memory, unacknowledged on the server, and on
-//! the head's ack hands the head over to the first of them (one compare-and-set, no
-//! copy). Messages are *parked* only when the head is retrying or dead, or held by
-//! another attachment: recorded in the hold, then acknowledged on the consumer. Releasing
-//! a head with parked messages publishes the oldest again on the consumer's subject,
-//! where it arrives as the new head (attempt 1).
+//! retried or dead; none when the key is free) and the events parked behind it, as
+//! positions in the consumer's own stream. The attachment that delivered a head keeps
+//! the key's later messages in memory, unacknowledged on the server, and on the head's
+//! ack hands the head over to the first of them (one compare-and-set, no copy). Messages
+//! are *parked* only when the head is retrying or dead, or held by another attachment:
+//! recorded in the hold, then acknowledged on the consumer. Releasing a head with parked
+//! messages publishes the oldest again on the consumer's subject, where it arrives as the
+//! new head (attempt 1). A freed hold stays, headless, so taking the key again is one
+//! compare-and-set on the revision this attachment last saw.
 //!
 //! Every change is a compare-and-set on the entry's revision, and the steps are ordered
 //! so every crash point is safe:
 //! - park: record in the hold, then ack (a crash redelivers it; it is found parked);
 //! - release: publish the next copy, then move the head, then ack the old head (a crash
 //!   before moving the head drops the copy as parked and publishes another on the next
-//!   release; a crash after it redelivers the old head, which is then known as old);
+//!   release; a crash after it redelivers the old head, delivered once more, which the
+//!   consumer's inbox absorbs);
 //! - messages kept in memory are unacknowledged, so a crash redelivers them.
+//!
+//! A message that is neither the head nor parked is taken as new, whatever its position:
+//! after a crash the server redelivers old messages later than it delivers new ones, so
+//! position cannot tell an old copy from a message never seen, and dropping the latter
+//! would lose it.
 
 use async_nats::jetstream::kv;
 use serde::{Deserialize, Serialize};
@@ -37,21 +44,32 @@ pub(super) struct Position {
     pub seq: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Hold {
-    /// The event id of the head.
-    head: String,
+    /// The event id of the head; none when the key is free.
+    head: Option<String>,
     parked: Vec<Position>,
-    /// The highest consumer-stream position this hold has taken in: anything at or below
-    /// it that is not the head was handled already.
-    max_seq: u64,
+}
+
+impl Hold {
+    fn is_head(&self, id: &str) -> bool {
+        self.head.as_deref() == Some(id)
+    }
+}
+
+/// A hold as this attachment last read or wrote it, with its revision: the expected
+/// revision of its next compare-and-set, saving a read when nobody else changed it.
+#[derive(Debug, Clone)]
+pub(super) struct Seen {
+    hold: Hold,
+    revision: u64,
 }
 
 /// What a per-key consumer does with a message it pulled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub(super) enum Admission {
     /// It is its key's head: deliver it.
-    Deliver,
+    Deliver(Seen),
     /// It was parked behind its key's head: ack it on the consumer, deliver nothing.
     Parked,
     /// A copy of something handled already: ack it, deliver nothing.
@@ -59,14 +77,14 @@ pub(super) enum Admission {
 }
 
 /// What releasing a head did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub(super) enum Release {
     /// A parked message is the head now, published again; the messages behind were parked.
     Moved,
     /// The first message behind is the head now: deliver it.
-    Next,
+    Next(Seen),
     /// Nothing was behind: the key is free.
-    Ended,
+    Ended(Seen),
     /// The message was not its key's head (any more): the messages behind are not taken.
     NotHead,
 }
@@ -77,7 +95,6 @@ fn park(hold: &mut Hold, behind: &[Position]) {
         if !hold.parked.iter().any(|p| p.id == position.id) {
             hold.parked.push(position.clone());
         }
-        hold.max_seq = hold.max_seq.max(position.seq);
     }
     hold.parked.sort_by_key(|p| p.seq);
 }
@@ -111,41 +128,69 @@ impl NatsBus {
         }
     }
 
+    /// Writes `hold` if the entry is still at `revision` (0: if there is none); `None`
+    /// when it is not.
+    async fn swap(
+        &self,
+        bucket: &kv::Store,
+        name: &str,
+        hold: Hold,
+        revision: u64,
+    ) -> Result<Option<Seen>, BusError> {
+        let written = if revision == 0 {
+            match bucket.create(name, encode(&hold).into()).await {
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => return Ok(None),
+                written => written.map_err(unavailable)?,
+            }
+        } else {
+            match bucket.update(name, encode(&hold).into(), revision).await {
+                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => return Ok(None),
+                written => written.map_err(unavailable)?,
+            }
+        };
+        Ok(Some(Seen { hold, revision: written }))
+    }
+
     /// Decides whether a per-key consumer's message at `seq` of its stream is delivered,
-    /// parked or already known, recording it in its key's hold.
+    /// parked or already parked, recording it in its key's hold. `seen` is the key's hold
+    /// as this attachment last saw it, if it remembers.
     pub(super) async fn admit(
         &self,
         consumer: &str,
         key: &str,
         id: &str,
         seq: u64,
+        mut seen: Option<Seen>,
     ) -> Result<Admission, BusError> {
         let bucket = self.hold_bucket().await?;
         let name = hold_key(consumer, key);
         for _ in 0..CAS_ROUNDS {
-            let Some((mut hold, revision)) = self.hold(&bucket, &name).await? else {
-                let hold = Hold { head: id.to_owned(), parked: Vec::new(), max_seq: seq };
-                match bucket.create(&name, encode(&hold).into()).await {
-                    Ok(_) => return Ok(Admission::Deliver),
-                    Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => continue,
-                    Err(e) => return Err(unavailable(e)),
-                }
+            let remembered = seen.is_some();
+            let (mut hold, revision) = match seen.take() {
+                Some(seen) => (seen.hold, seen.revision),
+                None => self.hold(&bucket, &name).await?.unwrap_or_default(),
             };
-            if hold.head == id {
-                return Ok(Admission::Deliver);
-            }
-            if hold.parked.iter().any(|p| p.id == id) || seq <= hold.max_seq {
-                return Ok(Admission::Known);
-            }
-            hold.parked.push(Position { id: id.to_owned(), seq });
-            hold.max_seq = seq;
-            match bucket.update(&name, encode(&hold).into(), revision).await {
-                Ok(_) => {
-                    debug!(consumer, key, event = id, parked = hold.parked.len(), "parked behind its key");
-                    return Ok(Admission::Parked);
+            if hold.is_head(id) {
+                if remembered {
+                    continue; // only what the server says makes it the head
                 }
-                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
-                Err(e) => return Err(unavailable(e)),
+                return Ok(Admission::Deliver(Seen { hold, revision }));
+            }
+            let admission = if hold.head.is_none() {
+                hold.head = Some(id.to_owned());
+                None
+            } else if hold.parked.iter().any(|p| p.id == id) {
+                return Ok(Admission::Known);
+            } else {
+                hold.parked.push(Position { id: id.to_owned(), seq });
+                Some(Admission::Parked)
+            };
+            let parked = hold.parked.len();
+            if let Some(written) = self.swap(&bucket, &name, hold, revision).await? {
+                if admission.is_some() {
+                    debug!(consumer, key, event = id, parked, "parked behind its key");
+                }
+                return Ok(admission.unwrap_or(Admission::Deliver(written)));
             }
         }
         Err(lost_race())
@@ -154,49 +199,46 @@ impl NatsBus {
     /// Ends the hold of `id` on its key, given the messages this attachment pulled behind
     /// it (in order, not yet acknowledged on the server): the oldest parked message becomes
     /// the head and is delivered again, and `behind` is parked after it; or, with nothing
-    /// parked, the first of `behind` becomes the head; or the hold goes.
+    /// parked, the first of `behind` becomes the head; or the key is free.
     pub(super) async fn release(
         &self,
         consumer: &str,
         key: &str,
         id: &str,
         behind: &[Position],
+        mut seen: Option<Seen>,
     ) -> Result<Release, BusError> {
         let bucket = self.hold_bucket().await?;
         let name = hold_key(consumer, key);
         for _ in 0..CAS_ROUNDS {
-            let Some((mut hold, revision)) = self.hold(&bucket, &name).await? else {
-                return Ok(Release::NotHead);
+            let remembered = seen.is_some();
+            let (mut hold, revision) = match seen.take() {
+                Some(seen) => (seen.hold, seen.revision),
+                None => self.hold(&bucket, &name).await?.unwrap_or_default(),
             };
-            if hold.head != id {
+            if !hold.is_head(id) {
+                if remembered {
+                    continue; // only what the server says makes it not the head
+                }
                 return Ok(Release::NotHead);
             }
-            let release = if !hold.parked.is_empty() {
+            let moved = !hold.parked.is_empty();
+            if moved {
                 let next = hold.parked.remove(0);
                 self.redeliver_parked(consumer, &next).await?;
-                hold.head = next.id;
+                hold.head = Some(next.id);
                 park(&mut hold, behind);
-                Release::Moved
-            } else if let Some(next) = behind.first() {
-                hold.head = next.id.clone();
-                hold.max_seq = hold.max_seq.max(next.seq);
-                Release::Next
             } else {
-                match bucket.delete_expect_revision(&name, Some(revision)).await {
-                    Ok(()) => return Ok(Release::Ended),
-                    Err(_) if self.hold(&bucket, &name).await?.is_some_and(|(_, r)| r != revision) => {
-                        continue;
-                    }
-                    Err(e) => return Err(unavailable(e)),
-                }
-            };
-            match bucket.update(&name, encode(&hold).into(), revision).await {
-                Ok(_) => {
-                    debug!(consumer, key, event = %hold.head, parked = hold.parked.len(), "released the next of its key");
-                    return Ok(release);
-                }
-                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
-                Err(e) => return Err(unavailable(e)),
+                hold.head = behind.first().map(|next| next.id.clone());
+            }
+            let head = hold.head.clone();
+            if let Some(written) = self.swap(&bucket, &name, hold, revision).await? {
+                debug!(consumer, key, head = ?head, "released its key");
+                return Ok(match (moved, head) {
+                    (true, _) => Release::Moved,
+                    (false, Some(_)) => Release::Next(written),
+                    (false, None) => Release::Ended(written),
+                });
             }
         }
         Err(lost_race())
@@ -215,14 +257,12 @@ impl NatsBus {
         let name = hold_key(consumer, key);
         for _ in 0..CAS_ROUNDS {
             let Some((mut hold, revision)) = self.hold(&bucket, &name).await? else { return Ok(false) };
-            if hold.head != id {
+            if !hold.is_head(id) {
                 return Ok(false);
             }
             park(&mut hold, behind);
-            match bucket.update(&name, encode(&hold).into(), revision).await {
-                Ok(_) => return Ok(true),
-                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
-                Err(e) => return Err(unavailable(e)),
+            if self.swap(&bucket, &name, hold, revision).await?.is_some() {
+                return Ok(true);
             }
         }
         Err(lost_race())
@@ -248,7 +288,7 @@ impl NatsBus {
     pub(super) async fn parked_behind(&self, consumer: &str, key: &str, id: &str) -> Result<u64, BusError> {
         let bucket = self.hold_bucket().await?;
         Ok(match self.hold(&bucket, &hold_key(consumer, key)).await? {
-            Some((hold, _)) if hold.head == id => hold.parked.len() as u64,
+            Some((hold, _)) if hold.is_head(id) => hold.parked.len() as u64,
             _ => 0,
         })
     }

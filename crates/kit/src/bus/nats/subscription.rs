@@ -15,7 +15,7 @@ use futures_util::TryStreamExt;
 use tracing::{debug, warn};
 
 use super::dead_letters::Record;
-use super::holds::{Admission, Position, Release};
+use super::holds::{Admission, Position, Release, Seen};
 use super::streams::{self, PULL_EXPIRES};
 use super::{NatsBus, REQUEST_TIMEOUT, bounded, unavailable};
 use crate::bus::{BusError, ConsumerSpec, Delivery, DeliveryTag, Disposition, Ordering, Subscription};
@@ -26,6 +26,8 @@ struct Taken {
     message: crate::bus::Message,
     attempt: u32,
     seq: u64,
+    /// Its key's hold as written when it became the head (per-key only).
+    seen: Option<Seen>,
 }
 
 impl Taken {
@@ -49,7 +51,13 @@ pub(super) struct NatsSubscription {
     behind: HashMap<String, VecDeque<Taken>>,
     /// Deliveries due at once: heads that took over from an acknowledged one.
     ready: VecDeque<Delivery>,
+    /// Holds this attachment freed, as it wrote them, so taking the key again is one
+    /// compare-and-set (a cache: forgetting costs one read).
+    freed: HashMap<String, Seen>,
 }
+
+/// How many freed holds an attachment remembers.
+const FREED_REMEMBERED: usize = 4096;
 
 impl NatsSubscription {
     pub fn new(bus: NatsBus, spec: ConsumerSpec, consumer: PullConsumer) -> Self {
@@ -61,6 +69,7 @@ impl NatsSubscription {
             busy: HashSet::new(),
             behind: HashMap::new(),
             ready: VecDeque::new(),
+            freed: HashMap::new(),
         }
     }
 
@@ -95,7 +104,7 @@ impl NatsSubscription {
                 js.ack_with(AckKind::Term).await.map_err(unavailable)?;
                 continue;
             };
-            let mut taken = Taken { js, message, attempt: delivered, seq };
+            let mut taken = Taken { js, message, attempt: delivered, seq, seen: None };
             if self.per_key() {
                 match self.admit(taken).await? {
                     Some(admitted) => taken = admitted,
@@ -103,6 +112,7 @@ impl NatsSubscription {
                 }
             }
             if delivered > self.spec.max_attempts {
+                self.inflight.remove(&seq);
                 let attempts = delivered - 1;
                 let error = format!("not acknowledged after {attempts} deliveries");
                 self.give_up(taken, attempts, &error).await?;
@@ -129,10 +139,11 @@ impl NatsSubscription {
             }
             return Ok(None);
         }
-        match self.bus.admit(&self.spec.name, &key, &taken.message.id, taken.seq).await? {
-            Admission::Deliver => {
+        let remembered = self.freed.remove(&key);
+        match self.bus.admit(&self.spec.name, &key, &taken.message.id, taken.seq, remembered).await? {
+            Admission::Deliver(seen) => {
                 self.busy.insert(key);
-                Ok(Some(taken))
+                Ok(Some(Taken { seen: Some(seen), ..taken }))
             }
             Admission::Parked | Admission::Known => {
                 taken.js.ack().await.map_err(unavailable)?;
@@ -176,15 +187,17 @@ impl NatsSubscription {
     }
 
     /// The head `taken` was acknowledged: the next message of its key takes over.
-    async fn release(&mut self, taken: &Taken) -> Result<(), BusError> {
+    async fn release(&mut self, taken: &mut Taken) -> Result<(), BusError> {
         let key = &taken.message.key;
         self.busy.remove(key);
         let behind = self.behind.remove(key).unwrap_or_default();
         let positions: Vec<_> = behind.iter().map(Taken::position).collect();
-        match self.bus.release(&self.spec.name, key, &taken.message.id, &positions).await? {
-            Release::Next => {
+        let seen = taken.seen.take();
+        match self.bus.release(&self.spec.name, key, &taken.message.id, &positions, seen).await? {
+            Release::Next(seen) => {
                 let mut behind = behind;
-                let next = behind.pop_front().expect("a next message was behind");
+                let mut next = behind.pop_front().expect("a next message was behind");
+                next.seen = Some(seen);
                 // Its ack wait started when it was pulled; it starts again now.
                 next.js.ack_with(AckKind::Progress).await.map_err(unavailable)?;
                 self.busy.insert(key.clone());
@@ -199,8 +212,14 @@ impl NatsSubscription {
                     kept.js.ack().await.map_err(unavailable)?;
                 }
             }
+            Release::Ended(seen) => {
+                if self.freed.len() >= FREED_REMEMBERED {
+                    self.freed.clear();
+                }
+                self.freed.insert(key.clone(), seen);
+            }
             // Left unacknowledged, they come back after the ack wait and are admitted then.
-            Release::Ended | Release::NotHead => {}
+            Release::NotHead => {}
         }
         Ok(())
     }
@@ -241,9 +260,9 @@ impl Subscription for NatsSubscription {
 
     async fn ack(&mut self, tags: &[DeliveryTag]) -> Result<(), BusError> {
         for tag in tags {
-            let Some(taken) = self.inflight.remove(&tag.0) else { continue };
+            let Some(mut taken) = self.inflight.remove(&tag.0) else { continue };
             if self.per_key() {
-                self.release(&taken).await?;
+                self.release(&mut taken).await?;
             }
             taken.js.ack().await.map_err(unavailable)?;
         }
