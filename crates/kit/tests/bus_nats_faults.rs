@@ -211,3 +211,39 @@ async fn connect_when_ready(url: &str) -> Arc<dyn Bus> {
     };
     tokio::time::timeout(PATIENCE, ready).await.expect("the cluster accepts R3 streams")
 }
+
+#[tokio::test]
+async fn a_per_key_consumer_that_dies_holding_a_keys_messages_hands_them_on_in_order() {
+    let Some(server) = NatsServer::start().await else { return };
+    let bus = kit::bus::connect(&server.url()).await.expect("the nats bus connects");
+    let spec =
+        ConsumerSpec::new("packer", &["orders"]).ordering(Ordering::PerKey).ack_wait(Duration::from_secs(2));
+    let mut published: Vec<_> = (0..3).map(|n| message(n * 7)).collect();
+    bus.publish(&published).await.expect("publishing to a running server");
+
+    // The first attachment takes the key's head (and pulls what follows it), then dies.
+    let mut first = bus.subscribe(&spec).await.expect("attaching");
+    let head = first.fetch(10).await.expect("fetching");
+    assert_eq!(head[0].message, published[0], "the key's first message is its head");
+    drop(first);
+
+    // A later message of the key is published before the server gives the dead
+    // attachment's messages back; it must still come after them.
+    let later = message(3 * 7);
+    bus.publish(std::slice::from_ref(&later)).await.expect("publishing to a running server");
+    published.push(later);
+
+    let mut second = bus.subscribe(&spec).await.expect("attaching again");
+    let mut delivered = Vec::new();
+    let reading = async {
+        while delivered.len() < published.len() {
+            let deliveries = second.fetch(10).await.expect("fetching");
+            let tags: Vec<_> = deliveries.iter().map(|d| d.tag).collect();
+            delivered.extend(deliveries.into_iter().map(|d| d.message));
+            second.ack(&tags).await.expect("acking");
+        }
+    };
+    tokio::time::timeout(PATIENCE, reading).await.expect("every message of the key is delivered");
+    let seqs = |messages: &[Message]| messages.iter().map(|m| m.seq).collect::<Vec<_>>();
+    assert_eq!(seqs(&delivered), seqs(&published), "the key's messages in publish order, each once");
+}

@@ -1,30 +1,30 @@
 //! Per-key holds: what keeps a per-key consumer's messages of one key one at a time, in
 //! order, and parks them behind a retried or dead one.
 //!
-//! A hold is one KV entry per consumer and key: the head (the event being delivered,
-//! retried or dead; none when the key is free) and the events parked behind it, as
-//! positions in the consumer's own stream. The attachment that delivered a head keeps
-//! the key's later messages in memory, unacknowledged on the server, and on the head's
-//! ack hands the head over to the first of them (one compare-and-set, no copy). Messages
-//! are *parked* only when the head is retrying or dead, or held by another attachment:
-//! recorded in the hold, then acknowledged on the consumer. Releasing a head with parked
-//! messages publishes the oldest again on the consumer's subject, where it arrives as the
-//! new head (attempt 1). A freed hold stays, headless, so taking the key again is one
-//! compare-and-set on the revision this attachment last saw.
+//! A hold is one KV entry per consumer and key with
+//! - the head: the event being delivered, retried or dead (none when the key is free);
+//! - the *kept* messages: later ones that the head's attachment pulled and keeps in
+//!   memory, unacknowledged on the server, to deliver when the head is acknowledged
+//!   (recorded once per fetch, so that if that attachment dies and the server redelivers
+//!   them late, they still go before anything newer);
+//! - the *parked* messages: recorded and acknowledged on the consumer, because the head
+//!   is retrying or dead, or another attachment held the key; releasing publishes the
+//!   oldest again on the consumer's subject, where it arrives as the head (attempt 1).
 //!
-//! Every change is a compare-and-set on the entry's revision, and the steps are ordered
-//! so every crash point is safe:
+//! The next head is always the oldest (by position in the consumer's stream) of the
+//! kept and parked messages. Every change is a compare-and-set on the entry's revision,
+//! and the steps are ordered so every crash point is safe:
 //! - park: record in the hold, then ack (a crash redelivers it; it is found parked);
+//! - keep: record, then deliver the head (a crash redelivers them; found kept, they are
+//!   parked by whoever gets them);
 //! - release: publish the next copy, then move the head, then ack the old head (a crash
 //!   before moving the head drops the copy as parked and publishes another on the next
 //!   release; a crash after it redelivers the old head, delivered once more, which the
-//!   consumer's inbox absorbs);
-//! - messages kept in memory are unacknowledged, so a crash redelivers them.
+//!   consumer's inbox absorbs).
 //!
-//! A message that is neither the head nor parked is taken as new, whatever its position:
-//! after a crash the server redelivers old messages later than it delivers new ones, so
-//! position cannot tell an old copy from a message never seen, and dropping the latter
-//! would lose it.
+//! A message that is neither the head nor recorded is taken as new, whatever its
+//! position: dropping a message never seen would lose it. A freed hold stays, headless,
+//! so taking the key again is one compare-and-set on the revision this attachment wrote.
 
 use async_nats::jetstream::kv;
 use serde::{Deserialize, Serialize};
@@ -48,12 +48,48 @@ pub(super) struct Position {
 struct Hold {
     /// The event id of the head; none when the key is free.
     head: Option<String>,
+    #[serde(default)]
+    kept: Vec<Position>,
+    #[serde(default)]
     parked: Vec<Position>,
 }
 
 impl Hold {
     fn is_head(&self, id: &str) -> bool {
         self.head.as_deref() == Some(id)
+    }
+
+    /// Moves `positions` to the parked messages (out of the kept ones), in stream order.
+    fn park(&mut self, positions: &[Position]) {
+        self.kept.retain(|k| !positions.iter().any(|p| p.id == k.id));
+        for position in positions {
+            if !self.parked.iter().any(|p| p.id == position.id) {
+                self.parked.push(position.clone());
+            }
+        }
+        self.parked.sort_by_key(|p| p.seq);
+    }
+
+    /// Adds `positions` to the kept messages, in stream order, once each.
+    fn keep(&mut self, positions: &[Position]) {
+        for position in positions {
+            if !self.kept.iter().chain(&self.parked).any(|p| p.id == position.id) {
+                self.kept.push(position.clone());
+            }
+        }
+        self.kept.sort_by_key(|p| p.seq);
+    }
+
+    /// Takes the oldest kept or parked message out, as the next head; true when parked.
+    fn take_next(&mut self) -> Option<(Position, bool)> {
+        let kept = self.kept.first().map(|p| p.seq);
+        let parked = self.parked.first().map(|p| p.seq);
+        match (kept, parked) {
+            (Some(k), Some(p)) if p < k => Some((self.parked.remove(0), true)),
+            (Some(_), _) => Some((self.kept.remove(0), false)),
+            (None, Some(_)) => Some((self.parked.remove(0), true)),
+            (None, None) => None,
+        }
     }
 }
 
@@ -72,31 +108,22 @@ pub(super) enum Admission {
     Deliver(Seen),
     /// It was parked behind its key's head: ack it on the consumer, deliver nothing.
     Parked,
-    /// A copy of something handled already: ack it, deliver nothing.
+    /// A copy of something parked already: ack it, deliver nothing.
     Known,
 }
 
 /// What releasing a head did.
 #[derive(Debug, Clone)]
 pub(super) enum Release {
-    /// A parked message is the head now, published again; the messages behind were parked.
+    /// The oldest kept message is the head now: deliver it if it is in memory here, else
+    /// it comes back from the server (its attachment died) and is admitted as the head.
+    Kept(Position, Seen),
+    /// A parked message is the head now, published again.
     Moved,
-    /// The first message behind is the head now: deliver it.
-    Next(Seen),
     /// Nothing was behind: the key is free.
     Ended(Seen),
-    /// The message was not its key's head (any more): the messages behind are not taken.
+    /// The message was not its key's head (any more).
     NotHead,
-}
-
-/// Adds `behind` to the parked messages, in stream order, once each.
-fn park(hold: &mut Hold, behind: &[Position]) {
-    for position in behind {
-        if !hold.parked.iter().any(|p| p.id == position.id) {
-            hold.parked.push(position.clone());
-        }
-    }
-    hold.parked.sort_by_key(|p| p.seq);
 }
 
 fn hold_key(consumer: &str, key: &str) -> String {
@@ -128,6 +155,22 @@ impl NatsBus {
         }
     }
 
+    /// The hold as this attachment remembers it (then `true`), or as the server has it.
+    async fn current(
+        &self,
+        bucket: &kv::Store,
+        name: &str,
+        seen: &mut Option<Seen>,
+    ) -> Result<(Hold, u64, bool), BusError> {
+        Ok(match seen.take() {
+            Some(seen) => (seen.hold, seen.revision, true),
+            None => {
+                let (hold, revision) = self.hold(bucket, name).await?.unwrap_or_default();
+                (hold, revision, false)
+            }
+        })
+    }
+
     /// Writes `hold` if the entry is still at `revision` (0: if there is none); `None`
     /// when it is not.
     async fn swap(
@@ -151,9 +194,9 @@ impl NatsBus {
         Ok(Some(Seen { hold, revision: written }))
     }
 
-    /// Decides whether a per-key consumer's message at `seq` of its stream is delivered,
-    /// parked or already parked, recording it in its key's hold. `seen` is the key's hold
-    /// as this attachment last saw it, if it remembers.
+    /// Decides whether a per-key consumer's message at `seq` of its stream is delivered
+    /// or parked, recording it in its key's hold. `seen` is the key's hold as this
+    /// attachment last saw it, if it remembers.
     pub(super) async fn admit(
         &self,
         consumer: &str,
@@ -165,93 +208,107 @@ impl NatsBus {
         let bucket = self.hold_bucket().await?;
         let name = hold_key(consumer, key);
         for _ in 0..CAS_ROUNDS {
-            let remembered = seen.is_some();
-            let (mut hold, revision) = match seen.take() {
-                Some(seen) => (seen.hold, seen.revision),
-                None => self.hold(&bucket, &name).await?.unwrap_or_default(),
-            };
+            let (mut hold, revision, remembered) = self.current(&bucket, &name, &mut seen).await?;
             if hold.is_head(id) {
                 if remembered {
                     continue; // only what the server says makes it the head
                 }
                 return Ok(Admission::Deliver(Seen { hold, revision }));
             }
-            let admission = if hold.head.is_none() {
-                hold.head = Some(id.to_owned());
-                None
-            } else if hold.parked.iter().any(|p| p.id == id) {
+            if hold.parked.iter().any(|p| p.id == id) {
                 return Ok(Admission::Known);
+            }
+            let deliver = hold.head.is_none();
+            if deliver {
+                hold.head = Some(id.to_owned());
             } else {
-                hold.parked.push(Position { id: id.to_owned(), seq });
-                Some(Admission::Parked)
-            };
+                // New, or kept by an attachment that died: parked either way.
+                hold.park(&[Position { id: id.to_owned(), seq }]);
+            }
             let parked = hold.parked.len();
             if let Some(written) = self.swap(&bucket, &name, hold, revision).await? {
-                if admission.is_some() {
-                    debug!(consumer, key, event = id, parked, "parked behind its key");
+                if deliver {
+                    return Ok(Admission::Deliver(written));
                 }
-                return Ok(admission.unwrap_or(Admission::Deliver(written)));
+                debug!(consumer, key, event = id, parked, "parked behind its key");
+                return Ok(Admission::Parked);
             }
         }
         Err(lost_race())
     }
 
-    /// Ends the hold of `id` on its key, given the messages this attachment pulled behind
-    /// it (in order, not yet acknowledged on the server): the oldest parked message becomes
-    /// the head and is delivered again, and `behind` is parked after it; or, with nothing
-    /// parked, the first of `behind` becomes the head; or the key is free.
+    /// Records the messages this attachment keeps in memory behind the head `id` of
+    /// their key. `None` when `id` is not the head (they must not be delivered here).
+    pub(super) async fn keep(
+        &self,
+        consumer: &str,
+        key: &str,
+        id: &str,
+        kept: &[Position],
+        mut seen: Option<Seen>,
+    ) -> Result<Option<Seen>, BusError> {
+        let bucket = self.hold_bucket().await?;
+        let name = hold_key(consumer, key);
+        for _ in 0..CAS_ROUNDS {
+            let (mut hold, revision, remembered) = self.current(&bucket, &name, &mut seen).await?;
+            if !hold.is_head(id) {
+                if remembered {
+                    continue;
+                }
+                return Ok(None);
+            }
+            hold.keep(kept);
+            if let Some(written) = self.swap(&bucket, &name, hold, revision).await? {
+                return Ok(Some(written));
+            }
+        }
+        Err(lost_race())
+    }
+
+    /// Ends the hold of `id` on its key: the oldest kept or parked message becomes the
+    /// head (a parked one is published again), or the key is free.
     pub(super) async fn release(
         &self,
         consumer: &str,
         key: &str,
         id: &str,
-        behind: &[Position],
         mut seen: Option<Seen>,
     ) -> Result<Release, BusError> {
         let bucket = self.hold_bucket().await?;
         let name = hold_key(consumer, key);
         for _ in 0..CAS_ROUNDS {
-            let remembered = seen.is_some();
-            let (mut hold, revision) = match seen.take() {
-                Some(seen) => (seen.hold, seen.revision),
-                None => self.hold(&bucket, &name).await?.unwrap_or_default(),
-            };
+            let (mut hold, revision, remembered) = self.current(&bucket, &name, &mut seen).await?;
             if !hold.is_head(id) {
                 if remembered {
                     continue; // only what the server says makes it not the head
                 }
                 return Ok(Release::NotHead);
             }
-            let moved = !hold.parked.is_empty();
-            if moved {
-                let next = hold.parked.remove(0);
-                self.redeliver_parked(consumer, &next).await?;
-                hold.head = Some(next.id);
-                park(&mut hold, behind);
-            } else {
-                hold.head = behind.first().map(|next| next.id.clone());
+            let next = hold.take_next();
+            if let Some((parked, true)) = &next {
+                self.redeliver_parked(consumer, parked).await?;
             }
-            let head = hold.head.clone();
+            hold.head = next.as_ref().map(|(p, _)| p.id.clone());
             if let Some(written) = self.swap(&bucket, &name, hold, revision).await? {
-                debug!(consumer, key, head = ?head, "released its key");
-                return Ok(match (moved, head) {
-                    (true, _) => Release::Moved,
-                    (false, Some(_)) => Release::Next(written),
-                    (false, None) => Release::Ended(written),
+                debug!(consumer, key, head = ?written.hold.head, "released its key");
+                return Ok(match next {
+                    Some((_, true)) => Release::Moved,
+                    Some((kept, false)) => Release::Kept(kept, written),
+                    None => Release::Ended(written),
                 });
             }
         }
         Err(lost_race())
     }
 
-    /// Parks `behind` (pulled by this attachment, not yet acknowledged) behind the head
-    /// `id` of their key, which is now retrying or dead. False when `id` is not the head.
-    pub(super) async fn park_behind(
+    /// Parks the messages kept behind the head `id` of their key, which is now retrying
+    /// or dead. False when `id` is not the head (they are not taken then).
+    pub(super) async fn park_kept(
         &self,
         consumer: &str,
         key: &str,
         id: &str,
-        behind: &[Position],
+        kept: &[Position],
     ) -> Result<bool, BusError> {
         let bucket = self.hold_bucket().await?;
         let name = hold_key(consumer, key);
@@ -260,7 +317,7 @@ impl NatsBus {
             if !hold.is_head(id) {
                 return Ok(false);
             }
-            park(&mut hold, behind);
+            hold.park(kept);
             if self.swap(&bucket, &name, hold, revision).await?.is_some() {
                 return Ok(true);
             }
@@ -284,12 +341,41 @@ impl NatsBus {
         self.redeliver(consumer, &message, &uuid::Uuid::now_v7().to_string()).await
     }
 
-    /// How many messages are parked behind `id` on its key (0 when it is not the head).
+    /// How many messages wait behind `id` on its key (0 when it is not the head).
     pub(super) async fn parked_behind(&self, consumer: &str, key: &str, id: &str) -> Result<u64, BusError> {
         let bucket = self.hold_bucket().await?;
         Ok(match self.hold(&bucket, &hold_key(consumer, key)).await? {
-            Some((hold, _)) if hold.is_head(id) => hold.parked.len() as u64,
+            Some((hold, _)) if hold.is_head(id) => (hold.parked.len() + hold.kept.len()) as u64,
             _ => 0,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Hold, Position};
+
+    fn at(id: &str, seq: u64) -> Position {
+        Position { id: id.into(), seq }
+    }
+
+    #[test]
+    fn the_next_head_is_the_oldest_of_the_kept_and_parked_messages() {
+        let mut hold = Hold { head: Some("h".into()), ..Hold::default() };
+        hold.park(&[at("n", 9)]);
+        hold.keep(&[at("b", 3), at("a", 2)]);
+        hold.keep(&[at("n", 9), at("a", 2)]);
+        let order: Vec<_> =
+            std::iter::from_fn(|| hold.take_next()).map(|(p, parked)| (p.id, parked)).collect();
+        assert_eq!(order, [("a".to_owned(), false), ("b".to_owned(), false), ("n".to_owned(), true)]);
+    }
+
+    #[test]
+    fn parking_a_kept_message_moves_it() {
+        let mut hold = Hold { head: Some("h".into()), ..Hold::default() };
+        hold.keep(&[at("a", 2), at("b", 3)]);
+        hold.park(&[at("b", 3)]);
+        assert_eq!(hold.kept, [at("a", 2)]);
+        assert_eq!(hold.parked, [at("b", 3)]);
     }
 }

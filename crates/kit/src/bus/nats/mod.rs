@@ -34,15 +34,15 @@
 //!   attempts) starts at 1.
 //! - **Per-key ordering and parking.** JetStream has no per-key in-flight limit, so the
 //!   bus keeps one *hold* per consumer and key in a KV bucket (`{prefix}_HOLDS`): the head
-//!   (the one message of the key being delivered, retried or dead) and the messages parked
-//!   behind it. The attachment delivering a head keeps the key's later messages in memory,
-//!   unacknowledged, and delivers the next on the head's ack; when the head is retried or
-//!   dies they are parked: recorded in the hold and acknowledged on the consumer. Acking,
-//!   replaying or discarding the head publishes the next parked message again on the
-//!   consumer's subject (attempt 1). Every change is a compare-and-set on the hold's
-//!   revision, so concurrent attachments and crashes between steps leave at worst a
-//!   duplicate delivery (which the consumer's inbox absorbs), never a lost or stuck
-//!   message (details in `holds.rs`).
+//!   (the one message of the key being delivered, retried or dead), the messages *kept*
+//!   behind it in the memory of the head's attachment (unacknowledged, recorded once per
+//!   fetch so a crash cannot reorder them) and the messages *parked* behind it (recorded,
+//!   then acknowledged, when the head is retried or dies). The next head is the oldest
+//!   kept or parked message; a parked one is published again on the consumer's subject
+//!   (attempt 1). Every change is a compare-and-set on the hold's revision, so concurrent
+//!   attachments and crashes between steps leave at worst a duplicate delivery (which the
+//!   consumer's inbox absorbs), never a lost, stuck or reordered message (details in
+//!   `holds.rs`).
 //! - **Stream head.** The `Capshop-Seq` of the last message on the producing stream.
 
 mod dead_letters;
@@ -234,7 +234,7 @@ impl Bus for NatsBus {
         let stored = self.matching_dead_letters(filter).await?;
         for (seq, record) in &stored {
             self.delete_dead_letter(*seq).await?;
-            self.release(&record.consumer, &record.message.key, &record.message.id, &[], None).await?;
+            self.release(&record.consumer, &record.message.key, &record.message.id, None).await?;
         }
         Ok(stored.len())
     }

@@ -2,11 +2,11 @@
 //! at a time, and settling deliveries with ack, nak-with-delay and term.
 //!
 //! A per-key attachment keeps the messages it pulls behind a head it delivered itself in
-//! memory, unacknowledged on the server (so a crash loses none of them), and delivers the
-//! next one when the head is acknowledged: the common case costs no parking. Only when
-//! the head is retried or dies are they parked durably in its key's hold.
+//! memory, unacknowledged on the server, records them in the key's hold once per fetch,
+//! and delivers the next one when the head is acknowledged: the common case parks and
+//! copies nothing. Only when the head is retried or dies are they parked.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
@@ -45,10 +45,12 @@ pub(super) struct NatsSubscription {
     spec: ConsumerSpec,
     consumer: PullConsumer,
     inflight: HashMap<u64, Taken>,
-    /// Keys whose head this attachment delivered and has not settled (per-key only).
-    busy: HashSet<String>,
-    /// Messages pulled behind a busy key, in order, unacknowledged on the server.
-    behind: HashMap<String, VecDeque<Taken>>,
+    /// Keys whose head this attachment delivered and has not settled, with the head's
+    /// position (per-key only).
+    busy: HashMap<String, u64>,
+    /// Messages of a key pulled behind its head, in stream order, unacknowledged on the
+    /// server and recorded as kept in the key's hold.
+    behind: HashMap<String, Vec<Taken>>,
     /// Deliveries due at once: heads that took over from an acknowledged one.
     ready: VecDeque<Delivery>,
     /// Holds this attachment freed, as it wrote them, so taking the key again is one
@@ -66,7 +68,7 @@ impl NatsSubscription {
             spec,
             consumer,
             inflight: HashMap::new(),
-            busy: HashSet::new(),
+            busy: HashMap::new(),
             behind: HashMap::new(),
             ready: VecDeque::new(),
             freed: HashMap::new(),
@@ -96,6 +98,7 @@ impl NatsSubscription {
     /// must not deliver yet, and dead-letters what ran out of attempts on ack waits.
     async fn take(&mut self, pulled: Vec<jetstream::Message>) -> Result<Vec<Delivery>, BusError> {
         let mut deliveries = Vec::with_capacity(pulled.len());
+        let mut kept: HashMap<String, Vec<Position>> = HashMap::new();
         for js in pulled {
             let info = js.info().map_err(unavailable)?;
             let (seq, delivered) = (info.stream_sequence, u32::try_from(info.delivered).unwrap_or(u32::MAX));
@@ -106,43 +109,54 @@ impl NatsSubscription {
             };
             let mut taken = Taken { js, message, attempt: delivered, seq, seen: None };
             if self.per_key() {
-                match self.admit(taken).await? {
+                match self.admit(taken, &mut kept).await? {
                     Some(admitted) => taken = admitted,
                     None => continue,
                 }
             }
+            let earlier = self.inflight.remove(&seq);
             if delivered > self.spec.max_attempts {
-                self.inflight.remove(&seq);
                 let attempts = delivered - 1;
                 let error = format!("not acknowledged after {attempts} deliveries");
                 self.give_up(taken, attempts, &error).await?;
                 continue;
             }
+            taken.seen = taken.seen.or(earlier.and_then(|e| e.seen));
             deliveries.push(taken.delivery());
             self.inflight.insert(seq, taken);
+        }
+        for (key, positions) in kept {
+            self.record_kept(&key, &positions).await?;
         }
         Ok(deliveries)
     }
 
     /// Gives `taken` back when a per-key consumer delivers it now; else it is kept behind
-    /// its key's head here, or parked or dropped (acknowledged) by the key's hold.
-    async fn admit(&mut self, taken: Taken) -> Result<Option<Taken>, BusError> {
+    /// its key's head here (and noted in `kept`), or parked or dropped by the key's hold.
+    async fn admit(
+        &mut self,
+        taken: Taken,
+        kept: &mut HashMap<String, Vec<Position>>,
+    ) -> Result<Option<Taken>, BusError> {
         let key = taken.message.key.clone();
-        if self.busy.contains(&key) {
-            if self.inflight.contains_key(&taken.seq) {
+        if let Some(&head) = self.busy.get(&key) {
+            if head == taken.seq {
                 return Ok(Some(taken)); // the head held here, redelivered after its ack wait
             }
+            kept.entry(key.clone()).or_default().push(taken.position());
             let queue = self.behind.entry(key).or_default();
-            match queue.iter_mut().find(|kept| kept.seq == taken.seq) {
-                Some(kept) => *kept = taken,
-                None => queue.push_back(taken),
-            }
+            queue.retain(|k| k.seq != taken.seq);
+            let at = queue.partition_point(|k| k.seq < taken.seq);
+            queue.insert(at, taken);
             return Ok(None);
+        }
+        if let Some(queue) = self.behind.get_mut(&key) {
+            queue.retain(|k| k.seq != taken.seq); // a stale copy of one kept here before
         }
         let remembered = self.freed.remove(&key);
         match self.bus.admit(&self.spec.name, &key, &taken.message.id, taken.seq, remembered).await? {
             Admission::Deliver(seen) => {
-                self.busy.insert(key);
+                self.busy.insert(key, taken.seq);
                 Ok(Some(Taken { seen: Some(seen), ..taken }))
             }
             Admission::Parked | Admission::Known => {
@@ -150,6 +164,29 @@ impl NatsSubscription {
                 Ok(None)
             }
         }
+    }
+
+    /// Records the messages just kept behind a key's head in its hold; if the head moved
+    /// on meanwhile, forgets them (unacknowledged, they come back after the ack wait).
+    async fn record_kept(&mut self, key: &str, positions: &[Position]) -> Result<(), BusError> {
+        let Some(head) = self.busy.get(key).and_then(|seq| self.inflight.get_mut(seq)) else {
+            return Ok(());
+        };
+        let seen = head.seen.take();
+        let id = head.message.id.clone();
+        match self.bus.keep(&self.spec.name, key, &id, positions, seen).await? {
+            Some(seen) => {
+                if let Some(head) = self.busy.get(key).and_then(|seq| self.inflight.get_mut(seq)) {
+                    head.seen = Some(seen);
+                }
+            }
+            None => {
+                if let Some(queue) = self.behind.get_mut(key) {
+                    queue.retain(|k| !positions.iter().any(|p| p.seq == k.seq));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Stores the dead letter, then terminates the message on the consumer.
@@ -178,7 +215,7 @@ impl NatsSubscription {
         self.busy.remove(key);
         let Some(behind) = self.behind.remove(key) else { return Ok(()) };
         let positions: Vec<_> = behind.iter().map(Taken::position).collect();
-        if self.bus.park_behind(&self.spec.name, key, &taken.message.id, &positions).await? {
+        if self.bus.park_kept(&self.spec.name, key, &taken.message.id, &positions).await? {
             for kept in behind {
                 kept.js.ack().await.map_err(unavailable)?;
             }
@@ -190,28 +227,27 @@ impl NatsSubscription {
     async fn release(&mut self, taken: &mut Taken) -> Result<(), BusError> {
         let key = &taken.message.key;
         self.busy.remove(key);
-        let behind = self.behind.remove(key).unwrap_or_default();
-        let positions: Vec<_> = behind.iter().map(Taken::position).collect();
         let seen = taken.seen.take();
-        match self.bus.release(&self.spec.name, key, &taken.message.id, &positions, seen).await? {
-            Release::Next(seen) => {
-                let mut behind = behind;
-                let mut next = behind.pop_front().expect("a next message was behind");
-                next.seen = Some(seen);
-                // Its ack wait started when it was pulled; it starts again now.
-                next.js.ack_with(AckKind::Progress).await.map_err(unavailable)?;
-                self.busy.insert(key.clone());
-                self.ready.push_back(next.delivery());
-                self.inflight.insert(next.seq, next);
-                if !behind.is_empty() {
-                    self.behind.insert(key.clone(), behind);
+        match self.bus.release(&self.spec.name, key, &taken.message.id, seen).await? {
+            Release::Kept(next, seen) => {
+                let queue = self.behind.get_mut(key);
+                let here =
+                    queue.and_then(|q| q.iter().position(|k| k.seq == next.seq).map(|at| q.remove(at)));
+                if self.behind.get(key).is_some_and(Vec::is_empty) {
+                    self.behind.remove(key);
+                }
+                // Kept by an attachment that died, it comes back from the server instead.
+                if let Some(mut next) = here {
+                    // Its ack wait started when it was pulled; it starts again now.
+                    next.js.ack_with(AckKind::Progress).await.map_err(unavailable)?;
+                    next.seen = Some(seen);
+                    self.busy.insert(key.clone(), next.seq);
+                    self.ready.push_back(next.delivery());
+                    self.inflight.insert(next.seq, next);
                 }
             }
-            Release::Moved => {
-                for kept in behind {
-                    kept.js.ack().await.map_err(unavailable)?;
-                }
-            }
+            // The new head arrives as a copy; what is kept here waits for it.
+            Release::Moved => {}
             Release::Ended(seen) => {
                 if self.freed.len() >= FREED_REMEMBERED {
                     self.freed.clear();
@@ -219,7 +255,9 @@ impl NatsSubscription {
                 self.freed.insert(key.clone(), seen);
             }
             // Left unacknowledged, they come back after the ack wait and are admitted then.
-            Release::NotHead => {}
+            Release::NotHead => {
+                self.behind.remove(key);
+            }
         }
         Ok(())
     }
