@@ -2,12 +2,13 @@
 //! redelivery after a timeout or a crash, delayed retry and dead letters.
 //!
 //! One trait with one semantics; implementations are chosen by URL scheme
-//! (`embedded:PATH`; `nats:` comes with the distributed mode) and proven by the one
+//! (`embedded:PATH`, `nats://HOST:PORT`) and proven by the one
 //! conformance suite in [`conformance`]. The bus moves opaque messages: it never parses
 //! an envelope, so a malformed one still reaches its consumer and goes to dead letters.
 
 pub mod conformance;
 mod embedded;
+pub mod nats;
 
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use crate::envelope::Envelope;
 use crate::store::StoreError;
 
 pub use embedded::EmbeddedBus;
+pub use nats::NatsBus;
 
 /// A message on the bus: an event's identity, position and serialized envelope.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +91,17 @@ impl ConsumerSpec {
     pub fn ack_wait(mut self, wait: Duration) -> Self {
         self.ack_wait = wait;
         self
+    }
+
+    /// Refuses a consumer without a name or without streams.
+    pub fn validate(&self) -> Result<(), BusError> {
+        if self.name.is_empty() || self.streams.is_empty() {
+            return Err(BusError::InvalidConsumer {
+                name: self.name.clone(),
+                reason: "a consumer needs a name and at least one stream".into(),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -169,7 +182,7 @@ pub enum BusError {
     Storage(#[from] StoreError),
     #[error("invalid consumer {name:?}: {reason}")]
     InvalidConsumer { name: String, reason: String },
-    #[error("unsupported bus url {0:?}: expected embedded:PATH")]
+    #[error("unsupported bus url {0:?}: expected embedded:PATH or nats://HOST:PORT")]
     UnsupportedUrl(String),
 }
 
@@ -234,6 +247,8 @@ pub trait Subscription: Send {
 pub async fn connect(url: &str) -> Result<std::sync::Arc<dyn Bus>, BusError> {
     if let Some(path) = url.strip_prefix("embedded:") {
         Ok(std::sync::Arc::new(EmbeddedBus::open(path).await?))
+    } else if url.starts_with("nats://") {
+        Ok(std::sync::Arc::new(NatsBus::connect(url).await?))
     } else {
         Err(BusError::UnsupportedUrl(url.to_owned()))
     }

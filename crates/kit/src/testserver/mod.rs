@@ -6,12 +6,13 @@
 //! with a loud notice naming the install command, except in CI (`CI=true`), where a
 //! missing binary fails the run: CI never skips these tests.
 
+mod nats;
 mod postgres;
 
-use std::io::Write;
 use std::net::TcpListener;
 use std::path::PathBuf;
 
+pub use nats::NatsServer;
 pub use postgres::{INSTALL as POSTGRES_INSTALL, PgServer};
 
 /// Whether this run is CI's (`CI` set to `true` or `1`).
@@ -26,12 +27,17 @@ pub fn binary(name: &str, install: &str) -> Option<PathBuf> {
         std::env::split_paths(&paths).map(|dir| dir.join(name)).find(|path| path.is_file())
     });
     if found.is_none() {
-        let notice = format!("`{name}` is not on PATH; install it with: {install}");
-        assert!(!in_ci(), "CI=true and {notice}");
-        // Straight to stderr: the test harness captures `eprintln!` of passing tests.
-        let _ = writeln!(std::io::stderr(), "\n!!! SKIPPED: {notice}\n");
+        skip(&format!("`{name}` is not on PATH; install it with: {install}"));
     }
     found
+}
+
+/// Fails in CI; elsewhere prints a skip notice where the test harness does not capture it
+/// (straight to the process's stderr), so a skipped test is seen, not just passed.
+pub fn skip(notice: &str) {
+    use std::io::Write;
+    assert!(!in_ci(), "CI=true and {notice}");
+    let _ = writeln!(std::io::stderr(), "\n!!! SKIPPED: {notice}\n");
 }
 
 /// A loopback port that was free a moment ago.
