@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::Args;
-use shop::launch::{ShopConfig, launch};
+use shop::launch::{ShopConfig, StoreLocation, launch};
 use shop::service::{AddressChoice, Choices};
 
 #[derive(Args)]
@@ -51,7 +51,13 @@ fn admin_token(data_dir: &Path) -> anyhow::Result<String> {
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let admin_token = admin_token(&args.data_dir)?;
     let choices = Choices { address: args.address, ..Choices::default() };
-    let config = ShopConfig { data_dir: args.data_dir.clone(), gateway: args.listen, admin_token, choices };
+    let config = ShopConfig {
+        data_dir: args.data_dir.clone(),
+        gateway: args.listen,
+        admin_token,
+        choices,
+        stores: StoreLocation::Sqlite,
+    };
     let mut shop = launch(config).await.with_context(|| {
         format!(
             "capshop could not start; is another capshop using {} or port {}?",

@@ -7,7 +7,7 @@
 //! - [`envelope`]: the event envelope (id, stream, seq, kind, key, version, schema, payload)
 //!   and [`schema`]: payload schema versions and upcasters.
 //! - [`store`]: a database handle where a transaction is one closure on the database's own
-//!   thread; SQLite on rusqlite, chosen by URL scheme.
+//!   thread; SQLite on rusqlite or PostgreSQL on the `postgres` crate, chosen by URL scheme.
 //! - [`outbox`]: events appended in the caller's transaction, with a per-stream `seq`
 //!   contiguous in commit order.
 //! - [`relay`]: moves committed outbox events to the bus, in batches, at least once.
@@ -21,8 +21,8 @@
 //! - [`link`]: the seam where faults are injected between a service and the bus.
 //! - [`metrics`]: lag, backlog and dead letters as Prometheus metrics (`capshop_*`).
 //! - [`crashpoint`]: named points where a test process kills itself, for crash tests.
-//! - [`testserver`]: real servers for tests — their binaries (skipped loudly, never in CI)
-//!   and free ports.
+//! - [`testserver`]: real servers for tests — their binaries (skipped loudly, never in CI),
+//!   free ports, and [`testserver::PgServer`], a PostgreSQL server of the test's own.
 //! - [`clock`]: wall-clock milliseconds on `tokio::time`, so paused-time tests hold.
 
 pub mod backoff;

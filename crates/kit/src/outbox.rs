@@ -15,7 +15,7 @@ use crate::store::{Migrations, StoreError, Tx};
 pub const MIGRATIONS: Migrations = Migrations {
     component: "kit",
     sqlite: &[include_str!("../migrations/sqlite/0001_outbox_inbox.sql")],
-    postgres: &[],
+    postgres: &[include_str!("../migrations/postgres/0001_outbox_inbox.sql")],
 };
 
 /// The outbox of one stream. Cloning shares the wake-up signal of its relay.

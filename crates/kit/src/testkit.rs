@@ -1,5 +1,6 @@
-//! Test support shared by the kit's unit tests: a producer with an outbox, and a tally
-//! handler whose effect is not idempotent by itself, so a second apply would show.
+//! Test support shared by the kit's unit tests: fresh databases of either backend, a
+//! producer with an outbox, and a tally handler whose effect is not idempotent by
+//! itself, so a second apply would show.
 
 use std::sync::Arc;
 
@@ -11,14 +12,45 @@ use crate::envelope::{Envelope, NewEvent, StreamName};
 use crate::outbox::{self, Outbox};
 use crate::relay::Relay;
 use crate::store::{Migrations, Store, StoreError, Tx};
+use crate::testserver::PgServer;
 
 pub const TALLY: Migrations = Migrations {
     component: "tally",
     sqlite: &[
         "CREATE TABLE tally (key TEXT PRIMARY KEY, applied INTEGER NOT NULL, last_version INTEGER NOT NULL)",
     ],
-    postgres: &[],
+    postgres: &[
+        "CREATE TABLE tally (key TEXT PRIMARY KEY, applied BIGINT NOT NULL, last_version BIGINT NOT NULL)",
+    ],
 };
+
+/// A fresh, empty database of one backend: a temporary SQLite file, or a database of its
+/// own on the test process's shared PostgreSQL server.
+pub struct TestDb {
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDb {
+    pub fn sqlite() -> Option<TestDb> {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let url = format!("sqlite:{}", dir.path().join("store.db").display());
+        Some(TestDb { url, _dir: Some(dir) })
+    }
+
+    /// `None` (after a loud notice) when PostgreSQL is not installed, outside CI.
+    pub fn postgres() -> Option<TestDb> {
+        static CREATED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let server = PgServer::shared()?;
+        let name = format!("kit_test_{}", CREATED.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        Some(TestDb { url: server.create_database(&name), _dir: None })
+    }
+
+    /// Opens the database with `migrations`.
+    pub async fn open(&self, migrations: &[&Migrations]) -> Store {
+        Store::open(&self.url, migrations).await.unwrap_or_else(|e| panic!("{} opens: {e}", self.url))
+    }
+}
 
 pub async fn memory_bus() -> Arc<dyn Bus> {
     Arc::new(EmbeddedBus::open(":memory:").await.expect("in-memory bus opens"))
@@ -27,6 +59,30 @@ pub async fn memory_bus() -> Arc<dyn Bus> {
 pub async fn memory_store() -> Store {
     Store::open("sqlite::memory:", &[&outbox::MIGRATIONS, &TALLY]).await.expect("in-memory store opens")
 }
+
+/// Generates one `#[tokio::test]` per named async fn of the calling module (each taking a
+/// fresh [`TestDb`]) in two modules, `sqlite` and `postgres`: one suite, both backends.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $crate::testkit::on_both_backends!(@tests $crate::testkit::TestDb::sqlite(); $($name),*);
+        }
+        mod postgres {
+            $crate::testkit::on_both_backends!(@tests $crate::testkit::TestDb::postgres(); $($name),*);
+        }
+    };
+    (@tests $fresh:expr; $($name:ident),*) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                if let Some(db) = $fresh {
+                    super::$name(db).await
+                }
+            }
+        )*
+    };
+}
+pub(crate) use on_both_backends;
 
 /// A producing service: its store, its outbox and a relay to `bus`.
 pub struct Producer {
@@ -79,7 +135,7 @@ impl Handler for Tally {
         }
         tx.execute(
             "INSERT INTO tally (key, applied, last_version) VALUES ($1, 1, $2) \
-             ON CONFLICT (key) DO UPDATE SET applied = applied + 1, last_version = excluded.last_version",
+             ON CONFLICT (key) DO UPDATE SET applied = tally.applied + 1, last_version = excluded.last_version",
             &[event.key.as_str().into(), event.version.into()],
         )?;
         Ok(())

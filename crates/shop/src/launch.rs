@@ -24,6 +24,7 @@ use crate::payment::PaymentService;
 use crate::search::SearchService;
 use crate::service::{Choices, Context, Peer, Service, ServiceName, peer};
 use crate::shipping::ShippingService;
+pub use crate::stores::StoreLocation;
 
 /// How to start the shop.
 #[derive(Debug, Clone)]
@@ -34,6 +35,8 @@ pub struct ShopConfig {
     pub gateway: SocketAddr,
     pub admin_token: String,
     pub choices: Choices,
+    /// Where the service databases live (default: SQLite files in `data_dir`).
+    pub stores: StoreLocation,
 }
 
 impl ShopConfig {
@@ -143,7 +146,7 @@ pub async fn launch(config: ShopConfig) -> Result<Shop, LaunchError> {
             let url = format!("http://{}", services[callee]);
             peers.insert(*callee, Peer::new(callee.as_str(), &url, link, peer::default_breaker()));
         }
-        let store_url = format!("sqlite:{}", dir.join(format!("{name}.db")).display());
+        let store_url = config.stores.url(name, dir);
         let migrations = migrations(name);
         let ctx = Context::open(
             name,

@@ -4,7 +4,8 @@
 //!
 //! - [`service`]: what every service shares — its context, common routes, problem+json
 //!   errors, peer calls through links and breakers, and `run`.
-//! - [`launch`]: the embedded shop — every service in one process, the bus, the gateway.
+//! - [`launch`]: the embedded shop — every service in one process, the bus, the gateway;
+//!   [`stores`]: where the services' databases live (SQLite files or PostgreSQL).
 //! - [`chaos`]: faults on purpose — the links and services of a running shop, and the
 //!   gateway's `/admin/chaos` routes that drive them.
 //! - One folder per service, each with the same rooms: `model.rs` (validated domain
@@ -22,3 +23,4 @@ pub mod payment;
 pub mod search;
 pub mod service;
 pub mod shipping;
+pub mod stores;

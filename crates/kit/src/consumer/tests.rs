@@ -5,7 +5,7 @@ use serde_json::json;
 use super::*;
 use crate::bus::{ConsumerSpec, DeadLetterFilter, Message, Ordering};
 use crate::envelope::NewEvent;
-use crate::testkit::{Producer, Tally, event, failing_event, memory_bus, memory_store, tally};
+use crate::testkit::{Producer, TALLY, Tally, TestDb, event, failing_event, memory_bus, memory_store, tally};
 
 fn config(name: &str) -> ConsumerConfig {
     ConsumerConfig::new(ConsumerSpec::new(name, &["orders"]))
@@ -28,12 +28,11 @@ where
     running.await.unwrap();
 }
 
-#[tokio::test]
-async fn applies_every_relayed_event_once() {
+async fn applies_every_relayed_event_once(db: TestDb) {
     let bus = memory_bus().await;
     let producer = Producer::new("orders", bus.clone()).await;
     producer.emit((1..=50).map(|v| event(&format!("o-{}", v % 5), v)).collect()).await;
-    let store = memory_store().await;
+    let store = consumer_store(&db).await;
     let consumer = Consumer::new(store.clone(), bus.clone(), Tally, config("tally"));
     consume_until(consumer, &store, |t| t.iter().map(|r| r.1).sum::<u64>() == 50).await;
     let rows = tally(&store).await;
@@ -41,12 +40,11 @@ async fn applies_every_relayed_event_once() {
     assert!(rows.iter().all(|(_, applied, _)| *applied == 10), "each key applied 10 times: {rows:?}");
 }
 
-#[tokio::test]
-async fn a_redelivered_event_has_no_second_effect() {
+async fn a_redelivered_event_has_no_second_effect(db: TestDb) {
     let bus = memory_bus().await;
     let producer = Producer::new("orders", bus.clone()).await;
     producer.emit(vec![event("o-1", 1), event("o-2", 1)]).await;
-    let store = memory_store().await;
+    let store = consumer_store(&db).await;
     let consumer = Consumer::new(store.clone(), bus.clone(), Tally, config("tally"));
     let mut subscription = bus.subscribe(&consumer.config.spec).await.unwrap();
     let deliveries = subscription.fetch(10).await.unwrap();
@@ -93,12 +91,11 @@ async fn a_failing_event_is_retried_then_dead_lettered_while_others_flow() {
     assert_eq!(rows, [("o-1".into(), 1, 2), ("o-2".into(), 1, 1), ("o-3".into(), 1, 1)]);
 }
 
-#[tokio::test]
-async fn a_permanent_failure_is_dead_lettered_at_once() {
+async fn a_permanent_failure_is_dead_lettered_at_once(db: TestDb) {
     let bus = memory_bus().await;
     let producer = Producer::new("orders", bus.clone()).await;
     producer.emit(vec![failing_event("o-1", 1, false), event("o-2", 1)]).await;
-    let store = memory_store().await;
+    let store = consumer_store(&db).await;
     let consumer = Consumer::new(store.clone(), bus.clone(), Tally, config("tally"));
     consume_until(consumer, &store, |t| t.len() == 1).await;
     let letters = bus.dead_letters(&DeadLetterFilter::all()).await.unwrap();
@@ -106,8 +103,7 @@ async fn a_permanent_failure_is_dead_lettered_at_once() {
     assert_eq!(letters[0].attempts, 1);
 }
 
-#[tokio::test]
-async fn a_malformed_envelope_is_dead_lettered_and_the_consumer_goes_on() {
+async fn a_malformed_envelope_is_dead_lettered_and_the_consumer_goes_on(db: TestDb) {
     let bus = memory_bus().await;
     let garbage = Message {
         id: "garbage-1".into(),
@@ -119,7 +115,7 @@ async fn a_malformed_envelope_is_dead_lettered_and_the_consumer_goes_on() {
     bus.publish(&[garbage]).await.unwrap();
     let producer = Producer::new("orders", bus.clone()).await;
     producer.emit(vec![event("o-1", 1)]).await;
-    let store = memory_store().await;
+    let store = consumer_store(&db).await;
     let consumer = Consumer::new(store.clone(), bus.clone(), Tally, config("tally"));
     consume_until(consumer, &store, |t| t.len() == 1).await;
     let letters = bus.dead_letters(&DeadLetterFilter::all().event("garbage-1")).await.unwrap();
@@ -127,12 +123,11 @@ async fn a_malformed_envelope_is_dead_lettered_and_the_consumer_goes_on() {
     assert!(letters[0].error.starts_with("malformed envelope:"), "clear error: {}", letters[0].error);
 }
 
-#[tokio::test]
-async fn an_unknown_schema_version_is_dead_lettered_with_a_clear_error() {
+async fn an_unknown_schema_version_is_dead_lettered_with_a_clear_error(db: TestDb) {
     let bus = memory_bus().await;
     let producer = Producer::new("orders", bus.clone()).await;
     producer.emit(vec![event("o-1", 1).schema(9), event("o-2", 1)]).await;
-    let store = memory_store().await;
+    let store = consumer_store(&db).await;
     let config = config("tally").schemas(Schemas::new().current("Counted", 1));
     let consumer = Consumer::new(store.clone(), bus.clone(), Tally, config);
     consume_until(consumer, &store, |t| t.len() == 1).await;
@@ -144,13 +139,12 @@ async fn an_unknown_schema_version_is_dead_lettered_with_a_clear_error() {
     );
 }
 
-#[tokio::test]
-async fn an_old_payload_is_upcast_before_the_handler_sees_it() {
+async fn an_old_payload_is_upcast_before_the_handler_sees_it(db: TestDb) {
     let bus = memory_bus().await;
     let producer = Producer::new("orders", bus.clone()).await;
     // Schema 1 called the flag "broken"; schema 2 calls it "fail".
     producer.emit(vec![NewEvent::new("Counted", "o-1", 1, json!({ "broken": false })).schema(1)]).await;
-    let store = memory_store().await;
+    let store = consumer_store(&db).await;
     let schemas = Schemas::new().current("Counted", 2).upcast("Counted", 1, |mut payload| {
         let broken = payload.as_object_mut().and_then(|p| p.remove("broken")).ok_or("no broken flag")?;
         Ok(json!({ "fail": broken }))
@@ -160,13 +154,12 @@ async fn an_old_payload_is_upcast_before_the_handler_sees_it() {
     assert!(bus.dead_letters(&DeadLetterFilter::all()).await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn a_panicking_handler_fails_only_its_own_event() {
+async fn a_panicking_handler_fails_only_its_own_event(db: TestDb) {
     let bus = memory_bus().await;
     let producer = Producer::new("orders", bus.clone()).await;
     let panicking = NewEvent::new("Counted", "o-1", 1, json!({ "fail": false, "panic": true }));
     producer.emit(vec![panicking, event("o-2", 1)]).await;
-    let store = memory_store().await;
+    let store = consumer_store(&db).await;
     let consumer = Consumer::new(store.clone(), bus.clone(), Tally, config("tally"));
     let mut subscription = bus.subscribe(&consumer.config.spec).await.unwrap();
     let deliveries = subscription.fetch(10).await.unwrap();
@@ -197,3 +190,19 @@ async fn attempts_survive_a_consumer_restart() {
     consumer.apply_batch(subscription.as_mut(), deliveries).await.unwrap();
     assert_eq!(bus.dead_letters(&DeadLetterFilter::all()).await.unwrap()[0].attempts, 3);
 }
+
+/// The consumer's store on a fresh database of the backend under test; producers stay
+/// in memory (the relay's own suite covers their backends).
+async fn consumer_store(db: &TestDb) -> Store {
+    db.open(&[&crate::outbox::MIGRATIONS, &TALLY]).await
+}
+
+crate::testkit::on_both_backends!(
+    applies_every_relayed_event_once,
+    a_redelivered_event_has_no_second_effect,
+    a_permanent_failure_is_dead_lettered_at_once,
+    a_malformed_envelope_is_dead_lettered_and_the_consumer_goes_on,
+    an_unknown_schema_version_is_dead_lettered_with_a_clear_error,
+    an_old_payload_is_upcast_before_the_handler_sees_it,
+    a_panicking_handler_fails_only_its_own_event,
+);

@@ -9,11 +9,12 @@ use crate::consumer::{Handler, HandlerError};
 use crate::envelope::{Envelope, EventId, StreamName};
 use crate::outbox;
 use crate::store::Migrations;
+use crate::testkit::TestDb;
 
 const PROFILES: Migrations = Migrations {
     component: "profiles",
     sqlite: &["CREATE TABLE profile (key TEXT PRIMARY KEY, city TEXT NOT NULL, version INTEGER NOT NULL)"],
-    postgres: &[],
+    postgres: &["CREATE TABLE profile (key TEXT PRIMARY KEY, city TEXT NOT NULL, version BIGINT NOT NULL)"],
 };
 
 async fn replica_store() -> Store {
@@ -81,9 +82,8 @@ async fn deliver(store: &Store, gate: &VersionGate, batches: Vec<Vec<Envelope>>)
     }
 }
 
-#[tokio::test]
-async fn the_gate_admits_only_newer_versions() {
-    let store = replica_store().await;
+async fn the_gate_admits_only_newer_versions(db: TestDb) {
+    let store = db.open(&[&outbox::MIGRATIONS, &PROFILES]).await;
     let gate = VersionGate::new();
     let g = gate.clone();
     let admitted = store
@@ -102,9 +102,8 @@ async fn the_gate_admits_only_newer_versions() {
     assert_eq!(admitted, [true, false, false, true, true, true]);
 }
 
-#[tokio::test]
-async fn waiting_for_a_token_returns_once_the_replica_catches_up() {
-    let store = replica_store().await;
+async fn waiting_for_a_token_returns_once_the_replica_catches_up(db: TestDb) {
+    let store = db.open(&[&outbox::MIGRATIONS, &PROFILES]).await;
     let gate = VersionGate::new();
     let token: ConsistencyToken = "customer/c-1@2,customer/c-2@1".parse().unwrap();
     let writer = {
@@ -181,3 +180,8 @@ proptest! {
         });
     }
 }
+
+crate::testkit::on_both_backends!(
+    the_gate_admits_only_newer_versions,
+    waiting_for_a_token_returns_once_the_replica_catches_up,
+);

@@ -25,6 +25,11 @@ pub(super) async fn apply(store: &Store, all: &[&Migrations]) -> Result<(), Stor
         .collect();
     store
         .transact(move |tx| {
+            if tx.dialect() == Dialect::Postgres {
+                // Stores opening the same database at once migrate one after another; each
+                // statement after the lock sees what the previous one committed.
+                tx.execute("SELECT pg_advisory_xact_lock(7170617)", &[])?;
+            }
             tx.execute(
                 "CREATE TABLE IF NOT EXISTS kit_migrations (component TEXT NOT NULL, version INTEGER NOT NULL, PRIMARY KEY (component, version))",
                 &[],

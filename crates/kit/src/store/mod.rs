@@ -2,11 +2,12 @@
 //! database's own thread (one hop per transaction, never per statement).
 //!
 //! Callers write SQL once with `$1` placeholders and dialect-neutral [`Param`]s; the
-//! backend chosen by URL scheme (`sqlite:`; `postgres:` comes with the distributed mode)
-//! adapts it. Closures are synchronous on purpose: no network call can sit inside a
-//! transaction.
+//! backend chosen by URL scheme (`sqlite:` for the embedded mode, `postgres://` or
+//! `postgresql://` for the distributed mode) adapts it. Closures are synchronous on
+//! purpose: no network call can sit inside a transaction.
 
 mod migrate;
+mod postgres;
 mod sqlite;
 mod value;
 
@@ -24,12 +25,22 @@ pub enum Dialect {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("unsupported store url {0:?}: expected sqlite:PATH or sqlite::memory:")]
+    #[error(
+        "unsupported store url {0:?}: expected sqlite:PATH, sqlite::memory: or postgres://USER@HOST:PORT/DATABASE"
+    )]
     UnsupportedUrl(String),
     #[error("cannot open store {url}: {reason}")]
     Open { url: String, reason: String },
     #[error("database error: {0}")]
     Database(String),
+    /// The database aborted the transaction to resolve a conflict with another one
+    /// (PostgreSQL's serialization failure or deadlock); running it again may succeed.
+    #[error("transaction conflict: {0}")]
+    Conflict(String),
+    /// The connection to a database server is lost or cannot be made; the next
+    /// transaction connects again.
+    #[error("database unreachable: {0}")]
+    Unreachable(String),
     #[error("column {column}: expected {wanted}, found {found}")]
     Decode { column: usize, found: String, wanted: &'static str },
     #[error("expected one row, found none")]
@@ -43,11 +54,12 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Busy or locked databases and stopped threads may succeed on a later attempt.
+    /// Busy or locked databases, conflicts, lost connections and stopped threads may
+    /// succeed on a later attempt.
     pub fn is_retryable(&self) -> bool {
         match self {
             StoreError::Database(msg) => msg.contains("locked") || msg.contains("busy"),
-            StoreError::Closed => true,
+            StoreError::Conflict(_) | StoreError::Unreachable(_) | StoreError::Closed => true,
             _ => false,
         }
     }
@@ -141,6 +153,33 @@ pub(crate) trait Backend {
     fn run(&mut self, body: &mut dyn FnMut(&mut Tx<'_>) -> bool) -> Result<Vec<AfterCommit>, StoreError>;
 }
 
+/// Starts a database thread that opens its backend with `open`, then runs jobs until
+/// every handle to the store is dropped; returns the job queue once the backend is open.
+async fn spawn_thread<B: Backend + 'static>(
+    url: &str,
+    open: impl FnOnce() -> Result<B, String> + Send + 'static,
+) -> Result<std::sync::mpsc::Sender<Job>, StoreError> {
+    let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+    let (ready, opened) = tokio::sync::oneshot::channel();
+    let url_owned = url.to_owned();
+    std::thread::Builder::new()
+        .name(format!("store {url}"))
+        .spawn(move || match open() {
+            Ok(mut backend) => {
+                let _ = ready.send(Ok(()));
+                while let Ok(job) = queue.recv() {
+                    job(&mut backend);
+                }
+            }
+            Err(reason) => {
+                let _ = ready.send(Err(StoreError::Open { url: url_owned, reason }));
+            }
+        })
+        .map_err(|e| StoreError::Open { url: url.to_owned(), reason: e.to_string() })?;
+    opened.await.map_err(|_| StoreError::Closed)??;
+    Ok(jobs)
+}
+
 /// A cheap, cloneable handle to one database.
 #[derive(Clone)]
 pub struct Store {
@@ -164,6 +203,8 @@ impl Store {
     pub async fn open(url: &str, migrations: &[&Migrations]) -> Result<Store, StoreError> {
         let (dialect, jobs) = if let Some(path) = url.strip_prefix("sqlite:") {
             (Dialect::Sqlite, sqlite::spawn(url, path).await?)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (Dialect::Postgres, postgres::spawn(url).await?)
         } else {
             return Err(StoreError::UnsupportedUrl(url.to_owned()));
         };

@@ -8,27 +8,8 @@ use super::{AfterCommit, Backend, Connection, Dialect, Job, Param, Row, StoreErr
 
 /// Starts the database thread for `path` and returns its job queue once it is open.
 pub(super) async fn spawn(url: &str, path: &str) -> Result<mpsc::Sender<Job>, StoreError> {
-    let (jobs, queue) = mpsc::channel::<Job>();
-    let (ready, opened) = tokio::sync::oneshot::channel();
     let path = path.to_owned();
-    let url_owned = url.to_owned();
-    std::thread::Builder::new()
-        .name(format!("sqlite {path}"))
-        .spawn(move || match open(&path) {
-            Ok(conn) => {
-                let _ = ready.send(Ok(()));
-                let mut backend = Sqlite { conn };
-                while let Ok(job) = queue.recv() {
-                    job(&mut backend);
-                }
-            }
-            Err(e) => {
-                let _ = ready.send(Err(StoreError::Open { url: url_owned, reason: e.to_string() }));
-            }
-        })
-        .map_err(|e| StoreError::Open { url: url.to_owned(), reason: e.to_string() })?;
-    opened.await.map_err(|_| StoreError::Closed)??;
-    Ok(jobs)
+    super::spawn_thread(url, move || open(&path).map(|conn| Sqlite { conn }).map_err(|e| e.to_string())).await
 }
 
 fn open(path: &str) -> rusqlite::Result<rusqlite::Connection> {

@@ -23,7 +23,7 @@ pub struct CatalogService;
 const MIGRATIONS: Migrations = Migrations {
     component: "catalog",
     sqlite: &[include_str!("../../migrations/sqlite/catalog.sql")],
-    postgres: &[],
+    postgres: &[include_str!("../../migrations/postgres/catalog.sql")],
 };
 
 /// The products of a fresh shop, `p-001` … `p-020` in this order: (name, description, price).

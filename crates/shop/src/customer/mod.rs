@@ -19,7 +19,7 @@ pub struct CustomerService;
 const MIGRATIONS: Migrations = Migrations {
     component: "customer",
     sqlite: &[include_str!("../../migrations/sqlite/customer.sql")],
-    postgres: &[],
+    postgres: &[include_str!("../../migrations/postgres/customer.sql")],
 };
 
 /// One customer of a fresh shop: id, name, email, line1, city, postcode, country, card.

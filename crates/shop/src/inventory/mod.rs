@@ -30,7 +30,7 @@ pub struct InventoryService;
 const MIGRATIONS: Migrations = Migrations {
     component: "inventory",
     sqlite: &[include_str!("../../migrations/sqlite/inventory.sql")],
-    postgres: &[],
+    postgres: &[include_str!("../../migrations/postgres/inventory.sql")],
 };
 
 /// The products a fresh shop stocks (the catalog seeds the same ids).

@@ -23,7 +23,7 @@ pub struct OrderService;
 const MIGRATIONS: Migrations = Migrations {
     component: "order",
     sqlite: &[include_str!("../../migrations/sqlite/order.sql")],
-    postgres: &[],
+    postgres: &[include_str!("../../migrations/postgres/order.sql")],
 };
 
 impl Service for OrderService {

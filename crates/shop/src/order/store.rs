@@ -3,7 +3,7 @@
 
 use kit::clock;
 use kit::outbox::Outbox;
-use kit::store::{StoreError, Tx};
+use kit::store::{Dialect, StoreError, Tx};
 use serde::Serialize;
 
 use super::events::{self, Order};
@@ -50,11 +50,18 @@ pub fn add_to_cart(
     if product(tx, product_id)?.is_none() {
         return Err(OrderError::UnknownProduct(product_id.to_owned()));
     }
-    tx.execute(
-        "INSERT INTO cart_item (customer_id, product_id, quantity) VALUES ($1, $2, $3) \
-         ON CONFLICT (customer_id, product_id) DO UPDATE SET quantity = min(quantity + excluded.quantity, $4)",
-        &[customer_id.into(), product_id.into(), quantity.into(), max.into()],
-    )?;
+    // The smaller of two values is `min` in SQLite and `LEAST` in PostgreSQL.
+    let sql = match tx.dialect() {
+        Dialect::Sqlite => {
+            "INSERT INTO cart_item (customer_id, product_id, quantity) VALUES ($1, $2, $3) \
+             ON CONFLICT (customer_id, product_id) DO UPDATE SET quantity = min(quantity + excluded.quantity, $4)"
+        }
+        Dialect::Postgres => {
+            "INSERT INTO cart_item (customer_id, product_id, quantity) VALUES ($1, $2, $3) \
+             ON CONFLICT (customer_id, product_id) DO UPDATE SET quantity = LEAST(cart_item.quantity + excluded.quantity, $4)"
+        }
+    };
+    tx.execute(sql, &[customer_id.into(), product_id.into(), quantity.into(), max.into()])?;
     Ok(cart(tx, customer_id)?)
 }
 

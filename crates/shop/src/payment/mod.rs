@@ -19,7 +19,7 @@ pub struct PaymentService;
 const MIGRATIONS: Migrations = Migrations {
     component: "payment",
     sqlite: &[include_str!("../../migrations/sqlite/payment.sql")],
-    postgres: &[],
+    postgres: &[include_str!("../../migrations/postgres/payment.sql")],
 };
 
 impl Service for PaymentService {

@@ -35,7 +35,7 @@ pub struct SearchService;
 const MIGRATIONS: Migrations = Migrations {
     component: "search",
     sqlite: &[include_str!("../../migrations/sqlite/search.sql")],
-    postgres: &[],
+    postgres: &[include_str!("../../migrations/postgres/search.sql")],
 };
 
 /// The consumers feeding the index: (purpose, source stream).

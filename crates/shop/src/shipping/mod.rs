@@ -28,7 +28,7 @@ pub struct ShippingService;
 const MIGRATIONS: Migrations = Migrations {
     component: "shipping",
     sqlite: &[include_str!("../../migrations/sqlite/shipping.sql")],
-    postgres: &[],
+    postgres: &[include_str!("../../migrations/postgres/shipping.sql")],
 };
 
 impl Service for ShippingService {

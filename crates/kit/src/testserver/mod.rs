@@ -1,12 +1,17 @@
-//! Real servers for tests (PostgreSQL, NATS): finding their binaries and free ports.
+//! Real servers for tests (PostgreSQL, NATS): finding their binaries and free ports, and
+//! [`PgServer`], a PostgreSQL server of the test's own.
 //!
 //! A test that needs a server starts its own, on a free port with a temporary directory,
 //! so it can also kill and restart it. When the binary is missing the test is skipped
 //! with a loud notice naming the install command, except in CI (`CI=true`), where a
 //! missing binary fails the run: CI never skips these tests.
 
+mod postgres;
+
 use std::net::TcpListener;
 use std::path::PathBuf;
+
+pub use postgres::{INSTALL as POSTGRES_INSTALL, PgServer};
 
 /// Whether this run is CI's (`CI` set to `true` or `1`).
 pub fn in_ci() -> bool {

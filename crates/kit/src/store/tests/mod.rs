@@ -1,12 +1,18 @@
+//! The store suite: each behaviour is one async fn taking a fresh, empty database, run
+//! against both backends by `on_both_backends!` at the end (modules `sqlite`, `postgres`).
+
+mod postgres_only;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::*;
+use crate::testkit::TestDb;
 
 const ITEMS: Migrations = Migrations {
     component: "items",
     sqlite: &["CREATE TABLE items (name TEXT PRIMARY KEY, qty INTEGER NOT NULL)"],
-    postgres: &[],
+    postgres: &["CREATE TABLE items (name TEXT PRIMARY KEY, qty BIGINT NOT NULL)"],
 };
 
 /// The error of a transaction body that gives up on its own account.
@@ -22,8 +28,17 @@ impl From<StoreError> for BodyError {
     }
 }
 
-async fn memory() -> Store {
-    Store::open("sqlite::memory:", &[&ITEMS]).await.expect("an in-memory store opens")
+/// The store of a fresh database with the `items` table.
+async fn items(db: &TestDb) -> Store {
+    db.open(&[&ITEMS]).await
+}
+
+/// The type of a blob column or cast in `dialect`.
+fn blob(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Sqlite => "BLOB",
+        Dialect::Postgres => "BYTEA",
+    }
 }
 
 fn insert(tx: &mut Tx<'_>, name: &str, qty: i64) -> Result<usize, StoreError> {
@@ -39,13 +54,8 @@ async fn names(store: &Store) -> Vec<String> {
         .expect("items are readable")
 }
 
-fn file_url(dir: &tempfile::TempDir) -> String {
-    format!("sqlite:{}", dir.path().join("store.db").display())
-}
-
-#[tokio::test]
-async fn a_transaction_whose_body_returns_ok_is_committed() {
-    let store = memory().await;
+async fn a_transaction_whose_body_returns_ok_is_committed(db: TestDb) {
+    let store = items(&db).await;
     let answer = store
         .transact(|tx| {
             insert(tx, "apple", 1)?;
@@ -59,9 +69,8 @@ async fn a_transaction_whose_body_returns_ok_is_committed() {
     assert_eq!(names(&store).await, ["apple", "pear"]);
 }
 
-#[tokio::test]
-async fn a_transaction_whose_body_returns_err_is_rolled_back_and_the_error_comes_back() {
-    let store = memory().await;
+async fn a_transaction_whose_body_returns_err_is_rolled_back_and_the_error_comes_back(db: TestDb) {
+    let store = items(&db).await;
     let result = store
         .transact(|tx| {
             insert(tx, "apple", 1)?;
@@ -72,9 +81,8 @@ async fn a_transaction_whose_body_returns_err_is_rolled_back_and_the_error_comes
     assert!(names(&store).await.is_empty(), "a rolled-back insert is visible");
 }
 
-#[tokio::test]
-async fn a_panicking_transaction_is_rolled_back_and_the_store_keeps_working() {
-    let store = memory().await;
+async fn a_panicking_transaction_is_rolled_back_and_the_store_keeps_working(db: TestDb) {
+    let store = items(&db).await;
     let result = store
         .transact(|tx| -> Result<(), StoreError> {
             insert(tx, "apple", 1)?;
@@ -92,9 +100,8 @@ async fn a_panicking_transaction_is_rolled_back_and_the_store_keeps_working() {
     assert_eq!(names(&store).await, ["pear"]);
 }
 
-#[tokio::test]
-async fn a_failed_savepoint_undoes_only_its_own_writes() {
-    let store = memory().await;
+async fn a_failed_savepoint_undoes_only_its_own_writes(db: TestDb) {
+    let store = items(&db).await;
     store
         .transact(|tx| {
             insert(tx, "apple", 1)?;
@@ -116,9 +123,8 @@ async fn a_failed_savepoint_undoes_only_its_own_writes() {
     assert_eq!(names(&store).await, ["apple", "quince"]);
 }
 
-#[tokio::test]
-async fn a_savepoint_inside_a_savepoint_rolls_back_on_its_own() {
-    let store = memory().await;
+async fn a_savepoint_inside_a_savepoint_rolls_back_on_its_own(db: TestDb) {
+    let store = items(&db).await;
     store
         .transact(|tx| {
             tx.savepoint(|tx| {
@@ -137,9 +143,8 @@ async fn a_savepoint_inside_a_savepoint_rolls_back_on_its_own() {
     assert_eq!(names(&store).await, ["apple", "plum"]);
 }
 
-#[tokio::test]
-async fn after_commit_hooks_run_in_order_only_once_the_transaction_has_committed() {
-    let store = memory().await;
+async fn after_commit_hooks_run_in_order_only_once_the_transaction_has_committed(db: TestDb) {
+    let store = items(&db).await;
     let ran = Arc::new(Mutex::new(Vec::new()));
     let hooks = ran.clone();
     store
@@ -175,67 +180,76 @@ async fn after_commit_hooks_run_in_order_only_once_the_transaction_has_committed
     assert_eq!(count.load(Ordering::SeqCst), 0, "a hook of a rolled-back transaction ran");
 }
 
-#[tokio::test]
-async fn parameters_of_every_type_round_trip() {
-    let store = memory().await;
+/// Parameters of every type: (column, parameter, value read back); the columns are
+/// 0 integer, 1 real, 2 text, 3 blob.
+fn typed_cases<'a>(blob: &'a [u8], owned: &'a String) -> Vec<(usize, Param<'a>, Value)> {
+    vec![
+        (0, Param::Null, Value::Null),
+        (0, i64::MIN.into(), Value::Int(i64::MIN)),
+        (0, i64::MAX.into(), Value::Int(i64::MAX)),
+        (0, (i64::MAX as u64).into(), Value::Int(i64::MAX)),
+        (0, u32::MAX.into(), Value::Int(u32::MAX.into())),
+        (0, (-7i32).into(), Value::Int(-7)),
+        (0, true.into(), Value::Int(1)),
+        (0, false.into(), Value::Int(0)),
+        (1, 2.5f64.into(), Value::Real(2.5)),
+        (2, "grüße, 'quoted' $1 ?2".into(), Value::Text("grüße, 'quoted' $1 ?2".into())),
+        (2, owned.into(), Value::Text(owned.clone())),
+        (3, blob.into(), Value::Blob(blob.to_vec())),
+        (3, (&[][..]).into(), Value::Blob(Vec::new())),
+        (2, Option::<&str>::None.into(), Value::Null),
+        (0, Some(7u64).into(), Value::Int(7)),
+    ]
+}
+
+async fn parameters_of_every_type_round_trip(db: TestDb) {
+    let store = items(&db).await;
+    let (blob, owned): (Vec<u8>, String) = ((0..=255).collect(), "owned".into());
+    let (blob_in, owned_in) = (blob.clone(), owned.clone());
     let values = store
-        .transact(|tx| {
-            tx.execute("CREATE TABLE vals (id INTEGER PRIMARY KEY, v)", &[])?;
-            let (blob, owned): (Vec<u8>, String) = ((0..=255).collect(), "owned".into());
-            let params: Vec<Param<'_>> = vec![
-                Param::Null,
-                i64::MIN.into(),
-                i64::MAX.into(),
-                (i64::MAX as u64).into(),
-                u32::MAX.into(),
-                (-7i32).into(),
-                true.into(),
-                false.into(),
-                2.5f64.into(),
-                "grüße, 'quoted' $1 ?2".into(),
-                (&owned).into(),
-                (&blob).into(),
-                (&[][..]).into(),
-                Option::<&str>::None.into(),
-                Some(7u64).into(),
-            ];
-            for (id, param) in params.into_iter().enumerate() {
-                tx.execute("INSERT INTO vals (id, v) VALUES ($1, $2)", &[(id as u64).into(), param])?;
+        .transact(move |tx| {
+            let ddl = match tx.dialect() {
+                Dialect::Sqlite => {
+                    "CREATE TABLE vals (id INTEGER PRIMARY KEY, i INTEGER, r REAL, t TEXT, b BLOB)"
+                }
+                Dialect::Postgres => {
+                    "CREATE TABLE vals (id BIGINT PRIMARY KEY, i BIGINT, r DOUBLE PRECISION, t TEXT, b BYTEA)"
+                }
+            };
+            tx.execute(ddl, &[])?;
+            let cases = typed_cases(&blob_in, &owned_in);
+            for (id, (column, param, _)) in cases.iter().enumerate() {
+                let name = ["i", "r", "t", "b"][*column];
+                tx.execute(
+                    &format!("INSERT INTO vals (id, {name}) VALUES ($1, $2)"),
+                    &[(id as u64).into(), *param],
+                )?;
             }
-            tx.query("SELECT v FROM vals ORDER BY id", &[])
+            let rows = tx.query("SELECT i, r, t, b FROM vals ORDER BY id", &[])?;
+            Ok::<_, StoreError>(
+                rows.into_iter()
+                    .zip(&cases)
+                    .map(|(mut row, (column, ..))| row.0.remove(*column))
+                    .collect::<Vec<_>>(),
+            )
         })
         .await
         .unwrap();
-    let values: Vec<Value> = values.into_iter().map(|mut row| row.0.remove(0)).collect();
-    assert_eq!(
-        values,
-        [
-            Value::Null,
-            Value::Int(i64::MIN),
-            Value::Int(i64::MAX),
-            Value::Int(i64::MAX),
-            Value::Int(u32::MAX.into()),
-            Value::Int(-7),
-            Value::Int(1),
-            Value::Int(0),
-            Value::Real(2.5),
-            Value::Text("grüße, 'quoted' $1 ?2".into()),
-            Value::Text("owned".into()),
-            Value::Blob((0..=255).collect()),
-            Value::Blob(Vec::new()),
-            Value::Null,
-            Value::Int(7),
-        ]
-    );
+    let expected: Vec<Value> = typed_cases(&blob, &owned).into_iter().map(|(_, _, value)| value).collect();
+    assert_eq!(values, expected);
 }
 
-#[tokio::test]
-async fn columns_read_back_as_the_rust_types_they_were_written_from() {
-    let store = memory().await;
+async fn columns_read_back_as_the_rust_types_they_were_written_from(db: TestDb) {
+    let store = items(&db).await;
     let row = store
         .transact(|tx| {
             tx.query_one(
-                "SELECT $1, $2, $3, $4, $5, $6, $7, $8",
+                &format!(
+                    "SELECT CAST($1 AS BIGINT), CAST($2 AS BIGINT), CAST($3 AS BOOLEAN), \
+                     CAST($4 AS DOUBLE PRECISION), CAST($5 AS TEXT), CAST($6 AS {}), CAST($7 AS BIGINT), \
+                     CAST($8 AS TEXT)",
+                    blob(tx.dialect())
+                ),
                 &[
                     (i64::MAX as u64).into(),
                     u32::MAX.into(),
@@ -261,9 +275,8 @@ async fn columns_read_back_as_the_rust_types_they_were_written_from() {
     assert_eq!(row.get::<Option<String>>(8).unwrap(), None, "a column past the end reads as null");
 }
 
-#[tokio::test]
-async fn a_value_of_another_type_is_a_decode_error_naming_the_column() {
-    let store = memory().await;
+async fn a_value_of_another_type_is_a_decode_error_naming_the_column(db: TestDb) {
+    let store = items(&db).await;
     let row = store.transact(|tx| tx.query_one("SELECT -1, 'text', NULL", &[])).await.unwrap();
     assert!(matches!(row.get::<u64>(0), Err(StoreError::Decode { column: 0, .. })), "a negative u64");
     assert!(matches!(row.get::<i64>(1), Err(StoreError::Decode { column: 1, .. })), "text as i64");
@@ -277,20 +290,23 @@ fn a_u64_beyond_the_range_of_i64_is_refused_as_a_parameter() {
     let _ = Param::from(u64::MAX);
 }
 
-#[tokio::test]
-async fn dollar_placeholders_may_repeat_and_come_in_any_order() {
-    let store = memory().await;
+async fn dollar_placeholders_may_repeat_and_come_in_any_order(db: TestDb) {
+    let store = items(&db).await;
     let row = store
-        .transact(|tx| tx.query_one("SELECT $2, '$1', $1, $2", &["first".into(), "second".into()]))
+        .transact(|tx| {
+            tx.query_one(
+                "SELECT CAST($2 AS TEXT), '$1', CAST($1 AS TEXT), CAST($2 AS TEXT)",
+                &["first".into(), "second".into()],
+            )
+        })
         .await
         .unwrap();
     let texts: Vec<String> = (0..4).map(|i| row.get(i).unwrap()).collect();
     assert_eq!(texts, ["second", "$1", "first", "second"]);
 }
 
-#[tokio::test]
-async fn query_one_without_a_row_is_a_no_row_error() {
-    let store = memory().await;
+async fn query_one_without_a_row_is_a_no_row_error(db: TestDb) {
+    let store = items(&db).await;
     let result =
         store.transact(|tx| tx.query_one("SELECT name FROM items WHERE name = $1", &["none".into()])).await;
     assert!(matches!(result, Err(StoreError::NoRow)), "{result:?}");
@@ -298,18 +314,17 @@ async fn query_one_without_a_row_is_a_no_row_error() {
     assert_eq!(none, None);
 }
 
-#[tokio::test]
-async fn migrations_apply_once_are_recorded_and_data_persists_across_reopening() {
+async fn migrations_apply_once_are_recorded_and_data_persists_across_reopening(db: TestDb) {
     const SHELF_V1: &str =
         "CREATE TABLE shelf (item TEXT NOT NULL); INSERT INTO shelf (item) VALUES ('seeded')";
-    const SHELF: Migrations = Migrations { component: "shelf", sqlite: &[SHELF_V1], postgres: &[] };
+    const SHELF_V2_STEP: &str = "ALTER TABLE shelf ADD COLUMN qty INTEGER NOT NULL DEFAULT 0";
+    const SHELF: Migrations = Migrations { component: "shelf", sqlite: &[SHELF_V1], postgres: &[SHELF_V1] };
     const SHELF_V2: Migrations = Migrations {
         component: "shelf",
-        sqlite: &[SHELF_V1, "ALTER TABLE shelf ADD COLUMN qty INTEGER NOT NULL DEFAULT 0"],
-        postgres: &[],
+        sqlite: &[SHELF_V1, SHELF_V2_STEP],
+        postgres: &[SHELF_V1, SHELF_V2_STEP],
     };
-    let dir = tempfile::tempdir().unwrap();
-    let url = file_url(&dir);
+    let url = &db.url;
     let recorded = |store: Store| async move {
         store
             .transact(|tx| {
@@ -329,18 +344,18 @@ async fn migrations_apply_once_are_recorded_and_data_persists_across_reopening()
             .unwrap()
     };
 
-    let store = Store::open(&url, &[&SHELF, &ITEMS]).await.unwrap();
+    let store = Store::open(url, &[&SHELF, &ITEMS]).await.unwrap();
     store.transact(|tx| tx.execute("INSERT INTO shelf (item) VALUES ('added')", &[])).await.unwrap();
     let (applied, items) = recorded(store).await;
     assert_eq!(applied, [("items".into(), 1), ("shelf".into(), 1)]);
     assert_eq!(items, ["added", "seeded"]);
 
-    let store = Store::open(&url, &[&SHELF, &ITEMS]).await.expect("reopening runs no migration twice");
+    let store = Store::open(url, &[&SHELF, &ITEMS]).await.expect("reopening runs no migration twice");
     let (applied, items) = recorded(store).await;
     assert_eq!(applied, [("items".into(), 1), ("shelf".into(), 1)]);
     assert_eq!(items, ["added", "seeded"], "the data did not persist, or the seed ran again");
 
-    let store = Store::open(&url, &[&SHELF_V2, &ITEMS]).await.expect("a new version applies on its own");
+    let store = Store::open(url, &[&SHELF_V2, &ITEMS]).await.expect("a new version applies on its own");
     let (applied, items) = recorded(store.clone()).await;
     assert_eq!(applied, [("items".into(), 1), ("shelf".into(), 1), ("shelf".into(), 2)]);
     assert_eq!(items, ["added", "seeded"]);
@@ -348,21 +363,20 @@ async fn migrations_apply_once_are_recorded_and_data_persists_across_reopening()
     assert_eq!(qty.get::<i64>(0).unwrap(), 0, "version 2 added the column");
 }
 
-#[tokio::test]
-async fn a_failing_migration_names_its_version_and_leaves_nothing_applied() {
+async fn a_failing_migration_names_its_version_and_leaves_nothing_applied(db: TestDb) {
     const GOOD: &str = "CREATE TABLE good (a TEXT)";
+    const BAD: &str = "CREATE TABLE nonsense (";
     const BROKEN: Migrations =
-        Migrations { component: "broken", sqlite: &[GOOD, "CREATE TABLE nonsense ("], postgres: &[] };
-    const FIRST_ONLY: Migrations = Migrations { component: "broken", sqlite: &[GOOD], postgres: &[] };
-    let dir = tempfile::tempdir().unwrap();
-    let url = file_url(&dir);
-    match Store::open(&url, &[&BROKEN]).await {
+        Migrations { component: "broken", sqlite: &[GOOD, BAD], postgres: &[GOOD, BAD] };
+    const FIRST_ONLY: Migrations = Migrations { component: "broken", sqlite: &[GOOD], postgres: &[GOOD] };
+    let url = &db.url;
+    match Store::open(url, &[&BROKEN]).await {
         Err(StoreError::Migration { component, version, .. }) => {
             assert_eq!((component.as_str(), version), ("broken", 2));
         }
         other => panic!("expected a migration error, got {other:?}"),
     }
-    let store = Store::open(&url, &[&FIRST_ONLY]).await.expect("the first version applies afresh");
+    let store = Store::open(url, &[&FIRST_ONLY]).await.expect("the first version applies afresh");
     let applied = store
         .transact(|tx| tx.query("SELECT version FROM kit_migrations WHERE component = 'broken'", &[]))
         .await
@@ -372,7 +386,7 @@ async fn a_failing_migration_names_its_version_and_leaves_nothing_applied() {
 
 #[tokio::test]
 async fn a_url_of_an_unknown_scheme_is_unsupported() {
-    for url in ["postgres://localhost/shop", "mysql:shop", "shop.db", ""] {
+    for url in ["postgres:shop", "mysql:shop", "shop.db", ""] {
         match Store::open(url, &[]).await {
             Err(StoreError::UnsupportedUrl(got)) => assert_eq!(got, url),
             other => panic!("expected {url:?} to be unsupported, got {other:?}"),
@@ -388,9 +402,8 @@ async fn a_database_file_that_cannot_be_opened_is_an_open_error() {
     assert!(matches!(&result, Err(StoreError::Open { url: got, .. }) if *got == url), "{result:?}");
 }
 
-#[tokio::test]
-async fn concurrent_transactions_run_one_at_a_time() {
-    let store = memory().await;
+async fn concurrent_transactions_run_one_at_a_time(db: TestDb) {
+    let store = items(&db).await;
     store.transact(|tx| insert(tx, "counter", 0)).await.unwrap();
     let increments = (0..20).map(|_| {
         let store = store.clone();
@@ -419,3 +432,20 @@ fn busy_locked_and_closed_stores_are_worth_retrying() {
     assert!(!StoreError::Database("UNIQUE constraint failed".into()).is_retryable());
     assert!(!StoreError::NoRow.is_retryable());
 }
+
+crate::testkit::on_both_backends!(
+    a_transaction_whose_body_returns_ok_is_committed,
+    a_transaction_whose_body_returns_err_is_rolled_back_and_the_error_comes_back,
+    a_panicking_transaction_is_rolled_back_and_the_store_keeps_working,
+    a_failed_savepoint_undoes_only_its_own_writes,
+    a_savepoint_inside_a_savepoint_rolls_back_on_its_own,
+    after_commit_hooks_run_in_order_only_once_the_transaction_has_committed,
+    parameters_of_every_type_round_trip,
+    columns_read_back_as_the_rust_types_they_were_written_from,
+    a_value_of_another_type_is_a_decode_error_naming_the_column,
+    dollar_placeholders_may_repeat_and_come_in_any_order,
+    query_one_without_a_row_is_a_no_row_error,
+    migrations_apply_once_are_recorded_and_data_persists_across_reopening,
+    a_failing_migration_names_its_version_and_leaves_nothing_applied,
+    concurrent_transactions_run_one_at_a_time,
+);

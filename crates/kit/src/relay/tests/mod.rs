@@ -1,10 +1,19 @@
+//! The relay on both store backends, and its commit-order guarantee under concurrent
+//! writers on PostgreSQL (`commit_order`).
+
+mod commit_order;
+
 use std::time::Duration;
 
 use super::*;
 use crate::bus::{ConsumerSpec, DeadLetterFilter};
 use crate::envelope::StreamName;
 use crate::link::{Faults, Link, LinkedBus};
-use crate::testkit::{event, memory_bus, memory_store};
+use crate::testkit::{TALLY, TestDb, event, memory_bus, memory_store};
+
+async fn producer_store(db: &TestDb) -> Store {
+    db.open(&[&outbox::MIGRATIONS, &TALLY]).await
+}
 
 async fn backlog(store: &Store, outbox: &Outbox) -> u64 {
     let outbox = outbox.clone();
@@ -16,10 +25,9 @@ async fn append(store: &Store, outbox: &Outbox, n: u64) {
     store.transact(move |tx| outbox.append(tx, (1..=n).map(|v| event("k", v)).collect())).await.unwrap();
 }
 
-#[tokio::test]
-async fn relays_in_seq_order_in_batches_and_marks_the_outbox() {
+async fn relays_in_seq_order_in_batches_and_marks_the_outbox(db: TestDb) {
     let bus = memory_bus().await;
-    let store = memory_store().await;
+    let store = producer_store(&db).await;
     let outbox = Outbox::new(StreamName::parse("orders").unwrap());
     append(&store, &outbox, 25).await;
     let relay = Relay::new(store.clone(), outbox.clone(), bus.clone()).batch(10);
@@ -40,10 +48,9 @@ async fn relays_in_seq_order_in_batches_and_marks_the_outbox() {
     assert_eq!(seqs, (1..=25).collect::<Vec<_>>());
 }
 
-#[tokio::test]
-async fn a_running_relay_is_woken_by_each_commit() {
+async fn a_running_relay_is_woken_by_each_commit(db: TestDb) {
     let bus = memory_bus().await;
-    let store = memory_store().await;
+    let store = producer_store(&db).await;
     let outbox = Outbox::new(StreamName::parse("orders").unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(Relay::new(store.clone(), outbox.clone(), bus.clone()).run(async {
@@ -88,10 +95,9 @@ async fn writes_are_accepted_and_the_outbox_grows_while_the_bus_is_cut() {
     running.await.unwrap();
 }
 
-#[tokio::test]
-async fn publishing_again_after_a_crash_before_marking_adds_nothing() {
+async fn publishing_again_after_a_crash_before_marking_adds_nothing(db: TestDb) {
     let bus = memory_bus().await;
-    let store = memory_store().await;
+    let store = producer_store(&db).await;
     let outbox = Outbox::new(StreamName::parse("orders").unwrap());
     append(&store, &outbox, 3).await;
     // A relay that published but died before marking: the next one publishes the same ids.
@@ -109,3 +115,9 @@ async fn publishing_again_after_a_crash_before_marking_adds_nothing() {
     let mut sub = bus.subscribe(&ConsumerSpec::new("c", &["orders"])).await.unwrap();
     assert_eq!(sub.fetch(100).await.unwrap().len(), 3, "the bus dropped the copies by event id");
 }
+
+crate::testkit::on_both_backends!(
+    relays_in_seq_order_in_batches_and_marks_the_outbox,
+    a_running_relay_is_woken_by_each_commit,
+    publishing_again_after_a_crash_before_marking_adds_nothing,
+);

@@ -1,0 +1,81 @@
+//! What only the PostgreSQL backend has: a server that can go away and come back,
+//! conflicts between connections, and transactions that the server aborted.
+
+use std::sync::{Arc, Barrier};
+
+use super::{ITEMS, insert, names};
+use crate::store::{Store, StoreError};
+use crate::testkit::TestDb;
+use crate::testserver::PgServer;
+
+#[tokio::test]
+async fn a_killed_and_restarted_server_is_reconnected_without_reopening_the_store() {
+    let Some(server) = PgServer::start() else { return };
+    let store = Store::open(&server.create_database("shop"), &[&ITEMS]).await.unwrap();
+    store.transact(|tx| insert(tx, "apple", 1)).await.unwrap();
+
+    server.kill();
+    let down = store.transact(|tx| insert(tx, "pear", 1)).await;
+    match down {
+        Err(e) => assert!(e.is_retryable(), "a lost server is worth retrying: {e}"),
+        Ok(_) => panic!("a transaction committed on a killed server"),
+    }
+
+    server.restart();
+    store.transact(|tx| insert(tx, "plum", 1)).await.expect("the first transaction after a restart succeeds");
+    assert_eq!(names(&store).await, ["apple", "plum"]);
+}
+
+#[tokio::test]
+async fn a_deadlock_between_two_stores_fails_one_transaction_as_a_retryable_conflict() {
+    let Some(db) = TestDb::postgres() else { return };
+    let (first, second) = (db.open(&[&ITEMS]).await, db.open(&[&ITEMS]).await);
+    first.transact(|tx| Ok::<_, StoreError>((insert(tx, "a", 0)?, insert(tx, "b", 0)?))).await.unwrap();
+    // Each locks one row, waits for the other to do the same, then wants the other's row.
+    let both_locked = Arc::new(Barrier::new(2));
+    let crosswise = |store: Store, mine: &'static str, theirs: &'static str| {
+        let both_locked = both_locked.clone();
+        tokio::spawn(async move {
+            store
+                .transact(move |tx| {
+                    tx.execute("UPDATE items SET qty = qty + 1 WHERE name = $1", &[mine.into()])?;
+                    both_locked.wait();
+                    tx.execute("UPDATE items SET qty = qty + 1 WHERE name = $1", &[theirs.into()])
+                })
+                .await
+        })
+    };
+    let (one, two) = (crosswise(first.clone(), "a", "b"), crosswise(second, "b", "a"));
+    let outcomes = [one.await.unwrap(), two.await.unwrap()];
+    let conflicts: Vec<&StoreError> = outcomes.iter().filter_map(|o| o.as_ref().err()).collect();
+    assert_eq!(conflicts.len(), 1, "exactly one transaction is chosen as the deadlock victim: {outcomes:?}");
+    assert!(matches!(conflicts[0], StoreError::Conflict(_)), "{:?}", conflicts[0]);
+    assert!(conflicts[0].is_retryable());
+}
+
+#[tokio::test]
+async fn a_body_that_swallows_a_failed_statement_is_not_committed() {
+    let Some(db) = TestDb::postgres() else { return };
+    let store = db.open(&[&ITEMS]).await;
+    store.transact(|tx| insert(tx, "apple", 1)).await.unwrap();
+    let result = store
+        .transact(|tx| {
+            insert(tx, "pear", 1)?;
+            let _ignored = insert(tx, "apple", 2);
+            Ok::<_, StoreError>(())
+        })
+        .await;
+    assert!(matches!(&result, Err(StoreError::Database(m)) if m.contains("rolled back")), "{result:?}");
+    assert_eq!(
+        names(&store).await,
+        ["apple"],
+        "PostgreSQL aborted the transaction, so nothing of it may stay"
+    );
+}
+
+#[tokio::test]
+async fn a_server_that_is_not_there_is_an_open_error() {
+    let url = format!("postgres://postgres@127.0.0.1:{}/none", crate::testserver::free_port());
+    let result = Store::open(&url, &[]).await;
+    assert!(matches!(&result, Err(StoreError::Open { url: got, .. }) if *got == url), "{result:?}");
+}

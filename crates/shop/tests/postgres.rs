@@ -1,0 +1,49 @@
+//! End-to-end on PostgreSQL: the whole shop with every service on a database of its own
+//! on one PostgreSQL server (and the embedded bus), driven through the gateway.
+
+mod support;
+
+use kit::testserver::PgServer;
+use shop::launch::StoreLocation;
+use shop::service::ServiceName;
+use support::*;
+
+#[tokio::test]
+async fn on_postgres_a_customer_moves_checks_out_gets_shipped_and_products_are_found() {
+    let Some(server) = PgServer::start() else { return };
+    for service in ServiceName::ALL {
+        server.create_database(&StoreLocation::database(service));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let shop = spawn_shop_on(dir.path(), StoreLocation::Postgres { base_url: server.base_url() }).await;
+    for service in ServiceName::ALL {
+        assert!(!dir.path().join(format!("{service}.db")).exists(), "{service} opened a SQLite file");
+    }
+
+    replicated(&shop).await;
+    registers_moves_checks_out_and_ships(&shop).await;
+    let orders = kit::store::Store::open(&server.url("capshop_order"), &[]).await.unwrap();
+    let placed = orders.transact(|tx| tx.query_one("SELECT count(*) FROM orders", &[])).await.unwrap();
+    assert_eq!(placed.get::<i64>(0).unwrap(), 1, "the order is in the order service's database");
+
+    // Adding to a cart line that exists sums the quantities, capped at 100 per line.
+    let line = |quantity: u32| serde_json::json!({ "product_id": "p-003", "quantity": quantity });
+    post(&shop, "/api/order/carts/c-bob/items", line(60)).await;
+    let (_, cart) = post(&shop, "/api/order/carts/c-bob/items", line(30)).await;
+    assert_eq!(cart[0]["quantity"], 90, "{cart}");
+    let (_, cart) = post(&shop, "/api/order/carts/c-bob/items", line(30)).await;
+    assert_eq!(cart[0]["quantity"], 100, "{cart}");
+
+    let found = eventually("the search index to hold the catalog", || async {
+        let (_, answer) = get(&shop, "/api/search/search?q=baseball+cap").await;
+        answer["results"].as_array().filter(|hits| !hits.is_empty()).cloned()
+    })
+    .await;
+    assert_eq!(found[0]["id"], "p-001", "{found:?}");
+    assert_eq!(found[0]["title"], "Classic Baseball Cap");
+    assert!(found[0]["snippet"].as_str().unwrap().contains("[Baseball]"), "{:?}", found[0]);
+    assert!(found[0]["score"].as_f64().unwrap() > 0.0);
+    let (_, none) = get(&shop, "/api/search/search?q=baseball&kind=order").await;
+    assert_eq!(none["results"], serde_json::json!([]), "{none}");
+    shop.stop().await.unwrap();
+}

@@ -1,0 +1,153 @@
+//! What the shop's end-to-end tests share: starting the whole shop in this process on
+//! free ports, talking to it through the gateway, and the scenarios run on more than one
+//! store backend.
+
+#![allow(dead_code)] // each test binary uses its own part.
+
+use std::path::Path;
+use std::time::Duration;
+
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+use shop::launch::{Shop, ShopConfig, StoreLocation, launch};
+use shop::service::Choices;
+
+pub const TOKEN: &str = "e2e-admin-token";
+
+/// The shop with a SQLite file per service in `dir`.
+pub async fn spawn_shop(dir: &Path) -> Shop {
+    spawn_shop_on(dir, StoreLocation::Sqlite).await
+}
+
+/// The shop with its bus in `dir` and its service databases where `stores` says.
+pub async fn spawn_shop_on(dir: &Path, stores: StoreLocation) -> Shop {
+    let config = ShopConfig {
+        data_dir: dir.to_owned(),
+        gateway: "127.0.0.1:0".parse().unwrap(),
+        admin_token: TOKEN.into(),
+        choices: Choices::default(),
+        stores,
+    };
+    launch(config).await.expect("the shop starts")
+}
+
+/// Polls `probe` until it returns `Some`, for at most 20 s.
+pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub async fn get(shop: &Shop, path: &str) -> (StatusCode, Value) {
+    let response = Client::new().get(shop.url(path)).send().await.unwrap();
+    (response.status(), response.json().await.unwrap_or(Value::Null))
+}
+
+pub async fn send(shop: &Shop, method: reqwest::Method, path: &str, body: Value) -> (StatusCode, Value) {
+    let response = Client::new().request(method, shop.url(path)).json(&body).send().await.unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+pub async fn post(shop: &Shop, path: &str, body: Value) -> (StatusCode, Value) {
+    send(shop, reqwest::Method::POST, path, body).await
+}
+
+/// Waits until the order service's replica knows the seeded customers and products.
+pub async fn replicated(shop: &Shop) {
+    eventually("the seed to replicate", || async {
+        let (status, cart) =
+            post(shop, "/api/order/carts/c-ada/items", json!({ "product_id": "p-001", "quantity": 1 })).await;
+        (status == 200 && cart.as_array().is_some_and(|c| !c.is_empty())).then_some(())
+    })
+    .await;
+    Client::new().delete(shop.url("/api/order/carts/c-ada/items/p-001")).send().await.unwrap();
+    eventually("customer replica", || async {
+        let (_, checkout) = get(shop, "/api/order/checkout/c-bob").await;
+        (checkout["address_source"]["source"] == "replica").then_some(())
+    })
+    .await;
+}
+
+pub async fn order_status(shop: &Shop, id: &str, wanted: &str) -> Value {
+    eventually(&format!("order {id} to be {wanted}"), || async {
+        let (_, order) = get(shop, &format!("/api/order/orders/{id}")).await;
+        (order["status"] == wanted).then_some(order)
+    })
+    .await
+}
+
+pub async fn shipment(shop: &Shop, order_id: &str, wanted: &str) -> Value {
+    eventually(&format!("the shipment of {order_id} to be {wanted}"), || async {
+        let (_, shipments) = get(shop, &format!("/api/shipping/shipments?order_id={order_id}")).await;
+        shipments.as_array().and_then(|s| s.first()).filter(|s| s["status"] == wanted).cloned()
+    })
+    .await
+}
+
+pub async fn orders_of(shop: &Shop, customer: &str) -> Vec<Value> {
+    get(shop, &format!("/api/order/orders?customer_id={customer}"))
+        .await
+        .1
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The happy path: a new customer moves, checks out with the consistency token of the
+/// move and sees the new address, orders, and the order is confirmed and shipped there.
+pub async fn registers_moves_checks_out_and_ships(shop: &Shop) {
+    let address =
+        json!({ "line1": "1 Main St", "city": "Springfield", "postcode": "12345", "country": "US" });
+    let registration = json!({ "name": "Dee", "email": "dee@example.com", "address": address, "payment_method": { "kind": "card", "last4": "1111" } });
+    let (status, customer) = post(shop, "/api/customer/customers", registration).await;
+    assert_eq!(status, 201, "{customer}");
+    let id = customer["id"].as_str().unwrap().to_owned();
+
+    let moved = json!({ "line1": "9 Elm St", "city": "Shelbyville", "postcode": "54321", "country": "US" });
+    let response = Client::new()
+        .put(shop.url(&format!("/api/customer/customers/{id}/address")))
+        .json(&moved)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let token = response.headers()["consistency-token"].to_str().unwrap().to_owned();
+    assert_eq!(token, format!("customer/{id}@2"));
+
+    let (status, _) =
+        post(shop, &format!("/api/order/carts/{id}/items"), json!({ "product_id": "p-002", "quantity": 2 }))
+            .await;
+    assert_eq!(status, 200);
+    let checkout: Value = Client::new()
+        .get(shop.url(&format!("/api/order/checkout/{id}")))
+        .header("Consistency-Token", &token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(checkout["address"]["city"], "Shelbyville", "read-your-writes: {checkout}");
+    assert_eq!(checkout["address_source"]["stale"], false);
+    assert_eq!(checkout["total"]["confirmed"], true);
+
+    let (status, order) = post(shop, "/api/order/orders", json!({ "customer_id": id })).await;
+    assert_eq!(status, 201, "{order}");
+    let order_id = order["id"].as_str().unwrap().to_owned();
+    assert_eq!(order["address"]["city"], "Shelbyville");
+    order_status(shop, &order_id, "confirmed").await;
+    let (_, reservations) = get(shop, &format!("/api/inventory/reservations?order_id={order_id}")).await;
+    assert!(!reservations.as_array().unwrap().is_empty(), "stock reserved: {reservations}");
+    let shipped = shipment(shop, &order_id, "shipped").await;
+    assert_eq!(shipped["address"]["city"], "Shelbyville");
+}
