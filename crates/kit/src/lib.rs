@@ -11,7 +11,8 @@
 //! - [`outbox`]: events appended in the caller's transaction, with a per-stream `seq`
 //!   contiguous in commit order.
 //! - [`relay`]: moves committed outbox events to the bus, in batches, at least once.
-//! - [`bus`]: the bus trait, its conformance suite, and the embedded durable log.
+//! - [`bus`]: the bus trait, its conformance suite, the embedded durable log and the NATS
+//!   JetStream bus (`bus::nats`).
 //! - [`consumer`]: applies each event exactly once (inbox in the same transaction),
 //!   retries with backoff, dead letters; [`replica`]: the version gate and waiting for a
 //!   [`token::ConsistencyToken`].
@@ -22,7 +23,8 @@
 //! - [`metrics`]: lag, backlog and dead letters as Prometheus metrics (`capshop_*`).
 //! - [`crashpoint`]: named points where a test process kills itself, for crash tests.
 //! - [`testserver`]: real servers for tests — their binaries (skipped loudly, never in CI),
-//!   free ports, and [`testserver::PgServer`], a PostgreSQL server of the test's own.
+//!   free ports, [`testserver::PgServer`], a PostgreSQL server of the test's own, and
+//!   [`testserver::NatsServer`], a nats-server that can be killed and restarted.
 //! - [`clock`]: wall-clock milliseconds on `tokio::time`, so paused-time tests hold.
 
 pub mod backoff;

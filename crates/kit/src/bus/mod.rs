@@ -2,12 +2,13 @@
 //! redelivery after a timeout or a crash, delayed retry and dead letters.
 //!
 //! One trait with one semantics; implementations are chosen by URL scheme
-//! (`embedded:PATH`; `nats:` comes with the distributed mode) and proven by the one
+//! (`embedded:PATH`, `nats://HOST:PORT`) and proven by the one
 //! conformance suite in [`conformance`]. The bus moves opaque messages: it never parses
 //! an envelope, so a malformed one still reaches its consumer and goes to dead letters.
 
 pub mod conformance;
 mod embedded;
+pub mod nats;
 
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use crate::envelope::Envelope;
 use crate::store::StoreError;
 
 pub use embedded::EmbeddedBus;
+pub use nats::NatsBus;
 
 /// A message on the bus: an event's identity, position and serialized envelope.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,7 +171,7 @@ pub enum BusError {
     Storage(#[from] StoreError),
     #[error("invalid consumer {name:?}: {reason}")]
     InvalidConsumer { name: String, reason: String },
-    #[error("unsupported bus url {0:?}: expected embedded:PATH")]
+    #[error("unsupported bus url {0:?}: expected embedded:PATH or nats://HOST:PORT")]
     UnsupportedUrl(String),
 }
 
@@ -234,6 +236,8 @@ pub trait Subscription: Send {
 pub async fn connect(url: &str) -> Result<std::sync::Arc<dyn Bus>, BusError> {
     if let Some(path) = url.strip_prefix("embedded:") {
         Ok(std::sync::Arc::new(EmbeddedBus::open(path).await?))
+    } else if url.starts_with("nats://") {
+        Ok(std::sync::Arc::new(NatsBus::connect(url).await?))
     } else {
         Err(BusError::UnsupportedUrl(url.to_owned()))
     }

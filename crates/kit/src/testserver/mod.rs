@@ -6,11 +6,13 @@
 //! with a loud notice naming the install command, except in CI (`CI=true`), where a
 //! missing binary fails the run: CI never skips these tests.
 
+mod nats;
 mod postgres;
 
 use std::net::TcpListener;
 use std::path::PathBuf;
 
+pub use nats::NatsServer;
 pub use postgres::{INSTALL as POSTGRES_INSTALL, PgServer};
 
 /// Whether this run is CI's (`CI` set to `true` or `1`).

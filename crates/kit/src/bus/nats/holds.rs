@@ -1,0 +1,381 @@
+//! Per-key holds: what keeps a per-key consumer's messages of one key one at a time, in
+//! order, and parks them behind a retried or dead one.
+//!
+//! A hold is one KV entry per consumer and key with
+//! - the head: the event being delivered, retried or dead (none when the key is free);
+//! - the *kept* messages: later ones that the head's attachment pulled and keeps in
+//!   memory, unacknowledged on the server, to deliver when the head is acknowledged
+//!   (recorded once per fetch, so that if that attachment dies and the server redelivers
+//!   them late, they still go before anything newer);
+//! - the *parked* messages: recorded and acknowledged on the consumer, because the head
+//!   is retrying or dead, or another attachment held the key; releasing publishes the
+//!   oldest again on the consumer's subject, where it arrives as the head (attempt 1).
+//!
+//! The next head is always the oldest (by position in the consumer's stream) of the
+//! kept and parked messages. Every change is a compare-and-set on the entry's revision,
+//! and the steps are ordered so every crash point is safe:
+//! - park: record in the hold, then ack (a crash redelivers it; it is found parked);
+//! - keep: record, then deliver the head (a crash redelivers them; found kept, they are
+//!   parked by whoever gets them);
+//! - release: publish the next copy, then move the head, then ack the old head (a crash
+//!   before moving the head drops the copy as parked and publishes another on the next
+//!   release; a crash after it redelivers the old head, delivered once more, which the
+//!   consumer's inbox absorbs).
+//!
+//! A message that is neither the head nor recorded is taken as new, whatever its
+//! position: dropping a message never seen would lose it. A freed hold stays, headless,
+//! so taking the key again is one compare-and-set on the revision this attachment wrote.
+
+use async_nats::jetstream::kv;
+use serde::{Deserialize, Serialize};
+use tracing::debug;
+
+use super::streams::token;
+use super::{NatsBus, unavailable};
+use crate::bus::BusError;
+
+/// How often a compare-and-set is tried again after losing a race.
+const CAS_ROUNDS: usize = 16;
+
+/// A message of a consumer's stream: its event id and its position there.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub(super) struct Position {
+    pub id: String,
+    pub seq: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Hold {
+    /// The event id of the head; none when the key is free.
+    head: Option<String>,
+    #[serde(default)]
+    kept: Vec<Position>,
+    #[serde(default)]
+    parked: Vec<Position>,
+}
+
+impl Hold {
+    fn is_head(&self, id: &str) -> bool {
+        self.head.as_deref() == Some(id)
+    }
+
+    /// Moves `positions` to the parked messages (out of the kept ones), in stream order.
+    fn park(&mut self, positions: &[Position]) {
+        self.kept.retain(|k| !positions.iter().any(|p| p.id == k.id));
+        for position in positions {
+            if !self.parked.iter().any(|p| p.id == position.id) {
+                self.parked.push(position.clone());
+            }
+        }
+        self.parked.sort_by_key(|p| p.seq);
+    }
+
+    /// Adds `positions` to the kept messages, in stream order, once each.
+    fn keep(&mut self, positions: &[Position]) {
+        for position in positions {
+            if !self.kept.iter().chain(&self.parked).any(|p| p.id == position.id) {
+                self.kept.push(position.clone());
+            }
+        }
+        self.kept.sort_by_key(|p| p.seq);
+    }
+
+    /// Takes the oldest kept or parked message out, as the next head; true when parked.
+    fn take_next(&mut self) -> Option<(Position, bool)> {
+        let kept = self.kept.first().map(|p| p.seq);
+        let parked = self.parked.first().map(|p| p.seq);
+        match (kept, parked) {
+            (Some(k), Some(p)) if p < k => Some((self.parked.remove(0), true)),
+            (Some(_), _) => Some((self.kept.remove(0), false)),
+            (None, Some(_)) => Some((self.parked.remove(0), true)),
+            (None, None) => None,
+        }
+    }
+}
+
+/// A hold as this attachment last read or wrote it, with its revision: the expected
+/// revision of its next compare-and-set, saving a read when nobody else changed it.
+#[derive(Debug, Clone)]
+pub(super) struct Seen {
+    hold: Hold,
+    revision: u64,
+}
+
+/// What a per-key consumer does with a message it pulled.
+#[derive(Debug, Clone)]
+pub(super) enum Admission {
+    /// It is its key's head: deliver it.
+    Deliver(Seen),
+    /// It was parked behind its key's head: ack it on the consumer, deliver nothing.
+    Parked,
+    /// A copy of something parked already: ack it, deliver nothing.
+    Known,
+}
+
+/// What releasing a head did.
+#[derive(Debug, Clone)]
+pub(super) enum Release {
+    /// The oldest kept message is the head now: deliver it if it is in memory here, else
+    /// it comes back from the server (its attachment died) and is admitted as the head.
+    Kept(Position, Seen),
+    /// A parked message is the head now, published again.
+    Moved,
+    /// Nothing was behind: the key is free.
+    Ended(Seen),
+    /// The message was not its key's head (any more).
+    NotHead,
+}
+
+fn hold_key(consumer: &str, key: &str) -> String {
+    format!("{}.{}", token(consumer), token(key))
+}
+
+fn decode(entry: &kv::Entry) -> Result<Option<Hold>, BusError> {
+    if entry.operation != kv::Operation::Put {
+        return Ok(None);
+    }
+    serde_json::from_slice(&entry.value)
+        .map(Some)
+        .map_err(|e| BusError::Unavailable(format!("unreadable hold {}: {e}", entry.key)))
+}
+
+fn encode(hold: &Hold) -> Vec<u8> {
+    serde_json::to_vec(hold).expect("a hold serializes")
+}
+
+fn lost_race() -> BusError {
+    BusError::Unavailable("a per-key hold kept changing under concurrent updates".into())
+}
+
+impl NatsBus {
+    async fn hold(&self, bucket: &kv::Store, name: &str) -> Result<Option<(Hold, u64)>, BusError> {
+        match bucket.entry(name).await.map_err(unavailable)? {
+            Some(entry) => Ok(decode(&entry)?.map(|hold| (hold, entry.revision))),
+            None => Ok(None),
+        }
+    }
+
+    /// The hold as this attachment remembers it (then `true`), or as the server has it.
+    async fn current(
+        &self,
+        bucket: &kv::Store,
+        name: &str,
+        seen: &mut Option<Seen>,
+    ) -> Result<(Hold, u64, bool), BusError> {
+        Ok(match seen.take() {
+            Some(seen) => (seen.hold, seen.revision, true),
+            None => {
+                let (hold, revision) = self.hold(bucket, name).await?.unwrap_or_default();
+                (hold, revision, false)
+            }
+        })
+    }
+
+    /// Writes `hold` if the entry is still at `revision` (0: if there is none); `None`
+    /// when it is not.
+    async fn swap(
+        &self,
+        bucket: &kv::Store,
+        name: &str,
+        hold: Hold,
+        revision: u64,
+    ) -> Result<Option<Seen>, BusError> {
+        let written = if revision == 0 {
+            match bucket.create(name, encode(&hold).into()).await {
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => return Ok(None),
+                written => written.map_err(unavailable)?,
+            }
+        } else {
+            match bucket.update(name, encode(&hold).into(), revision).await {
+                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => return Ok(None),
+                written => written.map_err(unavailable)?,
+            }
+        };
+        Ok(Some(Seen { hold, revision: written }))
+    }
+
+    /// Decides whether a per-key consumer's message at `seq` of its stream is delivered
+    /// or parked, recording it in its key's hold. `seen` is the key's hold as this
+    /// attachment last saw it, if it remembers.
+    pub(super) async fn admit(
+        &self,
+        consumer: &str,
+        key: &str,
+        id: &str,
+        seq: u64,
+        mut seen: Option<Seen>,
+    ) -> Result<Admission, BusError> {
+        let bucket = self.hold_bucket().await?;
+        let name = hold_key(consumer, key);
+        for _ in 0..CAS_ROUNDS {
+            let (mut hold, revision, remembered) = self.current(&bucket, &name, &mut seen).await?;
+            if hold.is_head(id) {
+                if remembered {
+                    continue; // only what the server says makes it the head
+                }
+                return Ok(Admission::Deliver(Seen { hold, revision }));
+            }
+            if hold.parked.iter().any(|p| p.id == id) {
+                return Ok(Admission::Known);
+            }
+            let deliver = hold.head.is_none();
+            if deliver {
+                hold.head = Some(id.to_owned());
+            } else {
+                // New, or kept by an attachment that died: parked either way.
+                hold.park(&[Position { id: id.to_owned(), seq }]);
+            }
+            let parked = hold.parked.len();
+            if let Some(written) = self.swap(&bucket, &name, hold, revision).await? {
+                if deliver {
+                    return Ok(Admission::Deliver(written));
+                }
+                debug!(consumer, key, event = id, parked, "parked behind its key");
+                return Ok(Admission::Parked);
+            }
+        }
+        Err(lost_race())
+    }
+
+    /// Records the messages this attachment keeps in memory behind the head `id` of
+    /// their key. `None` when `id` is not the head (they must not be delivered here).
+    pub(super) async fn keep(
+        &self,
+        consumer: &str,
+        key: &str,
+        id: &str,
+        kept: &[Position],
+        mut seen: Option<Seen>,
+    ) -> Result<Option<Seen>, BusError> {
+        let bucket = self.hold_bucket().await?;
+        let name = hold_key(consumer, key);
+        for _ in 0..CAS_ROUNDS {
+            let (mut hold, revision, remembered) = self.current(&bucket, &name, &mut seen).await?;
+            if !hold.is_head(id) {
+                if remembered {
+                    continue;
+                }
+                return Ok(None);
+            }
+            hold.keep(kept);
+            if let Some(written) = self.swap(&bucket, &name, hold, revision).await? {
+                return Ok(Some(written));
+            }
+        }
+        Err(lost_race())
+    }
+
+    /// Ends the hold of `id` on its key: the oldest kept or parked message becomes the
+    /// head (a parked one is published again), or the key is free.
+    pub(super) async fn release(
+        &self,
+        consumer: &str,
+        key: &str,
+        id: &str,
+        mut seen: Option<Seen>,
+    ) -> Result<Release, BusError> {
+        let bucket = self.hold_bucket().await?;
+        let name = hold_key(consumer, key);
+        for _ in 0..CAS_ROUNDS {
+            let (mut hold, revision, remembered) = self.current(&bucket, &name, &mut seen).await?;
+            if !hold.is_head(id) {
+                if remembered {
+                    continue; // only what the server says makes it not the head
+                }
+                return Ok(Release::NotHead);
+            }
+            let next = hold.take_next();
+            if let Some((parked, true)) = &next {
+                self.redeliver_parked(consumer, parked).await?;
+            }
+            hold.head = next.as_ref().map(|(p, _)| p.id.clone());
+            if let Some(written) = self.swap(&bucket, &name, hold, revision).await? {
+                debug!(consumer, key, head = ?written.hold.head, "released its key");
+                return Ok(match next {
+                    Some((_, true)) => Release::Moved,
+                    Some((kept, false)) => Release::Kept(kept, written),
+                    None => Release::Ended(written),
+                });
+            }
+        }
+        Err(lost_race())
+    }
+
+    /// Parks the messages kept behind the head `id` of their key, which is now retrying
+    /// or dead. False when `id` is not the head (they are not taken then).
+    pub(super) async fn park_kept(
+        &self,
+        consumer: &str,
+        key: &str,
+        id: &str,
+        kept: &[Position],
+    ) -> Result<bool, BusError> {
+        let bucket = self.hold_bucket().await?;
+        let name = hold_key(consumer, key);
+        for _ in 0..CAS_ROUNDS {
+            let Some((mut hold, revision)) = self.hold(&bucket, &name).await? else { return Ok(false) };
+            if !hold.is_head(id) {
+                return Ok(false);
+            }
+            hold.park(kept);
+            if self.swap(&bucket, &name, hold, revision).await?.is_some() {
+                return Ok(true);
+            }
+        }
+        Err(lost_race())
+    }
+
+    /// Publishes a parked message again on its consumer's subject.
+    async fn redeliver_parked(&self, consumer: &str, parked: &Position) -> Result<(), BusError> {
+        let stored = self
+            .js
+            .get_stream_no_info(self.names.consumer_stream(consumer))
+            .await
+            .map_err(unavailable)?
+            .get_raw_message(parked.seq)
+            .await
+            .map_err(unavailable)?;
+        let message = super::streams::message(Some(&stored.headers), &stored.payload).ok_or_else(|| {
+            BusError::Unavailable(format!("parked message {} lost its headers", parked.seq))
+        })?;
+        self.redeliver(consumer, &message, &uuid::Uuid::now_v7().to_string()).await
+    }
+
+    /// How many messages wait behind `id` on its key (0 when it is not the head).
+    pub(super) async fn parked_behind(&self, consumer: &str, key: &str, id: &str) -> Result<u64, BusError> {
+        let bucket = self.hold_bucket().await?;
+        Ok(match self.hold(&bucket, &hold_key(consumer, key)).await? {
+            Some((hold, _)) if hold.is_head(id) => (hold.parked.len() + hold.kept.len()) as u64,
+            _ => 0,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Hold, Position};
+
+    fn at(id: &str, seq: u64) -> Position {
+        Position { id: id.into(), seq }
+    }
+
+    #[test]
+    fn the_next_head_is_the_oldest_of_the_kept_and_parked_messages() {
+        let mut hold = Hold { head: Some("h".into()), ..Hold::default() };
+        hold.park(&[at("n", 9)]);
+        hold.keep(&[at("b", 3), at("a", 2)]);
+        hold.keep(&[at("n", 9), at("a", 2)]);
+        let order: Vec<_> =
+            std::iter::from_fn(|| hold.take_next()).map(|(p, parked)| (p.id, parked)).collect();
+        assert_eq!(order, [("a".to_owned(), false), ("b".to_owned(), false), ("n".to_owned(), true)]);
+    }
+
+    #[test]
+    fn parking_a_kept_message_moves_it() {
+        let mut hold = Hold { head: Some("h".into()), ..Hold::default() };
+        hold.keep(&[at("a", 2), at("b", 3)]);
+        hold.park(&[at("b", 3)]);
+        assert_eq!(hold.kept, [at("a", 2)]);
+        assert_eq!(hold.parked, [at("b", 3)]);
+    }
+}

@@ -1,0 +1,249 @@
+//! Where things live on the server: the names of streams, subjects and keys, the stream
+//! and consumer configurations, and the headers that carry a message's identity.
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, consumer, stream};
+
+use super::{NatsBus, unavailable};
+use crate::bus::{BusError, ConsumerSpec, Message};
+
+/// The event id; unlike `Nats-Msg-Id` it stays the same on released and replayed copies.
+const ID: &str = "Capshop-Id";
+const STREAM: &str = "Capshop-Stream";
+const SEQ: &str = "Capshop-Seq";
+const KEY: &str = "Capshop-Key";
+
+/// The durable name of the one JetStream consumer on a capshop consumer's stream.
+pub(super) const DURABLE: &str = "bus";
+
+/// Deliveries past `max_attempts` that the server still makes: the first of them only
+/// turns the message into a dead letter; the others cover a crash in between.
+const SPARE_DELIVERIES: i64 = 3;
+
+/// How many deliveries may wait for an ack at once; parked messages do not count.
+const MAX_ACK_PENDING: i64 = 100_000;
+
+/// Encodes a name as one subject token, stream-name part or KV key token: letters and
+/// digits stay, every other byte becomes `_XX`, so distinct names stay distinct.
+pub(super) fn token(name: &str) -> String {
+    if name.is_empty() {
+        return "_".to_owned();
+    }
+    let mut out = String::with_capacity(name.len());
+    for byte in name.bytes() {
+        if byte.is_ascii_alphanumeric() {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("_{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// The names of one bus namespace (`prefix`) on the server.
+#[derive(Debug, Clone)]
+pub(super) struct Names {
+    pub prefix: String,
+}
+
+impl Names {
+    pub fn source_stream(&self, stream: &str) -> String {
+        format!("{}_S_{}", self.prefix, token(stream))
+    }
+
+    pub fn source_subject(&self, stream: &str) -> String {
+        format!("{}.s.{}", self.prefix, token(stream))
+    }
+
+    pub fn consumer_stream(&self, consumer: &str) -> String {
+        format!("{}_C_{}", self.prefix, token(consumer))
+    }
+
+    /// Where released and replayed copies are published for one consumer.
+    pub fn consumer_subject(&self, consumer: &str) -> String {
+        format!("{}.c.{}", self.prefix, token(consumer))
+    }
+
+    pub fn dead_letter_stream(&self) -> String {
+        format!("{}_DEAD", self.prefix)
+    }
+
+    pub fn dead_letter_subject(&self, consumer: Option<&str>) -> String {
+        match consumer {
+            Some(consumer) => format!("{}.dead.{}", self.prefix, token(consumer)),
+            None => format!("{}.dead.>", self.prefix),
+        }
+    }
+
+    pub fn hold_bucket(&self) -> String {
+        format!("{}_HOLDS", self.prefix)
+    }
+}
+
+/// The headers that carry a message's identity next to its body.
+pub(super) fn headers(message: &Message) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(ID, message.id.as_str());
+    headers.insert(STREAM, message.stream.as_str());
+    headers.insert(SEQ, message.seq.to_string().as_str());
+    headers.insert(KEY, message.key.as_str());
+    headers
+}
+
+/// Reads a message back from its headers and payload; `None` when it is not one of ours.
+pub(super) fn message(headers: Option<&HeaderMap>, body: &[u8]) -> Option<Message> {
+    let headers = headers?;
+    let get = |name: &str| headers.get(name).map(|v| v.as_str().to_owned());
+    Some(Message {
+        id: get(ID)?,
+        stream: get(STREAM)?,
+        seq: get(SEQ)?.parse().ok()?,
+        key: get(KEY).unwrap_or_default(),
+        body: body.to_vec(),
+    })
+}
+
+/// The seq header of a stored message (the source side of lag).
+pub(super) fn seq_of(headers: &HeaderMap) -> Option<u64> {
+    headers.get(SEQ)?.as_str().parse().ok()
+}
+
+impl NatsBus {
+    fn stream_config(&self, name: String, subjects: Vec<String>) -> stream::Config {
+        stream::Config {
+            name,
+            subjects,
+            storage: stream::StorageType::File,
+            retention: stream::RetentionPolicy::Limits,
+            num_replicas: self.settings.replicas,
+            duplicate_window: self.settings.dedup_window,
+            allow_direct: true,
+            ..Default::default()
+        }
+    }
+
+    /// Creates the stream of a producing service unless this bus already did.
+    pub(super) async fn source_stream(&self, stream: &str) -> Result<stream::Stream, BusError> {
+        if let Some(found) = self.known.lock().expect("stream cache lock").get(stream) {
+            return Ok(found.clone());
+        }
+        let config =
+            self.stream_config(self.names.source_stream(stream), vec![self.names.source_subject(stream)]);
+        let created = self.js.get_or_create_stream(config).await.map_err(unavailable)?;
+        self.known.lock().expect("stream cache lock").insert(stream.to_owned(), created.clone());
+        Ok(created)
+    }
+
+    /// Creates or updates a consumer's own stream: it sources the producing streams the
+    /// consumer reads and takes released and replayed copies on the consumer's subject.
+    pub(super) async fn consumer_stream(&self, spec: &ConsumerSpec) -> Result<stream::Stream, BusError> {
+        let mut sources = Vec::new();
+        for name in &spec.streams {
+            self.source_stream(name).await?;
+            sources.push(stream::Source { name: self.names.source_stream(name), ..Default::default() });
+        }
+        sources.sort_by(|a, b| a.name.cmp(&b.name));
+        sources.dedup_by(|a, b| a.name == b.name);
+        let mut config = self.stream_config(
+            self.names.consumer_stream(&spec.name),
+            vec![self.names.consumer_subject(&spec.name)],
+        );
+        config.sources = Some(sources);
+        self.js.create_or_update_stream(config.clone()).await.map_err(unavailable)?;
+        self.js.get_stream(config.name).await.map_err(unavailable)
+    }
+
+    /// Creates or updates the durable pull consumer on a consumer's stream.
+    pub(super) async fn pull_consumer(
+        &self,
+        stream: &stream::Stream,
+        spec: &ConsumerSpec,
+    ) -> Result<consumer::PullConsumer, BusError> {
+        let config = consumer::pull::Config {
+            durable_name: Some(DURABLE.to_owned()),
+            deliver_policy: consumer::DeliverPolicy::All,
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: spec.ack_wait,
+            max_deliver: i64::from(spec.max_attempts) + SPARE_DELIVERIES,
+            max_ack_pending: MAX_ACK_PENDING,
+            num_replicas: self.settings.replicas,
+            ..Default::default()
+        };
+        stream.create_consumer(config).await.map_err(unavailable)
+    }
+
+    /// Publishes a copy of `message` on a consumer's own subject, where it arrives as a new
+    /// message of the consumer's stream (attempt 1). `copy_id` dedups the copy itself.
+    pub(super) async fn redeliver(
+        &self,
+        consumer: &str,
+        message: &Message,
+        copy_id: &str,
+    ) -> Result<(), BusError> {
+        let publish = jetstream::message::PublishMessage::build()
+            .headers(headers(message))
+            .message_id(copy_id)
+            .payload(message.body.clone().into());
+        self.js
+            .send_publish(self.names.consumer_subject(consumer), publish)
+            .await
+            .map_err(unavailable)?
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// The dead-letter stream of this namespace.
+    pub(super) async fn dead_letter_stream(&self) -> Result<stream::Stream, BusError> {
+        self.dead
+            .get_or_try_init(|| async {
+                let config = self.stream_config(
+                    self.names.dead_letter_stream(),
+                    vec![self.names.dead_letter_subject(None)],
+                );
+                self.js.get_or_create_stream(config).await.map_err(unavailable)
+            })
+            .await
+            .cloned()
+    }
+
+    /// The bucket of per-key holds of this namespace.
+    pub(super) async fn hold_bucket(&self) -> Result<jetstream::kv::Store, BusError> {
+        self.holds
+            .get_or_try_init(|| async {
+                let config = jetstream::kv::Config {
+                    bucket: self.names.hold_bucket(),
+                    history: 1,
+                    storage: stream::StorageType::File,
+                    num_replicas: self.settings.replicas,
+                    ..Default::default()
+                };
+                self.js.create_or_update_key_value(config).await.map_err(unavailable)
+            })
+            .await
+            .cloned()
+    }
+}
+
+/// How long a waiting fetch's pull request stays on the server before it is renewed.
+pub(super) const PULL_EXPIRES: Duration = Duration::from_secs(5);
+
+#[cfg(test)]
+mod tests {
+    use super::token;
+
+    #[test]
+    fn tokens_keep_letters_and_digits_and_escape_the_rest_distinctly() {
+        assert_eq!(token("orders"), "orders");
+        assert_eq!(token("order.placed"), "order_2Eplaced");
+        assert_eq!(token(""), "_");
+        let names = ["a-b", "a_b", "a_2Db", "a.b", "a b", "a>b", "a*b"];
+        let mut tokens: Vec<_> = names.iter().map(|n| token(n)).collect();
+        tokens.sort();
+        tokens.dedup();
+        assert_eq!(tokens.len(), names.len(), "two names share a token: {tokens:?}");
+        assert!(tokens.iter().all(|t| t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')));
+    }
+}
