@@ -2,29 +2,21 @@
 //! loopback port, one embedded bus, and the gateway in front — what `capshop up` runs and
 //! what the end-to-end tests start.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use kit::bus::Bus;
-use kit::link::{Link, LinkedBus};
+use kit::link::Link;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::catalog::CatalogService;
 use crate::chaos::Chaos;
-use crate::customer::CustomerService;
 use crate::gateway;
-use crate::inventory::InventoryService;
-use crate::order::OrderService;
-use crate::payment::PaymentService;
-use crate::search::SearchService;
-use crate::service::{Choices, Context, Peer, Service, ServiceName, peer};
-use crate::shipping::ShippingService;
+use crate::service::{Choices, Context, ServiceName};
 pub use crate::stores::StoreLocation;
+use crate::wiring::{self, Wiring};
 
 /// How to start the shop.
 #[derive(Debug, Clone)]
@@ -48,16 +40,10 @@ impl ShopConfig {
             gateway: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin_token: admin_token.to_owned(),
             choices,
+            stores: StoreLocation::Sqlite,
         }
     }
 }
-
-/// Which services call which synchronously (DESIGN §1); everything else goes by events.
-const CALLS: [(ServiceName, ServiceName); 3] = [
-    (ServiceName::Order, ServiceName::Customer),
-    (ServiceName::Order, ServiceName::Catalog),
-    (ServiceName::Order, ServiceName::Payment),
-];
 
 /// A running shop; [`Shop::stop`] shuts it down cleanly.
 pub struct Shop {
@@ -117,6 +103,10 @@ pub enum LaunchError {
     Bus(#[from] kit::bus::BusError),
     #[error("cannot open the {service} database: {reason}")]
     Store { service: ServiceName, reason: String },
+    #[error("{service} calls {peer}, but no URL for {peer} was given")]
+    Peer { service: ServiceName, peer: ServiceName },
+    #[error("{service} stopped with an error: {reason}")]
+    Served { service: ServiceName, reason: String },
 }
 
 /// Starts every service and the gateway.
@@ -133,46 +123,32 @@ pub async fn launch(config: ShopConfig) -> Result<Shop, LaunchError> {
     let services: BTreeMap<ServiceName, SocketAddr> =
         listeners.iter().map(|(name, l)| (*name, l.local_addr().expect("a bound address"))).collect();
 
+    let peer_urls: BTreeMap<ServiceName, String> =
+        services.iter().map(|(name, addr)| (*name, format!("http://{addr}"))).collect();
     let mut links = BTreeMap::new();
     let mut contexts = BTreeMap::new();
     for name in ServiceName::ALL {
-        let bus_link = Link::new(&format!("{name}->bus"));
-        links.insert(bus_link.name().to_owned(), bus_link.clone());
-        let service_bus: Arc<dyn Bus> = Arc::new(LinkedBus::new(bus.clone(), bus_link));
-        let mut peers = HashMap::new();
-        for (_, callee) in CALLS.iter().filter(|(caller, _)| *caller == name) {
-            let link = Link::new(&format!("{name}->{callee}"));
-            links.insert(link.name().to_owned(), link.clone());
-            let url = format!("http://{}", services[callee]);
-            peers.insert(*callee, Peer::new(callee.as_str(), &url, link, peer::default_breaker()));
-        }
         let store_url = config.stores.url(name, dir);
-        let migrations = migrations(name);
-        let ctx = Context::open(
+        let wired = Wiring {
             name,
-            &store_url,
-            migrations,
-            service_bus,
-            peers,
-            config.admin_token.clone(),
-            config.choices.clone(),
-        )
-        .await
-        .map_err(|e| LaunchError::Store { service: name, reason: e.to_string() })?;
-        contexts.insert(name, ctx);
-    }
-
-    if let Some(catalog) = contexts.get(&ServiceName::Catalog) {
-        let cache = crate::catalog::cache_link(catalog);
-        links.insert(cache.name().to_owned(), cache);
+            store_url: &store_url,
+            bus: bus.clone(),
+            peer_urls: &peer_urls,
+            admin_token: config.admin_token.clone(),
+            choices: config.choices.clone(),
+        }
+        .open()
+        .await?;
+        links.extend(wired.links);
+        contexts.insert(name, wired.ctx);
     }
     let shutdown = CancellationToken::new();
-    let (chaos, failures) = Chaos::start_all(links.clone(), &contexts, listeners, spawn, shutdown.clone());
+    let (chaos, failures) =
+        Chaos::start_all(links.clone(), &contexts, listeners, wiring::spawn, shutdown.clone());
     let mut tasks = tokio::task::JoinSet::new();
     let gateway_listener = bind(config.gateway).await?;
     let gateway = gateway_listener.local_addr().expect("a bound address");
-    let routes =
-        gateway::Routes { services: services.iter().map(|(n, a)| (*n, format!("http://{a}"))).collect() };
+    let routes = gateway::Routes { services: peer_urls };
     let app = gateway::router(routes, chaos.clone(), config.admin_token.clone());
     let stop = shutdown.clone();
     tasks.spawn(async move {
@@ -190,42 +166,6 @@ pub async fn launch(config: ShopConfig) -> Result<Shop, LaunchError> {
         tasks,
         failures,
     })
-}
-
-/// Starts service `name` on `listener` until `shutdown` is cancelled.
-fn spawn(
-    name: ServiceName,
-    ctx: Arc<Context>,
-    listener: TcpListener,
-    shutdown: CancellationToken,
-) -> JoinHandle<std::io::Result<()>> {
-    match name {
-        ServiceName::Customer => {
-            tokio::spawn(crate::service::run::<CustomerService>(ctx, listener, shutdown))
-        }
-        ServiceName::Catalog => tokio::spawn(crate::service::run::<CatalogService>(ctx, listener, shutdown)),
-        ServiceName::Inventory => {
-            tokio::spawn(crate::service::run::<InventoryService>(ctx, listener, shutdown))
-        }
-        ServiceName::Order => tokio::spawn(crate::service::run::<OrderService>(ctx, listener, shutdown)),
-        ServiceName::Payment => tokio::spawn(crate::service::run::<PaymentService>(ctx, listener, shutdown)),
-        ServiceName::Shipping => {
-            tokio::spawn(crate::service::run::<ShippingService>(ctx, listener, shutdown))
-        }
-        ServiceName::Search => tokio::spawn(crate::service::run::<SearchService>(ctx, listener, shutdown)),
-    }
-}
-
-fn migrations(name: ServiceName) -> &'static kit::store::Migrations {
-    match name {
-        ServiceName::Customer => CustomerService::migrations(),
-        ServiceName::Catalog => CatalogService::migrations(),
-        ServiceName::Inventory => InventoryService::migrations(),
-        ServiceName::Order => OrderService::migrations(),
-        ServiceName::Payment => PaymentService::migrations(),
-        ServiceName::Shipping => ShippingService::migrations(),
-        ServiceName::Search => SearchService::migrations(),
-    }
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, LaunchError> {

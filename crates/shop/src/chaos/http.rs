@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -49,7 +48,8 @@ impl From<ChaosError> for Problem {
     fn from(e: ChaosError) -> Self {
         match e {
             ChaosError::Start { .. } => Problem::unavailable(e.to_string()),
-            ChaosError::NoLink { .. } => Problem::not_found(e.to_string()),
+            ChaosError::Stop { .. } => Problem::internal(e.to_string()),
+            ChaosError::NoLink { .. } | ChaosError::NotHere { .. } => Problem::not_found(e.to_string()),
             _ => Problem::unprocessable(e.to_string()),
         }
     }
@@ -173,10 +173,7 @@ fn service(name: &str) -> Result<ServiceName, Problem> {
 #[utoipa::path(post, path = "/admin/chaos/services/{service}/stop", params(("service" = String, Path)),
     responses((status = 200, body = Status), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem, description = "no such service")))]
 async fn stop(State(admin): State<Arc<Admin>>, PathParams(name): PathParams<String>) -> Answer {
-    let name = service(&name)?;
-    admin.chaos.stop(name).await.map_err(|e| {
-        Problem::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{name} failed while stopping: {e}"))
-    })?;
+    admin.chaos.stop(service(&name)?).await?;
     Ok(status(State(admin)).await)
 }
 

@@ -39,6 +39,12 @@ pub enum ChaosError {
     BadLatency { ms: u64 },
     #[error("{service} could not start again on {addr}: {reason}")]
     Start { service: ServiceName, addr: SocketAddr, reason: String },
+    #[error(
+        "{service} does not run in this process; stop and start a served service with its process manager"
+    )]
+    NotHere { service: ServiceName },
+    #[error("{service} failed while stopping: {reason}")]
+    Stop { service: ServiceName, reason: String },
 }
 
 /// A latency beyond this is a cut in disguise; cut the link instead.
@@ -147,6 +153,20 @@ impl Chaos {
         (chaos, failed)
     }
 
+    /// The fault controls of a process that serves one service (or the gateway): only its
+    /// own outbound `links`; it starts and stops no service.
+    pub fn links_only(links: BTreeMap<String, Link>) -> Self {
+        let (failures, _) = mpsc::unbounded_channel();
+        let inner = Inner {
+            links,
+            slots: BTreeMap::new(),
+            spawner: crate::wiring::spawn,
+            shutdown: CancellationToken::new(),
+            failures,
+        };
+        Self { inner: Arc::new(inner) }
+    }
+
     fn spawn(&self, name: ServiceName, listener: TcpListener) -> Running {
         let stop = self.inner.shutdown.child_token();
         let inner = (self.inner.spawner)(name, self.inner.slots[&name].ctx.clone(), listener, stop.clone());
@@ -227,12 +247,14 @@ impl Chaos {
 
     /// Stops `service`: it no longer serves nor consumes; its data stays. Stopping a
     /// stopped service changes nothing.
-    pub async fn stop(&self, service: ServiceName) -> std::io::Result<()> {
-        let running = self.inner.slots[&service].running.lock().await.take();
+    pub async fn stop(&self, service: ServiceName) -> Result<(), ChaosError> {
+        let slot = self.inner.slots.get(&service).ok_or(ChaosError::NotHere { service })?;
+        let running = slot.running.lock().await.take();
         match running {
             Some(Running { stop, task }) => {
                 stop.cancel();
-                task.await.map_err(std::io::Error::other)?
+                let stopped = task.await.map_err(std::io::Error::other).and_then(|r| r);
+                stopped.map_err(|e| ChaosError::Stop { service, reason: e.to_string() })
             }
             None => Ok(()),
         }
@@ -241,7 +263,7 @@ impl Chaos {
     /// Starts `service` again on its address with the same context and links (also after
     /// it failed by itself). Starting a running service changes nothing.
     pub async fn start(&self, service: ServiceName) -> Result<(), ChaosError> {
-        let slot = &self.inner.slots[&service];
+        let slot = self.inner.slots.get(&service).ok_or(ChaosError::NotHere { service })?;
         let mut running = slot.running.lock().await;
         if running.as_ref().is_some_and(|r| !r.task.is_finished()) {
             return Ok(());
@@ -263,7 +285,7 @@ impl Chaos {
             if let Err(e) = self.stop(*name).await
                 && first.is_ok()
             {
-                first = Err(e);
+                first = Err(std::io::Error::other(e.to_string()));
             }
         }
         first
