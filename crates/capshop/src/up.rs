@@ -21,7 +21,7 @@ pub struct UpArgs {
     address: AddressChoice,
 }
 
-fn parse_address_choice(text: &str) -> Result<AddressChoice, String> {
+pub(crate) fn parse_address_choice(text: &str) -> Result<AddressChoice, String> {
     match text {
         "replica" => Ok(AddressChoice::Replica),
         "sync" => Ok(AddressChoice::Sync),
