@@ -1,0 +1,270 @@
+//! A distributed shop for tests: a PostgreSQL server and a nats-server of the test's own
+//! (free ports, temp dirs), and every service and the gateway as its own `capshop serve`
+//! process, which a test can kill with SIGKILL and start again.
+
+#![allow(dead_code)] // each test uses its own part.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use kit::testserver::{NatsServer, PgServer, free_port};
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+use shop::service::ServiceName;
+
+pub const TOKEN: &str = "distributed-test-token";
+
+/// The shop's processes and the servers they use.
+pub struct Deployment {
+    pub pg: PgServer,
+    pub nats: NatsServer,
+    ports: BTreeMap<ServiceName, u16>,
+    pub gateway_port: u16,
+    processes: BTreeMap<String, Child>,
+    client: Client,
+}
+
+impl Deployment {
+    /// Starts both servers, a database per service and every process; waits until every
+    /// process answers `/health`. `None` when a server binary is missing (outside CI).
+    pub async fn start() -> Option<Self> {
+        let pg = PgServer::start()?;
+        let nats = NatsServer::start().await?;
+        for name in ServiceName::ALL {
+            pg.create_database(&format!("capshop_{name}"));
+        }
+        let ports = ServiceName::ALL.into_iter().map(|name| (name, free_port())).collect();
+        let mut deployment = Self {
+            pg,
+            nats,
+            ports,
+            gateway_port: free_port(),
+            processes: BTreeMap::new(),
+            client: Client::builder().timeout(Duration::from_secs(10)).build().unwrap(),
+        };
+        for name in ServiceName::ALL {
+            deployment.start_service(name).await;
+        }
+        deployment.start_process("gateway", deployment.gateway_port).await;
+        Some(deployment)
+    }
+
+    fn peer_args(&self) -> Vec<String> {
+        self.ports
+            .iter()
+            .flat_map(|(name, port)| ["--peer".into(), format!("{name}=http://127.0.0.1:{port}")])
+            .collect()
+    }
+
+    /// Starts (again) the process of `name` and waits until it is healthy.
+    pub async fn start_service(&mut self, name: ServiceName) {
+        self.start_process(name.as_str(), self.ports[&name]).await;
+    }
+
+    async fn start_process(&mut self, process: &str, port: u16) {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_capshop"));
+        command.args(["serve", process, "--listen", &format!("127.0.0.1:{port}")]).args(self.peer_args());
+        if process != "gateway" {
+            command.args(["--db", &self.pg.url(&format!("capshop_{process}")), "--bus", &self.nats.url()]);
+        }
+        let child = command
+            .env("CAPSHOP_ADMIN_TOKEN", TOKEN)
+            .env("RUST_LOG", "error")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("capshop serve starts");
+        self.processes.insert(process.to_owned(), child);
+        let url = format!("http://127.0.0.1:{port}/health");
+        let mut child_exited = None;
+        eventually(&format!("{process} to answer /health"), || {
+            let health = self.client.get(&url).send();
+            if let Some(status) = self.processes.get_mut(process).and_then(|c| c.try_wait().ok().flatten()) {
+                child_exited = Some(status);
+            }
+            async move { health.await.ok().filter(|r| r.status() == 200).map(drop) }
+        })
+        .await;
+        assert!(child_exited.is_none(), "{process} exited: {child_exited:?}");
+    }
+
+    /// Kills the process of `name` with SIGKILL, as a crash would.
+    pub fn kill_service(&mut self, name: ServiceName) {
+        let mut child = self.processes.remove(name.as_str()).expect("the service runs");
+        child.kill().expect("SIGKILL is delivered");
+        child.wait().expect("the killed process is reaped");
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.gateway_port)
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        match self.client.get(self.url(path)).send().await {
+            Ok(response) => (response.status(), response.json().await.unwrap_or(Value::Null)),
+            Err(e) => panic!("GET {path}: {e}"),
+        }
+    }
+
+    pub async fn send(&self, method: reqwest::Method, path: &str, body: Value) -> (StatusCode, Value) {
+        let response = self.client.request(method, self.url(path)).json(&body).send().await.unwrap();
+        (response.status(), response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.send(reqwest::Method::POST, path, body).await
+    }
+
+    /// Waits until the order service's replicas know the seeded customers and products.
+    pub async fn replicated(&self) {
+        eventually("the order service to know the seeded products", || async {
+            let (status, cart) = self
+                .post("/api/order/carts/c-ada/items", json!({ "product_id": "p-001", "quantity": 1 }))
+                .await;
+            (status == 200 && cart.as_array().is_some_and(|c| !c.is_empty())).then_some(())
+        })
+        .await;
+        self.client.delete(self.url("/api/order/carts/c-ada/items/p-001")).send().await.unwrap();
+        for customer in ["c-ada", "c-bob", "c-cyd"] {
+            eventually("the order service's customer replica", || async {
+                let (_, checkout) = self.get(&format!("/api/order/checkout/{customer}")).await;
+                (checkout["address_source"]["source"] == "replica").then_some(())
+            })
+            .await;
+        }
+    }
+
+    /// Puts one unit of `product` in `customer`'s cart and places the order; answers its id.
+    pub async fn place_order(&self, customer: &str, product: &str) -> String {
+        let line = json!({ "product_id": product, "quantity": 1 });
+        let (status, cart) = self.post(&format!("/api/order/carts/{customer}/items"), line).await;
+        assert_eq!(status, 200, "{cart}");
+        let (status, order) = self.post("/api/order/orders", json!({ "customer_id": customer })).await;
+        assert_eq!(status, 201, "an order is accepted: {order}");
+        order["id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn order_status(&self, id: &str, wanted: &str) -> Value {
+        eventually(&format!("order {id} to be {wanted}"), || async {
+            let (_, order) = self.get(&format!("/api/order/orders/{id}")).await;
+            (order["status"] == wanted).then_some(order)
+        })
+        .await
+    }
+
+    pub async fn shipment(&self, order_id: &str, wanted: &str) -> Value {
+        eventually(&format!("the shipment of {order_id} to be {wanted}"), || async {
+            let (_, shipments) = self.get(&format!("/api/shipping/shipments?order_id={order_id}")).await;
+            shipments.as_array().and_then(|s| s.first()).filter(|s| s["status"] == wanted).cloned()
+        })
+        .await
+    }
+
+    /// One number from `sql` in the database of `service`.
+    pub async fn count(&self, service: ServiceName, sql: &'static str) -> i64 {
+        let store = kit::store::Store::open(&self.pg.url(&format!("capshop_{service}")), &[]).await.unwrap();
+        let row = store.transact(move |tx| tx.query_one(sql, &[])).await.unwrap();
+        row.get::<i64>(0).unwrap()
+    }
+
+    /// Checks, from every service's database, that each consumer applied every event its
+    /// source committed, once: its highest applied seq and the number of event ids in its
+    /// inbox both equal the producer's last committed seq.
+    pub async fn nothing_lost_nothing_twice(&self) {
+        for (consumer_service, consumer, source) in CONSUMERS {
+            let committed = self.last_seq(source).await;
+            eventually(&format!("{consumer} to apply all {committed} events of {source}"), || async {
+                (self.applied(consumer_service, consumer, source).await == committed).then_some(())
+            })
+            .await;
+            let inbox = self.inbox(consumer_service, consumer).await;
+            assert_eq!(inbox, committed, "{consumer} applied each of {source}'s {committed} events once");
+        }
+    }
+
+    async fn last_seq(&self, service: ServiceName) -> i64 {
+        let store = kit::store::Store::open(&self.pg.url(&format!("capshop_{service}")), &[]).await.unwrap();
+        let stream = service.as_str().to_owned();
+        let row = store
+            .transact(move |tx| {
+                tx.query_one(
+                    "SELECT last_seq FROM kit_outbox_head WHERE stream = $1",
+                    &[stream.as_str().into()],
+                )
+            })
+            .await
+            .unwrap();
+        row.get::<i64>(0).unwrap()
+    }
+
+    async fn applied(&self, service: ServiceName, consumer: &str, source: ServiceName) -> i64 {
+        let store = kit::store::Store::open(&self.pg.url(&format!("capshop_{service}")), &[]).await.unwrap();
+        let (consumer, stream) = (consumer.to_owned(), source.as_str().to_owned());
+        let row = store
+            .transact(move |tx| {
+                tx.query_opt(
+                    "SELECT seq FROM kit_applied WHERE consumer = $1 AND stream = $2",
+                    &[consumer.as_str().into(), stream.as_str().into()],
+                )
+            })
+            .await
+            .unwrap();
+        row.map_or(0, |r| r.get::<i64>(0).unwrap())
+    }
+
+    async fn inbox(&self, service: ServiceName, consumer: &str) -> i64 {
+        let store = kit::store::Store::open(&self.pg.url(&format!("capshop_{service}")), &[]).await.unwrap();
+        let consumer = consumer.to_owned();
+        let row = store
+            .transact(move |tx| {
+                tx.query_one(
+                    "SELECT count(*) FROM kit_inbox WHERE consumer = $1",
+                    &[consumer.as_str().into()],
+                )
+            })
+            .await
+            .unwrap();
+        row.get::<i64>(0).unwrap()
+    }
+}
+
+/// Every consumer of the shop: the service it runs in, its name, the stream it reads.
+pub const CONSUMERS: [(ServiceName, &str, ServiceName); 9] = [
+    (ServiceName::Order, "order.customer-replica", ServiceName::Customer),
+    (ServiceName::Order, "order.product-replica", ServiceName::Catalog),
+    (ServiceName::Order, "order.stock", ServiceName::Inventory),
+    (ServiceName::Inventory, "inventory.orders", ServiceName::Order),
+    (ServiceName::Shipping, "shipping.order-replica", ServiceName::Order),
+    (ServiceName::Shipping, "shipping.customer-replica", ServiceName::Customer),
+    (ServiceName::Shipping, "shipping.payments", ServiceName::Payment),
+    (ServiceName::Search, "search.catalog", ServiceName::Catalog),
+    (ServiceName::Search, "search.orders", ServiceName::Order),
+];
+
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        for child in self.processes.values_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Polls `probe` until it answers `Some`, for at most 60 s (a safety net, not a
+/// measurement: a healthy run takes a fraction of it).
+pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,173 @@
+//! The distributed mode as it is deployed: every service and the gateway a `capshop serve`
+//! process of its own, on a real PostgreSQL server (a database per service) and a real
+//! nats-server with JetStream. Processes and servers are killed with SIGKILL under load
+//! and restarted; afterwards every order is confirmed and shipped, and each consumer has
+//! applied every committed event of its source exactly once.
+
+mod deployment;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use deployment::{Deployment, eventually};
+use reqwest::Client;
+use serde_json::{Value, json};
+use shop::service::ServiceName;
+use tokio::sync::RwLock;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_every_service_in_its_own_process_a_customer_moves_checks_out_gets_shipped_and_products_are_found()
+ {
+    let Some(shop) = Deployment::start().await else { return };
+    shop.replicated().await;
+
+    let address =
+        json!({ "line1": "1 Main St", "city": "Springfield", "postcode": "12345", "country": "US" });
+    let registration = json!({ "name": "Dee", "email": "dee@example.com", "address": address,
+                               "payment_method": { "kind": "card", "last4": "1111" } });
+    let (status, customer) = shop.post("/api/customer/customers", registration).await;
+    assert_eq!(status, 201, "{customer}");
+    let id = customer["id"].as_str().unwrap().to_owned();
+
+    let moved = json!({ "line1": "9 Elm St", "city": "Shelbyville", "postcode": "54321", "country": "US" });
+    let response = Client::new()
+        .put(shop.url(&format!("/api/customer/customers/{id}/address")))
+        .json(&moved)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let token = response.headers()["consistency-token"].to_str().unwrap().to_owned();
+
+    let line = json!({ "product_id": "p-002", "quantity": 2 });
+    assert_eq!(shop.post(&format!("/api/order/carts/{id}/items"), line).await.0, 200);
+    let checkout: Value = Client::new()
+        .get(shop.url(&format!("/api/order/checkout/{id}")))
+        .header("Consistency-Token", &token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(checkout["address"]["city"], "Shelbyville", "read-your-writes across processes: {checkout}");
+    assert_eq!(checkout["total"]["confirmed"], true, "{checkout}");
+
+    let (status, order) = shop.post("/api/order/orders", json!({ "customer_id": id })).await;
+    assert_eq!(status, 201, "{order}");
+    let order_id = order["id"].as_str().unwrap().to_owned();
+    shop.order_status(&order_id, "confirmed").await;
+    let shipped = shop.shipment(&order_id, "shipped").await;
+    assert_eq!(shipped["address"]["city"], "Shelbyville", "{shipped}");
+
+    let found = eventually("the search index to hold the catalog", || async {
+        let (_, answer) = shop.get("/api/search?q=baseball+cap").await;
+        answer["results"].as_array().filter(|hits| !hits.is_empty()).cloned()
+    })
+    .await;
+    assert_eq!(found[0]["id"], "p-001", "{found:?}");
+    assert_eq!(shop.count(ServiceName::Order, "SELECT count(*) FROM orders").await, 1);
+}
+
+/// Orders placed by three shoppers at once, each one after the other; `on_placed` runs
+/// after each order with the number placed so far (the test's faults are keyed to it,
+/// and take the deployment for themselves while they kill or restart something).
+async fn place_orders<F, Fut>(shop: &Arc<RwLock<Deployment>>, per_shopper: usize, on_placed: F) -> Vec<String>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let placed = Arc::new(AtomicUsize::new(0));
+    let on_placed = Arc::new(on_placed);
+    let mut shoppers = tokio::task::JoinSet::new();
+    for (n, customer) in ["c-ada", "c-bob", "c-cyd"].into_iter().enumerate() {
+        let (shop, placed, on_placed) = (shop.clone(), placed.clone(), on_placed.clone());
+        shoppers.spawn(async move {
+            let mut ids = Vec::new();
+            for i in 0..per_shopper {
+                let product = format!("p-{:03}", 1 + (n * per_shopper + i) % 20);
+                ids.push(shop.read().await.place_order(customer, &product).await);
+                on_placed(placed.fetch_add(1, Ordering::SeqCst) + 1).await;
+            }
+            ids
+        });
+    }
+    let mut ids = Vec::new();
+    while let Some(done) = shoppers.join_next().await {
+        ids.extend(done.expect("a shopper places every order"));
+    }
+    ids
+}
+
+/// After the faults: every order confirmed and shipped, one reservation and one shipment
+/// each, the stock reserved once per unit, and every event applied once.
+async fn converged(shop: &Deployment, orders: &[String]) {
+    for id in orders {
+        shop.order_status(id, "confirmed").await;
+        shop.shipment(id, "shipped").await;
+    }
+    let n = orders.len() as i64;
+    assert_eq!(shop.count(ServiceName::Order, "SELECT count(*) FROM orders").await, n);
+    assert_eq!(
+        shop.count(ServiceName::Inventory, "SELECT count(DISTINCT order_id) FROM reservation").await,
+        n
+    );
+    let reserved = "SELECT CAST(COALESCE(sum(reserved), 0) AS BIGINT) FROM stock";
+    assert_eq!(shop.count(ServiceName::Inventory, reserved).await, n, "one unit reserved per order, once");
+    assert_eq!(
+        shop.count(ServiceName::Shipping, "SELECT count(*) FROM shipment WHERE status = 'shipped'").await,
+        n
+    );
+    shop.nothing_lost_nothing_twice().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inventory_and_shipping_killed_with_sigkill_under_load_and_restarted_lose_nothing_and_apply_nothing_twice()
+ {
+    let Some(shop) = Deployment::start().await else { return };
+    shop.replicated().await;
+    let shop = Arc::new(RwLock::new(shop));
+    let faults = shop.clone();
+    let orders = place_orders(&shop, 10, move |placed| {
+        let shop = faults.clone();
+        async move {
+            let mut shop = shop.write().await;
+            if placed == 8 {
+                shop.kill_service(ServiceName::Inventory);
+                shop.kill_service(ServiceName::Shipping);
+            }
+            if placed == 20 {
+                shop.start_service(ServiceName::Inventory).await;
+                shop.start_service(ServiceName::Shipping).await;
+            }
+        }
+    })
+    .await;
+    converged(&*shop.read().await, &orders).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_server_killed_under_load_keeps_writes_accepted_and_everything_converges_after_its_restart() {
+    let Some(shop) = Deployment::start().await else { return };
+    shop.replicated().await;
+    let shop = Arc::new(RwLock::new(shop));
+    let faults = shop.clone();
+    let orders = place_orders(&shop, 10, move |placed| {
+        let shop = faults.clone();
+        async move {
+            let mut shop = shop.write().await;
+            if placed == 8 {
+                shop.nats.kill();
+            }
+            if placed == 20 {
+                // The orders placed since the kill (at least 10 of the 12 counted since
+                // then; two may have been in flight at it) wait in the order outbox.
+                let waiting = shop.count(ServiceName::Order, "SELECT count(*) FROM kit_outbox").await;
+                assert!(waiting >= 10, "the outbox grows while the bus is down: {waiting} events waiting");
+                shop.nats.restart().await;
+            }
+        }
+    })
+    .await;
+    converged(&*shop.read().await, &orders).await;
+}
