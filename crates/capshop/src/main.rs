@@ -3,6 +3,7 @@
 mod admin;
 mod chaos;
 mod config;
+mod distributed;
 mod dlq;
 mod lab;
 mod scenario;

@@ -19,6 +19,10 @@ pub struct UpArgs {
     /// Where checkout takes the address from: `replica` (available) or `sync` (consistent).
     #[arg(long, default_value = "replica", value_parser = parse_address_choice, env = "CAPSHOP_ADDRESS")]
     address: AddressChoice,
+    /// Runs every service as its own process on PostgreSQL and NATS JetStream (both found
+    /// on PATH and kept in the data dir) instead of all in this process on SQLite.
+    #[arg(long)]
+    distributed: bool,
 }
 
 pub(crate) fn parse_address_choice(text: &str) -> Result<AddressChoice, String> {
@@ -50,6 +54,19 @@ fn admin_token(data_dir: &Path) -> anyhow::Result<String> {
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let admin_token = admin_token(&args.data_dir)?;
+    if args.distributed {
+        let address = match args.address {
+            AddressChoice::Replica => "replica",
+            AddressChoice::Sync => "sync",
+        };
+        let settings = crate::distributed::Settings {
+            data_dir: &args.data_dir,
+            gateway: args.listen,
+            admin_token,
+            address,
+        };
+        return crate::distributed::run(settings).await;
+    }
     let choices = Choices { address: args.address, ..Choices::default() };
     let config = ShopConfig {
         data_dir: args.data_dir.clone(),
