@@ -13,8 +13,9 @@
 //! });
 //!
 //! // A networked backend runs in real time (a paused clock would jump while it waits on
-//! // the network), on a fresh server or namespace per test.
-//! kit::bus_conformance_tests!(real_time: async { start_nats_bus().await });
+//! // the network), on a fresh server or namespace per test; crates/kit/tests/bus_nats.rs
+//! // gives `None` when no nats-server is installed, which skips (loudly; fails in CI).
+//! kit::bus_conformance_tests!(real_time_or_skip: served_bus());
 //! ```
 //!
 //! The expression is evaluated once per test and must give an `Arc<dyn Bus>`; the calling

@@ -26,7 +26,7 @@
 //! position: dropping a message never seen would lose it. A freed hold stays, headless,
 //! so taking the key again is one compare-and-set on the revision this attachment wrote.
 
-use async_nats::jetstream::kv;
+use async_nats::jetstream::{kv, stream};
 use serde::{Deserialize, Serialize};
 use tracing::debug;
 
@@ -115,10 +115,10 @@ pub(super) enum Admission {
 /// What releasing a head did.
 #[derive(Debug, Clone)]
 pub(super) enum Release {
-    /// The oldest kept message is the head now: deliver it if it is in memory here, else
-    /// it comes back from the server (its attachment died) and is admitted as the head.
+    /// The oldest kept message, in memory here, is the head now: deliver it.
     Kept(Position, Seen),
-    /// A parked message is the head now, published again.
+    /// A parked message, or a kept one not in memory here, is the head now, published
+    /// again (a kept one's attachment died, or it was a late copy of one acknowledged).
     Moved,
     /// Nothing was behind: the key is free.
     Ended(Seen),
@@ -130,15 +130,6 @@ fn hold_key(consumer: &str, key: &str) -> String {
     format!("{}.{}", token(consumer), token(key))
 }
 
-fn decode(entry: &kv::Entry) -> Result<Option<Hold>, BusError> {
-    if entry.operation != kv::Operation::Put {
-        return Ok(None);
-    }
-    serde_json::from_slice(&entry.value)
-        .map(Some)
-        .map_err(|e| BusError::Unavailable(format!("unreadable hold {}: {e}", entry.key)))
-}
-
 fn encode(hold: &Hold) -> Vec<u8> {
     serde_json::to_vec(hold).expect("a hold serializes")
 }
@@ -148,24 +139,31 @@ fn lost_race() -> BusError {
 }
 
 impl NatsBus {
-    async fn hold(&self, bucket: &kv::Store, name: &str) -> Result<Option<(Hold, u64)>, BusError> {
-        match bucket.entry(name).await.map_err(unavailable)? {
-            Some(entry) => Ok(decode(&entry)?.map(|hold| (hold, entry.revision))),
-            None => Ok(None),
+    /// Reads a hold and its revision from the bucket's stream leader: a KV read may be a
+    /// direct get that a replica answers from behind, and a stale "not the head" would
+    /// leave a key held for good.
+    async fn hold(&self, name: &str) -> Result<Option<(Hold, u64)>, BusError> {
+        let bucket = self.names.hold_bucket();
+        let stream = self.js.get_stream_no_info(format!("KV_{bucket}")).await.map_err(unavailable)?;
+        let stored = match stream.get_last_raw_message_by_subject(&format!("$KV.{bucket}.{name}")).await {
+            Ok(stored) => stored,
+            Err(e) if matches!(e.kind(), stream::LastRawMessageErrorKind::NoMessageFound) => return Ok(None),
+            Err(e) => return Err(unavailable(e)),
+        };
+        if stored.headers.get("KV-Operation").is_some() {
+            return Ok(None); // deleted or purged
         }
+        let hold = serde_json::from_slice(&stored.payload)
+            .map_err(|e| BusError::Unavailable(format!("unreadable hold {name}: {e}")))?;
+        Ok(Some((hold, stored.sequence)))
     }
 
     /// The hold as this attachment remembers it (then `true`), or as the server has it.
-    async fn current(
-        &self,
-        bucket: &kv::Store,
-        name: &str,
-        seen: &mut Option<Seen>,
-    ) -> Result<(Hold, u64, bool), BusError> {
+    async fn current(&self, name: &str, seen: &mut Option<Seen>) -> Result<(Hold, u64, bool), BusError> {
         Ok(match seen.take() {
             Some(seen) => (seen.hold, seen.revision, true),
             None => {
-                let (hold, revision) = self.hold(bucket, name).await?.unwrap_or_default();
+                let (hold, revision) = self.hold(name).await?.unwrap_or_default();
                 (hold, revision, false)
             }
         })
@@ -208,7 +206,7 @@ impl NatsBus {
         let bucket = self.hold_bucket().await?;
         let name = hold_key(consumer, key);
         for _ in 0..CAS_ROUNDS {
-            let (mut hold, revision, remembered) = self.current(&bucket, &name, &mut seen).await?;
+            let (mut hold, revision, remembered) = self.current(&name, &mut seen).await?;
             if hold.is_head(id) {
                 if remembered {
                     continue; // only what the server says makes it the head
@@ -250,7 +248,7 @@ impl NatsBus {
         let bucket = self.hold_bucket().await?;
         let name = hold_key(consumer, key);
         for _ in 0..CAS_ROUNDS {
-            let (mut hold, revision, remembered) = self.current(&bucket, &name, &mut seen).await?;
+            let (mut hold, revision, remembered) = self.current(&name, &mut seen).await?;
             if !hold.is_head(id) {
                 if remembered {
                     continue;
@@ -266,27 +264,33 @@ impl NatsBus {
     }
 
     /// Ends the hold of `id` on its key: the oldest kept or parked message becomes the
-    /// head (a parked one is published again), or the key is free.
+    /// head, or the key is free. A next head that is not kept in memory here (positions
+    /// `here`) is published again: waiting for the server to redeliver it would wait for
+    /// good if it was acknowledged already.
     pub(super) async fn release(
         &self,
         consumer: &str,
         key: &str,
         id: &str,
+        here: &[u64],
         mut seen: Option<Seen>,
     ) -> Result<Release, BusError> {
         let bucket = self.hold_bucket().await?;
         let name = hold_key(consumer, key);
         for _ in 0..CAS_ROUNDS {
-            let (mut hold, revision, remembered) = self.current(&bucket, &name, &mut seen).await?;
+            let (mut hold, revision, remembered) = self.current(&name, &mut seen).await?;
             if !hold.is_head(id) {
                 if remembered {
                     continue; // only what the server says makes it not the head
                 }
                 return Ok(Release::NotHead);
             }
-            let next = hold.take_next();
-            if let Some((parked, true)) = &next {
-                self.redeliver_parked(consumer, parked).await?;
+            let next = hold.take_next().map(|(next, parked)| {
+                let copied = parked || !here.contains(&next.seq);
+                (next, copied)
+            });
+            if let Some((next, true)) = &next {
+                self.redeliver_parked(consumer, next).await?;
             }
             hold.head = next.as_ref().map(|(p, _)| p.id.clone());
             if let Some(written) = self.swap(&bucket, &name, hold, revision).await? {
@@ -313,7 +317,7 @@ impl NatsBus {
         let bucket = self.hold_bucket().await?;
         let name = hold_key(consumer, key);
         for _ in 0..CAS_ROUNDS {
-            let Some((mut hold, revision)) = self.hold(&bucket, &name).await? else { return Ok(false) };
+            let Some((mut hold, revision)) = self.hold(&name).await? else { return Ok(false) };
             if !hold.is_head(id) {
                 return Ok(false);
             }
@@ -325,7 +329,7 @@ impl NatsBus {
         Err(lost_race())
     }
 
-    /// Publishes a parked message again on its consumer's subject.
+    /// Publishes a parked (or lost kept) message again on its consumer's subject.
     async fn redeliver_parked(&self, consumer: &str, parked: &Position) -> Result<(), BusError> {
         let stored = self
             .js
@@ -343,8 +347,8 @@ impl NatsBus {
 
     /// How many messages wait behind `id` on its key (0 when it is not the head).
     pub(super) async fn parked_behind(&self, consumer: &str, key: &str, id: &str) -> Result<u64, BusError> {
-        let bucket = self.hold_bucket().await?;
-        Ok(match self.hold(&bucket, &hold_key(consumer, key)).await? {
+        self.hold_bucket().await?;
+        Ok(match self.hold(&hold_key(consumer, key)).await? {
             Some((hold, _)) if hold.is_head(id) => (hold.parked.len() + hold.kept.len()) as u64,
             _ => 0,
         })

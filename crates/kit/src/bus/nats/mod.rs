@@ -234,7 +234,7 @@ impl Bus for NatsBus {
         let stored = self.matching_dead_letters(filter).await?;
         for (seq, record) in &stored {
             self.delete_dead_letter(*seq).await?;
-            self.release(&record.consumer, &record.message.key, &record.message.id, None).await?;
+            self.release(&record.consumer, &record.message.key, &record.message.id, &[], None).await?;
         }
         Ok(stored.len())
     }

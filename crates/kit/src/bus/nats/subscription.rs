@@ -228,7 +228,9 @@ impl NatsSubscription {
         let key = &taken.message.key;
         self.busy.remove(key);
         let seen = taken.seen.take();
-        match self.bus.release(&self.spec.name, key, &taken.message.id, seen).await? {
+        let here: Vec<u64> =
+            self.behind.get(key).map(|q| q.iter().map(|k| k.seq).collect()).unwrap_or_default();
+        match self.bus.release(&self.spec.name, key, &taken.message.id, &here, seen).await? {
             Release::Kept(next, seen) => {
                 let queue = self.behind.get_mut(key);
                 let here =
@@ -236,7 +238,6 @@ impl NatsSubscription {
                 if self.behind.get(key).is_some_and(Vec::is_empty) {
                     self.behind.remove(key);
                 }
-                // Kept by an attachment that died, it comes back from the server instead.
                 if let Some(mut next) = here {
                     // Its ack wait started when it was pulled; it starts again now.
                     next.js.ack_with(AckKind::Progress).await.map_err(unavailable)?;
