@@ -71,10 +71,12 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<Served> {
             None => file.get(process, key),
         }
     };
+    let file_name = if file.name() == "the configuration" { "capshop.toml".to_owned() } else { file.name() };
     let missing = |flag: &str, env: &str, key: &str| {
+        let place =
+            if key == "admin_token" { "at the top of".to_owned() } else { format!("under [{process}] in") };
         anyhow::anyhow!(
-            "{process} needs {flag}: pass it, set {env}, or put `{key} = \"...\"` under [{process}] in {}",
-            if file.name() == "the configuration" { "capshop.toml".to_owned() } else { file.name() }
+            "{process} needs {flag}: pass it, set {env}, or put `{key} = \"...\"` {place} {file_name}"
         )
     };
     let listen = match setting(&args.listen, "listen")? {
@@ -87,7 +89,7 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<Served> {
     })?;
     let admin_token =
         setting(&args.admin_token, "admin_token")?.filter(|t| !t.trim().is_empty()).ok_or_else(|| {
-            missing("an admin token shared by every process", "CAPSHOP_ADMIN_TOKEN", "admin_token")
+            missing("--admin-token TOKEN (the same in every process)", "CAPSHOP_ADMIN_TOKEN", "admin_token")
         })?;
     let mut peers = file.peers()?;
     for pair in &args.peers {
@@ -99,8 +101,7 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<Served> {
     for needed in needed_peers(service) {
         let Some(url) = peers.get(&needed) else {
             bail!(
-                "{process} calls {needed}: pass --peer {needed}=http://HOST:PORT, add it to CAPSHOP_PEERS, or set `{needed} = \"http://HOST:PORT\"` under [peers] in {}",
-                if file.name() == "the configuration" { "capshop.toml".to_owned() } else { file.name() }
+                "{process} calls {needed}: pass --peer {needed}=http://HOST:PORT, add it to CAPSHOP_PEERS, or set `{needed} = \"http://HOST:PORT\"` under [peers] in {file_name}"
             );
         };
         if !url.starts_with("http://") && !url.starts_with("https://") {

@@ -187,3 +187,33 @@ async fn inventory_and_shipping_killed_with_sigkill_under_load_and_restarted_los
 async fn nats_server_killed_under_load_keeps_writes_accepted_and_everything_converges_after_its_restart() {
     orders_survive(Fault::KillNats).await;
 }
+
+#[test]
+fn serve_without_its_settings_exits_with_a_message_that_says_how_to_give_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = |args: &[&str], env: &[(&str, &str)]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_capshop"))
+            .arg("serve")
+            .args(args)
+            .env_remove("CAPSHOP_ADMIN_TOKEN")
+            .envs(env.iter().copied())
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "serve {args:?} refuses to start");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let no_db = serve(&["search", "--listen", "127.0.0.1:0"], &[("CAPSHOP_ADMIN_TOKEN", "t")]);
+    assert!(no_db.contains("search needs --db URL: pass it, set CAPSHOP_DB"), "{no_db}");
+
+    // The variable beats the file; the file's other settings still count.
+    std::fs::write(
+        dir.path().join("capshop.toml"),
+        "admin_token = \"t\"\n[peers]\ncustomer = \"http://c:1\"\n",
+    )
+    .unwrap();
+    let bad_peer = serve(&["order", "--listen", "127.0.0.1:0"], &[("CAPSHOP_PEERS", "customer=c:1")]);
+    assert!(bad_peer.contains("the peer customer is \"c:1\": give its base URL"), "{bad_peer}");
+    let no_catalog = serve(&["order", "--listen", "127.0.0.1:0"], &[]);
+    assert!(no_catalog.contains("order calls catalog: pass --peer catalog=http://HOST:PORT"), "{no_catalog}");
+}
