@@ -88,52 +88,71 @@ fn spawn_publisher(bus: Arc<dyn Bus>, stop: watch::Receiver<bool>) -> JoinHandle
     })
 }
 
-/// Receives delivered ids until `count` distinct ones arrived.
-async fn wait_for_deliveries(
-    delivered: &mut mpsc::UnboundedReceiver<String>,
-    seen: &mut HashSet<String>,
-    count: usize,
-) {
-    let waiting = async {
-        while seen.len() < count {
-            let id = delivered.recv().await.expect("the reader runs");
-            seen.insert(id);
+/// A relay-like publisher and a consumer-like reader running against one bus, and
+/// what the reader delivered so far.
+struct Load {
+    bus: Arc<dyn Bus>,
+    delivered: mpsc::UnboundedReceiver<String>,
+    seen: HashSet<String>,
+    reader: JoinHandle<()>,
+    stop: watch::Sender<bool>,
+    publisher: JoinHandle<(Vec<Message>, usize)>,
+    started: Instant,
+}
+
+impl Load {
+    fn start(bus: &Arc<dyn Bus>) -> Self {
+        let (sender, delivered) = mpsc::unbounded_channel();
+        let (stop, stopped) = watch::channel(false);
+        Self {
+            bus: bus.clone(),
+            delivered,
+            seen: HashSet::new(),
+            reader: spawn_reader(bus.clone(), sender),
+            stop,
+            publisher: spawn_publisher(bus.clone(), stopped),
+            started: Instant::now(),
         }
-    };
-    if tokio::time::timeout(PATIENCE, waiting).await.is_err() {
-        panic!("only {} of {count} messages were delivered within {PATIENCE:?}", seen.len());
     }
-}
 
-/// Prints what the run did, for the record (not an assertion).
-fn report(confirmed: &[Message], unavailable: usize, started: Instant) {
-    let elapsed = started.elapsed();
-    eprintln!(
-        "{} messages confirmed and delivered in {elapsed:.1?} ({:.0}/s end to end), {unavailable} publishes refused as unavailable",
-        confirmed.len(),
-        confirmed.len() as f64 / elapsed.as_secs_f64()
-    );
-}
-
-/// Asserts that every confirmed message was delivered, after waiting for them.
-async fn assert_none_lost(
-    bus: &Arc<dyn Bus>,
-    confirmed: &[Message],
-    delivered: &mut mpsc::UnboundedReceiver<String>,
-    seen: &mut HashSet<String>,
-) {
-    let wanted: HashSet<_> = confirmed.iter().map(|m| m.id.clone()).collect();
-    let waiting = async {
-        while !wanted.is_subset(seen) {
-            seen.insert(delivered.recv().await.expect("the reader runs"));
+    /// Waits until `more` further distinct messages were delivered.
+    async fn wait_for(&mut self, more: usize) {
+        let count = self.seen.len() + more;
+        let waiting = async {
+            while self.seen.len() < count {
+                self.seen.insert(self.delivered.recv().await.expect("the reader runs"));
+            }
+        };
+        if tokio::time::timeout(PATIENCE, waiting).await.is_err() {
+            panic!("only {} of {count} messages were delivered within {PATIENCE:?}", self.seen.len());
         }
-    };
-    if tokio::time::timeout(PATIENCE, waiting).await.is_err() {
-        let lost = wanted.difference(seen).count();
-        let letters = bus.dead_letters(&DeadLetterFilter::all()).await;
-        panic!(
-            "{lost} of {} confirmed messages were never delivered; dead letters: {letters:?}",
-            wanted.len()
+    }
+
+    /// Stops publishing and asserts that every confirmed message is delivered.
+    async fn finish(mut self) {
+        self.stop.send(true).expect("the publisher listens");
+        let (confirmed, unavailable) = self.publisher.await.expect("the publisher ran");
+        let wanted: HashSet<_> = confirmed.iter().map(|m| m.id.clone()).collect();
+        let waiting = async {
+            while !wanted.is_subset(&self.seen) {
+                self.seen.insert(self.delivered.recv().await.expect("the reader runs"));
+            }
+        };
+        if tokio::time::timeout(PATIENCE, waiting).await.is_err() {
+            let lost = wanted.difference(&self.seen).count();
+            let letters = self.bus.dead_letters(&DeadLetterFilter::all()).await;
+            panic!(
+                "{lost} of {} confirmed messages were never delivered; dead letters: {letters:?}",
+                wanted.len()
+            );
+        }
+        self.reader.abort();
+        let elapsed = self.started.elapsed();
+        eprintln!(
+            "{} messages confirmed and delivered in {elapsed:.1?} ({:.0}/s end to end), \
+             {unavailable} publishes refused as unavailable",
+            confirmed.len(),
+            confirmed.len() as f64 / elapsed.as_secs_f64()
         );
     }
 }
@@ -142,14 +161,9 @@ async fn assert_none_lost(
 async fn a_nats_server_killed_under_load_loses_no_message_and_publish_is_unavailable_meanwhile() {
     let Some(mut server) = NatsServer::start().await else { return };
     let bus = kit::bus::connect(&server.url()).await.expect("the nats bus connects");
-    let (sender, mut delivered) = mpsc::unbounded_channel();
-    let reader = spawn_reader(bus.clone(), sender);
-    let (stop, stopped) = watch::channel(false);
-    let publisher = spawn_publisher(bus.clone(), stopped);
-    let mut seen = HashSet::new();
-    let started = Instant::now();
+    let mut load = Load::start(&bus);
 
-    wait_for_deliveries(&mut delivered, &mut seen, 10 * BATCH).await;
+    load.wait_for(10 * BATCH).await;
     server.kill();
     let while_down = message(usize::MAX / 2);
     match bus.publish(std::slice::from_ref(&while_down)).await {
@@ -157,43 +171,25 @@ async fn a_nats_server_killed_under_load_loses_no_message_and_publish_is_unavail
         other => panic!("a publish to a killed server answered {other:?}, not Unavailable"),
     }
     server.restart().await;
-    let restarted_at = seen.len();
-    wait_for_deliveries(&mut delivered, &mut seen, restarted_at + 10 * BATCH).await;
-    stop.send(true).expect("the publisher listens");
-    let (confirmed, unavailable) = publisher.await.expect("the publisher ran");
-
-    assert_none_lost(&bus, &confirmed, &mut delivered, &mut seen).await;
-    reader.abort();
-    report(&confirmed, unavailable, started);
+    load.wait_for(10 * BATCH).await;
+    load.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_r3_cluster_keeps_publishing_and_consuming_with_one_node_killed_and_loses_nothing() {
     let Some(mut nodes) = NatsServer::cluster(3).await else { return };
     let servers: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port())).collect();
-    let url = format!("nats://{}?replicas=3", servers.join(","));
-    let bus = connect_when_ready(&url).await;
-    let (sender, mut delivered) = mpsc::unbounded_channel();
-    let reader = spawn_reader(bus.clone(), sender);
-    let (stop, stopped) = watch::channel(false);
-    let publisher = spawn_publisher(bus.clone(), stopped);
-    let mut seen = HashSet::new();
-    let started = Instant::now();
+    let bus = connect_when_ready(&format!("nats://{}?replicas=3", servers.join(","))).await;
+    let mut load = Load::start(&bus);
 
-    wait_for_deliveries(&mut delivered, &mut seen, 10 * BATCH).await;
+    load.wait_for(10 * BATCH).await;
     // The node leading the consumer's stream: killing it forces an election under load.
     let leader = nodes[1].leader_of("capshop_C_survivor").await;
     let victim = nodes.iter().position(|n| Some(n.name()) == leader).unwrap_or(0);
     nodes[victim].kill();
     eprintln!("killed {} (leader of the consumer's stream: {leader:?})", nodes[victim].name());
-    let killed_at = seen.len();
-    wait_for_deliveries(&mut delivered, &mut seen, killed_at + 20 * BATCH).await;
-    stop.send(true).expect("the publisher listens");
-    let (confirmed, unavailable) = publisher.await.expect("the publisher ran");
-
-    assert_none_lost(&bus, &confirmed, &mut delivered, &mut seen).await;
-    reader.abort();
-    report(&confirmed, unavailable, started);
+    load.wait_for(20 * BATCH).await;
+    load.finish().await;
 }
 
 /// Connects and creates the streams once the cluster can place R3 assets (a fresh

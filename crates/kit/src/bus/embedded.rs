@@ -85,12 +85,7 @@ impl Bus for EmbeddedBus {
     }
 
     async fn subscribe(&self, spec: &ConsumerSpec) -> Result<Box<dyn Subscription>, BusError> {
-        if spec.name.is_empty() || spec.streams.is_empty() {
-            return Err(BusError::InvalidConsumer {
-                name: spec.name.clone(),
-                reason: "a consumer needs a name and at least one stream".into(),
-            });
-        }
+        spec.validate()?;
         let (name, streams) = (spec.name.clone(), spec.streams.join(","));
         let (per_key, max_attempts) = (spec.ordering == Ordering::PerKey, spec.max_attempts);
         self.store

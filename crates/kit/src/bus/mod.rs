@@ -92,6 +92,17 @@ impl ConsumerSpec {
         self.ack_wait = wait;
         self
     }
+
+    /// Refuses a consumer without a name or without streams.
+    pub fn validate(&self) -> Result<(), BusError> {
+        if self.name.is_empty() || self.streams.is_empty() {
+            return Err(BusError::InvalidConsumer {
+                name: self.name.clone(),
+                reason: "a consumer needs a name and at least one stream".into(),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// Identifies one delivery for `ack`, `retry` and `reject`.

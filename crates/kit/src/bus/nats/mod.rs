@@ -10,10 +10,13 @@
 //! - **Named durable consumers.** A JetStream consumer reads one stream, a capshop
 //!   consumer reads several. So each capshop consumer gets a stream of its own
 //!   (`{prefix}_C_{name}`) that *sources* the producing streams it reads (server-side,
-//!   durable, in each source's order, from the first message) and one durable pull
-//!   consumer on it, with explicit ack. One pull consumer means one place to wait: a fetch
-//!   is a single long-poll pull request answered by the server as soon as anything is
-//!   due (a publish, an ack wait running out, a delayed retry), with no polling.
+//!   durable, in each source's order, from the first message), with two durable pull
+//!   consumers on it, explicit ack: `bus` for the sourced messages and `copies` for the
+//!   released and replayed messages published on the consumer's subject. A fetch pulls
+//!   copies first, so a released key does not wait behind the backlog; with nothing due
+//!   it long-polls `bus` (answered by the server as soon as a publish, an ack wait or a
+//!   delayed retry makes a message due) and a core subscription on the consumer's
+//!   subject wakes it for a copy: no polling.
 //! - **Attempts.** The delivery's attempt is the server's delivered count for the message
 //!   (`info().delivered`), kept by the server, so it survives a consumer's crash and
 //!   re-attachment.
@@ -190,15 +193,13 @@ impl Bus for NatsBus {
     }
 
     async fn subscribe(&self, spec: &ConsumerSpec) -> Result<Box<dyn Subscription>, BusError> {
-        if spec.name.is_empty() || spec.streams.is_empty() {
-            return Err(BusError::InvalidConsumer {
-                name: spec.name.clone(),
-                reason: "a consumer needs a name and at least one stream".into(),
-            });
-        }
+        spec.validate()?;
         let stream = self.consumer_stream(spec).await?;
-        let consumer = self.pull_consumer(&stream, spec).await?;
-        Ok(Box::new(subscription::NatsSubscription::new(self.clone(), spec.clone(), consumer)))
+        let (sourced, copies) = self.pull_consumers(&stream, spec).await?;
+        // Copies are published by whoever releases or replays; this wakes a waiting fetch.
+        let published = self.names.consumer_subject(&spec.name);
+        let copied = self.js.client().subscribe(published).await.map_err(unavailable)?;
+        Ok(Box::new(subscription::NatsSubscription::new(self.clone(), spec.clone(), sourced, copies, copied)))
     }
 
     async fn stream_head(&self, stream: &str) -> Result<u64, BusError> {

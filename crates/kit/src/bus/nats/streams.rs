@@ -15,8 +15,10 @@ const STREAM: &str = "Capshop-Stream";
 const SEQ: &str = "Capshop-Seq";
 const KEY: &str = "Capshop-Key";
 
-/// The durable name of the one JetStream consumer on a capshop consumer's stream.
-pub(super) const DURABLE: &str = "bus";
+/// The durable names of the JetStream consumers on a capshop consumer's stream: of the
+/// sourced messages, and of the copies published on the consumer's own subject.
+const DURABLE: &str = "bus";
+const DURABLE_COPIES: &str = "copies";
 
 /// Deliveries past `max_attempts` that the server still makes: the first of them only
 /// turns the message into a dead letter; the others cover a crash in between.
@@ -155,14 +157,18 @@ impl NatsBus {
         self.js.get_stream(config.name).await.map_err(unavailable)
     }
 
-    /// Creates or updates the durable pull consumer on a consumer's stream.
-    pub(super) async fn pull_consumer(
+    /// Creates or updates the two durable pull consumers on a consumer's stream: one for
+    /// the messages sourced from the producing streams, one for the copies published on
+    /// the consumer's own subject (released and replayed messages), which are pulled
+    /// first: a copy must not wait behind the backlog for its key to move on.
+    pub(super) async fn pull_consumers(
         &self,
         stream: &stream::Stream,
         spec: &ConsumerSpec,
-    ) -> Result<consumer::PullConsumer, BusError> {
-        let config = consumer::pull::Config {
-            durable_name: Some(DURABLE.to_owned()),
+    ) -> Result<(consumer::PullConsumer, consumer::PullConsumer), BusError> {
+        let config = |durable: &str, filter: String| consumer::pull::Config {
+            durable_name: Some(durable.to_owned()),
+            filter_subject: filter,
             deliver_policy: consumer::DeliverPolicy::All,
             ack_policy: consumer::AckPolicy::Explicit,
             ack_wait: spec.ack_wait,
@@ -171,7 +177,11 @@ impl NatsBus {
             num_replicas: self.settings.replicas,
             ..Default::default()
         };
-        stream.create_consumer(config).await.map_err(unavailable)
+        let sourced = config(DURABLE, format!("{}.s.>", self.names.prefix));
+        let copies = config(DURABLE_COPIES, self.names.consumer_subject(&spec.name));
+        let sourced = stream.create_consumer(sourced).await.map_err(unavailable)?;
+        let copies = stream.create_consumer(copies).await.map_err(unavailable)?;
+        Ok((sourced, copies))
     }
 
     /// Publishes a copy of `message` on a consumer's own subject, where it arrives as a new

@@ -9,9 +9,12 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
-use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
+use std::pin::Pin;
+
+use async_nats::jetstream::consumer::{PullConsumer, pull::Batch};
+use async_nats::jetstream::{self, AckKind};
 use async_trait::async_trait;
-use futures_util::TryStreamExt;
+use futures_util::{FutureExt, StreamExt, TryStreamExt};
 use tracing::{debug, warn};
 
 use super::dead_letters::Record;
@@ -43,7 +46,15 @@ impl Taken {
 pub(super) struct NatsSubscription {
     bus: NatsBus,
     spec: ConsumerSpec,
-    consumer: PullConsumer,
+    /// The consumer of the messages sourced from the producing streams.
+    sourced: PullConsumer,
+    /// The consumer of the copies published on the consumer's own subject; pulled first.
+    copies: PullConsumer,
+    /// Wakes a waiting fetch when a copy is published.
+    copied: async_nats::Subscriber,
+    /// The pull request for one sourced message that a waiting fetch left open when a
+    /// copy woke it: kept, so what the server sends to it is not lost.
+    waiting: Option<Pin<Box<Batch>>>,
     inflight: HashMap<u64, Taken>,
     /// Keys whose head this attachment delivered and has not settled, with the head's
     /// position (per-key only).
@@ -62,11 +73,20 @@ pub(super) struct NatsSubscription {
 const FREED_REMEMBERED: usize = 4096;
 
 impl NatsSubscription {
-    pub fn new(bus: NatsBus, spec: ConsumerSpec, consumer: PullConsumer) -> Self {
+    pub fn new(
+        bus: NatsBus,
+        spec: ConsumerSpec,
+        sourced: PullConsumer,
+        copies: PullConsumer,
+        copied: async_nats::Subscriber,
+    ) -> Self {
         Self {
             bus,
             spec,
-            consumer,
+            sourced,
+            copies,
+            copied,
+            waiting: None,
             inflight: HashMap::new(),
             busy: HashMap::new(),
             behind: HashMap::new(),
@@ -79,19 +99,37 @@ impl NatsSubscription {
         self.spec.ordering == Ordering::PerKey
     }
 
-    /// Pulls up to `max` messages: what is due now, or, with `wait`, one message as soon
-    /// as the server has one (a pull request for exactly one, so none is left pending).
-    async fn pull(&self, max: usize, wait: bool) -> Result<Vec<jetstream::Message>, BusError> {
-        let pulled = async {
-            let batch = if wait {
-                self.consumer.batch().max_messages(1).expires(PULL_EXPIRES).messages().await
-            } else {
-                self.consumer.fetch().max_messages(max).messages().await
-            };
-            batch.map_err(unavailable)?.try_collect().await.map_err(unavailable)
+    /// Waits until the server has a sourced message for this consumer, or a copy is
+    /// published on its subject (then `None`).
+    async fn wait(&mut self) -> Result<Option<jetstream::Message>, BusError> {
+        let mut waiting = match self.waiting.take() {
+            Some(waiting) => waiting,
+            // One message at a time, so an answered request leaves nothing pending.
+            None => Box::pin(
+                self.sourced
+                    .batch()
+                    .max_messages(1)
+                    .expires(PULL_EXPIRES)
+                    .messages()
+                    .await
+                    .map_err(unavailable)?,
+            ),
         };
-        // A pull request sent while the connection was down is never answered.
-        bounded("a pull", PULL_EXPIRES + REQUEST_TIMEOUT, pulled).await?
+        // The batch ends by itself once its expiry passes, also when its request was lost
+        // with the connection.
+        tokio::select! {
+            pulled = waiting.next() => match pulled {
+                Some(pulled) => pulled.map(Some).map_err(unavailable),
+                None => Ok(None),
+            },
+            copied = self.copied.next() => {
+                if copied.is_none() {
+                    return Err(BusError::Unavailable("the connection to nats closed".into()));
+                }
+                self.waiting = Some(waiting);
+                Ok(None)
+            }
+        }
     }
 
     /// Turns pulled messages into deliveries: keeps back or parks what a per-key consumer
@@ -274,26 +312,32 @@ impl NatsSubscription {
 impl Subscription for NatsSubscription {
     async fn fetch(&mut self, max: usize) -> Result<Vec<Delivery>, BusError> {
         let max = max.max(1);
-        if !self.ready.is_empty() {
-            let n = max.min(self.ready.len());
-            return Ok(self.ready.drain(..n).collect());
-        }
-        let mut wait = false;
         loop {
-            let pulled = self.pull(max, wait).await?;
-            let found = !pulled.is_empty();
-            let mut deliveries = self.take(pulled).await?;
-            if wait && !deliveries.is_empty() && deliveries.len() < max {
-                let more = self.pull(max - deliveries.len(), false).await?;
-                deliveries.extend(self.take(more).await?);
+            if !self.ready.is_empty() {
+                let n = max.min(self.ready.len());
+                return Ok(self.ready.drain(..n).collect());
+            }
+            while let Some(Some(_)) = self.copied.next().now_or_never() {}
+            // Copies first: a released key's next message must not wait behind the backlog.
+            let copies = pull_now(&self.copies, max).await?;
+            let mut found = !copies.is_empty();
+            let mut deliveries = self.take(copies).await?;
+            if deliveries.len() < max {
+                let sourced = pull_now(&self.sourced, max - deliveries.len()).await?;
+                found |= !sourced.is_empty();
+                deliveries.extend(self.take(sourced).await?);
+            }
+            // What was pulled may all have been kept back, parked or known: look again.
+            if deliveries.is_empty()
+                && !found
+                && let Some(pulled) = self.wait().await?
+            {
+                deliveries = self.take(vec![pulled]).await?;
             }
             if !deliveries.is_empty() {
                 self.flush().await?;
                 return Ok(deliveries);
             }
-            // Nothing due: wait for the server, unless what was pulled was kept back,
-            // parked or known, in which case more may be due at once.
-            wait = !found;
         }
     }
 
@@ -334,4 +378,14 @@ impl Subscription for NatsSubscription {
         self.give_up(taken, attempts, error).await?;
         self.flush().await
     }
+}
+
+/// Pulls up to `max` messages that are due now, without waiting.
+async fn pull_now(consumer: &PullConsumer, max: usize) -> Result<Vec<jetstream::Message>, BusError> {
+    let pulled = async {
+        let batch = consumer.fetch().max_messages(max).messages().await.map_err(unavailable)?;
+        batch.try_collect().await.map_err(unavailable)
+    };
+    // A pull request sent while the connection was down is never answered.
+    bounded("a pull", REQUEST_TIMEOUT, pulled).await?
 }
