@@ -1,11 +1,14 @@
 //! `capshop up` as a user runs it: a real process on a free port that prints where things
 //! are, serves the shop, and stops cleanly on Ctrl-C (SIGINT); and `capshop dlq` against it.
 
+mod deployment;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use deployment::eventually;
 use serde_json::{Value, json};
 
 const TOKEN: &str = "up-test-admin-token";
@@ -86,21 +89,6 @@ fn dlq(up: &Up, args: &[&str], token: &str) -> Output {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test]
