@@ -108,7 +108,9 @@ async fn start_all(
     for (process, listen) in processes {
         let mut command = Command::new(&me);
         command.args(["serve", &process, "--listen", &listen.to_string(), "--address", settings.address]);
-        command.args(&peers).env("CAPSHOP_ADMIN_TOKEN", &settings.admin_token).env_remove("CAPSHOP_CONFIG");
+        command.args(&peers).env("CAPSHOP_ADMIN_TOKEN", &settings.admin_token);
+        // Every setting is given above: no capshop.toml of the caller's may add to them.
+        command.env_remove("CAPSHOP_CONFIG").current_dir(dir);
         if process != "gateway" {
             let db = format!(
                 "{pg_base}/{}",
