@@ -9,9 +9,7 @@ mod deployment;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use deployment::{Deployment, eventually};
-use reqwest::Client;
-use serde_json::{Value, json};
+use deployment::{Deployment, eventually, support};
 use shop::service::ServiceName;
 use tokio::sync::RwLock;
 
@@ -20,45 +18,7 @@ async fn with_every_service_in_its_own_process_a_customer_moves_checks_out_gets_
  {
     let Some(shop) = Deployment::start().await else { return };
     shop.replicated().await;
-
-    let address =
-        json!({ "line1": "1 Main St", "city": "Springfield", "postcode": "12345", "country": "US" });
-    let registration = json!({ "name": "Dee", "email": "dee@example.com", "address": address,
-                               "payment_method": { "kind": "card", "last4": "1111" } });
-    let (status, customer) = shop.post("/api/customer/customers", registration).await;
-    assert_eq!(status, 201, "{customer}");
-    let id = customer["id"].as_str().unwrap().to_owned();
-
-    let moved = json!({ "line1": "9 Elm St", "city": "Shelbyville", "postcode": "54321", "country": "US" });
-    let response = Client::new()
-        .put(shop.url(&format!("/api/customer/customers/{id}/address")))
-        .json(&moved)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let token = response.headers()["consistency-token"].to_str().unwrap().to_owned();
-
-    let line = json!({ "product_id": "p-002", "quantity": 2 });
-    assert_eq!(shop.post(&format!("/api/order/carts/{id}/items"), line).await.0, 200);
-    let checkout: Value = Client::new()
-        .get(shop.url(&format!("/api/order/checkout/{id}")))
-        .header("Consistency-Token", &token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(checkout["address"]["city"], "Shelbyville", "read-your-writes across processes: {checkout}");
-    assert_eq!(checkout["total"]["confirmed"], true, "{checkout}");
-
-    let (status, order) = shop.post("/api/order/orders", json!({ "customer_id": id })).await;
-    assert_eq!(status, 201, "{order}");
-    let order_id = order["id"].as_str().unwrap().to_owned();
-    shop.order_status(&order_id, "confirmed").await;
-    let shipped = shop.shipment(&order_id, "shipped").await;
-    assert_eq!(shipped["address"]["city"], "Shelbyville", "{shipped}");
+    support::registers_moves_checks_out_and_ships(&shop).await;
 
     let found = eventually("the search index to hold the catalog", || async {
         let (_, answer) = shop.get("/api/search?q=baseball+cap").await;

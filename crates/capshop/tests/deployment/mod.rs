@@ -4,6 +4,10 @@
 
 #![allow(dead_code)] // each test uses its own part.
 
+/// The shop's own end-to-end helpers, which reach it through [`support::Gateway`].
+#[path = "../../../shop/tests/support/mod.rs"]
+pub mod support;
+
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -12,6 +16,7 @@ use kit::testserver::{NatsServer, PgServer, free_port};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 use shop::service::ServiceName;
+use support::Gateway as _;
 
 pub const TOKEN: &str = "distributed-test-token";
 
@@ -97,24 +102,12 @@ impl Deployment {
         child.wait().expect("the killed process is reaped");
     }
 
-    pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.gateway_port)
-    }
-
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
-        match self.client.get(self.url(path)).send().await {
-            Ok(response) => (response.status(), response.json().await.unwrap_or(Value::Null)),
-            Err(e) => panic!("GET {path}: {e}"),
-        }
-    }
-
-    pub async fn send(&self, method: reqwest::Method, path: &str, body: Value) -> (StatusCode, Value) {
-        let response = self.client.request(method, self.url(path)).json(&body).send().await.unwrap();
-        (response.status(), response.json().await.unwrap_or(Value::Null))
+        support::get(self, path).await
     }
 
     pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        self.send(reqwest::Method::POST, path, body).await
+        support::post(self, path, body).await
     }
 
     /// Waits until the order service's replicas know the seeded customers and products.
@@ -222,6 +215,12 @@ pub const CONSUMERS: [(ServiceName, &str, ServiceName); 9] = [
     (ServiceName::Search, "search.orders", ServiceName::Order),
 ];
 
+impl support::Gateway for Deployment {
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.gateway_port)
+    }
+}
+
 impl Drop for Deployment {
     fn drop(&mut self) {
         for child in self.processes.values_mut() {
@@ -231,21 +230,13 @@ impl Drop for Deployment {
     }
 }
 
-/// Polls `probe` until it answers `Some`, for at most 120 s: a safety net, not a
-/// measurement. A healthy run takes seconds, but after a nats-server crash what was in
-/// flight comes back only after the consumers' ack wait (30 s), and on a loaded machine
-/// that can happen more than once.
-pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+/// Polls `probe` until it answers `Some`, for at most 120 s. A healthy run takes
+/// seconds, but after a nats-server crash what was in flight comes back only after the
+/// consumers' ack wait (30 s), and on a loaded machine that can happen more than once.
+pub async fn eventually<T, F, Fut>(what: &str, probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    support::eventually_within(Duration::from_secs(120), what, probe).await
 }
