@@ -143,14 +143,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     match served {
         Served::Gateway { services, admin_token, listen } => {
             let listener = bind(listen).await?;
-            println!("capshop gateway is serving on http://{}", listener.local_addr()?);
+            println!("capshop gateway: listening on http://{}", listener.local_addr()?);
             serve_gateway(services, admin_token, listener, shutdown).await.context("the gateway failed")
         }
         Served::Service { config, listen } => {
             let listener = bind(listen).await?;
             let name = config.service;
-            println!("capshop {name} is serving on http://{}", listener.local_addr()?);
-            serve(config, listener, shutdown).await.with_context(|| format!("{name} stopped"))
+            println!("capshop {name}: listening on http://{}", listener.local_addr()?);
+            serve(config, listener, shutdown).await.with_context(|| {
+                format!(
+                    "capshop serve {name} failed; its database (--db) and the bus (--bus) must be reachable when it starts"
+                )
+            })
         }
     }
 }
