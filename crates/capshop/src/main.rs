@@ -2,9 +2,12 @@
 
 mod admin;
 mod chaos;
+mod config;
+mod distributed;
 mod dlq;
 mod lab;
 mod scenario;
+mod serve;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -21,6 +24,9 @@ struct Cli {
 enum Command {
     /// Starts the whole shop on this machine: every service, the embedded bus and the gateway.
     Up(up::UpArgs),
+    /// Runs one service, or the gateway, as its own process on PostgreSQL and NATS
+    /// (the distributed mode; see docs/DEPLOY.md).
+    Serve(serve::ServeArgs),
     /// Lists, shows, replays or discards dead letters of the running shop (admin token).
     Dlq(dlq::DlqArgs),
     /// Cuts, heals, slows or makes lossy a link, or stops and starts a service (admin token).
@@ -45,6 +51,7 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
         Command::Up(args) => runtime.block_on(up::run(args)),
+        Command::Serve(args) => runtime.block_on(serve::run(args)),
         Command::Dlq(args) => runtime.block_on(dlq::run(args)),
         Command::Chaos(args) => runtime.block_on(chaos::run(args)),
         Command::Scenario(args) => runtime.block_on(scenario::run(args)),

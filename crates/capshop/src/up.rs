@@ -24,9 +24,13 @@ pub struct UpArgs {
     /// oversell is compensated after) or `cp` (a site that cannot reach the other refuses).
     #[arg(long, default_value = "ap", env = "CAPSHOP_INVENTORY_MODE")]
     inventory_mode: Mode,
+    /// Runs every service as its own process on PostgreSQL and NATS JetStream (both found
+    /// on PATH and kept in the data dir) instead of all in this process on SQLite.
+    #[arg(long)]
+    distributed: bool,
 }
 
-fn parse_address_choice(text: &str) -> Result<AddressChoice, String> {
+pub(crate) fn parse_address_choice(text: &str) -> Result<AddressChoice, String> {
     match text {
         "replica" => Ok(AddressChoice::Replica),
         "sync" => Ok(AddressChoice::Sync),
@@ -55,6 +59,20 @@ fn admin_token(data_dir: &Path) -> anyhow::Result<String> {
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let admin_token = admin_token(&args.data_dir)?;
+    if args.distributed {
+        let address = match args.address {
+            AddressChoice::Replica => "replica",
+            AddressChoice::Sync => "sync",
+        };
+        let settings = crate::distributed::Settings {
+            data_dir: &args.data_dir,
+            gateway: args.listen,
+            admin_token,
+            address,
+            inventory_mode: args.inventory_mode.as_str(),
+        };
+        return crate::distributed::run(settings).await;
+    }
     let choices = Choices { address: args.address, inventory: args.inventory_mode, ..Choices::default() };
     let config = ShopConfig {
         data_dir: args.data_dir.clone(),

@@ -1,11 +1,14 @@
 //! `capshop up` as a user runs it: a real process on a free port that prints where things
 //! are, serves the shop, and stops cleanly on Ctrl-C (SIGINT); and `capshop dlq` against it.
 
+mod deployment;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use deployment::eventually;
 use serde_json::{Value, json};
 
 const TOKEN: &str = "up-test-admin-token";
@@ -20,10 +23,15 @@ struct Up {
 
 impl Up {
     fn start(dir: &std::path::Path) -> Self {
+        Self::start_with(dir, &[])
+    }
+
+    fn start_with(dir: &std::path::Path, extra: &[&str]) -> Self {
         let port = kit::testserver::free_port();
         let mut child = Command::new(env!("CARGO_BIN_EXE_capshop"))
             .args(["up", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
             .arg(dir)
+            .args(extra)
             .env("CAPSHOP_ADMIN_TOKEN", TOKEN)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -81,21 +89,6 @@ fn dlq(up: &Up, args: &[&str], token: &str) -> Output {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test]
@@ -171,4 +164,57 @@ async fn dlq_lists_shows_and_discards_the_dead_letters_of_the_running_shop() {
     let after = dlq(&up, &["list"], TOKEN);
     assert!(!text(&after.stdout).contains("search.catalog"), "{}", text(&after.stdout));
     up.interrupt();
+}
+
+#[tokio::test]
+async fn up_distributed_runs_nats_postgres_and_a_process_per_service_and_ctrl_c_stops_them_all() {
+    use kit::testserver::{NatsServer, POSTGRES_INSTALL, binary};
+    // Checks the nats-server version too (and skips loudly, or fails in CI).
+    let Some(nats) = NatsServer::start().await else { return };
+    drop(nats);
+    if binary("initdb", POSTGRES_INSTALL).is_none() || binary("postgres", POSTGRES_INSTALL).is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // As root, PostgreSQL runs as nobody, who must be able to reach the data dir.
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let up = Up::start_with(dir.path(), &["--distributed"]);
+    let mut pids = Vec::new();
+    for process in [
+        "nats",
+        "postgres",
+        "customer",
+        "catalog",
+        "inventory-dc1",
+        "inventory-dc2",
+        "order",
+        "payment",
+        "shipping",
+        "search",
+        "gateway",
+    ] {
+        let line = up.line_with(&format!("{process}:"));
+        let pid = line.rsplit_once("(pid ").and_then(|(_, p)| p.trim_end_matches(')').parse::<u32>().ok());
+        pids.push(pid.unwrap_or_else(|| panic!("the banner names the pid of {process}: {line}")));
+    }
+    assert!(up.line_with("gateway:").contains(&up.url), "{:#?}", up.banner);
+
+    let client = reqwest::Client::new();
+    let products: Value =
+        client.get(format!("{}/api/catalog/products", up.url)).send().await.unwrap().json().await.unwrap();
+    assert!(products.as_array().unwrap().len() >= 20, "seeded products: {products}");
+    let order_health: Value = eventually("the order service behind the gateway", || async {
+        let response = client.get(format!("{}/api/order/health", up.url)).send().await.ok()?;
+        response.json().await.ok()
+    })
+    .await;
+    assert_eq!(order_health["service"], "order");
+
+    let after = up.interrupt();
+    assert!(after.iter().any(|l| l.starts_with("stopped; the data is kept in")), "{after:?}");
+    for pid in pids {
+        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "process {pid} was stopped");
+    }
+    assert!(dir.path().join("postgres/PG_VERSION").is_file(), "PostgreSQL's data is in the data dir");
+    assert!(dir.path().join("nats").is_dir(), "NATS's store is in the data dir");
 }

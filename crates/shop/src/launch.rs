@@ -2,30 +2,22 @@
 //! loopback port, one embedded bus, and the gateway in front — what `capshop up` runs and
 //! what the end-to-end tests start.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use kit::bus::Bus;
-use kit::link::{Link, LinkedBus};
+use kit::link::Link;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::catalog::CatalogService;
 use crate::chaos::Chaos;
-use crate::customer::CustomerService;
 use crate::gateway;
-use crate::inventory::InventoryService;
 use crate::inventory::sites::Site;
-use crate::order::OrderService;
-use crate::payment::PaymentService;
-use crate::search::SearchService;
-use crate::service::{Choices, Context, Part, Peer, Service, ServiceName, peer};
-use crate::shipping::ShippingService;
+use crate::service::{Choices, Context, Part, ServiceName};
 pub use crate::stores::StoreLocation;
+use crate::wiring::{self, Wiring};
 
 /// How to start the shop.
 #[derive(Debug, Clone)]
@@ -53,13 +45,6 @@ impl ShopConfig {
         }
     }
 }
-
-/// Which services call which synchronously (DESIGN §1); everything else goes by events.
-const CALLS: [(ServiceName, ServiceName); 3] = [
-    (ServiceName::Order, ServiceName::Customer),
-    (ServiceName::Order, ServiceName::Catalog),
-    (ServiceName::Order, ServiceName::Payment),
-];
 
 /// A running shop; [`Shop::stop`] shuts it down cleanly.
 pub struct Shop {
@@ -133,6 +118,10 @@ pub enum LaunchError {
     Bus(#[from] kit::bus::BusError),
     #[error("cannot open the {part} database: {reason}")]
     Store { part: Part, reason: String },
+    #[error("{part} calls {peer}, but no URL for {peer} was given")]
+    Peer { part: Part, peer: String },
+    #[error("{part} stopped with an error: {reason}")]
+    Served { part: Part, reason: String },
 }
 
 /// Starts every service and the gateway.
@@ -148,51 +137,50 @@ pub async fn launch(config: ShopConfig) -> Result<Shop, LaunchError> {
     }
     let addrs: BTreeMap<Part, SocketAddr> =
         listeners.iter().map(|(part, l)| (*part, l.local_addr().expect("a bound address"))).collect();
-    let site_addrs: BTreeMap<Site, SocketAddr> = Site::ALL.map(|s| (s, addrs[&Part::Site(s)])).into();
     // A service of several parts (inventory) is reached at its first (dc1).
     let mut services = BTreeMap::new();
     for (part, addr) in &addrs {
         services.entry(part.service()).or_insert(*addr);
     }
 
+    // Each part by its name, and each service by its own too (`inventory` is dc1).
+    let peer_urls: BTreeMap<String, String> = services
+        .iter()
+        .map(|(n, a)| (n.to_string(), a))
+        .chain(addrs.iter().map(|(p, a)| (p.name(), a)))
+        .map(|(n, a)| (n, format!("http://{a}")))
+        .collect();
     let mut links = BTreeMap::new();
     let mut parts = BTreeMap::new();
     for part in Part::all() {
-        let (token, choices) = (config.admin_token.clone(), config.choices.clone());
-        let opened = match part {
-            Part::Site(site) => {
-                let url = config.stores.url_of(&site.instance(), dir);
-                crate::inventory::sites::open(&url, token, choices, site, &site_addrs, &bus, &mut links).await
-            }
-            Part::Service(name) => {
-                let url = config.stores.url(name, dir);
-                open_service(&url, name, token, choices, &services, &bus, &mut links).await
-            }
-        };
-        let ctx = opened.map_err(|e| LaunchError::Store { part, reason: e.to_string() })?;
-        parts.insert(part, ctx);
+        let store_url = config.stores.url_of(&part.name(), dir);
+        let wired = Wiring {
+            part,
+            store_url: &store_url,
+            bus: bus.clone(),
+            peer_urls: &peer_urls,
+            admin_token: config.admin_token.clone(),
+            choices: config.choices.clone(),
+        }
+        .open()
+        .await?;
+        links.extend(wired.links);
+        parts.insert(part, wired.ctx);
     }
     let mut contexts = BTreeMap::new();
     for (part, ctx) in &parts {
         contexts.entry(part.service()).or_insert_with(|| ctx.clone());
     }
     let sites: BTreeMap<Site, InventorySite> = Site::ALL
-        .map(|s| (s, InventorySite { addr: site_addrs[&s], ctx: parts[&Part::Site(s)].clone() }))
+        .map(|s| (s, InventorySite { addr: addrs[&Part::Site(s)], ctx: parts[&Part::Site(s)].clone() }))
         .into();
-
-    if let Some(catalog) = contexts.get(&ServiceName::Catalog) {
-        let cache = crate::catalog::cache_link(catalog);
-        links.insert(cache.name().to_owned(), cache);
-    }
     let shutdown = CancellationToken::new();
-    let (chaos, failures) = Chaos::start_all(links.clone(), &parts, listeners, spawn, shutdown.clone());
+    let (chaos, failures) =
+        Chaos::start_all(links.clone(), &parts, listeners, wiring::spawn, shutdown.clone());
     let mut tasks = tokio::task::JoinSet::new();
     let gateway_listener = bind(config.gateway).await?;
     let gateway = gateway_listener.local_addr().expect("a bound address");
-    // Each service by its name, and each site by its own as well (`/api/inventory-dc2/...`).
-    let by_name =
-        services.iter().map(|(n, a)| (n.to_string(), a)).chain(addrs.iter().map(|(p, a)| (p.name(), a)));
-    let routes = gateway::Routes { services: by_name.map(|(n, a)| (n, format!("http://{a}"))).collect() };
+    let routes = gateway::Routes { services: peer_urls };
     let app = gateway::router(routes, chaos.clone(), config.admin_token.clone());
     let stop = shutdown.clone();
     tasks.spawn(async move {
@@ -212,68 +200,6 @@ pub async fn launch(config: ShopConfig) -> Result<Shop, LaunchError> {
         tasks,
         failures,
     })
-}
-
-/// Opens the context of service `name` (not inventory, which opens as its sites): its own
-/// database at `store_url`, its link to the bus, and a link to each service it calls (at
-/// `services`).
-async fn open_service(
-    store_url: &str,
-    name: ServiceName,
-    admin_token: String,
-    choices: Choices,
-    services: &BTreeMap<ServiceName, SocketAddr>,
-    bus: &Arc<dyn Bus>,
-    links: &mut BTreeMap<String, Link>,
-) -> Result<Arc<Context>, kit::store::StoreError> {
-    let bus_link = Link::new(&format!("{name}->bus"));
-    links.insert(bus_link.name().to_owned(), bus_link.clone());
-    let service_bus: Arc<dyn Bus> = Arc::new(LinkedBus::new(bus.clone(), bus_link));
-    let mut peers = HashMap::new();
-    for (_, callee) in CALLS.iter().filter(|(caller, _)| *caller == name) {
-        let link = Link::new(&format!("{name}->{callee}"));
-        links.insert(link.name().to_owned(), link.clone());
-        let url = format!("http://{}", services[callee]);
-        peers.insert(*callee, Peer::new(callee.as_str(), &url, link, peer::default_breaker()));
-    }
-    Context::open(name, store_url, migrations(name), service_bus, peers, admin_token, choices).await
-}
-
-/// Starts `part` on `listener` until `shutdown` is cancelled: an inventory site runs the
-/// inventory service with its site's context.
-fn spawn(
-    part: Part,
-    ctx: Arc<Context>,
-    listener: TcpListener,
-    shutdown: CancellationToken,
-) -> JoinHandle<std::io::Result<()>> {
-    match part.service() {
-        ServiceName::Customer => {
-            tokio::spawn(crate::service::run::<CustomerService>(ctx, listener, shutdown))
-        }
-        ServiceName::Catalog => tokio::spawn(crate::service::run::<CatalogService>(ctx, listener, shutdown)),
-        ServiceName::Inventory => {
-            tokio::spawn(crate::service::run::<InventoryService>(ctx, listener, shutdown))
-        }
-        ServiceName::Order => tokio::spawn(crate::service::run::<OrderService>(ctx, listener, shutdown)),
-        ServiceName::Payment => tokio::spawn(crate::service::run::<PaymentService>(ctx, listener, shutdown)),
-        ServiceName::Shipping => {
-            tokio::spawn(crate::service::run::<ShippingService>(ctx, listener, shutdown))
-        }
-        ServiceName::Search => tokio::spawn(crate::service::run::<SearchService>(ctx, listener, shutdown)),
-    }
-}
-
-fn migrations(name: ServiceName) -> &'static kit::store::Migrations {
-    match name {
-        ServiceName::Customer => CustomerService::migrations(),
-        ServiceName::Catalog => CatalogService::migrations(),
-        ServiceName::Inventory => InventoryService::migrations(),
-        ServiceName::Order => OrderService::migrations(),
-        ServiceName::Payment => PaymentService::migrations(),
-        ServiceName::Shipping => ShippingService::migrations(),
-        ServiceName::Search => SearchService::migrations(),
-    }
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, LaunchError> {

@@ -6,6 +6,8 @@
 //!   errors, peer calls through links and breakers, and `run`.
 //! - [`launch`]: the embedded shop — every service in one process, the bus, the gateway;
 //!   [`stores`]: where the services' databases live (SQLite files or PostgreSQL).
+//! - [`wiring`]: how one service is wired (links, peers, context, its `run`), shared by
+//!   [`launch`] and [`serve`] (the distributed mode: one service per process).
 //! - [`chaos`]: faults on purpose — the links and services of a running shop, and the
 //!   gateway's `/admin/chaos` routes that drive them.
 //! - One folder per service, each with the same rooms: `model.rs` (validated domain
@@ -25,6 +27,8 @@ pub mod launch;
 pub mod order;
 pub mod payment;
 pub mod search;
+pub mod serve;
 pub mod service;
 pub mod shipping;
 pub mod stores;
+pub mod wiring;

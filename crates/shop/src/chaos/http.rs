@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -49,7 +48,10 @@ impl From<ChaosError> for Problem {
     fn from(e: ChaosError) -> Self {
         match e {
             ChaosError::Start { .. } => Problem::unavailable(e.to_string()),
-            ChaosError::NoLink { .. } | ChaosError::UnknownPart(_) => Problem::not_found(e.to_string()),
+            ChaosError::Stop { .. } => Problem::internal(e.to_string()),
+            ChaosError::NoLink { .. } | ChaosError::UnknownPart(_) | ChaosError::NotHere { .. } => {
+                Problem::not_found(e.to_string())
+            }
             _ => Problem::unprocessable(e.to_string()),
         }
     }
@@ -171,9 +173,7 @@ async fn loss(State(admin): State<Arc<Admin>>, Body(loss): Body<Loss>) -> Answer
     responses((status = 200, body = Status), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem, description = "no such service or site; the known ones are named")))]
 async fn stop(State(admin): State<Arc<Admin>>, PathParams(name): PathParams<String>) -> Answer {
     for part in admin.chaos.parts(&name)? {
-        admin.chaos.stop(part).await.map_err(|e| {
-            Problem::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{part} failed while stopping: {e}"))
-        })?;
+        admin.chaos.stop(part).await?;
     }
     Ok(status(State(admin)).await)
 }

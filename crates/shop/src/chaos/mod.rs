@@ -43,6 +43,10 @@ pub enum ChaosError {
     BadLatency { ms: u64 },
     #[error("{part} could not start again on {addr}: {reason}")]
     Start { part: Part, addr: SocketAddr, reason: String },
+    #[error("{part} does not run in this process; stop and start a served service with its process manager")]
+    NotHere { part: Part },
+    #[error("{part} failed while stopping: {reason}")]
+    Stop { part: Part, reason: String },
 }
 
 /// A latency beyond this is a cut in disguise; cut the link instead.
@@ -153,6 +157,20 @@ impl Chaos {
         (chaos, failed)
     }
 
+    /// The fault controls of a process that serves one service (or the gateway): only its
+    /// own outbound `links`; it starts and stops no service.
+    pub fn links_only(links: BTreeMap<String, Link>) -> Self {
+        let (failures, _) = mpsc::unbounded_channel();
+        let inner = Inner {
+            links,
+            slots: BTreeMap::new(),
+            spawner: crate::wiring::spawn,
+            shutdown: CancellationToken::new(),
+            failures,
+        };
+        Self { inner: Arc::new(inner) }
+    }
+
     fn spawn(&self, name: Part, listener: TcpListener) -> Running {
         let stop = self.inner.shutdown.child_token();
         let inner = (self.inner.spawner)(name, self.inner.slots[&name].ctx.clone(), listener, stop.clone());
@@ -240,12 +258,14 @@ impl Chaos {
 
     /// Stops `part`: it no longer serves nor consumes; its data stays. Stopping a
     /// stopped part changes nothing.
-    pub async fn stop(&self, part: Part) -> std::io::Result<()> {
-        let running = self.inner.slots[&part].running.lock().await.take();
+    pub async fn stop(&self, part: Part) -> Result<(), ChaosError> {
+        let slot = self.inner.slots.get(&part).ok_or(ChaosError::NotHere { part })?;
+        let running = slot.running.lock().await.take();
         match running {
             Some(Running { stop, task }) => {
                 stop.cancel();
-                task.await.map_err(std::io::Error::other)?
+                let stopped = task.await.map_err(std::io::Error::other).and_then(|r| r);
+                stopped.map_err(|e| ChaosError::Stop { part, reason: e.to_string() })
             }
             None => Ok(()),
         }
@@ -254,7 +274,7 @@ impl Chaos {
     /// Starts `part` again on its address with the same context and links (also after
     /// it failed by itself). Starting a running part changes nothing.
     pub async fn start(&self, part: Part) -> Result<(), ChaosError> {
-        let slot = &self.inner.slots[&part];
+        let slot = self.inner.slots.get(&part).ok_or(ChaosError::NotHere { part })?;
         let mut running = slot.running.lock().await;
         if running.as_ref().is_some_and(|r| !r.task.is_finished()) {
             return Ok(());
@@ -276,7 +296,7 @@ impl Chaos {
             if let Err(e) = self.stop(*name).await
                 && first.is_ok()
             {
-                first = Err(e);
+                first = Err(std::io::Error::other(e.to_string()));
             }
         }
         first

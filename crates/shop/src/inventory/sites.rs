@@ -2,7 +2,6 @@
 //! that routes an order to one of them, and how a site is opened.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use kit::bus::Bus;
@@ -109,7 +108,7 @@ impl std::str::FromStr for Mode {
 }
 
 /// Opens site `site` with its own database at `store_url`, its link to the bus
-/// (`inventory-dc1->bus`) and its link to the other site at `addrs`
+/// (`inventory-dc1->bus`) and its link to the other site at `other_url`
 /// (`inventory-dc1->inventory-dc2`), which carries both its calls to that site and its
 /// replication from it; both links are added to `links`.
 pub async fn open(
@@ -117,7 +116,7 @@ pub async fn open(
     admin_token: String,
     choices: Choices,
     site: Site,
-    addrs: &BTreeMap<Site, SocketAddr>,
+    other_url: &str,
     bus: &Arc<dyn Bus>,
     links: &mut BTreeMap<String, Link>,
 ) -> Result<Arc<Context>, StoreError> {
@@ -126,9 +125,10 @@ pub async fn open(
     let between = Link::new(&format!("{me}->{other}"));
     links.insert(bus_link.name().to_owned(), bus_link.clone());
     links.insert(between.name().to_owned(), between.clone());
-    let url = format!("http://{}", addrs[&site.peer()]);
-    let peers =
-        HashMap::from([(ServiceName::Inventory, Peer::new(&other, &url, between, peer::default_breaker()))]);
+    let peers = HashMap::from([(
+        ServiceName::Inventory,
+        Peer::new(&other, other_url, between, peer::default_breaker()),
+    )]);
     let bus: Arc<dyn Bus> = Arc::new(LinkedBus::new(bus.clone(), bus_link));
     let migrations = InventoryService::migrations();
     Context::open(site, store_url, migrations, bus, peers, admin_token, choices).await

@@ -154,6 +154,9 @@ pub struct Context {
     pub peers: HashMap<ServiceName, Peer>,
     pub admin_token: String,
     pub choices: Choices,
+    /// Routes of the process this service runs in, served beside its own: a served
+    /// process's `/admin/chaos` for its links. Set before [`run`].
+    pub process_routes: std::sync::OnceLock<Router>,
 }
 
 impl Context {
@@ -194,6 +197,7 @@ impl Context {
             peers,
             admin_token,
             choices,
+            process_routes: std::sync::OnceLock::new(),
         }))
     }
 

@@ -59,6 +59,21 @@ impl Part {
     }
 }
 
+/// One part by its name; a service of several parts (inventory) must name one of them.
+impl std::str::FromStr for Part {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match Self::named(text).map_err(|e| e.to_string())?.as_slice() {
+            [part] => Ok(*part),
+            several => {
+                let names: Vec<String> = several.iter().map(|p| p.name()).collect();
+                Err(format!("{text} runs as {}: name one of them", names.join(" and ")))
+            }
+        }
+    }
+}
+
 impl std::fmt::Display for Part {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.name())

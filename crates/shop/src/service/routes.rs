@@ -16,6 +16,7 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 
 pub(super) fn common(ctx: Arc<Context>, own: Router, openapi: utoipa::openapi::OpenApi) -> Router {
     let openapi = Arc::new(openapi);
+    let process = ctx.process_routes.get().cloned().unwrap_or_default();
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
@@ -23,6 +24,7 @@ pub(super) fn common(ctx: Arc<Context>, own: Router, openapi: utoipa::openapi::O
         .nest("/admin", admin::router(ctx.clone()))
         .with_state(ctx.clone())
         .merge(own)
+        .merge(process)
         .fallback(|| async { Problem::not_found("no such route") })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
 }

@@ -114,7 +114,7 @@ pub async fn spawn_sites(
             ADMIN_TOKEN.into(),
             choices.clone(),
             site,
-            &addrs,
+            &format!("http://{}", addrs[&site.peer()]),
             &bus,
             &mut links,
         )

