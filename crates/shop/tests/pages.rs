@@ -4,7 +4,6 @@
 //! the dashboard shows every service and inventory site up and, with the admin token, the dead letters.
 
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use reqwest::Client;
 use serde_json::{Value, json};
@@ -136,19 +135,13 @@ impl Drop for Browser {
     }
 }
 
-async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+/// Polls `probe` until it returns `Some`, for at most 30 s.
+async fn eventually<T, F, Fut>(what: &str, probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    shop::service::testing::eventually_within(std::time::Duration::from_secs(30), what, probe).await
 }
 
 async fn spawn_shop(dir: &std::path::Path) -> Shop {

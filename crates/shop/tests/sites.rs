@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Duration;
 
 use reqwest::Client;
 use serde_json::{Value, json};
@@ -27,19 +26,12 @@ async fn start(dir: &Path, mode: Mode) -> Shop {
 }
 
 /// Polls `probe` until it returns `Some`, for at most 30 s.
-async fn until<T, F, Fut>(what: &str, mut probe: F) -> T
+async fn until<T, F, Fut>(what: &str, probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(found) = probe().await {
-            return found;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "gave up waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    shop::service::testing::eventually_within(std::time::Duration::from_secs(30), what, probe).await
 }
 
 async fn call(request: reqwest::RequestBuilder) -> (u16, Value) {

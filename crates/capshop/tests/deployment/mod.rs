@@ -253,5 +253,5 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    support::eventually_within(Duration::from_secs(120), what, probe).await
+    shop::service::testing::eventually_within(Duration::from_secs(120), what, probe).await
 }

@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use kit::bus::{Bus, ConsumerSpec};
 use kit::envelope::{Envelope, NewEvent, StreamName};
@@ -22,7 +21,7 @@ use crate::order::events::{
     AddressSource, ORDER_CANCELLED, ORDER_CONFIRMED, ORDER_PLACED, Order, OrderLine, OrderStatus, event,
 };
 use crate::service::Choices;
-use crate::service::testing::{ADMIN_TOKEN, Running, spawn_sites};
+use crate::service::testing::{ADMIN_TOKEN, Running, eventually, spawn_sites};
 
 /// The order service as far as inventory can tell: its own store, outbox and relay.
 struct Orders {
@@ -79,22 +78,6 @@ async fn harness_in(mode: Mode) -> Harness {
         bus,
         client: reqwest::Client::new(),
         _dir: dir,
-    }
-}
-
-/// Polls `probe` until it returns `Some`, for at most 10 s.
-async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

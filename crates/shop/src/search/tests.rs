@@ -4,46 +4,17 @@
 mod shuffled;
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use kit::bus::{Bus, DeadLetterFilter};
-use kit::envelope::{NewEvent, StreamName};
-use kit::outbox::Outbox;
-use kit::relay::Relay;
-use kit::store::Store;
+use kit::envelope::NewEvent;
 use serde_json::Value;
 
 use super::SearchService;
 use crate::catalog::events::{PRODUCT_ADDED, PRODUCT_PRICE_CHANGED, Product};
 use crate::customer::model::Address;
 use crate::order::events::{AddressSource, ORDER_CONFIRMED, ORDER_PLACED, Order, OrderLine, OrderStatus};
-use crate::service::testing::{Running, spawn};
-
-/// A producing service as far as search can tell: its own store, outbox and relay.
-struct Producer {
-    store: Store,
-    outbox: Outbox,
-    relay: Relay,
-}
-
-impl Producer {
-    async fn open(dir: &Path, stream: &str, bus: Arc<dyn Bus>) -> Self {
-        let url = format!("sqlite:{}", dir.join(format!("producer-{stream}.db")).display());
-        let store = Store::open(&url, &[&kit::outbox::MIGRATIONS]).await.unwrap();
-        let outbox = Outbox::new(StreamName::parse(stream).unwrap());
-        let relay = Relay::new(store.clone(), outbox.clone(), bus);
-        Self { store, outbox, relay }
-    }
-
-    /// Commits `events` through the outbox and relays them to the bus.
-    async fn emit(&self, events: Vec<NewEvent>) {
-        let outbox = self.outbox.clone();
-        self.store.transact(move |tx| outbox.append(tx, events)).await.unwrap();
-        while self.relay.relay_batch().await.unwrap() > 0 {}
-    }
-}
+use crate::service::testing::{Producer, Running, eventually, spawn};
 
 struct Harness {
     service: Running,
@@ -62,22 +33,6 @@ async fn harness() -> Harness {
         orders: Producer::open(dir.path(), "order", bus.clone()).await,
         bus,
         _dir: dir,
-    }
-}
-
-/// Polls `probe` until it returns `Some`, for at most 10 s.
-async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

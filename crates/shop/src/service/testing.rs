@@ -14,12 +14,22 @@ use crate::inventory::InventoryService;
 use crate::inventory::sites::Site;
 
 /// Polls `probe` until it returns `Some`, for at most 20 s; panics naming `what` after that.
-pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    eventually_within(std::time::Duration::from_secs(20), what, probe).await
+}
+
+/// Polls `probe` until it returns `Some`, for at most `within`: a safety net for tests
+/// that wait on asynchronous replication, not a measurement.
+pub async fn eventually_within<T, F, Fut>(within: std::time::Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
     loop {
         if let Some(value) = probe().await {
             return value;
@@ -164,4 +174,30 @@ pub(crate) fn scrambled(
             )
         })
         .prop_map(|(events, delivered, batch)| (events, delivered.chunks(batch).map(<[_]>::to_vec).collect()))
+}
+
+/// A producing service as far as a consumer under test can tell: its own store, outbox
+/// and relay, publishing on the stream `name`.
+pub struct Producer {
+    store: kit::store::Store,
+    outbox: kit::outbox::Outbox,
+    relay: kit::relay::Relay,
+}
+
+impl Producer {
+    pub async fn open(dir: &Path, name: &str, bus: Arc<dyn Bus>) -> Self {
+        let url = format!("sqlite:{}", dir.join(format!("producer-{name}.db")).display());
+        let store =
+            kit::store::Store::open(&url, &[&kit::outbox::MIGRATIONS]).await.expect("a producer store opens");
+        let outbox = kit::outbox::Outbox::new(StreamName::parse(name).expect("a valid stream name"));
+        let relay = kit::relay::Relay::new(store.clone(), outbox.clone(), bus);
+        Self { store, outbox, relay }
+    }
+
+    /// Commits `events` through the outbox and relays them to the bus.
+    pub async fn emit(&self, events: Vec<NewEvent>) {
+        let outbox = self.outbox.clone();
+        self.store.transact(move |tx| outbox.append(tx, events)).await.expect("the events commit");
+        while self.relay.relay_batch().await.expect("the relay publishes") > 0 {}
+    }
 }

@@ -5,15 +5,10 @@ mod fixtures;
 mod shuffled;
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use kit::bus::{Bus, ConsumerSpec};
-use kit::envelope::{Envelope, NewEvent, StreamName};
-use kit::outbox::Outbox;
-use kit::relay::Relay;
-use kit::store::Store;
+use kit::envelope::Envelope;
 use serde_json::Value;
 
 use super::ShippingService;
@@ -23,34 +18,10 @@ use crate::customer::events::{ADDRESS_CHANGED, REGISTERED};
 use crate::customer::model::Customer;
 use crate::order::events::{Order, OrderStatus};
 use crate::payment::events::{Authorization, AuthorizationStatus};
-use crate::service::testing::{Running, spawn};
+use crate::service::testing::{Producer, Running, eventually, spawn};
 use fixtures::{
     LEEDS_VS_LONDON, authorization, customer, leeds, london, order, order_events, placed_and_confirmed, then,
 };
-
-/// A producing service as far as shipping can tell: its own store, outbox and relay.
-struct Producer {
-    store: Store,
-    outbox: Outbox,
-    relay: Relay,
-}
-
-impl Producer {
-    async fn open(dir: &Path, name: &str, bus: Arc<dyn Bus>) -> Self {
-        let url = format!("sqlite:{}", dir.join(format!("{name}.db")).display());
-        let store = Store::open(&url, &[&kit::outbox::MIGRATIONS]).await.unwrap();
-        let outbox = Outbox::new(StreamName::parse(name).unwrap());
-        let relay = Relay::new(store.clone(), outbox.clone(), bus);
-        Self { store, outbox, relay }
-    }
-
-    /// Commits `events` through the outbox and relays them to the bus.
-    async fn emit(&self, events: Vec<NewEvent>) {
-        let outbox = self.outbox.clone();
-        self.store.transact(move |tx| outbox.append(tx, events)).await.unwrap();
-        while self.relay.relay_batch().await.unwrap() > 0 {}
-    }
-}
 
 struct Harness {
     service: Running,
@@ -71,22 +42,6 @@ async fn harness() -> Harness {
         payments: Producer::open(dir.path(), "payment", bus.clone()).await,
         bus,
         _dir: dir,
-    }
-}
-
-/// Polls `probe` until it returns `Some`, for at most 10 s.
-async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

@@ -5,7 +5,6 @@
 #![allow(dead_code)] // each test binary uses its own part.
 
 use std::path::Path;
-use std::time::Duration;
 
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
@@ -43,31 +42,7 @@ pub async fn spawn_shop_on(dir: &Path, stores: StoreLocation) -> Shop {
     launch(config).await.expect("the shop starts")
 }
 
-/// Polls `probe` until it returns `Some`, for at most 20 s.
-pub async fn eventually<T, F, Fut>(what: &str, probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    eventually_within(Duration::from_secs(20), what, probe).await
-}
-
-/// Polls `probe` until it returns `Some`, for at most `within`: a safety net, not a
-/// measurement.
-pub async fn eventually_within<T, F, Fut>(within: Duration, what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+pub use shop::service::testing::eventually;
 
 pub async fn get(shop: &impl Gateway, path: &str) -> (StatusCode, Value) {
     let response = Client::new().get(shop.url(path)).send().await.unwrap();
