@@ -66,7 +66,13 @@ impl Up {
         assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
         let status = up.child.wait().unwrap();
         assert!(status.success(), "capshop up exits cleanly on Ctrl-C: {status}");
-        up.lines.try_iter().collect()
+        // Everything it printed until its stdout closed: the reader thread may still be
+        // forwarding the last lines when the process has already exited.
+        let mut after = Vec::new();
+        while let Ok(line) = up.lines.recv_timeout(Duration::from_secs(10)) {
+            after.push(line);
+        }
+        after
     }
 }
 
