@@ -144,13 +144,7 @@ pub mod apply {
             if ![order::ORDER_PLACED, order::ORDER_CANCELLED].contains(&event.kind.as_str()) {
                 return Ok(());
             }
-            let order: Order = event.payload_as().map_err(|e| HandlerError::permanent(e.to_string()))?;
-            if event.key != order.id {
-                return Err(HandlerError::permanent(format!(
-                    "{} {} has key {:?} but its payload is about order {:?}",
-                    event.kind, event.id, event.key, order.id
-                )));
-            }
+            let order: Order = event.keyed_payload(|o: &Order| &o.id)?;
             if Site::of_customer(&order.customer_id) != self.site {
                 return Ok(());
             }

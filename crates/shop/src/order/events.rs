@@ -114,10 +114,6 @@ pub mod apply {
     use crate::order::model::OrderError;
     use crate::order::store;
 
-    fn payload<T: serde::de::DeserializeOwned>(event: &Envelope) -> Result<T, HandlerError> {
-        event.payload_as().map_err(|e| HandlerError::permanent(e.to_string()))
-    }
-
     /// Keeps the replica of customers (address, payment method) at their newest version.
     pub struct CustomerReplica {
         pub gate: VersionGate,
@@ -128,7 +124,7 @@ pub mod apply {
             if !customer::KINDS.contains(&event.kind.as_str()) {
                 return Ok(());
             }
-            let customer: Customer = payload(event)?;
+            let customer: Customer = event.payload_as()?;
             if self.gate.admit(tx, customer::SCOPE, &event.key, event.version)? {
                 store::put_customer(tx, &customer, event.occurred_at_ms())?;
             }
@@ -146,7 +142,7 @@ pub mod apply {
             if !catalog::KINDS.contains(&event.kind.as_str()) {
                 return Ok(());
             }
-            let product: Product = payload(event)?;
+            let product: Product = event.payload_as()?;
             if self.gate.admit(tx, catalog::SCOPE, &event.key, event.version)? {
                 store::put_product(tx, &product.id, &product.name, product.price_cents, product.version)?;
             }
@@ -168,7 +164,7 @@ pub mod apply {
             if ![inventory::STOCK_RESERVED, inventory::STOCK_REJECTED].contains(&event.kind.as_str()) {
                 return Ok(());
             }
-            let reservation: Reservation = payload(event)?;
+            let reservation: Reservation = event.payload_as()?;
             if reservation.status.is_some_and(|s| s != ReservationStatus::Reserved && s.holds()) {
                 return Ok(());
             }
