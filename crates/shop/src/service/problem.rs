@@ -102,6 +102,31 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     }
 }
 
+/// The answers of [`Body`] when it refuses a request body before the handler runs, for a
+/// handler's `responses(...)`; a body of the wrong shape (422) each handler documents
+/// itself, beside its own checks.
+#[derive(utoipa::IntoResponses)]
+pub enum BodyRefused {
+    #[response(
+        status = 400,
+        description = "the body is not valid JSON",
+        content_type = "application/problem+json"
+    )]
+    NotJson(Problem),
+    #[response(
+        status = 413,
+        description = "the body is larger than this service accepts",
+        content_type = "application/problem+json"
+    )]
+    TooLarge(Problem),
+    #[response(
+        status = 415,
+        description = "the body was not sent as `Content-Type: application/json`",
+        content_type = "application/problem+json"
+    )]
+    NotSentAsJson(Problem),
+}
+
 fn json_problem(rejection: JsonRejection) -> Problem {
     let status = rejection.status();
     let detail = match &rejection {

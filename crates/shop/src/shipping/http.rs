@@ -2,10 +2,11 @@
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::State;
-use axum::routing::get;
 use serde::Deserialize;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::events::{Shipment, ShipmentStatus};
 use super::model::{HeldShipment, OrderId};
@@ -13,12 +14,12 @@ use super::store;
 use crate::customer::model::Address;
 use crate::service::{Context, PathParams, Problem, QueryParams};
 
-pub fn router(ctx: Arc<Context>) -> Router {
-    Router::new()
-        .route("/shipments", get(list))
-        .route("/shipments/{order_id}", get(show))
-        .route("/held", get(held))
-        .with_state(ctx)
+/// The shipping service's routes, with their document.
+pub fn routes() -> OpenApiRouter<Arc<Context>> {
+    OpenApiRouter::with_openapi(Api::openapi())
+        .routes(routes!(list))
+        .routes(routes!(show))
+        .routes(routes!(held))
 }
 
 #[derive(utoipa::OpenApi)]
@@ -27,7 +28,6 @@ pub fn router(ctx: Arc<Context>) -> Router {
         title = "capshop shipping",
         description = "Shipments. An order ships only when it is confirmed, paid, and its address agrees with the customer's current one (or the customer confirmed it); otherwise its shipment is held with the reason until the replicas agree."
     ),
-    paths(list, show, held),
     components(schemas(Shipment, ShipmentStatus, HeldShipment, Address, Problem))
 )]
 pub struct Api;
@@ -40,8 +40,11 @@ struct ShipmentsQuery {
 
 /// Lists shipments: the one of `order_id` (none while the order has not reached
 /// shipping), or every shipment.
-#[utoipa::path(get, path = "/shipments", params(("order_id" = Option<String>, Query)),
-    responses((status = 200, body = [Shipment]), (status = 422, body = Problem)))]
+#[utoipa::path(get, path = "/shipments",
+    params(("order_id" = Option<String>, Query, description = "only the shipment of this order")),
+    responses((status = 200, body = [Shipment]),
+              (status = 400, body = Problem, content_type = "application/problem+json", description = "a bad query"),
+              (status = 422, body = Problem, content_type = "application/problem+json", description = "a bad order id")))]
 async fn list(
     State(ctx): State<Arc<Context>>,
     QueryParams(q): QueryParams<ShipmentsQuery>,
@@ -54,7 +57,8 @@ async fn list(
 
 /// Shows the shipment of an order.
 #[utoipa::path(get, path = "/shipments/{order_id}",
-    responses((status = 200, body = Shipment), (status = 404, body = Problem)))]
+    params(("order_id" = String, Path, description = "the order, e.g. `o-0193…`")),
+    responses((status = 200, body = Shipment), (status = 404, body = Problem, content_type = "application/problem+json", description = "no shipment for that order")))]
 async fn show(
     State(ctx): State<Arc<Context>>,
     PathParams(order): PathParams<String>,
