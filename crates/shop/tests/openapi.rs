@@ -1,6 +1,7 @@
 //! Each service's OpenAPI document as it serves it at `/openapi.json`: a committed snapshot
 //! per service (`snapshots/`), so a change to a route or its documentation is a visible
-//! diff; and every operation the document names reaches a handler.
+//! diff; and every operation the document names reaches a handler. The gateway's
+//! document (its fault controls) is checked the same way.
 
 mod support;
 
@@ -51,6 +52,7 @@ async fn every_service_serves_the_openapi_document_of_its_snapshot() {
         assert_eq!(ids.len(), count, "{name} names each operation once");
         insta::assert_json_snapshot!(name.as_str(), doc);
     }
+    insta::assert_json_snapshot!("gateway", document(shop.gateway).await);
     // Both sites serve the same routes, so one snapshot covers them.
     let dc1 = document(shop.sites[&Site::Dc1].addr).await;
     let dc2 = document(shop.sites[&Site::Dc2].addr).await;
@@ -80,6 +82,19 @@ async fn every_documented_operation_is_routed_to_its_handler() {
             let body: Value = response.json().await.unwrap_or(Value::Null);
             assert_ne!(body["detail"], "no such route", "{name} {method} {path}");
         }
+    }
+    // The gateway's fault controls: each call names placeholders, so it changes nothing.
+    let doc = document(shop.gateway).await;
+    for (method, path) in operations(&doc) {
+        let mut request = client.request(method.clone(), shop.url(&path)).bearer_auth(TOKEN);
+        if method == Method::POST {
+            request = request.json(&json!({ "a": "probe-1", "b": "probe-2", "ms": 1, "fraction": 0.0 }));
+        }
+        let response = request.send().await.unwrap_or_else(|e| panic!("gateway {method} {path}: {e}"));
+        assert_ne!(response.status(), StatusCode::METHOD_NOT_ALLOWED, "gateway {method} {path}");
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        let detail = body["detail"].as_str().unwrap_or_default();
+        assert!(!detail.starts_with("no such route"), "gateway {method} {path}: {body}");
     }
     shop.stop().await.unwrap();
 }
