@@ -58,7 +58,7 @@ pub fn routes(ctx: &Arc<Context>) -> OpenApiRouter<Arc<Context>> {
         Problem
     ))
 )]
-pub struct Api;
+struct Api;
 
 /// A new product; the id is the next free `p-NNN` when not given.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

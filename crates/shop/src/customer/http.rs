@@ -31,7 +31,7 @@ pub fn routes() -> OpenApiRouter<Arc<Context>> {
     ),
     components(schemas(Customer, Address, PaymentMethod, RegisterRequest, Problem))
 )]
-pub struct Api;
+struct Api;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -60,7 +60,7 @@ fn here(ctx: &Context) -> Site {
         Problem
     ))
 )]
-pub struct Api;
+struct Api;
 
 /// The new stock count of a product.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

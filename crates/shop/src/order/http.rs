@@ -42,7 +42,7 @@ pub fn routes() -> OpenApiRouter<Arc<Context>> {
     ),
     components(schemas(CartLine, AddItem, PlaceOrder, Order, Checkout, Address, Problem))
 )]
-pub struct Api;
+struct Api;
 
 fn customer_id(value: &str) -> Result<String, OrderError> {
     id("customer_id", "c", value)

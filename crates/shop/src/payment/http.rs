@@ -29,7 +29,7 @@ pub fn routes() -> OpenApiRouter<Arc<Context>> {
     ),
     components(schemas(AuthorizationRequest, Authorization, AuthorizationStatus, PaymentMethod, Problem))
 )]
-pub struct Api;
+struct Api;
 
 /// How many authorizations `GET /authorizations` lists when not told.
 const DEFAULT_LIMIT: u64 = 100;

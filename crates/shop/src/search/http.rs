@@ -27,7 +27,7 @@ pub fn routes() -> OpenApiRouter<Arc<Context>> {
     ),
     components(schemas(SearchAnswer, Hit, Kind, ConsumerLag, StreamLag, SearchStatus, Documents, Problem))
 )]
-pub struct Api;
+struct Api;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]

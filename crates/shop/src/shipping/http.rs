@@ -30,7 +30,7 @@ pub fn routes() -> OpenApiRouter<Arc<Context>> {
     ),
     components(schemas(Shipment, ShipmentStatus, HeldShipment, Address, Problem))
 )]
-pub struct Api;
+struct Api;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
