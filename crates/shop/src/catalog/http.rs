@@ -15,7 +15,7 @@ use super::events::{self, Product, Quote, QuoteItem, QuoteLine, QuoteRequest};
 use super::model::{Basket, NewProduct, PriceCents, ProductId, ProductName};
 use super::{cache, store};
 use crate::service::admin::require_token;
-use crate::service::{Body, BodyRefused, Context, PathParams, Problem, token};
+use crate::service::{Body, BodyRefused, Context, PathParams, Problem, StoreBusy, token};
 
 /// How many products `GET /popular` lists.
 pub const POPULAR_COUNT: u64 = 5;
@@ -97,14 +97,14 @@ fn product_id(id: &str) -> Result<ProductId, Problem> {
 }
 
 /// Lists every product, by id.
-#[utoipa::path(get, path = "/products", responses((status = 200, body = [Product])))]
+#[utoipa::path(get, path = "/products", responses(StoreBusy, (status = 200, body = [Product])))]
 async fn list(State(ctx): State<Arc<Context>>) -> Result<axum::Json<Vec<Product>>, Problem> {
     Ok(axum::Json(ctx.store.transact(store::list).await?))
 }
 
 /// Shows one product.
 #[utoipa::path(get, path = "/products/{id}", params(("id" = String, Path, description = "the product, e.g. `p-001`")),
-    responses((status = 200, body = Product), (status = 404, body = Problem, content_type = "application/problem+json", description = "no such product")))]
+    responses(StoreBusy, (status = 200, body = Product), (status = 404, body = Problem, content_type = "application/problem+json", description = "no such product")))]
 async fn show(
     State(ctx): State<Arc<Context>>,
     PathParams(id): PathParams<String>,
@@ -115,7 +115,7 @@ async fn show(
 
 /// Adds a product (admin: `Authorization: Bearer <token>`); publishes ProductAdded.
 #[utoipa::path(post, path = "/products", request_body = AddProduct,
-    responses(BodyRefused, (status = 201, body = Product, description = "added; with a Consistency-Token"),
+    responses(StoreBusy, BodyRefused, (status = 201, body = Product, description = "added; with a Consistency-Token"),
               (status = 401, body = Problem, content_type = "application/problem+json", description = "no admin token"),
               (status = 403, body = Problem, content_type = "application/problem+json", description = "a wrong admin token"),
               (status = 409, body = Problem, content_type = "application/problem+json", description = "a product with that id exists"),
@@ -131,7 +131,7 @@ async fn add(State(ctx): State<Arc<Context>>, Body(request): Body<AddProduct>) -
 /// Changes a product's price (admin); publishes ProductPriceChanged with the whole product
 /// at its next version. The same price again changes nothing.
 #[utoipa::path(put, path = "/products/{id}/price", params(("id" = String, Path, description = "the product, e.g. `p-001`")), request_body = PriceChange,
-    responses(BodyRefused, (status = 200, body = Product, description = "changed; with a Consistency-Token"),
+    responses(StoreBusy, BodyRefused, (status = 200, body = Product, description = "changed; with a Consistency-Token"),
               (status = 401, body = Problem, content_type = "application/problem+json", description = "no admin token"),
               (status = 403, body = Problem, content_type = "application/problem+json", description = "a wrong admin token"),
               (status = 404, body = Problem, content_type = "application/problem+json", description = "no such product"),
@@ -151,7 +151,7 @@ async fn change_price(
 /// Renames a product (admin); publishes ProductRenamed with the whole product at its next
 /// version. The same name again changes nothing.
 #[utoipa::path(put, path = "/products/{id}/name", params(("id" = String, Path, description = "the product, e.g. `p-001`")), request_body = Rename,
-    responses(BodyRefused, (status = 200, body = Product, description = "renamed; with a Consistency-Token"),
+    responses(StoreBusy, BodyRefused, (status = 200, body = Product, description = "renamed; with a Consistency-Token"),
               (status = 401, body = Problem, content_type = "application/problem+json", description = "no admin token"),
               (status = 403, body = Problem, content_type = "application/problem+json", description = "a wrong admin token"),
               (status = 404, body = Problem, content_type = "application/problem+json", description = "no such product"),
@@ -171,7 +171,7 @@ async fn rename(
 /// Prices a cart at the current prices: the binding, consistent quote the order service
 /// asks for before it shows a total or places an order.
 #[utoipa::path(post, path = "/quote", request_body = QuoteRequest,
-    responses(BodyRefused, (status = 200, body = Quote),
+    responses(StoreBusy, BodyRefused, (status = 200, body = Quote),
               (status = 422, body = Problem, content_type = "application/problem+json", description = "the body does not fit, no items, a bad quantity, or unknown products (named)")))]
 async fn quote(
     State(ctx): State<Arc<Context>>,
@@ -183,7 +183,7 @@ async fn quote(
 
 /// Lists the most quoted products from the popularity cache. When the cache is cut off or
 /// its breaker is open, answers at once with `limited: true` instead of waiting.
-#[utoipa::path(get, path = "/popular", responses((status = 200, body = Popular)))]
+#[utoipa::path(get, path = "/popular", responses(StoreBusy, (status = 200, body = Popular)))]
 async fn popular(State(ctx): State<Arc<Context>>) -> Result<axum::Json<Popular>, Problem> {
     let cache = cache::of(&ctx);
     let products = match cache.get(POPULAR_KEY).await {

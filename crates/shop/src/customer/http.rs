@@ -12,7 +12,7 @@ use utoipa_axum::routes;
 
 use super::model::{Address, Customer, CustomerId, PaymentMethod, Registration};
 use super::{events, store};
-use crate::service::{Body, BodyRefused, Context, PathParams, Problem, token};
+use crate::service::{Body, BodyRefused, Context, PathParams, Problem, StoreBusy, token};
 
 /// The customer service's routes, with their document.
 pub fn routes() -> OpenApiRouter<Arc<Context>> {
@@ -48,7 +48,7 @@ fn customer_id(id: &str) -> Result<CustomerId, Problem> {
 
 /// Registers a customer.
 #[utoipa::path(post, path = "/customers", request_body = RegisterRequest,
-    responses(BodyRefused, (status = 201, body = Customer, description = "registered; with a Consistency-Token"),
+    responses(StoreBusy, BodyRefused, (status = 201, body = Customer, description = "registered; with a Consistency-Token"),
               (status = 409, body = Problem, content_type = "application/problem+json", description = "the email is taken"),
               (status = 422, body = Problem, content_type = "application/problem+json", description = "the body does not fit, or a bad name, email or address")))]
 async fn register(
@@ -63,14 +63,14 @@ async fn register(
 }
 
 /// Lists every customer.
-#[utoipa::path(get, path = "/customers", responses((status = 200, body = [Customer])))]
+#[utoipa::path(get, path = "/customers", responses(StoreBusy, (status = 200, body = [Customer])))]
 async fn list(State(ctx): State<Arc<Context>>) -> Result<axum::Json<Vec<Customer>>, Problem> {
     Ok(axum::Json(ctx.store.transact(store::list).await?))
 }
 
 /// Shows one customer.
 #[utoipa::path(get, path = "/customers/{id}", params(("id" = String, Path, description = "the customer, e.g. `c-ada`")),
-    responses((status = 200, body = Customer), (status = 404, body = Problem, content_type = "application/problem+json", description = "no such customer")))]
+    responses(StoreBusy, (status = 200, body = Customer), (status = 404, body = Problem, content_type = "application/problem+json", description = "no such customer")))]
 async fn show(
     State(ctx): State<Arc<Context>>,
     PathParams(id): PathParams<String>,
@@ -81,7 +81,7 @@ async fn show(
 
 /// Changes a customer's address; replicas learn of it by the CustomerAddressChanged event.
 #[utoipa::path(put, path = "/customers/{id}/address", params(("id" = String, Path, description = "the customer, e.g. `c-ada`")), request_body = Address,
-    responses(BodyRefused, (status = 200, body = Customer, description = "changed; with a Consistency-Token"),
+    responses(StoreBusy, BodyRefused, (status = 200, body = Customer, description = "changed; with a Consistency-Token"),
               (status = 404, body = Problem, content_type = "application/problem+json", description = "no such customer"),
               (status = 422, body = Problem, content_type = "application/problem+json", description = "the body does not fit, or a bad address")))]
 async fn change_address(
@@ -98,7 +98,7 @@ async fn change_address(
 
 /// Changes a customer's payment method.
 #[utoipa::path(put, path = "/customers/{id}/payment-method", params(("id" = String, Path, description = "the customer, e.g. `c-ada`")), request_body = PaymentMethod,
-    responses(BodyRefused, (status = 200, body = Customer, description = "changed; with a Consistency-Token"),
+    responses(StoreBusy, BodyRefused, (status = 200, body = Customer, description = "changed; with a Consistency-Token"),
               (status = 404, body = Problem, content_type = "application/problem+json", description = "no such customer"),
               (status = 422, body = Problem, content_type = "application/problem+json", description = "the body does not fit, or a bad card")))]
 async fn change_payment_method(

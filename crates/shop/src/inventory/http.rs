@@ -19,7 +19,9 @@ use super::settle::{self, Ledger, Verdict};
 use super::sites::{Mode, Site};
 use super::store;
 use crate::service::admin::require_token;
-use crate::service::{Body, BodyRefused, Context, PathParams, Problem, QueryParams, ServiceName, token};
+use crate::service::{
+    Body, BodyRefused, Context, PathParams, Problem, QueryParams, ServiceName, StoreBusy, token,
+};
 
 /// The routes of one site, with their document.
 pub fn routes(ctx: &Arc<Context>) -> OpenApiRouter<Arc<Context>> {
@@ -77,14 +79,14 @@ struct ReservationsQuery {
 }
 
 /// Lists the stock of every product.
-#[utoipa::path(get, path = "/stock", responses((status = 200, body = [Stock])))]
+#[utoipa::path(get, path = "/stock", responses(StoreBusy, (status = 200, body = [Stock])))]
 async fn list(State(ctx): State<Arc<Context>>) -> Result<axum::Json<Vec<Stock>>, Problem> {
     Ok(axum::Json(ctx.store.transact(store::list).await?))
 }
 
 /// Shows the stock of one product.
 #[utoipa::path(get, path = "/stock/{product_id}", params(("product_id" = String, Path, description = "the product, e.g. `p-001`")),
-    responses((status = 200, body = Stock), (status = 404, body = Problem, content_type = "application/problem+json", description = "no stock of that product")))]
+    responses(StoreBusy, (status = 200, body = Stock), (status = 404, body = Problem, content_type = "application/problem+json", description = "no stock of that product")))]
 async fn show(
     State(ctx): State<Arc<Context>>,
     PathParams(product_id): PathParams<String>,
@@ -97,12 +99,12 @@ async fn show(
 /// Sets the units on hand of a product (admin: `Authorization: Bearer <token>`); adds the
 /// product when it has no stock yet. Publishes StockAdjusted.
 #[utoipa::path(put, path = "/stock/{product_id}", params(("product_id" = String, Path, description = "the product, e.g. `p-001`")), request_body = AdjustRequest,
-    responses(BodyRefused, (status = 200, body = Stock, description = "set; with a Consistency-Token"),
+    responses(StoreBusy, BodyRefused, (status = 200, body = Stock, description = "set; with a Consistency-Token"),
               (status = 401, body = Problem, content_type = "application/problem+json", description = "no admin token"),
               (status = 403, body = Problem, content_type = "application/problem+json", description = "a wrong admin token"),
               (status = 409, body = Problem, content_type = "application/problem+json", description = "below what is reserved"),
               (status = 422, body = Problem, content_type = "application/problem+json", description = "the body does not fit, or a bad product id or count"),
-              (status = 503, body = Problem, content_type = "application/problem+json", description = "cp: this site cannot reach the other, so it refuses writes")))]
+              (status = 503, body = Problem, content_type = "application/problem+json", description = "cp: this site cannot reach the other, so it refuses writes; or the database is busy")))]
 async fn adjust(
     State(ctx): State<Arc<Context>>,
     PathParams(product_id): PathParams<String>,
@@ -127,7 +129,7 @@ async fn adjust(
 /// asking the other site when this one has no copy yet.
 #[utoipa::path(get, path = "/reservations",
     params(("order_id" = String, Query, description = "the order, e.g. `o-0193…`")),
-    responses((status = 200, body = [ReservationLine]),
+    responses(StoreBusy, (status = 200, body = [ReservationLine]),
               (status = 400, body = Problem, content_type = "application/problem+json", description = "no order_id, or a bad query"),
               (status = 422, body = Problem, content_type = "application/problem+json", description = "a bad order id")))]
 async fn reservations(
@@ -148,7 +150,7 @@ async fn reservations(
 /// Lists the reservation lines of an order as this site alone knows them.
 #[utoipa::path(get, path = "/sites/reservations",
     params(("order_id" = String, Query, description = "the order, e.g. `o-0193…`")),
-    responses((status = 200, body = [ReservationLine]),
+    responses(StoreBusy, (status = 200, body = [ReservationLine]),
               (status = 400, body = Problem, content_type = "application/problem+json", description = "no order_id, or a bad query"),
               (status = 422, body = Problem, content_type = "application/problem+json", description = "a bad order id")))]
 async fn local_reservations(
@@ -170,7 +172,7 @@ pub struct SiteStatus {
 }
 
 /// Shows which site answers and what waits for the other site.
-#[utoipa::path(get, path = "/sites", responses((status = 200, body = SiteStatus)))]
+#[utoipa::path(get, path = "/sites", responses(StoreBusy, (status = 200, body = SiteStatus)))]
 async fn status(State(ctx): State<Arc<Context>>) -> Result<axum::Json<SiteStatus>, Problem> {
     let (site, mode) = (here(&ctx), ctx.choices.inventory);
     let waiting = ctx
@@ -187,7 +189,7 @@ async fn status(State(ctx): State<Arc<Context>>) -> Result<axum::Json<SiteStatus
 /// Shows this site's own counters and reservation lines of the listed products (called
 /// by the arbiter before it settles its own orders).
 #[utoipa::path(post, path = "/sites/ledger", request_body = [String],
-    responses(BodyRefused, (status = 200, body = Ledger),
+    responses(StoreBusy, BodyRefused, (status = 200, body = Ledger),
               (status = 422, body = Problem, content_type = "application/problem+json", description = "the body does not fit, or a bad product id")))]
 async fn show_ledger(
     State(ctx): State<Arc<Context>>,
@@ -223,7 +225,7 @@ fn from_the_other_site(ctx: &Context, ledger: &Ledger) -> Result<(), Problem> {
 
 /// cp: acknowledges the other site's pending holds its own view can still hold.
 #[utoipa::path(post, path = "/sites/acks", request_body = Ledger,
-    responses(BodyRefused, (status = 200, body = [Verdict]),
+    responses(StoreBusy, BodyRefused, (status = 200, body = [Verdict]),
               (status = 409, body = Problem, content_type = "application/problem+json", description = "this site runs in ap mode"),
               (status = 422, body = Problem, content_type = "application/problem+json", description = "the body does not fit, or a ledger not of the other site")))]
 async fn acknowledge(
@@ -240,7 +242,7 @@ async fn acknowledge(
 
 /// ap, at the arbiter: settles the other site's provisional holds by the rule.
 #[utoipa::path(post, path = "/sites/settle", request_body = Ledger,
-    responses(BodyRefused, (status = 200, body = [Verdict]),
+    responses(StoreBusy, BodyRefused, (status = 200, body = [Verdict]),
               (status = 409, body = Problem, content_type = "application/problem+json", description = "this site is not the arbiter, or runs in cp mode"),
               (status = 422, body = Problem, content_type = "application/problem+json", description = "the body does not fit, or a ledger not of the other site")))]
 async fn arbitrate(

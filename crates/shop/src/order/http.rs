@@ -18,7 +18,7 @@ use super::place;
 use super::store::{self, CartLine};
 use crate::customer::model::Address;
 use crate::service::{
-    Body, BodyRefused, Context, PathParams, PeerError, Problem, QueryParams, ServiceName, token,
+    Body, BodyRefused, Context, PathParams, PeerError, Problem, QueryParams, ServiceName, StoreBusy, token,
 };
 
 /// The order service's routes, with their document.
@@ -72,7 +72,7 @@ async fn ensure_customer(ctx: &Context, customer_id: &str) -> Result<(), OrderEr
 
 /// Shows a customer's cart with list prices from the replica.
 #[utoipa::path(get, path = "/carts/{customer_id}", params(("customer_id" = String, Path, description = "the customer, e.g. `c-ada`")),
-    responses((status = 200, body = [CartLine]), (status = 422, body = Problem, content_type = "application/problem+json", description = "a bad customer id")))]
+    responses(StoreBusy, (status = 200, body = [CartLine]), (status = 422, body = Problem, content_type = "application/problem+json", description = "a bad customer id")))]
 async fn cart(
     State(ctx): State<Arc<Context>>,
     PathParams(customer): PathParams<String>,
@@ -91,7 +91,7 @@ pub struct AddItem {
 
 /// Adds a product to a customer's cart.
 #[utoipa::path(post, path = "/carts/{customer_id}/items", params(("customer_id" = String, Path, description = "the customer, e.g. `c-ada`")), request_body = AddItem,
-    responses(BodyRefused, (status = 200, body = [CartLine]),
+    responses(StoreBusy, BodyRefused, (status = 200, body = [CartLine]),
               (status = 404, body = Problem, content_type = "application/problem+json", description = "no such customer"),
               (status = 422, body = Problem, content_type = "application/problem+json", description = "the body does not fit, a bad id or quantity, or an unknown product")))]
 async fn add_item(
@@ -113,7 +113,7 @@ async fn add_item(
 /// Removes a product from a customer's cart.
 #[utoipa::path(delete, path = "/carts/{customer_id}/items/{product_id}",
     params(("customer_id" = String, Path, description = "the customer, e.g. `c-ada`"), ("product_id" = String, Path, description = "the product, e.g. `p-001`")),
-    responses((status = 200, body = [CartLine]), (status = 422, body = Problem, content_type = "application/problem+json", description = "a bad customer id")))]
+    responses(StoreBusy, (status = 200, body = [CartLine]), (status = 422, body = Problem, content_type = "application/problem+json", description = "a bad customer id")))]
 async fn remove_item(
     State(ctx): State<Arc<Context>>,
     PathParams((customer, product)): PathParams<(String, String)>,
@@ -126,11 +126,11 @@ async fn remove_item(
 /// they are) and the total (confirmed only by a fresh catalog quote). Send the
 /// `Consistency-Token` of your last customer write to read your own writes.
 #[utoipa::path(get, path = "/checkout/{customer_id}", params(("customer_id" = String, Path, description = "the customer, e.g. `c-ada`"), ("Consistency-Token" = Option<String>, Header, description = "the token of your last write, to read your own writes")),
-    responses((status = 200, body = Checkout),
+    responses(StoreBusy, (status = 200, body = Checkout),
               (status = 400, body = Problem, content_type = "application/problem+json", description = "a bad Consistency-Token"),
               (status = 404, body = Problem, content_type = "application/problem+json", description = "no such customer"),
               (status = 422, body = Problem, content_type = "application/problem+json", description = "a bad customer id"),
-              (status = 503, body = Problem, content_type = "application/problem+json", description = "the address is known neither to the replica nor to the customer service")))]
+              (status = 503, body = Problem, content_type = "application/problem+json", description = "the address is known neither to the replica nor to the customer service; or the database is busy")))]
 async fn show_checkout(
     State(ctx): State<Arc<Context>>,
     PathParams(customer): PathParams<String>,
@@ -152,12 +152,12 @@ pub struct PlaceOrder {
 /// Places an order from the customer's cart: a binding quote and a payment authorization
 /// first; 503 with the reason if either cannot be had, and then nothing is written.
 #[utoipa::path(post, path = "/orders", request_body = PlaceOrder, params(("Consistency-Token" = Option<String>, Header, description = "the token of your last write, to read your own writes")),
-    responses(BodyRefused, (status = 201, body = Order, description = "placed; with a Consistency-Token"),
+    responses(StoreBusy, BodyRefused, (status = 201, body = Order, description = "placed; with a Consistency-Token"),
               (status = 400, body = Problem, content_type = "application/problem+json", description = "a bad Consistency-Token, or a body that is not JSON"),
               (status = 402, body = Problem, content_type = "application/problem+json", description = "the payment was declined"),
               (status = 404, body = Problem, content_type = "application/problem+json", description = "no such customer"),
               (status = 422, body = Problem, content_type = "application/problem+json", description = "the body does not fit, a bad id or address, or an empty cart"),
-              (status = 503, body = Problem, content_type = "application/problem+json", description = "no binding total, no address or no payment decision could be had: nothing was written")))]
+              (status = 503, body = Problem, content_type = "application/problem+json", description = "no binding total, no address or no payment decision could be had: nothing was written; or the database is busy")))]
 async fn place_order(
     State(ctx): State<Arc<Context>>,
     headers: HeaderMap,
@@ -177,7 +177,7 @@ struct OrdersQuery {
 
 /// Lists a customer's orders.
 #[utoipa::path(get, path = "/orders", params(("customer_id" = String, Query, description = "the customer, e.g. `c-ada`")),
-    responses((status = 200, body = [Order]),
+    responses(StoreBusy, (status = 200, body = [Order]),
               (status = 400, body = Problem, content_type = "application/problem+json", description = "no customer_id, or a bad query"),
               (status = 422, body = Problem, content_type = "application/problem+json", description = "a bad customer id")))]
 async fn list_orders(
@@ -190,7 +190,7 @@ async fn list_orders(
 
 /// Shows an order with its status.
 #[utoipa::path(get, path = "/orders/{id}", params(("id" = String, Path, description = "the order, e.g. `o-0193…`")),
-    responses((status = 200, body = Order), (status = 404, body = Problem, content_type = "application/problem+json", description = "no such order")))]
+    responses(StoreBusy, (status = 200, body = Order), (status = 404, body = Problem, content_type = "application/problem+json", description = "no such order")))]
 async fn show_order(
     State(ctx): State<Arc<Context>>,
     PathParams(order): PathParams<String>,
@@ -223,7 +223,7 @@ async fn change_order(
 /// The customer confirms the order's address although it differs from theirs; shipping
 /// may then ship to it.
 #[utoipa::path(post, path = "/orders/{id}/confirm-address", params(("id" = String, Path, description = "the order, e.g. `o-0193…`")),
-    responses((status = 200, body = Order, description = "confirmed; with a Consistency-Token"),
+    responses(StoreBusy, (status = 200, body = Order, description = "confirmed; with a Consistency-Token"),
               (status = 404, body = Problem, content_type = "application/problem+json", description = "no such order"),
               (status = 409, body = Problem, content_type = "application/problem+json", description = "the order is rejected or cancelled")))]
 async fn confirm_address(
@@ -235,7 +235,7 @@ async fn confirm_address(
 
 /// Cancels an open order; inventory releases its stock.
 #[utoipa::path(post, path = "/orders/{id}/cancel", params(("id" = String, Path, description = "the order, e.g. `o-0193…`")),
-    responses((status = 200, body = Order, description = "cancelled; with a Consistency-Token"),
+    responses(StoreBusy, (status = 200, body = Order, description = "cancelled; with a Consistency-Token"),
               (status = 404, body = Problem, content_type = "application/problem+json", description = "no such order"),
               (status = 409, body = Problem, content_type = "application/problem+json", description = "the order is rejected or cancelled already")))]
 async fn cancel(

@@ -14,7 +14,7 @@ use super::events::{Authorization, AuthorizationRequest, AuthorizationStatus};
 use super::model::Charge;
 use super::store;
 use crate::customer::model::PaymentMethod;
-use crate::service::{Body, BodyRefused, Context, PathParams, Problem, QueryParams};
+use crate::service::{Body, BodyRefused, Context, PathParams, Problem, QueryParams, StoreBusy};
 
 /// The payment service's routes, with their document.
 pub fn routes() -> OpenApiRouter<Arc<Context>> {
@@ -46,7 +46,7 @@ struct AuthorizationsQuery {
 /// (PaymentAuthorized or PaymentDeclined is published with it), 200 with the first
 /// decision when the order was already decided.
 #[utoipa::path(post, path = "/authorizations", request_body = AuthorizationRequest,
-    responses(BodyRefused, (status = 201, body = Authorization, description = "decided now"),
+    responses(StoreBusy, BodyRefused, (status = 201, body = Authorization, description = "decided now"),
               (status = 200, body = Authorization, description = "decided before, for the same order"),
               (status = 422, body = Problem, content_type = "application/problem+json", description = "the body does not fit, or a bad order id, amount or payment method")))]
 async fn authorize(
@@ -67,7 +67,7 @@ async fn authorize(
 #[utoipa::path(get, path = "/authorizations",
     params(("order_id" = Option<String>, Query, description = "only the authorization of this order"),
            ("limit" = Option<u64>, Query, description = "how many, 1 to 1000; 100 when absent")),
-    responses((status = 200, body = [Authorization]),
+    responses(StoreBusy, (status = 200, body = [Authorization]),
               (status = 400, body = Problem, content_type = "application/problem+json", description = "a bad query"),
               (status = 422, body = Problem, content_type = "application/problem+json", description = "a limit out of range")))]
 async fn list(
@@ -85,7 +85,7 @@ async fn list(
 /// Shows one authorization by its id (`a-…`).
 #[utoipa::path(get, path = "/authorizations/{id}",
     params(("id" = String, Path, description = "the authorization, e.g. `a-0193…`")),
-    responses((status = 200, body = Authorization), (status = 404, body = Problem, content_type = "application/problem+json", description = "no such authorization")))]
+    responses(StoreBusy, (status = 200, body = Authorization), (status = 404, body = Problem, content_type = "application/problem+json", description = "no such authorization")))]
 async fn show(
     State(ctx): State<Arc<Context>>,
     PathParams(id): PathParams<String>,

@@ -12,7 +12,7 @@ use utoipa_axum::routes;
 use super::FEEDS;
 use super::model::{Hit, Kind, SearchQuery};
 use super::store;
-use crate::service::{Context, Problem, QueryParams};
+use crate::service::{Context, Problem, QueryParams, StoreBusy};
 
 /// The search service's routes, with their document.
 pub fn routes() -> OpenApiRouter<Arc<Context>> {
@@ -116,7 +116,7 @@ async fn lag(ctx: &Context) -> Vec<ConsumerLag> {
 
 /// Searches products and orders, best match first, and says how far behind the index is.
 #[utoipa::path(get, path = "/search", params(SearchParams),
-    responses((status = 200, body = SearchAnswer),
+    responses(StoreBusy, (status = 200, body = SearchAnswer),
               (status = 400, body = Problem, content_type = "application/problem+json", description = "an empty or unparsable query, a bad kind or limit")))]
 async fn search(
     State(ctx): State<Arc<Context>>,
@@ -129,7 +129,7 @@ async fn search(
 }
 
 /// How many documents the index holds and how far behind its sources it is.
-#[utoipa::path(get, path = "/status", responses((status = 200, body = SearchStatus)))]
+#[utoipa::path(get, path = "/status", responses(StoreBusy, (status = 200, body = SearchStatus)))]
 async fn status(State(ctx): State<Arc<Context>>) -> Result<axum::Json<SearchStatus>, Problem> {
     let documents = ctx
         .store

@@ -32,7 +32,7 @@ use utoipa_axum::router::OpenApiRouter;
 
 pub use part::Part;
 pub use peer::{Peer, PeerError};
-pub use problem::{Body, BodyRefused, PathParams, Problem, QueryParams};
+pub use problem::{Body, BodyRefused, PathParams, Problem, QueryParams, StoreBusy};
 
 /// The seven services of DESIGN §1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]

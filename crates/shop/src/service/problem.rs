@@ -88,6 +88,18 @@ impl From<kit::store::StoreError> for Problem {
     }
 }
 
+/// The answer of a handler whose database is busy (a retryable [`kit::store::StoreError`]),
+/// for a handler's `responses(...)`: try again.
+#[derive(utoipa::IntoResponses)]
+pub enum StoreBusy {
+    #[response(
+        status = 503,
+        description = "the database is busy, try again",
+        content_type = "application/problem+json"
+    )]
+    Busy(Problem),
+}
+
 /// A JSON request body; malformed or ill-typed JSON becomes a 400/415/413 problem.
 pub struct Body<T>(pub T);
 

@@ -12,7 +12,7 @@ use super::events::{Shipment, ShipmentStatus};
 use super::model::{HeldShipment, OrderId};
 use super::store;
 use crate::customer::model::Address;
-use crate::service::{Context, PathParams, Problem, QueryParams};
+use crate::service::{Context, PathParams, Problem, QueryParams, StoreBusy};
 
 /// The shipping service's routes, with their document.
 pub fn routes() -> OpenApiRouter<Arc<Context>> {
@@ -42,7 +42,7 @@ struct ShipmentsQuery {
 /// shipping), or every shipment.
 #[utoipa::path(get, path = "/shipments",
     params(("order_id" = Option<String>, Query, description = "only the shipment of this order")),
-    responses((status = 200, body = [Shipment]),
+    responses(StoreBusy, (status = 200, body = [Shipment]),
               (status = 400, body = Problem, content_type = "application/problem+json", description = "a bad query"),
               (status = 422, body = Problem, content_type = "application/problem+json", description = "a bad order id")))]
 async fn list(
@@ -58,7 +58,7 @@ async fn list(
 /// Shows the shipment of an order.
 #[utoipa::path(get, path = "/shipments/{order_id}",
     params(("order_id" = String, Path, description = "the order, e.g. `o-0193…`")),
-    responses((status = 200, body = Shipment), (status = 404, body = Problem, content_type = "application/problem+json", description = "no shipment for that order")))]
+    responses(StoreBusy, (status = 200, body = Shipment), (status = 404, body = Problem, content_type = "application/problem+json", description = "no shipment for that order")))]
 async fn show(
     State(ctx): State<Arc<Context>>,
     PathParams(order): PathParams<String>,
@@ -70,7 +70,7 @@ async fn show(
 
 /// Lists the held shipments that still wait for something, longest held first, each with
 /// the reason. Shipments of rejected or cancelled orders are not listed: they never ship.
-#[utoipa::path(get, path = "/held", responses((status = 200, body = [HeldShipment])))]
+#[utoipa::path(get, path = "/held", responses(StoreBusy, (status = 200, body = [HeldShipment])))]
 async fn held(State(ctx): State<Arc<Context>>) -> Result<axum::Json<Vec<HeldShipment>>, Problem> {
     Ok(axum::Json(ctx.store.transact(store::held).await?))
 }
