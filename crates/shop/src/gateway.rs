@@ -43,10 +43,7 @@ pub fn router(routes: Routes, chaos: Chaos, admin_token: String) -> Router {
         )
         .route("/", get(|| async { Html(include_str!("../assets/shop.html")) }))
         .route("/dashboard", get(|| async { Html(include_str!("../assets/dashboard.html")) }))
-        .route(
-            "/openapi.json",
-            get(|| async { axum::Json(<crate::chaos::http::Api as utoipa::OpenApi>::openapi()) }),
-        )
+        .route("/openapi.json", get(|| async { axum::Json(crate::chaos::http::openapi()) }))
         .route("/assets/{name}", get(asset))
         .route("/api/{service}", any(forward_root))
         .route("/api/{service}/{*path}", any(forward))

@@ -2,19 +2,20 @@
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::middleware;
 use axum::response::Response;
-use axum::routing::{get, post, put};
 use serde::{Deserialize, Serialize};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::events::{self, Product, Quote, QuoteItem, QuoteLine, QuoteRequest};
 use super::model::{Basket, NewProduct, PriceCents, ProductId, ProductName};
 use super::{cache, store};
 use crate::service::admin::require_token;
-use crate::service::{Body, Context, PathParams, Problem, token};
+use crate::service::{Body, BodyRefused, Context, PathParams, Problem, StoreBusy, token};
 
 /// How many products `GET /popular` lists.
 pub const POPULAR_COUNT: u64 = 5;
@@ -22,20 +23,20 @@ pub const POPULAR_COUNT: u64 = 5;
 /// The key of the ranking in the popularity cache.
 const POPULAR_KEY: &str = "popular";
 
-pub fn router(ctx: Arc<Context>) -> Router {
+/// The catalog's routes, with their document.
+pub fn routes(ctx: &Arc<Context>) -> OpenApiRouter<Arc<Context>> {
     // Writing the catalog is an admin operation; reading and quoting are not.
-    let admin = Router::new()
-        .route("/products", post(add))
-        .route("/products/{id}/price", put(change_price))
-        .route("/products/{id}/name", put(rename))
+    let admin = OpenApiRouter::new()
+        .routes(routes!(add))
+        .routes(routes!(change_price))
+        .routes(routes!(rename))
         .route_layer(middleware::from_fn_with_state(ctx.clone(), require_token));
-    Router::new()
-        .route("/products", get(list))
-        .route("/products/{id}", get(show))
-        .route("/quote", post(quote))
-        .route("/popular", get(popular))
+    OpenApiRouter::with_openapi(Api::openapi())
+        .routes(routes!(list))
+        .routes(routes!(show))
+        .routes(routes!(quote))
+        .routes(routes!(popular))
         .merge(admin)
-        .with_state(ctx)
 }
 
 #[derive(utoipa::OpenApi)]
@@ -44,7 +45,6 @@ pub fn router(ctx: Arc<Context>) -> Router {
         title = "capshop catalog",
         description = "Products and their prices (the source of truth). The quote is the binding, consistent price of a cart; changing prices needs the admin token."
     ),
-    paths(list, show, add, change_price, rename, quote, popular),
     components(schemas(
         Product,
         AddProduct,
@@ -58,7 +58,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
         Problem
     ))
 )]
-pub struct Api;
+struct Api;
 
 /// A new product; the id is the next free `p-NNN` when not given.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -97,14 +97,14 @@ fn product_id(id: &str) -> Result<ProductId, Problem> {
 }
 
 /// Lists every product, by id.
-#[utoipa::path(get, path = "/products", responses((status = 200, body = [Product])))]
+#[utoipa::path(get, path = "/products", responses(StoreBusy, (status = 200, body = [Product])))]
 async fn list(State(ctx): State<Arc<Context>>) -> Result<axum::Json<Vec<Product>>, Problem> {
     Ok(axum::Json(ctx.store.transact(store::list).await?))
 }
 
 /// Shows one product.
-#[utoipa::path(get, path = "/products/{id}",
-    responses((status = 200, body = Product), (status = 404, body = Problem)))]
+#[utoipa::path(get, path = "/products/{id}", params(("id" = String, Path, description = "the product, e.g. `p-001`")),
+    responses(StoreBusy, (status = 200, body = Product), (status = 404, body = Problem, content_type = "application/problem+json", description = "no such product")))]
 async fn show(
     State(ctx): State<Arc<Context>>,
     PathParams(id): PathParams<String>,
@@ -115,9 +115,11 @@ async fn show(
 
 /// Adds a product (admin: `Authorization: Bearer <token>`); publishes ProductAdded.
 #[utoipa::path(post, path = "/products", request_body = AddProduct,
-    responses((status = 201, body = Product, description = "added; with a Consistency-Token"),
-              (status = 401, body = Problem), (status = 403, body = Problem),
-              (status = 409, body = Problem), (status = 422, body = Problem)))]
+    responses(StoreBusy, BodyRefused, (status = 201, body = Product, description = "added; with a Consistency-Token"),
+              (status = 401, body = Problem, content_type = "application/problem+json", description = "no admin token"),
+              (status = 403, body = Problem, content_type = "application/problem+json", description = "a wrong admin token"),
+              (status = 409, body = Problem, content_type = "application/problem+json", description = "a product with that id exists"),
+              (status = 422, body = Problem, content_type = "application/problem+json", description = "the body does not fit, or a bad id, name, description or price")))]
 async fn add(State(ctx): State<Arc<Context>>, Body(request): Body<AddProduct>) -> Result<Response, Problem> {
     let new =
         NewProduct::parse(request.id.as_deref(), &request.name, &request.description, request.price_cents)?;
@@ -128,10 +130,12 @@ async fn add(State(ctx): State<Arc<Context>>, Body(request): Body<AddProduct>) -
 
 /// Changes a product's price (admin); publishes ProductPriceChanged with the whole product
 /// at its next version. The same price again changes nothing.
-#[utoipa::path(put, path = "/products/{id}/price", request_body = PriceChange,
-    responses((status = 200, body = Product, description = "changed; with a Consistency-Token"),
-              (status = 401, body = Problem), (status = 403, body = Problem),
-              (status = 404, body = Problem), (status = 422, body = Problem)))]
+#[utoipa::path(put, path = "/products/{id}/price", params(("id" = String, Path, description = "the product, e.g. `p-001`")), request_body = PriceChange,
+    responses(StoreBusy, BodyRefused, (status = 200, body = Product, description = "changed; with a Consistency-Token"),
+              (status = 401, body = Problem, content_type = "application/problem+json", description = "no admin token"),
+              (status = 403, body = Problem, content_type = "application/problem+json", description = "a wrong admin token"),
+              (status = 404, body = Problem, content_type = "application/problem+json", description = "no such product"),
+              (status = 422, body = Problem, content_type = "application/problem+json", description = "the body does not fit, or a bad price")))]
 async fn change_price(
     State(ctx): State<Arc<Context>>,
     PathParams(id): PathParams<String>,
@@ -146,10 +150,12 @@ async fn change_price(
 
 /// Renames a product (admin); publishes ProductRenamed with the whole product at its next
 /// version. The same name again changes nothing.
-#[utoipa::path(put, path = "/products/{id}/name", request_body = Rename,
-    responses((status = 200, body = Product, description = "renamed; with a Consistency-Token"),
-              (status = 401, body = Problem), (status = 403, body = Problem),
-              (status = 404, body = Problem), (status = 422, body = Problem)))]
+#[utoipa::path(put, path = "/products/{id}/name", params(("id" = String, Path, description = "the product, e.g. `p-001`")), request_body = Rename,
+    responses(StoreBusy, BodyRefused, (status = 200, body = Product, description = "renamed; with a Consistency-Token"),
+              (status = 401, body = Problem, content_type = "application/problem+json", description = "no admin token"),
+              (status = 403, body = Problem, content_type = "application/problem+json", description = "a wrong admin token"),
+              (status = 404, body = Problem, content_type = "application/problem+json", description = "no such product"),
+              (status = 422, body = Problem, content_type = "application/problem+json", description = "the body does not fit, or a bad name")))]
 async fn rename(
     State(ctx): State<Arc<Context>>,
     PathParams(id): PathParams<String>,
@@ -165,8 +171,8 @@ async fn rename(
 /// Prices a cart at the current prices: the binding, consistent quote the order service
 /// asks for before it shows a total or places an order.
 #[utoipa::path(post, path = "/quote", request_body = QuoteRequest,
-    responses((status = 200, body = Quote), (status = 400, body = Problem),
-              (status = 422, body = Problem, description = "no items, a bad quantity, or unknown products (named)")))]
+    responses(StoreBusy, BodyRefused, (status = 200, body = Quote),
+              (status = 422, body = Problem, content_type = "application/problem+json", description = "the body does not fit, no items, a bad quantity, or unknown products (named)")))]
 async fn quote(
     State(ctx): State<Arc<Context>>,
     Body(request): Body<QuoteRequest>,
@@ -177,7 +183,7 @@ async fn quote(
 
 /// Lists the most quoted products from the popularity cache. When the cache is cut off or
 /// its breaker is open, answers at once with `limited: true` instead of waiting.
-#[utoipa::path(get, path = "/popular", responses((status = 200, body = Popular)))]
+#[utoipa::path(get, path = "/popular", responses(StoreBusy, (status = 200, body = Popular)))]
 async fn popular(State(ctx): State<Arc<Context>>) -> Result<axum::Json<Popular>, Problem> {
     let cache = cache::of(&ctx);
     let products = match cache.get(POPULAR_KEY).await {

@@ -12,19 +12,13 @@ pub mod store;
 use std::sync::Arc;
 
 use kit::link::Link;
-use kit::store::{Migrations, StoreError};
-use utoipa::OpenApi;
+use kit::store::StoreError;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::service::{Context, Service, ServiceName};
 use model::{NewProduct, ProductId};
 
 pub struct CatalogService;
-
-const MIGRATIONS: Migrations = Migrations {
-    component: "catalog",
-    sqlite: &[include_str!("../../migrations/sqlite/catalog.sql")],
-    postgres: &[include_str!("../../migrations/postgres/catalog.sql")],
-};
 
 /// The products of a fresh shop, `p-001` … `p-020` in this order: (name, description, price).
 const SEED: [(&str, &str, u64); 20] = [
@@ -53,18 +47,10 @@ const SEED: [(&str, &str, u64); 20] = [
 impl Service for CatalogService {
     const NAME: ServiceName = ServiceName::Catalog;
 
-    fn migrations() -> &'static Migrations {
-        &MIGRATIONS
-    }
-
-    fn router(ctx: Arc<Context>) -> axum::Router {
+    fn routes(ctx: &Arc<Context>) -> OpenApiRouter<Arc<Context>> {
         // Made now, so the cache's breaker is in the metrics before the first /popular.
-        cache::of(&ctx);
-        http::router(ctx)
-    }
-
-    fn openapi() -> utoipa::openapi::OpenApi {
-        http::Api::openapi()
+        cache::of(ctx);
+        http::routes(ctx)
     }
 
     async fn seed(ctx: Arc<Context>) -> Result<(), StoreError> {

@@ -8,31 +8,46 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
 use serde::Deserialize;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{Chaos, ChaosError, Status};
 use crate::service::admin::check_bearer;
-use crate::service::{Body, PathParams, Problem};
+use crate::service::{Body, BodyRefused, PathParams, Problem};
 
 struct Admin {
     chaos: Chaos,
     token: String,
 }
 
+/// Where the gateway nests these routes.
+const PREFIX: &str = "/admin/chaos";
+
+/// The routes with their documentation, relative to [`PREFIX`].
+fn routes() -> OpenApiRouter<Arc<Admin>> {
+    OpenApiRouter::new()
+        .routes(routes!(status))
+        .routes(routes!(cut))
+        .routes(routes!(heal))
+        .routes(routes!(latency))
+        .routes(routes!(loss))
+        .routes(routes!(stop))
+        .routes(routes!(start))
+}
+
 /// The routes, to be nested at `/admin/chaos`.
 pub fn router(chaos: Chaos, token: String) -> Router {
     let admin = Arc::new(Admin { chaos, token });
-    Router::new()
-        .route("/", get(status))
-        .route("/cut", post(cut))
-        .route("/heal", post(heal))
-        .route("/latency", post(latency))
-        .route("/loss", post(loss))
-        .route("/services/{service}/stop", post(stop))
-        .route("/services/{service}/start", post(start))
+    Router::from(routes())
         .layer(middleware::from_fn_with_state(admin.clone(), require_token))
         .with_state(admin)
+}
+
+/// The gateway's OpenAPI document: these routes at `/admin/chaos`, from the same source.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    OpenApiRouter::with_openapi(Api::openapi()).nest(PREFIX, routes()).into_openapi()
 }
 
 async fn require_token(
@@ -101,7 +116,6 @@ type Answer = Result<axum::Json<Status>, Problem>;
         title = "capshop gateway: faults on purpose",
         description = "Cut, slow or make lossy the links between services (or inventory sites) and between a service and the bus; stop and start services and inventory sites (inventory names both sites). Every route needs Authorization: Bearer <admin token>; every change answers with the whole status."
     ),
-    paths(status, cut, heal, latency, loss, stop, start),
     components(schemas(
         Status,
         super::LinkStatus,
@@ -114,28 +128,29 @@ type Answer = Result<axum::Json<Status>, Problem>;
         Problem
     ))
 )]
-pub struct Api;
+struct Api;
 
 /// Every link with its faults and every part (service or inventory site) with its state.
-#[utoipa::path(get, path = "/admin/chaos", responses((status = 200, body = Status), (status = 401, body = Problem), (status = 403, body = Problem)))]
+#[utoipa::path(get, path = "/", responses((status = 200, body = Status), (status = 401, body = Problem, content_type = "application/problem+json", description = "no admin token"), (status = 403, body = Problem, content_type = "application/problem+json", description = "a wrong admin token")))]
 async fn status(State(admin): State<Arc<Admin>>) -> axum::Json<Status> {
     axum::Json(admin.chaos.status().await)
 }
 
 /// Cuts the links between `a` and `b` (services, inventory sites, `bus` or `cache`; `inventory`
 /// names both sites): both ways, or with `oneway` only from `a` to `b`.
-#[utoipa::path(post, path = "/admin/chaos/cut", request_body = Cut,
-    responses((status = 200, body = Status), (status = 401, body = Problem), (status = 403, body = Problem),
-              (status = 404, body = Problem, description = "no link between them; the links that exist are named"),
-              (status = 422, body = Problem, description = "an unknown endpoint or a missing field")))]
+#[utoipa::path(post, path = "/cut", request_body = Cut,
+    responses(BodyRefused, (status = 200, body = Status), (status = 401, body = Problem, content_type = "application/problem+json", description = "no admin token"), (status = 403, body = Problem, content_type = "application/problem+json", description = "a wrong admin token"),
+              (status = 404, body = Problem, content_type = "application/problem+json", description = "no link between them; the links that exist are named"),
+              (status = 422, body = Problem, content_type = "application/problem+json", description = "an unknown endpoint or a missing field")))]
 async fn cut(State(admin): State<Arc<Admin>>, Body(cut): Body<Cut>) -> Answer {
     admin.chaos.cut(&cut.a, &cut.b, cut.oneway)?;
     Ok(status(State(admin)).await)
 }
 
 /// Removes every fault of the link between `a` and `b`, or of every link with `{}`.
-#[utoipa::path(post, path = "/admin/chaos/heal", request_body = Heal,
-    responses((status = 200, body = Status), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
+#[utoipa::path(post, path = "/heal", request_body = Heal,
+    responses(BodyRefused, (status = 200, body = Status), (status = 401, body = Problem, content_type = "application/problem+json", description = "no admin token"), (status = 403, body = Problem, content_type = "application/problem+json", description = "a wrong admin token"), (status = 404, body = Problem, content_type = "application/problem+json", description = "no link between them; the links that exist are named"),
+              (status = 422, body = Problem, content_type = "application/problem+json", description = "an unknown endpoint, a missing field or a value out of range")))]
 async fn heal(State(admin): State<Arc<Admin>>, Body(heal): Body<Heal>) -> Answer {
     match (heal.a, heal.b) {
         (Some(a), Some(b)) => {
@@ -152,16 +167,18 @@ async fn heal(State(admin): State<Arc<Admin>>, Body(heal): Body<Heal>) -> Answer
 }
 
 /// Adds `ms` milliseconds (at most 60000) to every pass over the link between `a` and `b`.
-#[utoipa::path(post, path = "/admin/chaos/latency", request_body = Latency,
-    responses((status = 200, body = Status), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
+#[utoipa::path(post, path = "/latency", request_body = Latency,
+    responses(BodyRefused, (status = 200, body = Status), (status = 401, body = Problem, content_type = "application/problem+json", description = "no admin token"), (status = 403, body = Problem, content_type = "application/problem+json", description = "a wrong admin token"), (status = 404, body = Problem, content_type = "application/problem+json", description = "no link between them; the links that exist are named"),
+              (status = 422, body = Problem, content_type = "application/problem+json", description = "an unknown endpoint, a missing field or a value out of range")))]
 async fn latency(State(admin): State<Arc<Admin>>, Body(latency): Body<Latency>) -> Answer {
     admin.chaos.latency(&latency.a, &latency.b, Duration::from_millis(latency.ms))?;
     Ok(status(State(admin)).await)
 }
 
 /// Makes `fraction` (0 to 1) of the passes over the link between `a` and `b` fail.
-#[utoipa::path(post, path = "/admin/chaos/loss", request_body = Loss,
-    responses((status = 200, body = Status), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
+#[utoipa::path(post, path = "/loss", request_body = Loss,
+    responses(BodyRefused, (status = 200, body = Status), (status = 401, body = Problem, content_type = "application/problem+json", description = "no admin token"), (status = 403, body = Problem, content_type = "application/problem+json", description = "a wrong admin token"), (status = 404, body = Problem, content_type = "application/problem+json", description = "no link between them; the links that exist are named"),
+              (status = 422, body = Problem, content_type = "application/problem+json", description = "an unknown endpoint, a missing field or a value out of range")))]
 async fn loss(State(admin): State<Arc<Admin>>, Body(loss): Body<Loss>) -> Answer {
     admin.chaos.loss(&loss.a, &loss.b, loss.fraction)?;
     Ok(status(State(admin)).await)
@@ -169,8 +186,8 @@ async fn loss(State(admin): State<Arc<Admin>>, Body(loss): Body<Loss>) -> Answer
 
 /// Stops a service or an inventory site (`inventory` stops both): its server, relay and
 /// consumers end; its data stays.
-#[utoipa::path(post, path = "/admin/chaos/services/{service}/stop", params(("service" = String, Path, description = "a service or an inventory site: order, inventory-dc2, inventory (both sites)")),
-    responses((status = 200, body = Status), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem, description = "no such service or site; the known ones are named")))]
+#[utoipa::path(post, path = "/services/{service}/stop", params(("service" = String, Path, description = "a service or an inventory site: order, inventory-dc2, inventory (both sites)")),
+    responses((status = 200, body = Status), (status = 401, body = Problem, content_type = "application/problem+json", description = "no admin token"), (status = 403, body = Problem, content_type = "application/problem+json", description = "a wrong admin token"), (status = 404, body = Problem, content_type = "application/problem+json", description = "no such service or site; the known ones are named")))]
 async fn stop(State(admin): State<Arc<Admin>>, PathParams(name): PathParams<String>) -> Answer {
     for part in admin.chaos.parts(&name)? {
         admin.chaos.stop(part).await?;
@@ -179,9 +196,9 @@ async fn stop(State(admin): State<Arc<Admin>>, PathParams(name): PathParams<Stri
 }
 
 /// Starts a stopped service or inventory site (`inventory` starts both) again on its port.
-#[utoipa::path(post, path = "/admin/chaos/services/{service}/start", params(("service" = String, Path, description = "a service or an inventory site: order, inventory-dc2, inventory (both sites)")),
-    responses((status = 200, body = Status), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
-              (status = 503, body = Problem, description = "its port could not be bound again")))]
+#[utoipa::path(post, path = "/services/{service}/start", params(("service" = String, Path, description = "a service or an inventory site: order, inventory-dc2, inventory (both sites)")),
+    responses((status = 200, body = Status), (status = 401, body = Problem, content_type = "application/problem+json", description = "no admin token"), (status = 403, body = Problem, content_type = "application/problem+json", description = "a wrong admin token"), (status = 404, body = Problem, content_type = "application/problem+json", description = "no such service or site; the known ones are named"),
+              (status = 503, body = Problem, content_type = "application/problem+json", description = "its port could not be bound again")))]
 async fn start(State(admin): State<Arc<Admin>>, PathParams(name): PathParams<String>) -> Answer {
     for part in admin.chaos.parts(&name)? {
         admin.chaos.start(part).await?;

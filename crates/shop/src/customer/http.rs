@@ -2,24 +2,25 @@
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::{get, put};
 use serde::Deserialize;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::model::{Address, Customer, CustomerId, PaymentMethod, Registration};
 use super::{events, store};
-use crate::service::{Body, Context, PathParams, Problem, token};
+use crate::service::{Body, BodyRefused, Context, PathParams, Problem, StoreBusy, token};
 
-pub fn router(ctx: Arc<Context>) -> Router {
-    Router::new()
-        .route("/customers", get(list).post(register))
-        .route("/customers/{id}", get(show))
-        .route("/customers/{id}/address", put(change_address))
-        .route("/customers/{id}/payment-method", put(change_payment_method))
-        .with_state(ctx)
+/// The customer service's routes, with their document.
+pub fn routes() -> OpenApiRouter<Arc<Context>> {
+    OpenApiRouter::with_openapi(Api::openapi())
+        .routes(routes!(list, register))
+        .routes(routes!(show))
+        .routes(routes!(change_address))
+        .routes(routes!(change_payment_method))
 }
 
 #[derive(utoipa::OpenApi)]
@@ -28,10 +29,9 @@ pub fn router(ctx: Arc<Context>) -> Router {
         title = "capshop customer",
         description = "Customers, their addresses and payment methods (the source of truth)."
     ),
-    paths(register, list, show, change_address, change_payment_method),
     components(schemas(Customer, Address, PaymentMethod, RegisterRequest, Problem))
 )]
-pub struct Api;
+struct Api;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -48,8 +48,9 @@ fn customer_id(id: &str) -> Result<CustomerId, Problem> {
 
 /// Registers a customer.
 #[utoipa::path(post, path = "/customers", request_body = RegisterRequest,
-    responses((status = 201, body = Customer, description = "registered; with a Consistency-Token"),
-              (status = 409, body = Problem), (status = 422, body = Problem)))]
+    responses(StoreBusy, BodyRefused, (status = 201, body = Customer, description = "registered; with a Consistency-Token"),
+              (status = 409, body = Problem, content_type = "application/problem+json", description = "the email is taken"),
+              (status = 422, body = Problem, content_type = "application/problem+json", description = "the body does not fit, or a bad name, email or address")))]
 async fn register(
     State(ctx): State<Arc<Context>>,
     Body(request): Body<RegisterRequest>,
@@ -62,13 +63,14 @@ async fn register(
 }
 
 /// Lists every customer.
-#[utoipa::path(get, path = "/customers", responses((status = 200, body = [Customer])))]
+#[utoipa::path(get, path = "/customers", responses(StoreBusy, (status = 200, body = [Customer])))]
 async fn list(State(ctx): State<Arc<Context>>) -> Result<axum::Json<Vec<Customer>>, Problem> {
     Ok(axum::Json(ctx.store.transact(store::list).await?))
 }
 
 /// Shows one customer.
-#[utoipa::path(get, path = "/customers/{id}", responses((status = 200, body = Customer), (status = 404, body = Problem)))]
+#[utoipa::path(get, path = "/customers/{id}", params(("id" = String, Path, description = "the customer, e.g. `c-ada`")),
+    responses(StoreBusy, (status = 200, body = Customer), (status = 404, body = Problem, content_type = "application/problem+json", description = "no such customer")))]
 async fn show(
     State(ctx): State<Arc<Context>>,
     PathParams(id): PathParams<String>,
@@ -78,9 +80,10 @@ async fn show(
 }
 
 /// Changes a customer's address; replicas learn of it by the CustomerAddressChanged event.
-#[utoipa::path(put, path = "/customers/{id}/address", request_body = Address,
-    responses((status = 200, body = Customer, description = "changed; with a Consistency-Token"),
-              (status = 404, body = Problem), (status = 422, body = Problem)))]
+#[utoipa::path(put, path = "/customers/{id}/address", params(("id" = String, Path, description = "the customer, e.g. `c-ada`")), request_body = Address,
+    responses(StoreBusy, BodyRefused, (status = 200, body = Customer, description = "changed; with a Consistency-Token"),
+              (status = 404, body = Problem, content_type = "application/problem+json", description = "no such customer"),
+              (status = 422, body = Problem, content_type = "application/problem+json", description = "the body does not fit, or a bad address")))]
 async fn change_address(
     State(ctx): State<Arc<Context>>,
     PathParams(id): PathParams<String>,
@@ -94,8 +97,10 @@ async fn change_address(
 }
 
 /// Changes a customer's payment method.
-#[utoipa::path(put, path = "/customers/{id}/payment-method", request_body = PaymentMethod,
-    responses((status = 200, body = Customer), (status = 404, body = Problem), (status = 422, body = Problem)))]
+#[utoipa::path(put, path = "/customers/{id}/payment-method", params(("id" = String, Path, description = "the customer, e.g. `c-ada`")), request_body = PaymentMethod,
+    responses(StoreBusy, BodyRefused, (status = 200, body = Customer, description = "changed; with a Consistency-Token"),
+              (status = 404, body = Problem, content_type = "application/problem+json", description = "no such customer"),
+              (status = 422, body = Problem, content_type = "application/problem+json", description = "the body does not fit, or a bad card")))]
 async fn change_payment_method(
     State(ctx): State<Arc<Context>>,
     PathParams(id): PathParams<String>,

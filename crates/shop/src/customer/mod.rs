@@ -8,19 +8,13 @@ pub mod store;
 
 use std::sync::Arc;
 
-use kit::store::{Migrations, StoreError};
-use utoipa::OpenApi;
+use kit::store::StoreError;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::service::{Context, Service, ServiceName};
 use model::{Address, CustomerId, PaymentMethod, Registration};
 
 pub struct CustomerService;
-
-const MIGRATIONS: Migrations = Migrations {
-    component: "customer",
-    sqlite: &[include_str!("../../migrations/sqlite/customer.sql")],
-    postgres: &[include_str!("../../migrations/postgres/customer.sql")],
-};
 
 /// One customer of a fresh shop: id, name, email, line1, city, postcode, country, card.
 type SeedCustomer = (
@@ -53,16 +47,8 @@ const SEED: [SeedCustomer; 3] = [
 impl Service for CustomerService {
     const NAME: ServiceName = ServiceName::Customer;
 
-    fn migrations() -> &'static Migrations {
-        &MIGRATIONS
-    }
-
-    fn router(ctx: Arc<Context>) -> axum::Router {
-        http::router(ctx)
-    }
-
-    fn openapi() -> utoipa::openapi::OpenApi {
-        http::Api::openapi()
+    fn routes(_: &Arc<Context>) -> OpenApiRouter<Arc<Context>> {
+        http::routes()
     }
 
     async fn seed(ctx: Arc<Context>) -> Result<(), StoreError> {

@@ -3,13 +3,14 @@
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::middleware;
 use axum::response::Response;
-use axum::routing::{get, post, put};
 use serde::{Deserialize, Serialize};
+use utoipa::OpenApi;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 
 use super::events;
 use super::merge::SiteStock;
@@ -18,20 +19,23 @@ use super::settle::{self, Ledger, Verdict};
 use super::sites::{Mode, Site};
 use super::store;
 use crate::service::admin::require_token;
-use crate::service::{Body, Context, PathParams, Problem, QueryParams, ServiceName, token};
+use crate::service::{
+    Body, BodyRefused, Context, PathParams, Problem, QueryParams, ServiceName, StoreBusy, token,
+};
 
-pub fn router(ctx: Arc<Context>) -> Router {
+/// The routes of one site, with their document.
+pub fn routes(ctx: &Arc<Context>) -> OpenApiRouter<Arc<Context>> {
     let admin = middleware::from_fn_with_state(ctx.clone(), require_token);
-    Router::new()
-        .route("/stock", get(list))
-        .route("/stock/{product_id}", get(show).merge(put(adjust).route_layer(admin)))
-        .route("/reservations", get(reservations))
-        .route("/sites", get(status))
-        .route("/sites/reservations", get(local_reservations))
-        .route("/sites/ledger", post(show_ledger))
-        .route("/sites/acks", post(acknowledge))
-        .route("/sites/settle", post(arbitrate))
-        .with_state(ctx)
+    OpenApiRouter::with_openapi(Api::openapi())
+        .routes(routes!(list))
+        .routes(routes!(show))
+        .routes(routes!(adjust).map(|put| put.route_layer(admin)))
+        .routes(routes!(reservations))
+        .routes(routes!(status))
+        .routes(routes!(local_reservations))
+        .routes(routes!(show_ledger))
+        .routes(routes!(acknowledge))
+        .routes(routes!(arbitrate))
 }
 
 fn here(ctx: &Context) -> Site {
@@ -44,7 +48,6 @@ fn here(ctx: &Context) -> Site {
         title = "capshop inventory",
         description = "Stock per product and the reservations of placed orders (the source of truth)."
     ),
-    paths(list, show, adjust, reservations, status, local_reservations, show_ledger, acknowledge, arbitrate),
     components(schemas(
         Stock,
         ReservationLine,
@@ -59,7 +62,7 @@ fn here(ctx: &Context) -> Site {
         Problem
     ))
 )]
-pub struct Api;
+struct Api;
 
 /// The new stock count of a product.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -76,14 +79,14 @@ struct ReservationsQuery {
 }
 
 /// Lists the stock of every product.
-#[utoipa::path(get, path = "/stock", responses((status = 200, body = [Stock])))]
+#[utoipa::path(get, path = "/stock", responses(StoreBusy, (status = 200, body = [Stock])))]
 async fn list(State(ctx): State<Arc<Context>>) -> Result<axum::Json<Vec<Stock>>, Problem> {
     Ok(axum::Json(ctx.store.transact(store::list).await?))
 }
 
 /// Shows the stock of one product.
-#[utoipa::path(get, path = "/stock/{product_id}",
-    responses((status = 200, body = Stock), (status = 404, body = Problem)))]
+#[utoipa::path(get, path = "/stock/{product_id}", params(("product_id" = String, Path, description = "the product, e.g. `p-001`")),
+    responses(StoreBusy, (status = 200, body = Stock), (status = 404, body = Problem, content_type = "application/problem+json", description = "no stock of that product")))]
 async fn show(
     State(ctx): State<Arc<Context>>,
     PathParams(product_id): PathParams<String>,
@@ -95,11 +98,13 @@ async fn show(
 
 /// Sets the units on hand of a product (admin: `Authorization: Bearer <token>`); adds the
 /// product when it has no stock yet. Publishes StockAdjusted.
-#[utoipa::path(put, path = "/stock/{product_id}", request_body = AdjustRequest,
-    responses((status = 200, body = Stock, description = "set; with a Consistency-Token"),
-              (status = 401, body = Problem), (status = 403, body = Problem),
-              (status = 409, body = Problem, description = "below what is reserved"),
-              (status = 422, body = Problem)))]
+#[utoipa::path(put, path = "/stock/{product_id}", params(("product_id" = String, Path, description = "the product, e.g. `p-001`")), request_body = AdjustRequest,
+    responses(StoreBusy, BodyRefused, (status = 200, body = Stock, description = "set; with a Consistency-Token"),
+              (status = 401, body = Problem, content_type = "application/problem+json", description = "no admin token"),
+              (status = 403, body = Problem, content_type = "application/problem+json", description = "a wrong admin token"),
+              (status = 409, body = Problem, content_type = "application/problem+json", description = "below what is reserved"),
+              (status = 422, body = Problem, content_type = "application/problem+json", description = "the body does not fit, or a bad product id or count"),
+              (status = 503, body = Problem, content_type = "application/problem+json", description = "cp: this site cannot reach the other, so it refuses writes; or the database is busy")))]
 async fn adjust(
     State(ctx): State<Arc<Context>>,
     PathParams(product_id): PathParams<String>,
@@ -123,9 +128,10 @@ async fn adjust(
 /// Lists the reservation lines of an order (none while inventory has not reserved for it),
 /// asking the other site when this one has no copy yet.
 #[utoipa::path(get, path = "/reservations",
-    params(("order_id" = String, Query, description = "the order, e.g. o-0193…")),
-    responses((status = 200, body = [ReservationLine]), (status = 400, body = Problem),
-              (status = 422, body = Problem)))]
+    params(("order_id" = String, Query, description = "the order, e.g. `o-0193…`")),
+    responses(StoreBusy, (status = 200, body = [ReservationLine]),
+              (status = 400, body = Problem, content_type = "application/problem+json", description = "no order_id, or a bad query"),
+              (status = 422, body = Problem, content_type = "application/problem+json", description = "a bad order id")))]
 async fn reservations(
     State(ctx): State<Arc<Context>>,
     QueryParams(query): QueryParams<ReservationsQuery>,
@@ -143,8 +149,10 @@ async fn reservations(
 
 /// Lists the reservation lines of an order as this site alone knows them.
 #[utoipa::path(get, path = "/sites/reservations",
-    params(("order_id" = String, Query, description = "the order, e.g. o-0193…")),
-    responses((status = 200, body = [ReservationLine]), (status = 400, body = Problem)))]
+    params(("order_id" = String, Query, description = "the order, e.g. `o-0193…`")),
+    responses(StoreBusy, (status = 200, body = [ReservationLine]),
+              (status = 400, body = Problem, content_type = "application/problem+json", description = "no order_id, or a bad query"),
+              (status = 422, body = Problem, content_type = "application/problem+json", description = "a bad order id")))]
 async fn local_reservations(
     State(ctx): State<Arc<Context>>,
     QueryParams(query): QueryParams<ReservationsQuery>,
@@ -164,7 +172,7 @@ pub struct SiteStatus {
 }
 
 /// Shows which site answers and what waits for the other site.
-#[utoipa::path(get, path = "/sites", responses((status = 200, body = SiteStatus)))]
+#[utoipa::path(get, path = "/sites", responses(StoreBusy, (status = 200, body = SiteStatus)))]
 async fn status(State(ctx): State<Arc<Context>>) -> Result<axum::Json<SiteStatus>, Problem> {
     let (site, mode) = (here(&ctx), ctx.choices.inventory);
     let waiting = ctx
@@ -181,7 +189,8 @@ async fn status(State(ctx): State<Arc<Context>>) -> Result<axum::Json<SiteStatus
 /// Shows this site's own counters and reservation lines of the listed products (called
 /// by the arbiter before it settles its own orders).
 #[utoipa::path(post, path = "/sites/ledger", request_body = [String],
-    responses((status = 200, body = Ledger), (status = 422, body = Problem)))]
+    responses(StoreBusy, BodyRefused, (status = 200, body = Ledger),
+              (status = 422, body = Problem, content_type = "application/problem+json", description = "the body does not fit, or a bad product id")))]
 async fn show_ledger(
     State(ctx): State<Arc<Context>>,
     Body(products): Body<Vec<String>>,
@@ -216,7 +225,9 @@ fn from_the_other_site(ctx: &Context, ledger: &Ledger) -> Result<(), Problem> {
 
 /// cp: acknowledges the other site's pending holds its own view can still hold.
 #[utoipa::path(post, path = "/sites/acks", request_body = Ledger,
-    responses((status = 200, body = [Verdict]), (status = 409, body = Problem), (status = 422, body = Problem)))]
+    responses(StoreBusy, BodyRefused, (status = 200, body = [Verdict]),
+              (status = 409, body = Problem, content_type = "application/problem+json", description = "this site runs in ap mode"),
+              (status = 422, body = Problem, content_type = "application/problem+json", description = "the body does not fit, or a ledger not of the other site")))]
 async fn acknowledge(
     State(ctx): State<Arc<Context>>,
     Body(ledger): Body<Ledger>,
@@ -231,7 +242,9 @@ async fn acknowledge(
 
 /// ap, at the arbiter: settles the other site's provisional holds by the rule.
 #[utoipa::path(post, path = "/sites/settle", request_body = Ledger,
-    responses((status = 200, body = [Verdict]), (status = 409, body = Problem), (status = 422, body = Problem)))]
+    responses(StoreBusy, BodyRefused, (status = 200, body = [Verdict]),
+              (status = 409, body = Problem, content_type = "application/problem+json", description = "this site is not the arbiter, or runs in cp mode"),
+              (status = 422, body = Problem, content_type = "application/problem+json", description = "the body does not fit, or a ledger not of the other site")))]
 async fn arbitrate(
     State(ctx): State<Arc<Context>>,
     Body(ledger): Body<Ledger>,

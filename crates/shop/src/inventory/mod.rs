@@ -57,21 +57,15 @@ use std::sync::Arc;
 
 use kit::bus::{Bus, ConsumerSpec, Ordering};
 use kit::link::LinkedBus;
-use kit::store::{Migrations, StoreError};
+use kit::store::StoreError;
 use tokio::sync::Notify;
-use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::service::{Consumers, Context, Service, ServiceName};
 use events::apply::{OrderAnswers, SiteReplica};
 use model::{OnHand, ProductId};
 
 pub struct InventoryService;
-
-const MIGRATIONS: Migrations = Migrations {
-    component: "inventory",
-    sqlite: &[include_str!("../../migrations/sqlite/inventory.sql")],
-    postgres: &[include_str!("../../migrations/postgres/inventory.sql")],
-};
 
 /// The products a fresh shop stocks (the catalog seeds the same ids).
 const SEED_PRODUCTS: u64 = 20;
@@ -84,16 +78,8 @@ fn seed_units(n: u64) -> u64 {
 impl Service for InventoryService {
     const NAME: ServiceName = ServiceName::Inventory;
 
-    fn migrations() -> &'static Migrations {
-        &MIGRATIONS
-    }
-
-    fn router(ctx: Arc<Context>) -> axum::Router {
-        http::router(ctx)
-    }
-
-    fn openapi() -> utoipa::openapi::OpenApi {
-        http::Api::openapi()
+    fn routes(ctx: &Arc<Context>) -> OpenApiRouter<Arc<Context>> {
+        http::routes(ctx)
     }
 
     fn consume(ctx: &Arc<Context>, consumers: &mut Consumers) {

@@ -346,10 +346,12 @@ mod unit {
     use crate::inventory::model::{OnHand, ProductId};
 
     async fn site() -> Store {
-        let store =
-            Store::open("sqlite::memory:", &[&kit::outbox::MIGRATIONS, &crate::inventory::MIGRATIONS])
-                .await
-                .unwrap();
+        let store = Store::open(
+            "sqlite::memory:",
+            &[&kit::outbox::MIGRATIONS, crate::service::ServiceName::Inventory.migrations()],
+        )
+        .await
+        .unwrap();
         store
             .transact(|tx| store::seed(tx, &ProductId::parse("p-001").unwrap(), OnHand::new(5).unwrap()))
             .await

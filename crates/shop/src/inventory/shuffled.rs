@@ -99,8 +99,12 @@ fn history() -> impl Strategy<Value = Vec<Envelope>> {
 
 /// dc1's store, seeded with 10 units of each product.
 async fn dc1() -> Store {
-    let store =
-        Store::open("sqlite::memory:", &[&kit::outbox::MIGRATIONS, &super::MIGRATIONS]).await.unwrap();
+    let store = Store::open(
+        "sqlite::memory:",
+        &[&kit::outbox::MIGRATIONS, crate::service::ServiceName::Inventory.migrations()],
+    )
+    .await
+    .unwrap();
     store
         .transact(|tx| {
             for p in PRODUCTS {

@@ -2,13 +2,14 @@
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use axum::routing::{delete, get, post};
 use kit::token::{ConsistencyToken, TokenEntry};
 use serde::Deserialize;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::checkout::{self, Checkout};
 use super::events::{self, ORDER_ADDRESS_CONFIRMED, ORDER_CANCELLED, Order, OrderStatus};
@@ -16,19 +17,21 @@ use super::model::{OrderError, Quantity, id};
 use super::place;
 use super::store::{self, CartLine};
 use crate::customer::model::Address;
-use crate::service::{Body, Context, PathParams, PeerError, Problem, QueryParams, ServiceName, token};
+use crate::service::{
+    Body, BodyRefused, Context, PathParams, PeerError, Problem, QueryParams, ServiceName, StoreBusy, token,
+};
 
-pub fn router(ctx: Arc<Context>) -> Router {
-    Router::new()
-        .route("/carts/{customer_id}", get(cart))
-        .route("/carts/{customer_id}/items", post(add_item))
-        .route("/carts/{customer_id}/items/{product_id}", delete(remove_item))
-        .route("/checkout/{customer_id}", get(show_checkout))
-        .route("/orders", post(place_order).get(list_orders))
-        .route("/orders/{id}", get(show_order))
-        .route("/orders/{id}/confirm-address", post(confirm_address))
-        .route("/orders/{id}/cancel", post(cancel))
-        .with_state(ctx)
+/// The order service's routes, with their document.
+pub fn routes() -> OpenApiRouter<Arc<Context>> {
+    OpenApiRouter::with_openapi(Api::openapi())
+        .routes(routes!(cart))
+        .routes(routes!(add_item))
+        .routes(routes!(remove_item))
+        .routes(routes!(show_checkout))
+        .routes(routes!(list_orders, place_order))
+        .routes(routes!(show_order))
+        .routes(routes!(confirm_address))
+        .routes(routes!(cancel))
 }
 
 #[derive(utoipa::OpenApi)]
@@ -37,20 +40,9 @@ pub fn router(ctx: Arc<Context>) -> Router {
         title = "capshop order",
         description = "Carts, the checkout and orders. The address comes from a replica of the customer (available); the total and the payment are synchronous (consistent)."
     ),
-    paths(
-        cart,
-        add_item,
-        remove_item,
-        show_checkout,
-        place_order,
-        list_orders,
-        show_order,
-        confirm_address,
-        cancel
-    ),
     components(schemas(CartLine, AddItem, PlaceOrder, Order, Checkout, Address, Problem))
 )]
-pub struct Api;
+struct Api;
 
 fn customer_id(value: &str) -> Result<String, OrderError> {
     id("customer_id", "c", value)
@@ -79,7 +71,8 @@ async fn ensure_customer(ctx: &Context, customer_id: &str) -> Result<(), OrderEr
 }
 
 /// Shows a customer's cart with list prices from the replica.
-#[utoipa::path(get, path = "/carts/{customer_id}", responses((status = 200, body = [CartLine])))]
+#[utoipa::path(get, path = "/carts/{customer_id}", params(("customer_id" = String, Path, description = "the customer, e.g. `c-ada`")),
+    responses(StoreBusy, (status = 200, body = [CartLine]), (status = 422, body = Problem, content_type = "application/problem+json", description = "a bad customer id")))]
 async fn cart(
     State(ctx): State<Arc<Context>>,
     PathParams(customer): PathParams<String>,
@@ -97,8 +90,10 @@ pub struct AddItem {
 }
 
 /// Adds a product to a customer's cart.
-#[utoipa::path(post, path = "/carts/{customer_id}/items", request_body = AddItem,
-    responses((status = 200, body = [CartLine]), (status = 404, body = Problem), (status = 422, body = Problem)))]
+#[utoipa::path(post, path = "/carts/{customer_id}/items", params(("customer_id" = String, Path, description = "the customer, e.g. `c-ada`")), request_body = AddItem,
+    responses(StoreBusy, BodyRefused, (status = 200, body = [CartLine]),
+              (status = 404, body = Problem, content_type = "application/problem+json", description = "no such customer"),
+              (status = 422, body = Problem, content_type = "application/problem+json", description = "the body does not fit, a bad id or quantity, or an unknown product")))]
 async fn add_item(
     State(ctx): State<Arc<Context>>,
     PathParams(customer): PathParams<String>,
@@ -116,7 +111,9 @@ async fn add_item(
 }
 
 /// Removes a product from a customer's cart.
-#[utoipa::path(delete, path = "/carts/{customer_id}/items/{product_id}", responses((status = 200, body = [CartLine])))]
+#[utoipa::path(delete, path = "/carts/{customer_id}/items/{product_id}",
+    params(("customer_id" = String, Path, description = "the customer, e.g. `c-ada`"), ("product_id" = String, Path, description = "the product, e.g. `p-001`")),
+    responses(StoreBusy, (status = 200, body = [CartLine]), (status = 422, body = Problem, content_type = "application/problem+json", description = "a bad customer id")))]
 async fn remove_item(
     State(ctx): State<Arc<Context>>,
     PathParams((customer, product)): PathParams<(String, String)>,
@@ -128,8 +125,12 @@ async fn remove_item(
 /// The checkout: cart, address and payment method (with where they came from and how old
 /// they are) and the total (confirmed only by a fresh catalog quote). Send the
 /// `Consistency-Token` of your last customer write to read your own writes.
-#[utoipa::path(get, path = "/checkout/{customer_id}", params(("Consistency-Token" = Option<String>, Header)),
-    responses((status = 200, body = Checkout), (status = 404, body = Problem)))]
+#[utoipa::path(get, path = "/checkout/{customer_id}", params(("customer_id" = String, Path, description = "the customer, e.g. `c-ada`"), ("Consistency-Token" = Option<String>, Header, description = "the token of your last write, to read your own writes")),
+    responses(StoreBusy, (status = 200, body = Checkout),
+              (status = 400, body = Problem, content_type = "application/problem+json", description = "a bad Consistency-Token"),
+              (status = 404, body = Problem, content_type = "application/problem+json", description = "no such customer"),
+              (status = 422, body = Problem, content_type = "application/problem+json", description = "a bad customer id"),
+              (status = 503, body = Problem, content_type = "application/problem+json", description = "the address is known neither to the replica nor to the customer service; or the database is busy")))]
 async fn show_checkout(
     State(ctx): State<Arc<Context>>,
     PathParams(customer): PathParams<String>,
@@ -150,8 +151,13 @@ pub struct PlaceOrder {
 
 /// Places an order from the customer's cart: a binding quote and a payment authorization
 /// first; 503 with the reason if either cannot be had, and then nothing is written.
-#[utoipa::path(post, path = "/orders", request_body = PlaceOrder, params(("Consistency-Token" = Option<String>, Header)),
-    responses((status = 201, body = Order), (status = 402, body = Problem), (status = 422, body = Problem), (status = 503, body = Problem)))]
+#[utoipa::path(post, path = "/orders", request_body = PlaceOrder, params(("Consistency-Token" = Option<String>, Header, description = "the token of your last write, to read your own writes")),
+    responses(StoreBusy, BodyRefused, (status = 201, body = Order, description = "placed; with a Consistency-Token"),
+              (status = 400, body = Problem, content_type = "application/problem+json", description = "a bad Consistency-Token, or a body that is not JSON"),
+              (status = 402, body = Problem, content_type = "application/problem+json", description = "the payment was declined"),
+              (status = 404, body = Problem, content_type = "application/problem+json", description = "no such customer"),
+              (status = 422, body = Problem, content_type = "application/problem+json", description = "the body does not fit, a bad id or address, or an empty cart"),
+              (status = 503, body = Problem, content_type = "application/problem+json", description = "no binding total, no address or no payment decision could be had: nothing was written; or the database is busy")))]
 async fn place_order(
     State(ctx): State<Arc<Context>>,
     headers: HeaderMap,
@@ -170,7 +176,10 @@ struct OrdersQuery {
 }
 
 /// Lists a customer's orders.
-#[utoipa::path(get, path = "/orders", params(("customer_id" = String, Query)), responses((status = 200, body = [Order])))]
+#[utoipa::path(get, path = "/orders", params(("customer_id" = String, Query, description = "the customer, e.g. `c-ada`")),
+    responses(StoreBusy, (status = 200, body = [Order]),
+              (status = 400, body = Problem, content_type = "application/problem+json", description = "no customer_id, or a bad query"),
+              (status = 422, body = Problem, content_type = "application/problem+json", description = "a bad customer id")))]
 async fn list_orders(
     State(ctx): State<Arc<Context>>,
     QueryParams(q): QueryParams<OrdersQuery>,
@@ -180,7 +189,8 @@ async fn list_orders(
 }
 
 /// Shows an order with its status.
-#[utoipa::path(get, path = "/orders/{id}", responses((status = 200, body = Order), (status = 404, body = Problem)))]
+#[utoipa::path(get, path = "/orders/{id}", params(("id" = String, Path, description = "the order, e.g. `o-0193…`")),
+    responses(StoreBusy, (status = 200, body = Order), (status = 404, body = Problem, content_type = "application/problem+json", description = "no such order")))]
 async fn show_order(
     State(ctx): State<Arc<Context>>,
     PathParams(order): PathParams<String>,
@@ -212,7 +222,10 @@ async fn change_order(
 
 /// The customer confirms the order's address although it differs from theirs; shipping
 /// may then ship to it.
-#[utoipa::path(post, path = "/orders/{id}/confirm-address", responses((status = 200, body = Order), (status = 404, body = Problem), (status = 409, body = Problem)))]
+#[utoipa::path(post, path = "/orders/{id}/confirm-address", params(("id" = String, Path, description = "the order, e.g. `o-0193…`")),
+    responses(StoreBusy, (status = 200, body = Order, description = "confirmed; with a Consistency-Token"),
+              (status = 404, body = Problem, content_type = "application/problem+json", description = "no such order"),
+              (status = 409, body = Problem, content_type = "application/problem+json", description = "the order is rejected or cancelled")))]
 async fn confirm_address(
     State(ctx): State<Arc<Context>>,
     PathParams(order): PathParams<String>,
@@ -221,7 +234,10 @@ async fn confirm_address(
 }
 
 /// Cancels an open order; inventory releases its stock.
-#[utoipa::path(post, path = "/orders/{id}/cancel", responses((status = 200, body = Order), (status = 404, body = Problem), (status = 409, body = Problem)))]
+#[utoipa::path(post, path = "/orders/{id}/cancel", params(("id" = String, Path, description = "the order, e.g. `o-0193…`")),
+    responses(StoreBusy, (status = 200, body = Order, description = "cancelled; with a Consistency-Token"),
+              (status = 404, body = Problem, content_type = "application/problem+json", description = "no such order"),
+              (status = 409, body = Problem, content_type = "application/problem+json", description = "the order is rejected or cancelled already")))]
 async fn cancel(
     State(ctx): State<Arc<Context>>,
     PathParams(order): PathParams<String>,

@@ -12,33 +12,18 @@ pub mod store;
 use std::sync::Arc;
 
 use kit::bus::{ConsumerSpec, Ordering};
-use kit::store::Migrations;
-use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::service::{Consumers, Context, Service, ServiceName};
 use events::apply::{CustomerReplica, ProductReplica, StockAnswers};
 
 pub struct OrderService;
 
-const MIGRATIONS: Migrations = Migrations {
-    component: "order",
-    sqlite: &[include_str!("../../migrations/sqlite/order.sql")],
-    postgres: &[include_str!("../../migrations/postgres/order.sql")],
-};
-
 impl Service for OrderService {
     const NAME: ServiceName = ServiceName::Order;
 
-    fn migrations() -> &'static Migrations {
-        &MIGRATIONS
-    }
-
-    fn router(ctx: Arc<Context>) -> axum::Router {
-        http::router(ctx)
-    }
-
-    fn openapi() -> utoipa::openapi::OpenApi {
-        http::Api::openapi()
+    fn routes(_: &Arc<Context>) -> OpenApiRouter<Arc<Context>> {
+        http::routes()
     }
 
     fn consume(ctx: &Arc<Context>, consumers: &mut Consumers) {

@@ -66,8 +66,12 @@ fn answer(
 /// Applies `answers` one by one to a fresh order service holding order `o-1`; returns the
 /// order and the kinds of the order events published.
 async fn after(answers: Vec<Envelope>) -> (Order, Vec<String>) {
-    let store =
-        Store::open("sqlite::memory:", &[&kit::outbox::MIGRATIONS, &super::MIGRATIONS]).await.unwrap();
+    let store = Store::open(
+        "sqlite::memory:",
+        &[&kit::outbox::MIGRATIONS, crate::service::ServiceName::Order.migrations()],
+    )
+    .await
+    .unwrap();
     let outbox = Outbox::new(StreamName::parse("order").unwrap());
     let handler = StockAnswers { outbox: outbox.clone() };
     store

@@ -2,24 +2,23 @@
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use serde::Deserialize;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::events::{Authorization, AuthorizationRequest, AuthorizationStatus};
 use super::model::Charge;
 use super::store;
 use crate::customer::model::PaymentMethod;
-use crate::service::{Body, Context, PathParams, Problem, QueryParams};
+use crate::service::{Body, BodyRefused, Context, PathParams, Problem, QueryParams, StoreBusy};
 
-pub fn router(ctx: Arc<Context>) -> Router {
-    Router::new()
-        .route("/authorizations", get(list).post(authorize))
-        .route("/authorizations/{id}", get(show))
-        .with_state(ctx)
+/// The payment service's routes, with their document.
+pub fn routes() -> OpenApiRouter<Arc<Context>> {
+    OpenApiRouter::with_openapi(Api::openapi()).routes(routes!(list, authorize)).routes(routes!(show))
 }
 
 #[derive(utoipa::OpenApi)]
@@ -28,10 +27,9 @@ pub fn router(ctx: Arc<Context>) -> Router {
         title = "capshop payment",
         description = "Payment authorizations, decided synchronously (consistent) and once per order: asking again for the same order answers the first decision."
     ),
-    paths(authorize, list, show),
     components(schemas(AuthorizationRequest, Authorization, AuthorizationStatus, PaymentMethod, Problem))
 )]
-pub struct Api;
+struct Api;
 
 /// How many authorizations `GET /authorizations` lists when not told.
 const DEFAULT_LIMIT: u64 = 100;
@@ -48,9 +46,9 @@ struct AuthorizationsQuery {
 /// (PaymentAuthorized or PaymentDeclined is published with it), 200 with the first
 /// decision when the order was already decided.
 #[utoipa::path(post, path = "/authorizations", request_body = AuthorizationRequest,
-    responses((status = 201, body = Authorization, description = "decided now"),
+    responses(StoreBusy, BodyRefused, (status = 201, body = Authorization, description = "decided now"),
               (status = 200, body = Authorization, description = "decided before, for the same order"),
-              (status = 400, body = Problem), (status = 422, body = Problem)))]
+              (status = 422, body = Problem, content_type = "application/problem+json", description = "the body does not fit, or a bad order id, amount or payment method")))]
 async fn authorize(
     State(ctx): State<Arc<Context>>,
     Body(request): Body<AuthorizationRequest>,
@@ -67,8 +65,11 @@ async fn authorize(
 /// Lists authorizations, newest first: the one of `order_id` (none if it was never
 /// asked for), or the latest `limit` (default 100, at most 1000).
 #[utoipa::path(get, path = "/authorizations",
-    params(("order_id" = Option<String>, Query), ("limit" = Option<u64>, Query)),
-    responses((status = 200, body = [Authorization]), (status = 400, body = Problem), (status = 422, body = Problem)))]
+    params(("order_id" = Option<String>, Query, description = "only the authorization of this order"),
+           ("limit" = Option<u64>, Query, description = "how many, 1 to 1000; 100 when absent")),
+    responses(StoreBusy, (status = 200, body = [Authorization]),
+              (status = 400, body = Problem, content_type = "application/problem+json", description = "a bad query"),
+              (status = 422, body = Problem, content_type = "application/problem+json", description = "a limit out of range")))]
 async fn list(
     State(ctx): State<Arc<Context>>,
     QueryParams(q): QueryParams<AuthorizationsQuery>,
@@ -83,7 +84,8 @@ async fn list(
 
 /// Shows one authorization by its id (`a-…`).
 #[utoipa::path(get, path = "/authorizations/{id}",
-    responses((status = 200, body = Authorization), (status = 404, body = Problem)))]
+    params(("id" = String, Path, description = "the authorization, e.g. `a-0193…`")),
+    responses(StoreBusy, (status = 200, body = Authorization), (status = 404, body = Problem, content_type = "application/problem+json", description = "no such authorization")))]
 async fn show(
     State(ctx): State<Arc<Context>>,
     PathParams(id): PathParams<String>,

@@ -8,33 +8,17 @@ pub mod model;
 pub mod store;
 
 use std::sync::Arc;
-
-use kit::store::Migrations;
-use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::service::{Context, Service, ServiceName};
 
 pub struct PaymentService;
 
-const MIGRATIONS: Migrations = Migrations {
-    component: "payment",
-    sqlite: &[include_str!("../../migrations/sqlite/payment.sql")],
-    postgres: &[include_str!("../../migrations/postgres/payment.sql")],
-};
-
 impl Service for PaymentService {
     const NAME: ServiceName = ServiceName::Payment;
 
-    fn migrations() -> &'static Migrations {
-        &MIGRATIONS
-    }
-
-    fn router(ctx: Arc<Context>) -> axum::Router {
-        http::router(ctx)
-    }
-
-    fn openapi() -> utoipa::openapi::OpenApi {
-        http::Api::openapi()
+    fn routes(_: &Arc<Context>) -> OpenApiRouter<Arc<Context>> {
+        http::routes()
     }
 }
 

@@ -3,18 +3,20 @@
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::State;
-use axum::routing::get;
 use serde::{Deserialize, Serialize};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::FEEDS;
 use super::model::{Hit, Kind, SearchQuery};
 use super::store;
-use crate::service::{Context, Problem, QueryParams};
+use crate::service::{Context, Problem, QueryParams, StoreBusy};
 
-pub fn router(ctx: Arc<Context>) -> Router {
-    Router::new().route("/search", get(search)).route("/status", get(status)).with_state(ctx)
+/// The search service's routes, with their document.
+pub fn routes() -> OpenApiRouter<Arc<Context>> {
+    OpenApiRouter::with_openapi(Api::openapi()).routes(routes!(search)).routes(routes!(status))
 }
 
 #[derive(utoipa::OpenApi)]
@@ -23,10 +25,9 @@ pub fn router(ctx: Arc<Context>) -> Router {
         title = "capshop search",
         description = "A full-text index of products and orders, fed by events; every answer carries its lag."
     ),
-    paths(search, status),
     components(schemas(SearchAnswer, Hit, Kind, ConsumerLag, StreamLag, SearchStatus, Documents, Problem))
 )]
-pub struct Api;
+struct Api;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -115,8 +116,8 @@ async fn lag(ctx: &Context) -> Vec<ConsumerLag> {
 
 /// Searches products and orders, best match first, and says how far behind the index is.
 #[utoipa::path(get, path = "/search", params(SearchParams),
-    responses((status = 200, body = SearchAnswer),
-              (status = 400, body = Problem, description = "an empty or unparsable query")))]
+    responses(StoreBusy, (status = 200, body = SearchAnswer),
+              (status = 400, body = Problem, content_type = "application/problem+json", description = "an empty or unparsable query, a bad kind or limit")))]
 async fn search(
     State(ctx): State<Arc<Context>>,
     QueryParams(params): QueryParams<SearchParams>,
@@ -128,7 +129,7 @@ async fn search(
 }
 
 /// How many documents the index holds and how far behind its sources it is.
-#[utoipa::path(get, path = "/status", responses((status = 200, body = SearchStatus)))]
+#[utoipa::path(get, path = "/status", responses(StoreBusy, (status = 200, body = SearchStatus)))]
 async fn status(State(ctx): State<Arc<Context>>) -> Result<axum::Json<SearchStatus>, Problem> {
     let documents = ctx
         .store

@@ -24,19 +24,12 @@ pub mod store;
 use std::sync::Arc;
 
 use kit::bus::{ConsumerSpec, Ordering};
-use kit::store::Migrations;
-use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::service::{Consumers, Context, Service, ServiceName};
 use events::{OrderIndex, ProductIndex};
 
 pub struct SearchService;
-
-const MIGRATIONS: Migrations = Migrations {
-    component: "search",
-    sqlite: &[include_str!("../../migrations/sqlite/search.sql")],
-    postgres: &[include_str!("../../migrations/postgres/search.sql")],
-};
 
 /// The consumers feeding the index: (purpose, source stream).
 pub const FEEDS: [(&str, &str); 2] = [("catalog", "catalog"), ("orders", "order")];
@@ -44,16 +37,8 @@ pub const FEEDS: [(&str, &str); 2] = [("catalog", "catalog"), ("orders", "order"
 impl Service for SearchService {
     const NAME: ServiceName = ServiceName::Search;
 
-    fn migrations() -> &'static Migrations {
-        &MIGRATIONS
-    }
-
-    fn router(ctx: Arc<Context>) -> axum::Router {
-        http::router(ctx)
-    }
-
-    fn openapi() -> utoipa::openapi::OpenApi {
-        http::Api::openapi()
+    fn routes(_: &Arc<Context>) -> OpenApiRouter<Arc<Context>> {
+        http::routes()
     }
 
     fn consume(ctx: &Arc<Context>, consumers: &mut Consumers) {

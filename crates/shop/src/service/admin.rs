@@ -3,24 +3,25 @@
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
 use kit::bus::{DeadLetter, DeadLetterFilter};
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::{Body, Context, PathParams, Problem, QueryParams};
+use super::{Body, BodyRefused, Context, PathParams, Problem, QueryParams};
 
-pub(super) fn router(ctx: Arc<Context>) -> Router<Arc<Context>> {
-    Router::new()
-        .route("/dead-letters", get(list))
-        .route("/dead-letters/{event_id}", get(show))
-        .route("/dead-letters/replay", post(replay))
-        .route("/dead-letters/discard", post(discard))
+/// The admin routes with their documentation, to be nested at `/admin`.
+pub(super) fn routes(ctx: Arc<Context>) -> OpenApiRouter<Arc<Context>> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(show))
+        .routes(routes!(replay))
+        .routes(routes!(discard))
         .layer(middleware::from_fn_with_state(ctx, require_token))
 }
 
@@ -53,8 +54,9 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Selects dead letters of this service's consumers.
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct Selection {
     pub consumer: Option<String>,
     pub event_id: Option<String>,
@@ -127,6 +129,13 @@ async fn own_letters(ctx: &Context, filter: &DeadLetterFilter) -> Result<Vec<Dea
     Ok(letters.into_iter().filter(|d| own(&d.consumer)).collect())
 }
 
+/// Lists the dead letters of this service's consumers that match the selection.
+#[utoipa::path(get, path = "/dead-letters", operation_id = "list_dead_letters", tag = "admin", params(Selection),
+    responses((status = 200, body = [DeadLetterView]),
+              (status = 400, body = Problem, content_type = "application/problem+json", description = "a bad query"),
+              (status = 401, body = Problem, content_type = "application/problem+json", description = "no admin token"),
+              (status = 403, body = Problem, content_type = "application/problem+json", description = "a wrong admin token"),
+              (status = 503, body = Problem, content_type = "application/problem+json", description = "the bus is unreachable")))]
 async fn list(
     State(ctx): State<Arc<Context>>,
     QueryParams(selection): QueryParams<Selection>,
@@ -135,6 +144,14 @@ async fn list(
     Ok(axum::Json(letters.into_iter().map(Into::into).collect()))
 }
 
+/// Shows the dead letters of one event (one per consumer it failed in).
+#[utoipa::path(get, path = "/dead-letters/{event_id}", operation_id = "show_dead_letter", tag = "admin",
+    params(("event_id" = String, Path, description = "the id of the dead event")),
+    responses((status = 200, body = [DeadLetterView]),
+              (status = 401, body = Problem, content_type = "application/problem+json", description = "no admin token"),
+              (status = 403, body = Problem, content_type = "application/problem+json", description = "a wrong admin token"),
+              (status = 404, body = Problem, content_type = "application/problem+json", description = "no dead letter of that event"),
+              (status = 503, body = Problem, content_type = "application/problem+json", description = "the bus is unreachable")))]
 async fn show(
     State(ctx): State<Arc<Context>>,
     PathParams(event_id): PathParams<String>,
@@ -151,6 +168,14 @@ pub struct Settled {
     pub count: usize,
 }
 
+/// Replays the selected dead letters: each is delivered to its consumer again.
+#[utoipa::path(post, path = "/dead-letters/replay", operation_id = "replay_dead_letters", tag = "admin", request_body = Selection,
+    responses(BodyRefused, (status = 200, body = Settled, description = "how many were replayed"),
+              (status = 400, body = Problem, content_type = "application/problem+json", description = "an empty selection without `all: true`, or a body that is not JSON"),
+              (status = 401, body = Problem, content_type = "application/problem+json", description = "no admin token"),
+              (status = 403, body = Problem, content_type = "application/problem+json", description = "a wrong admin token"),
+              (status = 422, body = Problem, content_type = "application/problem+json", description = "the body does not fit"),
+              (status = 503, body = Problem, content_type = "application/problem+json", description = "the bus is unreachable")))]
 async fn replay(
     State(ctx): State<Arc<Context>>,
     Body(selection): Body<Selection>,
@@ -158,6 +183,14 @@ async fn replay(
     settle(&ctx, selection, true).await
 }
 
+/// Discards the selected dead letters for good.
+#[utoipa::path(post, path = "/dead-letters/discard", operation_id = "discard_dead_letters", tag = "admin", request_body = Selection,
+    responses(BodyRefused, (status = 200, body = Settled, description = "how many were discarded"),
+              (status = 400, body = Problem, content_type = "application/problem+json", description = "an empty selection without `all: true`, or a body that is not JSON"),
+              (status = 401, body = Problem, content_type = "application/problem+json", description = "no admin token"),
+              (status = 403, body = Problem, content_type = "application/problem+json", description = "a wrong admin token"),
+              (status = 422, body = Problem, content_type = "application/problem+json", description = "the body does not fit"),
+              (status = 503, body = Problem, content_type = "application/problem+json", description = "the bus is unreachable")))]
 async fn discard(
     State(ctx): State<Arc<Context>>,
     Body(selection): Body<Selection>,

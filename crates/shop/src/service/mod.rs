@@ -28,10 +28,11 @@ use kit::store::{Migrations, Store, StoreError};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use utoipa_axum::router::OpenApiRouter;
 
 pub use part::Part;
 pub use peer::{Peer, PeerError};
-pub use problem::{Body, PathParams, Problem, QueryParams};
+pub use problem::{Body, BodyRefused, PathParams, Problem, QueryParams, StoreBusy};
 
 /// The seven services of DESIGN §1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -66,6 +67,30 @@ impl ServiceName {
             ServiceName::Payment => "payment",
             ServiceName::Shipping => "shipping",
             ServiceName::Search => "search",
+        }
+    }
+
+    /// The tables of this service, from `migrations/{sqlite,postgres}/<name>.sql`.
+    pub fn migrations(self) -> &'static Migrations {
+        /// The migrations of the service named `$name`, one file per dialect.
+        macro_rules! of {
+            ($name:literal) => {{
+                const MIGRATIONS: Migrations = Migrations {
+                    component: $name,
+                    sqlite: &[include_str!(concat!("../../migrations/sqlite/", $name, ".sql"))],
+                    postgres: &[include_str!(concat!("../../migrations/postgres/", $name, ".sql"))],
+                };
+                &MIGRATIONS
+            }};
+        }
+        match self {
+            ServiceName::Customer => of!("customer"),
+            ServiceName::Catalog => of!("catalog"),
+            ServiceName::Inventory => of!("inventory"),
+            ServiceName::Order => of!("order"),
+            ServiceName::Payment => of!("payment"),
+            ServiceName::Shipping => of!("shipping"),
+            ServiceName::Search => of!("search"),
         }
     }
 
@@ -227,12 +252,15 @@ impl Context {
 pub trait Service: Send + Sync + 'static {
     const NAME: ServiceName;
 
-    fn migrations() -> &'static Migrations;
+    /// The service's tables: `migrations/{sqlite,postgres}/<NAME>.sql`.
+    fn migrations() -> &'static Migrations {
+        Self::NAME.migrations()
+    }
 
-    /// The service's own routes (the common ones are added by [`run`]).
-    fn router(ctx: Arc<Context>) -> Router;
-
-    fn openapi() -> utoipa::openapi::OpenApi;
+    /// The service's own routes, each with its `#[utoipa::path]`, and the document they
+    /// belong to (title, description, schemas): one source, so no route goes undocumented.
+    /// [`run`] adds the common routes and serves the document at `/openapi.json`.
+    fn routes(ctx: &Arc<Context>) -> OpenApiRouter<Arc<Context>>;
 
     /// Starts the service's consumers on `consumers`.
     fn consume(_ctx: &Arc<Context>, _consumers: &mut Consumers) {}
@@ -293,7 +321,7 @@ pub async fn run<S: Service>(
         .counter(ctx.metrics.relayed_counter(&ctx.instance()));
     consumers.tasks.spawn(relay.run(shutdown.clone().cancelled_owned()));
     S::consume(&ctx, &mut consumers);
-    let app = routes::common(ctx.clone(), S::router(ctx.clone()), S::openapi());
+    let app = routes::common(ctx.clone(), S::routes(&ctx));
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await;
     shutdown.cancel();
     while consumers.tasks.join_next().await.is_some() {}

@@ -88,6 +88,18 @@ impl From<kit::store::StoreError> for Problem {
     }
 }
 
+/// The answer of a handler whose database is busy (a retryable [`kit::store::StoreError`]),
+/// for a handler's `responses(...)`: try again.
+#[derive(utoipa::IntoResponses)]
+pub enum StoreBusy {
+    #[response(
+        status = 503,
+        description = "the database is busy, try again",
+        content_type = "application/problem+json"
+    )]
+    Busy(Problem),
+}
+
 /// A JSON request body; malformed or ill-typed JSON becomes a 400/415/413 problem.
 pub struct Body<T>(pub T);
 
@@ -100,6 +112,31 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
             Err(rejection) => Err(json_problem(rejection)),
         }
     }
+}
+
+/// The answers of [`Body`] when it refuses a request body before the handler runs, for a
+/// handler's `responses(...)`; a body of the wrong shape (422) each handler documents
+/// itself, beside its own checks.
+#[derive(utoipa::IntoResponses)]
+pub enum BodyRefused {
+    #[response(
+        status = 400,
+        description = "the body is not valid JSON",
+        content_type = "application/problem+json"
+    )]
+    NotJson(Problem),
+    #[response(
+        status = 413,
+        description = "the body is larger than this service accepts",
+        content_type = "application/problem+json"
+    )]
+    TooLarge(Problem),
+    #[response(
+        status = 415,
+        description = "the body was not sent as `Content-Type: application/json`",
+        content_type = "application/problem+json"
+    )]
+    NotSentAsJson(Problem),
 }
 
 fn json_problem(rejection: JsonRejection) -> Problem {

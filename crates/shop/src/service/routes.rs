@@ -8,31 +8,43 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{Context, Problem, admin};
 
 /// Requests larger than this are refused with 413 before a handler sees them.
 pub const BODY_LIMIT: usize = 64 * 1024;
 
-pub(super) fn common(ctx: Arc<Context>, own: Router, openapi: utoipa::openapi::OpenApi) -> Router {
+/// The service's `own` routes with the common ones, and the document of all of them at
+/// `/openapi.json`.
+pub(super) fn common(ctx: Arc<Context>, own: OpenApiRouter<Arc<Context>>) -> Router {
+    let (routes, openapi) = own
+        .routes(routes!(health))
+        .routes(routes!(metrics))
+        .nest("/admin", admin::routes(ctx.clone()))
+        .split_for_parts();
     let openapi = Arc::new(openapi);
     let process = ctx.process_routes.get().cloned().unwrap_or_default();
-    Router::new()
-        .route("/health", get(health))
-        .route("/metrics", get(metrics))
+    routes
         .route("/openapi.json", get(move || async move { axum::Json(openapi.as_ref().clone()) }))
-        .nest("/admin", admin::router(ctx.clone()))
-        .with_state(ctx.clone())
-        .merge(own)
+        .with_state(ctx)
         .merge(process)
         .fallback(|| async { Problem::not_found("no such route") })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
 }
 
+/// Says which service answers and that it is up.
+#[utoipa::path(get, path = "/health", tag = "common",
+    responses((status = 200, description = "`{\"service\": <name>, \"status\": \"ok\"}`")))]
 async fn health(State(ctx): State<Arc<Context>>) -> axum::Json<serde_json::Value> {
     axum::Json(json!({ "service": ctx.name, "status": "ok" }))
 }
 
+/// The service's metrics in the Prometheus/OpenMetrics text format: outbox, relay,
+/// consumers and their lag, breakers.
+#[utoipa::path(get, path = "/metrics", tag = "common",
+    responses((status = 200, content_type = "application/openmetrics-text", body = String)))]
 async fn metrics(State(ctx): State<Arc<Context>>) -> Result<impl IntoResponse, Problem> {
     if let Err(e) = ctx.metrics.refresh(ctx.bus.as_ref()).await {
         // Counters and breaker states are still worth serving when the bus is cut.

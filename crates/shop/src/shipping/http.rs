@@ -2,23 +2,24 @@
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::State;
-use axum::routing::get;
 use serde::Deserialize;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::events::{Shipment, ShipmentStatus};
 use super::model::{HeldShipment, OrderId};
 use super::store;
 use crate::customer::model::Address;
-use crate::service::{Context, PathParams, Problem, QueryParams};
+use crate::service::{Context, PathParams, Problem, QueryParams, StoreBusy};
 
-pub fn router(ctx: Arc<Context>) -> Router {
-    Router::new()
-        .route("/shipments", get(list))
-        .route("/shipments/{order_id}", get(show))
-        .route("/held", get(held))
-        .with_state(ctx)
+/// The shipping service's routes, with their document.
+pub fn routes() -> OpenApiRouter<Arc<Context>> {
+    OpenApiRouter::with_openapi(Api::openapi())
+        .routes(routes!(list))
+        .routes(routes!(show))
+        .routes(routes!(held))
 }
 
 #[derive(utoipa::OpenApi)]
@@ -27,10 +28,9 @@ pub fn router(ctx: Arc<Context>) -> Router {
         title = "capshop shipping",
         description = "Shipments. An order ships only when it is confirmed, paid, and its address agrees with the customer's current one (or the customer confirmed it); otherwise its shipment is held with the reason until the replicas agree."
     ),
-    paths(list, show, held),
     components(schemas(Shipment, ShipmentStatus, HeldShipment, Address, Problem))
 )]
-pub struct Api;
+struct Api;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -40,8 +40,11 @@ struct ShipmentsQuery {
 
 /// Lists shipments: the one of `order_id` (none while the order has not reached
 /// shipping), or every shipment.
-#[utoipa::path(get, path = "/shipments", params(("order_id" = Option<String>, Query)),
-    responses((status = 200, body = [Shipment]), (status = 422, body = Problem)))]
+#[utoipa::path(get, path = "/shipments",
+    params(("order_id" = Option<String>, Query, description = "only the shipment of this order")),
+    responses(StoreBusy, (status = 200, body = [Shipment]),
+              (status = 400, body = Problem, content_type = "application/problem+json", description = "a bad query"),
+              (status = 422, body = Problem, content_type = "application/problem+json", description = "a bad order id")))]
 async fn list(
     State(ctx): State<Arc<Context>>,
     QueryParams(q): QueryParams<ShipmentsQuery>,
@@ -54,7 +57,8 @@ async fn list(
 
 /// Shows the shipment of an order.
 #[utoipa::path(get, path = "/shipments/{order_id}",
-    responses((status = 200, body = Shipment), (status = 404, body = Problem)))]
+    params(("order_id" = String, Path, description = "the order, e.g. `o-0193…`")),
+    responses(StoreBusy, (status = 200, body = Shipment), (status = 404, body = Problem, content_type = "application/problem+json", description = "no shipment for that order")))]
 async fn show(
     State(ctx): State<Arc<Context>>,
     PathParams(order): PathParams<String>,
@@ -66,7 +70,7 @@ async fn show(
 
 /// Lists the held shipments that still wait for something, longest held first, each with
 /// the reason. Shipments of rejected or cancelled orders are not listed: they never ship.
-#[utoipa::path(get, path = "/held", responses((status = 200, body = [HeldShipment])))]
+#[utoipa::path(get, path = "/held", responses(StoreBusy, (status = 200, body = [HeldShipment])))]
 async fn held(State(ctx): State<Arc<Context>>) -> Result<axum::Json<Vec<HeldShipment>>, Problem> {
     Ok(axum::Json(ctx.store.transact(store::held).await?))
 }

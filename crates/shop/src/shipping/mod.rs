@@ -17,33 +17,18 @@ pub mod store;
 use std::sync::Arc;
 
 use kit::bus::{ConsumerSpec, Ordering};
-use kit::store::Migrations;
-use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::service::{Consumers, Context, Service, ServiceName};
 use events::apply::{CustomerReplica, OrderReplica, Payments};
 
 pub struct ShippingService;
 
-const MIGRATIONS: Migrations = Migrations {
-    component: "shipping",
-    sqlite: &[include_str!("../../migrations/sqlite/shipping.sql")],
-    postgres: &[include_str!("../../migrations/postgres/shipping.sql")],
-};
-
 impl Service for ShippingService {
     const NAME: ServiceName = ServiceName::Shipping;
 
-    fn migrations() -> &'static Migrations {
-        &MIGRATIONS
-    }
-
-    fn router(ctx: Arc<Context>) -> axum::Router {
-        http::router(ctx)
-    }
-
-    fn openapi() -> utoipa::openapi::OpenApi {
-        http::Api::openapi()
+    fn routes(_: &Arc<Context>) -> OpenApiRouter<Arc<Context>> {
+        http::routes()
     }
 
     fn consume(ctx: &Arc<Context>, consumers: &mut Consumers) {

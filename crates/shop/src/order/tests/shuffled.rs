@@ -123,8 +123,12 @@ fn history() -> impl Strategy<Value = Vec<Envelope>> {
 
 /// An order service's store with its orders placed and waiting for stock.
 async fn service_store() -> Store {
-    let store =
-        Store::open("sqlite::memory:", &[&kit::outbox::MIGRATIONS, &super::super::MIGRATIONS]).await.unwrap();
+    let store = Store::open(
+        "sqlite::memory:",
+        &[&kit::outbox::MIGRATIONS, crate::service::ServiceName::Order.migrations()],
+    )
+    .await
+    .unwrap();
     store
         .transact(|tx| {
             for n in 0..ORDERS {

@@ -66,7 +66,12 @@ fn history() -> impl Strategy<Value = Vec<Envelope>> {
 }
 
 async fn index() -> Store {
-    Store::open("sqlite::memory:", &[&kit::outbox::MIGRATIONS, &crate::search::MIGRATIONS]).await.unwrap()
+    Store::open(
+        "sqlite::memory:",
+        &[&kit::outbox::MIGRATIONS, crate::service::ServiceName::Search.migrations()],
+    )
+    .await
+    .unwrap()
 }
 
 /// Delivers each batch in one transaction, as the consumer runtime does.

@@ -161,9 +161,12 @@ struct Bench {
 }
 
 async fn bench() -> Bench {
-    let store = Store::open("sqlite::memory:", &[&kit::outbox::MIGRATIONS, &crate::shipping::MIGRATIONS])
-        .await
-        .unwrap();
+    let store = Store::open(
+        "sqlite::memory:",
+        &[&kit::outbox::MIGRATIONS, crate::service::ServiceName::Shipping.migrations()],
+    )
+    .await
+    .unwrap();
     let (gate, outbox) = (VersionGate::new(), Outbox::new(StreamName::parse("shipping").unwrap()));
     Bench {
         store,
