@@ -15,7 +15,7 @@ use super::events::{self, ORDER_ADDRESS_CONFIRMED, ORDER_CANCELLED, Order, Order
 use super::model::{OrderError, Quantity, id};
 use super::place;
 use super::store::{self, CartLine};
-use crate::customer::model::Address;
+use crate::contracts::customer::Address;
 use crate::service::{Body, Context, PathParams, PeerError, Problem, QueryParams, ServiceName, token};
 
 pub fn router(ctx: Arc<Context>) -> Router {

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::events::{self, Order};
 use super::model::OrderError;
-use crate::customer::model::Customer;
+use crate::contracts::customer::Customer;
 
 /// A cart line with the product's name and list price as the replica knows them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]

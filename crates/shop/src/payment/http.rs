@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::events::{Authorization, AuthorizationRequest, AuthorizationStatus};
 use super::model::Charge;
 use super::store;
-use crate::customer::model::PaymentMethod;
+use crate::contracts::customer::PaymentMethod;
 use crate::service::{Body, Context, PathParams, Problem, QueryParams};
 
 pub fn router(ctx: Arc<Context>) -> Router {

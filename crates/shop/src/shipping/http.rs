@@ -10,7 +10,7 @@ use serde::Deserialize;
 use super::events::{Shipment, ShipmentStatus};
 use super::model::{HeldShipment, OrderId};
 use super::store;
-use crate::customer::model::Address;
+use crate::contracts::customer::Address;
 use crate::service::{Context, PathParams, Problem, QueryParams};
 
 pub fn router(ctx: Arc<Context>) -> Router {

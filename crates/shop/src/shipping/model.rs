@@ -5,8 +5,8 @@
 
 use serde::Serialize;
 
-use crate::customer::model::Address;
-use crate::order::events::{Order, OrderStatus};
+use crate::contracts::customer::Address;
+use crate::contracts::order::{Order, OrderStatus};
 use crate::service::Problem;
 
 #[derive(Debug, thiserror::Error)]
