@@ -66,4 +66,6 @@ pub fn schemas() -> Schemas {
 }
 
 #[cfg(test)]
+mod snapshots;
+#[cfg(test)]
 mod tests;
