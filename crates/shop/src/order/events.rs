@@ -1,10 +1,20 @@
 //! What the order service publishes ([`crate::contracts::order`]: the whole order at its
 //! new version), and how it applies what it consumes.
 
-pub use crate::contracts::order::{
+use kit::envelope::NewEvent;
+
+use super::model::Order;
+use crate::contracts::order as contract;
+
+pub use contract::{
     AddressSource, KINDS, ORDER_ADDRESS_CONFIRMED, ORDER_ADDRESS_OVERRIDDEN, ORDER_CANCELLED,
-    ORDER_CONFIRMED, ORDER_PLACED, ORDER_REJECTED, Order, OrderLine, OrderStatus, SCOPE, event,
+    ORDER_CONFIRMED, ORDER_PLACED, ORDER_REJECTED, OrderLine, OrderStatus, SCOPE,
 };
+
+/// The event of `kind` carrying `order` as its contract publishes it.
+pub fn event(kind: &str, order: &Order) -> NewEvent {
+    contract::event(kind, &contract::Order::from(order))
+}
 
 /// How the order service applies what it consumes.
 pub mod apply {

@@ -11,8 +11,8 @@ use kit::token::{ConsistencyToken, TokenEntry};
 use serde::Deserialize;
 
 use super::checkout::{self, Checkout};
-use super::events::{self, ORDER_ADDRESS_CONFIRMED, ORDER_CANCELLED, Order, OrderStatus};
-use super::model::{OrderError, Quantity, id};
+use super::events::{self, ORDER_ADDRESS_CONFIRMED, ORDER_CANCELLED, OrderStatus};
+use super::model::{Order, OrderError, Quantity, id};
 use super::place;
 use super::store::{self, CartLine};
 use crate::contracts::customer::Address;

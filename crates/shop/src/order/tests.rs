@@ -10,7 +10,8 @@ use kit::outbox::Outbox;
 use kit::store::{Store, StoreError};
 
 use super::events::apply::StockAnswers;
-use super::events::{ORDER_CANCELLED, ORDER_PLACED, Order, OrderLine, OrderStatus};
+use super::events::{ORDER_CANCELLED, ORDER_PLACED, OrderLine, OrderStatus};
+use super::model::Order;
 use super::store;
 use crate::contracts::customer::Address;
 use crate::contracts::inventory::ReservationStatus;

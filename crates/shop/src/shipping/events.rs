@@ -2,9 +2,18 @@
 //! replicas of orders, customers' addresses and payments, each followed by deciding the
 //! affected shipments in the same transaction.
 
-pub use crate::contracts::shipping::{
-    KINDS, SHIPMENT_CREATED, SHIPMENT_HELD, Shipment, ShipmentStatus, event,
-};
+use kit::envelope::NewEvent;
+
+use super::model::Shipment;
+use crate::contracts::shipping as contract;
+
+pub use contract::{KINDS, SHIPMENT_CREATED, SHIPMENT_HELD, ShipmentStatus};
+
+/// ShipmentCreated or ShipmentHeld, as the status says, carrying `shipment` as its
+/// contract publishes it.
+pub fn event(shipment: &Shipment) -> NewEvent {
+    contract::event(&contract::Shipment::from(shipment))
+}
 
 /// How shipping applies what it consumes. Every handler updates its replica only when the
 /// event is news (the version gate for orders and customers; the payment table for
@@ -17,11 +26,11 @@ pub mod apply {
     use kit::replica::VersionGate;
     use kit::store::{StoreError, Tx};
 
-    use super::{Shipment, ShipmentStatus};
+    use super::ShipmentStatus;
     use crate::contracts::customer::{self, Customer};
     use crate::contracts::order::{self, Order};
     use crate::contracts::payment::{self, Authorization, AuthorizationStatus};
-    use crate::shipping::model::{self, Decision, Payment};
+    use crate::shipping::model::{self, Decision, Payment, Shipment};
     use crate::shipping::store::{self, Stored};
 
     /// Keeps the replica of orders at their newest version.

@@ -7,8 +7,8 @@ use axum::extract::State;
 use axum::routing::get;
 use serde::Deserialize;
 
-use super::events::{Shipment, ShipmentStatus};
-use super::model::{HeldShipment, OrderId};
+use super::events::ShipmentStatus;
+use super::model::{HeldShipment, OrderId, Shipment};
 use super::store;
 use crate::contracts::customer::Address;
 use crate::service::{Context, PathParams, Problem, QueryParams};

@@ -4,8 +4,8 @@
 
 use kit::store::{Row, StoreError, Tx};
 
-use super::events::{Shipment, ShipmentStatus};
-use super::model::{HeldShipment, Payment, ShippingError};
+use super::events::ShipmentStatus;
+use super::model::{HeldShipment, Payment, Shipment, ShippingError};
 use crate::contracts::customer::Address;
 use crate::contracts::order::Order;
 

@@ -12,7 +12,8 @@ use kit::store::{Store, StoreError};
 use proptest::prelude::*;
 
 use super::super::events::apply::{CustomerReplica, ProductReplica, StockAnswers};
-use super::super::events::{AddressSource, Order, OrderLine, OrderStatus};
+use super::super::events::{AddressSource, OrderLine, OrderStatus};
+use super::super::model::Order;
 use super::super::store;
 use crate::contracts::catalog::{PRODUCT_ADDED, PRODUCT_PRICE_CHANGED, Product};
 use crate::contracts::customer::{ADDRESS_CHANGED, REGISTERED};

@@ -19,8 +19,8 @@ use crate::contracts::customer::{ADDRESS_CHANGED, REGISTERED};
 use crate::contracts::order::{Order, OrderStatus};
 use crate::contracts::payment::AuthorizationStatus;
 use crate::shipping::events::apply::{CustomerReplica, OrderReplica, Payments};
-use crate::shipping::events::{SHIPMENT_CREATED, Shipment, ShipmentStatus};
-use crate::shipping::model::Payment;
+use crate::shipping::events::{SHIPMENT_CREATED, ShipmentStatus};
+use crate::shipping::model::{Payment, Shipment};
 use crate::shipping::store;
 
 /// The keys of one run, fresh for every delivery order so runs share one store.
