@@ -10,8 +10,8 @@ use axum::response::Response;
 use axum::routing::{get, post, put};
 use serde::{Deserialize, Serialize};
 
-use super::events::{self, Product, Quote, QuoteItem, QuoteLine, QuoteRequest};
-use super::model::{Basket, NewProduct, PriceCents, ProductId, ProductName};
+use super::events::{self, Quote, QuoteItem, QuoteLine, QuoteRequest};
+use super::model::{Basket, NewProduct, PriceCents, Product, ProductId, ProductName};
 use super::{cache, store};
 use crate::service::admin::require_token;
 use crate::service::{Body, Context, PathParams, Problem, token};

@@ -31,9 +31,9 @@ pub fn event(kind: &str, product: &Product) -> NewEvent {
     NewEvent::new(kind, product.id.as_str(), product.version, product).schema(SCHEMA)
 }
 
-/// The token a write of `product` answers with: `product/<id>@<version>`.
-pub fn token(product: &Product) -> ConsistencyToken {
-    let entry = TokenEntry::new(SCOPE, &product.id, product.version).expect("product ids are token-safe");
+/// The token a write of product `id` at `version` answers with: `product/<id>@<version>`.
+pub fn token(id: &str, version: u64) -> ConsistencyToken {
+    let entry = TokenEntry::new(SCOPE, id, version).expect("product ids are token-safe");
     ConsistencyToken::new().with(entry)
 }
 
