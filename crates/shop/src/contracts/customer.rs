@@ -21,7 +21,8 @@ pub const SCHEMA: u32 = 1;
 /// The scope of customer aggregates in consistency tokens and replica versions.
 pub const SCOPE: &str = "customer";
 
-/// A customer as published: by its events and by `GET /customers/{id}`.
+/// A customer as its events publish it. The order service also reads the customer
+/// service's `GET /customers/{id}` in this shape when its replica cannot answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Customer {
     /// e.g. `c-42`.
