@@ -2,6 +2,9 @@
 //!
 //! # Layout
 //!
+//! - [`contracts`]: what each service publishes to the others — event kinds, payloads
+//!   and their schema versions, token scopes, synchronous DTOs; services depend on these,
+//!   on [`service`] and on the kit, never on each other.
 //! - [`service`]: what every service shares — its context, common routes, problem+json
 //!   errors, peer calls through links and breakers, and `run`.
 //! - [`launch`]: the embedded shop — every service in one process, the bus, the gateway;
@@ -20,6 +23,7 @@
 
 pub mod catalog;
 pub mod chaos;
+pub mod contracts;
 pub mod customer;
 pub mod gateway;
 pub mod inventory;

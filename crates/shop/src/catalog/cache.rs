@@ -16,7 +16,7 @@ use kit::breaker::{BreakerConfig, CircuitBreaker};
 use kit::link::{Direction, Link};
 use tokio::time::Instant;
 
-use super::events::Product;
+use super::model::Product;
 use crate::service::Context;
 
 /// The name of the link between the catalog and its cache.

@@ -1,63 +1,23 @@
-//! What the catalog publishes: every event carries the whole product at its version.
+//! What the catalog publishes ([`crate::contracts::catalog`]): every event carries the
+//! whole product at its version, converted from the catalog's own record.
 
 use kit::envelope::NewEvent;
-use kit::token::{ConsistencyToken, TokenEntry};
-use serde::{Deserialize, Serialize};
+use kit::token::ConsistencyToken;
 
-pub const PRODUCT_ADDED: &str = "ProductAdded";
-pub const PRODUCT_PRICE_CHANGED: &str = "ProductPriceChanged";
-pub const PRODUCT_RENAMED: &str = "ProductRenamed";
-pub const KINDS: [&str; 3] = [PRODUCT_ADDED, PRODUCT_PRICE_CHANGED, PRODUCT_RENAMED];
+use super::model::Product;
+use crate::contracts::catalog as contract;
 
-/// The scope of product aggregates in replica versions and tokens.
-pub const SCOPE: &str = "product";
+pub use contract::{
+    KINDS, PRODUCT_ADDED, PRODUCT_PRICE_CHANGED, PRODUCT_RENAMED, Quote, QuoteItem, QuoteLine, QuoteRequest,
+    SCOPE,
+};
 
-/// A product as the catalog owns it and as its events carry it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Product {
-    /// e.g. `p-001`.
-    pub id: String,
-    pub name: String,
-    pub description: String,
-    pub price_cents: u64,
-    pub version: u64,
-}
-
+/// The event of `kind` carrying `product` as its contract publishes it.
 pub fn event(kind: &str, product: &Product) -> NewEvent {
-    NewEvent::new(kind, product.id.as_str(), product.version, product)
+    contract::event(kind, &contract::Product::from(product))
 }
 
 /// The token a write of `product` answers with: `product/<id>@<version>`.
 pub fn token(product: &Product) -> ConsistencyToken {
-    let entry = TokenEntry::new(SCOPE, &product.id, product.version).expect("product ids are token-safe");
-    ConsistencyToken::new().with(entry)
-}
-
-/// One line of a quote request: `POST /quote`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct QuoteItem {
-    pub product_id: String,
-    pub quantity: u32,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct QuoteRequest {
-    pub items: Vec<QuoteItem>,
-}
-
-/// A priced line of a quote.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct QuoteLine {
-    pub product_id: String,
-    pub name: String,
-    pub quantity: u32,
-    pub unit_price_cents: u64,
-    pub line_cents: u64,
-}
-
-/// The catalog's binding answer to "what does this cart cost now".
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Quote {
-    pub lines: Vec<QuoteLine>,
-    pub total_cents: u64,
+    contract::token(&product.id, product.version)
 }

@@ -11,8 +11,8 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::events::{self, Product, Quote, QuoteItem, QuoteLine, QuoteRequest};
-use super::model::{Basket, NewProduct, PriceCents, ProductId, ProductName};
+use super::events::{self, Quote, QuoteItem, QuoteLine, QuoteRequest};
+use super::model::{Basket, NewProduct, PriceCents, Product, ProductId, ProductName};
 use super::{cache, store};
 use crate::service::admin::require_token;
 use crate::service::{Body, BodyRefused, Context, PathParams, Problem, StoreBusy, token};

@@ -1,6 +1,33 @@
 //! Products, prices and quote requests, validated once at the edge.
 
+use serde::{Deserialize, Serialize};
+
 use super::events::{QuoteItem, QuoteRequest};
+use crate::contracts::catalog as contract;
+
+/// A product as the catalog keeps it and answers it over HTTP. Its events publish it
+/// converted to [`contract::Product`], so the record may change apart from the contract.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Product {
+    /// e.g. `p-001`.
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub price_cents: u64,
+    pub version: u64,
+}
+
+impl From<&Product> for contract::Product {
+    fn from(p: &Product) -> Self {
+        Self {
+            id: p.id.clone(),
+            name: p.name.clone(),
+            description: p.description.clone(),
+            price_cents: p.price_cents,
+            version: p.version,
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {

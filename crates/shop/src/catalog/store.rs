@@ -5,8 +5,8 @@
 use kit::outbox::Outbox;
 use kit::store::{Row, StoreError, Tx};
 
-use super::events::{self, Product, Quote, QuoteLine};
-use super::model::{Basket, CatalogError, NewProduct, PriceCents, ProductId, ProductName};
+use super::events::{self, Quote, QuoteLine};
+use super::model::{Basket, CatalogError, NewProduct, PriceCents, Product, ProductId, ProductName};
 
 const COLUMNS: &str = "id, name, description, price_cents, version";
 

@@ -2,6 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::contracts::customer::{Address, PaymentMethod};
+use crate::contracts::{self, customer::text};
+
 #[derive(Debug, thiserror::Error)]
 pub enum CustomerError {
     #[error("{field} {reason}")]
@@ -26,20 +29,14 @@ impl From<CustomerError> for crate::service::Problem {
     }
 }
 
-fn invalid(field: &'static str, reason: impl Into<String>) -> CustomerError {
-    CustomerError::Invalid { field, reason: reason.into() }
+impl From<contracts::Invalid> for CustomerError {
+    fn from(e: contracts::Invalid) -> Self {
+        CustomerError::Invalid { field: e.field, reason: e.reason }
+    }
 }
 
-/// Trims `value` and checks it is 1..=max characters.
-pub(crate) fn text(field: &'static str, value: &str, max: usize) -> Result<String, CustomerError> {
-    let value = value.trim();
-    if value.is_empty() {
-        return Err(invalid(field, "must not be empty"));
-    }
-    if value.chars().count() > max {
-        return Err(invalid(field, format!("must be at most {max} characters")));
-    }
-    Ok(value.to_owned())
+fn invalid(field: &'static str, reason: impl Into<String>) -> CustomerError {
+    CustomerError::Invalid { field, reason: reason.into() }
 }
 
 /// A customer id: `c-` and 1–60 of a-z, 0-9, `-`.
@@ -90,73 +87,7 @@ impl std::fmt::Display for CustomerId {
     }
 }
 
-/// A postal address; also what orders and shipments carry and compare.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Address {
-    pub line1: String,
-    pub city: String,
-    pub postcode: String,
-    /// ISO 3166-1 alpha-2, upper case.
-    pub country: String,
-}
-
-impl Address {
-    /// Validates and normalizes an address given by a client.
-    pub fn parse(line1: &str, city: &str, postcode: &str, country: &str) -> Result<Self, CustomerError> {
-        let country = country.trim().to_ascii_uppercase();
-        if country.len() != 2 || !country.bytes().all(|b| b.is_ascii_uppercase()) {
-            return Err(invalid("country", "must be a two-letter country code, e.g. DE"));
-        }
-        Ok(Self {
-            line1: text("line1", line1, 100)?,
-            city: text("city", city, 60)?,
-            postcode: text("postcode", postcode, 16)?,
-            country,
-        })
-    }
-
-    /// Checks an address that arrived as a DTO.
-    pub fn validated(self) -> Result<Self, CustomerError> {
-        Self::parse(&self.line1, &self.city, &self.postcode, &self.country)
-    }
-}
-
-/// How a customer pays.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum PaymentMethod {
-    Card { last4: String },
-    Invoice,
-}
-
-impl PaymentMethod {
-    pub fn validated(self) -> Result<Self, CustomerError> {
-        match self {
-            PaymentMethod::Card { last4 }
-                if last4.len() != 4 || !last4.bytes().all(|b| b.is_ascii_digit()) =>
-            {
-                Err(invalid("payment_method.last4", "must be the last four digits of the card"))
-            }
-            other => Ok(other),
-        }
-    }
-
-    pub(crate) fn columns(&self) -> (&'static str, Option<&str>) {
-        match self {
-            PaymentMethod::Card { last4 } => ("card", Some(last4)),
-            PaymentMethod::Invoice => ("invoice", None),
-        }
-    }
-
-    pub(crate) fn from_columns(kind: &str, last4: Option<String>) -> Self {
-        match (kind, last4) {
-            ("card", Some(last4)) => PaymentMethod::Card { last4 },
-            _ => PaymentMethod::Invoice,
-        }
-    }
-}
-
-/// A customer as the customer service owns it, and as its events carry it.
+/// A customer as the customer service owns it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Customer {
     #[schema(value_type = String)]
@@ -167,6 +98,19 @@ pub struct Customer {
     pub payment_method: PaymentMethod,
     /// Grows by one with every change; replicas keep the highest they have seen.
     pub version: u64,
+}
+
+impl From<&Customer> for contracts::customer::Customer {
+    fn from(customer: &Customer) -> Self {
+        Self {
+            id: customer.id.to_string(),
+            name: customer.name.clone(),
+            email: customer.email.clone(),
+            address: customer.address.clone(),
+            payment_method: customer.payment_method.clone(),
+            version: customer.version,
+        }
+    }
 }
 
 /// A new customer, validated.

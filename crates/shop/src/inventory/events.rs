@@ -3,112 +3,84 @@
 //! state-carrying). The other site replicates both.
 
 use kit::envelope::NewEvent;
-use serde::{Deserialize, Serialize};
 
 use super::merge::SiteStock;
-use super::model::{ReservationLine, ReservationStatus, Stock};
-use super::sites::Site;
+use super::model::{ReservationLine, Stock};
+use crate::contracts::inventory as contract;
 
-pub const STOCK_RESERVED: &str = "StockReserved";
-pub const STOCK_REJECTED: &str = "StockRejected";
-pub const STOCK_RELEASED: &str = "StockReleased";
-pub const STOCK_ADJUSTED: &str = "StockAdjusted";
+pub use contract::{
+    KINDS, RESERVATION_KINDS, Reservation, SCOPE, STOCK_ADJUSTED, STOCK_REJECTED, STOCK_RELEASED,
+    STOCK_RESERVED, StockCounters, StockLine, reservation_event,
+};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct StockLine {
-    pub product_id: String,
-    pub quantity: u32,
-}
-
-/// Payload of StockReserved, StockRejected (with `reason`) and StockReleased. With
-/// `site` and `status` it also carries the order's reservation lines as its site now holds
-/// them, at the event's version, for the other site to replicate.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Reservation {
-    pub order_id: String,
-    pub lines: Vec<StockLine>,
-    pub reason: Option<String>,
-    /// The site that owns the order.
-    #[serde(default)]
-    pub site: Option<Site>,
-    /// The status of every line after this event; absent when nothing was ever held.
-    #[serde(default)]
-    pub status: Option<ReservationStatus>,
-    #[serde(default)]
-    pub placed_at_ms: u64,
-    /// StockRejected only: the hold was given back because its product was oversold, so
-    /// the order is cancelled with the apology rather than rejected.
-    #[serde(default)]
-    pub compensated: bool,
-}
-
-impl Reservation {
-    /// An answer that never held anything (a rejection from the site's own view).
-    pub fn unheld(order_id: &str, lines: Vec<StockLine>, reason: Option<String>) -> Self {
-        Self {
-            order_id: order_id.to_owned(),
-            lines,
-            reason,
-            site: None,
-            status: None,
-            placed_at_ms: 0,
-            compensated: false,
-        }
-    }
-
-    /// The event announcing the reservation lines `held` (one order, one status).
-    pub fn of(held: &[ReservationLine], reason: Option<String>) -> Self {
-        let first = held.first().expect("an order holds at least one line");
-        Self {
-            order_id: first.order_id.clone(),
-            lines: held
-                .iter()
-                .map(|l| StockLine { product_id: l.product_id.clone(), quantity: l.quantity })
-                .collect(),
-            reason,
-            site: Some(first.site),
-            status: Some(first.status),
-            placed_at_ms: first.placed_at_ms,
-            compensated: false,
-        }
-    }
-
-    /// The lines it replicates, at `version`; none for an answer that held nothing.
-    pub fn replicated(&self, version: u64) -> Vec<ReservationLine> {
-        let (Some(site), Some(status)) = (self.site, self.status) else { return Vec::new() };
-        self.lines
+/// The event announcing the reservation lines `held` (one order, one status).
+pub fn reservation_of(held: &[ReservationLine], reason: Option<String>) -> Reservation {
+    let first = held.first().expect("an order holds at least one line");
+    Reservation {
+        order_id: first.order_id.clone(),
+        lines: held
             .iter()
-            .map(|l| ReservationLine {
-                order_id: self.order_id.clone(),
-                product_id: l.product_id.clone(),
-                quantity: l.quantity,
-                status,
-                site,
-                placed_at_ms: self.placed_at_ms,
-                version,
-            })
-            .collect()
+            .map(|l| StockLine { product_id: l.product_id.clone(), quantity: l.quantity })
+            .collect(),
+        reason,
+        site: Some(first.site),
+        status: Some(first.status),
+        placed_at_ms: first.placed_at_ms,
+        compensated: false,
     }
 }
 
-pub fn reservation_event(kind: &str, reservation: &Reservation, version: u64) -> NewEvent {
-    NewEvent::new(kind, reservation.order_id.as_str(), version, reservation)
+/// The lines `reservation` replicates, at `version`; none for an answer that held nothing.
+pub fn replicated(reservation: &Reservation, version: u64) -> Vec<ReservationLine> {
+    let (Some(site), Some(status)) = (reservation.site, reservation.status) else { return Vec::new() };
+    reservation
+        .lines
+        .iter()
+        .map(|l| ReservationLine {
+            order_id: reservation.order_id.clone(),
+            product_id: l.product_id.clone(),
+            quantity: l.quantity,
+            status,
+            site,
+            placed_at_ms: reservation.placed_at_ms,
+            version,
+        })
+        .collect()
 }
 
-/// Payload of StockAdjusted: one site's adjustment counters of a product (key: product
-/// id, version: the counters' version at that site).
+impl From<&SiteStock> for StockCounters {
+    fn from(s: &SiteStock) -> Self {
+        Self {
+            site: s.site,
+            product_id: s.product_id.clone(),
+            added: s.added,
+            removed: s.removed,
+            version: s.version,
+        }
+    }
+}
+
+impl From<StockCounters> for SiteStock {
+    fn from(c: StockCounters) -> Self {
+        Self {
+            site: c.site,
+            product_id: c.product_id,
+            added: c.added,
+            removed: c.removed,
+            version: c.version,
+        }
+    }
+}
+
+/// StockAdjusted: one site's adjustment counters of a product (key: product id, version:
+/// the counters' version at that site).
 pub fn level_event(counters: &SiteStock) -> NewEvent {
-    NewEvent::new(STOCK_ADJUSTED, counters.product_id.as_str(), counters.version, counters)
+    contract::counters_event(&counters.into())
 }
-
-/// The scope of a product's stock in consistency tokens: `stock/<product id>@<version>`.
-pub const SCOPE: &str = "stock";
 
 /// The token a stock write answers with: the product at its view version.
 pub fn token(stock: &Stock) -> kit::token::ConsistencyToken {
-    let entry = kit::token::TokenEntry::new(SCOPE, &stock.product_id, stock.version)
-        .expect("product ids are token-safe");
-    kit::token::ConsistencyToken::new().with(entry)
+    contract::token(&stock.product_id, stock.version)
 }
 
 /// How inventory applies what it consumes.
@@ -122,11 +94,11 @@ pub mod apply {
     use tokio::sync::Notify;
 
     use super::{Reservation, STOCK_ADJUSTED, STOCK_REJECTED, STOCK_RELEASED, STOCK_RESERVED};
+    use crate::contracts::order::{self as order, Order};
     use crate::inventory::merge::SiteStock;
     use crate::inventory::model::Answer;
     use crate::inventory::sites::{Mode, Site};
     use crate::inventory::store;
-    use crate::order::events::{self as order, Order};
 
     /// Answers each placed order routed to this site with a hold (or a rejection), and
     /// releases the stock of a cancelled one. Served per key, so the events of one order
@@ -177,7 +149,10 @@ pub mod apply {
             let from = event.stream.as_str();
             let changed = match event.kind.as_str() {
                 STOCK_ADJUSTED => {
-                    let counters: SiteStock = event.payload_as().map_err(|e| permanent(e.to_string()))?;
+                    let counters: SiteStock = event
+                        .payload_as::<super::StockCounters>()
+                        .map_err(|e| permanent(e.to_string()))?
+                        .into();
                     if counters.site.instance() != from || counters.product_id != event.key {
                         return Err(permanent(format!(
                             "StockAdjusted {} on {from} is about {} at {}",
@@ -198,7 +173,7 @@ pub mod apply {
                         )));
                     }
                     let mut changed = false;
-                    for line in reservation.replicated(event.version) {
+                    for line in super::replicated(&reservation, event.version) {
                         changed |= store::apply_line(tx, &line)?;
                     }
                     changed

@@ -128,42 +128,9 @@ impl Stock {
     }
 }
 
-/// Where a reservation line stands at the site that owns it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum ReservationStatus {
-    /// cp: held, waiting for the other site's acknowledgement.
-    Pending,
-    /// ap: held and accepted, not yet settled against the other site's reservations.
-    Provisional,
-    /// Held and settled: the order may ship.
-    Reserved,
-    /// No longer held (cancelled, refused or compensated).
-    Released,
-}
-
-impl ReservationStatus {
-    pub const ALL: [ReservationStatus; 4] =
-        [Self::Pending, Self::Provisional, Self::Reserved, Self::Released];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ReservationStatus::Pending => "pending",
-            ReservationStatus::Provisional => "provisional",
-            ReservationStatus::Reserved => "reserved",
-            ReservationStatus::Released => "released",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|s| s.as_str() == text)
-    }
-
-    /// Whether the line counts against the stock.
-    pub fn holds(self) -> bool {
-        self != ReservationStatus::Released
-    }
-}
+/// Where a reservation line stands at the site that owns it: the published status
+/// itself, since replicas of the other site keep it as they receive it.
+pub use crate::contracts::inventory::ReservationStatus;
 
 /// Units of one product held for one order by the site that owns the order; both sites
 /// keep every line, each site writing only its own (replicated by version).

@@ -12,67 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::InventoryService;
 use crate::service::{Choices, Context, Peer, Service, ServiceName, peer};
 
-/// One inventory site: its own database, outbox stream, port and consumers.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Site {
-    Dc1,
-    Dc2,
-}
-
-impl Site {
-    pub const ALL: [Site; 2] = [Site::Dc1, Site::Dc2];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Site::Dc1 => "dc1",
-            Site::Dc2 => "dc2",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|s| s.as_str() == text)
-    }
-
-    /// The other site.
-    pub fn peer(self) -> Site {
-        match self {
-            Site::Dc1 => Site::Dc2,
-            Site::Dc2 => Site::Dc1,
-        }
-    }
-
-    /// The instance name: the site's stream, database file stem and consumer prefix.
-    pub fn instance(self) -> String {
-        format!("inventory-{}", self.as_str())
-    }
-
-    /// The site that settles ap reservations (see the module docs of `inventory`): one
-    /// place decides, so two sites never settle the same units twice.
-    pub fn arbiter() -> Site {
-        Site::Dc1
-    }
-
-    /// The site an order of `customer_id` is routed to: FNV-1a of the customer id, even to
-    /// dc1 and odd to dc2. Every party computes it alone, a customer's orders (and their
-    /// cancellations) always meet the same site, and tests can pick customers per site.
-    pub fn of_customer(customer_id: &str) -> Site {
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for byte in customer_id.bytes() {
-            hash ^= u64::from(byte);
-            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        if hash.is_multiple_of(2) { Site::Dc1 } else { Site::Dc2 }
-    }
-}
-
-impl std::fmt::Display for Site {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::contracts::inventory::Site;
 
 /// How the sites write when they cannot reach each other (DESIGN §1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

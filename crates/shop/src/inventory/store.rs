@@ -290,7 +290,7 @@ pub fn reserve(
     }
     record_answer(tx, order_id, Answer::Held, None)?;
     if mode == Mode::Ap {
-        let provisional = Reservation::of(&held, None);
+        let provisional = events::reservation_of(&held, None);
         outbox.append(
             tx,
             vec![events::reservation_event(events::STOCK_RESERVED, &provisional, 1).caused_by(cause)],
@@ -346,7 +346,7 @@ fn advance(
     for line in &moved {
         apply_line(tx, line)?;
     }
-    let payload = Reservation { compensated, ..Reservation::of(&moved, reason) };
+    let payload = Reservation { compensated, ..events::reservation_of(&moved, reason) };
     let mut event = events::reservation_event(kind, &payload, version);
     if let Some(cause) = cause {
         event = event.caused_by(cause);

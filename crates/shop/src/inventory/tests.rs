@@ -16,8 +16,8 @@ use super::events::{Reservation, STOCK_ADJUSTED, STOCK_REJECTED, STOCK_RELEASED,
 use super::merge::SiteStock;
 use super::model::ReservationStatus;
 use super::sites::{Mode, Site};
-use crate::customer::model::Address;
-use crate::order::events::{
+use crate::contracts::customer::Address;
+use crate::contracts::order::{
     AddressSource, ORDER_CANCELLED, ORDER_CONFIRMED, ORDER_PLACED, Order, OrderLine, OrderStatus, event,
 };
 use crate::service::Choices;

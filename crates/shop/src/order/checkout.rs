@@ -10,9 +10,9 @@ use serde::Serialize;
 
 use super::model::OrderError;
 use super::store::{self, CartLine};
-use crate::catalog::events::{Quote, QuoteItem, QuoteLine, QuoteRequest};
-use crate::customer::events as customer_events;
-use crate::customer::model::{Address, Customer, PaymentMethod};
+use crate::contracts::catalog::{Quote, QuoteItem, QuoteLine, QuoteRequest};
+use crate::contracts::customer as customer_events;
+use crate::contracts::customer::{Address, Customer, PaymentMethod};
 use crate::service::{AddressChoice, Context, PeerError, ServiceName};
 
 /// Where the checkout's address came from, and how fresh it is.

@@ -1,100 +1,19 @@
-//! What the order service publishes: every event carries the whole order at its new
-//! version (key: order id), so shipping and search replicate it with the version gate.
+//! What the order service publishes ([`crate::contracts::order`]: the whole order at its
+//! new version), and how it applies what it consumes.
 
 use kit::envelope::NewEvent;
-use serde::{Deserialize, Serialize};
 
-use crate::customer::model::Address;
+use super::model::Order;
+use crate::contracts::order as contract;
 
-pub const ORDER_PLACED: &str = "OrderPlaced";
-pub const ORDER_ADDRESS_OVERRIDDEN: &str = "OrderAddressOverridden";
-pub const ORDER_CONFIRMED: &str = "OrderConfirmed";
-pub const ORDER_REJECTED: &str = "OrderRejected";
-pub const ORDER_CANCELLED: &str = "OrderCancelled";
-/// The customer confirmed that the order's address is right although it differs from
-/// the address on file: shipping may ship to it.
-pub const ORDER_ADDRESS_CONFIRMED: &str = "OrderAddressConfirmed";
-pub const KINDS: [&str; 6] = [
-    ORDER_PLACED,
-    ORDER_ADDRESS_OVERRIDDEN,
-    ORDER_CONFIRMED,
-    ORDER_REJECTED,
-    ORDER_CANCELLED,
-    ORDER_ADDRESS_CONFIRMED,
-];
+pub use contract::{
+    AddressSource, KINDS, ORDER_ADDRESS_CONFIRMED, ORDER_ADDRESS_OVERRIDDEN, ORDER_CANCELLED,
+    ORDER_CONFIRMED, ORDER_PLACED, ORDER_REJECTED, OrderLine, OrderStatus, SCOPE,
+};
 
-pub const SCOPE: &str = "order";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum OrderStatus {
-    /// Placed and paid; waiting for inventory's answer.
-    PendingStock,
-    /// Stock reserved.
-    Confirmed,
-    /// Inventory could not reserve the stock.
-    Rejected,
-    Cancelled,
-}
-
-impl OrderStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OrderStatus::PendingStock => "pending_stock",
-            OrderStatus::Confirmed => "confirmed",
-            OrderStatus::Rejected => "rejected",
-            OrderStatus::Cancelled => "cancelled",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        [Self::PendingStock, Self::Confirmed, Self::Rejected, Self::Cancelled]
-            .into_iter()
-            .find(|s| s.as_str() == text)
-    }
-}
-
-/// Where the address of an order (or a checkout) came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum AddressSource {
-    /// The order service's replica of the customer.
-    Replica,
-    /// Asked from the customer service synchronously.
-    Owner,
-    /// Given by the shopper at checkout.
-    Override,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct OrderLine {
-    pub product_id: String,
-    pub name: String,
-    pub quantity: u32,
-    pub unit_price_cents: u64,
-}
-
-/// An order as the order service owns it and as its events carry it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Order {
-    pub id: String,
-    pub customer_id: String,
-    pub status: OrderStatus,
-    pub lines: Vec<OrderLine>,
-    pub total_cents: u64,
-    /// Where the order ships to.
-    pub address: Address,
-    pub address_source: AddressSource,
-    /// True once the customer confirmed this address although it differs from theirs.
-    pub address_confirmed: bool,
-    pub payment_authorization_id: String,
-    /// Why the order was rejected or cancelled.
-    pub reason: Option<String>,
-    pub version: u64,
-}
-
+/// The event of `kind` carrying `order` as its contract publishes it.
 pub fn event(kind: &str, order: &Order) -> NewEvent {
-    NewEvent::new(kind, order.id.as_str(), order.version, order)
+    contract::event(kind, &contract::Order::from(order))
 }
 
 /// How the order service applies what it consumes.
@@ -106,11 +25,9 @@ pub mod apply {
     use kit::store::Tx;
 
     use super::{ORDER_CANCELLED, ORDER_CONFIRMED, ORDER_REJECTED, OrderStatus};
-    use crate::catalog::events::{self as catalog, Product};
-    use crate::customer::events as customer;
-    use crate::customer::model::Customer;
-    use crate::inventory::events::{self as inventory, Reservation};
-    use crate::inventory::model::ReservationStatus;
+    use crate::contracts::catalog::{self, Product};
+    use crate::contracts::customer::{self, Customer};
+    use crate::contracts::inventory::{self, Reservation};
     use crate::order::model::OrderError;
     use crate::order::store;
 
@@ -165,7 +82,7 @@ pub mod apply {
                 return Ok(());
             }
             let reservation: Reservation = event.payload_as()?;
-            if reservation.status.is_some_and(|s| s != ReservationStatus::Reserved && s.holds()) {
+            if reservation.status.is_some_and(|s| !s.answers()) {
                 return Ok(());
             }
             let mut order = match store::order(tx, &reservation.order_id) {

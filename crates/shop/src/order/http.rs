@@ -12,11 +12,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::checkout::{self, Checkout};
-use super::events::{self, ORDER_ADDRESS_CONFIRMED, ORDER_CANCELLED, Order, OrderStatus};
-use super::model::{OrderError, Quantity, id};
+use super::events::{self, ORDER_ADDRESS_CONFIRMED, ORDER_CANCELLED, OrderStatus};
+use super::model::{Order, OrderError, Quantity, id};
 use super::place;
 use super::store::{self, CartLine};
-use crate::customer::model::Address;
+use crate::contracts::customer::Address;
 use crate::service::{
     Body, BodyRefused, Context, PathParams, PeerError, Problem, QueryParams, ServiceName, StoreBusy, token,
 };

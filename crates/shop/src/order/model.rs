@@ -1,8 +1,49 @@
 //! Carts and orders: validated inputs and the errors of the order service.
 
 use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
 
+use crate::contracts::customer::Address;
+use crate::contracts::order::{self as contract, AddressSource, OrderLine, OrderStatus};
 use crate::service::{PeerError, Problem};
+
+/// An order as the order service keeps it and answers it over HTTP. Its events publish
+/// it converted to [`contract::Order`], so the record may change apart from the contract.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Order {
+    pub id: String,
+    pub customer_id: String,
+    pub status: OrderStatus,
+    pub lines: Vec<OrderLine>,
+    pub total_cents: u64,
+    /// Where the order ships to.
+    pub address: Address,
+    pub address_source: AddressSource,
+    /// True once the customer confirmed this address although it differs from theirs.
+    pub address_confirmed: bool,
+    pub payment_authorization_id: String,
+    /// Why the order was rejected or cancelled.
+    pub reason: Option<String>,
+    pub version: u64,
+}
+
+impl From<&Order> for contract::Order {
+    fn from(order: &Order) -> Self {
+        Self {
+            id: order.id.clone(),
+            customer_id: order.customer_id.clone(),
+            status: order.status,
+            lines: order.lines.clone(),
+            total_cents: order.total_cents,
+            address: order.address.clone(),
+            address_source: order.address_source,
+            address_confirmed: order.address_confirmed,
+            payment_authorization_id: order.payment_authorization_id.clone(),
+            reason: order.reason.clone(),
+            version: order.version,
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum OrderError {

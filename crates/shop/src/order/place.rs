@@ -7,11 +7,11 @@ use std::sync::Arc;
 use kit::token::ConsistencyToken;
 
 use super::checkout::{self, Source};
-use super::events::{AddressSource, ORDER_ADDRESS_OVERRIDDEN, ORDER_PLACED, Order, OrderLine, OrderStatus};
-use super::model::{OrderError, new_order_id};
+use super::events::{AddressSource, ORDER_ADDRESS_OVERRIDDEN, ORDER_PLACED, OrderLine, OrderStatus};
+use super::model::{Order, OrderError, new_order_id};
 use super::store;
-use crate::customer::model::Address;
-use crate::payment::events::{Authorization, AuthorizationRequest, AuthorizationStatus};
+use crate::contracts::customer::Address;
+use crate::contracts::payment::{Authorization, AuthorizationRequest, AuthorizationStatus};
 use crate::service::{Context, ServiceName};
 
 pub async fn place(

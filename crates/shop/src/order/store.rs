@@ -6,9 +6,9 @@ use kit::outbox::Outbox;
 use kit::store::{Dialect, StoreError, Tx};
 use serde::Serialize;
 
-use super::events::{self, Order};
-use super::model::OrderError;
-use crate::customer::model::Customer;
+use super::events;
+use super::model::{Order, OrderError};
+use crate::contracts::customer::Customer;
 
 /// A cart line with the product's name and list price as the replica knows them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]

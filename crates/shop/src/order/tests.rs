@@ -10,12 +10,15 @@ use kit::outbox::Outbox;
 use kit::store::{Store, StoreError};
 
 use super::events::apply::StockAnswers;
-use super::events::{ORDER_CANCELLED, ORDER_PLACED, Order, OrderLine, OrderStatus};
+use super::events::{ORDER_CANCELLED, ORDER_PLACED, OrderLine, OrderStatus};
+use super::model::Order;
 use super::store;
-use crate::customer::model::Address;
-use crate::inventory::events::{Reservation, STOCK_REJECTED, STOCK_RESERVED, StockLine, reservation_event};
-use crate::inventory::model::ReservationStatus;
-use crate::inventory::sites::Site;
+use crate::contracts::customer::Address;
+use crate::contracts::inventory::ReservationStatus;
+use crate::contracts::inventory::Site;
+use crate::contracts::inventory::{
+    Reservation, STOCK_REJECTED, STOCK_RESERVED, StockLine, reservation_event,
+};
 use crate::service::testing::envelope;
 
 fn placed(id: &str) -> Order {
@@ -142,4 +145,76 @@ async fn a_hold_refused_by_the_other_site_rejects_the_order_with_the_reason() {
         after(vec![answer(STOCK_REJECTED, "o-1", ReservationStatus::Released, 2, Some(why))]).await;
     assert_eq!((order.status, order.reason.as_deref()), (OrderStatus::Rejected, Some(why)));
     assert_eq!(kinds, [ORDER_PLACED, "OrderRejected"]);
+}
+
+/// StockRejected as a site wrote it in schema 1: no site, no status, no `compensated`.
+fn schema_1_rejection(order_id: &str, reason: &str) -> kit::envelope::NewEvent {
+    let payload = serde_json::json!({
+        "order_id": order_id,
+        "lines": [{ "product_id": "p-001", "quantity": 1 }],
+        "reason": reason,
+    });
+    kit::envelope::NewEvent::new(STOCK_REJECTED, order_id, 1, payload).schema(1)
+}
+
+#[tokio::test]
+async fn a_schema_1_rejection_does_not_fit_the_current_reservation_unless_upcast() {
+    let v1 = envelope("inventory-dc1", &schema_1_rejection("o-1", "p-001 is sold out"), 1);
+    let outbox = Outbox::new(StreamName::parse("order").unwrap());
+    let store = Store::open(
+        "sqlite::memory:",
+        &[&kit::outbox::MIGRATIONS, crate::service::ServiceName::Order.migrations()],
+    )
+    .await
+    .unwrap();
+    let handler = StockAnswers { outbox: outbox.clone() };
+    let raw = v1.clone();
+    let refused = store
+        .transact(move |tx| {
+            store::place(tx, &outbox, placed("o-1"), &[ORDER_PLACED], 0)
+                .map_err(|e| StoreError::Database(e.to_string()))?;
+            Ok::<_, StoreError>(handler.handle(tx, &raw).is_err())
+        })
+        .await
+        .unwrap();
+    assert!(refused, "schema 2 requires `compensated`, which schema 1 lacks");
+
+    let upcast = crate::contracts::schemas().decode(&v1.to_json()).expect("schema 1 upcasts");
+    assert_eq!(upcast.schema, crate::contracts::inventory::RESERVATION_SCHEMA);
+    let (order, kinds) = after(vec![upcast]).await;
+    assert_eq!((order.status, order.reason.as_deref()), (OrderStatus::Rejected, Some("p-001 is sold out")));
+    assert_eq!(kinds, [ORDER_PLACED, "OrderRejected"]);
+}
+
+#[tokio::test]
+async fn the_order_service_rejects_an_order_on_a_schema_1_rejection_from_the_bus() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = kit::bus::connect(&format!("embedded:{}", dir.path().join("bus.db").display())).await.unwrap();
+    let service =
+        crate::service::testing::spawn::<super::OrderService>(dir.path(), bus.clone(), Default::default())
+            .await;
+    let outbox = service.ctx.outbox.clone();
+    service
+        .ctx
+        .store
+        .transact(move |tx| {
+            store::place(tx, &outbox, placed("o-1"), &[ORDER_PLACED], 0)
+                .map_err(|e| StoreError::Database(e.to_string()))
+        })
+        .await
+        .unwrap();
+    let site = crate::service::testing::Producer::open(dir.path(), "inventory-dc1", bus).await;
+    site.emit(vec![schema_1_rejection("o-1", "p-001 is sold out")]).await;
+
+    let ctx = service.ctx.clone();
+    let order = crate::service::testing::eventually("the order is rejected", || {
+        let ctx = ctx.clone();
+        async move {
+            let order =
+                ctx.store.transact(|tx| Ok::<_, StoreError>(store::order(tx, "o-1").ok())).await.ok()??;
+            (order.status == OrderStatus::Rejected).then_some(order)
+        }
+    })
+    .await;
+    assert_eq!(order.reason.as_deref(), Some("p-001 is sold out"));
 }

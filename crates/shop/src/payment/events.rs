@@ -1,46 +1,6 @@
 //! What the payment service publishes, and its synchronous authorization contract.
 
-use kit::envelope::NewEvent;
-use serde::{Deserialize, Serialize};
-
-use crate::customer::model::PaymentMethod;
-
-pub const PAYMENT_AUTHORIZED: &str = "PaymentAuthorized";
-pub const PAYMENT_DECLINED: &str = "PaymentDeclined";
-
-/// `POST /authorizations`: authorize `amount_cents` for an order about to be placed.
-/// Idempotent by `order_id`: asking again answers the first decision.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct AuthorizationRequest {
-    pub order_id: String,
-    pub customer_id: String,
-    pub amount_cents: u64,
-    pub payment_method: PaymentMethod,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum AuthorizationStatus {
-    Authorized,
-    Declined,
-}
-
-/// The payment service's decision; also the payload of its events (key: order id).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Authorization {
-    pub authorization_id: String,
-    pub order_id: String,
-    pub customer_id: String,
-    pub amount_cents: u64,
-    pub status: AuthorizationStatus,
-    /// Why it was declined.
-    pub reason: Option<String>,
-}
-
-pub fn event(authorization: &Authorization) -> NewEvent {
-    let kind = match authorization.status {
-        AuthorizationStatus::Authorized => PAYMENT_AUTHORIZED,
-        AuthorizationStatus::Declined => PAYMENT_DECLINED,
-    };
-    NewEvent::new(kind, authorization.order_id.as_str(), 1, authorization)
-}
+pub use crate::contracts::payment::{
+    Authorization, AuthorizationRequest, AuthorizationStatus, KINDS, PAYMENT_AUTHORIZED, PAYMENT_DECLINED,
+    SCHEMA, event,
+};

@@ -13,7 +13,7 @@ use utoipa_axum::routes;
 use super::events::{Authorization, AuthorizationRequest, AuthorizationStatus};
 use super::model::Charge;
 use super::store;
-use crate::customer::model::PaymentMethod;
+use crate::contracts::customer::PaymentMethod;
 use crate::service::{Body, BodyRefused, Context, PathParams, Problem, QueryParams, StoreBusy};
 
 /// The payment service's routes, with their document.

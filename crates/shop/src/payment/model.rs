@@ -1,7 +1,7 @@
 //! Authorization requests, validated once at the edge, and the rule that decides them.
 
 use super::events::{AuthorizationRequest, AuthorizationStatus};
-use crate::customer::model::PaymentMethod;
+use crate::contracts::customer::PaymentMethod;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PaymentError {

@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 use super::PaymentService;
 use super::events::{PAYMENT_AUTHORIZED, PAYMENT_DECLINED};
 use super::model::{AMOUNT_LIMIT_CENTS, Charge, INVOICE_LIMIT_CENTS, decide};
-use crate::customer::model::PaymentMethod;
-use crate::payment::events::AuthorizationStatus;
+use crate::contracts::customer::PaymentMethod;
+use crate::contracts::payment::AuthorizationStatus;
 use crate::service::testing::{Running, spawn};
 
 async fn payment_service() -> (Running, tempfile::TempDir) {

@@ -9,8 +9,8 @@ use kit::store::Tx;
 
 use super::model::Document;
 use super::store;
-use crate::catalog::events::{self as catalog, Product};
-use crate::order::events::{self as order, Order};
+use crate::contracts::catalog::{self as catalog, Product};
+use crate::contracts::order::{self as order, Order};
 
 /// A product whose name holds this text cannot be indexed: its event fails on purpose,
 /// for the poison-event scenario (DESIGN §4, scenario 4).

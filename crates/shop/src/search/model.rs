@@ -3,8 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::events::Product;
-use crate::order::events::Order;
+use crate::contracts::catalog::Product;
+use crate::contracts::order::Order;
 use crate::service::Problem;
 
 #[derive(Debug, thiserror::Error)]

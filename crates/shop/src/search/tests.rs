@@ -11,9 +11,9 @@ use kit::envelope::NewEvent;
 use serde_json::Value;
 
 use super::SearchService;
-use crate::catalog::events::{PRODUCT_ADDED, PRODUCT_PRICE_CHANGED, Product};
-use crate::customer::model::Address;
-use crate::order::events::{AddressSource, ORDER_CONFIRMED, ORDER_PLACED, Order, OrderLine, OrderStatus};
+use crate::contracts::catalog::{PRODUCT_ADDED, PRODUCT_PRICE_CHANGED, Product};
+use crate::contracts::customer::Address;
+use crate::contracts::order::{AddressSource, ORDER_CONFIRMED, ORDER_PLACED, Order, OrderLine, OrderStatus};
 use crate::service::testing::{Producer, Running, eventually, spawn};
 
 struct Harness {
@@ -77,7 +77,7 @@ pub(super) fn order(id: &str, customer_id: &str, lines: &[&str], status: OrderSt
 }
 
 fn added(products: &[Product]) -> Vec<NewEvent> {
-    products.iter().map(|p| crate::catalog::events::event(PRODUCT_ADDED, p)).collect()
+    products.iter().map(|p| crate::contracts::catalog::event(PRODUCT_ADDED, p)).collect()
 }
 
 impl Harness {
@@ -167,7 +167,7 @@ async fn a_price_change_is_reflected_in_the_index() {
     shop.catalog.emit(added(&[product("p-001", "Blue Enamel Mug", 1299, 1)])).await;
     shop.finds("q=12.99", &["p-001"]).await;
     let changed = product("p-001", "Blue Enamel Mug", 1999, 2);
-    shop.catalog.emit(vec![crate::catalog::events::event(PRODUCT_PRICE_CHANGED, &changed)]).await;
+    shop.catalog.emit(vec![crate::contracts::catalog::event(PRODUCT_PRICE_CHANGED, &changed)]).await;
 
     let answer = shop.finds("q=19.99", &["p-001"]).await;
     assert_eq!(answer["results"][0]["version"], 2);
@@ -180,7 +180,7 @@ async fn orders_are_found_by_id_customer_status_and_product_names() {
     let placed = order("o-0193aa", "c-ada", &["Blue Enamel Mug", "Red Kettle"], OrderStatus::PendingStock, 1);
     let other = order("o-0193bb", "c-bob", &["Wool Blanket"], OrderStatus::PendingStock, 1);
     let confirmed = order("o-0193aa", "c-ada", &["Blue Enamel Mug", "Red Kettle"], OrderStatus::Confirmed, 2);
-    let events = crate::order::events::event;
+    let events = crate::contracts::order::event;
     shop.orders
         .emit(vec![
             events(ORDER_PLACED, &placed),
@@ -205,11 +205,11 @@ async fn an_older_version_arriving_after_a_newer_one_does_not_regress_the_index(
     let shop = harness().await;
     let newer = product("p-004", "Copper Kettle", 4500, 2);
     let older = product("p-004", "Tin Kettle", 3000, 1);
-    shop.catalog.emit(vec![crate::catalog::events::event(PRODUCT_PRICE_CHANGED, &newer)]).await;
+    shop.catalog.emit(vec![crate::contracts::catalog::event(PRODUCT_PRICE_CHANGED, &newer)]).await;
     shop.catalog.emit(added(&[older.clone(), older])).await;
     let cancelled = order("o-0193cc", "c-cyd", &["Copper Kettle"], OrderStatus::Cancelled, 3);
     let placed = order("o-0193cc", "c-cyd", &["Copper Kettle"], OrderStatus::PendingStock, 1);
-    let events = crate::order::events::event;
+    let events = crate::contracts::order::event;
     shop.orders.emit(vec![events("OrderCancelled", &cancelled), events(ORDER_PLACED, &placed)]).await;
     shop.caught_up().await;
 
@@ -272,7 +272,7 @@ async fn a_poisoned_product_is_dead_lettered_after_three_attempts_while_the_othe
 
     // The fix: a newer version without the marker; the replayed letter is then a no-op.
     let fixed = product("p-011", "Blessed Lamp", 1500, 2);
-    shop.catalog.emit(vec![crate::catalog::events::event(PRODUCT_PRICE_CHANGED, &fixed)]).await;
+    shop.catalog.emit(vec![crate::contracts::catalog::event(PRODUCT_PRICE_CHANGED, &fixed)]).await;
     shop.finds("q=blessed", &["p-011"]).await;
     assert_eq!(shop.bus.replay(&filter).await.unwrap(), 1);
     let event_id = letter.message.id.clone();

@@ -279,6 +279,12 @@ pub struct Consumers {
 }
 
 impl Consumers {
+    /// Every consumer decodes with the published [`crate::contracts::schemas`], so an old
+    /// payload is upcast before its handler sees it.
+    fn config(spec: ConsumerSpec) -> ConsumerConfig {
+        ConsumerConfig::new(spec).schemas(crate::contracts::schemas())
+    }
+
     /// Runs `handler` as the durable consumer `<service>.<purpose>` of `spec`'s streams.
     pub fn start<H: Handler>(&mut self, spec: ConsumerSpec, handler: H) {
         let bus = self.ctx.bus.clone();
@@ -290,8 +296,7 @@ impl Consumers {
         let ctx = &self.ctx;
         let counters = ctx.metrics.consumer_counters(&spec.name);
         ctx.metrics.watch_consumer(&ctx.store, &spec.name, &spec.streams);
-        let consumer =
-            Consumer::new(ctx.store.clone(), bus, handler, ConsumerConfig::new(spec)).counters(counters);
+        let consumer = Consumer::new(ctx.store.clone(), bus, handler, Self::config(spec)).counters(counters);
         let shutdown = self.shutdown.clone();
         self.tasks.spawn(async move { consumer.run(shutdown.cancelled_owned()).await });
     }

@@ -3,38 +3,16 @@
 //! affected shipments in the same transaction.
 
 use kit::envelope::NewEvent;
-use serde::{Deserialize, Serialize};
 
-use crate::customer::model::Address;
+use super::model::Shipment;
+use crate::contracts::shipping as contract;
 
-pub const SHIPMENT_CREATED: &str = "ShipmentCreated";
-pub const SHIPMENT_HELD: &str = "ShipmentHeld";
+pub use contract::{KINDS, SHIPMENT_CREATED, SHIPMENT_HELD, ShipmentStatus};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum ShipmentStatus {
-    /// Waiting until the order is confirmed, paid and its address agrees; `reason` says which.
-    Held,
-    Shipped,
-}
-
-/// A shipment as shipping owns it and as its events carry it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Shipment {
-    pub order_id: String,
-    pub customer_id: String,
-    pub status: ShipmentStatus,
-    pub address: Address,
-    pub reason: Option<String>,
-    pub version: u64,
-}
-
+/// ShipmentCreated or ShipmentHeld, as the status says, carrying `shipment` as its
+/// contract publishes it.
 pub fn event(shipment: &Shipment) -> NewEvent {
-    let kind = match shipment.status {
-        ShipmentStatus::Held => SHIPMENT_HELD,
-        ShipmentStatus::Shipped => SHIPMENT_CREATED,
-    };
-    NewEvent::new(kind, shipment.order_id.as_str(), shipment.version, shipment)
+    contract::event(&contract::Shipment::from(shipment))
 }
 
 /// How shipping applies what it consumes. Every handler updates its replica only when the
@@ -48,12 +26,11 @@ pub mod apply {
     use kit::replica::VersionGate;
     use kit::store::{StoreError, Tx};
 
-    use super::{Shipment, ShipmentStatus};
-    use crate::customer::events as customer;
-    use crate::customer::model::Customer;
-    use crate::order::events::{self as order, Order};
-    use crate::payment::events::{self as payment, Authorization, AuthorizationStatus};
-    use crate::shipping::model::{self, Decision, Payment};
+    use super::ShipmentStatus;
+    use crate::contracts::customer::{self, Customer};
+    use crate::contracts::order::{self, Order};
+    use crate::contracts::payment::{self, Authorization, AuthorizationStatus};
+    use crate::shipping::model::{self, Decision, Payment, Shipment};
     use crate::shipping::store::{self, Stored};
 
     /// Keeps the replica of orders at their newest version.
@@ -88,10 +65,10 @@ pub mod apply {
             if !customer::KINDS.contains(&event.kind.as_str()) {
                 return Ok(());
             }
-            let customer: Customer = event.keyed_payload(|p: &Customer| p.id.as_str())?;
+            let customer: Customer = event.keyed_payload(|p: &Customer| &p.id)?;
             if self.gate.admit(tx, customer::SCOPE, &event.key, event.version)? {
-                store::put_customer_address(tx, customer.id.as_str(), &customer.address, event.version)?;
-                for order_id in store::unshipped_orders_of(tx, customer.id.as_str())? {
+                store::put_customer_address(tx, &customer.id, &customer.address, event.version)?;
+                for order_id in store::unshipped_orders_of(tx, &customer.id)? {
                     settle(tx, &self.outbox, &order_id, event)?;
                 }
             }

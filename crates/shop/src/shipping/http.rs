@@ -8,10 +8,10 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::events::{Shipment, ShipmentStatus};
-use super::model::{HeldShipment, OrderId};
+use super::events::ShipmentStatus;
+use super::model::{HeldShipment, OrderId, Shipment};
 use super::store;
-use crate::customer::model::Address;
+use crate::contracts::customer::Address;
 use crate::service::{Context, PathParams, Problem, QueryParams, StoreBusy};
 
 /// The shipping service's routes, with their document.

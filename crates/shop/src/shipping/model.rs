@@ -3,10 +3,36 @@
 //! knows it, or the customer confirmed the difference. Otherwise its shipment is held with
 //! the reason, and the rule is asked again whenever what shipping knows changes.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::customer::model::Address;
-use crate::order::events::{Order, OrderStatus};
+use crate::contracts::customer::Address;
+use crate::contracts::order::{Order, OrderStatus};
+use crate::contracts::shipping::{self as contract, ShipmentStatus};
+
+/// A shipment as shipping keeps it and answers it over HTTP. Its events publish it
+/// converted to [`contract::Shipment`], so the record may change apart from the contract.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Shipment {
+    pub order_id: String,
+    pub customer_id: String,
+    pub status: ShipmentStatus,
+    pub address: Address,
+    pub reason: Option<String>,
+    pub version: u64,
+}
+
+impl From<&Shipment> for contract::Shipment {
+    fn from(s: &Shipment) -> Self {
+        Self {
+            order_id: s.order_id.clone(),
+            customer_id: s.customer_id.clone(),
+            status: s.status,
+            address: s.address.clone(),
+            reason: s.reason.clone(),
+            version: s.version,
+        }
+    }
+}
 use crate::service::Problem;
 
 #[derive(Debug, thiserror::Error)]

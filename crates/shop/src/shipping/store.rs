@@ -4,10 +4,10 @@
 
 use kit::store::{Row, StoreError, Tx};
 
-use super::events::{Shipment, ShipmentStatus};
-use super::model::{HeldShipment, Payment, ShippingError};
-use crate::customer::model::Address;
-use crate::order::events::Order;
+use super::events::ShipmentStatus;
+use super::model::{HeldShipment, Payment, Shipment, ShippingError};
+use crate::contracts::customer::Address;
+use crate::contracts::order::Order;
 
 fn decode<T: serde::de::DeserializeOwned>(body: &str) -> Result<T, StoreError> {
     serde_json::from_str(body)

@@ -14,10 +14,10 @@ use serde_json::Value;
 use super::ShippingService;
 use super::events::{SHIPMENT_CREATED, SHIPMENT_HELD};
 use super::store;
-use crate::customer::events::{ADDRESS_CHANGED, REGISTERED};
-use crate::customer::model::Customer;
-use crate::order::events::{Order, OrderStatus};
-use crate::payment::events::{Authorization, AuthorizationStatus};
+use crate::contracts::customer::Customer;
+use crate::contracts::customer::{ADDRESS_CHANGED, REGISTERED};
+use crate::contracts::order::{Order, OrderStatus};
+use crate::contracts::payment::{Authorization, AuthorizationStatus};
 use crate::service::testing::{Producer, Running, eventually, spawn};
 use fixtures::{
     LEEDS_VS_LONDON, authorization, customer, leeds, london, order, order_events, placed_and_confirmed, then,
@@ -68,7 +68,7 @@ impl Harness {
     }
 
     async fn emit_customer(&self, kind: &str, customer: &Customer) {
-        self.customers.emit(vec![crate::customer::events::event(kind, customer)]).await;
+        self.customers.emit(vec![crate::contracts::customer::event(kind, customer)]).await;
     }
 
     async fn emit_orders(&self, versions: &[Order]) {
@@ -81,7 +81,7 @@ impl Harness {
     }
 
     async fn emit_payment(&self, authorization: &Authorization) {
-        self.payments.emit(vec![crate::payment::events::event(authorization)]).await;
+        self.payments.emit(vec![crate::contracts::payment::event(authorization)]).await;
     }
 
     /// Waits until the service has recorded the payment of `order_id`.

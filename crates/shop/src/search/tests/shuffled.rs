@@ -10,8 +10,8 @@ use kit::store::{Store, StoreError};
 use proptest::prelude::*;
 
 use super::{order, product};
-use crate::catalog::events::{PRODUCT_ADDED, PRODUCT_PRICE_CHANGED};
-use crate::order::events::{ORDER_CANCELLED, ORDER_CONFIRMED, ORDER_PLACED, OrderStatus};
+use crate::contracts::catalog::{PRODUCT_ADDED, PRODUCT_PRICE_CHANGED};
+use crate::contracts::order::{ORDER_CANCELLED, ORDER_CONFIRMED, ORDER_PLACED, OrderStatus};
 use crate::search::events::{OrderIndex, ProductIndex};
 use crate::search::model::{Document, SearchQuery};
 use crate::search::store;
@@ -47,7 +47,7 @@ fn history() -> impl Strategy<Value = Vec<Envelope>> {
                     let v = products[n];
                     let kind = if v == 1 { PRODUCT_ADDED } else { PRODUCT_PRICE_CHANGED };
                     let p = product(&format!("p-00{n}"), NAMES[name], price, v);
-                    Some(envelope("catalog", &crate::catalog::events::event(kind, &p), seq))
+                    Some(envelope("catalog", &crate::contracts::catalog::event(kind, &p), seq))
                 }
                 Change::Order { n } if orders[n] < 3 => {
                     orders[n] += 1;
@@ -57,7 +57,7 @@ fn history() -> impl Strategy<Value = Vec<Envelope>> {
                         _ => (ORDER_CANCELLED, OrderStatus::Cancelled),
                     };
                     let o = order(&format!("o-00{n}"), "c-ada", &NAMES[..=n], status, orders[n]);
-                    Some(envelope("order", &crate::order::events::event(kind, &o), seq))
+                    Some(envelope("order", &crate::contracts::order::event(kind, &o), seq))
                 }
                 Change::Order { .. } => None,
             })

@@ -2,12 +2,12 @@
 
 use kit::envelope::NewEvent;
 
-use crate::customer::model::{Address, Customer, CustomerId, PaymentMethod};
-use crate::order::events::{
+use crate::contracts::customer::{Address, Customer, PaymentMethod};
+use crate::contracts::order::{
     AddressSource, ORDER_ADDRESS_CONFIRMED, ORDER_ADDRESS_OVERRIDDEN, ORDER_CANCELLED, ORDER_CONFIRMED,
     ORDER_PLACED, ORDER_REJECTED, Order, OrderLine, OrderStatus,
 };
-use crate::payment::events::{Authorization, AuthorizationStatus};
+use crate::contracts::payment::{Authorization, AuthorizationStatus};
 
 pub(super) fn london() -> Address {
     Address::parse("12 St James's Square", "London", "SW1Y 4JH", "GB").unwrap()
@@ -22,7 +22,7 @@ pub(super) const LEEDS_VS_LONDON: &str =
 
 pub(super) fn customer(id: &str, address: Address, version: u64) -> Customer {
     Customer {
-        id: CustomerId::parse(id).unwrap(),
+        id: id.into(),
         name: "Ada Lovelace".into(),
         email: format!("{id}@example.com"),
         address,
@@ -109,7 +109,9 @@ pub(super) fn order_events(versions: &[Order]) -> Vec<NewEvent> {
     versions
         .iter()
         .enumerate()
-        .map(|(i, o)| crate::order::events::event(order_kind(o, i.checked_sub(1).map(|p| &versions[p])), o))
+        .map(|(i, o)| {
+            crate::contracts::order::event(order_kind(o, i.checked_sub(1).map(|p| &versions[p])), o)
+        })
         .collect()
 }
 

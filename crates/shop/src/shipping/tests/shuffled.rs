@@ -14,13 +14,13 @@ use rand::{Rng, SeedableRng};
 use super::fixtures::{
     authorization, customer, leeds, london, order, order_events, placed_and_confirmed, then,
 };
-use crate::customer::events::{ADDRESS_CHANGED, REGISTERED};
-use crate::customer::model::Address;
-use crate::order::events::{Order, OrderStatus};
-use crate::payment::events::AuthorizationStatus;
+use crate::contracts::customer::Address;
+use crate::contracts::customer::{ADDRESS_CHANGED, REGISTERED};
+use crate::contracts::order::{Order, OrderStatus};
+use crate::contracts::payment::AuthorizationStatus;
 use crate::shipping::events::apply::{CustomerReplica, OrderReplica, Payments};
-use crate::shipping::events::{SHIPMENT_CREATED, Shipment, ShipmentStatus};
-use crate::shipping::model::Payment;
+use crate::shipping::events::{SHIPMENT_CREATED, ShipmentStatus};
+use crate::shipping::model::{Payment, Shipment};
 use crate::shipping::store;
 
 /// The keys of one run, fresh for every delivery order so runs share one store.
@@ -55,7 +55,7 @@ fn customer_events(k: &Keys, addresses: &[Address]) -> Vec<(&'static str, NewEve
             let kind = if i == 0 { REGISTERED } else { ADDRESS_CHANGED };
             (
                 "customer",
-                crate::customer::events::event(kind, &customer(&k.customer, a.clone(), i as u64 + 1)),
+                crate::contracts::customer::event(kind, &customer(&k.customer, a.clone(), i as u64 + 1)),
             )
         })
         .collect()
@@ -68,7 +68,11 @@ fn orders(versions: &[Order]) -> Vec<(&'static str, NewEvent)> {
 fn paid(order_id: &str, k: &Keys) -> (&'static str, NewEvent) {
     (
         "payment",
-        crate::payment::events::event(&authorization(order_id, &k.customer, AuthorizationStatus::Authorized)),
+        crate::contracts::payment::event(&authorization(
+            order_id,
+            &k.customer,
+            AuthorizationStatus::Authorized,
+        )),
     )
 }
 
