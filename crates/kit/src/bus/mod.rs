@@ -2,14 +2,16 @@
 //! redelivery after a timeout or a crash, delayed retry and dead letters.
 //!
 //! One trait with one semantics; implementations are chosen by URL scheme
-//! (`embedded:PATH`, `nats://HOST:PORT`) and proven by the one
-//! conformance suite in [`conformance`]. The bus moves opaque messages: it never parses
-//! an envelope, so a malformed one still reaches its consumer and goes to dead letters.
+//! (`embedded:PATH`, `nats://HOST:PORT`) and proven by the one conformance suite in
+//! `conformance` (test support, behind the `test-support` feature). The bus moves opaque
+//! messages: it never parses an envelope, so a malformed one still reaches its consumer
+//! and goes to dead letters.
 //!
 //! Words: a delivery is *settled* when its subscription is told its outcome (ack, retry
 //! or dead letter); a message of a per-key consumer that waits behind an earlier pending
 //! one of its key is *parked*.
 
+#[cfg(any(test, feature = "test-support"))]
 pub mod conformance;
 mod embedded;
 pub mod nats;

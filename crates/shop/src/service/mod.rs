@@ -9,6 +9,7 @@ pub mod peer;
 pub mod problem;
 mod routes;
 #[doc(hidden)]
+#[cfg(any(test, feature = "test-support"))]
 pub mod testing;
 pub mod token;
 
