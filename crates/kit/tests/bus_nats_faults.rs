@@ -2,6 +2,8 @@
 //! node of a three-node JetStream cluster killed under load. Real nats-servers; skipped
 //! loudly when none is on PATH, failing in CI.
 
+#![allow(clippy::print_stderr, reason = "the load tests report what they measured")]
+
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;

@@ -208,6 +208,7 @@ impl NatsServer {
 }
 
 impl Drop for NatsServer {
+    #[allow(clippy::print_stderr, reason = "a failing test's output names where to look")]
     fn drop(&mut self) {
         self.kill();
         if !std::thread::panicking() {
