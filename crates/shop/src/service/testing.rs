@@ -101,7 +101,7 @@ fn assert_no_dead_letters(instance: &str, letters: &[DeadLetter]) {
         .collect();
     assert!(
         own.is_empty(),
-        "the test left dead letters of {instance} without expecting them (call expect_dead_letters()):\n{}",
+        "the test left dead letters of {instance} without expecting them (declare them with expect_dead_letters() or DeadLetters::Expected):\n{}",
         own.join("\n")
     );
 }
