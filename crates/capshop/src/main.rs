@@ -1,5 +1,11 @@
 //! The capshop binary: parses arguments and hands over to the command's `run`.
 
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a command-line program: what it prints is its output"
+)]
+
 mod admin;
 mod chaos;
 mod config;

@@ -302,7 +302,7 @@ impl CircuitBreaker {
             ),
         };
 
-        // The result is recorded below, which settles the probe slot itself.
+        // The result is recorded below, which frees the probe slot itself.
         slot.disarm();
         let transition = inner.record(admission, failed);
         inner.notify(transition);

@@ -11,8 +11,8 @@
 //! - [`outbox`]: events appended in the caller's transaction, with a per-stream `seq`
 //!   contiguous in commit order.
 //! - [`relay`]: moves committed outbox events to the bus, in batches, at least once.
-//! - [`bus`]: the bus trait, its conformance suite, the embedded durable log and the NATS
-//!   JetStream bus (`bus::nats`).
+//! - [`bus`]: the bus trait, the embedded durable log and the NATS JetStream bus
+//!   (`bus::nats`).
 //! - [`consumer`]: applies each event exactly once (inbox in the same transaction),
 //!   retries with backoff, dead letters; [`replica`]: the version gate and waiting for a
 //!   [`token::ConsistencyToken`].
@@ -22,10 +22,17 @@
 //! - [`link`]: the seam where faults are injected between a service and the bus.
 //! - [`metrics`]: lag, backlog and dead letters as Prometheus metrics (`capshop_*`).
 //! - [`crashpoint`]: named points where a test process kills itself, for crash tests.
-//! - [`testserver`]: real servers for tests — their binaries (skipped loudly, never in CI),
-//!   free ports, [`testserver::PgServer`] (a PostgreSQL server of the test's own) and
-//!   [`testserver::NatsServer`] (a nats-server that can be killed and restarted).
+//! - [`servers`]: the server programs run beside capshop (PostgreSQL, nats-server): found
+//!   on PATH, on free ports, as the account PostgreSQL may run as.
 //! - [`clock`]: wall-clock milliseconds on `tokio::time`, so paused-time tests hold.
+//!
+//! Test support, compiled only with the `test-support` feature (which the workspace's
+//! dev-dependencies turn on) or for the kit's own unit tests:
+//! - `bus::conformance`: the one suite every bus implementation passes
+//!   (`bus_conformance_tests!`).
+//! - `testserver`: real servers for tests — their binaries (skipped loudly, never in CI),
+//!   `PgServer` (a PostgreSQL server of the test's own) and `NatsServer` (a nats-server
+//!   that can be killed and restarted).
 
 pub mod backoff;
 pub mod breaker;
@@ -41,8 +48,10 @@ pub mod outbox;
 pub mod relay;
 pub mod replica;
 pub mod schema;
+pub mod servers;
 pub mod store;
 #[cfg(test)]
 mod testkit;
+#[cfg(any(test, feature = "test-support"))]
 pub mod testserver;
 pub mod token;

@@ -2,6 +2,8 @@
 //! node of a three-node JetStream cluster killed under load. Real nats-servers; skipped
 //! loudly when none is on PATH, failing in CI.
 
+#![allow(clippy::print_stderr, reason = "the load tests report what they measured")]
+
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -209,7 +211,7 @@ async fn connect_when_ready(url: &str) -> Arc<dyn Bus> {
 }
 
 #[tokio::test]
-async fn a_per_key_consumer_that_dies_holding_a_keys_messages_hands_them_on_in_order() {
+async fn a_per_key_consumer_that_dies_with_a_keys_messages_kept_hands_them_on_in_order() {
     let Some(server) = NatsServer::start().await else { return };
     let bus = kit::bus::connect(&server.url()).await.expect("the nats bus connects");
     let spec =

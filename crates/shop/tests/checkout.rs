@@ -16,7 +16,7 @@ async fn a_registered_customer_changes_address_checks_out_with_the_token_and_get
     let shop = spawn_shop(dir.path()).await;
     replicated(&shop).await;
     registers_moves_checks_out_and_ships(&shop).await;
-    shop.stop().await.unwrap();
+    finish(shop).await;
 }
 
 #[tokio::test]
@@ -37,7 +37,7 @@ async fn when_the_catalog_is_unreachable_placing_an_order_answers_503_and_create
     );
     assert!(orders_of(&shop, "c-bob").await.is_empty());
     assert_eq!(shop.contexts[&shop::service::ServiceName::Order].bus.stream_head("order").await.unwrap(), 0);
-    shop.stop().await.unwrap();
+    finish(shop).await;
 }
 
 #[tokio::test]
@@ -54,7 +54,7 @@ async fn when_payment_is_unreachable_placing_an_order_answers_503_and_creates_no
     let (_, cart) = get(&shop, "/api/order/carts/c-cyd").await;
     assert_eq!(cart.as_array().unwrap().len(), 1, "the cart is kept");
     assert_eq!(shop.contexts[&shop::service::ServiceName::Order].bus.stream_head("order").await.unwrap(), 0);
-    shop.stop().await.unwrap();
+    finish(shop).await;
 }
 
 #[tokio::test]
@@ -82,7 +82,7 @@ async fn an_overridden_address_holds_the_shipment_until_the_addresses_agree() {
     assert_eq!(response.status(), 200);
     let shipped = shipment(&shop, &order_id, "shipped").await;
     assert_eq!(shipped["address"]["line1"], "221B Baker Street");
-    shop.stop().await.unwrap();
+    finish(shop).await;
 }
 
 #[tokio::test]
@@ -146,7 +146,7 @@ async fn bad_input_gets_a_problem_and_changes_nothing() {
     let (_, ada) = get(&shop, "/api/customer/customers/c-ada").await;
     assert_eq!(ada["version"], 1, "no bad request changed the customer");
     assert!(orders_of(&shop, "c-ada").await.is_empty());
-    shop.stop().await.unwrap();
+    finish(shop).await;
 }
 
 #[tokio::test]
@@ -172,5 +172,5 @@ async fn a_restart_keeps_every_order_and_resumes_unfinished_replication() {
     shipment(&shop, &order_id, "shipped").await;
     let (_, customers) = get(&shop, "/api/customer/customers").await;
     assert_eq!(customers.as_array().unwrap().len(), 3, "the seed is not repeated");
-    shop.stop().await.unwrap();
+    finish(shop).await;
 }

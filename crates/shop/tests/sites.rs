@@ -3,6 +3,8 @@
 //! the last units of one product, then healed. The figures come from
 //! `shop::inventory::audit::Audit`, which `capshop scenario` can report as well.
 
+#![allow(clippy::print_stdout, reason = "the partition tests report their audits")]
+
 use std::collections::BTreeMap;
 use std::path::Path;
 

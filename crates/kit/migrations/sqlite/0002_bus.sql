@@ -30,6 +30,7 @@ CREATE TABLE bus_consumer (
 --   inflight: delivered, redelivered when visible_at_ms passes without an ack;
 --   ready:    due for (re)delivery at visible_at_ms (a retry, a release, a replay);
 --   held:     waiting behind an earlier message of the same key (per-key consumers);
+--             called parked since 0003_bus_parked.sql;
 --   dead:     a dead letter, until replayed or discarded.
 CREATE TABLE bus_pending (
     consumer TEXT NOT NULL,

@@ -2,7 +2,7 @@
 //!
 //! The log keeps every message once (dedup by id). Each consumer has a taken position
 //! into the log and a pending table of messages taken but not yet acknowledged; attempts,
-//! retry deadlines, held keys and dead letters live there, so all of them survive a crash.
+//! retry deadlines, parked messages and dead letters live there, so all of them survive a crash.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +19,10 @@ use crate::store::{Migrations, Param, Row, Store, StoreError, Tx};
 
 const MIGRATIONS: Migrations = Migrations {
     component: "bus",
-    sqlite: &[include_str!("../../migrations/sqlite/0002_bus.sql")],
+    sqlite: &[
+        include_str!("../../migrations/sqlite/0002_bus.sql"),
+        include_str!("../../migrations/sqlite/0003_bus_parked.sql"),
+    ],
     postgres: &[],
 };
 
@@ -96,7 +99,7 @@ impl Bus for EmbeddedBus {
                      streams = excluded.streams, per_key = excluded.per_key, max_attempts = excluded.max_attempts",
                     &[(&name).into(), (&streams).into(), per_key.into(), max_attempts.into()],
                 )?;
-                // A new attachment means the previous one is gone: what it held unacked is
+                // A new attachment means the previous one is gone: what it had taken unacked is
                 // due now (its attempts stay counted).
                 tx.execute(
                     "UPDATE bus_pending SET state = 'ready', visible_at_ms = 0 \
@@ -137,7 +140,7 @@ impl Bus for EmbeddedBus {
                 let (clause, params) = filter_clause(&filter);
                 let sql = format!(
                     "SELECT p.consumer, l.id, l.stream, l.seq, l.key, l.body, p.attempts, p.error, p.failed_at_ms, \
-                     (SELECT count(*) FROM bus_pending h WHERE h.consumer = p.consumer AND h.key = p.key AND h.state = 'held') \
+                     (SELECT count(*) FROM bus_pending h WHERE h.consumer = p.consumer AND h.key = p.key AND h.state = 'parked') \
                      FROM bus_pending p JOIN bus_log l ON l.pos = p.pos WHERE p.state = 'dead' {clause} ORDER BY p.failed_at_ms, p.pos"
                 );
                 let params: Vec<Param<'_>> = params.iter().map(Into::into).collect();
@@ -231,13 +234,13 @@ fn dead_letter_from_row(mut row: Row) -> Result<DeadLetter, StoreError> {
     })
 }
 
-/// Makes the oldest message held behind `key` deliverable, once nothing else of the key
+/// Makes the oldest message parked behind `key` deliverable, once nothing else of the key
 /// is pending before it.
 fn release_next(tx: &mut Tx<'_>, consumer: &str, key: &str) -> Result<(), StoreError> {
     tx.execute(
         "UPDATE bus_pending SET state = 'ready', visible_at_ms = 0 \
          WHERE consumer = $1 AND pos = (SELECT min(pos) FROM bus_pending WHERE consumer = $1 AND key = $2) \
-         AND state = 'held'",
+         AND state = 'parked'",
         &[consumer.into(), key.into()],
     )?;
     Ok(())
@@ -335,7 +338,7 @@ fn take(
 }
 
 /// Takes messages past the consumer's position, one scan window at a time: delivered
-/// now, or held behind an earlier pending message of their key. Returns whether log
+/// now, or parked behind an earlier pending message of their key. Returns whether log
 /// positions remain past the window.
 fn take_new(
     tx: &mut Tx<'_>,
@@ -367,19 +370,20 @@ fn take_new(
         }
         last = row.get(0)?;
         let message = message_from_row(&mut row, 1)?;
-        let held = spec.ordering == Ordering::PerKey
+        let parked = spec.ordering == Ordering::PerKey
             && tx
                 .query_opt(
                     "SELECT 1 FROM bus_pending WHERE consumer = $1 AND key = $2 LIMIT 1",
                     &[name.into(), (&message.key).into()],
                 )?
                 .is_some();
-        let (state, attempts, visible) = if held { ("held", 0u32, 0) } else { ("inflight", 1, ack_deadline) };
+        let (state, attempts, visible) =
+            if parked { ("parked", 0u32, 0) } else { ("inflight", 1, ack_deadline) };
         tx.execute(
             "INSERT INTO bus_pending (consumer, pos, key, state, attempts, visible_at_ms) VALUES ($1, $2, $3, $4, $5, $6)",
             &[name.into(), last.into(), (&message.key).into(), state.into(), attempts.into(), visible.into()],
         )?;
-        if !held {
+        if !parked {
             added += 1;
             deliveries.push(Delivery { tag: DeliveryTag(last), attempt: 1, message });
         }
@@ -524,5 +528,44 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{EmbeddedBus, MIGRATIONS};
+    use crate::bus::{Bus, DeadLetterFilter};
+    use crate::store::{Migrations, Store};
+
+    /// The log's schema before a message waiting behind its key was called parked.
+    const BEFORE_PARKED: Migrations =
+        Migrations { component: "bus", sqlite: &[MIGRATIONS.sqlite[0]], postgres: &[] };
+
+    #[tokio::test]
+    async fn a_log_from_before_the_rename_keeps_its_held_message_parked_behind_its_dead_letter() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bus.db");
+        let old = Store::open(&format!("sqlite:{}", path.display()), &[&BEFORE_PARKED]).await.unwrap();
+        old.transact(|tx| {
+            tx.execute(
+                "INSERT INTO bus_log (pos, id, stream, seq, key, body, published_at_ms) \
+                 VALUES (1, 'e1', 'orders', 1, 'k', x'7b7d', 0), (2, 'e2', 'orders', 2, 'k', x'7b7d', 0)",
+                &[],
+            )?;
+            tx.execute(
+                "INSERT INTO bus_pending (consumer, pos, key, state, attempts, visible_at_ms, error, failed_at_ms) \
+                 VALUES ('c', 1, 'k', 'dead', 3, 0, 'boom', 1), ('c', 2, 'k', 'held', 0, 0, NULL, NULL)",
+                &[],
+            )?;
+            Ok::<_, crate::store::StoreError>(())
+        })
+        .await
+        .unwrap();
+        drop(old);
+
+        let bus = EmbeddedBus::open(path.to_str().unwrap()).await.unwrap();
+        let letters = bus.dead_letters(&DeadLetterFilter::all()).await.unwrap();
+        assert_eq!(letters.len(), 1, "{letters:?}");
+        assert_eq!(letters[0].parked, 1, "the message once held waits, parked, behind the dead letter");
     }
 }

@@ -2,10 +2,16 @@
 //! redelivery after a timeout or a crash, delayed retry and dead letters.
 //!
 //! One trait with one semantics; implementations are chosen by URL scheme
-//! (`embedded:PATH`, `nats://HOST:PORT`) and proven by the one
-//! conformance suite in [`conformance`]. The bus moves opaque messages: it never parses
-//! an envelope, so a malformed one still reaches its consumer and goes to dead letters.
+//! (`embedded:PATH`, `nats://HOST:PORT`) and proven by the one conformance suite in
+//! `conformance` (test support, behind the `test-support` feature). The bus moves opaque
+//! messages: it never parses an envelope, so a malformed one still reaches its consumer
+//! and goes to dead letters.
+//!
+//! Words: a delivery is *settled* when its subscription is told its outcome (ack, retry
+//! or dead letter); a message of a per-key consumer that waits behind an earlier pending
+//! one of its key is *parked*.
 
+#[cfg(any(test, feature = "test-support"))]
 pub mod conformance;
 mod embedded;
 pub mod nats;
@@ -48,7 +54,7 @@ impl From<&Envelope> for Message {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ordering {
     /// Events of one key are delivered one at a time, in publish order; while one is
-    /// retried or dead, the later ones of its key are held (parked).
+    /// retried or dead, the later ones of its key are parked.
     PerKey,
     /// Events flow regardless of key: for version-gated replicas, where order is
     /// restored by the gate and a dead letter must not stop newer versions.
@@ -170,7 +176,7 @@ pub struct DeadLetter {
     pub attempts: u32,
     pub error: String,
     pub failed_at_ms: u64,
-    /// Later messages of the same key held behind this one (per-key consumers).
+    /// Later messages of the same key parked behind this one (per-key consumers).
     pub parked: u64,
 }
 

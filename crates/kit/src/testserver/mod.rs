@@ -1,5 +1,6 @@
-//! Real servers for tests (PostgreSQL, NATS): finding their binaries and free ports, and
-//! [`PgServer`], a PostgreSQL server of the test's own.
+//! Real servers for tests (PostgreSQL, NATS): [`PgServer`], a PostgreSQL server of the
+//! test's own, and [`NatsServer`]. Compiled only for tests (the `test-support` feature);
+//! what production also needs (finding a program, a free port) is in [`crate::servers`].
 //!
 //! A test that needs a server starts its own, on a free port with a temporary directory,
 //! so it can also kill and restart it. When the binary is missing the test is skipped
@@ -9,11 +10,11 @@
 mod nats;
 mod postgres;
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 
+pub use crate::servers::POSTGRES_INSTALL;
 pub use nats::NatsServer;
-pub use postgres::{INSTALL as POSTGRES_INSTALL, PgServer};
+pub use postgres::PgServer;
 
 /// Whether this run is CI's (`CI` set to `true` or `1`).
 pub fn in_ci() -> bool {
@@ -23,9 +24,7 @@ pub fn in_ci() -> bool {
 /// The path of `name` on PATH. When it is missing: panics in CI, else prints a notice
 /// that names `install` and returns `None`, so the caller returns early.
 pub fn binary(name: &str, install: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths).map(|dir| dir.join(name)).find(|path| path.is_file())
-    });
+    let found = crate::servers::on_path(name);
     if found.is_none() {
         skip(&format!("`{name}` is not on PATH; install it with: {install}"));
     }
@@ -42,7 +41,7 @@ pub fn skip(notice: &str) {
 
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free loopback port").port()
+    crate::servers::free_port().expect("a free loopback port")
 }
 
 /// The first line `program --version` prints, for error messages and version checks.

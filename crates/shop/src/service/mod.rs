@@ -9,6 +9,7 @@ pub mod peer;
 pub mod problem;
 mod routes;
 #[doc(hidden)]
+#[cfg(any(test, feature = "test-support"))]
 pub mod testing;
 pub mod token;
 
@@ -182,6 +183,9 @@ pub struct Context {
     /// Routes of the process this service runs in, served beside its own: a served
     /// process's `/admin/chaos` for its links. Set before [`run`].
     pub process_routes: std::sync::OnceLock<Router>,
+    /// State that only this service has (the catalog's popularity cache); see
+    /// [`Context::extension`].
+    extension: std::sync::OnceLock<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 impl Context {
@@ -223,7 +227,18 @@ impl Context {
             admin_token,
             choices,
             process_routes: std::sync::OnceLock::new(),
+            extension: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// The state of its own that this service keeps beside the shared parts, made by
+    /// `make` on first use: it lives and dies with the context, so a restarted service
+    /// starts afresh. One type per service; asking for another is a bug and panics.
+    pub fn extension<T: std::any::Any + Send + Sync>(&self, make: impl FnOnce() -> T) -> &T {
+        self.extension
+            .get_or_init(|| Box::new(make()))
+            .downcast_ref()
+            .unwrap_or_else(|| panic!("{} keeps an extension of another type", self.name))
     }
 
     /// The client of a peer service this one was wired to.

@@ -1,11 +1,20 @@
-//! Starting one service on a free port for tests, with its data in a given directory.
+//! Starting one service on a free port for tests, with its data in a given directory,
+//! and checking what every test must end with: each outbox relayed, and no dead letter
+//! unless the test said it expects some (as crates.io's test app checks its job queue).
+//!
+//! [`Running::finish`] checks both: it waits for the relay, then looks for dead letters.
+//! A [`Running`] dropped without `finish` still fails the test on dead letters (checked
+//! on a thread of its own, since the test's runtime is busy dropping it); it cannot wait
+//! for the relay there, because the relay runs on that very runtime.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
-use kit::bus::Bus;
+use kit::bus::{Bus, DeadLetter, DeadLetterFilter};
 use kit::envelope::{Envelope, EventId, NewEvent, StreamName};
 use tokio_util::sync::CancellationToken;
 
@@ -42,12 +51,69 @@ where
 /// The admin token of services started by [`spawn`].
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 
+/// Whether a test leaves dead letters on purpose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadLetters {
+    /// Any dead letter fails the test.
+    Forbidden,
+    /// The test dead-letters events on purpose.
+    Expected,
+}
+
+/// How long the end-of-test check waits for a relay to empty its outbox.
+const RELAY_PATIENCE: Duration = Duration::from_secs(10);
+
+/// Asserts what a test ends with, for each of `parts`: its outbox is relayed (waiting
+/// for the relay a while) and, unless `dead_letters` is [`DeadLetters::Expected`], none
+/// of its consumers has a dead letter.
+pub async fn assert_nothing_left(parts: &[&Context], dead_letters: DeadLetters) {
+    for ctx in parts {
+        let instance = ctx.instance();
+        eventually_within(RELAY_PATIENCE, &format!("the outbox of {instance} to be relayed"), || async {
+            let outbox = ctx.outbox.clone();
+            let backlog =
+                ctx.store.transact(move |tx| outbox.backlog(tx)).await.expect("the outbox is readable");
+            (backlog == 0).then_some(())
+        })
+        .await;
+    }
+    if dead_letters == DeadLetters::Forbidden {
+        for ctx in parts {
+            let letters =
+                ctx.bus.dead_letters(&DeadLetterFilter::all()).await.expect("dead letters are listable");
+            assert_no_dead_letters(&ctx.instance(), &letters);
+        }
+    }
+}
+
+/// Fails naming the dead letters of `instance`'s consumers among `letters`.
+fn assert_no_dead_letters(instance: &str, letters: &[DeadLetter]) {
+    let prefix = format!("{instance}.");
+    let own: Vec<String> = letters
+        .iter()
+        .filter(|l| l.consumer.starts_with(&prefix))
+        .map(|l| {
+            format!(
+                "{} ({} of {}, key {}): {}",
+                l.consumer, l.message.id, l.message.stream, l.message.key, l.error
+            )
+        })
+        .collect();
+    assert!(
+        own.is_empty(),
+        "the test left dead letters of {instance} without expecting them (declare them with expect_dead_letters() or DeadLetters::Expected):\n{}",
+        own.join("\n")
+    );
+}
+
 /// A service running in the test's runtime; stopped when dropped.
 pub struct Running {
     pub addr: SocketAddr,
     pub ctx: Arc<Context>,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    dead_letters_expected: AtomicBool,
+    checked: bool,
 }
 
 impl Running {
@@ -65,6 +131,27 @@ impl Running {
         )
     }
 
+    /// Declares that the test dead-letters events of this service on purpose.
+    pub fn expect_dead_letters(&self) {
+        self.dead_letters_expected.store(true, Ordering::Relaxed);
+    }
+
+    fn dead_letters(&self) -> DeadLetters {
+        if self.dead_letters_expected.load(Ordering::Relaxed) {
+            DeadLetters::Expected
+        } else {
+            DeadLetters::Forbidden
+        }
+    }
+
+    /// Ends the test for this service: checks that its outbox is relayed and that it has
+    /// no dead letters unless expected ([`assert_nothing_left`]), then stops it.
+    pub async fn finish(mut self) {
+        assert_nothing_left(&[&self.ctx], self.dead_letters()).await;
+        self.checked = true;
+        self.stop().await;
+    }
+
     /// Stops the service and waits until its consumers and relay have stopped.
     pub async fn stop(mut self) {
         self.shutdown.cancel();
@@ -77,6 +164,28 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         self.shutdown.cancel();
+        if self.checked || std::thread::panicking() || self.dead_letters() == DeadLetters::Expected {
+            return;
+        }
+        // The test's runtime is the one dropping this, so the bus is asked from a runtime
+        // of its own on a thread of its own.
+        let bus = self.ctx.bus.clone();
+        let listed = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime
+                .block_on(async {
+                    tokio::time::timeout(RELAY_PATIENCE, bus.dead_letters(&DeadLetterFilter::all())).await
+                })
+                .map_err(std::io::Error::other)?
+                .map_err(std::io::Error::other)
+        })
+        .join();
+        match listed {
+            Ok(Ok(letters)) => assert_no_dead_letters(&self.ctx.instance(), &letters),
+            // A bus the test cut off or shut down cannot be asked; `finish` would have.
+            Ok(Err(e)) => tracing::debug!(error = %e, "dead letters not checked at drop"),
+            Err(_) => panic!("listing the dead letters panicked"),
+        }
     }
 }
 
@@ -99,7 +208,25 @@ pub async fn spawn_with<S: Service>(
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(super::run::<S>(ctx.clone(), listener, shutdown.clone()));
-    Running { addr, ctx, shutdown, task: Some(task) }
+    Running::new(addr, ctx, shutdown, task)
+}
+
+impl Running {
+    fn new(
+        addr: SocketAddr,
+        ctx: Arc<Context>,
+        shutdown: CancellationToken,
+        task: tokio::task::JoinHandle<std::io::Result<()>>,
+    ) -> Self {
+        Running {
+            addr,
+            ctx,
+            shutdown,
+            task: Some(task),
+            dead_letters_expected: AtomicBool::new(false),
+            checked: false,
+        }
+    }
 }
 
 /// Starts both inventory sites on 127.0.0.1:0 with their databases in `dir`, on `bus`,
@@ -132,7 +259,7 @@ pub async fn spawn_sites(
         .expect("the site's store opens");
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(super::run::<InventoryService>(ctx.clone(), listener, shutdown.clone()));
-        sites.insert(site, Running { addr: addrs[&site], ctx, shutdown, task: Some(task) });
+        sites.insert(site, Running::new(addrs[&site], ctx, shutdown, task));
     }
     (sites, links)
 }
@@ -199,5 +326,57 @@ impl Producer {
         let outbox = self.outbox.clone();
         self.store.transact(move |tx| outbox.append(tx, events)).await.expect("the events commit");
         while self.relay.relay_batch().await.expect("the relay publishes") > 0 {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::{Producer, Running, eventually, spawn};
+    use crate::contracts::catalog::{PRODUCT_ADDED, Product, event};
+    use crate::search::SearchService;
+
+    /// A search service whose catalog consumer has dead-lettered a poisoned product.
+    async fn search_with_a_dead_letter(dir: &std::path::Path) -> Running {
+        let bus = kit::bus::connect(&format!("embedded:{}", dir.join("bus.db").display())).await.unwrap();
+        let service = spawn::<SearchService>(dir, bus.clone(), HashMap::new()).await;
+        let catalog = Producer::open(dir, "catalog", bus.clone()).await;
+        let poisoned = Product {
+            id: "p-011".into(),
+            name: "Cursed Lamp #poison".into(),
+            description: "a lamp".into(),
+            price_cents: 1500,
+            version: 1,
+        };
+        catalog.emit(vec![event(PRODUCT_ADDED, &poisoned)]).await;
+        eventually("the poisoned product to be dead-lettered", || async {
+            let letters = bus.dead_letters(&kit::bus::DeadLetterFilter::all()).await.unwrap();
+            (!letters.is_empty()).then_some(())
+        })
+        .await;
+        service
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "the test left dead letters of search without expecting them")]
+    async fn finishing_a_service_with_a_dead_letter_it_did_not_expect_fails_the_test() {
+        let dir = tempfile::tempdir().unwrap();
+        search_with_a_dead_letter(dir.path()).await.finish().await;
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "the test left dead letters of search without expecting them")]
+    async fn dropping_a_service_with_a_dead_letter_it_did_not_expect_fails_the_test() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(search_with_a_dead_letter(dir.path()).await);
+    }
+
+    #[tokio::test]
+    async fn a_test_that_expects_dead_letters_finishes_with_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let service = search_with_a_dead_letter(dir.path()).await;
+        service.expect_dead_letters();
+        service.finish().await;
     }
 }

@@ -42,7 +42,21 @@ pub async fn spawn_shop_on(dir: &Path, stores: StoreLocation) -> Shop {
     launch(config).await.expect("the shop starts")
 }
 
-pub use shop::service::testing::eventually;
+pub use shop::service::testing::{DeadLetters, eventually};
+
+/// Ends a test of the whole shop: checks that every part's outbox is relayed and that no
+/// consumer has a dead letter (unless `dead_letters` says the test made some), then stops
+/// the shop.
+pub async fn finish_with(shop: Shop, dead_letters: DeadLetters) {
+    let parts: Vec<&shop::service::Context> = shop.parts.values().map(AsRef::as_ref).collect();
+    shop::service::testing::assert_nothing_left(&parts, dead_letters).await;
+    shop.stop().await.expect("the shop stops cleanly");
+}
+
+/// [`finish_with`] for a test that makes no dead letters.
+pub async fn finish(shop: Shop) {
+    finish_with(shop, DeadLetters::Forbidden).await;
+}
 
 pub async fn get(shop: &impl Gateway, path: &str) -> (StatusCode, Value) {
     let response = Client::new().get(shop.url(path)).send().await.unwrap();

@@ -190,7 +190,7 @@ async fn per_key(
     (subscriber, first.remove(0), ks)
 }
 
-/// Delivers the held messages `ks` one at a time, in order, acking each.
+/// Delivers the parked messages `ks` one at a time, in order, acking each.
 async fn assert_released_in_order(subscriber: &mut Subscriber, ks: &[Message]) {
     for message in ks {
         let delivery = subscriber.next().await;
@@ -201,7 +201,7 @@ async fn assert_released_in_order(subscriber: &mut Subscriber, ks: &[Message]) {
 
 /// While a per-key consumer retries a message, the later messages of its key wait and
 /// other keys flow; after the retry succeeds they come one at a time, in order.
-pub async fn a_per_key_consumer_holds_a_keys_later_messages_while_one_is_retried(bus: Arc<dyn Bus>) {
+pub async fn a_per_key_consumer_parks_a_keys_later_messages_while_one_is_retried(bus: Arc<dyn Bus>) {
     let mut feed = Feed::new(&bus);
     let (mut subscriber, k1, ks) = per_key(&bus, &mut feed, 2).await;
     let retried_at = Instant::now();
@@ -260,8 +260,8 @@ pub async fn discarding_a_per_key_dead_letter_releases_the_messages_parked_behin
 }
 
 /// An unordered consumer gets the messages of a key regardless of one another: a dead
-/// letter holds nothing back and parks nothing.
-pub async fn an_unordered_consumer_does_not_hold_a_key_behind_its_dead_letter(bus: Arc<dyn Bus>) {
+/// letter keeps nothing back and parks nothing.
+pub async fn an_unordered_consumer_parks_nothing_behind_its_dead_letter(bus: Arc<dyn Bus>) {
     let mut feed = Feed::new(&bus);
     let spec = spec("replica", &["orders"]).ordering(Ordering::Unordered);
     let mut subscriber = Subscriber::attach(&bus, spec).await;

@@ -350,10 +350,10 @@ macro_rules! bus_conformance_tests {
             replaying_by_stream_consumer_or_key_delivers_only_the_matching_dead_letters,
             replaying_all_dead_letters_delivers_each_again,
             discarded_dead_letters_are_gone_for_good,
-            a_per_key_consumer_holds_a_keys_later_messages_while_one_is_retried,
+            a_per_key_consumer_parks_a_keys_later_messages_while_one_is_retried,
             a_per_key_consumer_parks_a_key_behind_its_dead_letter_until_replayed,
             discarding_a_per_key_dead_letter_releases_the_messages_parked_behind_it,
-            an_unordered_consumer_does_not_hold_a_key_behind_its_dead_letter,
+            an_unordered_consumer_parks_nothing_behind_its_dead_letter,
         );
     };
     (@each [$test:meta] $bus:expr; $($name:ident),* $(,)?) => {

@@ -42,7 +42,7 @@ pub async fn redelivers_after_ack_timeout(bus: Arc<dyn Bus>) {
     subscriber.assert_nothing_before(&marker).await;
 }
 
-/// What a subscription held unacknowledged when it went away (its consumer died) is
+/// What a subscription had taken and not acknowledged when it went away (its consumer died) is
 /// delivered to the next subscription of the same name, and the attempts count on: the
 /// third attachment's retry is the last one.
 pub async fn a_message_left_unacked_by_a_dropped_subscription_goes_to_the_next(bus: Arc<dyn Bus>) {

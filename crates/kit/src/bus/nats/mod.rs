@@ -36,20 +36,20 @@
 //!   subject: a new message of the consumer's stream, so its delivered count (its
 //!   attempts) starts at 1.
 //! - **Per-key ordering and parking.** JetStream has no per-key in-flight limit, so the
-//!   bus keeps one *hold* per consumer and key in a KV bucket (`{prefix}_HOLDS`): the head
+//!   bus keeps one *parking* per consumer and key in a KV bucket (`{prefix}_PARKING`): the head
 //!   (the one message of the key being delivered, retried or dead), the messages *kept*
 //!   behind it in the memory of the head's attachment (unacknowledged, recorded once per
 //!   fetch so a crash cannot reorder them) and the messages *parked* behind it (recorded,
 //!   then acknowledged, when the head is retried or dies). The next head is the oldest
 //!   kept or parked message; a parked one is published again on the consumer's subject
-//!   (attempt 1). Every change is a compare-and-set on the hold's revision, so concurrent
+//!   (attempt 1). Every change is a compare-and-set on the parking's revision, so concurrent
 //!   attachments and crashes between steps leave at worst a duplicate delivery (which the
 //!   consumer's inbox absorbs), never a lost, stuck or reordered message (details in
-//!   `holds.rs`).
+//!   `parking.rs`).
 //! - **Stream head.** The `Capshop-Seq` of the last message on the producing stream.
 
 mod dead_letters;
-mod holds;
+mod parking;
 mod streams;
 mod subscription;
 
@@ -136,7 +136,7 @@ pub struct NatsBus {
     /// Producing streams this bus has created or found, by capshop stream name.
     known: Arc<Mutex<HashMap<String, stream::Stream>>>,
     dead: Arc<OnceCell<stream::Stream>>,
-    holds: Arc<OnceCell<jetstream::kv::Store>>,
+    parking: Arc<OnceCell<jetstream::kv::Store>>,
 }
 
 impl NatsBus {
@@ -161,7 +161,7 @@ impl NatsBus {
             settings,
             known: Arc::default(),
             dead: Arc::default(),
-            holds: Arc::default(),
+            parking: Arc::default(),
         })
     }
 

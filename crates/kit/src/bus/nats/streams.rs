@@ -79,8 +79,8 @@ impl Names {
         }
     }
 
-    pub fn hold_bucket(&self) -> String {
-        format!("{}_HOLDS", self.prefix)
+    pub fn parking_bucket(&self) -> String {
+        format!("{}_PARKING", self.prefix)
     }
 }
 
@@ -219,12 +219,12 @@ impl NatsBus {
             .cloned()
     }
 
-    /// The bucket of per-key holds of this namespace.
-    pub(super) async fn hold_bucket(&self) -> Result<jetstream::kv::Store, BusError> {
-        self.holds
+    /// The bucket of per-key parkings of this namespace.
+    pub(super) async fn parking_bucket(&self) -> Result<jetstream::kv::Store, BusError> {
+        self.parking
             .get_or_try_init(|| async {
                 let config = jetstream::kv::Config {
-                    bucket: self.names.hold_bucket(),
+                    bucket: self.names.parking_bucket(),
                     history: 1,
                     storage: stream::StorageType::File,
                     num_replicas: self.settings.replicas,

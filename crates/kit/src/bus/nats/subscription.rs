@@ -2,7 +2,7 @@
 //! at a time, and settling deliveries with ack, nak-with-delay and term.
 //!
 //! A per-key attachment keeps the messages it pulls behind a head it delivered itself in
-//! memory, unacknowledged on the server, records them in the key's hold once per fetch,
+//! memory, unacknowledged on the server, records them in the key's parking once per fetch,
 //! and delivers the next one when the head is acknowledged: the common case parks and
 //! copies nothing. Only when the head is retried or dies are they parked.
 
@@ -18,7 +18,7 @@ use futures_util::{FutureExt, StreamExt, TryStreamExt};
 use tracing::{debug, warn};
 
 use super::dead_letters::Record;
-use super::holds::{Admission, Position, Release, Seen};
+use super::parking::{Admission, Position, Release, Seen};
 use super::streams::{self, PULL_EXPIRES};
 use super::{NatsBus, REQUEST_TIMEOUT, bounded, unavailable};
 use crate::bus::{BusError, ConsumerSpec, Delivery, DeliveryTag, Disposition, Ordering, Subscription};
@@ -29,7 +29,7 @@ struct Taken {
     message: crate::bus::Message,
     attempt: u32,
     seq: u64,
-    /// Its key's hold as written when it became the head (per-key only).
+    /// Its key's parking as written when it became the head (per-key only).
     seen: Option<Seen>,
 }
 
@@ -60,16 +60,16 @@ pub(super) struct NatsSubscription {
     /// position (per-key only).
     busy: HashMap<String, u64>,
     /// Messages of a key pulled behind its head, in stream order, unacknowledged on the
-    /// server and recorded as kept in the key's hold.
+    /// server and recorded as kept in the key's parking.
     behind: HashMap<String, Vec<Taken>>,
     /// Deliveries due at once: heads that took over from an acknowledged one.
     ready: VecDeque<Delivery>,
-    /// Holds this attachment freed, as it wrote them, so taking the key again is one
+    /// Parkings this attachment freed, as it wrote them, so taking the key again is one
     /// compare-and-set (a cache: forgetting costs one read).
     freed: HashMap<String, Seen>,
 }
 
-/// How many freed holds an attachment remembers.
+/// How many freed parkings an attachment remembers.
 const FREED_REMEMBERED: usize = 4096;
 
 impl NatsSubscription {
@@ -170,7 +170,7 @@ impl NatsSubscription {
     }
 
     /// Gives `taken` back when a per-key consumer delivers it now; else it is kept behind
-    /// its key's head here (and noted in `kept`), or parked or dropped by the key's hold.
+    /// its key's head here (and noted in `kept`), or parked or dropped by the key's parking.
     async fn admit(
         &mut self,
         taken: Taken,
@@ -179,7 +179,7 @@ impl NatsSubscription {
         let key = taken.message.key.clone();
         if let Some(&head) = self.busy.get(&key) {
             if head == taken.seq {
-                return Ok(Some(taken)); // the head held here, redelivered after its ack wait
+                return Ok(Some(taken)); // the head delivered here, redelivered after its ack wait
             }
             kept.entry(key.clone()).or_default().push(taken.position());
             let queue = self.behind.entry(key).or_default();
@@ -204,7 +204,7 @@ impl NatsSubscription {
         }
     }
 
-    /// Records the messages just kept behind a key's head in its hold; if the head moved
+    /// Records the messages just kept behind a key's head in its parking; if the head moved
     /// on meanwhile, forgets them (unacknowledged, they come back after the ack wait).
     async fn record_kept(&mut self, key: &str, positions: &[Position]) -> Result<(), BusError> {
         let Some(head) = self.busy.get(key).and_then(|seq| self.inflight.get_mut(seq)) else {
@@ -240,12 +240,12 @@ impl NatsSubscription {
     /// Dead-letters a head and parks what this attachment kept behind it.
     async fn give_up(&mut self, taken: Taken, attempts: u32, error: &str) -> Result<(), BusError> {
         self.dead_letter(&taken, attempts, error).await?;
-        self.hold_back(&taken).await
+        self.park_behind(&taken).await
     }
 
     /// The head `taken` is retrying or dead: the messages kept behind it here are parked
-    /// in its key's hold and acknowledged, or, if the hold moved on, left to be redelivered.
-    async fn hold_back(&mut self, taken: &Taken) -> Result<(), BusError> {
+    /// in its key's parking and acknowledged, or, if the parking moved on, left to be redelivered.
+    async fn park_behind(&mut self, taken: &Taken) -> Result<(), BusError> {
         if !self.per_key() {
             return Ok(());
         }
@@ -364,7 +364,7 @@ impl Subscription for NatsSubscription {
             self.give_up(taken, attempts, error).await?;
             Disposition::DeadLettered
         } else {
-            self.hold_back(&taken).await?;
+            self.park_behind(&taken).await?;
             taken.js.ack_with(AckKind::Nak(Some(delay))).await.map_err(unavailable)?;
             Disposition::Retrying
         };

@@ -1,20 +1,20 @@
-//! Per-key holds: what keeps a per-key consumer's messages of one key one at a time, in
+//! Per-key parking: what keeps a per-key consumer's messages of one key one at a time, in
 //! order, and parks them behind a retried or dead one.
 //!
-//! A hold is one KV entry per consumer and key with
+//! A key's parking is one KV entry per consumer and key with
 //! - the head: the event being delivered, retried or dead (none when the key is free);
 //! - the *kept* messages: later ones that the head's attachment pulled and keeps in
 //!   memory, unacknowledged on the server, to deliver when the head is acknowledged
 //!   (recorded once per fetch, so that if that attachment dies and the server redelivers
 //!   them late, they still go before anything newer);
 //! - the *parked* messages: recorded and acknowledged on the consumer, because the head
-//!   is retrying or dead, or another attachment held the key; releasing publishes the
+//!   is retrying or dead, or another attachment has the key's head; releasing publishes the
 //!   oldest again on the consumer's subject, where it arrives as the head (attempt 1).
 //!
 //! The next head is always the oldest (by position in the consumer's stream) of the
 //! kept and parked messages. Every change is a compare-and-set on the entry's revision,
 //! and the steps are ordered so every crash point is safe:
-//! - park: record in the hold, then ack (a crash redelivers it; it is found parked);
+//! - park: record in the parking, then ack (a crash redelivers it; it is found parked);
 //! - keep: record, then deliver the head (a crash redelivers them; found kept, they are
 //!   parked by whoever gets them);
 //! - release: publish the next copy, then move the head, then ack the old head (a crash
@@ -23,7 +23,7 @@
 //!   consumer's inbox absorbs).
 //!
 //! A message that is neither the head nor recorded is taken as new, whatever its
-//! position: dropping a message never seen would lose it. A freed hold stays, headless,
+//! position: dropping a message never seen would lose it. A freed parking stays, headless,
 //! so taking the key again is one compare-and-set on the revision this attachment wrote.
 
 use async_nats::jetstream::{kv, stream};
@@ -45,7 +45,7 @@ pub(super) struct Position {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct Hold {
+struct Parking {
     /// The event id of the head; none when the key is free.
     head: Option<String>,
     #[serde(default)]
@@ -54,7 +54,7 @@ struct Hold {
     parked: Vec<Position>,
 }
 
-impl Hold {
+impl Parking {
     fn is_head(&self, id: &str) -> bool {
         self.head.as_deref() == Some(id)
     }
@@ -93,11 +93,11 @@ impl Hold {
     }
 }
 
-/// A hold as this attachment last read or wrote it, with its revision: the expected
+/// A key's parking as this attachment last read or wrote it, with its revision: the expected
 /// revision of its next compare-and-set, saving a read when nobody else changed it.
 #[derive(Debug, Clone)]
 pub(super) struct Seen {
-    hold: Hold,
+    parking: Parking,
     revision: u64,
 }
 
@@ -126,24 +126,24 @@ pub(super) enum Release {
     NotHead,
 }
 
-fn hold_key(consumer: &str, key: &str) -> String {
+fn parking_key(consumer: &str, key: &str) -> String {
     format!("{}.{}", token(consumer), token(key))
 }
 
-fn encode(hold: &Hold) -> Vec<u8> {
-    serde_json::to_vec(hold).expect("a hold serializes")
+fn encode(parking: &Parking) -> Vec<u8> {
+    serde_json::to_vec(parking).expect("a parking serializes")
 }
 
 fn lost_race() -> BusError {
-    BusError::Unavailable("a per-key hold kept changing under concurrent updates".into())
+    BusError::Unavailable("a per-key parking kept changing under concurrent updates".into())
 }
 
 impl NatsBus {
-    /// Reads a hold and its revision from the bucket's stream leader: a KV read may be a
+    /// Reads a key's parking and its revision from the bucket's stream leader: a KV read may be a
     /// direct get that a replica answers from behind, and a stale "not the head" would
-    /// leave a key held for good.
-    async fn hold(&self, name: &str) -> Result<Option<(Hold, u64)>, BusError> {
-        let bucket = self.names.hold_bucket();
+    /// leave a key parked for good.
+    async fn parking(&self, name: &str) -> Result<Option<(Parking, u64)>, BusError> {
+        let bucket = self.names.parking_bucket();
         let stream = self.js.get_stream_no_info(format!("KV_{bucket}")).await.map_err(unavailable)?;
         let stored = match stream.get_last_raw_message_by_subject(&format!("$KV.{bucket}.{name}")).await {
             Ok(stored) => stored,
@@ -153,47 +153,47 @@ impl NatsBus {
         if stored.headers.get("KV-Operation").is_some() {
             return Ok(None); // deleted or purged
         }
-        let hold = serde_json::from_slice(&stored.payload)
-            .map_err(|e| BusError::Unavailable(format!("unreadable hold {name}: {e}")))?;
-        Ok(Some((hold, stored.sequence)))
+        let parking = serde_json::from_slice(&stored.payload)
+            .map_err(|e| BusError::Unavailable(format!("unreadable parking {name}: {e}")))?;
+        Ok(Some((parking, stored.sequence)))
     }
 
-    /// The hold as this attachment remembers it (then `true`), or as the server has it.
-    async fn current(&self, name: &str, seen: &mut Option<Seen>) -> Result<(Hold, u64, bool), BusError> {
+    /// The key's parking as this attachment remembers it (then `true`), or as the server has it.
+    async fn current(&self, name: &str, seen: &mut Option<Seen>) -> Result<(Parking, u64, bool), BusError> {
         Ok(match seen.take() {
-            Some(seen) => (seen.hold, seen.revision, true),
+            Some(seen) => (seen.parking, seen.revision, true),
             None => {
-                let (hold, revision) = self.hold(name).await?.unwrap_or_default();
-                (hold, revision, false)
+                let (parking, revision) = self.parking(name).await?.unwrap_or_default();
+                (parking, revision, false)
             }
         })
     }
 
-    /// Writes `hold` if the entry is still at `revision` (0: if there is none); `None`
+    /// Writes `parking` if the entry is still at `revision` (0: if there is none); `None`
     /// when it is not.
     async fn swap(
         &self,
         bucket: &kv::Store,
         name: &str,
-        hold: Hold,
+        parking: Parking,
         revision: u64,
     ) -> Result<Option<Seen>, BusError> {
         let written = if revision == 0 {
-            match bucket.create(name, encode(&hold).into()).await {
+            match bucket.create(name, encode(&parking).into()).await {
                 Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => return Ok(None),
                 written => written.map_err(unavailable)?,
             }
         } else {
-            match bucket.update(name, encode(&hold).into(), revision).await {
+            match bucket.update(name, encode(&parking).into(), revision).await {
                 Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => return Ok(None),
                 written => written.map_err(unavailable)?,
             }
         };
-        Ok(Some(Seen { hold, revision: written }))
+        Ok(Some(Seen { parking, revision: written }))
     }
 
     /// Decides whether a per-key consumer's message at `seq` of its stream is delivered
-    /// or parked, recording it in its key's hold. `seen` is the key's hold as this
+    /// or parked, recording it in its key's parking. `seen` is the key's parking as this
     /// attachment last saw it, if it remembers.
     pub(super) async fn admit(
         &self,
@@ -203,28 +203,28 @@ impl NatsBus {
         seq: u64,
         mut seen: Option<Seen>,
     ) -> Result<Admission, BusError> {
-        let bucket = self.hold_bucket().await?;
-        let name = hold_key(consumer, key);
+        let bucket = self.parking_bucket().await?;
+        let name = parking_key(consumer, key);
         for _ in 0..CAS_ROUNDS {
-            let (mut hold, revision, remembered) = self.current(&name, &mut seen).await?;
-            if hold.is_head(id) {
+            let (mut parking, revision, remembered) = self.current(&name, &mut seen).await?;
+            if parking.is_head(id) {
                 if remembered {
                     continue; // only what the server says makes it the head
                 }
-                return Ok(Admission::Deliver(Seen { hold, revision }));
+                return Ok(Admission::Deliver(Seen { parking, revision }));
             }
-            if hold.parked.iter().any(|p| p.id == id) {
+            if parking.parked.iter().any(|p| p.id == id) {
                 return Ok(Admission::Known);
             }
-            let deliver = hold.head.is_none();
+            let deliver = parking.head.is_none();
             if deliver {
-                hold.head = Some(id.to_owned());
+                parking.head = Some(id.to_owned());
             } else {
                 // New, or kept by an attachment that died: parked either way.
-                hold.park(&[Position { id: id.to_owned(), seq }]);
+                parking.park(&[Position { id: id.to_owned(), seq }]);
             }
-            let parked = hold.parked.len();
-            if let Some(written) = self.swap(&bucket, &name, hold, revision).await? {
+            let parked = parking.parked.len();
+            if let Some(written) = self.swap(&bucket, &name, parking, revision).await? {
                 if deliver {
                     return Ok(Admission::Deliver(written));
                 }
@@ -245,25 +245,25 @@ impl NatsBus {
         kept: &[Position],
         mut seen: Option<Seen>,
     ) -> Result<Option<Seen>, BusError> {
-        let bucket = self.hold_bucket().await?;
-        let name = hold_key(consumer, key);
+        let bucket = self.parking_bucket().await?;
+        let name = parking_key(consumer, key);
         for _ in 0..CAS_ROUNDS {
-            let (mut hold, revision, remembered) = self.current(&name, &mut seen).await?;
-            if !hold.is_head(id) {
+            let (mut parking, revision, remembered) = self.current(&name, &mut seen).await?;
+            if !parking.is_head(id) {
                 if remembered {
                     continue;
                 }
                 return Ok(None);
             }
-            hold.keep(kept);
-            if let Some(written) = self.swap(&bucket, &name, hold, revision).await? {
+            parking.keep(kept);
+            if let Some(written) = self.swap(&bucket, &name, parking, revision).await? {
                 return Ok(Some(written));
             }
         }
         Err(lost_race())
     }
 
-    /// Ends the hold of `id` on its key: the oldest kept or parked message becomes the
+    /// Ends the turn of `id` as its key's head: the oldest kept or parked message becomes the
     /// head, or the key is free. A next head that is not kept in memory here (positions
     /// `here`) is published again: waiting for the server to redeliver it would wait for
     /// good if it was acknowledged already.
@@ -275,26 +275,26 @@ impl NatsBus {
         here: &[u64],
         mut seen: Option<Seen>,
     ) -> Result<Release, BusError> {
-        let bucket = self.hold_bucket().await?;
-        let name = hold_key(consumer, key);
+        let bucket = self.parking_bucket().await?;
+        let name = parking_key(consumer, key);
         for _ in 0..CAS_ROUNDS {
-            let (mut hold, revision, remembered) = self.current(&name, &mut seen).await?;
-            if !hold.is_head(id) {
+            let (mut parking, revision, remembered) = self.current(&name, &mut seen).await?;
+            if !parking.is_head(id) {
                 if remembered {
                     continue; // only what the server says makes it not the head
                 }
                 return Ok(Release::NotHead);
             }
-            let next = hold.take_next().map(|(next, parked)| {
+            let next = parking.take_next().map(|(next, parked)| {
                 let copied = parked || !here.contains(&next.seq);
                 (next, copied)
             });
             if let Some((next, true)) = &next {
                 self.redeliver_parked(consumer, next).await?;
             }
-            hold.head = next.as_ref().map(|(p, _)| p.id.clone());
-            if let Some(written) = self.swap(&bucket, &name, hold, revision).await? {
-                debug!(consumer, key, head = ?written.hold.head, "released its key");
+            parking.head = next.as_ref().map(|(p, _)| p.id.clone());
+            if let Some(written) = self.swap(&bucket, &name, parking, revision).await? {
+                debug!(consumer, key, head = ?written.parking.head, "released its key");
                 return Ok(match next {
                     Some((_, true)) => Release::Moved,
                     Some((kept, false)) => Release::Kept(kept, written),
@@ -314,15 +314,15 @@ impl NatsBus {
         id: &str,
         kept: &[Position],
     ) -> Result<bool, BusError> {
-        let bucket = self.hold_bucket().await?;
-        let name = hold_key(consumer, key);
+        let bucket = self.parking_bucket().await?;
+        let name = parking_key(consumer, key);
         for _ in 0..CAS_ROUNDS {
-            let Some((mut hold, revision)) = self.hold(&name).await? else { return Ok(false) };
-            if !hold.is_head(id) {
+            let Some((mut parking, revision)) = self.parking(&name).await? else { return Ok(false) };
+            if !parking.is_head(id) {
                 return Ok(false);
             }
-            hold.park(kept);
-            if self.swap(&bucket, &name, hold, revision).await?.is_some() {
+            parking.park(kept);
+            if self.swap(&bucket, &name, parking, revision).await?.is_some() {
                 return Ok(true);
             }
         }
@@ -347,9 +347,9 @@ impl NatsBus {
 
     /// How many messages wait behind `id` on its key (0 when it is not the head).
     pub(super) async fn parked_behind(&self, consumer: &str, key: &str, id: &str) -> Result<u64, BusError> {
-        self.hold_bucket().await?;
-        Ok(match self.hold(&hold_key(consumer, key)).await? {
-            Some((hold, _)) if hold.is_head(id) => (hold.parked.len() + hold.kept.len()) as u64,
+        self.parking_bucket().await?;
+        Ok(match self.parking(&parking_key(consumer, key)).await? {
+            Some((parking, _)) if parking.is_head(id) => (parking.parked.len() + parking.kept.len()) as u64,
             _ => 0,
         })
     }
@@ -357,7 +357,7 @@ impl NatsBus {
 
 #[cfg(test)]
 mod tests {
-    use super::{Hold, Position};
+    use super::{Parking, Position};
 
     fn at(id: &str, seq: u64) -> Position {
         Position { id: id.into(), seq }
@@ -365,21 +365,21 @@ mod tests {
 
     #[test]
     fn the_next_head_is_the_oldest_of_the_kept_and_parked_messages() {
-        let mut hold = Hold { head: Some("h".into()), ..Hold::default() };
-        hold.park(&[at("n", 9)]);
-        hold.keep(&[at("b", 3), at("a", 2)]);
-        hold.keep(&[at("n", 9), at("a", 2)]);
+        let mut parking = Parking { head: Some("h".into()), ..Parking::default() };
+        parking.park(&[at("n", 9)]);
+        parking.keep(&[at("b", 3), at("a", 2)]);
+        parking.keep(&[at("n", 9), at("a", 2)]);
         let order: Vec<_> =
-            std::iter::from_fn(|| hold.take_next()).map(|(p, parked)| (p.id, parked)).collect();
+            std::iter::from_fn(|| parking.take_next()).map(|(p, parked)| (p.id, parked)).collect();
         assert_eq!(order, [("a".to_owned(), false), ("b".to_owned(), false), ("n".to_owned(), true)]);
     }
 
     #[test]
     fn parking_a_kept_message_moves_it() {
-        let mut hold = Hold { head: Some("h".into()), ..Hold::default() };
-        hold.keep(&[at("a", 2), at("b", 3)]);
-        hold.park(&[at("b", 3)]);
-        assert_eq!(hold.kept, [at("a", 2)]);
-        assert_eq!(hold.parked, [at("b", 3)]);
+        let mut parking = Parking { head: Some("h".into()), ..Parking::default() };
+        parking.keep(&[at("a", 2), at("b", 3)]);
+        parking.park(&[at("b", 3)]);
+        assert_eq!(parking.kept, [at("a", 2)]);
+        assert_eq!(parking.parked, [at("b", 3)]);
     }
 }
