@@ -18,8 +18,8 @@
 //!   publishes and how it applies what it consumes).
 //! - [`inventory`] runs as two sites (dc1, dc2) and has more rooms for that: `sites.rs`
 //!   (naming, routing, modes), `merge.rs` (commutative counting, the compensation rule),
-//!   `settle.rs` (finishing holds with the other site) and `audit.rs` (scenario 6's
-//!   figures).
+//!   `agreement.rs` (cp: the other site acknowledges a reservation; ap: the arbiter site
+//!   decides provisional ones) and `audit.rs` (scenario 6's figures).
 
 pub mod catalog;
 pub mod chaos;

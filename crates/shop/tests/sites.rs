@@ -155,7 +155,7 @@ async fn in_ap_both_sites_sell_during_a_partition_and_the_latest_oversold_orders
 
     partition(&shop, true);
     let orders = buy_on_both_sites(&shop).await;
-    let during = until("both sites to hold every order routed to them", || async {
+    let during = until("both sites to reserve every order routed to them", || async {
         let a = audit(&shop).await;
         a.sites.values().all(|s| s.waiting == PER_SITE as u64).then_some(a)
     })
@@ -166,12 +166,12 @@ async fn in_ap_both_sites_sell_during_a_partition_and_the_latest_oversold_orders
         assert_eq!(
             stock_at(&shop, site).await["reserved"],
             PER_SITE as u64,
-            "{site} sees only its own holds"
+            "{site} sees only its own reservations"
         );
     }
     for id in orders.values().flatten() {
         let (_, order) = call(Client::new().get(shop.url(&format!("/api/order/orders/{id}")))).await;
-        assert_eq!(order["status"], "pending_stock", "nothing ships before the sites settle: {order}");
+        assert_eq!(order["status"], "pending_stock", "nothing ships before the arbiter decides: {order}");
     }
 
     partition(&shop, false);
@@ -209,7 +209,7 @@ async fn in_ap_both_sites_sell_during_a_partition_and_the_latest_oversold_orders
     assert_eq!(after.oversold_units, 2 * PER_SITE as u64 - UNITS);
     assert_eq!(after.compensated_orders, compensated.len() as u64);
     assert_eq!((after.oversold_uncompensated, after.oversold_unshipped_uncompensated), (0, 0));
-    assert_eq!(after.settled_beyond_stock, 0);
+    assert_eq!(after.reserved_beyond_stock, 0);
     assert_eq!(stock_at(&shop, Site::Dc1).await, stock_at(&shop, Site::Dc2).await, "one view after the heal");
     assert_eq!(stock_at(&shop, Site::Dc1).await["available"], 0);
 
@@ -277,7 +277,7 @@ async fn in_cp_a_site_cut_off_from_the_other_refuses_with_the_reason_and_stock_n
     for site in Site::ALL {
         assert_eq!(after.sites[&site].oversold_in_view, 0, "stock never below zero at {site}");
     }
-    assert_eq!((after.oversold_units, after.compensated_orders, after.settled_beyond_stock), (0, 0, 0));
+    assert_eq!((after.oversold_units, after.compensated_orders, after.reserved_beyond_stock), (0, 0, 0));
     assert_eq!(stock_at(&shop, Site::Dc1).await, stock_at(&shop, Site::Dc2).await);
     shop.stop().await.unwrap();
 }

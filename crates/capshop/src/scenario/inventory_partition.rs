@@ -73,7 +73,7 @@ async fn stock(shop: &LabShop) -> anyhow::Result<()> {
 }
 
 /// Places `PER_SITE` orders at each site, alternating. Each is an attempt of `series`
-/// that succeeds when its site takes it: confirms it, or (ap) holds it provisionally.
+/// that succeeds when its site takes it: confirms it, or (ap) reserves it provisionally.
 async fn buy(lab: &Lab, shop: &LabShop, series: &str) -> anyhow::Result<Vec<String>> {
     let mut orders = Vec::new();
     for _ in 0..PER_SITE {
@@ -149,7 +149,7 @@ async fn run_mode(lab: &Lab, mode: Mode) -> anyhow::Result<Outcome> {
     for order in &orders {
         outcomes.insert(order.clone(), answered(&shop, order).await?);
     }
-    until("the sites to agree and settle every hold", PATIENCE, || async {
+    until("the sites to agree and conclude every reservation", PATIENCE, || async {
         let a = audit(&shop).await?;
         Ok((a.divergence == 0 && a.sites.values().all(|f| f.waiting == 0)).then_some(a))
     })
@@ -230,7 +230,7 @@ pub async fn run(lab: &Lab) -> anyhow::Result<Report> {
         report.figure(&format!("divergence_after_heal_{mode}"), o.after.divergence);
         report.figure(&format!("convergence_s_{mode}"), o.convergence_s);
     }
-    report.figure("cp_oversold", cp.after.oversold_units + cp.after.settled_beyond_stock);
+    report.figure("cp_oversold", cp.after.oversold_units + cp.after.reserved_beyond_stock);
     report.figure("ap_oversold_unshipped_after_compensation", ap.after.oversold_unshipped_uncompensated);
     report.figure("cp_refusal_reason", cp.refusal.clone().unwrap_or_default());
     report.figure("events_lost", ap.events_lost + cp.events_lost);
@@ -238,8 +238,8 @@ pub async fn run(lab: &Lab) -> anyhow::Result<Report> {
     let cp_in_view: u64 =
         cp.during.sites.values().chain(cp.after.sites.values()).map(|f| f.oversold_in_view).sum();
     report.check(
-        "cp never oversells (no unit accepted or settled beyond the stock, none held beyond it in a view)",
-        cp.after.oversold_units + cp.after.settled_beyond_stock + cp_in_view == 0,
+        "cp never oversells (nothing accepted or finally reserved beyond the stock, nor in a site's view)",
+        cp.after.oversold_units + cp.after.reserved_beyond_stock + cp_in_view == 0,
     );
     report.check(
         "cp: each cut-off site refused every order routed to it, saying it cannot reach the other",
@@ -255,7 +255,7 @@ pub async fn run(lab: &Lab) -> anyhow::Result<Report> {
         ap.after.oversold_units > 0
             && ap.after.compensated_orders == ap.after.oversold_units
             && ap.after.oversold_uncompensated == 0
-            && ap.after.settled_beyond_stock == 0,
+            && ap.after.reserved_beyond_stock == 0,
     );
     let nothing_oversold_shipped =
         ap.after.oversold_shipped == 0 && ap.after.oversold_unshipped_uncompensated == 0;

@@ -10,8 +10,8 @@
 //! - 1: `order_id`, `lines`, `reason` — an answer from a single site.
 //! - 2: adds `site`, `status`, `placed_at_ms` and `compensated`, so the other site can
 //!   replicate the lines and order can tell a compensation from a rejection. A schema-1
-//!   answer is read as one that held nothing it replicates (no site, no status, placed at
-//!   0) and is no compensation; see [`reservation_v1_to_v2`].
+//!   answer is read as one that reserved nothing it replicates (no site, no status, placed
+//!   at 0) and is no compensation; see [`reservation_v1_to_v2`].
 
 use kit::envelope::NewEvent;
 use kit::schema::Schemas;
@@ -73,8 +73,8 @@ impl Site {
         format!("inventory-{}", self.as_str())
     }
 
-    /// The site that settles ap reservations (see the module docs of `inventory`): one
-    /// place decides, so two sites never settle the same units twice.
+    /// The site that arbitrates ap reservations (see the module docs of `inventory`): one
+    /// place decides, so two sites never give the same units to two orders.
     pub fn arbiter() -> Site {
         Site::Dc1
     }
@@ -108,13 +108,14 @@ pub struct StockLine {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ReservationStatus {
-    /// cp: held, waiting for the other site's acknowledgement.
+    /// cp: reserved here, waiting for the other site's acknowledgement.
     Pending,
-    /// ap: held and accepted, not yet settled against the other site's reservations.
+    /// ap: reserved and accepted, waiting for the arbiter's verdict against the other
+    /// site's reservations.
     Provisional,
-    /// Held and settled: the order may ship.
+    /// Final: acknowledged (cp) or kept by the arbiter (ap); the order may ship.
     Reserved,
-    /// No longer held (cancelled, refused or compensated).
+    /// No longer counts against the stock (cancelled, refused or compensated).
     Released,
 }
 
@@ -135,39 +136,39 @@ impl ReservationStatus {
         Self::ALL.into_iter().find(|s| s.as_str() == text)
     }
 
-    /// Whether the lines count against the stock.
-    pub fn holds(self) -> bool {
+    /// Whether the lines count against the stock: every status but `released`.
+    pub fn counts_against_stock(self) -> bool {
         self != ReservationStatus::Released
     }
 
     /// Whether this is a final answer to the order: reserved or given back, not a
-    /// provisional or pending hold.
+    /// reservation still waiting (pending or provisional).
     pub fn answers(self) -> bool {
-        !self.holds() || self == ReservationStatus::Reserved
+        !self.counts_against_stock() || self == ReservationStatus::Reserved
     }
 }
 
 /// Payload of StockReserved, StockRejected (with `reason`) and StockReleased. With
-/// `site` and `status` it also carries the order's reservation lines as its site now holds
+/// `site` and `status` it also carries the order's reservation lines as its site now has
 /// them, at the event's version, for the other site to replicate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Reservation {
     pub order_id: String,
     pub lines: Vec<StockLine>,
     pub reason: Option<String>,
-    /// The site that owns the order; absent when nothing was ever held.
+    /// The site that owns the order; absent when nothing was ever reserved.
     pub site: Option<Site>,
-    /// The status of every line after this event; absent when nothing was ever held.
+    /// The status of every line after this event; absent when nothing was ever reserved.
     pub status: Option<ReservationStatus>,
     pub placed_at_ms: u64,
-    /// StockRejected only: the hold was given back because its product was oversold, so
+    /// StockRejected only: the reservation was given back because its product was oversold, so
     /// the order is cancelled with the apology rather than rejected.
     pub compensated: bool,
 }
 
 impl Reservation {
-    /// An answer that never held anything (a rejection from the site's own view).
-    pub fn unheld(order_id: &str, lines: Vec<StockLine>, reason: Option<String>) -> Self {
+    /// An answer that never reserved anything (a rejection from the site's own view).
+    pub fn unreserved(order_id: &str, lines: Vec<StockLine>, reason: Option<String>) -> Self {
         Self {
             order_id: order_id.to_owned(),
             lines,

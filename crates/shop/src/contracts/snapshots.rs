@@ -197,12 +197,12 @@ fn shipping_events_keep_their_published_shape() {
 }
 
 #[test]
-fn a_schema_1_reservation_reads_as_one_that_held_nothing_and_was_no_compensation() {
+fn a_schema_1_reservation_reads_as_one_that_reserved_nothing_and_was_no_compensation() {
     let v1 = json!({ "order_id": "o-7", "lines": [{ "product_id": "p-001", "quantity": 2 }], "reason": "sold out" });
     let v2: Reservation = serde_json::from_value(inventory::reservation_v1_to_v2(v1).unwrap()).unwrap();
     assert_eq!(
         v2,
-        Reservation::unheld(
+        Reservation::unreserved(
             "o-7",
             vec![StockLine { product_id: "p-001".into(), quantity: 2 }],
             Some("sold out".into())

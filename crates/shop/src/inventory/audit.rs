@@ -14,17 +14,17 @@ use super::sites::Site;
 /// What one site did with the orders routed to it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct SiteFigures {
-    /// Orders it held stock for (whatever became of them later).
+    /// Orders it reserved stock for (whatever became of them later).
     pub accepted: u64,
     /// Orders it refused because it could not reach the other site (cp).
     pub refused_unreachable: u64,
     /// Orders it refused because its view had too little stock.
     pub refused_short: u64,
-    /// Orders it holds that still wait to be acknowledged or settled.
+    /// Its reservations that still wait to be acknowledged (cp) or arbitrated (ap).
     pub waiting: u64,
     /// Orders it compensated after the rule found them oversold (ap).
     pub compensated: u64,
-    /// Units held beyond on hand in its view right now (cp: always 0).
+    /// Units reserved beyond on hand in its view right now (cp: always 0).
     pub oversold_in_view: u64,
 }
 
@@ -33,20 +33,21 @@ pub struct SiteFigures {
 pub struct Audit {
     pub sites: BTreeMap<Site, SiteFigures>,
     /// Units accepted beyond the stock, summed over products, counting compensated
-    /// holds as they were before compensation. Measured on each site's own rows, so it
+    /// reservations as they were before compensation. Measured on each site's own rows, so it
     /// shows an oversell during a partition that neither site can see yet.
     pub oversold_units: u64,
     /// Orders compensated with an apology.
     pub compensated_orders: u64,
     /// Compensated orders that shipped anyway (could not be stopped; 0 by design).
     pub oversold_shipped: u64,
-    /// Orders the rule finds oversold that are still held uncompensated (0 once the
-    /// sites have seen each other and settled).
+    /// Orders the rule finds oversold whose reservations still stand uncompensated (0 once
+    /// the sites have seen each other and the arbiter has decided).
     pub oversold_uncompensated: u64,
     /// Of those, the ones not shipped: scenario 6's `ap_oversold_unshipped_after_compensation`.
     pub oversold_unshipped_uncompensated: u64,
-    /// Units reserved (settled) beyond the stock: shipped oversell. Never above 0 in cp.
-    pub settled_beyond_stock: u64,
+    /// Units in final (`reserved`) reservations beyond the stock: oversell that may ship.
+    /// Never above 0 in cp.
+    pub reserved_beyond_stock: u64,
     /// Rows (counters and reservation lines) on which the two sites' views differ.
     pub divergence: u64,
 }
@@ -125,15 +126,15 @@ impl Audit {
                 match answer {
                     Answer::Rejected if unreachable => f.refused_unreachable += 1,
                     Answer::Rejected => f.refused_short += 1,
-                    Answer::Held => f.waiting += 1,
+                    Answer::Waiting => f.waiting += 1,
                     Answer::Compensated => {
                         f.compensated += 1;
                         compensated.insert(order_id.clone());
                     }
                     Answer::Reserved | Answer::Cancelled => {}
                 }
-                let held = own.contains(order_id.as_str());
-                if held && *answer != Answer::Rejected {
+                let reserved = own.contains(order_id.as_str());
+                if reserved && *answer != Answer::Rejected {
                     f.accepted += 1;
                 }
             }
@@ -157,16 +158,16 @@ impl Audit {
         for (on_hand, lines) in by_product(&truth).into_values() {
             let accepted: u64 = lines
                 .iter()
-                .filter(|l| l.status.holds() || compensated.contains(&l.order_id))
+                .filter(|l| l.status.counts_against_stock() || compensated.contains(&l.order_id))
                 .map(|l| u64::from(l.quantity))
                 .sum();
             audit.oversold_units += accepted.saturating_sub(on_hand);
-            let settled: u64 = lines
+            let reserved: u64 = lines
                 .iter()
                 .filter(|l| l.status == ReservationStatus::Reserved)
                 .map(|l| u64::from(l.quantity))
                 .sum();
-            audit.settled_beyond_stock += settled.saturating_sub(on_hand);
+            audit.reserved_beyond_stock += reserved.saturating_sub(on_hand);
             let over = merge::over(on_hand, &lines);
             audit.oversold_uncompensated += over.len() as u64;
             audit.oversold_unshipped_uncompensated += over.difference(&shipped).count() as u64;

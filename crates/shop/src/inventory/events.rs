@@ -13,12 +13,12 @@ pub use contract::{
     STOCK_RESERVED, StockCounters, StockLine, reservation_event,
 };
 
-/// The event announcing the reservation lines `held` (one order, one status).
-pub fn reservation_of(held: &[ReservationLine], reason: Option<String>) -> Reservation {
-    let first = held.first().expect("an order holds at least one line");
+/// The event announcing the reservation lines `lines` (one order, one status).
+pub fn reservation_of(lines: &[ReservationLine], reason: Option<String>) -> Reservation {
+    let first = lines.first().expect("an order has at least one line");
     Reservation {
         order_id: first.order_id.clone(),
-        lines: held
+        lines: lines
             .iter()
             .map(|l| StockLine { product_id: l.product_id.clone(), quantity: l.quantity })
             .collect(),
@@ -30,7 +30,7 @@ pub fn reservation_of(held: &[ReservationLine], reason: Option<String>) -> Reser
     }
 }
 
-/// The lines `reservation` replicates, at `version`; none for an answer that held nothing.
+/// The lines `reservation` replicates, at `version`; none for an answer that reserved nothing.
 pub fn replicated(reservation: &Reservation, version: u64) -> Vec<ReservationLine> {
     let (Some(site), Some(status)) = (reservation.site, reservation.status) else { return Vec::new() };
     reservation
@@ -100,15 +100,15 @@ pub mod apply {
     use crate::inventory::sites::{Mode, Site};
     use crate::inventory::store;
 
-    /// Answers each placed order routed to this site with a hold (or a rejection), and
+    /// Answers each placed order routed to this site with a reservation (or a rejection), and
     /// releases the stock of a cancelled one. Served per key, so the events of one order
     /// arrive in order; orders routed to the other site are left to it.
     pub struct OrderAnswers {
         pub outbox: Outbox,
         pub site: Site,
         pub mode: Mode,
-        /// Wakes the site's [`crate::inventory::settle`] task after a hold commits.
-        pub settle: Arc<Notify>,
+        /// Wakes the site's [`crate::inventory::agreement`] task after a reservation commits.
+        pub agreement: Arc<Notify>,
     }
 
     impl Handler for OrderAnswers {
@@ -123,9 +123,9 @@ pub mod apply {
             if event.kind == order::ORDER_PLACED {
                 let lines = order.lines.into_iter().map(|l| (l.product_id, l.quantity));
                 let answer = store::reserve(tx, &self.outbox, self.site, self.mode, &order.id, lines, event)?;
-                if answer == Some(Answer::Held) {
-                    let settle = self.settle.clone();
-                    tx.after_commit(move || settle.notify_one());
+                if answer == Some(Answer::Waiting) {
+                    let agreement = self.agreement.clone();
+                    tx.after_commit(move || agreement.notify_one());
                 }
                 tracing::info!(site = %self.site, order = %order.id, answer = answer.map(|a| a.as_str()), "placed order answered");
             } else {
@@ -138,9 +138,9 @@ pub mod apply {
 
     /// Replicates the other site's reservation lines and adjustment counters, each row
     /// replaced only by a newer version: any order of delivery, and any repetition, ends in
-    /// the same view (DESIGN §2). Then wakes this site's settle task.
+    /// the same view (DESIGN §2). Then wakes this site's agreement task.
     pub struct SiteReplica {
-        pub settle: Arc<Notify>,
+        pub agreement: Arc<Notify>,
     }
 
     impl Handler for SiteReplica {
@@ -181,8 +181,8 @@ pub mod apply {
                 _ => false,
             };
             if changed {
-                let settle = self.settle.clone();
-                tx.after_commit(move || settle.notify_one());
+                let agreement = self.agreement.clone();
+                tx.after_commit(move || agreement.notify_one());
             }
             Ok(())
         }

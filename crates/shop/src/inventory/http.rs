@@ -1,5 +1,5 @@
 //! The routes of one inventory site: the stock and reservations in its view, and the
-//! `/sites/...` calls the other site makes (acknowledge, settle, show a ledger).
+//! `/sites/...` calls the other site makes (acknowledge, arbitrate, show a ledger).
 
 use std::sync::Arc;
 
@@ -12,10 +12,10 @@ use utoipa::OpenApi;
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
+use super::agreement::{self, Ledger, Verdict};
 use super::events;
 use super::merge::SiteStock;
 use super::model::{OnHand, OrderId, ProductId, ReservationLine, ReservationStatus, Stock};
-use super::settle::{self, Ledger, Verdict};
 use super::sites::{Mode, Site};
 use super::store;
 use crate::service::admin::require_token;
@@ -117,7 +117,7 @@ async fn adjust(
         // cp writes only while the sites see each other.
         let peer = ctx.peer(ServiceName::Inventory);
         if let Err(e) = peer.get::<SiteStatus>("/sites").await {
-            return Err(Problem::unavailable(settle::unreachable(site, &e)));
+            return Err(Problem::unavailable(agreement::unreachable(site, &e)));
         }
     }
     let outbox = ctx.outbox.clone();
@@ -167,7 +167,7 @@ async fn local_reservations(
 pub struct SiteStatus {
     pub site: Site,
     pub mode: Mode,
-    /// Order lines held here that wait to be acknowledged (cp) or settled (ap).
+    /// Order lines reserved here that wait to be acknowledged (cp) or arbitrated (ap).
     pub waiting: u64,
 }
 
@@ -187,7 +187,7 @@ async fn status(State(ctx): State<Arc<Context>>) -> Result<axum::Json<SiteStatus
 }
 
 /// Shows this site's own counters and reservation lines of the listed products (called
-/// by the arbiter before it settles its own orders).
+/// by the arbiter before it decides its own orders).
 #[utoipa::path(post, path = "/sites/ledger", request_body = [String],
     responses(StoreBusy, BodyRefused, (status = 200, body = Ledger),
               (status = 422, body = Problem, content_type = "application/problem+json", description = "the body does not fit, or a bad product id")))]
@@ -200,7 +200,7 @@ async fn show_ledger(
         .map(|p| ProductId::parse(p).map(|id| id.as_str().to_owned()))
         .collect::<Result<_, _>>()?;
     let site = here(&ctx);
-    Ok(axum::Json(ctx.store.transact(move |tx| settle::ledger(tx, site, &products)).await?))
+    Ok(axum::Json(ctx.store.transact(move |tx| agreement::ledger(tx, site, &products)).await?))
 }
 
 /// Checks a ledger the other site sent: only its own rows, about valid ids.
@@ -223,7 +223,7 @@ fn from_the_other_site(ctx: &Context, ledger: &Ledger) -> Result<(), Problem> {
     Ok(())
 }
 
-/// cp: acknowledges the other site's pending holds its own view can still hold.
+/// cp: acknowledges the other site's pending reservations its own view can still cover.
 #[utoipa::path(post, path = "/sites/acks", request_body = Ledger,
     responses(StoreBusy, BodyRefused, (status = 200, body = [Verdict]),
               (status = 409, body = Problem, content_type = "application/problem+json", description = "this site runs in ap mode"),
@@ -233,14 +233,18 @@ async fn acknowledge(
     Body(ledger): Body<Ledger>,
 ) -> Result<axum::Json<Vec<Verdict>>, Problem> {
     if ctx.choices.inventory != Mode::Cp {
-        return Err(Problem::conflict("this site runs in ap mode: holds are settled, not acknowledged"));
+        return Err(Problem::conflict(
+            "this site runs in ap mode, where the arbiter decides and nothing is acknowledged: run both \
+             sites with the same --inventory-mode",
+        ));
     }
     from_the_other_site(&ctx, &ledger)?;
     let site = here(&ctx);
-    Ok(axum::Json(ctx.store.transact(move |tx| settle::acknowledge(tx, site, &ledger)).await?))
+    Ok(axum::Json(ctx.store.transact(move |tx| agreement::acknowledge(tx, site, &ledger)).await?))
 }
 
-/// ap, at the arbiter: settles the other site's provisional holds by the rule.
+/// ap, at the arbiter: arbitrates the other site's provisional reservations by the rule
+/// (the path keeps its published name, `settle`).
 #[utoipa::path(post, path = "/sites/settle", request_body = Ledger,
     responses(StoreBusy, BodyRefused, (status = 200, body = [Verdict]),
               (status = 409, body = Problem, content_type = "application/problem+json", description = "this site is not the arbiter, or runs in cp mode"),
@@ -250,8 +254,11 @@ async fn arbitrate(
     Body(ledger): Body<Ledger>,
 ) -> Result<axum::Json<Vec<Verdict>>, Problem> {
     if ctx.choices.inventory != Mode::Ap || here(&ctx) != Site::arbiter() {
-        return Err(Problem::conflict(format!("only {} settles, in ap mode", Site::arbiter())));
+        let arbiter = Site::arbiter();
+        return Err(Problem::conflict(format!(
+            "only {arbiter} arbitrates, in ap mode: send this call to {arbiter}"
+        )));
     }
     from_the_other_site(&ctx, &ledger)?;
-    Ok(axum::Json(ctx.store.transact(move |tx| settle::arbitrate(tx, &ledger)).await?))
+    Ok(axum::Json(ctx.store.transact(move |tx| agreement::arbitrate(tx, &ledger)).await?))
 }

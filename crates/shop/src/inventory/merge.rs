@@ -5,7 +5,7 @@
 //! units removed; both only grow) and the reservation lines of the orders routed to it.
 //! The other site keeps copies, replaced only by a newer version of the same row. A view is
 //! a sum over rows, so it does not depend on the order in which copies arrived, nor on how
-//! often: on hand = Σ (added − removed) over both sites, reserved = Σ held lines.
+//! often: on hand = Σ (added − removed) over both sites, reserved = Σ unreleased lines.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -33,24 +33,25 @@ pub fn on_hand(counters: &[SiteStock]) -> u64 {
     added.saturating_sub(removed)
 }
 
-/// Units held in a view: every line not released, at either site.
+/// Units reserved in a view: every line not released, at either site.
 pub fn reserved(lines: &[ReservationLine]) -> u64 {
-    lines.iter().filter(|l| l.status.holds()).map(|l| u64::from(l.quantity)).sum()
+    lines.iter().filter(|l| l.status.counts_against_stock()).map(|l| u64::from(l.quantity)).sum()
 }
 
-/// The orders whose lines of one product do not fit `on_hand`. Lines are taken settled
-/// first (they may have shipped), then by the time the order was placed and its id — the
+/// The orders whose lines of one product do not fit `on_hand`. Final (`reserved`) lines
+/// are taken first (they may have shipped), then by the time the order was placed and its id — the
 /// same order at both sites — and every line from the first that does not fit on is out:
 /// the latest placed orders give their units back.
 pub fn over(on_hand: u64, lines: &[ReservationLine]) -> BTreeSet<String> {
-    let mut held: Vec<&ReservationLine> = lines.iter().filter(|l| l.status.holds()).collect();
-    held.sort_by(|a, b| {
-        let unsettled = |l: &ReservationLine| l.status != ReservationStatus::Reserved;
-        (unsettled(a), a.placed_at_ms, &a.order_id).cmp(&(unsettled(b), b.placed_at_ms, &b.order_id))
+    let mut counted: Vec<&ReservationLine> =
+        lines.iter().filter(|l| l.status.counts_against_stock()).collect();
+    counted.sort_by(|a, b| {
+        let waiting = |l: &ReservationLine| l.status != ReservationStatus::Reserved;
+        (waiting(a), a.placed_at_ms, &a.order_id).cmp(&(waiting(b), b.placed_at_ms, &b.order_id))
     });
     let mut used = 0u64;
     let mut out = BTreeSet::new();
-    for line in held {
+    for line in counted {
         if out.is_empty() && used + u64::from(line.quantity) <= on_hand {
             used += u64::from(line.quantity);
         } else {
@@ -105,7 +106,7 @@ mod unit {
     }
 
     #[test]
-    fn settled_lines_keep_their_units_before_earlier_provisional_ones() {
+    fn final_lines_keep_their_units_before_earlier_provisional_ones() {
         let lines = [line("o-early", 2, Provisional, 10), line("o-shipped", 2, Reserved, 50)];
         assert_eq!(over(2, &lines), BTreeSet::from(["o-early".into()]));
     }

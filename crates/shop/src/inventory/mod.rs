@@ -14,42 +14,47 @@
 //! version. The other site reads them from the bus over the link between the sites
 //! (`inventory-dc1->inventory-dc2`) and replaces its copy only with a newer version, so
 //! copies applied in any order, or twice, give the same view: on hand = Σ counters,
-//! reserved = Σ held lines of both sites.
+//! reserved = Σ unreleased reservation lines of both sites.
 //!
-//! **Modes** ([`settle`]), a switch of `capshop up --inventory-mode`:
-//! - `cp`: a hold is `pending` until the other site has acknowledged it synchronously
-//!   (through a [`crate::service::Peer`] with a breaker, over the same link). The other site
-//!   acknowledges only what its own view can still hold, and holds it at once. Two
-//!   concurrent holds on both sites are each checked at one site with the other already
-//!   held, so the sum of acknowledged holds never exceeds the stock; under contention,
-//!   holds give way by age (wait-die), so the sites do not refuse each other's holds
-//!   forever. A site that cannot reach the other refuses with the reason; stock never
-//!   goes below zero.
-//! - `ap`: a hold is accepted at once from the site's own view (`provisional`, announced
-//!   by StockReserved with that status; the order waits in pending stock), also during a
-//!   partition. It is settled when its site sees the other again: the arbiter site (dc1)
-//!   decides every settlement in its one database by a rule both sites could compute
-//!   ([`merge::over`]: settled lines first, then by placement time and order id; the
+//! **Reservations.** A placed order that fits the site's view gets a reservation at once:
+//! its lines count against the stock from that moment. It is *waiting* while the other
+//! site has not agreed to it — `pending` in cp, `provisional` in ap — and *final* once it
+//! is `reserved`; a cancelled, refused or compensated one is `released`.
+//!
+//! **Modes** ([`agreement`]), a switch of `capshop up --inventory-mode`:
+//! - `cp`: a reservation is `pending` until the other site has acknowledged it
+//!   synchronously (through a [`crate::service::Peer`] with a breaker, over the same link).
+//!   The other site acknowledges only what its own view can still reserve, and reserves it
+//!   at once. Two concurrent reservations on both sites are each checked at one site with
+//!   the other already counted, so the sum of acknowledged reservations never exceeds the
+//!   stock; under contention, reservations give way by age (wait-die), so the sites do not
+//!   refuse each other's forever. A site that cannot reach the other refuses with the
+//!   reason; stock never goes below zero.
+//! - `ap`: a reservation is accepted at once from the site's own view (`provisional`,
+//!   announced by StockReserved with that status; the order waits in pending stock), also
+//!   during a partition. It is arbitrated when its site sees the other again: the arbiter
+//!   site (dc1) decides every verdict in its one database by a rule both sites could
+//!   compute ([`merge::over`]: final lines first, then by placement time and order id; the
 //!   latest placed orders that do not fit give back), and the owner of each order
 //!   publishes the outcome once: StockReserved (the order is confirmed and may ship) or
 //!   StockRejected with an apology, marked as a compensation (the order is cancelled
 //!   with the apology and never ships).
 //!   So an oversell during a partition is found and compensated before anything ships.
-//!   Only a stock lowered at one site while the other settled can leave settled orders
-//!   beyond the stock; the owner then gives those back too ([`settle`]'s recount), and
-//!   the order service cancels them — if one had shipped already, [`audit::Audit`]
-//!   counts it as oversold and shipped.
+//!   Only a stock lowered at one site while the arbiter was deciding can leave final
+//!   reservations beyond the stock; the owner then gives those back too ([`agreement`]'s
+//!   recount), and the order service cancels them — if one had shipped already,
+//!   [`audit::Audit`] counts it as oversold and shipped.
 //!
 //! The HTTP API of `/api/inventory` is dc1's; each site answers for the whole stock from
 //! its view, and `/reservations?order_id=` asks the other site when it does not know the
 //! order yet.
 
+pub mod agreement;
 pub mod audit;
 pub mod events;
 pub mod http;
 pub mod merge;
 pub mod model;
-pub mod settle;
 pub mod sites;
 pub mod store;
 
@@ -85,11 +90,11 @@ impl Service for InventoryService {
     fn consume(ctx: &Arc<Context>, consumers: &mut Consumers) {
         let site = ctx.site.expect("an inventory instance is a site");
         let mode = ctx.choices.inventory;
-        let settle = Arc::new(Notify::new());
+        let agreement = Arc::new(Notify::new());
         // Per key: an order's OrderCancelled must not overtake its OrderPlaced.
         consumers.start(
             ConsumerSpec::new(ctx.consumer_name("orders"), &["order"]).ordering(Ordering::PerKey),
-            OrderAnswers { outbox: ctx.outbox.clone(), site, mode, settle: settle.clone() },
+            OrderAnswers { outbox: ctx.outbox.clone(), site, mode, agreement: agreement.clone() },
         );
         // The other site's rows are versioned state: no ordering, no parking. They are
         // fetched over the link between the sites, so cutting it partitions the sites.
@@ -99,10 +104,10 @@ impl Service for InventoryService {
         consumers.start_on(
             over_the_link,
             ConsumerSpec::new(ctx.consumer_name("site-replica"), &[other.as_str()]),
-            SiteReplica { settle: settle.clone() },
+            SiteReplica { agreement: agreement.clone() },
         );
         let shutdown = consumers.shutdown();
-        consumers.spawn(settle::run(ctx.clone(), site, mode, settle, shutdown));
+        consumers.spawn(agreement::run(ctx.clone(), site, mode, agreement, shutdown));
     }
 
     async fn seed(ctx: Arc<Context>) -> Result<(), StoreError> {

@@ -1,8 +1,8 @@
 //! Stock, reservations and the rule that decides a placed order: every line is reserved
 //! when every line is available, or nothing is and the order is rejected with the reason.
 //!
-//! The decision is a pure function of the requested lines and the stock this site's view
-//! holds (both sites' counters and reservations, see [`super::merge`]).
+//! The decision is a pure function of the requested lines and the stock in this site's
+//! view (both sites' counters and reservations, see [`super::merge`]).
 
 use std::collections::BTreeMap;
 
@@ -100,16 +100,17 @@ impl OnHand {
     }
 }
 
-/// The stock of one product in this site's view: both sites' adjustments and holds.
+/// The stock of one product in this site's view: both sites' adjustments and reservations.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Stock {
     pub product_id: String,
     pub on_hand: u64,
-    /// Units held for placed orders (pending, provisional or reserved, at either site).
+    /// Units reserved for placed orders (pending, provisional or reserved, at either site).
     pub reserved: u64,
     /// `on_hand - reserved`, or 0: what a new order may reserve.
     pub available: u64,
-    /// `reserved - on_hand`, or 0: units held beyond the stock (ap, until settled).
+    /// `reserved - on_hand`, or 0: units reserved beyond the stock (ap, until the arbiter
+    /// has decided).
     pub oversold: u64,
     /// Grows with every change at either site; equal at both sites once they agree.
     pub version: u64,
@@ -132,7 +133,7 @@ impl Stock {
 /// itself, since replicas of the other site keep it as they receive it.
 pub use crate::contracts::inventory::ReservationStatus;
 
-/// Units of one product held for one order by the site that owns the order; both sites
+/// Units of one product reserved for one order by the site that owns the order; both sites
 /// keep every line, each site writing only its own (replicated by version).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReservationLine {
@@ -151,8 +152,9 @@ pub struct ReservationLine {
 /// What inventory answered a placed order; recorded so an order is answered once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Answer {
-    /// Held, waiting to be acknowledged (cp) or settled (ap).
-    Held,
+    /// Reserved, waiting to be acknowledged (cp) or arbitrated (ap). Stored as `held`, the
+    /// word the `stock_answer` rows were written with.
+    Waiting,
     Reserved,
     Rejected,
     Cancelled,
@@ -161,11 +163,12 @@ pub enum Answer {
 }
 
 impl Answer {
-    const ALL: [Answer; 5] = [Self::Held, Self::Reserved, Self::Rejected, Self::Cancelled, Self::Compensated];
+    const ALL: [Answer; 5] =
+        [Self::Waiting, Self::Reserved, Self::Rejected, Self::Cancelled, Self::Compensated];
 
     pub fn as_str(self) -> &'static str {
         match self {
-            Answer::Held => "held",
+            Answer::Waiting => "held",
             Answer::Reserved => "reserved",
             Answer::Rejected => "rejected",
             Answer::Cancelled => "cancelled",
@@ -234,6 +237,13 @@ mod unit {
             shortages(&lines, &stock),
             ["not enough stock of product p-002: 5 requested, 4 available", "no stock of product p-009",]
         );
+    }
+
+    #[test]
+    fn answers_keep_the_words_existing_stock_answer_rows_were_stored_with() {
+        let stored: Vec<_> = Answer::ALL.into_iter().map(Answer::as_str).collect();
+        assert_eq!(stored, ["held", "reserved", "rejected", "cancelled", "compensated"]);
+        assert_eq!(Answer::parse("held"), Some(Answer::Waiting), "a row written before the rename");
     }
 
     #[test]

@@ -119,7 +119,7 @@ async fn dc1() -> Store {
 }
 
 fn replica() -> SiteReplica {
-    SiteReplica { settle: Arc::new(Notify::new()) }
+    SiteReplica { agreement: Arc::new(Notify::new()) }
 }
 
 /// Delivers each batch in one transaction, as the consumer runtime does.

@@ -18,8 +18,8 @@ pub use crate::contracts::inventory::Site;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
-    /// Both sites accept reservations from their own view; oversell is settled after the
-    /// sites see each other again, and the latest placed orders are compensated.
+    /// Both sites accept reservations from their own view; the arbiter decides oversell
+    /// after the sites see each other again, and the latest placed orders are compensated.
     Ap,
     /// A reservation commits only once the other site has acknowledged it; a site that
     /// cannot reach the other refuses.

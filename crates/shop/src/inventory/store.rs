@@ -73,7 +73,7 @@ pub fn order_lines(tx: &mut Tx<'_>, order_id: &str) -> Result<Vec<ReservationLin
     lines(tx, "order_id = $1", &[order_id.into()])
 }
 
-/// The lines `site` holds with `status` (what a settle round works on).
+/// The lines of `site` with `status` (what an agreement round works on).
 pub fn lines_in(
     tx: &mut Tx<'_>,
     site: Site,
@@ -130,7 +130,7 @@ pub fn seed(tx: &mut Tx<'_>, id: &ProductId, units: OnHand) -> Result<(), StoreE
 }
 
 /// Replaces a site's counters of a product with `counters` if they are newer than the
-/// copy held; returns whether they were.
+/// copy here; returns whether they were.
 pub fn apply_counters(tx: &mut Tx<'_>, counters: &SiteStock) -> Result<bool, StoreError> {
     let changed = tx.execute(
         "INSERT INTO site_stock (site, product_id, added, removed, version) VALUES ($1, $2, $3, $4, $5) \
@@ -147,7 +147,7 @@ pub fn apply_counters(tx: &mut Tx<'_>, counters: &SiteStock) -> Result<bool, Sto
     Ok(changed > 0)
 }
 
-/// Replaces a reservation line with `line` if it is newer than the copy held; returns
+/// Replaces a reservation line with `line` if it is newer than the copy here; returns
 /// whether it was.
 pub fn apply_line(tx: &mut Tx<'_>, line: &ReservationLine) -> Result<bool, StoreError> {
     let changed = tx.execute(
@@ -171,7 +171,7 @@ pub fn apply_line(tx: &mut Tx<'_>, line: &ReservationLine) -> Result<bool, Store
 
 /// Sets the units on hand of a product in `site`'s view (adding it when it has no stock
 /// yet) by moving `site`'s own counters by the difference; refuses to go below what the
-/// view holds.
+/// view has reserved.
 pub fn set_on_hand(
     tx: &mut Tx<'_>,
     outbox: &Outbox,
@@ -239,11 +239,11 @@ fn record_answer(
 }
 
 /// Answers a placed order routed to `site`: when every line is available in the site's
-/// view it holds them — `provisional` in ap (announced at once by StockReserved with that
-/// status), `pending` in cp (announced once the other site acknowledged it) — and the
-/// settle task finishes the answer; otherwise it holds nothing and publishes StockRejected
-/// naming what is short. An order already answered is left alone (a replayed OrderPlaced
-/// must not hold twice); returns the answer given now, if any.
+/// view it reserves them — `provisional` in ap (announced at once by StockReserved with
+/// that status), `pending` in cp (announced once the other site acknowledged it) — and the
+/// agreement task concludes the answer; otherwise it reserves nothing and publishes
+/// StockRejected naming what is short. An order already answered is left alone (a replayed
+/// OrderPlaced must not reserve twice); returns the answer given now, if any.
 pub fn reserve(
     tx: &mut Tx<'_>,
     outbox: &Outbox,
@@ -262,7 +262,7 @@ pub fn reserve(
     if !shortages.is_empty() {
         let reason = shortages.join("; ");
         record_answer(tx, order_id, Answer::Rejected, Some(&reason))?;
-        let rejected = Reservation::unheld(order_id, lines, Some(reason));
+        let rejected = Reservation::unreserved(order_id, lines, Some(reason));
         outbox.append(
             tx,
             vec![events::reservation_event(events::STOCK_REJECTED, &rejected, 1).caused_by(cause)],
@@ -273,7 +273,7 @@ pub fn reserve(
         Mode::Ap => ReservationStatus::Provisional,
         Mode::Cp => ReservationStatus::Pending,
     };
-    let held: Vec<ReservationLine> = lines
+    let reserved: Vec<ReservationLine> = lines
         .iter()
         .map(|l| ReservationLine {
             order_id: order_id.to_owned(),
@@ -285,25 +285,25 @@ pub fn reserve(
             version: 1,
         })
         .collect();
-    for line in &held {
+    for line in &reserved {
         apply_line(tx, line)?;
     }
-    record_answer(tx, order_id, Answer::Held, None)?;
+    record_answer(tx, order_id, Answer::Waiting, None)?;
     if mode == Mode::Ap {
-        let provisional = events::reservation_of(&held, None);
+        let provisional = events::reservation_of(&reserved, None);
         outbox.append(
             tx,
             vec![events::reservation_event(events::STOCK_RESERVED, &provisional, 1).caused_by(cause)],
         )?;
     }
-    Ok(Some(Answer::Held))
+    Ok(Some(Answer::Waiting))
 }
 
-/// What becomes of the lines an order holds at its site.
+/// What becomes of the reservation lines of an order at its site.
 enum Outcome {
-    /// Settled: StockReserved; the order may ship.
+    /// Final: StockReserved; the order may ship.
     Reserved,
-    /// Refused after it was held (cp): StockRejected with the reason.
+    /// Refused after it was reserved (cp): StockRejected with the reason.
     Refused(String),
     /// Given back because its product was oversold (ap): StockRejected with the apology,
     /// marked as a compensation, so the order service cancels the order.
@@ -313,7 +313,7 @@ enum Outcome {
 }
 
 /// Moves the own lines of `order_id` on to `outcome` at the next version and publishes
-/// the event that says so; returns the lines, or none when it holds nothing.
+/// the event that says so; returns the lines, or none when nothing is reserved for it.
 fn advance(
     tx: &mut Tx<'_>,
     outbox: &Outbox,
@@ -321,10 +321,10 @@ fn advance(
     outcome: Outcome,
     cause: Option<&Envelope>,
 ) -> Result<Vec<ReservationLine>, StoreError> {
-    let held: Vec<ReservationLine> =
-        order_lines(tx, order_id)?.into_iter().filter(|l| l.status.holds()).collect();
-    if held.is_empty() {
-        return Ok(held);
+    let counted: Vec<ReservationLine> =
+        order_lines(tx, order_id)?.into_iter().filter(|l| l.status.counts_against_stock()).collect();
+    if counted.is_empty() {
+        return Ok(counted);
     }
     let (status, kind, compensated, reason) = match outcome {
         Outcome::Reserved => (ReservationStatus::Reserved, events::STOCK_RESERVED, false, None),
@@ -336,13 +336,14 @@ fn advance(
         }
         Outcome::Released(reason) => (ReservationStatus::Released, events::STOCK_RELEASED, false, reason),
     };
-    // The next version of a provisional hold is its settlement, which the arbiter records
-    // ahead of the owner; a cancel skips it, so it wins over that record at both sites.
-    let provisional = held.iter().any(|l| l.status == ReservationStatus::Provisional);
+    // The next version of a provisional reservation is the arbiter's verdict, which the
+    // arbiter records ahead of the owner; a cancel skips it, so it wins over that record at
+    // both sites.
+    let provisional = counted.iter().any(|l| l.status == ReservationStatus::Provisional);
     let skip = if provisional && kind == events::STOCK_RELEASED { 2 } else { 1 };
-    let version = held.iter().map(|l| l.version).max().unwrap_or(0) + skip;
+    let version = counted.iter().map(|l| l.version).max().unwrap_or(0) + skip;
     let moved: Vec<ReservationLine> =
-        held.into_iter().map(|l| ReservationLine { status, version, ..l }).collect();
+        counted.into_iter().map(|l| ReservationLine { status, version, ..l }).collect();
     for line in &moved {
         apply_line(tx, line)?;
     }
@@ -355,7 +356,7 @@ fn advance(
     Ok(moved)
 }
 
-/// Finishes the answer of an order this site holds (pending or provisional): `Ok(())`
+/// Concludes the answer of an order waiting at this site (pending or provisional): `Ok(())`
 /// reserves it and publishes StockReserved; `Err(reason)` releases it and publishes
 /// StockRejected with the reason, recorded as `refused`: rejected (cp: the order is
 /// rejected) or compensated (ap: the order is cancelled with the apology). Does nothing
@@ -390,9 +391,9 @@ pub fn conclude(
     Ok(true)
 }
 
-/// The products whose settled lines (at both sites) hold more than is on hand: possible
-/// only when stock was lowered at one site while the other settled orders.
-pub fn settled_beyond_stock(tx: &mut Tx<'_>) -> Result<Vec<String>, StoreError> {
+/// The products whose final (`reserved`) lines, at both sites, add up to more than is on
+/// hand: possible only when stock was lowered at one site while the arbiter decided orders.
+pub fn reserved_beyond_stock(tx: &mut Tx<'_>) -> Result<Vec<String>, StoreError> {
     let rows = tx.query(
         "SELECT r.product_id FROM reservation r WHERE r.status = 'reserved' GROUP BY r.product_id \
          HAVING sum(r.quantity) > (SELECT coalesce(sum(s.added), 0) - coalesce(sum(s.removed), 0) \
@@ -402,9 +403,9 @@ pub fn settled_beyond_stock(tx: &mut Tx<'_>) -> Result<Vec<String>, StoreError> 
     rows.into_iter().map(|row| row.get(0)).collect()
 }
 
-/// Gives back what a settled order of this site holds, publishing StockRejected with
-/// `reason`, so the order service cancels the order (if it has not shipped, shipping
-/// will not ship it). Returns whether the order held anything.
+/// Gives back what is reserved for a final order of this site, publishing StockRejected
+/// with `reason`, so the order service cancels the order (if it has not shipped, shipping
+/// will not ship it). Returns whether anything was reserved for the order.
 pub fn compensate(
     tx: &mut Tx<'_>,
     outbox: &Outbox,
@@ -418,9 +419,9 @@ pub fn compensate(
     Ok(!moved.is_empty())
 }
 
-/// Releases what a cancelled order holds and publishes StockReleased; marks the order
-/// cancelled (unless it was already refused or compensated), so a late OrderPlaced holds
-/// nothing for it. Returns the lines released.
+/// Releases what is reserved for a cancelled order and publishes StockReleased; marks the
+/// order cancelled (unless it was already refused or compensated), so a late OrderPlaced
+/// reserves nothing for it. Returns the lines released.
 pub fn release(
     tx: &mut Tx<'_>,
     outbox: &Outbox,

@@ -234,7 +234,7 @@ async fn fresh_sites_stock_the_twenty_catalog_products_alike_without_replicating
 }
 
 #[tokio::test]
-async fn a_placed_order_is_held_provisionally_then_settled_when_stock_suffices() {
+async fn a_placed_order_is_reserved_provisionally_then_finally_when_stock_suffices() {
     let shop = harness().await;
     let p1 = shop.set_on_hand("p-001", 10).await;
     shop.set_on_hand("p-002", 5).await;
@@ -315,7 +315,7 @@ async fn an_order_placed_again_or_replayed_reserves_only_once() {
     assert_eq!(shop.reservations("o-3").await.len(), 1);
     let answers = shop.answers("o-3").await;
     let kinds: Vec<_> = answers.iter().map(|(kind, _)| kind.as_str()).collect();
-    assert_eq!(kinds, [STOCK_RESERVED, STOCK_RESERVED], "held once, settled once: {answers:?}");
+    assert_eq!(kinds, [STOCK_RESERVED, STOCK_RESERVED], "provisional once, final once: {answers:?}");
 }
 
 #[tokio::test]
@@ -396,7 +396,7 @@ async fn stock_changes_need_the_admin_token_and_bad_requests_get_clear_problems(
 }
 
 #[tokio::test]
-async fn a_settled_order_beyond_stock_lowered_at_the_other_site_is_compensated_with_an_apology() {
+async fn a_final_reservation_beyond_stock_lowered_at_the_other_site_is_compensated_with_an_apology() {
     let shop = harness().await;
     assert_ne!(Site::of_customer(CUSTOMER), Site::arbiter(), "the test's orders go to the other site");
     shop.set_on_hand("p-007", 4).await;
@@ -412,7 +412,7 @@ async fn a_settled_order_beyond_stock_lowered_at_the_other_site_is_compensated_w
         ["c-bob", "c-1", "c-3"].into_iter().find(|c| Site::of_customer(c) == Site::arbiter()).unwrap();
     let placed = order_of(customer, "o-8", &[("p-007", 3)], OrderStatus::PendingStock, 1);
     shop.orders.emit(vec![event(ORDER_PLACED, &placed)]).await;
-    eventually("the arbiter to settle o-8", || async {
+    eventually("the arbiter to decide o-8", || async {
         let lines = shop.at(Site::arbiter(), "/sites/reservations?order_id=o-8").await;
         (lines[0]["status"] == "reserved").then_some(())
     })
@@ -462,7 +462,12 @@ async fn calls_between_the_sites_refuse_forged_or_misdirected_ledgers_and_change
             409,
             "ap mode",
         ),
-        (shop.service.url("/sites/settle"), json!({ "counters": [], "lines": [] }), 409, "only dc1 settles"),
+        (
+            shop.service.url("/sites/settle"),
+            json!({ "counters": [], "lines": [] }),
+            409,
+            "only dc1 arbitrates",
+        ),
     ];
     for (url, body, status, says) in cases {
         let response = shop.client.post(&url).json(&body).send().await.unwrap();
@@ -471,11 +476,15 @@ async fn calls_between_the_sites_refuse_forged_or_misdirected_ledgers_and_change
         let problem: Value = response.json().await.unwrap();
         assert!(problem["detail"].as_str().unwrap().contains(says), "{problem}");
     }
-    assert_eq!(shop.at(Site::arbiter(), "/sites/reservations?order_id=o-9").await, json!([]), "nothing held");
+    assert_eq!(
+        shop.at(Site::arbiter(), "/sites/reservations?order_id=o-9").await,
+        json!([]),
+        "nothing reserved"
+    );
 }
 
 #[tokio::test]
-async fn in_cp_concurrent_holds_on_both_sites_never_take_more_than_the_stock() {
+async fn in_cp_concurrent_reservations_on_both_sites_never_take_more_than_the_stock() {
     let shop = harness_in(Mode::Cp).await;
     let other = Site::of_customer(CUSTOMER).peer();
     shop.set_on_hand("p-011", 5).await;
@@ -495,7 +504,7 @@ async fn in_cp_concurrent_holds_on_both_sites_never_take_more_than_the_stock() {
         .collect();
     shop.orders.emit(placed).await;
     shop.caught_up().await;
-    let views = eventually("both sites to finish every hold and agree", || async {
+    let views = eventually("both sites to conclude every reservation and agree", || async {
         let here = shop.stock("p-011").await;
         let there = shop.at(other, "/stock/p-011").await;
         let idle =
@@ -508,7 +517,7 @@ async fn in_cp_concurrent_holds_on_both_sites_never_take_more_than_the_stock() {
         let lines = shop.reservations(&format!("o-c{n}")).await;
         reserved += lines.iter().filter(|l| l["status"] == "reserved").count();
     }
-    // Holds give way by age, so contention on both sites does not refuse everything.
+    // Reservations give way by age, so contention on both sites does not refuse everything.
     assert_eq!(reserved, 5, "every unit sold, none twice");
     assert_eq!(views["reserved"], reserved, "{views}");
     assert_eq!(views["oversold"], 0, "{views}");

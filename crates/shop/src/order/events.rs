@@ -68,8 +68,8 @@ pub mod apply {
     }
 
     /// Moves an order from pending stock to confirmed or rejected on the answer of the
-    /// inventory site it was routed to (a provisional hold is not an answer yet). A
-    /// compensation — an accepted hold given back because its product was oversold, or a
+    /// inventory site it was routed to (a provisional reservation is not an answer yet). A
+    /// compensation — an accepted reservation given back because its product was oversold, or a
     /// rejection of a confirmed order — cancels the order with the site's reason (an
     /// apology), so shipping does not ship it if it has not yet.
     pub struct StockAnswers {

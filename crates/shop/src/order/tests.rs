@@ -1,5 +1,5 @@
-//! How the order service takes the answers of the inventory sites: a provisional hold is
-//! not an answer, a settled one confirms, a refusal rejects, and a compensation (before
+//! How the order service takes the answers of the inventory sites: a provisional
+//! reservation is not an answer, a final one confirms, a refusal rejects, and a compensation (before
 //! or after confirmation) cancels the order with the site's apology.
 
 mod shuffled;
@@ -100,7 +100,7 @@ async fn after(answers: Vec<Envelope>) -> (Order, Vec<String>) {
 }
 
 #[tokio::test]
-async fn a_provisional_hold_leaves_the_order_pending_and_the_settled_one_confirms_it() {
+async fn a_provisional_reservation_leaves_the_order_pending_and_the_final_one_confirms_it() {
     let (order, kinds) =
         after(vec![answer(STOCK_RESERVED, "o-1", ReservationStatus::Provisional, 1, None)]).await;
     assert_eq!((order.status, kinds.len()), (OrderStatus::PendingStock, 1));
@@ -139,7 +139,7 @@ async fn a_compensation_of_a_pending_order_cancels_it_with_the_apology() {
 }
 
 #[tokio::test]
-async fn a_hold_refused_by_the_other_site_rejects_the_order_with_the_reason() {
+async fn a_reservation_refused_by_the_other_site_rejects_the_order_with_the_reason() {
     let why = "inventory site dc1 cannot reach dc2";
     let (order, kinds) =
         after(vec![answer(STOCK_REJECTED, "o-1", ReservationStatus::Released, 2, Some(why))]).await;

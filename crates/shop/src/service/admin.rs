@@ -93,7 +93,7 @@ pub struct DeadLetterView {
     pub attempts: u32,
     pub error: String,
     pub failed_at_ms: u64,
-    /// Later events of the same key held behind this one.
+    /// Later events of the same key parked behind this one.
     pub parked: u64,
     /// The original envelope (as text when it is not JSON).
     #[schema(value_type = Object)]
@@ -163,6 +163,7 @@ async fn show(
     Ok(axum::Json(letters.into_iter().map(Into::into).collect()))
 }
 
+// How many dead letters a replay or discard took; the name is the published schema's.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Settled {
     pub count: usize,
@@ -180,7 +181,7 @@ async fn replay(
     State(ctx): State<Arc<Context>>,
     Body(selection): Body<Selection>,
 ) -> Result<axum::Json<Settled>, Problem> {
-    settle(&ctx, selection, true).await
+    replay_or_discard(&ctx, selection, true).await
 }
 
 /// Discards the selected dead letters for good.
@@ -195,12 +196,16 @@ async fn discard(
     State(ctx): State<Arc<Context>>,
     Body(selection): Body<Selection>,
 ) -> Result<axum::Json<Settled>, Problem> {
-    settle(&ctx, selection, false).await
+    replay_or_discard(&ctx, selection, false).await
 }
 
 /// Replays or discards the selected dead letters, one (consumer, event) at a time so that
 /// only this service's consumers are touched.
-async fn settle(ctx: &Context, selection: Selection, replay: bool) -> Result<axum::Json<Settled>, Problem> {
+async fn replay_or_discard(
+    ctx: &Context,
+    selection: Selection,
+    replay: bool,
+) -> Result<axum::Json<Settled>, Problem> {
     if selection.is_empty() && !selection.all {
         return Err(Problem::bad_request(
             "name a consumer, event_id, stream or key, or send {\"all\": true} to select every dead letter",
@@ -209,8 +214,8 @@ async fn settle(ctx: &Context, selection: Selection, replay: bool) -> Result<axu
     let mut count = 0;
     for letter in own_letters(ctx, &selection.filter()).await? {
         let one = DeadLetterFilter::all().consumer(letter.consumer).event(letter.message.id);
-        let settled = if replay { ctx.bus.replay(&one).await } else { ctx.bus.discard(&one).await };
-        count += settled.map_err(|e| Problem::unavailable(e.to_string()))?;
+        let done = if replay { ctx.bus.replay(&one).await } else { ctx.bus.discard(&one).await };
+        count += done.map_err(|e| Problem::unavailable(e.to_string()))?;
     }
     Ok(axum::Json(Settled { count }))
 }

@@ -17,7 +17,7 @@ pub fn event(shipment: &Shipment) -> NewEvent {
 
 /// How shipping applies what it consumes. Every handler updates its replica only when the
 /// event is news (the version gate for orders and customers; the payment table for
-/// payments), then settles the shipments it may affect, all inside the consumer's
+/// payments), then decides again the shipments it may affect, all inside the consumer's
 /// transaction, so a shipment never lags behind the facts it was decided by.
 pub mod apply {
     use kit::consumer::{Handler, HandlerError};
@@ -47,14 +47,14 @@ pub mod apply {
             let order: Order = event.keyed_payload(|p: &Order| &p.id)?;
             if self.gate.admit(tx, order::SCOPE, &event.key, event.version)? {
                 store::put_order(tx, &order)?;
-                settle(tx, &self.outbox, &order.id, event)?;
+                redecide(tx, &self.outbox, &order.id, event)?;
             }
             Ok(())
         }
     }
 
     /// Keeps the replica of each customer's current address at its newest version; a new
-    /// address settles every shipment of theirs that has not shipped.
+    /// address decides again every shipment of theirs that has not shipped.
     pub struct CustomerReplica {
         pub gate: VersionGate,
         pub outbox: Outbox,
@@ -69,7 +69,7 @@ pub mod apply {
             if self.gate.admit(tx, customer::SCOPE, &event.key, event.version)? {
                 store::put_customer_address(tx, &customer.id, &customer.address, event.version)?;
                 for order_id in store::unshipped_orders_of(tx, &customer.id)? {
-                    settle(tx, &self.outbox, &order_id, event)?;
+                    redecide(tx, &self.outbox, &order_id, event)?;
                 }
             }
             Ok(())
@@ -93,16 +93,17 @@ pub mod apply {
                 AuthorizationStatus::Declined => Payment::Declined { reason: authorization.reason },
             };
             if store::record_payment(tx, &authorization.order_id, &decision)? {
-                settle(tx, &self.outbox, &authorization.order_id, event)?;
+                redecide(tx, &self.outbox, &authorization.order_id, event)?;
             }
             Ok(())
         }
     }
 
-    /// Decides the shipment of `order_id` from what shipping knows now; saves it and
-    /// appends ShipmentHeld or ShipmentCreated (caused by `cause`) only when it changed.
-    /// A shipped shipment is final and never looked at again.
-    pub fn settle(
+    /// Decides the shipment of `order_id` again from what shipping knows now (after every
+    /// event that may change it); saves it and appends ShipmentHeld or ShipmentCreated
+    /// (caused by `cause`) only when it changed. A shipped shipment is final and never
+    /// looked at again.
+    pub fn redecide(
         tx: &mut Tx<'_>,
         outbox: &Outbox,
         order_id: &str,

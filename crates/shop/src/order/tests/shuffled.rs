@@ -114,7 +114,7 @@ fn history() -> impl Strategy<Value = Vec<Envelope>> {
                     let kind = if reserved { STOCK_RESERVED } else { STOCK_REJECTED };
                     let lines = vec![StockLine { product_id: "p-001".into(), quantity: 1 }];
                     let reason = (!reserved).then(|| "p-001: 0 left".to_owned());
-                    let reservation = Reservation::unheld(&format!("o-{n}"), lines, reason);
+                    let reservation = Reservation::unreserved(&format!("o-{n}"), lines, reason);
                     events.push(envelope("inventory", &reservation_event(kind, &reservation, 1), seq));
                 }
                 Change::Answer { .. } => {}

@@ -1,10 +1,12 @@
-//! Finishing the answers a site holds, with the other site: in cp the other site must
-//! acknowledge a pending hold before it is reserved; in ap the arbiter site settles
-//! provisional holds by the compensation rule once it sees both sites' reservations.
+//! Agreeing a site's waiting reservations with the other site, so each becomes final
+//! (`reserved`) or is released: in cp the other site must **acknowledge** a `pending`
+//! reservation ([`acknowledge`]); in ap the arbiter site **arbitrates** `provisional`
+//! reservations by the compensation rule once it sees both sites' rows ([`arbitrate`]).
 //!
-//! One task per site runs rounds, woken after a hold commits and every [`TICK`]; the
-//! calls to the other site pass the link between the sites and a breaker ([`Peer`]), and
-//! no call sits inside a transaction: read, call, then write what the answer decided.
+//! One task per site runs rounds, woken after a reservation commits and every [`TICK`];
+//! the calls to the other site pass the link between the sites and a breaker ([`Peer`]),
+//! and no call sits inside a transaction: read, call, then write what the answer decided.
+//! The arbiter's route keeps its published path, `POST /sites/settle`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -38,8 +40,8 @@ pub struct Verdict {
     /// Acknowledged (cp) or kept by the rule (ap).
     pub kept: bool,
     pub reason: Option<String>,
-    /// cp: not yet — younger holds of the other site stand in the way and will give way
-    /// first; ask again.
+    /// cp: not yet — younger pending reservations of the acknowledging site stand in the
+    /// way and will give way first; ask again.
     #[serde(default)]
     pub wait: bool,
 }
@@ -68,7 +70,7 @@ pub fn ledger(tx: &mut Tx<'_>, site: Site, products: &BTreeSet<String>) -> Resul
     Ok(ledger)
 }
 
-/// Takes in what the other site showed (each row only if newer than the copy held).
+/// Takes in what the other site showed (each row only if newer than the copy here).
 fn absorb(tx: &mut Tx<'_>, ledger: &Ledger) -> Result<(), StoreError> {
     for counters in &ledger.counters {
         store::apply_counters(tx, counters)?;
@@ -79,15 +81,16 @@ fn absorb(tx: &mut Tx<'_>, ledger: &Ledger) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// cp, at the acknowledging site: holds each shown pending order in this site's view when
-/// every line is available in it, else refuses it with what is short. An order already
-/// held here keeps the answer it got (a retried call acknowledges once).
+/// cp, at the acknowledging site: reserves each shown pending order in this site's view
+/// when every line is available in it, else refuses it with what is short. An order this
+/// site already knows keeps the answer it got (a retried call acknowledges once).
 ///
-/// Two sites that each hold pending orders the other must acknowledge would refuse each
-/// other's and sell nothing. So holds give way by age (placement time, then order id), as
-/// in wait-die: a shown hold that would fit if this site's own younger pending holds gave
-/// way is told to wait; a younger one is refused. The youngest pending hold never waits,
-/// so every round settles at least one, and holds settle oldest first.
+/// Two sites that each have pending reservations the other must acknowledge would refuse
+/// each other's and sell nothing. So reservations give way by age (placement time, then
+/// order id), as in wait-die: a shown reservation that would fit if this site's own
+/// younger pending reservations gave way is told to wait; a younger one is refused. The
+/// youngest pending reservation never waits, so every round concludes at least one, and
+/// reservations conclude oldest first.
 pub fn acknowledge(tx: &mut Tx<'_>, here: Site, shown: &Ledger) -> Result<Vec<Verdict>, StoreError> {
     for counters in &shown.counters {
         store::apply_counters(tx, counters)?;
@@ -96,7 +99,7 @@ pub fn acknowledge(tx: &mut Tx<'_>, here: Site, shown: &Ledger) -> Result<Vec<Ve
     for (order_id, lines) in by_order(shown.lines.clone()) {
         let known = store::order_lines(tx, &order_id)?;
         if !known.is_empty() {
-            let kept = known.iter().all(|l| l.status.holds());
+            let kept = known.iter().all(|l| l.status.counts_against_stock());
             let reason = (!kept).then(|| format!("order {order_id} was already released at {here}"));
             verdicts.push(Verdict { order_id, kept, reason, wait: false });
             continue;
@@ -124,7 +127,7 @@ pub fn acknowledge(tx: &mut Tx<'_>, here: Site, shown: &Ledger) -> Result<Vec<Ve
     Ok(verdicts)
 }
 
-/// Units of `line`'s product that `here` holds pending for orders placed after `line`'s.
+/// Units of `line`'s product that `here` has pending for orders placed after `line`'s.
 fn younger_pending(tx: &mut Tx<'_>, here: Site, line: &ReservationLine) -> Result<u64, StoreError> {
     let age = |l: &ReservationLine| (l.placed_at_ms, l.order_id.clone());
     let lines = store::product_lines(tx, &line.product_id)?;
@@ -153,7 +156,7 @@ fn verdict(order_id: String, over: Option<String>) -> Verdict {
 
 /// ap, at the arbiter: takes in what was shown, applies the compensation rule to the
 /// shown orders that still wait, and records each verdict as the owner will write it (the
-/// next version, reserved or released), so every settlement is decided in this one
+/// next version, reserved or released), so every verdict is decided in this one
 /// database, one after another, and a retried call gets the same verdict.
 pub fn arbitrate(tx: &mut Tx<'_>, shown: &Ledger) -> Result<Vec<Verdict>, StoreError> {
     absorb(tx, shown)?;
@@ -161,7 +164,7 @@ pub fn arbitrate(tx: &mut Tx<'_>, shown: &Ledger) -> Result<Vec<Verdict>, StoreE
     for (order_id, over) in judge(tx, &shown.lines)? {
         let lines = store::order_lines(tx, &order_id)?;
         if !lines.iter().any(|l| l.status == ReservationStatus::Provisional) {
-            let kept = lines.iter().all(|l| l.status.holds());
+            let kept = lines.iter().all(|l| l.status.counts_against_stock());
             let reason = (!kept).then(|| format!("order {order_id} was already released"));
             verdicts.push(Verdict { order_id, kept, reason, wait: false });
             continue;
@@ -200,18 +203,19 @@ pub fn unreachable(here: Site, error: &PeerError) -> String {
             here.peer()
         ),
         PeerError::Refused { .. } => {
-            format!("inventory site {} refused to acknowledge the hold ({error})", here.peer())
+            format!("inventory site {} refused to acknowledge the reservation ({error})", here.peer())
         }
     }
 }
 
-/// ap holds stay provisional while the other site cannot be asked; the next round retries.
+/// ap reservations stay provisional while the other site cannot be asked; the next round
+/// retries.
 fn waiting_for(here: Site, error: &PeerError) -> Result<usize, StoreError> {
-    tracing::debug!(site = %here, error = %error, "provisional holds wait for the other site");
+    tracing::debug!(site = %here, error = %error, "provisional reservations wait for the other site");
     Ok(0)
 }
 
-/// One round: finishes what this site holds, as far as the other site lets it.
+/// One round: concludes this site's waiting reservations, as far as the other site lets it.
 async fn round(ctx: &Arc<Context>, here: Site, mode: Mode, peer: &Peer) -> Result<usize, StoreError> {
     let waiting = match mode {
         Mode::Cp => ReservationStatus::Pending,
@@ -274,12 +278,12 @@ async fn round(ctx: &Arc<Context>, here: Site, mode: Mode, peer: &Peer) -> Resul
     }
 }
 
-/// ap: gives back this site's settled orders that the rule puts beyond the stock (settled
-/// lines are taken first, so only a lowered stock can do that), once the site has seen the
-/// other site's rows of those products, so both sites judge the same rows. `None` when
-/// the other site could not be asked.
+/// ap: gives back this site's final (`reserved`) orders that the rule puts beyond the
+/// stock (final lines are taken first, so only a lowered stock can do that), once the site
+/// has seen the other site's rows of those products, so both sites judge the same rows.
+/// `None` when the other site could not be asked.
 async fn recount(ctx: &Arc<Context>, here: Site, peer: &Peer) -> Result<Option<usize>, StoreError> {
-    let suspect = ctx.store.transact(store::settled_beyond_stock).await?;
+    let suspect = ctx.store.transact(store::reserved_beyond_stock).await?;
     if suspect.is_empty() {
         return Ok(Some(0));
     }
@@ -305,24 +309,26 @@ async fn recount(ctx: &Arc<Context>, here: Site, peer: &Peer) -> Result<Option<u
         .map(Some)
 }
 
-/// Runs the settle rounds of site `here` until `shutdown`.
+/// Runs the agreement rounds of site `here` until `shutdown`.
 pub async fn run(ctx: Arc<Context>, here: Site, mode: Mode, wake: Arc<Notify>, shutdown: CancellationToken) {
     let peer = ctx.peer(ServiceName::Inventory).clone();
-    // A recount scans every settled line, so it runs after a change, not on every tick,
+    // A recount scans every final line, so it runs after a change, not on every tick,
     // and again until the other site could be asked.
     let mut recount_due = mode == Mode::Ap;
     loop {
         match round(&ctx, here, mode, &peer).await {
             Ok(0) => {}
-            Ok(n) => tracing::info!(site = %here, mode = mode.as_str(), orders = n, "holds finished"),
-            Err(e) => tracing::warn!(site = %here, error = %e, "settle round failed"),
+            Ok(n) => {
+                tracing::info!(site = %here, mode = mode.as_str(), orders = n, "waiting reservations concluded")
+            }
+            Err(e) => tracing::warn!(site = %here, error = %e, "agreement round failed"),
         }
         if recount_due {
             match recount(&ctx, here, &peer).await {
                 Ok(Some(0)) => recount_due = false,
                 Ok(Some(n)) => {
                     recount_due = false;
-                    tracing::warn!(site = %here, orders = n, "settled orders compensated: stock was lowered");
+                    tracing::warn!(site = %here, orders = n, "final reservations compensated: stock was lowered");
                 }
                 Ok(None) => {}
                 Err(e) => tracing::warn!(site = %here, error = %e, "recount failed"),
@@ -364,9 +370,9 @@ mod unit {
     }
 
     #[tokio::test]
-    async fn a_cancel_racing_the_arbiters_settlement_wins_at_both_sites() {
+    async fn a_cancel_racing_the_arbiters_verdict_wins_at_both_sites() {
         let (arbiter, owner) = (site().await, site().await);
-        let held = ReservationLine {
+        let waiting = ReservationLine {
             order_id: "o-1".into(),
             product_id: "p-001".into(),
             quantity: 2,
@@ -375,8 +381,8 @@ mod unit {
             placed_at_ms: 1,
             version: 1,
         };
-        let shown = Ledger { counters: Vec::new(), lines: vec![held.clone()] };
-        owner.transact(move |tx| store::apply_line(tx, &held)).await.unwrap();
+        let shown = Ledger { counters: Vec::new(), lines: vec![waiting.clone()] };
+        owner.transact(move |tx| store::apply_line(tx, &waiting)).await.unwrap();
         let verdicts = arbiter.transact(move |tx| arbitrate(tx, &shown)).await.unwrap();
         assert!(verdicts[0].kept);
         assert_eq!(
