@@ -27,13 +27,41 @@ pub struct Settings<'a> {
     pub inventory_mode: &'a str,
 }
 
-/// A started process, stopped with SIGTERM (or `stop_signal`) at the end.
+/// A started process, stopped with SIGTERM (or `stop_signal`) at the end, and started
+/// again from the same command when it exits by itself.
 struct Started {
     what: String,
     url: String,
     child: Child,
     stop_signal: i32,
+    command: Command,
+    /// Restarts in a row without a calm spell between them (they lengthen the backoff).
+    restarts: u32,
+    running_since: tokio::time::Instant,
+    /// When it exited by itself: the moment it is started again.
+    restart_at: Option<tokio::time::Instant>,
 }
+
+impl Started {
+    /// Spawns `command` (already prepared by [`spawn`]'s rules) as `what`.
+    fn spawn(what: &str, url: String, mut command: Command, stop_signal: i32) -> anyhow::Result<Self> {
+        let child = command.spawn().with_context(|| format!("cannot start {what}"))?;
+        let running_since = tokio::time::Instant::now();
+        Ok(Self {
+            what: what.to_owned(),
+            url,
+            child,
+            stop_signal,
+            command,
+            restarts: 0,
+            running_since,
+            restart_at: None,
+        })
+    }
+}
+
+/// A child that ran this long before it exited counts as healthy: its next restart is quick.
+const CALM: Duration = Duration::from_secs(60);
 
 pub async fn run(settings: Settings<'_>) -> anyhow::Result<()> {
     let nats_server = on_path("nats-server", NATS_INSTALL)?;
@@ -41,6 +69,9 @@ pub async fn run(settings: Settings<'_>) -> anyhow::Result<()> {
     let dir = settings.data_dir;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create the data dir {}", dir.display()))?;
     let dir = std::fs::canonicalize(dir)?;
+    if let Some((uid, gid)) = unprivileged_account() {
+        refuse_unreachable(&dir, uid, gid)?;
+    }
     let mut started: Vec<Started> = Vec::new();
     let result = start_all(&settings, &dir, &nats_server, &initdb, &postgres, &mut started).await;
     if result.is_ok() {
@@ -58,7 +89,7 @@ pub async fn run(settings: Settings<'_>) -> anyhow::Result<()> {
     }
     let outcome = match result {
         Err(e) => Err(e),
-        Ok(()) => watch(&mut started).await,
+        Ok(()) => supervise(&mut started).await,
     };
     println!("stopping...");
     stop_all(&mut started);
@@ -66,18 +97,50 @@ pub async fn run(settings: Settings<'_>) -> anyhow::Result<()> {
     outcome
 }
 
-/// Waits for Ctrl-C (a clean stop) or for a child to exit by itself (an error).
-async fn watch(started: &mut [Started]) -> anyhow::Result<()> {
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
+/// Waits for Ctrl-C (a clean stop), restarting any child that exits by itself with
+/// backoff (0.5 s doubling to 30 s), so one crashed process never stops the rest.
+async fn supervise(started: &mut [Started]) -> anyhow::Result<()> {
+    let backoff = kit::backoff::Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => return Ok(()),
-            _ = tick.tick() => {
-                for s in started.iter_mut() {
-                    if let Some(status) = s.child.try_wait()? {
-                        bail!("{} exited by itself ({status}); stopping the rest", s.what);
+            _ = tick.tick() => {}
+        }
+        let now = tokio::time::Instant::now();
+        for s in started.iter_mut() {
+            match s.restart_at {
+                None => {
+                    let Some(status) = s.child.try_wait()? else { continue };
+                    if now.duration_since(s.running_since) >= CALM {
+                        s.restarts = 0;
                     }
+                    s.restarts += 1;
+                    let delay = backoff.delay(s.restarts);
+                    println!(
+                        "{} exited by itself ({status}); restarting it in {} ms",
+                        s.what,
+                        delay.as_millis()
+                    );
+                    s.restart_at = Some(now + delay);
                 }
+                Some(at) if now >= at => match s.command.spawn() {
+                    Ok(child) => {
+                        println!("{} restarted (pid {})", s.what, child.id());
+                        (s.child, s.running_since, s.restart_at) = (child, now, None);
+                    }
+                    Err(e) => {
+                        s.restarts += 1;
+                        let delay = backoff.delay(s.restarts);
+                        println!(
+                            "{} could not be restarted ({e}); trying again in {} ms",
+                            s.what,
+                            delay.as_millis()
+                        );
+                        s.restart_at = Some(now + delay);
+                    }
+                },
+                Some(_) => {}
             }
         }
     }
@@ -116,10 +179,9 @@ async fn start_all(
             command.args(["--db", &db, "--bus", &nats_url]);
         }
         command.stdout(Stdio::null());
-        let child =
-            spawn(&mut command, None).with_context(|| format!("cannot start capshop serve {process}"))?;
+        prepare(&mut command, None);
         let url = format!("http://{listen}");
-        started.push(Started { what: process.clone(), url: url.clone(), child, stop_signal: libc::SIGTERM });
+        started.push(Started::spawn(&process, url.clone(), command, libc::SIGTERM)?);
         wait_http(&format!("{url}/health"), started.last_mut().expect("just pushed")).await?;
     }
     Ok(())
@@ -138,9 +200,10 @@ async fn start_nats(binary: &Path, dir: &Path, started: &mut Vec<Started>) -> an
     );
     let path = dir.join("nats.conf");
     std::fs::write(&path, config)?;
-    let child = spawn(Command::new(binary).arg("-c").arg(&path), None).context("cannot start nats-server")?;
+    let mut command = Command::new(binary);
+    prepare(command.arg("-c").arg(&path), None);
     let url = format!("nats://127.0.0.1:{port}");
-    started.push(Started { what: "nats".into(), url: url.clone(), child, stop_signal: libc::SIGTERM });
+    started.push(Started::spawn("nats", url.clone(), command, libc::SIGTERM)?);
     let health = format!("http://127.0.0.1:{monitor}/healthz");
     wait_http(&health, started.last_mut().expect("just pushed"))
         .await
@@ -165,8 +228,9 @@ async fn start_postgres(
         }
         let mut command = Command::new(initdb);
         command.arg("-D").arg(&data).args(["-U", "capshop", "--auth=trust", "-E", "UTF8", "--locale=C"]);
-        let output =
-            spawn(command.stdout(Stdio::piped()).stderr(Stdio::piped()), account)?.wait_with_output()?;
+        let output = prepare(command.stdout(Stdio::piped()).stderr(Stdio::piped()), account)
+            .spawn()?
+            .wait_with_output()?;
         if !output.status.success() {
             bail!("initdb failed in {}: {}", data.display(), String::from_utf8_lossy(&output.stderr));
         }
@@ -176,10 +240,10 @@ async fn start_postgres(
     let mut command = Command::new(postgres);
     command.arg("-D").arg(&data).args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"]);
     command.arg("-k").arg(&data).stdout(log.try_clone()?).stderr(log);
-    let child = spawn(&mut command, account).context("cannot start postgres")?;
+    prepare(&mut command, account);
     let base = format!("postgres://capshop@127.0.0.1:{port}");
     // SIGINT is PostgreSQL's fast shutdown: it does not wait for clients to leave.
-    started.push(Started { what: "postgres".into(), url: base.clone(), child, stop_signal: libc::SIGINT });
+    started.push(Started::spawn("postgres", base.clone(), command, libc::SIGINT)?);
     let admin = format!("{base}/postgres");
     let deadline = tokio::time::Instant::now() + READY;
     loop {
@@ -198,6 +262,33 @@ async fn start_postgres(
     }
 }
 
+/// PostgreSQL refuses to run as root, so as root it runs as `nobody`, who must be able to
+/// enter every folder down to the data dir; refuse up front, with what to do, rather than
+/// fail later with initdb's permission error.
+fn refuse_unreachable(dir: &Path, uid: u32, gid: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    for folder in dir.ancestors() {
+        let meta = std::fs::metadata(folder)?;
+        let search = match (meta.uid() == uid, meta.gid() == gid) {
+            (true, _) => 0o100,
+            (false, true) => 0o010,
+            (false, false) => 0o001,
+        };
+        if meta.mode() & search == 0 {
+            bail!(
+                "PostgreSQL runs as the unprivileged user nobody (uid {uid}), who cannot enter {} (mode {:o}) \
+                 on the way to the data dir {}; choose a data dir nobody can reach (e.g. --data-dir /tmp/capshop) \
+                 or allow it: chmod o+x {}",
+                folder.display(),
+                meta.mode() & 0o7777,
+                dir.display(),
+                folder.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Creates `capshop_<part>` for every part (service or inventory site) that has none yet.
 fn create_databases(admin_url: &str) -> Result<(), postgres::Error> {
     let mut client = postgres::Client::connect(admin_url, postgres::NoTls)?;
@@ -210,8 +301,9 @@ fn create_databases(admin_url: &str) -> Result<(), postgres::Error> {
     Ok(())
 }
 
-/// Spawns `command` so that it dies with this process (and, with `account`, as that user).
-fn spawn(command: &mut Command, account: Option<(u32, u32)>) -> std::io::Result<Child> {
+/// Prepares `command` so that what it spawns dies with this process (and, with `account`,
+/// runs as that user); it can be spawned again with the same settings.
+fn prepare(command: &mut Command, account: Option<(u32, u32)>) -> &mut Command {
     kit::servers::as_account(command, account);
     // SAFETY: prctl is async-signal-safe and touches only the child being started.
     unsafe {
@@ -222,7 +314,7 @@ fn spawn(command: &mut Command, account: Option<(u32, u32)>) -> std::io::Result<
             Ok(())
         });
     }
-    command.stdin(Stdio::null()).spawn()
+    command.stdin(Stdio::null())
 }
 
 /// Waits until `url` answers 200, failing early when the process exits.

@@ -59,6 +59,19 @@ impl Up {
             .unwrap_or_else(|| panic!("the banner names the {label}: {:#?}", self.banner))
     }
 
+    /// Waits for the next printed line that starts with `prefix`.
+    fn wait_for_line(&self, prefix: &str) -> String {
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(Duration::from_secs(60))
+                .unwrap_or_else(|_| panic!("capshop up prints a line starting with {prefix:?}"));
+            if line.starts_with(prefix) {
+                return line;
+            }
+        }
+    }
+
     /// Sends SIGINT, as Ctrl-C does, and waits for a clean exit.
     fn interrupt(mut self) -> Vec<String> {
         let up = &mut self;
@@ -173,7 +186,7 @@ async fn dlq_lists_shows_and_discards_the_dead_letters_of_the_running_shop() {
 }
 
 #[tokio::test]
-async fn up_distributed_runs_nats_postgres_and_a_process_per_service_and_ctrl_c_stops_them_all() {
+async fn up_distributed_runs_a_process_per_service_restarts_one_that_crashes_and_ctrl_c_stops_them_all() {
     use kit::testserver::{NatsServer, POSTGRES_INSTALL, binary};
     // Checks the nats-server version too (and skips loudly, or fails in CI).
     let Some(nats) = NatsServer::start().await else { return };
@@ -185,7 +198,7 @@ async fn up_distributed_runs_nats_postgres_and_a_process_per_service_and_ctrl_c_
     // As root, PostgreSQL runs as nobody, who must be able to reach the data dir.
     std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let up = Up::start_with(dir.path(), &["--distributed"]);
-    let mut pids = Vec::new();
+    let mut pids: Vec<u32> = Vec::new();
     for process in [
         "nats",
         "postgres",
@@ -216,6 +229,37 @@ async fn up_distributed_runs_nats_postgres_and_a_process_per_service_and_ctrl_c_
     .await;
     assert_eq!(order_health["service"], "order");
 
+    // A crashed service is restarted; the rest keeps serving and checkouts go on.
+    let order_pid = pids[6];
+    assert!(Command::new("kill").args(["-KILL", &order_pid.to_string()]).status().unwrap().success());
+    up.wait_for_line("order exited by itself");
+    let restarted = up.wait_for_line("order restarted (pid ");
+    let new_pid =
+        restarted.rsplit_once("(pid ").and_then(|(_, p)| p.trim_end_matches(')').parse::<u32>().ok());
+    pids.push(new_pid.unwrap_or_else(|| panic!("the restart names the new pid: {restarted}")));
+    let api = |path: &str| format!("{}/api/order{path}", up.url);
+    let order: Value = eventually("an order placed after the restart", || async {
+        let added = client
+            .post(api("/carts/c-bob/items"))
+            .json(&json!({"product_id": "p-003", "quantity": 1}))
+            .send()
+            .await
+            .ok()?;
+        if !added.status().is_success() {
+            return None;
+        }
+        let placed = client.post(api("/orders")).json(&json!({"customer_id": "c-bob"})).send().await.ok()?;
+        placed.status().is_success().then_some(())?;
+        placed.json().await.ok()
+    })
+    .await;
+    let id = order["id"].as_str().expect("the order has an id").to_owned();
+    eventually("the order placed after the restart to be confirmed", || async {
+        let shown: Value = client.get(api(&format!("/orders/{id}"))).send().await.ok()?.json().await.ok()?;
+        (shown["status"] == "confirmed" || shown["status"] == "shipped").then_some(())
+    })
+    .await;
+
     let after = up.interrupt();
     assert!(after.iter().any(|l| l.starts_with("stopped; the data is kept in")), "{after:?}");
     for pid in pids {
@@ -223,4 +267,31 @@ async fn up_distributed_runs_nats_postgres_and_a_process_per_service_and_ctrl_c_
     }
     assert!(dir.path().join("postgres/PG_VERSION").is_file(), "PostgreSQL's data is in the data dir");
     assert!(dir.path().join("nats").is_dir(), "NATS's store is in the data dir");
+}
+
+#[test]
+fn up_distributed_refuses_a_data_dir_postgres_cannot_reach_and_says_what_to_do() {
+    use kit::servers::NATS_INSTALL;
+    use kit::testserver::{POSTGRES_INSTALL, binary};
+    if kit::servers::unprivileged_account().is_none() {
+        return; // Only root hands PostgreSQL to nobody; any other user runs it as itself.
+    }
+    let found = ["nats-server", "initdb", "postgres"]
+        .iter()
+        .all(|b| binary(b, if *b == "nats-server" { NATS_INSTALL } else { POSTGRES_INSTALL }).is_some());
+    if !found {
+        return;
+    }
+    let private = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(private.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let data = private.path().join("shop");
+    let output = Command::new(env!("CARGO_BIN_EXE_capshop"))
+        .args(["up", "--distributed", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .output()
+        .expect("capshop runs");
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success(), "refused: {stderr}");
+    assert!(stderr.contains("cannot enter") && stderr.contains("chmod o+x"), "says what to do: {stderr}");
+    assert!(!data.join("postgres").exists(), "nothing was started or written: {stderr}");
 }
