@@ -338,6 +338,9 @@ async fn wait_http(url: &str, process: &mut Started) -> anyhow::Result<()> {
 /// Stops the services first, then the servers they use, and waits for each.
 fn stop_all(started: &mut Vec<Started>) {
     while let Some(mut s) = started.pop() {
+        if s.restart_at.is_some() {
+            continue; // It exited and was reaped: its pid may belong to another process now.
+        }
         // SAFETY: kill(2) on our own child's pid.
         unsafe { libc::kill(s.child.id() as i32, s.stop_signal) };
         let _ = s.child.wait();
