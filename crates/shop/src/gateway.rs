@@ -15,11 +15,14 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{any, get};
 
 use crate::chaos::Chaos;
-use crate::service::{Problem, token};
+use crate::service::{Problem, idempotency, token};
 
 /// Request headers the gateway forwards to a service.
-const FORWARDED: [HeaderName; 4] =
-    [header::CONTENT_TYPE, header::AUTHORIZATION, header::ACCEPT, token::HEADER];
+const FORWARDED: [HeaderName; 5] =
+    [header::CONTENT_TYPE, header::AUTHORIZATION, header::ACCEPT, token::HEADER, idempotency::HEADER];
+/// Answer headers the gateway passes back to the client.
+const RETURNED: [HeaderName; 5] =
+    [header::CONTENT_TYPE, token::HEADER, header::RETRY_AFTER, header::ALLOW, idempotency::REPLAYED];
 
 /// Where each service listens, e.g. `http://127.0.0.1:41001`, by the name it has under
 /// `/api`: a service (`inventory` is dc1), or a part of its own (`inventory-dc2`).
@@ -115,7 +118,7 @@ async fn proxy(
         Ok(answer) => {
             let status = answer.status();
             let mut out = HeaderMap::new();
-            for name in [header::CONTENT_TYPE, token::HEADER] {
+            for name in RETURNED {
                 if let Some(value) = answer.headers().get(&name) {
                     out.insert(name, value.clone());
                 }

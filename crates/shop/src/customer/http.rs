@@ -3,8 +3,9 @@
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -12,6 +13,7 @@ use utoipa_axum::routes;
 
 use super::model::{Address, Customer, CustomerId, PaymentMethod, Registration};
 use super::{events, store};
+use crate::service::idempotency::{self, Begun, Claim, Written};
 use crate::service::{Body, BodyRefused, Context, PathParams, Problem, StoreBusy, token};
 
 /// The customer service's routes, with their document.
@@ -33,7 +35,7 @@ pub fn routes() -> OpenApiRouter<Arc<Context>> {
 )]
 struct Api;
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
     pub name: String,
@@ -48,18 +50,47 @@ fn customer_id(id: &str) -> Result<CustomerId, Problem> {
 
 /// Registers a customer.
 #[utoipa::path(post, path = "/customers", request_body = RegisterRequest,
-    responses(StoreBusy, BodyRefused, (status = 201, body = Customer, description = "registered; with a Consistency-Token"),
-              (status = 409, body = Problem, content_type = "application/problem+json", description = "the email is taken"),
-              (status = 422, body = Problem, content_type = "application/problem+json", description = "the body does not fit, or a bad name, email or address")))]
+    params(("Idempotency-Key" = Option<String>, Header, description = "a key of the client's choosing (1 to 255 visible ASCII characters): the same key with the same body answers the first answer again, with no second customer")),
+    responses(StoreBusy, BodyRefused, (status = 201, body = Customer, description = "registered (or, with an Idempotency-Key seen before, the first answer again, marked Idempotent-Replayed: true); with a Consistency-Token"),
+              (status = 400, body = Problem, content_type = "application/problem+json", description = "a bad Idempotency-Key, or a body that is not JSON"),
+              (status = 409, body = Problem, content_type = "application/problem+json", description = "the email is taken, or a request with this Idempotency-Key is still running (retry after Retry-After)"),
+              (status = 422, body = Problem, content_type = "application/problem+json", description = "the body does not fit, a bad name, email or address, or an Idempotency-Key used before with another body")))]
 async fn register(
     State(ctx): State<Arc<Context>>,
+    headers: HeaderMap,
     Body(request): Body<RegisterRequest>,
 ) -> Result<Response, Problem> {
+    let claim = match idempotency::begin(&ctx, "POST /customers", &headers, &request).await? {
+        Begun::Replay(answer) => return Ok(answer),
+        Begun::Fresh(claim) => claim,
+    };
+    let registered = register_once(&ctx, request, claim.clone()).await;
+    if let (Err(_), Some(claim)) = (&registered, claim) {
+        claim.release(&ctx).await;
+    }
+    registered.map(IntoResponse::into_response)
+}
+
+/// Registers the customer and, under a claimed Idempotency-Key, records the answer with it.
+async fn register_once(
+    ctx: &Context,
+    request: RegisterRequest,
+    claim: Option<Claim>,
+) -> Result<Written, Problem> {
     let new = Registration::parse(&request.name, &request.email, request.address, request.payment_method)?;
     let outbox = ctx.outbox.clone();
-    let customer =
-        ctx.store.transact(move |tx| store::register(tx, &outbox, CustomerId::generate(), new)).await?;
-    Ok(token::written(StatusCode::CREATED, &customer, &events::token(&customer)))
+    let answer = ctx
+        .store
+        .transact(move |tx| {
+            let customer = store::register(tx, &outbox, CustomerId::generate(), new)?;
+            let answer = Written::new(StatusCode::CREATED, &customer, &events::token(&customer));
+            if let Some(claim) = &claim {
+                claim.complete(tx, &answer).map_err(super::model::CustomerError::from)?;
+            }
+            Ok::<_, super::model::CustomerError>(answer)
+        })
+        .await?;
+    Ok(answer)
 }
 
 /// Lists every customer.

@@ -2,6 +2,7 @@
 //! new version), and how it applies what it consumes.
 
 use kit::envelope::NewEvent;
+use kit::token::{ConsistencyToken, TokenEntry};
 
 use super::model::Order;
 use crate::contracts::order as contract;
@@ -14,6 +15,12 @@ pub use contract::{
 /// The event of `kind` carrying `order` as its contract publishes it.
 pub fn event(kind: &str, order: &Order) -> NewEvent {
     contract::event(kind, &contract::Order::from(order))
+}
+
+/// The token a write of `order` answers with: `order/<id>@<version>`.
+pub fn token(order: &Order) -> ConsistencyToken {
+    ConsistencyToken::new()
+        .with(TokenEntry::new(SCOPE, &order.id, order.version).expect("order ids are token-safe"))
 }
 
 /// How the order service applies what it consumes.

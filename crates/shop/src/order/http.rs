@@ -4,8 +4,7 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
-use kit::token::{ConsistencyToken, TokenEntry};
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -17,6 +16,7 @@ use super::model::{Order, OrderError, Quantity, id};
 use super::place;
 use super::store::{self, CartLine};
 use crate::contracts::customer::Address;
+use crate::service::idempotency::{self, Begun};
 use crate::service::{
     Body, BodyRefused, Context, PathParams, PeerError, Problem, QueryParams, ServiceName, StoreBusy, token,
 };
@@ -46,11 +46,6 @@ struct Api;
 
 fn customer_id(value: &str) -> Result<String, OrderError> {
     id("customer_id", "c", value)
-}
-
-fn order_token(order: &Order) -> ConsistencyToken {
-    ConsistencyToken::new()
-        .with(TokenEntry::new(events::SCOPE, &order.id, order.version).expect("order ids are token-safe"))
 }
 
 /// Checks the customer exists: by the replica, else by asking its owner. When the owner
@@ -141,7 +136,7 @@ async fn show_checkout(
     Ok(axum::Json(checkout::checkout(&ctx, &customer, token.as_ref()).await?))
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlaceOrder {
     pub customer_id: String,
@@ -151,12 +146,14 @@ pub struct PlaceOrder {
 
 /// Places an order from the customer's cart: a binding quote and a payment authorization
 /// first; 503 with the reason if either cannot be had, and then nothing is written.
-#[utoipa::path(post, path = "/orders", request_body = PlaceOrder, params(("Consistency-Token" = Option<String>, Header, description = "the token of your last write, to read your own writes")),
-    responses(StoreBusy, BodyRefused, (status = 201, body = Order, description = "placed; with a Consistency-Token"),
+#[utoipa::path(post, path = "/orders", request_body = PlaceOrder, params(("Consistency-Token" = Option<String>, Header, description = "the token of your last write, to read your own writes"),
+        ("Idempotency-Key" = Option<String>, Header, description = "a key of the client's choosing (1 to 255 visible ASCII characters): the same key with the same body answers the first answer again, with no second order")),
+    responses(StoreBusy, BodyRefused, (status = 201, body = Order, description = "placed (or, with an Idempotency-Key seen before, the first answer again, marked Idempotent-Replayed: true); with a Consistency-Token"),
+              (status = 409, body = Problem, content_type = "application/problem+json", description = "a request with this Idempotency-Key is still running; retry after Retry-After"),
               (status = 400, body = Problem, content_type = "application/problem+json", description = "a bad Consistency-Token, or a body that is not JSON"),
               (status = 402, body = Problem, content_type = "application/problem+json", description = "the payment was declined"),
               (status = 404, body = Problem, content_type = "application/problem+json", description = "no such customer"),
-              (status = 422, body = Problem, content_type = "application/problem+json", description = "the body does not fit, a bad id or address, or an empty cart"),
+              (status = 422, body = Problem, content_type = "application/problem+json", description = "the body does not fit, a bad id or address, an empty cart, or an Idempotency-Key used before with another body"),
               (status = 503, body = Problem, content_type = "application/problem+json", description = "no binding total, no address or no payment decision could be had: nothing was written; or the database is busy")))]
 async fn place_order(
     State(ctx): State<Arc<Context>>,
@@ -164,10 +161,27 @@ async fn place_order(
     Body(request): Body<PlaceOrder>,
 ) -> Result<Response, Problem> {
     let customer = customer_id(&request.customer_id)?;
-    let address = request.address_override.map(Address::validated).transpose().map_err(Problem::from)?;
     let token = token::from_headers(&headers)?;
-    let order = place::place(&ctx, &customer, address, token.as_ref()).await?;
-    Ok(token::written(StatusCode::CREATED, &order, &order_token(&order)))
+    let claim = match idempotency::begin(&ctx, "POST /orders", &headers, &request).await? {
+        Begun::Replay(answer) => return Ok(answer),
+        Begun::Fresh(claim) => claim,
+    };
+    let address = request.address_override.map(Address::validated).transpose().map_err(Problem::from);
+    let placed = match address {
+        Ok(address) => {
+            place::place(&ctx, &customer, address, token.as_ref(), claim.clone()).await.map_err(Problem::from)
+        }
+        Err(problem) => Err(problem),
+    };
+    match placed {
+        Ok(order) => Ok(place::answer(&order).into_response()),
+        Err(e) => {
+            if let Some(claim) = claim {
+                claim.release(&ctx).await;
+            }
+            Err(e)
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -217,7 +231,7 @@ async fn change_order(
             store::change(tx, &outbox, order, kind)
         })
         .await?;
-    Ok(token::written(StatusCode::OK, &order, &order_token(&order)))
+    Ok(token::written(StatusCode::OK, &order, &events::token(&order)))
 }
 
 /// The customer confirms the order's address although it differs from theirs; shipping

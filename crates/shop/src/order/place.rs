@@ -12,6 +12,7 @@ use super::model::{Order, OrderError, new_order_id};
 use super::store;
 use crate::contracts::customer::Address;
 use crate::contracts::payment::{Authorization, AuthorizationRequest, AuthorizationStatus};
+use crate::service::idempotency::{Claim, Written};
 use crate::service::{Context, ServiceName};
 
 pub async fn place(
@@ -19,6 +20,7 @@ pub async fn place(
     customer_id: &str,
     address_override: Option<Address>,
     token: Option<&ConsistencyToken>,
+    claim: Option<Claim>,
 ) -> Result<Order, OrderError> {
     let id = customer_id.to_owned();
     let cart = ctx.store.transact(move |tx| store::cart(tx, &id)).await?;
@@ -91,5 +93,18 @@ pub async fn place(
         if overridden { &[ORDER_PLACED, ORDER_ADDRESS_OVERRIDDEN] } else { &[ORDER_PLACED] };
     let outbox = ctx.outbox.clone();
     let now = kit::clock::now_ms();
-    ctx.store.transact(move |tx| store::place(tx, &outbox, order, kinds, now)).await
+    ctx.store
+        .transact(move |tx| {
+            let order = store::place(tx, &outbox, order, kinds, now)?;
+            if let Some(claim) = &claim {
+                claim.complete(tx, &answer(&order))?;
+            }
+            Ok(order)
+        })
+        .await
+}
+
+/// What placing `order` answers; recorded under the request's Idempotency-Key with the order.
+pub fn answer(order: &Order) -> Written {
+    Written::new(axum::http::StatusCode::CREATED, order, &super::events::token(order))
 }

@@ -4,6 +4,7 @@
 //! [`Service`] into a running process part: seed, relay, consumers and HTTP server.
 
 pub mod admin;
+pub mod idempotency;
 pub mod part;
 pub mod peer;
 pub mod problem;
@@ -203,7 +204,8 @@ impl Context {
         choices: Choices,
     ) -> Result<Arc<Self>, StoreError> {
         let Instance { name, site } = instance.into();
-        let store = Store::open(store_url, &[&outbox::MIGRATIONS, migrations]).await?;
+        let store =
+            Store::open(store_url, &[&outbox::MIGRATIONS, &idempotency::MIGRATIONS, migrations]).await?;
         let instance = site.map_or_else(|| name.as_str().to_owned(), |s| s.instance());
         let label = [(std::borrow::Cow::Borrowed("service"), std::borrow::Cow::Owned(instance.clone()))];
         let mut registry = Registry::with_labels(label.into_iter());

@@ -27,9 +27,44 @@ pub fn written<T: serde::Serialize>(
     token: &ConsistencyToken,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let mut value = serde_json::to_value(body).expect("responses serialize");
-    if let Some(object) = value.as_object_mut() {
-        object.insert("consistency_token".into(), token.to_string().into());
+    Written::new(status, body, token).into_response()
+}
+
+/// The answer of a write: its status, the JSON body with `consistency_token` added, and
+/// the header. The same value answers a create and every idempotent replay of it.
+#[derive(Debug, Clone)]
+pub struct Written {
+    status: axum::http::StatusCode,
+    body: serde_json::Value,
+    token: String,
+}
+
+impl Written {
+    pub fn new<T: serde::Serialize>(
+        status: axum::http::StatusCode,
+        body: &T,
+        token: &ConsistencyToken,
+    ) -> Self {
+        let mut body = serde_json::to_value(body).expect("responses serialize");
+        if let Some(object) = body.as_object_mut() {
+            object.insert("consistency_token".into(), token.to_string().into());
+        }
+        Self { status, body, token: token.to_string() }
     }
-    (status, [header(token)], axum::Json(value)).into_response()
+
+    /// An answer read back from where it was recorded.
+    pub fn stored(status: axum::http::StatusCode, body: serde_json::Value, token: String) -> Self {
+        Self { status, body, token }
+    }
+
+    pub fn parts(&self) -> (axum::http::StatusCode, &serde_json::Value, &str) {
+        (self.status, &self.body, &self.token)
+    }
+}
+
+impl axum::response::IntoResponse for Written {
+    fn into_response(self) -> axum::response::Response {
+        let header = HeaderValue::from_str(&self.token).expect("tokens are header-safe text");
+        (self.status, [(HEADER, header)], axum::Json(self.body)).into_response()
+    }
 }
