@@ -14,11 +14,14 @@ fn capshop() -> Command {
     Command::new(env!("CARGO_BIN_EXE_capshop"))
 }
 
-/// Runs scenario `name` quickly and answers its JSON report.
-fn scenario(name: &str, out: &Path) -> Value {
+/// Runs `capshop scenario name --quick --json` with `extra` arguments; answers how it
+/// exited and its JSON report.
+fn run_scenario(name: &str, out: &Path, extra: &[&str]) -> (std::process::Output, Value) {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let output = capshop()
-        .args(["scenario", name, "--quick", "--json", "--out"])
+        .args(["scenario", name, "--quick", "--json"])
+        .args(extra)
+        .arg("--out")
         .arg(out)
         .output()
         .expect("capshop runs");
@@ -27,6 +30,13 @@ fn scenario(name: &str, out: &Path) -> Value {
     let report: Value = serde_json::from_str(&stdout)
         .unwrap_or_else(|e| panic!("{name} printed no JSON report ({e}): {stdout}\n{stderr}"));
     assert_eq!(report["scenario"], name);
+    (output, report)
+}
+
+/// Runs scenario `name` quickly and answers its JSON report.
+fn scenario(name: &str, out: &Path) -> Value {
+    let (output, report) = run_scenario(name, out, &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(report["passed"], true, "{name} failed its invariant: {report:#}\n{stderr}");
     assert!(output.status.success(), "a passing scenario exits 0: {stderr}");
     let plot = out.join(format!("{name}.svg"));
@@ -58,6 +68,40 @@ fn broker_down_writes_are_accepted_outboxes_grow_and_nothing_is_lost() {
     assert!(figure(&report, "max_outbox_backlog") > 0.0);
     assert!(figure(&report, "convergence_s") >= 0.0);
     assert_eq!(figure(&report, "events_lost"), 0.0);
+}
+
+#[test]
+fn broker_down_with_an_order_event_deleted_from_the_outbox_reports_it_lost_and_fails() {
+    let out = tempfile::tempdir().unwrap();
+    let (output, report) = run_scenario("broker-down", out.path(), &["--drop-event"]);
+    assert!(!output.status.success(), "a scenario that lost an event exits non-zero: {report:#}");
+    assert_eq!(report["passed"], false, "{report:#}");
+    assert!(figure(&report, "events_lost") >= 1.0, "{report:#}");
+    assert!(figure(&report, "lost_events") >= 1.0, "the gap in the order stream is counted: {report:#}");
+    assert!(figure(&report, "lost_writes") >= 1.0, "the acknowledged order is missing: {report:#}");
+    let key = report["figures"]["dropped_key"].as_str().expect("the report names the dropped event's key");
+    let examples = report["figures"]["lost_examples"].as_array().expect("examples of what is lost");
+    assert!(
+        examples.iter().filter_map(Value::as_str).any(|e| e.contains(key)),
+        "the dropped order {key} is listed by key: {report:#}"
+    );
+    let failed: Vec<&Value> =
+        report["checks"].as_array().unwrap().iter().filter(|c| c["passed"] == false).collect();
+    assert_eq!(failed.len(), 1, "only the loss check fails: {report:#}");
+    assert!(failed[0]["check"].as_str().unwrap().starts_with("no event is lost"), "{report:#}");
+}
+
+#[test]
+fn a_dropped_event_is_refused_by_scenarios_that_cannot_drop_one() {
+    let out = tempfile::tempdir().unwrap();
+    let refused = capshop()
+        .args(["scenario", "breaker", "--quick", "--drop-event", "--out"])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("--drop-event works with broker-down only"), "{stderr}");
 }
 
 #[test]
