@@ -515,3 +515,6 @@ impl Probe {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;
