@@ -213,11 +213,13 @@ impl LabShop {
             if started.elapsed() > within {
                 bail!(
                     "liveness failure: no convergence within {within:?}: {} events still in outboxes, \
-                     {} published events not applied, {} deliveries in flight, retrying or parked \
-                     (`capshop dlq` and the consumers' lag metrics show which)",
+                     {} published events not applied, {} deliveries in flight, retrying or parked, \
+                     {} dead letters (a dead letter at a stream's head holds its lag above 0 until \
+                     it is replayed; `capshop dlq` and the consumers' lag metrics show which)",
                     progress.backlog,
                     progress.lag,
-                    progress.unsettled
+                    progress.unsettled,
+                    self.probe.dead_letters().await?
                 );
             }
             tokio::time::sleep(Duration::from_millis(25)).await;

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use serde_json::json;
-use shop::service::{Choices, ServiceName};
+use shop::service::{Choices, Part, ServiceName};
 
 use crate::scenario::Lab;
 
@@ -38,5 +38,24 @@ async fn a_replica_that_forgot_an_applied_event_is_counted_lost_by_event_and_by_
             .any(|m| m.starts_with("acknowledged write product/p-003@") && m.contains("search holds none")),
         "{lost:?}"
     );
+    shop.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shop_that_cannot_converge_is_reported_as_a_liveness_failure_with_what_holds_it_back() {
+    let lab = Lab::new(true, false).unwrap();
+    let shop = lab.shop("shop", Choices::default()).await.unwrap();
+    // Search stops consuming; the catalog still publishes.
+    let search = Part::Service(ServiceName::Search);
+    shop.shop.chaos.stop(search).await.unwrap();
+    let changed = shop.put("/api/catalog/products/p-004/price", &json!({ "price_cents": 999 })).await;
+    assert!(changed.ok(), "{changed:?}");
+    let stuck = shop.converge(Duration::from_millis(500)).await.unwrap_err().to_string();
+    assert!(stuck.starts_with("liveness failure"), "{stuck}");
+    assert!(stuck.contains("published events not applied"), "{stuck}");
+
+    shop.shop.chaos.start(search).await.unwrap();
+    shop.converge(Duration::from_secs(60)).await.unwrap();
+    assert_eq!(shop.lost().await.unwrap().lost, 0, "a late delivery is not a loss");
     shop.stop().await.unwrap();
 }
