@@ -234,8 +234,8 @@ impl LabShop {
 
     /// Deletes the oldest event still waiting in `part`'s outbox, by writing its database
     /// directly, as a broken disk or a bug would: the loss the figures must show. A later
-    /// event must be waiting too (the relay then moves past the gap); answers what was
-    /// dropped, as `stream #seq (key)`.
+    /// event must be waiting too (the relay then moves past the gap); answers the dropped
+    /// event as `stream #seq`, and its key.
     pub async fn drop_committed_event(&self, part: Part) -> anyhow::Result<(String, String)> {
         let ctx = self.shop.parts.get(&part).with_context(|| format!("the shop runs no {part}"))?;
         let stream = ctx.outbox.stream().to_string();
