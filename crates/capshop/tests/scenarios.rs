@@ -14,11 +14,14 @@ fn capshop() -> Command {
     Command::new(env!("CARGO_BIN_EXE_capshop"))
 }
 
-/// Runs scenario `name` quickly and answers its JSON report.
-fn scenario(name: &str, out: &Path) -> Value {
+/// Runs `capshop scenario name --quick --json` with `extra` arguments; answers how it
+/// exited and its JSON report.
+fn run_scenario(name: &str, out: &Path, extra: &[&str]) -> (std::process::Output, Value) {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let output = capshop()
-        .args(["scenario", name, "--quick", "--json", "--out"])
+        .args(["scenario", name, "--quick", "--json"])
+        .args(extra)
+        .arg("--out")
         .arg(out)
         .output()
         .expect("capshop runs");
@@ -27,12 +30,27 @@ fn scenario(name: &str, out: &Path) -> Value {
     let report: Value = serde_json::from_str(&stdout)
         .unwrap_or_else(|e| panic!("{name} printed no JSON report ({e}): {stdout}\n{stderr}"));
     assert_eq!(report["scenario"], name);
+    (output, report)
+}
+
+/// Runs scenario `name` quickly and answers its JSON report.
+fn scenario(name: &str, out: &Path) -> Value {
+    let (output, report) = run_scenario(name, out, &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(report["passed"], true, "{name} failed its invariant: {report:#}\n{stderr}");
     assert!(output.status.success(), "a passing scenario exits 0: {stderr}");
     let plot = out.join(format!("{name}.svg"));
     let svg = std::fs::read_to_string(&plot).expect("the plot is written");
     assert!(svg.starts_with("<svg") && svg.contains("polyline"), "the plot draws lines: {}", plot.display());
+    assert!(figure(&report, "deliveries_checked") > 0.0, "the loss check read effects: {report:#}");
     report
+}
+
+/// The loss check of a scenario that writes: it held the replicas to acknowledged writes
+/// and found nothing missing.
+fn nothing_lost(report: &Value) {
+    assert!(figure(report, "writes_acknowledged") > 0.0, "acknowledged writes were checked: {report:#}");
+    assert_eq!(figure(report, "events_lost"), 0.0, "{report:#}");
 }
 
 fn figure(report: &Value, name: &str) -> f64 {
@@ -47,7 +65,7 @@ fn customer_down_checkouts_succeed_with_the_replica_and_fail_with_the_synchronou
     assert!(figure(&report, "success_ratio_replica") >= 0.99, "{report:#}");
     assert!(figure(&report, "stale_answers") > 0.0, "the replica answered during the outage");
     assert!(figure(&report, "convergence_s") >= 0.0);
-    assert_eq!(figure(&report, "events_lost"), 0.0);
+    nothing_lost(&report);
 }
 
 #[test]
@@ -57,7 +75,41 @@ fn broker_down_writes_are_accepted_outboxes_grow_and_nothing_is_lost() {
     assert!(figure(&report, "writes_accepted") > 0.0);
     assert!(figure(&report, "max_outbox_backlog") > 0.0);
     assert!(figure(&report, "convergence_s") >= 0.0);
-    assert_eq!(figure(&report, "events_lost"), 0.0);
+    nothing_lost(&report);
+}
+
+#[test]
+fn broker_down_with_an_order_event_deleted_from_the_outbox_reports_it_lost_and_fails() {
+    let out = tempfile::tempdir().unwrap();
+    let (output, report) = run_scenario("broker-down", out.path(), &["--drop-event"]);
+    assert!(!output.status.success(), "a scenario that lost an event exits non-zero: {report:#}");
+    assert_eq!(report["passed"], false, "{report:#}");
+    assert!(figure(&report, "events_lost") >= 1.0, "{report:#}");
+    assert!(figure(&report, "lost_events") >= 1.0, "the gap in the order stream is counted: {report:#}");
+    assert!(figure(&report, "lost_writes") >= 1.0, "the acknowledged order is missing: {report:#}");
+    let key = report["figures"]["dropped_key"].as_str().expect("the report names the dropped event's key");
+    let examples = report["figures"]["lost_examples"].as_array().expect("examples of what is lost");
+    assert!(
+        examples.iter().filter_map(Value::as_str).any(|e| e.contains(key)),
+        "the dropped order {key} is listed by key: {report:#}"
+    );
+    let failed: Vec<&Value> =
+        report["checks"].as_array().unwrap().iter().filter(|c| c["passed"] == false).collect();
+    assert_eq!(failed.len(), 1, "only the loss check fails: {report:#}");
+    assert!(failed[0]["check"].as_str().unwrap().starts_with("no event is lost"), "{report:#}");
+}
+
+#[test]
+fn a_dropped_event_is_refused_by_scenarios_that_cannot_drop_one() {
+    let out = tempfile::tempdir().unwrap();
+    let refused = capshop()
+        .args(["scenario", "breaker", "--quick", "--drop-event", "--out"])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("--drop-event works with broker-down only"), "{stderr}");
 }
 
 #[test]
@@ -67,7 +119,7 @@ fn stale_address_is_shown_overridden_held_and_then_shipped() {
     assert_eq!(report["figures"]["checkout_shows_old_address"], true);
     assert_eq!(report["figures"]["override_used"], true);
     assert_eq!(report["figures"]["shipment_held"], true);
-    assert_eq!(figure(&report, "events_lost"), 0.0);
+    nothing_lost(&report);
 }
 
 #[test]
@@ -78,7 +130,7 @@ fn poison_event_is_retried_dead_lettered_and_replayed_after_the_fix() {
     assert_eq!(figure(&report, "dead_letters"), 1.0);
     assert_eq!(figure(&report, "replayed"), 1.0);
     assert_eq!(report["figures"]["attempt_times_ms"].as_array().map(Vec::len), Some(3));
-    assert_eq!(figure(&report, "events_lost"), 0.0);
+    nothing_lost(&report);
 }
 
 #[test]
@@ -87,7 +139,7 @@ fn read_your_writes_shows_the_new_address_to_every_checkout_with_the_token() {
     let report = scenario("read-your-writes", out.path());
     assert_eq!(figure(&report, "with_token_new_address_ratio"), 1.0);
     assert!(report["figures"]["without_token_new_address_ratio"].is_number());
-    assert_eq!(figure(&report, "events_lost"), 0.0);
+    nothing_lost(&report);
 }
 
 #[test]
@@ -108,7 +160,7 @@ fn inventory_partition_cp_refuses_and_never_oversells_while_ap_sells_on_both_sit
     assert_eq!(figure(&report, "oversold_shipped_ap"), 0.0);
     assert_eq!(figure(&report, "divergence_after_heal_ap"), 0.0);
     assert_eq!(figure(&report, "divergence_after_heal_cp"), 0.0);
-    assert_eq!(figure(&report, "events_lost"), 0.0);
+    nothing_lost(&report);
 }
 
 #[test]
@@ -127,7 +179,7 @@ fn cache_down_degrades_popular_products_to_limited_and_nothing_else_fails() {
     let report = scenario("cache-down", out.path());
     assert_eq!(figure(&report, "limited_ratio"), 1.0);
     assert_eq!(figure(&report, "other_success_ratio"), 1.0);
-    assert_eq!(figure(&report, "events_lost"), 0.0);
+    nothing_lost(&report);
 }
 
 #[test]

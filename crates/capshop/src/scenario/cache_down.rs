@@ -97,13 +97,12 @@ pub async fn run(lab: &Lab) -> anyhow::Result<Report> {
     report.figure("popular_success_ratio", popular_ok.unwrap_or(0.0));
     report.figure("other_success_ratio", others_ok.unwrap_or(0.0));
     report.figure("recovered_after_s", recovered_after.map_or(-1.0, |d| d.as_secs_f64()));
-    report.figure("events_lost", lost.lost);
     report.check(
         "every popular request during the cut was answered, limited",
         popular_ok == Some(1.0) && limited_ratio == 1.0,
     );
     report.check("nothing else failed", others_ok == Some(1.0));
     report.check("popular products came back in full after the heal", recovered_after.is_some());
-    report.check("no event is lost", lost.lost == 0);
+    report.losses(&lost);
     Ok(report)
 }

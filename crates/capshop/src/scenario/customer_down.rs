@@ -9,6 +9,7 @@ use serde_json::json;
 use shop::service::{AddressChoice, Choices, Part, ServiceName};
 
 use super::Report;
+use super::measure::Lost;
 use super::lab::{Lab, LabShop, Load};
 use super::timeline::ratio;
 
@@ -22,7 +23,7 @@ struct Outcome {
     stale_answers: u64,
     max_staleness_ms: u64,
     convergence_s: f64,
-    events_lost: u64,
+    lost: Lost,
 }
 
 /// One checkout: show it (recording where the address came from), then place the order.
@@ -79,7 +80,7 @@ async fn run_choice(lab: &Lab, series: &str, address: AddressChoice) -> anyhow::
         stale_answers: ages.len() as u64,
         max_staleness_ms: ages.iter().copied().max().unwrap_or(0),
         convergence_s: convergence.as_secs_f64(),
-        events_lost: lost.lost,
+        lost,
     })
 }
 
@@ -108,7 +109,7 @@ pub async fn run(lab: &Lab) -> anyhow::Result<Report> {
         "{:<44} {:>12.3} {:>12.3}",
         "convergence after restart (s)", replica.convergence_s, sync.convergence_s
     ));
-    report.line(format!("{:<44} {:>12} {:>12}", "events lost", replica.events_lost, sync.events_lost));
+    report.line(format!("{:<44} {:>12} {:>12}", "events lost", replica.lost.lost, sync.lost.lost));
     report.figure("success_ratio_replica", replica.ratio.unwrap_or(0.0));
     report.figure("success_ratio_sync", sync.ratio.unwrap_or(0.0));
     report.figure("checkouts_replica", replica.attempts);
@@ -117,7 +118,6 @@ pub async fn run(lab: &Lab) -> anyhow::Result<Report> {
     report.figure("max_staleness_ms", replica.max_staleness_ms);
     report.figure("convergence_s", replica.convergence_s);
     report.figure("convergence_s_sync", sync.convergence_s);
-    report.figure("events_lost", replica.events_lost + sync.events_lost);
     report.check(
         "with the replica, checkouts succeed while the customer service is down",
         replica.ratio.is_some_and(|r| r >= 0.99),
@@ -126,6 +126,6 @@ pub async fn run(lab: &Lab) -> anyhow::Result<Report> {
         "with the synchronous address, checkouts fail while the customer service is down",
         sync.ratio.is_some_and(|r| r <= 0.01),
     );
-    report.check("no event is lost", replica.events_lost + sync.events_lost == 0);
+    report.losses(&replica.lost.merge(sync.lost));
     Ok(report)
 }

@@ -20,6 +20,7 @@ use shop::service::{Part, ServiceName};
 use tokio::time::Instant;
 
 use super::Report;
+use super::measure::Lost;
 use super::lab::{Lab, LabShop, until};
 
 /// The product the sites fight over, and how many units it has.
@@ -40,7 +41,7 @@ struct Outcome {
     /// Orders confirmed after the heal (each waited for until it shipped).
     confirmed: u64,
     convergence_s: f64,
-    events_lost: u64,
+    lost: Lost,
 }
 
 /// A seeded customer whose orders go to `site`.
@@ -180,7 +181,7 @@ async fn run_mode(lab: &Lab, mode: Mode) -> anyhow::Result<Outcome> {
         refusal,
         confirmed: confirmed.len() as u64,
         convergence_s,
-        events_lost: lost.lost,
+        lost,
     })
 }
 
@@ -205,7 +206,7 @@ pub async fn run(lab: &Lab) -> anyhow::Result<Report> {
         ("divergence during the partition (rows)", |o| o.during.divergence.to_string()),
         ("divergence after the heal (rows)", |o| o.after.divergence.to_string()),
         ("convergence after the heal (s)", |o| format!("{:.3}", o.convergence_s)),
-        ("events lost", |o| o.events_lost.to_string()),
+        ("events lost", |o| o.lost.lost.to_string()),
     ];
     report.line(format!("{:<52} {:>10} {:>10}", "", "ap", "cp"));
     for (what, shown) in rows {
@@ -233,7 +234,6 @@ pub async fn run(lab: &Lab) -> anyhow::Result<Report> {
     report.figure("cp_oversold", cp.after.oversold_units + cp.after.reserved_beyond_stock);
     report.figure("ap_oversold_unshipped_after_compensation", ap.after.oversold_unshipped_uncompensated);
     report.figure("cp_refusal_reason", cp.refusal.clone().unwrap_or_default());
-    report.figure("events_lost", ap.events_lost + cp.events_lost);
 
     let cp_in_view: u64 =
         cp.during.sites.values().chain(cp.after.sites.values()).map(|f| f.oversold_in_view).sum();
@@ -263,6 +263,6 @@ pub async fn run(lab: &Lab) -> anyhow::Result<Report> {
     report.check("ap: exactly the stock was confirmed and shipped", ap.confirmed == UNITS);
     let agree = ap.after.divergence == 0 && cp.after.divergence == 0;
     report.check("the sites agree after the heal (divergence 0, both modes)", agree);
-    report.check("no event is lost", ap.events_lost + cp.events_lost == 0);
+    report.losses(&ap.lost.clone().merge(cp.lost.clone()));
     Ok(report)
 }

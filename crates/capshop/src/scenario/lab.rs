@@ -1,6 +1,7 @@
 //! The bench a scenario runs on: fresh shops in a temporary directory (in this process,
-//! on port 0), a client that talks to them through the gateway like a user, load that
-//! records every attempt, and waiting for convergence.
+//! on port 0), a client that talks to them through the gateway like a user and records
+//! every write the shop acknowledges, load that records every attempt, and waiting for
+//! convergence.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -11,10 +12,11 @@ use anyhow::{Context as _, bail};
 use reqwest::Method;
 use serde_json::Value;
 use shop::launch::{Shop, ShopConfig, launch};
-use shop::service::Choices;
+use shop::service::{Choices, Part};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::ledger::Ledger;
 use super::measure::{Lost, Probe};
 use super::timeline::Timeline;
 
@@ -24,13 +26,15 @@ const TOKEN: &str = "scenario-admin-token";
 pub struct Lab {
     dir: tempfile::TempDir,
     pub quick: bool,
+    /// Drop one committed event on purpose (`--drop-event`), to show the loss figure fails.
+    pub drop_event: bool,
     pub timeline: Timeline,
 }
 
 impl Lab {
-    pub fn new(quick: bool) -> anyhow::Result<Self> {
+    pub fn new(quick: bool, drop_event: bool) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("capshop-scenario-").tempdir()?;
-        Ok(Self { dir, quick, timeline: Timeline::new() })
+        Ok(Self { dir, quick, drop_event, timeline: Timeline::new() })
     }
 
     /// `quick` seconds with `--quick`, else `full`.
@@ -72,6 +76,7 @@ impl Lab {
             shop,
             probe,
             client: reqwest::Client::new(),
+            ledger: Ledger::default(),
             sampling,
             timeline: self.timeline.clone(),
             series: series.to_owned(),
@@ -102,6 +107,8 @@ pub struct LabShop {
     pub shop: Shop,
     pub probe: Probe,
     client: reqwest::Client,
+    /// Every write the shop acknowledged through [`LabShop::call`].
+    pub ledger: Ledger,
     sampling: CancellationToken,
     timeline: Timeline,
     series: String,
@@ -109,7 +116,8 @@ pub struct LabShop {
 
 impl LabShop {
     /// Sends `method path` through the gateway with an optional JSON body and headers; a
-    /// transport failure is an answer with status 0.
+    /// transport failure is an answer with status 0. A write the shop acknowledges (2xx
+    /// with a `Consistency-Token`) goes into the ledger.
     pub async fn call(
         &self,
         method: Method,
@@ -118,6 +126,7 @@ impl LabShop {
         headers: &[(&str, &str)],
     ) -> Answer {
         let started = Instant::now();
+        let write = method != Method::GET;
         let mut request = self.client.request(method, self.shop.url(path)).timeout(Duration::from_secs(10));
         if let Some(body) = body {
             request = request.json(body);
@@ -140,7 +149,11 @@ impl LabShop {
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_owned);
                 let body = response.json().await.unwrap_or(Value::Null);
-                Answer { status, body, token, latency: started.elapsed() }
+                let answer = Answer { status, body, token, latency: started.elapsed() };
+                if let (true, true, Some(token)) = (write, answer.ok(), &answer.token) {
+                    self.ledger.record(token, &answer.body);
+                }
+                answer
             }
             Err(e) => Answer {
                 status: 0,
@@ -184,30 +197,77 @@ impl LabShop {
     }
 
     /// Waits until nothing is in an outbox, every consumer has applied every published
-    /// event, and no event is lost; answers how long that took.
+    /// event and no delivery is in flight, retrying or parked; answers how long that took.
+    /// Not getting there within `within` is a liveness failure. Loss is not part of it:
+    /// [`LabShop::lost`] counts it afterwards, independently.
     pub async fn converge(&self, within: Duration) -> anyhow::Result<Duration> {
         let started = Instant::now();
         loop {
-            if self.probe.backlog().await? == 0
-                && self.probe.lag().await? == 0
-                && self.probe.lost().await?.lost == 0
-            {
+            let progress = self.probe.progress().await?;
+            if progress.converged() {
                 let took = started.elapsed();
                 // The moment of convergence belongs in the plot, whatever the sampler's pace.
                 self.timeline.sample(&self.series, 0, 0, self.probe.dead_letters().await?);
                 return Ok(took);
             }
             if started.elapsed() > within {
-                let lost = self.probe.lost().await?;
-                bail!("no convergence within {within:?}: {}", lost.missing.join("; "));
+                bail!(
+                    "liveness failure: no convergence within {within:?}: {} events still in outboxes, \
+                     {} published events not applied, {} deliveries in flight, retrying or parked, \
+                     {} dead letters (a dead letter at a stream's head holds its lag above 0 until \
+                     it is replayed; `capshop dlq` and the consumers' lag metrics show which)",
+                    progress.backlog,
+                    progress.lag,
+                    progress.unsettled,
+                    self.probe.dead_letters().await?
+                );
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
 
-    /// Measures events lost now (after [`LabShop::converge`], it should be none).
+    /// Counts what is lost now: committed events missing from the bus or without their
+    /// effect, and acknowledged writes missing at a replica (after [`LabShop::converge`]).
     pub async fn lost(&self) -> anyhow::Result<Lost> {
-        self.probe.lost().await
+        self.probe.lost(&self.ledger).await
+    }
+
+    /// Deletes the oldest event still waiting in `part`'s outbox, by writing its database
+    /// directly, as a broken disk or a bug would: the loss the figures must show. A later
+    /// event must be waiting too (the relay then moves past the gap); answers the dropped
+    /// event as `stream #seq`, and its key.
+    pub async fn drop_committed_event(&self, part: Part) -> anyhow::Result<(String, String)> {
+        let ctx = self.shop.parts.get(&part).with_context(|| format!("the shop runs no {part}"))?;
+        let stream = ctx.outbox.stream().to_string();
+        let name = stream.clone();
+        let dropped = ctx
+            .store
+            .transact(move |tx| {
+                let row = tx.query_one(
+                    "SELECT count(*), coalesce(min(seq), 0) FROM kit_outbox WHERE stream = $1",
+                    &[name.as_str().into()],
+                )?;
+                let (waiting, seq): (u64, u64) = (row.get(0)?, row.get(1)?);
+                if waiting < 2 {
+                    return Ok(None);
+                }
+                let key: String = tx
+                    .query_one(
+                        "SELECT key FROM kit_outbox WHERE stream = $1 AND seq = $2",
+                        &[name.as_str().into(), seq.into()],
+                    )?
+                    .get(0)?;
+                tx.execute(
+                    "DELETE FROM kit_outbox WHERE stream = $1 AND seq = $2",
+                    &[name.as_str().into(), seq.into()],
+                )?;
+                Ok::<_, kit::store::StoreError>(Some((seq, key)))
+            })
+            .await?;
+        let (seq, key) = dropped.with_context(|| {
+            format!("fewer than two events wait in the {stream} outbox: cut {part} off the bus and write more first")
+        })?;
+        Ok((format!("{stream} #{seq}"), key))
     }
 
     /// Stops the shop once every load on it has stopped (the last holder stops it).

@@ -6,6 +6,7 @@
 //! one line in the [`scenarios!`] table below, which declares its module and lists it.
 
 mod lab;
+mod ledger;
 mod measure;
 mod plot;
 mod timeline;
@@ -19,6 +20,10 @@ use clap::Args;
 use serde_json::{Map, Value, json};
 
 pub use lab::Lab;
+use measure::Lost;
+
+/// The scenarios that can drop a committed event on purpose (`--drop-event`).
+const DROPS_AN_EVENT: &[&str] = &["broker-down"];
 
 type Run = for<'a> fn(&'a Lab) -> Pin<Box<dyn Future<Output = anyhow::Result<Report>> + 'a>>;
 
@@ -78,6 +83,10 @@ pub struct ScenarioArgs {
     /// Short phases (a few seconds per scenario), for tests.
     #[arg(long)]
     quick: bool,
+    /// Deletes one committed event from a producer's outbox before it is relayed, to show
+    /// that the loss figure catches it (the scenario then fails). broker-down only.
+    #[arg(long)]
+    drop_event: bool,
 }
 
 /// What a scenario found: human lines, named figures, and the checks of its invariant.
@@ -102,6 +111,29 @@ impl Report {
         self.checks.push((what.into(), holds));
     }
 
+    /// Reports what the loss check found: `events_lost` and its two parts, the examples by
+    /// key, and the check that nothing is lost.
+    pub fn losses(&mut self, lost: &Lost) {
+        self.line(format!(
+            "loss check: {} committed events missing ({} deliveries checked by their effect), \
+             {} acknowledged writes missing (of {} checked at every replica)",
+            lost.events, lost.deliveries, lost.writes, lost.acknowledged
+        ));
+        for example in &lost.missing {
+            self.line(format!("  lost: {example}"));
+        }
+        self.figure("events_lost", lost.lost);
+        self.figure("lost_events", lost.events);
+        self.figure("lost_writes", lost.writes);
+        self.figure("writes_acknowledged", lost.acknowledged);
+        self.figure("deliveries_checked", lost.deliveries);
+        self.figure("lost_examples", lost.missing.clone());
+        self.check(
+            "no event is lost: every committed event is on the bus and had its effect, every acknowledged write is at every replica",
+            lost.lost == 0,
+        );
+    }
+
     pub fn passed(&self) -> bool {
         !self.checks.is_empty() && self.checks.iter().all(|(_, holds)| *holds)
     }
@@ -119,8 +151,11 @@ pub async fn run(args: ScenarioArgs) -> anyhow::Result<()> {
         let names: Vec<&str> = SCENARIOS.iter().map(|s| s.name).collect();
         bail!("no scenario {name:?}: use one of {} (capshop scenario --list)", names.join(", "));
     };
+    if args.drop_event && !DROPS_AN_EVENT.contains(&scenario.name) {
+        bail!("--drop-event works with {} only", DROPS_AN_EVENT.join(", "));
+    }
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
-    let lab = Lab::new(args.quick)?;
+    let lab = Lab::new(args.quick, args.drop_event)?;
     if !args.json {
         println!("scenario {}: {}", scenario.name, scenario.summary);
     }
