@@ -43,7 +43,7 @@ struct Started {
 }
 
 impl Started {
-    /// Spawns `command` (already prepared by [`spawn`]'s rules) as `what`.
+    /// Spawns `command` (set up by [`prepare`]) as `what`.
     fn spawn(what: &str, url: String, mut command: Command, stop_signal: i32) -> anyhow::Result<Self> {
         let child = command.spawn().with_context(|| format!("cannot start {what}"))?;
         let running_since = tokio::time::Instant::now();
@@ -57,6 +57,14 @@ impl Started {
             running_since,
             restart_at: None,
         })
+    }
+
+    /// Says why it is down and when it is started again: later the more often in a row.
+    fn restart_later(&mut self, backoff: &kit::backoff::Backoff, now: tokio::time::Instant, why: &str) {
+        self.restarts += 1;
+        let delay = backoff.delay(self.restarts);
+        println!("{} {why}; restarting it in {} ms", self.what, delay.as_millis());
+        self.restart_at = Some(now + delay);
     }
 }
 
@@ -115,30 +123,14 @@ async fn supervise(started: &mut [Started]) -> anyhow::Result<()> {
                     if now.duration_since(s.running_since) >= CALM {
                         s.restarts = 0;
                     }
-                    s.restarts += 1;
-                    let delay = backoff.delay(s.restarts);
-                    println!(
-                        "{} exited by itself ({status}); restarting it in {} ms",
-                        s.what,
-                        delay.as_millis()
-                    );
-                    s.restart_at = Some(now + delay);
+                    s.restart_later(&backoff, now, &format!("exited by itself ({status})"));
                 }
                 Some(at) if now >= at => match s.command.spawn() {
                     Ok(child) => {
                         println!("{} restarted (pid {})", s.what, child.id());
                         (s.child, s.running_since, s.restart_at) = (child, now, None);
                     }
-                    Err(e) => {
-                        s.restarts += 1;
-                        let delay = backoff.delay(s.restarts);
-                        println!(
-                            "{} could not be restarted ({e}); trying again in {} ms",
-                            s.what,
-                            delay.as_millis()
-                        );
-                        s.restart_at = Some(now + delay);
-                    }
+                    Err(e) => s.restart_later(&backoff, now, &format!("could not be restarted ({e})")),
                 },
                 Some(_) => {}
             }
