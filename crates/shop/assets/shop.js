@@ -113,13 +113,29 @@ $("address-form").addEventListener("submit", async (event) => {
   } catch (e) { say(e.message, true); }
 });
 
+// One purchase, one Idempotency-Key: a double click or a retry of the same order sends the
+// same key, so the shop places it once; a changed order (another customer, another
+// address) is a new purchase with a new key.
+const purchase = { body: null, key: null };
+
+function purchaseKey(body) {
+  const text = JSON.stringify(body);
+  if (purchase.body !== text) {
+    purchase.body = text;
+    purchase.key = crypto.randomUUID ? crypto.randomUUID() : `${Date.now()}-${Math.random().toString(16).slice(2)}`;
+  }
+  return purchase.key;
+}
+
 $("place").addEventListener("click", async () => {
   const body = { customer_id: customer() };
   const override = formAddress($("override-form"));
   if (override) body.address_override = override;
   const headers = tokens[customer()] ? { "Consistency-Token": tokens[customer()] } : {};
+  headers["Idempotency-Key"] = purchaseKey(body);
   try {
     const { data } = await api("POST", "order/orders", body, headers);
+    purchase.body = null; // placed: the next click is another purchase
     say(`order ${data.id} placed: ${data.status}`);
     await refresh();
   } catch (e) { say(e.message, true); }

@@ -187,6 +187,35 @@ async fn a_shopper_adds_to_the_cart_moves_and_sees_the_order_shipped_to_the_new_
 }
 
 #[tokio::test]
+async fn a_double_click_on_place_order_places_one_order() {
+    let Some(browser) = Browser::start().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let shop = spawn_shop(dir.path()).await;
+    browser.open(&shop.url("/")).await;
+    browser.shows("#customer", "Ada Lovelace").await;
+    browser.click("button[data-product='p-002']").await;
+    browser.shows("#checkout", "1 × ").await;
+    // Two clicks before the first answer arrives, as an impatient shopper makes them.
+    browser
+        .eval(
+            "document.getElementById('place').click(); document.getElementById('place').click(); return true",
+        )
+        .await;
+    browser.shows("#message", "placed: pending_stock").await;
+    browser.shows("#orders", "confirmed").await;
+    let orders: Value = Client::new()
+        .get(shop.url("/api/order/orders?customer_id=c-ada"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(orders.as_array().unwrap().len(), 1, "one order for two clicks: {orders}");
+    shop.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn the_dashboard_shows_every_service_and_site_up_and_the_dead_letters_with_the_admin_token() {
     let Some(browser) = Browser::start().await else { return };
     let dir = tempfile::tempdir().unwrap();
