@@ -12,7 +12,7 @@ fn line<'a>(text: &'a str, prefix: &str) -> &'a str {
 }
 
 #[tokio::test]
-async fn lag_backlog_dead_letters_and_breakers_are_exported() {
+async fn lag_backlog_dead_letters_and_breakers_are_exported_and_a_dead_letter_keeps_the_lag_up() {
     let mut registry = Registry::default();
     let metrics = KitMetrics::register(&mut registry);
     let bus = memory_bus().await;
@@ -46,9 +46,15 @@ async fn lag_backlog_dead_letters_and_breakers_are_exported() {
         line(&text, &format!("capshop_source_published_seq{labels}")),
         format!("capshop_source_published_seq{labels} 3")
     );
+    // Seq 2 is dead: 3 is applied, yet the consumer has not applied everything past 1.
+    assert_eq!(
+        line(&text, &format!("capshop_consumer_contiguous_seq{labels}")),
+        format!("capshop_consumer_contiguous_seq{labels} 1")
+    );
     assert_eq!(
         line(&text, &format!("capshop_consumer_lag_events{labels}")),
-        format!("capshop_consumer_lag_events{labels} 0")
+        format!("capshop_consumer_lag_events{labels} 2"),
+        "the lag read as if the dead letter had been applied"
     );
     assert!(line(&text, "capshop_consumer_newest_applied_age_seconds").contains(labels));
     assert_eq!(

@@ -345,6 +345,8 @@ macro_rules! bus_conformance_tests {
             a_message_retried_until_its_attempts_run_out_becomes_a_dead_letter,
             a_message_never_acked_becomes_a_dead_letter_when_its_attempts_run_out,
             a_rejected_message_becomes_a_dead_letter_at_once,
+            retrying_a_delivery_that_is_no_longer_pending_answers_not_pending,
+            a_message_exhausted_by_ack_timeouts_is_counted_as_a_dead_letter,
             dead_letters_are_listed_by_consumer_event_stream_and_key,
             replaying_a_dead_letter_by_event_id_delivers_it_again_as_attempt_one,
             replaying_by_stream_consumer_or_key_delivers_only_the_matching_dead_letters,

@@ -211,6 +211,12 @@ impl Bus for NatsBus {
         }
     }
 
+    /// The producing streams have no limits: JetStream keeps every message, so each stream
+    /// is retained from its first seq.
+    async fn retained_from(&self, _stream: &str) -> Result<u64, BusError> {
+        Ok(1)
+    }
+
     async fn dead_letters(&self, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter>, BusError> {
         let stored = self.matching_dead_letters(filter).await?;
         let mut letters = Vec::with_capacity(stored.len());
