@@ -152,7 +152,7 @@ pub async fn prune(
                 .transact(move |tx| {
                     tx.execute(
                         "DELETE FROM kit_inbox WHERE consumer = $1 AND event_id IN (SELECT event_id FROM kit_inbox \
-                         WHERE consumer = $1 AND stream = $2 AND seq <= $3 AND applied_at_ms < $4 LIMIT $5)",
+                         WHERE consumer = $1 AND stream = $2 AND seq <= $3 AND applied_at_ms <= $4 LIMIT $5)",
                         &[
                             name.as_str().into(),
                             stream_name.as_str().into(),
@@ -215,3 +215,6 @@ impl Pruner {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

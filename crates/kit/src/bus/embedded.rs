@@ -593,40 +593,4 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::{EmbeddedBus, MIGRATIONS};
-    use crate::bus::{Bus, DeadLetterFilter};
-    use crate::store::{Migrations, Store};
-
-    /// The log's schema before a message waiting behind its key was called parked.
-    const BEFORE_PARKED: Migrations =
-        Migrations { component: "bus", sqlite: &[MIGRATIONS.sqlite[0]], postgres: &[] };
-
-    #[tokio::test]
-    async fn a_log_from_before_the_rename_keeps_its_held_message_parked_behind_its_dead_letter() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("bus.db");
-        let old = Store::open(&format!("sqlite:{}", path.display()), &[&BEFORE_PARKED]).await.unwrap();
-        old.transact(|tx| {
-            tx.execute(
-                "INSERT INTO bus_log (pos, id, stream, seq, key, body, published_at_ms) \
-                 VALUES (1, 'e1', 'orders', 1, 'k', x'7b7d', 0), (2, 'e2', 'orders', 2, 'k', x'7b7d', 0)",
-                &[],
-            )?;
-            tx.execute(
-                "INSERT INTO bus_pending (consumer, pos, key, state, attempts, visible_at_ms, error, failed_at_ms) \
-                 VALUES ('c', 1, 'k', 'dead', 3, 0, 'boom', 1), ('c', 2, 'k', 'held', 0, 0, NULL, NULL)",
-                &[],
-            )?;
-            Ok::<_, crate::store::StoreError>(())
-        })
-        .await
-        .unwrap();
-        drop(old);
-
-        let bus = EmbeddedBus::open(path.to_str().unwrap()).await.unwrap();
-        let letters = bus.dead_letters(&DeadLetterFilter::all()).await.unwrap();
-        assert_eq!(letters.len(), 1, "{letters:?}");
-        assert_eq!(letters[0].parked, 1, "the message once held waits, parked, behind the dead letter");
-    }
-}
+mod tests;

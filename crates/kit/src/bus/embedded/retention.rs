@@ -106,7 +106,7 @@ fn prune_batch(tx: &mut Tx<'_>, retention: &Retention, now: u64) -> Result<u64, 
     let cutoff = now.saturating_sub(retention.max_age.as_millis() as u64);
     let pruned = tx.query(
         "DELETE FROM bus_log WHERE pos IN (SELECT pos FROM bus_log WHERE pos <= $1 \
-         AND ($2 = 1 OR published_at_ms < $3) ORDER BY pos LIMIT $4) RETURNING stream, seq",
+         AND ($2 = 1 OR published_at_ms <= $3) ORDER BY pos LIMIT $4) RETURNING stream, seq",
         &[limit.into(), over.into(), cutoff.into(), retention.batch.into()],
     )?;
     let mut highest: BTreeMap<String, u64> = BTreeMap::new();
