@@ -83,6 +83,13 @@ pub(crate) fn record(
             &[consumer.into(), stream.into(), event.seq.into()],
         )?
         .is_some();
+    if below_floor {
+        // A copy of an event whose id was pruned: it leaves no row to prune again.
+        tx.execute(
+            "DELETE FROM kit_inbox WHERE consumer = $1 AND event_id = $2",
+            &[consumer.into(), event.id.to_string().as_str().into()],
+        )?;
+    }
     Ok(!below_floor)
 }
 
@@ -150,23 +157,33 @@ pub async fn prune(
             let (name, stream_name, batch) = (consumer.to_owned(), stream.clone(), retention.batch);
             let n = store
                 .transact(move |tx| {
-                    tx.execute(
-                        "DELETE FROM kit_inbox WHERE consumer = $1 AND event_id IN (SELECT event_id FROM kit_inbox \
-                         WHERE consumer = $1 AND stream = $2 AND seq <= $3 AND applied_at_ms <= $4 LIMIT $5)",
+                    let lowest: Option<u64> = tx
+                        .query_one(
+                            "SELECT min(seq) FROM kit_inbox WHERE consumer = $1 AND stream = $2",
+                            &[name.as_str().into(), stream_name.as_str().into()],
+                        )?
+                        .get(0)?;
+                    let Some(lowest) = lowest.filter(|lowest| *lowest <= floor) else { return Ok(None) };
+                    // Seqs are dense, so a batch lies within `batch` seqs of the lowest: the
+                    // scan stays that short however many rows the retention keeps.
+                    let last = floor.min(lowest + batch.max(1) - 1);
+                    let n = tx.execute(
+                        "DELETE FROM kit_inbox WHERE consumer = $1 AND stream = $2 AND seq >= $3 AND seq <= $4 \
+                         AND applied_at_ms <= $5",
                         &[
                             name.as_str().into(),
                             stream_name.as_str().into(),
-                            floor.into(),
+                            lowest.into(),
+                            last.into(),
                             before.into(),
-                            batch.into(),
                         ],
-                    )
+                    )?;
+                    Ok::<_, StoreError>(Some(n as u64))
                 })
-                .await? as u64;
+                .await?;
+            // Nothing at or below the floor, or the lowest ids are still within their retention.
+            let Some(n) = n.filter(|n| *n > 0) else { break };
             deleted += n;
-            if n < retention.batch {
-                break;
-            }
             tokio::task::yield_now().await;
         }
     }

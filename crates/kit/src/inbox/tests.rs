@@ -48,6 +48,7 @@ async fn a_pruned_inbox_still_absorbs_every_redelivery_the_bus_can_make(db: Test
     let rows = tally(&store).await;
     assert!(rows.iter().all(|(_, applied, _)| *applied == 4), "an event was applied twice: {rows:?}");
     assert_eq!(consumer.counters_handle().duplicates.get(), 40, "both redeliveries were skipped whole");
+    assert_eq!(inbox_rows(&store).await, 0, "a copy skipped by its seq leaves no row behind");
 }
 
 async fn a_dead_event_holds_the_floor_below_it_until_the_bus_settles_it(db: TestDb) {

@@ -104,10 +104,21 @@ fn prune_batch(tx: &mut Tx<'_>, retention: &Retention, now: u64) -> Result<u64, 
         .get(0)?;
     let over = used > retention.max_bytes;
     let cutoff = now.saturating_sub(retention.max_age.as_millis() as u64);
+    let Some(oldest) = tx.query_opt("SELECT pos, published_at_ms FROM bus_log ORDER BY pos LIMIT 1", &[])?
+    else {
+        return Ok(0);
+    };
+    let (oldest, published_at): (u64, u64) = (oldest.get(0)?, oldest.get(1)?);
+    if !over && published_at > cutoff {
+        return Ok(0); // the oldest message is young: so are the others
+    }
+    // Positions are dense, so one batch lies within `batch` positions of the oldest: the
+    // scan stays that short however long the log.
+    let last = limit.min(oldest + retention.batch.max(1) - 1);
     let pruned = tx.query(
-        "DELETE FROM bus_log WHERE pos IN (SELECT pos FROM bus_log WHERE pos <= $1 \
-         AND ($2 = 1 OR published_at_ms <= $3) ORDER BY pos LIMIT $4) RETURNING stream, seq",
-        &[limit.into(), over.into(), cutoff.into(), retention.batch.into()],
+        "DELETE FROM bus_log WHERE pos >= $1 AND pos <= $2 AND ($3 = 1 OR published_at_ms <= $4) \
+         RETURNING stream, seq",
+        &[oldest.into(), last.into(), over.into(), cutoff.into()],
     )?;
     let mut highest: BTreeMap<String, u64> = BTreeMap::new();
     for row in &pruned {
