@@ -3,7 +3,7 @@ use prometheus_client::registry::Registry;
 
 use super::*;
 use crate::breaker::{BreakerConfig, CircuitBreaker};
-use crate::bus::{Bus, ConsumerSpec, DeadLetterFilter};
+use crate::bus::{ConsumerSpec, DeadLetterFilter};
 use crate::consumer::{Consumer, ConsumerConfig};
 use crate::testkit::{Producer, Tally, event, failing_event, memory_bus, memory_store};
 
