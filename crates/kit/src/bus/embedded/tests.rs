@@ -146,6 +146,15 @@ mod retention {
     }
 
     #[tokio::test]
+    async fn an_embedded_url_sets_the_retention_and_refuses_an_unknown_setting() {
+        assert!(crate::bus::connect("embedded::memory:?max_age=5&max_mb=32").await.is_ok());
+        for url in ["embedded::memory:?max_age=soon", "embedded::memory:?keep=5"] {
+            let refused = crate::bus::connect(url).await.err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(refused.contains("unknown or invalid setting"), "{url}: {refused:?}");
+        }
+    }
+
+    #[tokio::test]
     async fn a_log_without_consumers_is_not_pruned() {
         let bus = bus_with(1..=3).await;
         assert_eq!(bus.prune(&at_once()).await.unwrap(), 0);
