@@ -178,3 +178,37 @@ async fn a_republish_past_the_duplicate_window_has_no_second_effect() {
     running.await.unwrap();
     assert_eq!(applied(&replica).await.len(), 1, "the republished event had a second effect");
 }
+
+/// What publishing in waves costs: batches of 1,000 with 1, 10, 100 and 1,000 keys, on one
+/// server. Ignored (it measures, it asserts nothing about time); run with
+/// `cargo test -p capshop-kit --test bus_nats_publish -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore = "a measurement; run it with --ignored --nocapture"]
+async fn publishing_in_waves_measured() {
+    let Some(server) = NatsServer::start().await else { return };
+    let bus = kit::bus::connect(&server.url()).await.unwrap();
+    let mut seq = 0;
+    for keys in [1, 10, 100, 1000] {
+        let started = std::time::Instant::now();
+        for _ in 0..10 {
+            let batch: Vec<Message> = (0..1000)
+                .map(|n| {
+                    seq += 1;
+                    Message {
+                        id: uuid::Uuid::now_v7().to_string(),
+                        stream: "orders".into(),
+                        seq,
+                        key: format!("k-{}", n % keys),
+                        body: vec![b'x'; 400],
+                    }
+                })
+                .collect();
+            bus.publish(&batch).await.unwrap();
+        }
+        let rate = 10_000.0 / started.elapsed().as_secs_f64();
+        #[allow(clippy::print_stderr, reason = "the measurement reports what it measured")]
+        {
+            eprintln!("{keys:>5} keys per batch of 1,000: {rate:>8.0} msg/s");
+        }
+    }
+}
