@@ -16,8 +16,10 @@ use tracing::{debug, warn};
 
 use crate::backoff::Backoff;
 use crate::bus::{Bus, BusError, ConsumerSpec, Delivery, DeliveryTag, Disposition, Subscription};
+use crate::clock;
 use crate::crashpoint;
 use crate::envelope::Envelope;
+use crate::inbox::{self, InboxRetention, Pruner};
 use crate::metrics::ConsumerCounters;
 use crate::schema::Schemas;
 use crate::store::{Store, StoreError, Tx, panic_text};
@@ -81,11 +83,24 @@ pub struct ConsumerConfig {
     /// The delay before each retry of a failed event.
     pub retry: Backoff,
     pub schemas: Schemas,
+    /// How long applied event ids stay in the inbox once dedup no longer needs them.
+    pub inbox: InboxRetention,
 }
 
 impl ConsumerConfig {
     pub fn new(spec: ConsumerSpec) -> Self {
-        Self { spec, batch: 500, retry: Backoff::default(), schemas: Schemas::new() }
+        Self {
+            spec,
+            batch: 500,
+            retry: Backoff::default(),
+            schemas: Schemas::new(),
+            inbox: InboxRetention::default(),
+        }
+    }
+
+    pub fn inbox(mut self, inbox: InboxRetention) -> Self {
+        self.inbox = inbox;
+        self
     }
 
     pub fn batch(mut self, batch: usize) -> Self {
@@ -119,12 +134,14 @@ pub struct Consumer<H> {
     handler: Arc<H>,
     config: Arc<ConsumerConfig>,
     counters: ConsumerCounters,
+    pruner: Pruner,
 }
 
 impl<H: Handler> Consumer<H> {
     pub fn new(store: Store, bus: Arc<dyn Bus>, handler: H, config: ConsumerConfig) -> Self {
         let counters = ConsumerCounters::detached(&config.spec.name);
-        Self { store, bus, handler: Arc::new(handler), config: Arc::new(config), counters }
+        let pruner = Pruner::new();
+        Self { store, bus, handler: Arc::new(handler), config: Arc::new(config), counters, pruner }
     }
 
     /// Reports applied, retried and dead-lettered counts into these counters.
@@ -146,10 +163,20 @@ impl<H: Handler> Consumer<H> {
     /// backoff; nothing unacknowledged is lost, it is redelivered on the next attach.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
+        let spec = &self.config.spec;
+        let pruning = self.pruner.run(
+            self.store.clone(),
+            self.bus.clone(),
+            spec.name.clone(),
+            spec.streams.clone(),
+            self.config.inbox.clone(),
+        );
+        tokio::pin!(pruning);
         let mut failures = 0;
         loop {
             let attached = tokio::select! {
                 result = self.consume() => result,
+                _ = &mut pruning => continue,
                 _ = &mut shutdown => return,
             };
             let Err(e) = attached;
@@ -158,6 +185,7 @@ impl<H: Handler> Consumer<H> {
             warn!(consumer = %self.name(), error = %e, retry_in_ms = delay.as_millis() as u64, "consumer detached");
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
+                _ = &mut pruning => {}
                 _ = &mut shutdown => return,
             }
         }
@@ -166,9 +194,11 @@ impl<H: Handler> Consumer<H> {
     /// Attaches and applies batches until the bus fails.
     async fn consume(&self) -> Result<std::convert::Infallible, BusError> {
         let mut subscription = self.bus.subscribe(&self.config.spec).await?;
+        subscription.count_exhausted(self.counters.dead_lettered.clone());
         loop {
             let deliveries = subscription.fetch(self.config.batch).await?;
             self.apply_batch(subscription.as_mut(), deliveries).await?;
+            self.pruner.applied();
         }
     }
 
@@ -182,8 +212,8 @@ impl<H: Handler> Consumer<H> {
             .iter()
             .map(|d| self.config.schemas.decode(&d.message.body).map_err(|e| e.to_string()))
             .collect();
-        let (handler, name) = (self.handler.clone(), self.config.spec.name.clone());
-        let outcomes = self.store.transact(move |tx| apply(tx, &name, handler.as_ref(), decoded)).await;
+        let (handler, name, now) = (self.handler.clone(), self.config.spec.name.clone(), clock::now_ms());
+        let outcomes = self.store.transact(move |tx| apply(tx, &name, handler.as_ref(), decoded, now)).await;
         let outcomes = match outcomes {
             Ok(outcomes) => outcomes,
             Err(e) => {
@@ -216,13 +246,19 @@ impl<H: Handler> Consumer<H> {
                 }
                 Outcome::Failed(e) if e.is_retryable() => {
                     let delay = self.config.retry.delay(delivery.attempt);
-                    let disposition = subscription.retry(delivery.tag, delay, &e.to_string()).await?;
-                    if disposition == Disposition::DeadLettered {
-                        self.counters.dead_lettered.inc();
-                        warn!(consumer = %self.name(), event = %id, attempt = delivery.attempt, error = %e, "dead-lettered after its last attempt");
-                    } else {
-                        self.counters.retried.inc();
-                        debug!(consumer = %self.name(), event = %id, attempt = delivery.attempt, error = %e, retry_in_ms = delay.as_millis() as u64, "retrying");
+                    match subscription.retry(delivery.tag, delay, &e.to_string()).await? {
+                        Disposition::DeadLettered => {
+                            self.counters.dead_lettered.inc();
+                            warn!(consumer = %self.name(), event = %id, attempt = delivery.attempt, error = %e, "dead-lettered after its last attempt");
+                        }
+                        Disposition::Retrying => {
+                            self.counters.retried.inc();
+                            debug!(consumer = %self.name(), event = %id, attempt = delivery.attempt, error = %e, retry_in_ms = delay.as_millis() as u64, "retrying");
+                        }
+                        // Its ack wait ran out meanwhile: the bus delivers it again, as it counts.
+                        Disposition::NotPending => {
+                            debug!(consumer = %self.name(), event = %id, attempt = delivery.attempt, error = %e, "no longer pending, not retried");
+                        }
                     }
                 }
                 Outcome::Failed(e) => self.dead_letter(subscription, delivery, &e.to_string()).await?,
@@ -254,13 +290,14 @@ pub(crate) fn apply(
     consumer: &str,
     handler: &dyn Handler,
     decoded: Vec<Result<Envelope, String>>,
+    now_ms: u64,
 ) -> Result<Vec<Outcome>, StoreError> {
     let optimistic = tx.savepoint(|tx| {
         decoded
             .iter()
             .map(|event| match event {
                 Err(e) => Ok(Outcome::Undecodable(e.clone())),
-                Ok(event) => match apply_one(tx, consumer, handler, event) {
+                Ok(event) => match apply_one(tx, consumer, handler, event, now_ms) {
                     Ok(true) => Ok(Outcome::Applied),
                     Ok(false) => Ok(Outcome::Duplicate),
                     Err(_) => Err(BatchFailed::Isolate),
@@ -275,7 +312,7 @@ pub(crate) fn apply(
             .iter()
             .map(|event| match event {
                 Err(e) => Outcome::Undecodable(e.clone()),
-                Ok(event) => match tx.savepoint(|tx| apply_one(tx, consumer, handler, event)) {
+                Ok(event) => match tx.savepoint(|tx| apply_one(tx, consumer, handler, event, now_ms)) {
                     Ok(true) => Outcome::Applied,
                     Ok(false) => Outcome::Duplicate,
                     Err(e) => Outcome::Failed(e),
@@ -301,17 +338,15 @@ impl From<StoreError> for BatchFailed {
 }
 
 /// Records the event in the inbox and lets the handler apply it; returns `false` for a
-/// duplicate, which is skipped.
+/// duplicate (its id in the inbox, or its seq at or below the inbox floor), which is skipped.
 fn apply_one(
     tx: &mut Tx<'_>,
     consumer: &str,
     handler: &dyn Handler,
     event: &Envelope,
+    now_ms: u64,
 ) -> Result<bool, HandlerError> {
-    let fresh = tx.execute(
-        "INSERT INTO kit_inbox (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-        &[consumer.into(), event.id.to_string().as_str().into()],
-    )? == 1;
+    let fresh = inbox::record(tx, consumer, event, now_ms)?;
     if fresh {
         // A panicking handler fails its own event, not the whole batch.
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.handle(tx, event))).unwrap_or_else(

@@ -14,7 +14,8 @@
 //! - [`bus`]: the bus trait, the embedded durable log and the NATS JetStream bus
 //!   (`bus::nats`).
 //! - [`consumer`]: applies each event exactly once (inbox in the same transaction),
-//!   retries with backoff, dead letters; [`replica`]: the version gate and waiting for a
+//!   retries with backoff, dead letters; [`inbox`]: which applied ids dedup still needs,
+//!   and pruning the rest; [`replica`]: the version gate and waiting for a
 //!   [`token::ConsistencyToken`].
 //!
 //! Around it:
@@ -41,6 +42,7 @@ pub mod clock;
 pub mod consumer;
 pub mod crashpoint;
 pub mod envelope;
+pub mod inbox;
 pub mod lag;
 pub mod link;
 pub mod metrics;

@@ -136,6 +136,11 @@ impl Bus for LinkedBus {
         self.inner.stream_head(stream).await
     }
 
+    async fn retained_from(&self, stream: &str) -> Result<u64, BusError> {
+        self.link.pass(Direction::In).await?;
+        self.inner.retained_from(stream).await
+    }
+
     async fn dead_letters(&self, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter>, BusError> {
         self.link.pass(Direction::In).await?;
         self.inner.dead_letters(filter).await
@@ -184,5 +189,9 @@ impl Subscription for LinkedSubscription {
     async fn reject(&mut self, tag: DeliveryTag, error: &str) -> Result<(), BusError> {
         self.link.pass(Direction::Out).await?;
         self.inner.reject(tag, error).await
+    }
+
+    fn count_exhausted(&mut self, counter: prometheus_client::metrics::counter::Counter) {
+        self.inner.count_exhausted(counter);
     }
 }

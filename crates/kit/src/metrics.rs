@@ -66,6 +66,7 @@ enum Watched {
 /// The kit's metric families, registered once per registry.
 pub struct KitMetrics {
     applied_seq: Family<ConsumerStream, Gauge>,
+    contiguous_seq: Family<ConsumerStream, Gauge>,
     published_seq: Family<ConsumerStream, Gauge>,
     lag_events: Family<ConsumerStream, Gauge>,
     newest_age: Family<ConsumerStream, Gauge<f64, AtomicU64>>,
@@ -85,6 +86,7 @@ impl KitMetrics {
     pub fn register(registry: &mut Registry) -> Arc<Self> {
         let metrics = Self {
             applied_seq: Family::default(),
+            contiguous_seq: Family::default(),
             published_seq: Family::default(),
             lag_events: Family::default(),
             newest_age: Family::default(),
@@ -105,8 +107,9 @@ impl KitMetrics {
         }
         register! {
             applied_seq: "capshop_consumer_applied_seq", "Highest source seq a consumer has applied";
+            contiguous_seq: "capshop_consumer_contiguous_seq", "Source seq at or below which a consumer has applied every event";
             published_seq: "capshop_source_published_seq", "Highest seq the source stream has published";
-            lag_events: "capshop_consumer_lag_events", "Events published but not yet applied";
+            lag_events: "capshop_consumer_lag_events", "Events published past the contiguous applied seq";
             newest_age: "capshop_consumer_newest_applied_age_seconds", "Age of the newest applied event";
             dead_letters: "capshop_dead_letters", "Dead letters waiting for replay or discard";
             applied: "capshop_events_applied", "Events applied by a consumer";
@@ -191,6 +194,7 @@ impl KitMetrics {
         for lag in lag::measure(store, bus, name, streams).await? {
             let label = ConsumerStream { consumer: name.to_owned(), stream: lag.stream.clone() };
             self.applied_seq.get_or_create(&label).set(lag.applied_seq as i64);
+            self.contiguous_seq.get_or_create(&label).set(lag.contiguous_seq as i64);
             self.published_seq.get_or_create(&label).set(lag.published_seq as i64);
             self.lag_events.get_or_create(&label).set(lag.events_behind() as i64);
             let age = lag.newest_applied_age_ms.map_or(0.0, |ms| ms as f64 / 1000.0);

@@ -14,8 +14,14 @@ use crate::store::{Migrations, StoreError, Tx};
 /// versions); every service store opens with these.
 pub const MIGRATIONS: Migrations = Migrations {
     component: "kit",
-    sqlite: &[include_str!("../migrations/sqlite/0001_outbox_inbox.sql")],
-    postgres: &[include_str!("../migrations/postgres/0001_outbox_inbox.sql")],
+    sqlite: &[
+        include_str!("../migrations/sqlite/0001_outbox_inbox.sql"),
+        include_str!("../migrations/sqlite/0004_inbox_position.sql"),
+    ],
+    postgres: &[
+        include_str!("../migrations/postgres/0001_outbox_inbox.sql"),
+        include_str!("../migrations/postgres/0004_inbox_position.sql"),
+    ],
 };
 
 /// The outbox of one stream. Cloning shares the wake-up signal of its relay.

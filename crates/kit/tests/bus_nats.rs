@@ -27,6 +27,10 @@ impl Bus for ServedBus {
         self.bus.stream_head(stream).await
     }
 
+    async fn retained_from(&self, stream: &str) -> Result<u64, BusError> {
+        self.bus.retained_from(stream).await
+    }
+
     async fn dead_letters(&self, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter>, BusError> {
         self.bus.dead_letters(filter).await
     }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::watch;
 
 use super::{
@@ -17,11 +18,16 @@ use super::{
 use crate::clock;
 use crate::store::{Migrations, Param, Row, Store, StoreError, Tx};
 
+mod retention;
+
+pub use retention::Retention;
+
 const MIGRATIONS: Migrations = Migrations {
     component: "bus",
     sqlite: &[
         include_str!("../../migrations/sqlite/0002_bus.sql"),
         include_str!("../../migrations/sqlite/0003_bus_parked.sql"),
+        include_str!("../../migrations/sqlite/0005_bus_retention.sql"),
     ],
     postgres: &[],
 };
@@ -40,10 +46,35 @@ pub struct EmbeddedBus {
 }
 
 impl EmbeddedBus {
-    /// Opens (creating if needed) the log at `path`; `:memory:` keeps it in memory.
+    /// Opens (creating if needed) the log at `path` with the default [`Retention`];
+    /// `:memory:` keeps it in memory.
     pub async fn open(path: &str) -> Result<Self, BusError> {
+        Self::open_with(path, Retention::default()).await
+    }
+
+    /// Opens the log at `path` and prunes it in the background as `retention` says, for as
+    /// long as a clone of the bus is alive.
+    pub async fn open_with(path: &str, retention: Retention) -> Result<Self, BusError> {
         let store = Store::open(&format!("sqlite:{path}"), &[&MIGRATIONS]).await?;
-        Ok(Self { store, changed: Arc::new(watch::Sender::new(0)) })
+        let bus = Self { store, changed: Arc::new(watch::Sender::new(0)) };
+        tokio::spawn(retention::prune_in_background(
+            bus.store.clone(),
+            Arc::downgrade(&bus.changed),
+            retention,
+        ));
+        Ok(bus)
+    }
+
+    /// Prunes what `retention` allows now, in batches; returns how many messages it deleted.
+    pub async fn prune(&self, retention: &Retention) -> Result<u64, BusError> {
+        Ok(retention::prune(&self.store, retention).await?)
+    }
+
+    /// Messages the log holds now.
+    pub async fn messages(&self) -> Result<u64, BusError> {
+        let count =
+            self.store.transact(|tx| tx.query_one("SELECT count(*) FROM bus_log", &[])?.get(0)).await?;
+        Ok(count)
     }
 
     fn wake(&self) {
@@ -62,9 +93,12 @@ impl Bus for EmbeddedBus {
         self.store
             .transact(move |tx| {
                 for m in &batch {
+                    // A seq at or below the stream's pruned seq is a copy of a settled message.
                     tx.execute(
                         "INSERT INTO bus_log (id, stream, seq, key, body, published_at_ms) \
-                         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
+                         SELECT $1, $2, $3, $4, $5, $6 WHERE NOT EXISTS \
+                         (SELECT 1 FROM bus_stream WHERE stream = $2 AND pruned_seq >= $3) \
+                         ON CONFLICT (id) DO NOTHING",
                         &[
                             (&m.id).into(),
                             (&m.stream).into(),
@@ -94,8 +128,10 @@ impl Bus for EmbeddedBus {
         self.store
             .transact(move |tx| {
                 tx.execute(
+                    // A new consumer starts at the oldest position the log still keeps.
                     "INSERT INTO bus_consumer (name, streams, per_key, max_attempts, taken_pos) \
-                     VALUES ($1, $2, $3, $4, 0) ON CONFLICT (name) DO UPDATE SET \
+                     VALUES ($1, $2, $3, $4, (SELECT coalesce(min(pos), 1) - 1 FROM bus_log)) \
+                     ON CONFLICT (name) DO UPDATE SET \
                      streams = excluded.streams, per_key = excluded.per_key, max_attempts = excluded.max_attempts",
                     &[(&name).into(), (&streams).into(), per_key.into(), max_attempts.into()],
                 )?;
@@ -117,6 +153,7 @@ impl Bus for EmbeddedBus {
             spec: spec.clone(),
             streams,
             changes: self.changed.subscribe(),
+            exhausted: Counter::default(),
         }))
     }
 
@@ -130,6 +167,18 @@ impl Bus for EmbeddedBus {
             })
             .await?;
         Ok(head)
+    }
+
+    async fn retained_from(&self, stream: &str) -> Result<u64, BusError> {
+        let stream = stream.to_owned();
+        let pruned = self
+            .store
+            .transact(move |tx| {
+                tx.query_opt("SELECT pruned_seq FROM bus_stream WHERE stream = $1", &[(&stream).into()])?
+                    .map_or(Ok(0), |r| r.get::<u64>(0))
+            })
+            .await?;
+        Ok(pruned + 1)
     }
 
     async fn dead_letters(&self, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter>, BusError> {
@@ -252,6 +301,8 @@ struct EmbeddedSubscription {
     /// The consumer's streams, sorted, so the scan statement's text is stable.
     streams: Vec<String>,
     changes: watch::Receiver<u64>,
+    /// Counts the messages this attachment dead-letters because their ack waits ran out.
+    exhausted: Counter,
 }
 
 /// What one fetch transaction found: deliveries, or when the next one falls due.
@@ -260,6 +311,8 @@ struct Taken {
     next_due_ms: Option<u64>,
     /// Log positions past the consumer's scan window are still to be looked at.
     more: bool,
+    /// Messages dead-lettered because their ack waits ran out `max_attempts` times.
+    exhausted: u64,
 }
 
 impl EmbeddedSubscription {
@@ -282,6 +335,7 @@ fn take(
     let name = spec.name.as_str();
     let ack_deadline = now + spec.ack_wait.as_millis() as u64;
     let mut deliveries = Vec::new();
+    let mut exhausted = 0;
 
     // Redeliveries first: expired acks, scheduled retries, released and replayed messages.
     let due = tx.query(
@@ -305,6 +359,7 @@ fn take(
                     format!("not acknowledged after {attempts} deliveries").as_str().into(),
                 ],
             )?;
+            exhausted += 1;
             continue;
         }
         tx.execute(
@@ -334,7 +389,7 @@ fn take(
     } else {
         None
     };
-    Ok(Taken { deliveries, next_due_ms, more })
+    Ok(Taken { deliveries, next_due_ms, more, exhausted })
 }
 
 /// Takes messages past the consumer's position, one scan window at a time: delivered
@@ -419,6 +474,7 @@ impl Subscription for EmbeddedSubscription {
         loop {
             self.changes.borrow_and_update();
             let taken = self.take(max).await?;
+            self.exhausted.inc_by(taken.exhausted);
             if !taken.deliveries.is_empty() {
                 return Ok(taken.deliveries);
             }
@@ -479,7 +535,7 @@ impl Subscription for EmbeddedSubscription {
         let error = error.to_owned();
         let now = clock::now_ms();
         let visible = now + delay.as_millis() as u64;
-        let dead = self
+        let disposition = self
             .bus
             .store
             .transact(move |tx| {
@@ -497,13 +553,14 @@ impl Subscription for EmbeddedSubscription {
                     ],
                 )?;
                 Ok::<_, StoreError>(match row {
-                    Some(row) => row.get::<String>(0)? == "dead",
-                    None => false,
+                    Some(row) if row.get::<String>(0)? == "dead" => Disposition::DeadLettered,
+                    Some(_) => Disposition::Retrying,
+                    None => Disposition::NotPending,
                 })
             })
             .await?;
         self.bus.wake();
-        Ok(if dead { Disposition::DeadLettered } else { Disposition::Retrying })
+        Ok(disposition)
     }
 
     async fn reject(&mut self, tag: DeliveryTag, error: &str) -> Result<(), BusError> {
@@ -522,6 +579,10 @@ impl Subscription for EmbeddedSubscription {
             .await?;
         Ok(())
     }
+
+    fn count_exhausted(&mut self, counter: Counter) {
+        self.exhausted = counter;
+    }
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
@@ -532,40 +593,4 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::{EmbeddedBus, MIGRATIONS};
-    use crate::bus::{Bus, DeadLetterFilter};
-    use crate::store::{Migrations, Store};
-
-    /// The log's schema before a message waiting behind its key was called parked.
-    const BEFORE_PARKED: Migrations =
-        Migrations { component: "bus", sqlite: &[MIGRATIONS.sqlite[0]], postgres: &[] };
-
-    #[tokio::test]
-    async fn a_log_from_before_the_rename_keeps_its_held_message_parked_behind_its_dead_letter() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("bus.db");
-        let old = Store::open(&format!("sqlite:{}", path.display()), &[&BEFORE_PARKED]).await.unwrap();
-        old.transact(|tx| {
-            tx.execute(
-                "INSERT INTO bus_log (pos, id, stream, seq, key, body, published_at_ms) \
-                 VALUES (1, 'e1', 'orders', 1, 'k', x'7b7d', 0), (2, 'e2', 'orders', 2, 'k', x'7b7d', 0)",
-                &[],
-            )?;
-            tx.execute(
-                "INSERT INTO bus_pending (consumer, pos, key, state, attempts, visible_at_ms, error, failed_at_ms) \
-                 VALUES ('c', 1, 'k', 'dead', 3, 0, 'boom', 1), ('c', 2, 'k', 'held', 0, 0, NULL, NULL)",
-                &[],
-            )?;
-            Ok::<_, crate::store::StoreError>(())
-        })
-        .await
-        .unwrap();
-        drop(old);
-
-        let bus = EmbeddedBus::open(path.to_str().unwrap()).await.unwrap();
-        let letters = bus.dead_letters(&DeadLetterFilter::all()).await.unwrap();
-        assert_eq!(letters.len(), 1, "{letters:?}");
-        assert_eq!(letters[0].parked, 1, "the message once held waits, parked, behind the dead letter");
-    }
-}
+mod tests;

@@ -19,11 +19,12 @@ pub mod nats;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use prometheus_client::metrics::counter::Counter;
 
 use crate::envelope::Envelope;
 use crate::store::StoreError;
 
-pub use embedded::EmbeddedBus;
+pub use embedded::{EmbeddedBus, Retention};
 pub use nats::NatsBus;
 
 /// A message on the bus: an event's identity, position and serialized envelope.
@@ -131,6 +132,9 @@ pub enum Disposition {
     Retrying,
     /// Its attempts are used up (or it was rejected): it is a dead letter now.
     DeadLettered,
+    /// The delivery was no longer pending with this attachment (already acknowledged, dead,
+    /// or taken over by another attachment after its ack wait): nothing was scheduled.
+    NotPending,
 }
 
 /// Selects dead letters; empty fields match everything.
@@ -188,7 +192,9 @@ pub enum BusError {
     Storage(#[from] StoreError),
     #[error("invalid consumer {name:?}: {reason}")]
     InvalidConsumer { name: String, reason: String },
-    #[error("unsupported bus url {0:?}: expected embedded:PATH or nats://HOST:PORT")]
+    #[error(
+        "unsupported bus url {0:?}: expected embedded:PATH[?max_age=SECONDS&max_mb=MIB] or nats://HOST:PORT"
+    )]
     UnsupportedUrl(String),
 }
 
@@ -215,6 +221,10 @@ pub trait Bus: Send + Sync + 'static {
 
     /// The highest seq published on `stream` (0 when none).
     async fn stream_head(&self, stream: &str) -> Result<u64, BusError>;
+
+    /// The lowest seq of `stream` the bus still keeps (1 when it never pruned): every
+    /// consumer has settled everything below it, and a consumer created now starts there.
+    async fn retained_from(&self, stream: &str) -> Result<u64, BusError>;
 
     async fn dead_letters(&self, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter>, BusError>;
 
@@ -247,15 +257,38 @@ pub trait Subscription: Send {
 
     /// Dead-letters the message at once (it can never succeed as it is).
     async fn reject(&mut self, tag: DeliveryTag, error: &str) -> Result<(), BusError>;
+
+    /// Counts into `counter` every message this attachment dead-letters on its own, without
+    /// a `retry` or `reject` from the consumer: one whose ack waits ran out `max_attempts`
+    /// times.
+    fn count_exhausted(&mut self, counter: Counter);
 }
 
 /// Opens the bus named by `url`.
 pub async fn connect(url: &str) -> Result<std::sync::Arc<dyn Bus>, BusError> {
-    if let Some(path) = url.strip_prefix("embedded:") {
-        Ok(std::sync::Arc::new(EmbeddedBus::open(path).await?))
+    if let Some(rest) = url.strip_prefix("embedded:") {
+        let (path, retention) = embedded_url(url, rest)?;
+        Ok(std::sync::Arc::new(EmbeddedBus::open_with(path, retention).await?))
     } else if url.starts_with("nats://") {
         Ok(std::sync::Arc::new(NatsBus::connect(url).await?))
     } else {
         Err(BusError::UnsupportedUrl(url.to_owned()))
     }
+}
+
+/// Splits `embedded:PATH[?max_age=SECONDS&max_mb=MIB]` into the path and its retention.
+fn embedded_url<'a>(url: &str, rest: &'a str) -> Result<(&'a str, Retention), BusError> {
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let mut retention = Retention::default();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let number = pair.split_once('=').and_then(|(name, value)| Some((name, value.parse::<u64>().ok()?)));
+        match number {
+            Some(("max_age", seconds)) => retention.max_age = Duration::from_secs(seconds),
+            Some(("max_mb", mib)) => retention.max_bytes = mib << 20,
+            _ => {
+                return Err(BusError::UnsupportedUrl(format!("{url} (unknown or invalid setting {pair:?})")));
+            }
+        }
+    }
+    Ok((path, retention))
 }

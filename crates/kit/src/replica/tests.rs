@@ -75,7 +75,7 @@ async fn deliver(store: &Store, gate: &VersionGate, batches: Vec<Vec<Envelope>>)
         store
             .transact(move |tx| {
                 let decoded = batch.into_iter().map(Ok).collect();
-                crate::consumer::apply(tx, "profiles", &handler, decoded)
+                crate::consumer::apply(tx, "profiles", &handler, decoded, 0)
             })
             .await
             .unwrap();

@@ -209,3 +209,15 @@ pub async fn a_large_backlog_of_other_streams_does_not_hide_a_consumers_messages
     assert_delivery(&delivered[0], &first, 1);
     assert_delivery(&delivered[1], &last, 1);
 }
+
+/// A bus that never pruned keeps every stream from its first seq, published on or not.
+pub async fn a_bus_that_never_pruned_retains_every_stream_from_seq_one(bus: Arc<dyn Bus>) {
+    let mut feed = Feed::new(&bus);
+    feed.send("orders", "k").await;
+    for stream in ["orders", "never-published"] {
+        let retained = within("retained_from", bus.retained_from(stream))
+            .await
+            .unwrap_or_else(|e| panic!("retained_from({stream}) failed: {e}"));
+        assert_eq!(retained, 1, "{stream} is retained from {retained}, with nothing pruned");
+    }
+}

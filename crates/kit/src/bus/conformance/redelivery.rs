@@ -142,3 +142,39 @@ pub async fn a_rejected_message_becomes_a_dead_letter_at_once(bus: Arc<dyn Bus>)
     let marker = feed.marker("orders").await;
     subscriber.assert_nothing_before(&marker).await;
 }
+
+/// A retry of a delivery that is no longer pending (here: already acknowledged) schedules
+/// nothing and says so, instead of answering that it is retrying.
+pub async fn retrying_a_delivery_that_is_no_longer_pending_answers_not_pending(bus: Arc<dyn Bus>) {
+    let mut feed = Feed::new(&bus);
+    let mut subscriber = Subscriber::attach(&bus, spec("late", &["orders"])).await;
+    let message = feed.send("orders", "k").await;
+    let delivery = subscriber.next().await;
+    assert_delivery(&delivery, &message, 1);
+    subscriber.ack(&[&delivery]).await;
+    let disposition = subscriber.retry(&delivery, Duration::from_millis(10), "too late").await;
+    assert_eq!(disposition, Disposition::NotPending, "a settled delivery was reported as retrying");
+    let marker = feed.marker("orders").await;
+    subscriber.assert_nothing_before(&marker).await;
+    let letters = super::dead_letters(&bus, DeadLetterFilter::all().consumer("late")).await;
+    assert!(letters.is_empty(), "a settled delivery became a dead letter: {letters:?}");
+}
+
+/// A message whose ack waits run out `max_attempts` times is a dead letter that the bus
+/// made on its own: the attachment counts it, so the consumer's metrics show it.
+pub async fn a_message_exhausted_by_ack_timeouts_is_counted_as_a_dead_letter(bus: Arc<dyn Bus>) {
+    let mut feed = Feed::new(&bus);
+    let consumer = spec("counted", &["orders"]).ack_wait(ACK_WAIT).max_attempts(2);
+    let mut subscriber = Subscriber::attach(&bus, consumer).await;
+    let exhausted = prometheus_client::metrics::counter::Counter::<u64>::default();
+    subscriber.subscription.count_exhausted(exhausted.clone());
+    let message = feed.send("orders", "k").await;
+    assert_delivery(&subscriber.next().await, &message, 1);
+    assert_delivery(&subscriber.next().await, &message, 2);
+    tokio::time::sleep(ACK_WAIT + ACK_WAIT / 2).await;
+    let marker = feed.marker("orders").await;
+    subscriber.assert_nothing_before(&marker).await;
+    let letters = super::dead_letters(&bus, DeadLetterFilter::all().consumer("counted")).await;
+    assert_eq!(letters.len(), 1, "expected one dead letter, got {letters:?}");
+    assert_eq!(exhausted.get(), 1, "the dead letter made by ack timeouts was not counted");
+}

@@ -53,7 +53,7 @@ mod parking;
 mod streams;
 mod subscription;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -140,6 +140,26 @@ pub struct NatsBus {
 }
 
 impl NatsBus {
+    /// Sends `wave` pipelined and waits until the server stored each message.
+    async fn publish_wave(&self, wave: &[Message]) -> Result<(), BusError> {
+        let mut acks = Vec::with_capacity(wave.len());
+        for message in wave {
+            self.source_stream(&message.stream).await?;
+            let publish = jetstream::message::PublishMessage::build()
+                .headers(streams::headers(message))
+                .message_id(&message.id)
+                .payload(message.body.clone().into());
+            let ack = self
+                .js
+                .send_publish(self.names.source_subject(&message.stream), publish)
+                .await
+                .map_err(unavailable)?;
+            acks.push(ack.into_future());
+        }
+        try_join_all(acks).await.map_err(unavailable)?;
+        Ok(())
+    }
+
     /// Connects to the servers of a `nats://` URL (see [`parse_url`]).
     pub async fn connect(url: &str) -> Result<Self, BusError> {
         let (servers, settings) = parse_url(url)?;
@@ -172,23 +192,20 @@ impl NatsBus {
 
 #[async_trait]
 impl Bus for NatsBus {
+    /// Publishes in waves: each wave is the longest run of the batch with no two messages
+    /// of one key, pipelined, and the next wave is sent only once the server stored every
+    /// message of this one. So when a message fails, no later message of its key was sent:
+    /// the batch stops there, and publishing it again (as the relay does) stores the rest in
+    /// order, the ones already stored dropped as duplicates by id.
     #[instrument(skip_all, fields(messages = batch.len()))]
     async fn publish(&self, batch: &[Message]) -> Result<(), BusError> {
-        let mut acks = Vec::with_capacity(batch.len());
-        for message in batch {
-            self.source_stream(&message.stream).await?;
-            let publish = jetstream::message::PublishMessage::build()
-                .headers(streams::headers(message))
-                .message_id(&message.id)
-                .payload(message.body.clone().into());
-            let ack = self
-                .js
-                .send_publish(self.names.source_subject(&message.stream), publish)
-                .await
-                .map_err(unavailable)?;
-            acks.push(ack.into_future());
+        let mut rest = batch;
+        while !rest.is_empty() {
+            let mut keys = HashSet::new();
+            let wave = rest.iter().take_while(|m| keys.insert((&m.stream, &m.key))).count();
+            self.publish_wave(&rest[..wave]).await?;
+            rest = &rest[wave..];
         }
-        try_join_all(acks).await.map_err(unavailable)?;
         Ok(())
     }
 
@@ -209,6 +226,12 @@ impl Bus for NatsBus {
             Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(0),
             Err(e) => Err(unavailable(e)),
         }
+    }
+
+    /// The producing streams have no limits: JetStream keeps every message, so each stream
+    /// is retained from its first seq.
+    async fn retained_from(&self, _stream: &str) -> Result<u64, BusError> {
+        Ok(1)
     }
 
     async fn dead_letters(&self, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter>, BusError> {

@@ -15,6 +15,7 @@ use async_nats::jetstream::consumer::{PullConsumer, pull::Batch};
 use async_nats::jetstream::{self, AckKind};
 use async_trait::async_trait;
 use futures_util::{FutureExt, StreamExt, TryStreamExt};
+use prometheus_client::metrics::counter::Counter;
 use tracing::{debug, warn};
 
 use super::dead_letters::Record;
@@ -67,6 +68,8 @@ pub(super) struct NatsSubscription {
     /// Parkings this attachment freed, as it wrote them, so taking the key again is one
     /// compare-and-set (a cache: forgetting costs one read).
     freed: HashMap<String, Seen>,
+    /// Counts the messages this attachment dead-letters because their ack waits ran out.
+    exhausted: Counter,
 }
 
 /// How many freed parkings an attachment remembers.
@@ -92,6 +95,7 @@ impl NatsSubscription {
             behind: HashMap::new(),
             ready: VecDeque::new(),
             freed: HashMap::new(),
+            exhausted: Counter::default(),
         }
     }
 
@@ -157,6 +161,7 @@ impl NatsSubscription {
                 let attempts = delivered - 1;
                 let error = format!("not acknowledged after {attempts} deliveries");
                 self.give_up(taken, attempts, &error).await?;
+                self.exhausted.inc();
                 continue;
             }
             taken.seen = taken.seen.or(earlier.and_then(|e| e.seen));
@@ -358,7 +363,7 @@ impl Subscription for NatsSubscription {
         delay: Duration,
         error: &str,
     ) -> Result<Disposition, BusError> {
-        let Some(taken) = self.inflight.remove(&tag.0) else { return Ok(Disposition::Retrying) };
+        let Some(taken) = self.inflight.remove(&tag.0) else { return Ok(Disposition::NotPending) };
         let disposition = if taken.attempt >= self.spec.max_attempts {
             let attempts = taken.attempt;
             self.give_up(taken, attempts, error).await?;
@@ -377,6 +382,10 @@ impl Subscription for NatsSubscription {
         let attempts = taken.attempt;
         self.give_up(taken, attempts, error).await?;
         self.flush().await
+    }
+
+    fn count_exhausted(&mut self, counter: Counter) {
+        self.exhausted = counter;
     }
 }
 
