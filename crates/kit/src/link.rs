@@ -185,4 +185,9 @@ impl Subscription for LinkedSubscription {
         self.link.pass(Direction::Out).await?;
         self.inner.reject(tag, error).await
     }
+
+    async fn release(&mut self, tags: &[DeliveryTag]) -> Result<(), BusError> {
+        self.link.pass(Direction::Out).await?;
+        self.inner.release(tags).await
+    }
 }
