@@ -34,7 +34,11 @@ struct Sqlite {
 }
 
 impl Backend for Sqlite {
-    fn run(&mut self, body: &mut dyn FnMut(&mut Tx<'_>) -> bool) -> Result<Vec<AfterCommit>, StoreError> {
+    fn run(
+        &mut self,
+        _deadline: Option<std::time::Instant>,
+        body: &mut dyn FnMut(&mut Tx<'_>) -> bool,
+    ) -> Result<Vec<AfterCommit>, StoreError> {
         self.conn.execute_batch("BEGIN IMMEDIATE").map_err(db)?;
         let mut conn = SqliteTx { conn: &self.conn };
         let mut tx = Tx::new(&mut conn);

@@ -79,3 +79,27 @@ async fn a_server_that_is_not_there_is_an_open_error() {
     let result = Store::open(&url, &[]).await;
     assert!(matches!(&result, Err(StoreError::Open { url: got, .. }) if *got == url), "{result:?}");
 }
+
+#[tokio::test]
+async fn a_savepoint_whose_body_swallowed_a_failed_statement_is_undone_and_the_transaction_goes_on() {
+    let Some(db) = TestDb::postgres() else { return };
+    let store = db.open(&[&ITEMS]).await;
+    store.transact(|tx| insert(tx, "apple", 1)).await.unwrap();
+    let swallowed = store
+        .transact(|tx| {
+            let inside = tx.savepoint(|tx| {
+                insert(tx, "pear", 1)?;
+                let _ignored = insert(tx, "apple", 2);
+                Ok::<_, StoreError>(())
+            });
+            insert(tx, "plum", 1)?;
+            Ok::<_, StoreError>(inside)
+        })
+        .await
+        .expect("the transaction goes on after the savepoint and commits");
+    assert!(
+        matches!(&swallowed, Err(StoreError::Database(m)) if m.contains("savepoint was rolled back")),
+        "the savepoint tells its body failed: {swallowed:?}"
+    );
+    assert_eq!(names(&store).await, ["apple", "plum"], "the savepoint's writes are undone, the rest commits");
+}
