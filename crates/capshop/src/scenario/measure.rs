@@ -155,7 +155,11 @@ impl Probe {
             backlog += ctx
                 .store
                 .transact(|tx| {
-                    tx.query_one("SELECT COALESCE(SUM(last_seq - relayed_seq), 0) FROM kit_outbox_head", &[])?
+                    tx.query_one(
+                        "SELECT COALESCE(SUM(h.last_seq - COALESCE(r.relayed_seq, 0)), 0) FROM kit_outbox_head h \
+                         LEFT JOIN kit_outbox_relayed r ON r.stream = h.stream",
+                        &[],
+                    )?
                         .get::<u64>(0)
                 })
                 .await?;
