@@ -491,6 +491,19 @@ mod tests {
     }
 
     #[test]
+    fn a_store_url_sets_the_call_bound_and_keeps_the_servers_own_settings() {
+        let (url, bound) = split_settings("postgres://a@h:1/db?call_timeout=2.5&sslmode=disable").unwrap();
+        assert_eq!(
+            (url.as_str(), bound),
+            ("postgres://a@h:1/db?sslmode=disable", Duration::from_millis(2500))
+        );
+        let (url, bound) = split_settings("postgres://a@h:1/db").unwrap();
+        assert_eq!((url.as_str(), bound), ("postgres://a@h:1/db", DEFAULT_CALL_TIMEOUT));
+        let refused = split_settings("postgres://a@h:1/db?call_timeout=0").unwrap_err();
+        assert!(refused.contains("give a positive number of seconds"), "{refused}");
+    }
+
+    #[test]
     fn numerics_without_a_fraction_decode_as_integers_and_others_as_floats() {
         assert_eq!(numeric(&encode(0, 0, 0, 0, &[])).unwrap(), Value::Int(0));
         assert_eq!(numeric(&encode(2, 1, 0, 0, &[12, 3456])).unwrap(), Value::Int(123_456));

@@ -158,8 +158,16 @@ fn numbered_in_order(sql: &str) -> bool {
     true
 }
 
+/// A failure of the database file itself (busy past the busy timeout, locked, full, an
+/// I/O error, unopenable or read-only) is the store's, not the statement's: `Unavailable`.
 fn db(e: rusqlite::Error) -> StoreError {
-    StoreError::Database(e.to_string())
+    use rusqlite::ErrorCode::*;
+    match e.sqlite_error_code() {
+        Some(
+            DatabaseBusy | DatabaseLocked | DiskFull | SystemIoFailure | CannotOpen | ReadOnly | OutOfMemory,
+        ) => StoreError::Unavailable(format!("{e} (the database file cannot serve now; try again)")),
+        _ => StoreError::Database(e.to_string()),
+    }
 }
 
 #[cfg(test)]

@@ -103,3 +103,22 @@ async fn a_savepoint_whose_body_swallowed_a_failed_statement_is_undone_and_the_t
     );
     assert_eq!(names(&store).await, ["apple", "plum"], "the savepoint's writes are undone, the rest commits");
 }
+
+#[tokio::test]
+async fn the_server_gives_up_on_a_slow_statement_below_the_call_bound_and_the_store_goes_on() {
+    let Some(db) = TestDb::postgres() else { return };
+    let store = Store::open(&format!("{}?call_timeout=1", db.url), &[&ITEMS]).await.unwrap();
+    let timeouts = store
+        .transact(|tx| {
+            let statement: String = tx.query_one("SHOW statement_timeout", &[])?.take(0)?;
+            let lock: String = tx.query_one("SHOW lock_timeout", &[])?.take(0)?;
+            Ok::<_, StoreError>((statement, lock))
+        })
+        .await
+        .unwrap();
+    assert_eq!(timeouts, ("800ms".to_owned(), "500ms".to_owned()), "4/5 and 1/2 of the call bound");
+    let slow = store.transact(|tx| tx.execute("SELECT pg_sleep(30)", &[])).await;
+    assert!(matches!(&slow, Err(StoreError::Unavailable(m)) if m.contains("57014")), "{slow:?}");
+    store.transact(|tx| insert(tx, "apple", 1)).await.expect("the store goes on after a cancelled statement");
+    assert_eq!(names(&store).await, ["apple"]);
+}
