@@ -3,6 +3,8 @@
 //! relay beside a writer that keeps its transaction open. Real PostgreSQL servers of the
 //! tests' own; skipped loudly when none is on PATH, failing in CI.
 
+#![allow(clippy::print_stderr, reason = "the outage tests report what they measured")]
+
 use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
 use std::time::Duration;
@@ -145,7 +147,9 @@ async fn a_consumer_whose_postgres_is_killed_under_load_and_restarted_converges_
     assert!(matches!(&down, Err(e) if e.is_unavailable()), "a killed server is unavailable: {down:?}");
     tokio::time::sleep(Duration::from_secs(2)).await;
     tokio::task::block_in_place(|| server.restart());
+    let restarted = tokio::time::Instant::now();
     pipeline.assert_converged().await;
+    eprintln!("converged {:?} after the server restarted", restarted.elapsed());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,7 +165,15 @@ async fn every_store_call_gives_up_within_the_bound_while_postgres_is_frozen_and
     let calls: Vec<_> = (0..4)
         .map(|_| {
             let replica = pipeline.replica.clone();
-            tokio::spawn(async move { replica.transact(|tx| tx.query_one("SELECT 1", &[]).map(drop)).await })
+            tokio::spawn(async move {
+                let asked = tokio::time::Instant::now();
+                let answered = replica.transact(|tx| tx.query_one("SELECT 1", &[]).map(drop)).await;
+                eprintln!(
+                    "a call to the frozen server answered after {:?} (bound {bound} s)",
+                    asked.elapsed()
+                );
+                answered
+            })
         })
         .collect();
     for call in calls {
@@ -175,7 +187,9 @@ async fn every_store_call_gives_up_within_the_bound_while_postgres_is_frozen_and
         }
     }
     tokio::task::block_in_place(|| server.cont());
+    let thawed = tokio::time::Instant::now();
     pipeline.assert_converged().await;
+    eprintln!("converged {:?} after the server went on", thawed.elapsed());
 }
 
 /// A writer that appended and keeps its transaction open holds its stream's head row: the
