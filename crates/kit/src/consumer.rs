@@ -7,10 +7,16 @@
 //! deliveries acknowledged. A failing event is retried with backoff and jitter by the bus,
 //! durably, and becomes a dead letter when its attempts are used up; a malformed envelope
 //! or unknown schema version is a dead letter at once. Neither stops the consumer.
+//!
+//! A failing store is not the event's fault: when the batch transaction fails with a
+//! retryable store error (the database refused, lost or did not answer, a failed COMMIT),
+//! the deliveries are released without using an attempt and the consumer backs off until
+//! the store answers again.
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tracing::{debug, warn};
 
@@ -82,6 +88,9 @@ pub struct ConsumerConfig {
     pub batch: usize,
     /// The delay before each retry of a failed event.
     pub retry: Backoff,
+    /// The wait before trying again after the bus or the consumer's own store failed;
+    /// it grows with each failure in a row and starts over after a batch succeeds.
+    pub outage: Backoff,
     pub schemas: Schemas,
     /// How long applied event ids stay in the inbox once dedup no longer needs them.
     pub inbox: InboxRetention,
@@ -93,6 +102,7 @@ impl ConsumerConfig {
             spec,
             batch: 500,
             retry: Backoff::default(),
+            outage: Backoff::new(Duration::from_millis(100), Duration::from_secs(5)),
             schemas: Schemas::new(),
             inbox: InboxRetention::default(),
         }
@@ -100,6 +110,11 @@ impl ConsumerConfig {
 
     pub fn inbox(mut self, inbox: InboxRetention) -> Self {
         self.inbox = inbox;
+        self
+    }
+
+    pub fn outage(mut self, outage: Backoff) -> Self {
+        self.outage = outage;
         self
     }
 
@@ -117,6 +132,18 @@ impl ConsumerConfig {
         self.schemas = schemas;
         self
     }
+}
+
+/// Why a batch could not be settled as applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumeError {
+    /// The bus failed; the consumer attaches again.
+    #[error("{0}")]
+    Bus(#[from] BusError),
+    /// The consumer's own store failed; the batch's deliveries were released without
+    /// using an attempt.
+    #[error("{0}")]
+    Store(StoreError),
 }
 
 /// What became of one delivery inside the batch transaction.
@@ -175,13 +202,13 @@ impl<H: Handler> Consumer<H> {
         let mut failures = 0;
         loop {
             let attached = tokio::select! {
-                result = self.consume() => result,
+                result = self.consume(&mut failures) => result,
                 _ = &mut pruning => continue,
                 _ = &mut shutdown => return,
             };
             let Err(e) = attached;
             failures += 1;
-            let delay = self.config.retry.delay(failures.min(8));
+            let delay = self.config.outage.delay(failures);
             warn!(consumer = %self.name(), error = %e, retry_in_ms = delay.as_millis() as u64, "consumer detached");
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
@@ -191,23 +218,40 @@ impl<H: Handler> Consumer<H> {
         }
     }
 
-    /// Attaches and applies batches until the bus fails.
-    async fn consume(&self) -> Result<std::convert::Infallible, BusError> {
+    /// Attaches and applies batches until the bus fails; while the store fails, waits
+    /// with backoff between batches. `failures` counts failures in a row.
+    async fn consume(&self, failures: &mut u32) -> Result<std::convert::Infallible, BusError> {
         let mut subscription = self.bus.subscribe(&self.config.spec).await?;
         subscription.count_exhausted(self.counters.dead_lettered.clone());
         loop {
             let deliveries = subscription.fetch(self.config.batch).await?;
-            self.apply_batch(subscription.as_mut(), deliveries).await?;
-            self.pruner.applied();
+            match self.apply_batch(subscription.as_mut(), deliveries).await {
+                Ok(()) => {
+                    *failures = 0;
+                    self.pruner.applied();
+                }
+                Err(ConsumeError::Bus(e)) => return Err(e),
+                Err(ConsumeError::Store(e)) => {
+                    *failures += 1;
+                    let delay = self.config.outage.delay(*failures);
+                    warn!(consumer = %self.name(), error = %e, retry_in_ms = delay.as_millis() as u64,
+                        "the consumer's store failed; its deliveries were released without using an attempt");
+                    tokio::time::sleep(delay).await;
+                }
+            }
         }
     }
 
     /// Applies one batch of deliveries in one transaction and settles each with the bus.
+    ///
+    /// When the transaction fails with a retryable store error, nothing of the batch took
+    /// effect and it is not the events' fault: the deliveries are released without using
+    /// an attempt, and the error is returned as [`ConsumeError::Store`].
     pub async fn apply_batch(
         &self,
         subscription: &mut dyn Subscription,
         deliveries: Vec<Delivery>,
-    ) -> Result<(), BusError> {
+    ) -> Result<(), ConsumeError> {
         let decoded: Vec<_> = deliveries
             .iter()
             .map(|d| self.config.schemas.decode(&d.message.body).map_err(|e| e.to_string()))
@@ -216,14 +260,21 @@ impl<H: Handler> Consumer<H> {
         let outcomes = self.store.transact(move |tx| apply(tx, &name, handler.as_ref(), decoded, now)).await;
         let outcomes = match outcomes {
             Ok(outcomes) => outcomes,
+            Err(e) if e.is_retryable() => {
+                let tags: Vec<DeliveryTag> = deliveries.iter().map(|d| d.tag).collect();
+                subscription.release(&tags).await?;
+                return Err(ConsumeError::Store(e));
+            }
             Err(e) => {
-                // The whole transaction failed, so nothing of the batch took effect.
+                // The whole transaction failed for a reason a retry would not fix by itself
+                // (a failed decode of the consumer's own rows, a panic outside a handler):
+                // nothing of the batch took effect, and each delivery uses an attempt.
                 let failure = HandlerError::from(e);
                 deliveries.iter().map(|_| Outcome::Failed(failure.clone())).collect()
             }
         };
         crashpoint::reached("consumer.after_apply");
-        self.settle(subscription, &deliveries, outcomes).await
+        Ok(self.settle(subscription, &deliveries, outcomes).await?)
     }
 
     async fn settle(
@@ -307,33 +358,38 @@ pub(crate) fn apply(
     });
     let outcomes = match optimistic {
         Ok(outcomes) => outcomes,
-        Err(BatchFailed::Store(e)) => return Err(e),
-        Err(BatchFailed::Isolate) => decoded
-            .iter()
-            .map(|event| match event {
-                Err(e) => Outcome::Undecodable(e.clone()),
-                Ok(event) => match tx.savepoint(|tx| apply_one(tx, consumer, handler, event, now_ms)) {
-                    Ok(true) => Outcome::Applied,
-                    Ok(false) => Outcome::Duplicate,
-                    Err(e) => Outcome::Failed(e),
-                },
-            })
-            .collect(),
+        // The store itself failed (not an event): the transaction cannot commit.
+        Err(_) if let Some(e) = tx.unavailable() => return Err(e),
+        Err(_) => {
+            let mut outcomes = Vec::with_capacity(decoded.len());
+            for event in &decoded {
+                outcomes.push(match event {
+                    Err(e) => Outcome::Undecodable(e.clone()),
+                    Ok(event) => match tx.savepoint(|tx| apply_one(tx, consumer, handler, event, now_ms)) {
+                        Ok(true) => Outcome::Applied,
+                        Ok(false) => Outcome::Duplicate,
+                        Err(_) if let Some(e) = tx.unavailable() => return Err(e),
+                        Err(e) => Outcome::Failed(e),
+                    },
+                });
+            }
+            outcomes
+        }
     };
     record_positions(tx, consumer, &decoded, &outcomes)?;
     Ok(outcomes)
 }
 
-/// Why the optimistic pass over a batch was rolled back.
+/// Why the optimistic pass over a batch was rolled back: an event failed, or a savepoint
+/// statement did (the caller tells the store's failure from an event's by the transaction).
 enum BatchFailed {
-    /// An event failed: apply the batch again, one savepoint per event.
     Isolate,
-    Store(StoreError),
+    Store,
 }
 
 impl From<StoreError> for BatchFailed {
-    fn from(e: StoreError) -> Self {
-        BatchFailed::Store(e)
+    fn from(_: StoreError) -> Self {
+        BatchFailed::Store
     }
 }
 

@@ -194,4 +194,9 @@ impl Subscription for LinkedSubscription {
     fn count_exhausted(&mut self, counter: prometheus_client::metrics::counter::Counter) {
         self.inner.count_exhausted(counter);
     }
+
+    async fn release(&mut self, tags: &[DeliveryTag]) -> Result<(), BusError> {
+        self.link.pass(Direction::Out).await?;
+        self.inner.release(tags).await
+    }
 }

@@ -17,10 +17,12 @@ pub const MIGRATIONS: Migrations = Migrations {
     sqlite: &[
         include_str!("../migrations/sqlite/0001_outbox_inbox.sql"),
         include_str!("../migrations/sqlite/0004_inbox_position.sql"),
+        include_str!("../migrations/sqlite/0006_outbox_relayed.sql"),
     ],
     postgres: &[
         include_str!("../migrations/postgres/0001_outbox_inbox.sql"),
         include_str!("../migrations/postgres/0004_inbox_position.sql"),
+        include_str!("../migrations/postgres/0006_outbox_relayed.sql"),
     ],
 };
 
@@ -57,7 +59,7 @@ impl Outbox {
         let count = events.len() as u64;
         let last: u64 = tx
             .query_one(
-                "INSERT INTO kit_outbox_head (stream, last_seq, relayed_seq) VALUES ($1, $2, 0) \
+                "INSERT INTO kit_outbox_head (stream, last_seq) VALUES ($1, $2) \
                  ON CONFLICT (stream) DO UPDATE SET last_seq = kit_outbox_head.last_seq + $2 \
                  RETURNING last_seq",
                 &[stream.into(), count.into()],
@@ -97,7 +99,8 @@ impl Outbox {
     /// Events still waiting for the relay.
     pub fn backlog(&self, tx: &mut Tx<'_>) -> Result<u64, StoreError> {
         let row = tx.query_opt(
-            "SELECT last_seq - relayed_seq FROM kit_outbox_head WHERE stream = $1",
+            "SELECT h.last_seq - coalesce(r.relayed_seq, 0) FROM kit_outbox_head h \
+             LEFT JOIN kit_outbox_relayed r ON r.stream = h.stream WHERE h.stream = $1",
             &[self.stream.as_str().into()],
         )?;
         row.map_or(Ok(0), |r| r.get(0))
@@ -114,7 +117,7 @@ pub(crate) struct Pending {
 
 pub(crate) fn read_pending(tx: &mut Tx<'_>, stream: &str, limit: usize) -> Result<Vec<Pending>, StoreError> {
     let relayed: u64 = tx
-        .query_opt("SELECT relayed_seq FROM kit_outbox_head WHERE stream = $1", &[stream.into()])?
+        .query_opt("SELECT relayed_seq FROM kit_outbox_relayed WHERE stream = $1", &[stream.into()])?
         .map_or(Ok(0), |r| r.get(0))?;
     tx.query(
         "SELECT seq, id, key, body FROM kit_outbox WHERE stream = $1 AND seq > $2 ORDER BY seq LIMIT $3",
@@ -125,10 +128,13 @@ pub(crate) fn read_pending(tx: &mut Tx<'_>, stream: &str, limit: usize) -> Resul
     .collect()
 }
 
-/// Records that everything up to `seq` is on the bus and drops those rows.
+/// Records that everything up to `seq` is on the bus and drops those rows; touches
+/// nothing a writer locks, so it never waits behind an open writer.
 pub(crate) fn mark_relayed(tx: &mut Tx<'_>, stream: &str, seq: u64) -> Result<(), StoreError> {
     tx.execute(
-        "UPDATE kit_outbox_head SET relayed_seq = $2 WHERE stream = $1 AND relayed_seq < $2",
+        "INSERT INTO kit_outbox_relayed (stream, relayed_seq) VALUES ($1, $2) \
+         ON CONFLICT (stream) DO UPDATE SET relayed_seq = excluded.relayed_seq \
+         WHERE excluded.relayed_seq > kit_outbox_relayed.relayed_seq",
         &[stream.into(), seq.into()],
     )?;
     tx.execute("DELETE FROM kit_outbox WHERE stream = $1 AND seq <= $2", &[stream.into(), seq.into()])?;

@@ -583,6 +583,30 @@ impl Subscription for EmbeddedSubscription {
     fn count_exhausted(&mut self, counter: Counter) {
         self.exhausted = counter;
     }
+
+    async fn release(&mut self, tags: &[DeliveryTag]) -> Result<(), BusError> {
+        if tags.is_empty() {
+            return Ok(());
+        }
+        let name = self.spec.name.clone();
+        let tags = tags.to_vec();
+        self.bus
+            .store
+            .transact(move |tx| {
+                for tag in &tags {
+                    // Due again at once; the next take counts the same attempt again.
+                    tx.execute(
+                        "UPDATE bus_pending SET state = 'ready', visible_at_ms = 0, attempts = attempts - 1 \
+                         WHERE consumer = $1 AND pos = $2 AND state = 'inflight' AND attempts > 0",
+                        &[(&name).into(), tag.0.into()],
+                    )?;
+                }
+                Ok::<_, StoreError>(())
+            })
+            .await?;
+        self.bus.wake();
+        Ok(())
+    }
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

@@ -7,8 +7,8 @@
 //! messages: it never parses an envelope, so a malformed one still reaches its consumer
 //! and goes to dead letters.
 //!
-//! Words: a delivery is *settled* when its subscription is told its outcome (ack, retry
-//! or dead letter); a message of a per-key consumer that waits behind an earlier pending
+//! Words: a delivery is *settled* when its subscription is told its outcome (ack, retry,
+//! release or dead letter); a message of a per-key consumer that waits behind an earlier pending
 //! one of its key is *parked*.
 
 #[cfg(any(test, feature = "test-support"))]
@@ -262,6 +262,11 @@ pub trait Subscription: Send {
     /// a `retry` or `reject` from the consumer: one whose ack waits ran out `max_attempts`
     /// times.
     fn count_exhausted(&mut self, counter: Counter);
+
+    /// Gives deliveries back without using an attempt: each is delivered again, as the same
+    /// attempt, for failures that are not the message's fault (the consumer's own store is
+    /// down). A per-key consumer's later messages of the key stay parked behind it.
+    async fn release(&mut self, tags: &[DeliveryTag]) -> Result<(), BusError>;
 }
 
 /// Opens the bus named by `url`.

@@ -190,6 +190,40 @@ async fn attempts_survive_a_consumer_restart() {
     assert_eq!(bus.dead_letters(&DeadLetterFilter::all()).await.unwrap()[0].attempts, 3);
 }
 
+/// A store that cannot take the batch transaction (another process holds its write lock
+/// past the busy timeout) releases the batch: with one attempt allowed, each event comes
+/// back as attempt 1 instead of becoming a dead letter, and applies once the lock is gone.
+#[tokio::test]
+async fn a_failing_store_costs_no_attempt_and_the_batch_applies_once_it_is_back() {
+    let bus = memory_bus().await;
+    let producer = Producer::new("orders", bus.clone()).await;
+    producer.emit(vec![event("o-1", 1), event("o-2", 1)]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("consumer.db");
+    let store = Store::open(&format!("sqlite:{}", path.display()), &[&crate::outbox::MIGRATIONS, &TALLY])
+        .await
+        .unwrap();
+    let spec = ConsumerSpec::new("tally", &["orders"]).max_attempts(1);
+    let consumer = Consumer::new(store.clone(), bus.clone(), Tally, ConsumerConfig::new(spec.clone()));
+    let mut subscription = bus.subscribe(&spec).await.unwrap();
+    let deliveries = subscription.fetch(10).await.unwrap();
+    assert_eq!(deliveries.len(), 2);
+
+    let blocker = rusqlite::Connection::open(&path).unwrap();
+    blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let failed = consumer.apply_batch(subscription.as_mut(), deliveries).await;
+    assert!(matches!(&failed, Err(ConsumeError::Store(e)) if e.is_retryable()), "{failed:?}");
+    blocker.execute_batch("ROLLBACK").unwrap();
+
+    let again = subscription.fetch(10).await.unwrap();
+    let attempts: Vec<u32> = again.iter().map(|d| d.attempt).collect();
+    assert_eq!(attempts, [1, 1], "the store's failure used no attempt");
+    consumer.apply_batch(subscription.as_mut(), again).await.unwrap();
+    assert!(bus.dead_letters(&DeadLetterFilter::all()).await.unwrap().is_empty(), "no dead letter");
+    assert_eq!(tally(&store).await, [("o-1".into(), 1, 1), ("o-2".into(), 1, 1)]);
+    assert_eq!(consumer.counters.retried.get() + consumer.counters.dead_lettered.get(), 0);
+}
+
 /// The consumer's store on a fresh database of the backend under test; producers stay
 /// in memory (the relay's own suite covers their backends).
 async fn consumer_store(db: &TestDb) -> Store {

@@ -24,8 +24,11 @@ pub(super) async fn apply(store: &Store, all: &[&Migrations]) -> Result<(), Stor
         })
         .collect();
     store
-        .transact(move |tx| {
+        .transact_unbounded(move |tx| {
             if tx.dialect() == Dialect::Postgres {
+                // A migration may rightly take long; the server's bounds do not apply.
+                tx.execute("SET LOCAL statement_timeout = 0", &[])?;
+                tx.execute("SET LOCAL lock_timeout = 0", &[])?;
                 // Stores opening the same database at once migrate one after another; each
                 // statement after the lock sees what the previous one committed.
                 tx.execute("SELECT pg_advisory_xact_lock(7170617)", &[])?;

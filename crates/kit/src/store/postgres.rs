@@ -1,107 +1,252 @@
-//! PostgreSQL on the synchronous `postgres` crate: one connection on the store's own
-//! thread, a prepared-statement cache, and a new connection after one is lost.
+//! PostgreSQL on `tokio-postgres`, driven by a runtime of the store's own thread: one
+//! connection, a prepared-statement cache, a new connection after one is lost, and a
+//! bound on every call to the server.
 //!
-//! Transactions run at PostgreSQL's default isolation, READ COMMITTED. A transaction whose
-//! connection is lost fails with [`StoreError::Unreachable`]; the next one connects again,
-//! so a database server that was killed and restarted needs no service restart.
+//! Transactions run at PostgreSQL's default isolation, READ COMMITTED. A server that is
+//! stopped or cut off enforces nothing, so the client does: every transaction must get its
+//! answers (connecting included) within the call bound (5 s; `call_timeout=SECONDS` in the
+//! store URL) counted from when it was submitted. A call that does not answer in time, or
+//! whose connection is refused or lost, fails with [`StoreError::Unavailable`]; the
+//! connection is dropped and the next transaction connects again, so a server that was
+//! killed, stopped or restarted needs no service restart. Below the bound the server
+//! cancels slow statements itself (`statement_timeout`, `lock_timeout`), which keeps the
+//! connection, and TCP keepalives find a silent peer behind an idle connection.
 
 use std::collections::HashMap;
 use std::error::Error as StdError;
-use std::time::Duration;
+use std::future::Future;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use postgres::error::SqlState;
-use postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
-use postgres::{Client, NoTls, Statement};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
+use tokio_postgres::{Client, NoTls, Statement};
 
 use super::{AfterCommit, Backend, Connection, Dialect, Job, Param, Row, StoreError, Tx, Value};
 
-/// How long connecting may take before the transaction fails as unreachable.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a transaction may wait for the server, unless the URL sets `call_timeout`.
+pub(super) const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long an idle connection stays silent before TCP keepalives probe it.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+const KEEPALIVE_RETRIES: u32 = 3;
 
 /// Prepared statements kept per connection; the cache starts over when it is full.
 const STATEMENT_CACHE: usize = 512;
 
 type BoxError = Box<dyn StdError + Sync + Send>;
 
-/// Starts the database thread for `url` and returns its job queue once it is connected.
-pub(super) async fn spawn(url: &str) -> Result<std::sync::mpsc::Sender<Job>, StoreError> {
-    let mut config: postgres::Config = url
-        .parse()
-        .map_err(|e: postgres::Error| StoreError::Open { url: url.to_owned(), reason: e.to_string() })?;
+/// Starts the database thread for `url`; returns its job queue once it is connected, and
+/// the call bound.
+pub(super) async fn spawn(url: &str) -> Result<(std::sync::mpsc::Sender<Job>, Duration), StoreError> {
+    let open_error = |reason: String| StoreError::Open { url: url.to_owned(), reason };
+    let (server_url, bound) = split_settings(url).map_err(open_error)?;
+    let mut config: tokio_postgres::Config =
+        server_url.parse().map_err(|e: tokio_postgres::Error| open_error(e.to_string()))?;
     if config.get_connect_timeout().is_none() {
-        config.connect_timeout(CONNECT_TIMEOUT);
+        config.connect_timeout(bound);
     }
-    super::spawn_thread(url, move || {
-        let mut backend = Postgres { config, session: None };
-        backend.session().map_err(|e| e.to_string())?;
+    config
+        .keepalives(true)
+        .keepalives_idle(KEEPALIVE_IDLE)
+        .keepalives_interval(KEEPALIVE_INTERVAL)
+        .keepalives_retries(KEEPALIVE_RETRIES);
+    // The server gives up first, with a clean error that keeps the connection; what the
+    // URL's own `options` say comes later and wins.
+    let server_side = format!(
+        "-c statement_timeout={} -c lock_timeout={}",
+        (bound * 4 / 5).as_millis().max(1),
+        (bound / 2).as_millis().max(1)
+    );
+    let options = match config.get_options() {
+        Some(given) => format!("{server_side} {given}"),
+        None => server_side,
+    };
+    config.options(options);
+    let jobs = super::spawn_thread(url, move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the store's runtime: {e}"))?;
+        let mut backend = Postgres { runtime, config, bound, session: None };
+        backend.session(Some(Instant::now() + bound)).map_err(|f| f.into_error(bound).to_string())?;
         Ok(backend)
     })
-    .await
+    .await?;
+    Ok((jobs, bound))
+}
+
+/// Takes the kit's own settings out of a store URL (`call_timeout=SECONDS`, fractions
+/// allowed) and gives back the URL for the server with the bound.
+fn split_settings(url: &str) -> Result<(String, Duration), String> {
+    let Some((base, query)) = url.split_once('?') else { return Ok((url.to_owned(), DEFAULT_CALL_TIMEOUT)) };
+    let mut bound = DEFAULT_CALL_TIMEOUT;
+    let mut rest = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("call_timeout", value)) => {
+                let seconds =
+                    value.parse::<f64>().ok().filter(|s| s.is_finite() && *s > 0.0).ok_or_else(|| {
+                        format!(
+                            "call_timeout={value}: give a positive number of seconds, e.g. call_timeout=5"
+                        )
+                    })?;
+                bound = Duration::from_secs_f64(seconds);
+            }
+            _ => rest.push(pair),
+        }
+    }
+    let url = if rest.is_empty() { base.to_owned() } else { format!("{base}?{}", rest.join("&")) };
+    Ok((url, bound))
 }
 
 struct Postgres {
-    config: postgres::Config,
+    runtime: tokio::runtime::Runtime,
+    config: tokio_postgres::Config,
+    bound: Duration,
     session: Option<Session>,
 }
 
 /// One live connection and the statements prepared on it.
 struct Session {
     client: Client,
+    /// The task that drives the connection's socket; it runs while a call waits.
+    connection: tokio::task::JoinHandle<()>,
     statements: HashMap<String, Statement>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // Closes the socket, so the server ends the backend and rolls back what it held.
+        self.connection.abort();
+    }
+}
+
+/// Why a call to the server failed.
+enum Failure {
+    Server(tokio_postgres::Error),
+    /// No answer before the transaction's deadline.
+    TimedOut,
+}
+
+impl Failure {
+    /// Whether the connection cannot be used any more.
+    fn loses_connection(&self) -> bool {
+        match self {
+            Failure::Server(e) => lost(e),
+            Failure::TimedOut => true,
+        }
+    }
+
+    fn into_error(self, bound: Duration) -> StoreError {
+        match self {
+            Failure::Server(e) => db(e),
+            Failure::TimedOut => StoreError::Unavailable(format!(
+                "the database did not answer within {bound:?}; the connection was dropped and the next \
+                 transaction connects again (the bound is call_timeout=SECONDS in the store URL)"
+            )),
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for Failure {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Failure::Server(e)
+    }
+}
+
+/// Runs one call to the server on the store's runtime, giving up at `deadline`.
+fn call<T>(
+    runtime: &tokio::runtime::Runtime,
+    deadline: Option<Instant>,
+    work: impl Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<T, Failure> {
+    match deadline {
+        None => runtime.block_on(work).map_err(Failure::Server),
+        Some(deadline) if Instant::now() >= deadline => Err(Failure::TimedOut),
+        Some(deadline) => {
+            let at = tokio::time::Instant::from_std(deadline);
+            match runtime.block_on(async { tokio::time::timeout_at(at, work).await }) {
+                Ok(result) => result.map_err(Failure::Server),
+                Err(_) => Err(Failure::TimedOut),
+            }
+        }
+    }
 }
 
 impl Postgres {
     /// The live session, connecting first when there is none.
-    fn session(&mut self) -> Result<&mut Session, StoreError> {
+    fn session(&mut self, deadline: Option<Instant>) -> Result<&mut Session, Failure> {
         if self.session.as_ref().is_some_and(|s| s.client.is_closed()) {
             self.session = None;
         }
         if self.session.is_none() {
-            let client = self.config.connect(NoTls).map_err(db)?;
-            self.session = Some(Session { client, statements: HashMap::new() });
+            let (client, connection) = call(&self.runtime, deadline, self.config.connect(NoTls))?;
+            let connection = self.runtime.spawn(async move {
+                let _ = connection.await;
+            });
+            self.session = Some(Session { client, connection, statements: HashMap::new() });
         }
         Ok(self.session.as_mut().expect("a session was just made"))
     }
 
+    fn try_begin(&mut self, deadline: Option<Instant>) -> Result<(), Failure> {
+        self.session(deadline)?;
+        let session = self.session.as_ref().expect("a session was just made");
+        call(&self.runtime, deadline, session.client.batch_execute("BEGIN"))
+    }
+
     /// Begins a transaction. A connection found dead at BEGIN is replaced once: nothing
     /// has run yet, so the first transaction after a server restart succeeds.
-    fn begin(&mut self) -> Result<(), StoreError> {
-        match self.session()?.client.batch_execute("BEGIN") {
+    fn begin(&mut self, deadline: Option<Instant>) -> Result<(), StoreError> {
+        match self.try_begin(deadline) {
             Ok(()) => Ok(()),
-            Err(e) if lost(&e) => {
+            Err(Failure::Server(e)) if lost(&e) => {
                 self.session = None;
-                self.session()?.client.batch_execute("BEGIN").map_err(|e| self.fail(e))
+                self.try_begin(deadline).map_err(|f| self.fail(f))
             }
-            Err(e) => Err(self.fail(e)),
+            Err(f) => Err(self.fail(f)),
         }
     }
 
-    /// Maps `e`, dropping the session when it says the connection is gone.
-    fn fail(&mut self, e: postgres::Error) -> StoreError {
-        if lost(&e) {
+    /// Maps `failure`, dropping the session when it says the connection is gone.
+    fn fail(&mut self, failure: Failure) -> StoreError {
+        if failure.loses_connection() {
             self.session = None;
         }
-        db(e)
+        failure.into_error(self.bound)
     }
 }
 
 impl Backend for Postgres {
-    fn run(&mut self, body: &mut dyn FnMut(&mut Tx<'_>) -> bool) -> Result<Vec<AfterCommit>, StoreError> {
-        self.begin()?;
+    fn run(
+        &mut self,
+        deadline: Option<Instant>,
+        body: &mut dyn FnMut(&mut Tx<'_>) -> bool,
+    ) -> Result<Vec<AfterCommit>, StoreError> {
+        self.begin(deadline)?;
         let session = self.session.as_mut().expect("begin leaves a session");
-        let mut conn = PostgresTx { session, aborted: false, lost: false };
+        let mut conn = PostgresTx {
+            session,
+            runtime: &self.runtime,
+            deadline,
+            bound: self.bound,
+            aborted: false,
+            lost: None,
+        };
         let mut tx = Tx::new(&mut conn);
         let commit = body(&mut tx);
         let hooks = tx.into_after_commit();
-        let (aborted, lost) = (conn.aborted, conn.lost);
-        if lost {
+        let (aborted, lost) = (conn.aborted, conn.lost.take());
+        if let Some(reason) = lost {
             self.session = None;
-            return Err(StoreError::Unreachable("the connection was lost during the transaction".into()));
+            return Err(StoreError::Unavailable(reason));
         }
         let end = if commit && !aborted { "COMMIT" } else { "ROLLBACK" };
-        let ended = self.session.as_mut().expect("the session is still there").client.batch_execute(end);
-        ended.map_err(|e| self.fail(e))?;
+        let session = self.session.as_ref().expect("the session is still there");
+        let ended = call(&self.runtime, deadline, session.client.batch_execute(end));
+        ended.map_err(|f| self.fail(f))?;
         match (commit, aborted) {
             // PostgreSQL answers COMMIT of an aborted transaction with a silent rollback;
             // a body that swallowed a failed statement must not pass for committed.
@@ -116,17 +261,21 @@ impl Backend for Postgres {
 
 struct PostgresTx<'s> {
     session: &'s mut Session,
+    runtime: &'s tokio::runtime::Runtime,
+    deadline: Option<Instant>,
+    bound: Duration,
     /// A statement failed and no savepoint rollback has undone it since.
     aborted: bool,
-    lost: bool,
+    /// Why the connection cannot be used any more, once a call lost it or timed out.
+    lost: Option<String>,
 }
 
 impl PostgresTx<'_> {
-    fn statement(&mut self, sql: &str) -> Result<Statement, postgres::Error> {
+    fn statement(&mut self, sql: &str) -> Result<Statement, Failure> {
         if let Some(statement) = self.session.statements.get(sql) {
             return Ok(statement.clone());
         }
-        let statement = self.session.client.prepare(sql)?;
+        let statement = call(self.runtime, self.deadline, self.session.client.prepare(sql))?;
         if self.session.statements.len() >= STATEMENT_CACHE {
             self.session.statements.clear();
         }
@@ -134,8 +283,11 @@ impl PostgresTx<'_> {
         Ok(statement)
     }
 
-    /// Records what a statement's outcome says about the transaction.
-    fn note<T>(&mut self, sql: &str, result: Result<T, postgres::Error>) -> Result<T, StoreError> {
+    /// Records what a call's outcome says about the transaction.
+    fn note<T>(&mut self, sql: &str, result: Result<T, Failure>) -> Result<T, StoreError> {
+        if let Some(reason) = &self.lost {
+            return Err(StoreError::Unavailable(reason.clone()));
+        }
         match result {
             Ok(v) => {
                 if sql.starts_with("ROLLBACK TO ") {
@@ -143,10 +295,14 @@ impl PostgresTx<'_> {
                 }
                 Ok(v)
             }
-            Err(e) => {
+            Err(failure) => {
                 self.aborted = true;
-                self.lost |= lost(&e);
-                Err(db(e))
+                let loses = failure.loses_connection();
+                let e = failure.into_error(self.bound);
+                if loses {
+                    self.lost = Some(e.to_string());
+                }
+                Err(e)
             }
         }
     }
@@ -160,12 +316,14 @@ impl Connection for PostgresTx<'_> {
     fn execute(&mut self, sql: &str, params: &[Param<'_>]) -> Result<usize, StoreError> {
         let binds: Vec<Bind<'_, '_>> = params.iter().map(Bind).collect();
         let refs: Vec<&(dyn ToSql + Sync)> = binds.iter().map(|b| b as &(dyn ToSql + Sync)).collect();
-        let result = self.statement(sql).and_then(|st| self.session.client.execute(&st, &refs));
+        let result = self
+            .statement(sql)
+            .and_then(|st| call(self.runtime, self.deadline, self.session.client.execute(&st, &refs)));
         self.note(sql, result).map(|n| n as usize)
     }
 
     fn execute_script(&mut self, sql: &str) -> Result<(), StoreError> {
-        let result = self.session.client.batch_execute(sql);
+        let result = call(self.runtime, self.deadline, self.session.client.batch_execute(sql));
         // A script may change tables that cached statements read.
         self.session.statements.clear();
         self.note(sql, result)
@@ -174,7 +332,9 @@ impl Connection for PostgresTx<'_> {
     fn query(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, StoreError> {
         let binds: Vec<Bind<'_, '_>> = params.iter().map(Bind).collect();
         let refs: Vec<&(dyn ToSql + Sync)> = binds.iter().map(|b| b as &(dyn ToSql + Sync)).collect();
-        let result = self.statement(sql).and_then(|st| self.session.client.query(&st, &refs));
+        let result = self
+            .statement(sql)
+            .and_then(|st| call(self.runtime, self.deadline, self.session.client.query(&st, &refs)));
         let rows = self.note(sql, result)?;
         rows.iter()
             .map(|row| {
@@ -290,7 +450,7 @@ fn numeric(raw: &[u8]) -> Result<Value, BoxError> {
 }
 
 /// Whether `e` means the connection is gone (closed, broken, or the server shutting down).
-fn lost(e: &postgres::Error) -> bool {
+fn lost(e: &tokio_postgres::Error) -> bool {
     let shutting_down = [SqlState::ADMIN_SHUTDOWN, SqlState::CRASH_SHUTDOWN, SqlState::CANNOT_CONNECT_NOW];
     e.is_closed()
         || e.source().is_some_and(|s| s.is::<std::io::Error>())
@@ -298,7 +458,7 @@ fn lost(e: &postgres::Error) -> bool {
         || (e.as_db_error().is_none() && e.to_string().starts_with("error connecting"))
 }
 
-fn db(e: postgres::Error) -> StoreError {
+fn db(e: tokio_postgres::Error) -> StoreError {
     let text = match e.as_db_error() {
         Some(d) => match d.detail() {
             Some(detail) => format!("{}: {} ({detail})", d.code().code(), d.message()),
@@ -313,7 +473,11 @@ fn db(e: postgres::Error) -> StoreError {
         Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED => {
             StoreError::Conflict(text)
         }
-        _ if lost(&e) => StoreError::Unreachable(text),
+        // The server's own bounds (statement_timeout, lock_timeout): busy, not wrong.
+        Some(c) if *c == SqlState::QUERY_CANCELED || *c == SqlState::LOCK_NOT_AVAILABLE => {
+            StoreError::Unavailable(format!("the database gave up on a slow statement: {text}"))
+        }
+        _ if lost(&e) => StoreError::Unavailable(text),
         _ => StoreError::Database(text),
     }
 }
@@ -324,6 +488,19 @@ mod tests {
 
     fn encode(ndigits: u16, weight: i16, sign: u16, scale: u16, digits: &[u16]) -> Vec<u8> {
         [ndigits, weight as u16, sign, scale].iter().chain(digits).flat_map(|w| w.to_be_bytes()).collect()
+    }
+
+    #[test]
+    fn a_store_url_sets_the_call_bound_and_keeps_the_servers_own_settings() {
+        let (url, bound) = split_settings("postgres://a@h:1/db?call_timeout=2.5&sslmode=disable").unwrap();
+        assert_eq!(
+            (url.as_str(), bound),
+            ("postgres://a@h:1/db?sslmode=disable", Duration::from_millis(2500))
+        );
+        let (url, bound) = split_settings("postgres://a@h:1/db").unwrap();
+        assert_eq!((url.as_str(), bound), ("postgres://a@h:1/db", DEFAULT_CALL_TIMEOUT));
+        let refused = split_settings("postgres://a@h:1/db?call_timeout=0").unwrap_err();
+        assert!(refused.contains("give a positive number of seconds"), "{refused}");
     }
 
     #[test]

@@ -34,7 +34,11 @@ struct Sqlite {
 }
 
 impl Backend for Sqlite {
-    fn run(&mut self, body: &mut dyn FnMut(&mut Tx<'_>) -> bool) -> Result<Vec<AfterCommit>, StoreError> {
+    fn run(
+        &mut self,
+        _deadline: Option<std::time::Instant>,
+        body: &mut dyn FnMut(&mut Tx<'_>) -> bool,
+    ) -> Result<Vec<AfterCommit>, StoreError> {
         self.conn.execute_batch("BEGIN IMMEDIATE").map_err(db)?;
         let mut conn = SqliteTx { conn: &self.conn };
         let mut tx = Tx::new(&mut conn);
@@ -154,8 +158,16 @@ fn numbered_in_order(sql: &str) -> bool {
     true
 }
 
+/// A failure of the database file itself (busy past the busy timeout, locked, full, an
+/// I/O error, unopenable or read-only) is the store's, not the statement's: `Unavailable`.
 fn db(e: rusqlite::Error) -> StoreError {
-    StoreError::Database(e.to_string())
+    use rusqlite::ErrorCode::*;
+    match e.sqlite_error_code() {
+        Some(
+            DatabaseBusy | DatabaseLocked | DiskFull | SystemIoFailure | CannotOpen | ReadOnly | OutOfMemory,
+        ) => StoreError::Unavailable(format!("{e} (the database file cannot serve now; try again)")),
+        _ => StoreError::Database(e.to_string()),
+    }
 }
 
 #[cfg(test)]

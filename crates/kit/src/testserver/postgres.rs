@@ -1,5 +1,5 @@
 //! A throwaway PostgreSQL server: `initdb` into a temporary directory, `postgres` on a
-//! free loopback port, killed and restarted on demand, removed on drop.
+//! free loopback port, killed, frozen and restarted on demand, removed on drop.
 //!
 //! PostgreSQL refuses to run as root, so as root (CI runs so) both programs run as the
 //! unprivileged `nobody`, in a directory it owns. A watchdog process outlives the test
@@ -113,6 +113,25 @@ impl PgServer {
         while children.iter().any(|pid| alive(pid)) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Freezes the server and every process of it with SIGSTOP, as a hung machine would:
+    /// its connections stay open and nothing on them answers. [`PgServer::cont`] lets it go on.
+    pub fn stop(&self) {
+        self.signal("STOP");
+    }
+
+    /// Lets a server frozen by [`PgServer::stop`] go on (SIGCONT).
+    pub fn cont(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let Some(postmaster) = self.server.lock().unwrap().as_ref().map(Child::id) else { return };
+        let mut pids = children_of(postmaster);
+        pids.push(postmaster.to_string());
+        let status = Command::new("kill").arg(format!("-{signal}")).args(&pids).status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -{signal} {pids:?} failed");
     }
 
     /// Starts the server again on the same port and directory (after [`PgServer::kill`])

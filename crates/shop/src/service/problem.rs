@@ -80,7 +80,10 @@ impl IntoResponse for Problem {
 
 impl From<kit::store::StoreError> for Problem {
     fn from(e: kit::store::StoreError) -> Self {
-        if e.is_retryable() {
+        if e.is_unavailable() {
+            // Refused, lost, or no answer within the store's call bound: answered at once.
+            Problem::unavailable(format!("the database is unavailable, try again shortly: {e}"))
+        } else if e.is_retryable() {
             Problem::unavailable(format!("the database is busy, try again: {e}"))
         } else {
             Problem::internal(e.to_string())
@@ -190,5 +193,23 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for QueryPa
             .await
             .map(|axum::extract::Query(value)| QueryParams(value))
             .map_err(|e: QueryRejection| Problem::bad_request(format!("bad query: {}", e.body_text())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+    use kit::store::StoreError;
+
+    use super::Problem;
+
+    #[test]
+    fn a_database_that_is_unavailable_or_busy_is_a_503_and_any_other_store_error_a_500() {
+        let unavailable = Problem::from(StoreError::Unavailable("no answer within 5s".into()));
+        assert_eq!(unavailable.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(unavailable.detail.contains("try again"), "{}", unavailable.detail);
+        let conflict = Problem::from(StoreError::Conflict("40001".into()));
+        assert_eq!(conflict.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(Problem::from(StoreError::NoRow).status, StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

@@ -202,6 +202,13 @@ impl Subscriber {
             .unwrap_or_else(|e| panic!("{} failed to retry {:?}: {e}", self.name, describe(&[delivery])))
     }
 
+    async fn release(&mut self, deliveries: &[&Delivery]) {
+        let tags: Vec<_> = deliveries.iter().map(|d| d.tag).collect();
+        within("release", self.subscription.release(&tags))
+            .await
+            .unwrap_or_else(|e| panic!("{} failed to release {:?}: {e}", self.name, describe(deliveries)));
+    }
+
     async fn reject(&mut self, delivery: &Delivery, error: &str) {
         within("reject", self.subscription.reject(delivery.tag, error))
             .await
@@ -348,6 +355,8 @@ macro_rules! bus_conformance_tests {
             a_rejected_message_becomes_a_dead_letter_at_once,
             retrying_a_delivery_that_is_no_longer_pending_answers_not_pending,
             a_message_exhausted_by_ack_timeouts_is_counted_as_a_dead_letter,
+            a_released_delivery_comes_back_without_using_an_attempt,
+            a_per_key_consumer_keeps_a_released_message_ahead_of_its_key,
             dead_letters_are_listed_by_consumer_event_stream_and_key,
             replaying_a_dead_letter_by_event_id_delivers_it_again_as_attempt_one,
             replaying_by_stream_consumer_or_key_delivers_only_the_matching_dead_letters,

@@ -1,5 +1,6 @@
 //! Acknowledgement and redelivery: ack, ack timeouts, dead subscriptions, delayed retry,
-//! and the dead letters that attempts running out or a rejection make.
+//! releases that use no attempt, and the dead letters that attempts running out or a
+//! rejection make.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,7 +8,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{ACK_WAIT, Feed, RETRY_DELAY, Subscriber, assert_delivery, assert_waited, spec};
-use crate::bus::{Bus, DeadLetterFilter, Disposition};
+use crate::bus::{Bus, DeadLetterFilter, Disposition, Ordering};
 
 /// An acknowledged message stays acknowledged, also once its ack wait has long passed.
 pub async fn an_acknowledged_message_is_not_delivered_again(bus: Arc<dyn Bus>) {
@@ -177,4 +178,53 @@ pub async fn a_message_exhausted_by_ack_timeouts_is_counted_as_a_dead_letter(bus
     let letters = super::dead_letters(&bus, DeadLetterFilter::all().consumer("counted")).await;
     assert_eq!(letters.len(), 1, "expected one dead letter, got {letters:?}");
     assert_eq!(exhausted.get(), 1, "the dead letter made by ack timeouts was not counted");
+}
+
+/// A released delivery comes back at once as the same attempt: releasing (the consumer's
+/// own store failed) uses no attempt, while a retry still does, up to the dead letter.
+pub async fn a_released_delivery_comes_back_without_using_an_attempt(bus: Arc<dyn Bus>) {
+    let mut feed = Feed::new(&bus);
+    let mut subscriber = Subscriber::attach(&bus, spec("patient", &["orders"]).max_attempts(2)).await;
+    let message = feed.send("orders", "k").await;
+    let mut delivery = subscriber.next().await;
+    assert_delivery(&delivery, &message, 1);
+    for _ in 0..3 {
+        subscriber.release(&[&delivery]).await;
+        delivery = subscriber.next().await;
+        assert_delivery(&delivery, &message, 1);
+    }
+    let disposition = subscriber.retry(&delivery, Duration::from_millis(10), "the handler failed").await;
+    assert_eq!(disposition, Disposition::Retrying, "the first retry");
+    let failed = subscriber.next().await;
+    assert_delivery(&failed, &message, 2);
+    subscriber.release(&[&failed]).await;
+    let last = subscriber.next().await;
+    assert_delivery(&last, &message, 2);
+    let disposition = subscriber.retry(&last, Duration::from_millis(10), "the handler failed").await;
+    assert_eq!(disposition, Disposition::DeadLettered, "releases must not count, retries must");
+    let letters = super::dead_letters(&bus, DeadLetterFilter::all().consumer("patient")).await;
+    assert_eq!(letters.len(), 1, "expected one dead letter, got {letters:?}");
+    assert_eq!(letters[0].attempts, 2);
+    let marker = feed.marker("orders").await;
+    subscriber.assert_nothing_before(&marker).await;
+}
+
+/// A per-key consumer's released message is still its key's head: the later message of
+/// the key waits until the released one comes back and is acknowledged.
+pub async fn a_per_key_consumer_keeps_a_released_message_ahead_of_its_key(bus: Arc<dyn Bus>) {
+    let mut feed = Feed::new(&bus);
+    let consumer = spec("ordered-release", &["orders"]).ordering(Ordering::PerKey);
+    let mut subscriber = Subscriber::attach(&bus, consumer).await;
+    let (first, second) = (feed.send("orders", "k").await, feed.send("orders", "k").await);
+    let delivered = subscriber.next().await;
+    assert_delivery(&delivered, &first, 1);
+    subscriber.release(&[&delivered]).await;
+    let again = subscriber.next().await;
+    assert_delivery(&again, &first, 1);
+    subscriber.ack(&[&again]).await;
+    let next = subscriber.next().await;
+    assert_delivery(&next, &second, 1);
+    subscriber.ack(&[&next]).await;
+    let marker = feed.marker("orders").await;
+    subscriber.assert_nothing_before(&marker).await;
 }

@@ -14,6 +14,9 @@ const ID: &str = "Capshop-Id";
 const STREAM: &str = "Capshop-Stream";
 const SEQ: &str = "Capshop-Seq";
 const KEY: &str = "Capshop-Key";
+/// On a released copy: the attempts the message had used before it was released, which
+/// the copy's own delivered count continues from.
+const ATTEMPTS_USED: &str = "Capshop-Attempts-Used";
 
 /// The durable names of the JetStream consumers on a capshop consumer's stream: of the
 /// sourced messages, and of the copies published on the consumer's own subject.
@@ -107,6 +110,11 @@ pub(super) fn message(headers: Option<&HeaderMap>, body: &[u8]) -> Option<Messag
     })
 }
 
+/// The attempts a released copy had used before its release (0 for any other message).
+pub(super) fn attempts_used(headers: Option<&HeaderMap>) -> u32 {
+    headers.and_then(|h| h.get(ATTEMPTS_USED)).and_then(|v| v.as_str().parse().ok()).unwrap_or(0)
+}
+
 /// The seq header of a stored message (the source side of lag).
 pub(super) fn seq_of(headers: &HeaderMap) -> Option<u64> {
     headers.get(SEQ)?.as_str().parse().ok()
@@ -192,8 +200,31 @@ impl NatsBus {
         message: &Message,
         copy_id: &str,
     ) -> Result<(), BusError> {
+        self.publish_copy(consumer, message, headers(message), copy_id).await
+    }
+
+    /// Publishes a copy of a released message that goes on from the attempts it had used.
+    pub(super) async fn redeliver_released(
+        &self,
+        consumer: &str,
+        message: &Message,
+        attempts_used: u32,
+        copy_id: &str,
+    ) -> Result<(), BusError> {
+        let mut headers = headers(message);
+        headers.insert(ATTEMPTS_USED, attempts_used.to_string().as_str());
+        self.publish_copy(consumer, message, headers, copy_id).await
+    }
+
+    async fn publish_copy(
+        &self,
+        consumer: &str,
+        message: &Message,
+        headers: HeaderMap,
+        copy_id: &str,
+    ) -> Result<(), BusError> {
         let publish = jetstream::message::PublishMessage::build()
-            .headers(headers(message))
+            .headers(headers)
             .message_id(copy_id)
             .payload(message.body.clone().into());
         self.js

@@ -144,6 +144,8 @@ impl NatsSubscription {
         for js in pulled {
             let info = js.info().map_err(unavailable)?;
             let (seq, delivered) = (info.stream_sequence, u32::try_from(info.delivered).unwrap_or(u32::MAX));
+            // A released copy goes on from the attempts its original had used.
+            let delivered = delivered.saturating_add(streams::attempts_used(js.headers.as_ref()));
             let Some(message) = streams::message(js.headers.as_ref(), &js.payload) else {
                 warn!(consumer = %self.spec.name, seq, "terminating a message without capshop headers");
                 js.ack_with(AckKind::Term).await.map_err(unavailable)?;
@@ -386,6 +388,21 @@ impl Subscription for NatsSubscription {
 
     fn count_exhausted(&mut self, counter: Counter) {
         self.exhausted = counter;
+    }
+
+    /// The server's delivered count cannot be taken back, so a released message is
+    /// published again as a copy that carries the attempts used so far, then acknowledged
+    /// (a crash in between delivers it twice, which the consumer's inbox absorbs).
+    async fn release(&mut self, tags: &[DeliveryTag]) -> Result<(), BusError> {
+        for tag in tags {
+            let Some(taken) = self.inflight.remove(&tag.0) else { continue };
+            self.park_behind(&taken).await?;
+            let used = taken.attempt.saturating_sub(1);
+            let copy_id = format!("release-{}", taken.seq);
+            self.bus.redeliver_released(&self.spec.name, &taken.message, used, &copy_id).await?;
+            taken.js.ack().await.map_err(unavailable)?;
+        }
+        self.flush().await
     }
 }
 

@@ -116,7 +116,49 @@ async fn publishing_again_after_a_crash_before_marking_adds_nothing(db: TestDb) 
     assert_eq!(sub.fetch(100).await.unwrap().len(), 3, "the bus dropped the copies by event id");
 }
 
+/// An outbox from before the relayed position had a table of its own: what was relayed
+/// stays relayed, the rest is published, and appending goes on from the same seq.
+async fn an_outbox_migrated_to_its_own_relayed_table_keeps_its_position(db: TestDb) {
+    const BEFORE: crate::store::Migrations = crate::store::Migrations {
+        component: "kit",
+        sqlite: &[outbox::MIGRATIONS.sqlite[0]],
+        postgres: &[outbox::MIGRATIONS.postgres[0]],
+    };
+    let old = db.open(&[&BEFORE]).await;
+    let outbox = Outbox::new(StreamName::parse("orders").unwrap());
+    old.transact(|tx| {
+        tx.execute(
+            "INSERT INTO kit_outbox_head (stream, last_seq, relayed_seq) VALUES ('orders', 7, 5)",
+            &[],
+        )?;
+        for seq in 6..=7u64 {
+            let (id, body) = (format!("e-{seq}"), b"{}".to_vec());
+            tx.execute(
+                "INSERT INTO kit_outbox (stream, seq, id, key, body) VALUES ('orders', $1, $2, 'k', $3)",
+                &[seq.into(), (&id).into(), (&body).into()],
+            )?;
+        }
+        Ok::<_, StoreError>(())
+    })
+    .await
+    .unwrap();
+    drop(old);
+
+    let store = producer_store(&db).await;
+    assert_eq!(backlog(&store, &outbox).await, 2, "seqs 6 and 7 still wait for the relay");
+    let bus = memory_bus().await;
+    let relay = Relay::new(store.clone(), outbox.clone(), bus.clone());
+    assert_eq!(relay.relay_batch().await.unwrap(), 2);
+    append(&store, &outbox, 1).await;
+    assert_eq!(relay.relay_batch().await.unwrap(), 1);
+    let mut sub = bus.subscribe(&ConsumerSpec::new("c", &["orders"])).await.unwrap();
+    let seqs: Vec<u64> = sub.fetch(100).await.unwrap().iter().map(|d| d.message.seq).collect();
+    assert_eq!(seqs, [6, 7, 8], "nothing relayed before is published again, nothing is skipped");
+    assert_eq!(backlog(&store, &outbox).await, 0);
+}
+
 crate::testkit::on_both_backends!(
+    an_outbox_migrated_to_its_own_relayed_table_keeps_its_position,
     relays_in_seq_order_in_batches_and_marks_the_outbox,
     a_running_relay_is_woken_by_each_commit,
     publishing_again_after_a_crash_before_marking_adds_nothing,

@@ -79,3 +79,46 @@ async fn a_server_that_is_not_there_is_an_open_error() {
     let result = Store::open(&url, &[]).await;
     assert!(matches!(&result, Err(StoreError::Open { url: got, .. }) if *got == url), "{result:?}");
 }
+
+#[tokio::test]
+async fn a_savepoint_whose_body_swallowed_a_failed_statement_is_undone_and_the_transaction_goes_on() {
+    let Some(db) = TestDb::postgres() else { return };
+    let store = db.open(&[&ITEMS]).await;
+    store.transact(|tx| insert(tx, "apple", 1)).await.unwrap();
+    let swallowed = store
+        .transact(|tx| {
+            let inside = tx.savepoint(|tx| {
+                insert(tx, "pear", 1)?;
+                let _ignored = insert(tx, "apple", 2);
+                Ok::<_, StoreError>(())
+            });
+            insert(tx, "plum", 1)?;
+            Ok::<_, StoreError>(inside)
+        })
+        .await
+        .expect("the transaction goes on after the savepoint and commits");
+    assert!(
+        matches!(&swallowed, Err(StoreError::Database(m)) if m.contains("savepoint was rolled back")),
+        "the savepoint tells its body failed: {swallowed:?}"
+    );
+    assert_eq!(names(&store).await, ["apple", "plum"], "the savepoint's writes are undone, the rest commits");
+}
+
+#[tokio::test]
+async fn the_server_gives_up_on_a_slow_statement_below_the_call_bound_and_the_store_goes_on() {
+    let Some(db) = TestDb::postgres() else { return };
+    let store = Store::open(&format!("{}?call_timeout=1", db.url), &[&ITEMS]).await.unwrap();
+    let timeouts = store
+        .transact(|tx| {
+            let statement: String = tx.query_one("SHOW statement_timeout", &[])?.take(0)?;
+            let lock: String = tx.query_one("SHOW lock_timeout", &[])?.take(0)?;
+            Ok::<_, StoreError>((statement, lock))
+        })
+        .await
+        .unwrap();
+    assert_eq!(timeouts, ("800ms".to_owned(), "500ms".to_owned()), "4/5 and 1/2 of the call bound");
+    let slow = store.transact(|tx| tx.execute("SELECT pg_sleep(30)", &[])).await;
+    assert!(matches!(&slow, Err(StoreError::Unavailable(m)) if m.contains("57014")), "{slow:?}");
+    store.transact(|tx| insert(tx, "apple", 1)).await.expect("the store goes on after a cancelled statement");
+    assert_eq!(names(&store).await, ["apple"]);
+}
