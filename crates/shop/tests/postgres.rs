@@ -46,3 +46,47 @@ async fn on_postgres_a_customer_moves_checks_out_gets_shipped_and_products_are_f
     assert_eq!(none["results"], serde_json::json!([]), "{none}");
     shop.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_frozen_postgres_gets_every_request_a_503_instead_of_a_hang_and_the_shop_converges_after() {
+    let Some(server) = PgServer::start() else { return };
+    for part in StoreLocation::parts() {
+        server.create_database(&StoreLocation::database(&part));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let shop = spawn_shop_on(dir.path(), StoreLocation::Postgres { base_url: server.base_url() }).await;
+    replicated(&shop).await;
+
+    // Every server process stopped (SIGSTOP): connections stay open and nothing answers,
+    // as on a hung machine. The store's own call bound (5 s) must turn that into 503s.
+    server.stop();
+    // A safety net against a hang, far above the bound; not a measurement.
+    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build().unwrap();
+    let requests = [
+        ("GET", "/api/order/orders?customer_id=c-ada"),
+        ("GET", "/api/customer/customers/c-bob"),
+        ("GET", "/api/catalog/products"),
+        ("POST", "/api/order/carts/c-ada/items"),
+    ];
+    let answers = futures_util::future::join_all(requests.iter().map(|(method, path)| {
+        let request = match *method {
+            "POST" => {
+                client.post(shop.url(path)).json(&serde_json::json!({ "product_id": "p-001", "quantity": 1 }))
+            }
+            _ => client.get(shop.url(path)),
+        };
+        async move { (path, request.send().await) }
+    }))
+    .await;
+    server.cont();
+    for (path, answer) in answers {
+        let answer = answer.unwrap_or_else(|e| panic!("{path} hung instead of answering: {e}"));
+        assert_eq!(answer.status(), 503, "{path} answers 503 while its database does not answer");
+        let problem: serde_json::Value = answer.json().await.unwrap();
+        assert!(problem["detail"].as_str().unwrap().contains("unavailable"), "{path}: {problem}");
+    }
+
+    // Thawed: the shop works again, and nothing was dead-lettered on the way.
+    registers_moves_checks_out_and_ships(&shop).await;
+    finish(shop).await;
+}
