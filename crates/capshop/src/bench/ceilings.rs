@@ -3,7 +3,7 @@
 //! axum route that does nothing answers under the same load generator as the shop.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context as _;
 
@@ -16,15 +16,15 @@ const ROWS_PER_COMMIT: u64 = 1_000;
 /// Bytes of an event body: about the size of a serialized shop envelope.
 const BODY_BYTES: usize = 400;
 
-/// Inserts event-sized rows (the bus log's columns) into a fresh SQLite file, with the
-/// pragmas of `kit::store::sqlite` (WAL, synchronous NORMAL), in batches, for `span`;
-/// answers rows per second.
-pub async fn sqlite_inserts(path: &Path, span: Duration) -> anyhow::Result<f64> {
+/// Inserts `rows` event-sized rows (the bus log's columns) into a fresh SQLite file, with
+/// the pragmas of `kit::store::sqlite` (WAL, synchronous NORMAL), in batches; answers rows
+/// per second. The pipeline commits as many events, so both grow their files alike.
+pub async fn sqlite_inserts(path: &Path, rows: u64) -> anyhow::Result<f64> {
     let path = path.to_owned();
-    tokio::task::spawn_blocking(move || insert_for(&path, span)).await.context("the insert thread died")?
+    tokio::task::spawn_blocking(move || insert(&path, rows)).await.context("the insert thread died")?
 }
 
-fn insert_for(path: &Path, span: Duration) -> anyhow::Result<f64> {
+fn insert(path: &Path, rows: u64) -> anyhow::Result<f64> {
     let conn = rusqlite::Connection::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -36,13 +36,13 @@ fn insert_for(path: &Path, span: Duration) -> anyhow::Result<f64> {
     let body = vec![b'x'; BODY_BYTES];
     let started = Instant::now();
     let mut seq = 0u64;
-    while started.elapsed() < span {
+    while seq < rows {
         let tx = conn.unchecked_transaction()?;
         {
             let mut insert = tx.prepare_cached(
                 "INSERT INTO event (id, stream, seq, key, body, published_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
-            for _ in 0..ROWS_PER_COMMIT {
+            for _ in 0..ROWS_PER_COMMIT.min(rows - seq) {
                 seq += 1;
                 let id = format!("0193{seq:032x}");
                 insert.execute(rusqlite::params![id, "bench", seq, format!("k-{}", seq % 64), body, 0])?;

@@ -247,7 +247,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut figures = Figures::default();
 
     progress.set_message("ceiling: raw batched SQLite inserts");
-    let rows = ceilings::sqlite_inserts(&dir.path().join("ceiling.db"), phases.measure).await?;
+    let rows = ceilings::sqlite_inserts(&dir.path().join("ceiling.db"), phases.pipeline_events).await?;
     figures.ceiling_events_per_s = Some(rows);
     progress.inc(1);
 
