@@ -16,7 +16,7 @@ use shop::service::{AddressChoice, Choices, Part, ServiceName};
 use tokio::time::Instant;
 
 use super::load::{self, Outcome};
-use super::{Figures, Phases, Spread};
+use super::{Figures, Phases, Spread, round};
 
 const TOKEN: &str = "bench-admin-token";
 const CUSTOMERS: [&str; 3] = ["c-ada", "c-bob", "c-cyd"];
@@ -27,6 +27,8 @@ struct Bench {
     shop: Shop,
     client: reqwest::Client,
     address: AddressChoice,
+    /// The embedded bus's file, read to count what the orders cost in events.
+    bus_file: std::path::PathBuf,
 }
 
 impl Bench {
@@ -34,7 +36,7 @@ impl Bench {
         let choices = Choices { address, ..Choices::default() };
         let shop =
             launch(ShopConfig::ephemeral(dir, TOKEN, choices)).await.context("the shop did not start")?;
-        let bench = Self { shop, client: load::client(connections), address };
+        let bench = Self { shop, client: load::client(connections), address, bus_file: dir.join("bus.db") };
         for customer in CUSTOMERS {
             bench.known_to_orders(customer).await?;
             let item = json!({ "product_id": "p-001", "quantity": 1 });
@@ -142,6 +144,10 @@ pub async fn measure(
     figures.detail("orders_placed", orders.placed);
     figures.detail("orders_shipped", orders.shipped);
     figures.detail("orders_refused", orders.refused);
+    if let Some((events, deliveries)) = orders.bus {
+        figures.detail("bus_events_per_order", round(events, 2));
+        figures.detail("bus_deliveries_per_order", round(deliveries, 2));
+    }
     bench.stop().await?;
     progress.inc(1);
 
@@ -162,6 +168,8 @@ struct Orders {
     placed: u64,
     shipped: u64,
     refused: u64,
+    /// Events published on the bus, and deliveries they owe its consumers, per shipped order.
+    bus: Option<(f64, f64)>,
 }
 
 /// Places orders from `connections` customers of their own for the measuring span, then
@@ -194,6 +202,7 @@ async fn orders_end_to_end(bench: &Bench, phases: Phases) -> anyhow::Result<Orde
     let shipping =
         bench.shop.contexts.get(&ServiceName::Shipping).context("no shipping service")?.store.clone();
     let shipped_before = shipped(&shipping).await?;
+    let bus_before = bus_position(&bench.bus_file)?;
 
     let customers = Arc::new(customers);
     let (client, base) = (bench.client.clone(), bench.url(""));
@@ -228,12 +237,39 @@ async fn orders_end_to_end(bench: &Bench, phases: Phases) -> anyhow::Result<Orde
         tokio::time::sleep(Duration::from_millis(2)).await;
     };
     let took = finished.saturating_duration_since(started);
+    let bus = (last > 0)
+        .then(|| bus_traffic_since(&bench.bus_file, bus_before))
+        .transpose()?
+        .map(|(events, deliveries)| (events as f64 / last as f64, deliveries as f64 / last as f64));
     Ok(Orders {
         per_s: last as f64 / took.as_secs_f64().max(1e-9),
         placed: placed_ok,
         shipped: last,
         refused: placed.errors,
+        bus,
     })
+}
+
+/// The embedded bus log's last position, read from its file.
+fn bus_position(bus_file: &Path) -> anyhow::Result<u64> {
+    let conn = rusqlite::Connection::open_with_flags(bus_file, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .with_context(|| format!("cannot read the bus log {}", bus_file.display()))?;
+    Ok(conn.query_row("SELECT coalesce(max(pos), 0) FROM bus_log", [], |r| r.get(0))?)
+}
+
+/// Messages logged after `since`, and how many deliveries they owe (one per consumer of
+/// their stream).
+fn bus_traffic_since(bus_file: &Path, since: u64) -> anyhow::Result<(u64, u64)> {
+    let conn = rusqlite::Connection::open_with_flags(bus_file, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .with_context(|| format!("cannot read the bus log {}", bus_file.display()))?;
+    let events: u64 = conn.query_row("SELECT count(*) FROM bus_log WHERE pos > ?1", [since], |r| r.get(0))?;
+    let deliveries: u64 = conn.query_row(
+        "SELECT count(*) FROM bus_log l JOIN bus_consumer c \
+         ON instr(',' || c.streams || ',', ',' || l.stream || ',') > 0 WHERE l.pos > ?1",
+        [since],
+        |r| r.get(0),
+    )?;
+    Ok((events, deliveries))
 }
 
 async fn shipped(store: &kit::store::Store) -> anyhow::Result<u64> {
