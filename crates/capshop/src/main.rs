@@ -7,6 +7,7 @@
 )]
 
 mod admin;
+mod bench;
 mod chaos;
 mod config;
 mod distributed;
@@ -39,6 +40,9 @@ enum Command {
     Chaos(chaos::ChaosArgs),
     /// Runs an experiment of DESIGN §4 on a fresh shop and reports its figures.
     Scenario(scenario::ScenarioArgs),
+    /// Measures throughput, lag, latency and memory against ceilings measured in the same
+    /// run (see BENCHMARKS.md); appends each run to bench/results/.
+    Bench(bench::BenchArgs),
     /// Experiments on the bare event path (used by the crash tests and benchmarks).
     #[command(subcommand, hide = true)]
     Lab(lab::LabCommand),
@@ -46,8 +50,9 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    // A scenario provokes failures on purpose; its report says what they were.
-    let quiet = if matches!(cli.command, Command::Scenario(_)) { "error" } else { "warn" };
+    // A scenario or a bench provokes failures on purpose; its report says what they were.
+    let quiet =
+        if matches!(cli.command, Command::Scenario(_) | Command::Bench(_)) { "error" } else { "warn" };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| quiet.into()),
@@ -61,6 +66,7 @@ fn main() -> anyhow::Result<()> {
         Command::Dlq(args) => runtime.block_on(dlq::run(args)),
         Command::Chaos(args) => runtime.block_on(chaos::run(args)),
         Command::Scenario(args) => runtime.block_on(scenario::run(args)),
+        Command::Bench(args) => runtime.block_on(bench::run(args)),
         Command::Lab(command) => runtime.block_on(lab::run(command)),
     }
 }

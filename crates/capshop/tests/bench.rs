@@ -1,0 +1,95 @@
+//! `capshop bench`, run as the real binary: `--quick --json` prints every figure of issue
+//! 12 with a sane type and appends the run to the results log. No timing is asserted:
+//! the test only keeps the bench from rotting.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+fn capshop() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_capshop"))
+}
+
+const NUMBERS: [&str; 8] = [
+    "ceiling_events_per_s",
+    "pipeline_events_per_s",
+    "checkout_errors_outage",
+    "sync_design_error_ratio",
+    "orders_per_s",
+    "http_ceiling_rps",
+    "convergence_s",
+    "peak_rss_mb",
+];
+const WITH_MAX: [&str; 2] = ["lag_ms_1k", "lag_ms_10k"];
+const WITHOUT_MAX: [&str; 2] = ["checkout_ms_healthy", "checkout_ms_outage"];
+
+#[test]
+fn a_quick_bench_prints_every_figure_of_the_issue_and_appends_the_run_to_the_results() {
+    let results = tempfile::tempdir().unwrap();
+    let output = capshop()
+        .args(["bench", "--quick", "--json", "--results"])
+        .arg(results.path())
+        .output()
+        .expect("capshop runs");
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "the bench failed: {stderr}");
+    let figures: Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("the bench printed no JSON ({e}): {stdout}\n{stderr}"));
+    let object = figures.as_object().expect("the figures are one JSON object");
+    let mut keys: Vec<&str> = object.keys().map(String::as_str).collect();
+    let mut expected: Vec<&str> = NUMBERS.iter().chain(&WITH_MAX).chain(&WITHOUT_MAX).copied().collect();
+    keys.sort();
+    expected.sort();
+    assert_eq!(keys, expected, "exactly the issue's keys");
+    for key in NUMBERS {
+        let value = figures[key].as_f64().unwrap_or_else(|| panic!("{key} is a number: {figures:#}"));
+        assert!(value.is_finite() && value >= 0.0, "{key} is a finite, non-negative number: {value}");
+    }
+    assert!(figures["checkout_errors_outage"].is_u64(), "a count of errors is an integer");
+    assert!(figures["sync_design_error_ratio"].as_f64().unwrap() <= 1.0, "a ratio is at most 1");
+    for (key, fields) in WITH_MAX
+        .map(|k| (k, &["p50", "p99", "max"][..]))
+        .into_iter()
+        .chain(WITHOUT_MAX.map(|k| (k, &["p50", "p99"][..])))
+    {
+        let spread = figures[key].as_object().unwrap_or_else(|| panic!("{key} is an object: {figures:#}"));
+        assert_eq!(spread.len(), fields.len(), "{key} has exactly {fields:?}");
+        let values: Vec<f64> = fields
+            .iter()
+            .map(|f| spread[*f].as_f64().unwrap_or_else(|| panic!("{key}.{f} is a number")))
+            .collect();
+        assert!(values.windows(2).all(|w| w[0] <= w[1]), "{key}'s percentiles grow: {values:?}");
+    }
+
+    let logs: Vec<_> = std::fs::read_dir(results.path()).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(logs.len(), 1, "one results file per date: {logs:?}");
+    assert!(logs[0].extension().is_some_and(|e| e == "jsonl"), "{logs:?}");
+    let log = std::fs::read_to_string(&logs[0]).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 1, "the run is one line");
+    let run: Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(run["figures"], figures, "the log holds the printed figures");
+    assert!(run["machine"]["nproc"].as_u64().is_some_and(|n| n > 0), "the machine's cores: {run:#}");
+    assert_eq!(run["settings"]["quick"], true);
+    assert_eq!(run["settings"]["bus"], "embedded");
+    assert!(run.get("commit").is_some(), "the commit (null outside a git checkout)");
+}
+
+#[test]
+fn a_bench_of_nats_or_postgres_refuses_clearly_instead_of_printing_figures() {
+    let results = tempfile::tempdir().unwrap();
+    for flags in [["--bus", "nats"], ["--db", "postgres"]] {
+        let output = capshop()
+            .args(["bench", "--quick", "--json"])
+            .args(flags)
+            .arg("--results")
+            .arg(results.path())
+            .output()
+            .expect("capshop runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{flags:?} is not measured yet and must not pass");
+        assert!(output.stdout.is_empty(), "no figure is printed for {flags:?}");
+        assert!(stderr.contains("not measured yet"), "the error says so: {stderr}");
+    }
+    assert_eq!(std::fs::read_dir(results.path()).unwrap().count(), 0, "nothing is logged");
+}
