@@ -149,8 +149,11 @@ async fn start_all(
     let nats_url = start_nats(nats_server, dir, started).await?;
     let pg_base = start_postgres(initdb, postgres, dir, started).await?;
     // One process per part: every service, and inventory as its two sites.
-    let ports: BTreeMap<String, u16> =
-        Part::all().into_iter().map(|p| Ok((p.name(), free_port()?))).collect::<anyhow::Result<_>>()?;
+    let ports: BTreeMap<String, u16> = Part::all()
+        .into_iter()
+        .zip(kit::servers::free_ports(Part::all().len())?)
+        .map(|(p, port)| (p.name(), port))
+        .collect();
     let peers: Vec<String> =
         ports.iter().flat_map(|(n, p)| ["--peer".to_owned(), format!("{n}=http://127.0.0.1:{p}")]).collect();
     let me = std::env::current_exe().context("cannot find capshop's own binary to start the services")?;
@@ -181,7 +184,8 @@ async fn start_all(
 
 /// Starts nats-server with JetStream on a free port, its store in `dir/nats`.
 async fn start_nats(binary: &Path, dir: &Path, started: &mut Vec<Started>) -> anyhow::Result<String> {
-    let (port, monitor) = (free_port()?, free_port()?);
+    let ports = kit::servers::free_ports(2)?;
+    let (port, monitor) = (ports[0], ports[1]);
     let store = dir.join("nats");
     std::fs::create_dir_all(&store)?;
     let config = format!(

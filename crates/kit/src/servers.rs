@@ -25,7 +25,16 @@ pub fn on_path(name: &str) -> Option<PathBuf> {
 
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> std::io::Result<u16> {
-    std::net::TcpListener::bind("127.0.0.1:0")?.local_addr().map(|a| a.port())
+    Ok(free_ports(1)?[0])
+}
+
+/// `n` distinct free loopback ports. They are held together while chosen, so one server
+/// asking for several (client, monitor, cluster) never gets the same port twice, as it
+/// can when each is bound and released in turn.
+pub fn free_ports(n: usize) -> std::io::Result<Vec<u16>> {
+    let listeners =
+        (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0")).collect::<Result<Vec<_>, _>>()?;
+    listeners.iter().map(|l| l.local_addr().map(|a| a.port())).collect()
 }
 
 /// The uid and gid PostgreSQL runs as: `nobody`'s when this process is root (PostgreSQL

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::{binary, free_port, skip, version};
+use super::{binary, skip, version};
 use crate::servers::NATS_INSTALL as INSTALL;
 
 /// The oldest server the NATS bus is tested against (2.10 added what the tests rely on).
@@ -38,7 +38,8 @@ struct Ports {
 
 impl Ports {
     fn free() -> Self {
-        Self { client: free_port(), monitor: free_port(), route: free_port() }
+        let ports = crate::servers::free_ports(3).expect("free loopback ports");
+        Self { client: ports[0], monitor: ports[1], route: ports[2] }
     }
 }
 
