@@ -244,7 +244,7 @@ async fn start_redis(binary: &Path, dir: &Path, started: &mut Vec<Started>) -> a
 }
 
 /// Whether a Redis on loopback `port` answers PING.
-fn redis_answers(port: u16) -> bool {
+pub(crate) fn redis_answers(port: u16) -> bool {
     use std::io::{Read, Write};
     let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let Ok(mut stream) = std::net::TcpStream::connect_timeout(&address, Duration::from_millis(200)) else {
