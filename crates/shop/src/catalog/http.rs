@@ -83,7 +83,8 @@ pub struct Rename {
 }
 
 /// The most popular products. `limited` is true when the popularity cache could not be
-/// asked: the list is then a cheap stand-in (the first products by id), or empty.
+/// asked: the list is then ranked by the database, or, beyond the fallback's limits, the
+/// last ranking seen (stale) or empty.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Popular {
     pub limited: bool,
