@@ -386,3 +386,23 @@ async fn when_redis_is_killed_popular_answers_limited_and_nothing_else_fails_and
     assert_eq!(full["products"][0]["id"], "p-002", "ranked afresh: {full}");
     shutdown.cancel();
 }
+
+#[tokio::test]
+async fn with_the_database_fallbacks_breaker_open_popular_answers_at_once_limited_without_a_read() {
+    let (service, _dir) = catalog_service().await;
+    let cache = super::cache::of(&service.ctx);
+    // Three failed stand-in reads in a row, as a struggling database gives.
+    for _ in 0..3 {
+        let _ = cache.fallback_breaker.call(async { Err::<(), _>("the database is struggling") }).await;
+    }
+    cache_link(&service.ctx).set(Faults { cut_out: true, ..Faults::default() });
+    let answer = popular(&service).await;
+    assert_eq!(answer["limited"], true);
+    let reason = answer["reason"].as_str().unwrap();
+    assert!(reason.contains("circuit popular-db is open"), "{answer}");
+    assert!(reason.contains("showing no ranking"), "nothing was ranked yet: {answer}");
+    assert_eq!(answer["products"], json!([]));
+    let metrics = reqwest::get(service.url("/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metric_line(&metrics, "capshop_popular_db_fallbacks_total").ends_with(" 0"), "{metrics}");
+    assert!(metric_line(&metrics, "capshop_popular_limited_total").ends_with(" 1"), "{metrics}");
+}
