@@ -23,8 +23,8 @@ use toml_edit::{DocumentMut, Item, Table};
 /// The default file, read when it exists and no `--config` is given.
 pub const DEFAULT_PATH: &str = "capshop.toml";
 
-const TOP_KEYS: [&str; 6] = ["bus", "admin_token", "address", "inventory_mode", "peers", "db"];
-const PROCESS_KEYS: [&str; 5] = ["db", "bus", "listen", "address", "inventory_mode"];
+const TOP_KEYS: [&str; 7] = ["bus", "admin_token", "address", "inventory_mode", "peers", "db", "cache"];
+const PROCESS_KEYS: [&str; 6] = ["db", "bus", "listen", "address", "inventory_mode", "cache"];
 
 /// A parsed `capshop.toml` (or none: every lookup answers `None`).
 #[derive(Debug, Default)]

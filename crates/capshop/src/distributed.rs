@@ -1,6 +1,7 @@
 //! `capshop up --distributed`: the distributed mode on one machine, from installed
 //! binaries. It starts a nats-server with JetStream and a PostgreSQL server (initdb on
-//! first start), both keeping their data in the data dir, creates a database per service
+//! first start), both keeping their data in the data dir, and a redis-server (nothing
+//! persisted: it is a cache) for the catalog's popularity cache; creates a database per service
 //! when missing, then runs every service and the gateway as `capshop serve` processes of
 //! its own binary. The children die with it (parent-death signal); Ctrl-C stops them all.
 
@@ -11,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use kit::servers::{NATS_INSTALL, POSTGRES_INSTALL, unprivileged_account};
+use kit::servers::{NATS_INSTALL, POSTGRES_INSTALL, REDIS_INSTALL, unprivileged_account};
 use shop::service::Part;
 
 /// How long a server or service may take to become ready.
@@ -74,6 +75,7 @@ const CALM: Duration = Duration::from_secs(60);
 pub async fn run(settings: Settings<'_>) -> anyhow::Result<()> {
     let nats_server = on_path("nats-server", NATS_INSTALL)?;
     let (initdb, postgres) = (on_path("initdb", POSTGRES_INSTALL)?, on_path("postgres", POSTGRES_INSTALL)?);
+    let redis_server = on_path("redis-server", REDIS_INSTALL)?;
     let dir = settings.data_dir;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create the data dir {}", dir.display()))?;
     let dir = std::fs::canonicalize(dir)?;
@@ -81,10 +83,11 @@ pub async fn run(settings: Settings<'_>) -> anyhow::Result<()> {
         refuse_unreachable(&dir, uid, gid)?;
     }
     let mut started: Vec<Started> = Vec::new();
-    let result = start_all(&settings, &dir, &nats_server, &initdb, &postgres, &mut started).await;
+    let servers = Servers { nats: &nats_server, initdb: &initdb, postgres: &postgres, redis: &redis_server };
+    let result = start_all(&settings, &dir, &servers, &mut started).await;
     if result.is_ok() {
         println!(
-            "capshop is up, distributed: every service its own process on PostgreSQL and NATS JetStream"
+            "capshop is up, distributed: every service its own process on PostgreSQL, NATS JetStream and Redis"
         );
         println!();
         for s in &started {
@@ -138,16 +141,23 @@ async fn supervise(started: &mut [Started]) -> anyhow::Result<()> {
     }
 }
 
+/// The server programs found on PATH.
+struct Servers<'a> {
+    nats: &'a Path,
+    initdb: &'a Path,
+    postgres: &'a Path,
+    redis: &'a Path,
+}
+
 async fn start_all(
     settings: &Settings<'_>,
     dir: &Path,
-    nats_server: &Path,
-    initdb: &Path,
-    postgres: &Path,
+    servers: &Servers<'_>,
     started: &mut Vec<Started>,
 ) -> anyhow::Result<()> {
-    let nats_url = start_nats(nats_server, dir, started).await?;
-    let pg_base = start_postgres(initdb, postgres, dir, started).await?;
+    let nats_url = start_nats(servers.nats, dir, started).await?;
+    let pg_base = start_postgres(servers.initdb, servers.postgres, dir, started).await?;
+    let cache_url = start_redis(servers.redis, dir, started).await?;
     // One process per part: every service, and inventory as its two sites.
     let ports: BTreeMap<String, u16> = Part::all()
         .into_iter()
@@ -172,6 +182,9 @@ async fn start_all(
         if process != "gateway" {
             let db = format!("{pg_base}/{}", shop::stores::StoreLocation::database(&process));
             command.args(["--db", &db, "--bus", &nats_url]);
+        }
+        if process == "catalog" {
+            command.args(["--cache", &cache_url]);
         }
         command.stdout(Stdio::null());
         prepare(&mut command, None);
@@ -205,6 +218,45 @@ async fn start_nats(binary: &Path, dir: &Path, started: &mut Vec<Started>) -> an
         .await
         .with_context(|| format!("see {}", dir.join("nats.log").display()))?;
     Ok(url)
+}
+
+/// Starts redis-server on a free loopback port, its working dir `dir/redis`, persisting
+/// nothing (a cache is rebuilt from the database); answers its URL once it answers PING.
+async fn start_redis(binary: &Path, dir: &Path, started: &mut Vec<Started>) -> anyhow::Result<String> {
+    let port = free_port()?;
+    let data = dir.join("redis");
+    std::fs::create_dir_all(&data)?;
+    let log = dir.join("redis.log");
+    let mut command = Command::new(binary);
+    command.args(["--port", &port.to_string(), "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"]);
+    command.arg("--dir").arg(&data).arg("--logfile").arg(&log).args(["--daemonize", "no"]);
+    prepare(command.stdout(Stdio::null()).stderr(Stdio::null()), None);
+    let url = format!("redis://127.0.0.1:{port}");
+    started.push(Started::spawn("redis", url.clone(), command, libc::SIGTERM)?);
+    let process = started.last_mut().expect("just pushed");
+    let deadline = tokio::time::Instant::now() + READY;
+    while !redis_answers(port) {
+        if let Some(status) = process.child.try_wait()? {
+            bail!("redis exited while starting ({status}); see {}", log.display());
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("redis did not answer PING on port {port} within {READY:?}; see {}", log.display());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(url)
+}
+
+/// Whether a Redis on loopback `port` answers PING.
+pub(crate) fn redis_answers(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&address, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut answer = [0u8; 7];
+    stream.write_all(b"PING\r\n").is_ok() && stream.read_exact(&mut answer).is_ok() && &answer == b"+PONG\r\n"
 }
 
 /// Starts PostgreSQL on a free port with its cluster in `dir/postgres` (made by initdb on
@@ -351,4 +403,28 @@ fn on_path(name: &str, install: &str) -> anyhow::Result<PathBuf> {
 
 fn free_port() -> anyhow::Result<u16> {
     Ok(kit::servers::free_port()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_cache_server_answers_on_loopback_keeps_its_files_in_the_data_dir_and_stops() {
+        let Some(binary) = kit::testserver::binary("redis-server", REDIS_INSTALL) else { return };
+        let dir = tempfile::tempdir().unwrap();
+        let mut started = Vec::new();
+        let url = start_redis(&binary, dir.path(), &mut started).await.unwrap();
+        let port: u16 = url.strip_prefix("redis://127.0.0.1:").unwrap().parse().unwrap();
+        assert!(redis_answers(port), "{url} answers PING");
+        assert!(dir.path().join("redis").is_dir() && dir.path().join("redis.log").is_file());
+        stop_all(&mut started);
+        assert!(!redis_answers(port), "stopped with the rest");
+    }
+
+    #[test]
+    fn a_missing_redis_server_names_the_package_to_install() {
+        let e = on_path("redis-server-that-is-not-there", REDIS_INSTALL).unwrap_err().to_string();
+        assert!(e.contains("apt-get install redis-server"), "{e}");
+    }
 }

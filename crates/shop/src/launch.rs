@@ -161,6 +161,7 @@ pub async fn launch(config: ShopConfig) -> Result<Shop, LaunchError> {
             peer_urls: &peer_urls,
             admin_token: config.admin_token.clone(),
             choices: config.choices.clone(),
+            cache_url: None,
         }
         .open()
         .await?;

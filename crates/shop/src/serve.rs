@@ -28,6 +28,9 @@ pub struct ServeConfig {
     pub peers: BTreeMap<String, String>,
     pub admin_token: String,
     pub choices: Choices,
+    /// The catalog's popularity cache, e.g. `redis://cache1:6379`; `None` keeps it in the
+    /// catalog's memory. Only the catalog has one.
+    pub cache_url: Option<String>,
 }
 
 /// Runs one service on `listener` until `shutdown` is cancelled: opens its store and the
@@ -46,6 +49,7 @@ pub async fn serve(
         peer_urls: &config.peers,
         admin_token: config.admin_token.clone(),
         choices: config.choices,
+        cache_url: config.cache_url.as_deref(),
     }
     .open()
     .await?;

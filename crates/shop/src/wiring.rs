@@ -63,6 +63,8 @@ pub struct Wiring<'a> {
     pub peer_urls: &'a BTreeMap<String, String>,
     pub admin_token: String,
     pub choices: Choices,
+    /// The catalog's popularity cache (`redis://HOST:PORT`); `None` keeps it in memory.
+    pub cache_url: Option<&'a str>,
 }
 
 impl Wiring<'_> {
@@ -110,6 +112,8 @@ impl Wiring<'_> {
                 .await
                 .map_err(failed)?;
         if name == ServiceName::Catalog {
+            crate::catalog::cache::open(&ctx, self.cache_url)
+                .map_err(|e| LaunchError::Served { part, reason: e.to_string() })?;
             let cache = crate::catalog::cache_link(&ctx);
             links.insert(cache.name().to_owned(), cache);
         }

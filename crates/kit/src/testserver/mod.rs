@@ -1,5 +1,5 @@
-//! Real servers for tests (PostgreSQL, NATS): [`PgServer`], a PostgreSQL server of the
-//! test's own, and [`NatsServer`]. Compiled only for tests (the `test-support` feature);
+//! Real servers for tests (PostgreSQL, NATS, Redis): [`PgServer`], a PostgreSQL server of
+//! the test's own, [`NatsServer`] and [`RedisServer`]. Compiled only for tests (the `test-support` feature);
 //! what production also needs (finding a program, a free port) is in [`crate::servers`].
 //!
 //! A test that needs a server starts its own, on a free port with a temporary directory,
@@ -9,12 +9,14 @@
 
 mod nats;
 mod postgres;
+mod redis;
 
 use std::path::PathBuf;
 
-pub use crate::servers::POSTGRES_INSTALL;
+pub use crate::servers::{POSTGRES_INSTALL, REDIS_INSTALL};
 pub use nats::NatsServer;
 pub use postgres::PgServer;
+pub use redis::RedisServer;
 
 /// Whether this run is CI's (`CI` set to `true` or `1`).
 pub fn in_ci() -> bool {

@@ -83,7 +83,8 @@ pub struct Rename {
 }
 
 /// The most popular products. `limited` is true when the popularity cache could not be
-/// asked: the list is then a cheap stand-in (the first products by id), or empty.
+/// asked: the list is then ranked by the database, or, beyond the fallback's limits, the
+/// last ranking seen (stale) or empty.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Popular {
     pub limited: bool,
@@ -181,26 +182,59 @@ async fn quote(
     Ok(axum::Json(ctx.store.transact(move |tx| store::quote(tx, &basket)).await?))
 }
 
-/// Lists the most quoted products from the popularity cache. When the cache is cut off or
-/// its breaker is open, answers at once with `limited: true` instead of waiting.
+/// Lists the most quoted products from the popularity cache. When the cache cannot be
+/// asked (cut off, down, or its breaker open), ranks from the database behind a bulkhead
+/// and a breaker of its own, and beyond those answers at once with the last ranking seen
+/// (stale) or none; every such answer says `limited: true` and why.
 #[utoipa::path(get, path = "/popular", responses(StoreBusy, (status = 200, body = Popular)))]
 async fn popular(State(ctx): State<Arc<Context>>) -> Result<axum::Json<Popular>, Problem> {
     let cache = cache::of(&ctx);
     let products = match cache.get(POPULAR_KEY).await {
-        Ok(Some(products)) => products,
+        Ok(Some(products)) => {
+            cache.metrics.hits.inc();
+            products
+        }
         Ok(None) => {
+            cache.metrics.misses.inc();
             let products = ctx.store.transact(|tx| store::most_quoted(tx, POPULAR_COUNT)).await?;
             if let Err(e) = cache.put(POPULAR_KEY, products.clone()).await {
                 // The ranking is complete; only the next request pays for it again.
                 tracing::debug!(error = %e, "popular ranking not cached");
             }
+            cache.remember(&products);
             products
         }
-        Err(e) => {
-            let products = ctx.store.transact(|tx| store::first(tx, POPULAR_COUNT)).await.unwrap_or_default();
-            let reason = Some(format!("features limited: {e}"));
-            return Ok(axum::Json(Popular { limited: true, products, reason }));
-        }
+        Err(e) => return Ok(axum::Json(fallback(&ctx, cache, &e).await)),
     };
     Ok(axum::Json(Popular { limited: false, products, reason: None }))
+}
+
+/// The answer when the cache is unavailable: a ranking read from the database while at
+/// most [`cache::FALLBACK_LIMIT`] such reads run and their breaker is closed; else at
+/// once the last ranking seen (or none), so a dead cache never piles its load onto the
+/// database.
+async fn fallback(ctx: &Context, cache: &cache::PopularCache, e: &cache::CacheUnavailable) -> Popular {
+    let limited = |why: String| {
+        cache.metrics.limited.inc();
+        let stale = cache.stale();
+        let shown = if stale.is_some() { "the last ranking seen" } else { "no ranking" };
+        Popular {
+            limited: true,
+            products: stale.unwrap_or_default(),
+            reason: Some(format!("features limited: {e}; {why}; showing {shown}")),
+        }
+    };
+    let Ok(_permit) = cache.bulkhead.try_acquire() else {
+        return limited(format!("{} database reads already stand in for it", cache::FALLBACK_LIMIT));
+    };
+    let read = ctx.store.transact(|tx| store::most_quoted(tx, POPULAR_COUNT));
+    match cache.fallback_breaker.call(read).await {
+        Ok(products) => {
+            cache.metrics.fallbacks.inc();
+            cache.remember(&products);
+            let reason = Some(format!("features limited: {e}; ranked by the database instead"));
+            Popular { limited: true, products, reason }
+        }
+        Err(db) => limited(format!("the database read standing in for it failed: {db}")),
+    }
 }

@@ -51,11 +51,6 @@ pub fn most_quoted(tx: &mut Tx<'_>, limit: u64) -> Result<Vec<Product>, CatalogE
     products(tx, &sql, Some(limit))
 }
 
-/// The first `limit` products by id: a primary-key range, cheap when the ranking is not.
-pub fn first(tx: &mut Tx<'_>, limit: u64) -> Result<Vec<Product>, CatalogError> {
-    products(tx, &format!("SELECT {COLUMNS} FROM product ORDER BY id LIMIT $1"), Some(limit))
-}
-
 /// The next free numbered id: one past the highest `p-NNN`.
 fn next_id(tx: &mut Tx<'_>) -> Result<ProductId, CatalogError> {
     let rows = tx.query("SELECT id FROM product WHERE id LIKE 'p-%'", &[])?;

@@ -246,3 +246,163 @@ async fn the_openapi_document_names_every_route() {
         assert!(doc["paths"][path].is_object(), "{path} is missing");
     }
 }
+
+#[tokio::test]
+async fn beyond_the_bulkhead_popular_answers_at_once_limited_with_the_last_ranking_and_no_database_read() {
+    let (service, _dir) = catalog_service().await;
+    let full = popular(&service).await;
+    assert_eq!(full["limited"], false);
+    let cache = super::cache::of(&service.ctx);
+    // Every fallback slot taken, as by as many slow database reads.
+    let _held = cache.bulkhead.try_acquire_many(super::cache::FALLBACK_LIMIT as u32).unwrap();
+    cache_link(&service.ctx).set(Faults { cut_out: true, ..Faults::default() });
+    let answer = popular(&service).await;
+    assert_eq!(answer["limited"], true);
+    let reason = answer["reason"].as_str().unwrap();
+    assert!(reason.contains("database reads already stand in for it"), "{answer}");
+    assert!(reason.contains("showing the last ranking seen"), "{answer}");
+    assert_eq!(answer["products"], full["products"], "the last ranking, stale");
+    let metrics = reqwest::get(service.url("/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metric_line(&metrics, "capshop_popular_limited_total").ends_with(" 1"), "{metrics}");
+    assert!(metric_line(&metrics, "capshop_popular_db_fallbacks_total").ends_with(" 0"), "{metrics}");
+}
+
+#[tokio::test]
+async fn within_the_bulkhead_a_failed_cache_is_stood_in_for_by_the_database_and_counted() {
+    let (service, _dir) = catalog_service().await;
+    quote(&service, json!({ "items": [{ "product_id": "p-013", "quantity": 1 }] })).await;
+    cache_link(&service.ctx).set(Faults { cut_out: true, ..Faults::default() });
+    let answer = popular(&service).await;
+    assert_eq!(answer["limited"], true);
+    assert!(answer["reason"].as_str().unwrap().contains("ranked by the database instead"), "{answer}");
+    assert_eq!(answer["products"][0]["id"], "p-013", "the real ranking: {answer}");
+    let metrics = reqwest::get(service.url("/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metric_line(&metrics, "capshop_popular_db_fallbacks_total").ends_with(" 1"), "{metrics}");
+    assert!(metric_line(&metrics, "capshop_popular_limited_total").ends_with(" 0"), "{metrics}");
+    assert!(metrics.contains("breaker=\"popular-db\""), "{metrics}");
+}
+
+/// The line of `name` in a Prometheus text exposition.
+fn metric_line<'a>(metrics: &'a str, name: &str) -> &'a str {
+    metrics
+        .lines()
+        .find(|line| line.starts_with(name) && line[name.len()..].starts_with(['{', ' ']))
+        .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+}
+
+/// A catalog served as `capshop serve catalog --cache URL` serves it (SQLite and the
+/// embedded bus in `dir`); answers its base URL and what stops it.
+async fn catalog_on_cache(
+    dir: &std::path::Path,
+    cache_url: &str,
+) -> (String, tokio_util::sync::CancellationToken) {
+    let config = crate::serve::ServeConfig {
+        part: crate::service::Part::Service(crate::service::ServiceName::Catalog),
+        store_url: format!("sqlite:{}", dir.join("catalog.db").display()),
+        bus_url: format!("embedded:{}", dir.join("bus.db").display()),
+        peers: std::collections::BTreeMap::new(),
+        admin_token: crate::service::testing::ADMIN_TOKEN.into(),
+        choices: crate::service::Choices::default(),
+        cache_url: Some(cache_url.to_owned()),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(crate::serve::serve(config, listener, shutdown.clone()));
+    crate::service::testing::eventually("the catalog answers", || {
+        let health = format!("{base}/health");
+        async move { reqwest::get(health).await.ok().filter(|r| r.status().is_success()) }
+    })
+    .await;
+    (base, shutdown)
+}
+
+async fn get_json(url: String) -> Value {
+    reqwest::get(url).await.unwrap().json().await.unwrap()
+}
+
+async fn metrics_of(base: &str) -> String {
+    reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap()
+}
+
+#[tokio::test]
+async fn on_a_real_redis_popular_is_a_miss_then_a_hit_and_the_ranking_lives_in_redis() {
+    let Some(redis) = kit::testserver::RedisServer::start().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (base, shutdown) = catalog_on_cache(dir.path(), &redis.url()).await;
+    let first = get_json(format!("{base}/popular")).await;
+    assert_eq!(first["limited"], false, "{first}");
+    assert_eq!(get_json(format!("{base}/popular")).await, first, "served from Redis");
+    let metrics = metrics_of(&base).await;
+    assert!(metric_line(&metrics, "capshop_popular_cache_misses_total").ends_with(" 1"), "{metrics}");
+    assert!(metric_line(&metrics, "capshop_popular_cache_hits_total").ends_with(" 1"), "{metrics}");
+    // The entry is in Redis itself, with a time to live.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let stored: String = redis::cmd("GET").arg("popular").query_async(&mut connection).await.unwrap();
+    let stored: Value = serde_json::from_str(&stored).unwrap();
+    assert_eq!(stored, first["products"]);
+    let ttl: i64 = redis::cmd("PTTL").arg("popular").query_async(&mut connection).await.unwrap();
+    assert!(ttl > 0, "the ranking expires in Redis (PTTL {ttl})");
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn when_redis_is_killed_popular_answers_limited_and_nothing_else_fails_and_after_a_restart_full_again()
+{
+    let Some(mut redis) = kit::testserver::RedisServer::start().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (base, shutdown) = catalog_on_cache(dir.path(), &redis.url()).await;
+    assert_eq!(get_json(format!("{base}/popular")).await["limited"], false);
+
+    redis.kill();
+    // Three failed calls open the cache's breaker; from then on no call waits on Redis.
+    for _ in 0..3 {
+        let answer = get_json(format!("{base}/popular")).await;
+        assert_eq!(answer["limited"], true, "{answer}");
+        assert!(answer["reason"].as_str().unwrap().contains("cache is unavailable"), "{answer}");
+        assert_eq!(answer["products"].as_array().unwrap().len(), 5, "{answer}");
+    }
+    let answer = get_json(format!("{base}/popular")).await;
+    assert!(answer["reason"].as_str().unwrap().contains("circuit cache is open"), "{answer}");
+    // Nothing else needs the cache.
+    let products = reqwest::get(format!("{base}/products")).await.unwrap();
+    assert_eq!(products.status(), 200);
+    let quoted = reqwest::Client::new()
+        .post(format!("{base}/quote"))
+        .json(&json!({ "items": [{ "product_id": "p-002", "quantity": 1 }] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(quoted.status(), 200);
+
+    redis.restart().await;
+    // The breaker probes after its open spell; the manager reconnects to the new server.
+    let full = crate::service::testing::eventually("popular in full again", || {
+        let url = format!("{base}/popular");
+        async move { Some(get_json(url).await).filter(|a| a["limited"] == false) }
+    })
+    .await;
+    assert_eq!(full["products"][0]["id"], "p-002", "ranked afresh: {full}");
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn with_the_database_fallbacks_breaker_open_popular_answers_at_once_limited_without_a_read() {
+    let (service, _dir) = catalog_service().await;
+    let cache = super::cache::of(&service.ctx);
+    // Three failed stand-in reads in a row, as a struggling database gives.
+    for _ in 0..3 {
+        let _ = cache.fallback_breaker.call(async { Err::<(), _>("the database is struggling") }).await;
+    }
+    cache_link(&service.ctx).set(Faults { cut_out: true, ..Faults::default() });
+    let answer = popular(&service).await;
+    assert_eq!(answer["limited"], true);
+    let reason = answer["reason"].as_str().unwrap();
+    assert!(reason.contains("circuit popular-db is open"), "{answer}");
+    assert!(reason.contains("showing no ranking"), "nothing was ranked yet: {answer}");
+    assert_eq!(answer["products"], json!([]));
+    let metrics = reqwest::get(service.url("/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metric_line(&metrics, "capshop_popular_db_fallbacks_total").ends_with(" 0"), "{metrics}");
+    assert!(metric_line(&metrics, "capshop_popular_limited_total").ends_with(" 1"), "{metrics}");
+}
