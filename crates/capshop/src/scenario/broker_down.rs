@@ -1,7 +1,7 @@
 //! Scenario 2 (DESIGN §4): every service, each inventory site included, loses the bus at
 //! once. Writes go on — each commits its events to its own outbox, which grows — and after
 //! the bus returns every replica converges, with no event lost. With `--drop-event` one
-//! order event is deleted from the order service's outbox during the outage, and the
+//! OrderPlaced event is deleted from the order service's outbox during the outage, and the
 //! report shows it lost and fails.
 
 use std::time::Duration;
@@ -45,7 +45,7 @@ pub async fn run(lab: &Lab) -> anyhow::Result<Report> {
     let during = lab.timeline.attempts("writes", from, to);
     let backlog_at_heal = shop.probe.backlog().await?;
     let dropped = if lab.drop_event {
-        Some(shop.drop_committed_event(Part::Service(ServiceName::Order)).await?)
+        Some(shop.drop_committed_event(Part::Service(ServiceName::Order), shop::contracts::order::ORDER_PLACED).await?)
     } else {
         None
     };

@@ -232,20 +232,24 @@ impl LabShop {
         self.probe.lost(&self.ledger).await
     }
 
-    /// Deletes the oldest event still waiting in `part`'s outbox, by writing its database
-    /// directly, as a broken disk or a bug would: the loss the figures must show. A later
-    /// event must be waiting too (the relay then moves past the gap); answers the dropped
-    /// event as `stream #seq`, and its key.
-    pub async fn drop_committed_event(&self, part: Part) -> anyhow::Result<(String, String)> {
+    /// Deletes the oldest event of `kind` still waiting in `part`'s outbox, by writing its
+    /// database directly, as a broken disk or a bug would: the loss the figures must show.
+    /// A later event must be waiting too (the relay then moves past the gap); answers the
+    /// dropped event as `stream #seq`, and its key. The kind is chosen by the caller so the
+    /// loss is one a client was told about (an OrderPlaced, not a later OrderConfirmed whose
+    /// order the replicas already hold).
+    pub async fn drop_committed_event(&self, part: Part, kind: &str) -> anyhow::Result<(String, String)> {
         let ctx = self.shop.parts.get(&part).with_context(|| format!("the shop runs no {part}"))?;
         let stream = ctx.outbox.stream().to_string();
         let name = stream.clone();
+        let pattern = format!("%\"kind\":\"{kind}\"%");
         let dropped = ctx
             .store
             .transact(move |tx| {
                 let row = tx.query_one(
-                    "SELECT count(*), coalesce(min(seq), 0) FROM kit_outbox WHERE stream = $1",
-                    &[name.as_str().into()],
+                    "SELECT count(*), coalesce(min(seq), 0) FROM kit_outbox \
+                     WHERE stream = $1 AND CAST(body AS TEXT) LIKE $2",
+                    &[name.as_str().into(), pattern.as_str().into()],
                 )?;
                 let (waiting, seq): (u64, u64) = (row.get(0)?, row.get(1)?);
                 if waiting < 2 {
@@ -265,7 +269,7 @@ impl LabShop {
             })
             .await?;
         let (seq, key) = dropped.with_context(|| {
-            format!("fewer than two events wait in the {stream} outbox: cut {part} off the bus and write more first")
+            format!("fewer than two {kind} events wait in the {stream} outbox: cut {part} off the bus and write more first")
         })?;
         Ok((format!("{stream} #{seq}"), key))
     }
