@@ -44,6 +44,22 @@ async fn on_postgres_a_customer_moves_checks_out_gets_shipped_and_products_are_f
     assert!(found[0]["score"].as_f64().unwrap() > 0.0);
     let (_, none) = get(&shop, "/api/search/search?q=baseball&kind=order").await;
     assert_eq!(none["results"], serde_json::json!([]), "{none}");
+
+    // An order retried with its Idempotency-Key is placed once on PostgreSQL too.
+    let place = || async {
+        let response = reqwest::Client::new()
+            .post(shop.url("/api/order/orders"))
+            .header("Idempotency-Key", "pg-retry-1")
+            .json(&serde_json::json!({ "customer_id": "c-bob" }))
+            .send()
+            .await
+            .unwrap();
+        (response.status(), response.json::<serde_json::Value>().await.unwrap())
+    };
+    let (first, again) = (place().await, place().await);
+    assert_eq!(first.0, 201, "{}", first.1);
+    assert_eq!(again, first, "the retry answers the first answer");
+    assert_eq!(orders_of(&shop, "c-bob").await.len(), 1);
     shop.stop().await.unwrap();
 }
 

@@ -8,7 +8,7 @@ CREATE TABLE idempotency_key (
     -- The request holding the claim; a retry that takes an abandoned claim over changes it.
     owner TEXT NOT NULL,
     -- 0 while the claiming request runs, then the HTTP status it answered.
-    status INTEGER NOT NULL,
+    status BIGINT NOT NULL,
     body TEXT,
     consistency_token TEXT,
     created_at_ms BIGINT NOT NULL,
