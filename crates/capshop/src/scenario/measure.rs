@@ -397,20 +397,20 @@ impl Probe {
     /// writes in `ledger` against the replicas that should hold them.
     pub async fn lost(&self, ledger: &Ledger) -> anyhow::Result<Lost> {
         let mut outcome = Lost::default();
+        // Producers first, then the bus: an event relayed before the bus is read must be on
+        // it, while one relayed in between would otherwise be counted missing.
+        let relayed = self.relayed().await?;
         let published = self.published().await?;
-        self.committed_events(&published, &mut outcome).await?;
+        committed_events(&relayed, &published, &mut outcome);
         self.effects(&published, &mut outcome).await?;
         self.acknowledged_writes(ledger, &mut outcome).await?;
         Ok(outcome)
     }
 
-    /// Every seq a producer committed and relayed must be on the bus (seqs are contiguous
-    /// per stream, so a gap is a committed event missing).
-    async fn committed_events(
-        &self,
-        published: &HashMap<String, Vec<Published>>,
-        outcome: &mut Lost,
-    ) -> anyhow::Result<()> {
+    /// Per producer stream: the seqs it has committed, and how many of them still wait in
+    /// its outbox.
+    async fn relayed(&self) -> anyhow::Result<Vec<(String, u64, u64)>> {
+        let mut relayed = Vec::with_capacity(self.parts.len());
         for ctx in self.parts.values() {
             let (outbox, stream) = (ctx.outbox.clone(), ctx.outbox.stream().to_string());
             let name = stream.clone();
@@ -426,13 +426,9 @@ impl Probe {
                     Ok::<_, StoreError>((committed, outbox.backlog(tx)?))
                 })
                 .await?;
-            outcome.committed += committed;
-            let on_bus: HashSet<u64> = published.get(&stream).into_iter().flatten().map(|e| e.seq).collect();
-            for seq in (1..=committed.saturating_sub(unrelayed)).filter(|seq| !on_bus.contains(seq)) {
-                outcome.event_missing(format!("{stream} #{seq}: committed and relayed, but not on the bus"));
-            }
+            relayed.push((stream, committed, unrelayed));
         }
-        Ok(())
+        Ok(relayed)
     }
 
     /// Every event on the bus has had its effect at each consumer whose effect is known.
@@ -518,3 +514,19 @@ impl Probe {
 
 #[cfg(test)]
 mod tests;
+
+/// Every seq a producer had committed and relayed must be on the bus (seqs are contiguous
+/// per stream, so a gap is a committed event missing).
+fn committed_events(
+    relayed: &[(String, u64, u64)],
+    published: &HashMap<String, Vec<Published>>,
+    outcome: &mut Lost,
+) {
+    for (stream, committed, unrelayed) in relayed {
+        outcome.committed += committed;
+        let on_bus: HashSet<u64> = published.get(stream).into_iter().flatten().map(|e| e.seq).collect();
+        for seq in (1..=committed.saturating_sub(*unrelayed)).filter(|seq| !on_bus.contains(seq)) {
+            outcome.event_missing(format!("{stream} #{seq}: committed and relayed, but not on the bus"));
+        }
+    }
+}
