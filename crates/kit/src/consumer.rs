@@ -371,7 +371,9 @@ pub(crate) fn apply(
             for event in &decoded {
                 outcomes.push(match event {
                     Err(e) => Outcome::Undecodable(e.clone()),
-                    Ok(event) => match tx.savepoint(|tx| apply_one(tx, consumer, handler, event, &mut floors, now_ms)) {
+                    Ok(event) => match tx
+                        .savepoint(|tx| apply_one(tx, consumer, handler, event, &mut floors, now_ms))
+                    {
                         Ok(true) => Outcome::Applied,
                         Ok(false) => Outcome::Duplicate,
                         Err(_) if let Some(e) = tx.unavailable() => return Err(e),
@@ -415,8 +417,9 @@ fn apply_one(
         return Ok(false);
     }
     // A panicking handler fails its own event, not the whole batch.
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.handle(tx, event)))
-        .unwrap_or_else(|panic| Err(HandlerError::retryable(format!("handler panicked: {}", panic_text(&panic)))))?;
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.handle(tx, event))).unwrap_or_else(
+        |panic| Err(HandlerError::retryable(format!("handler panicked: {}", panic_text(&panic)))),
+    )?;
     if passage == Passage::Next {
         floors.applied(event);
     }

@@ -166,8 +166,11 @@ impl Floors {
             if floor.moved == floor.stored {
                 continue;
             }
-            let floor =
-                if floor.recorded_above { contiguous(tx, consumer, stream, floor.moved)? } else { floor.moved };
+            let floor = if floor.recorded_above {
+                contiguous(tx, consumer, stream, floor.moved)?
+            } else {
+                floor.moved
+            };
             tx.execute(
                 "INSERT INTO kit_inbox_floor (consumer, stream, seq) VALUES ($1, $2, $3) \
                  ON CONFLICT (consumer, stream) DO UPDATE SET seq = excluded.seq \
@@ -180,7 +183,12 @@ impl Floors {
 }
 
 /// Records `event` in the inbox by its id: [`Passage::Duplicate`] when it is there already.
-fn record_by_id(tx: &mut Tx<'_>, consumer: &str, event: &Envelope, now_ms: u64) -> Result<Passage, StoreError> {
+fn record_by_id(
+    tx: &mut Tx<'_>,
+    consumer: &str,
+    event: &Envelope,
+    now_ms: u64,
+) -> Result<Passage, StoreError> {
     let fresh = tx.execute(
         "INSERT INTO kit_inbox (consumer, event_id, stream, seq, applied_at_ms) VALUES ($1, $2, $3, $4, $5) \
          ON CONFLICT DO NOTHING",

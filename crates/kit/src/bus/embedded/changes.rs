@@ -13,11 +13,14 @@ pub(super) struct Changes {
     pending: u64,
     /// Publishes per stream.
     streams: HashMap<String, u64>,
+    /// Messages published, over every stream.
+    messages: u64,
 }
 
 impl Changes {
     pub(super) fn published<'a>(&mut self, streams: impl IntoIterator<Item = &'a str>) {
         for stream in streams {
+            self.messages += 1;
             match self.streams.get_mut(stream) {
                 Some(count) => *count += 1,
                 None => {
@@ -29,6 +32,10 @@ impl Changes {
 
     pub(super) fn pending_changed(&mut self) {
         self.pending += 1;
+    }
+
+    pub(super) fn messages(&self) -> u64 {
+        self.messages
     }
 }
 

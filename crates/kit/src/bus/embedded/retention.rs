@@ -41,17 +41,25 @@ impl Default for Retention {
 /// Batches one wake-up may delete before it lets the next change wake it again.
 const BATCHES_PER_WAKE: usize = 64;
 
-/// Prunes after every change of the log until the bus (the owner of `changed`) is gone.
+/// Prunes as the log grows, once per [`Retention::batch`] messages published (a look at
+/// what may go costs a transaction of the log's), until the bus (the owner of `changed`)
+/// is gone.
 pub(super) async fn prune_in_background(
     store: Store,
     changed: Weak<watch::Sender<Changes>>,
     retention: Retention,
 ) {
     let Some(mut changes) = changed.upgrade().map(|sender| sender.subscribe()) else { return };
+    let mut looked_at = 0;
     loop {
         if changes.changed().await.is_err() {
             return; // every clone of the bus was dropped
         }
+        let published = changes.borrow_and_update().messages();
+        if published < looked_at + retention.batch.max(1) {
+            continue;
+        }
+        looked_at = published;
         if let Err(e) = prune_batches(&store, &retention, BATCHES_PER_WAKE).await {
             warn!(error = %e, "pruning the embedded log failed; the next publish tries again");
         }

@@ -43,8 +43,14 @@ type Tagged = (u64, Option<String>);
 
 /// What became of a delivery that was not acknowledged.
 enum Failure {
-    Retry { visible_at_ms: u64, error: String, max_attempts: u32 },
-    Reject { error: String },
+    Retry {
+        visible_at_ms: u64,
+        error: String,
+        max_attempts: u32,
+    },
+    Reject {
+        error: String,
+    },
     /// Given back without using an attempt.
     Release,
 }
@@ -52,7 +58,14 @@ enum Failure {
 impl Failure {
     /// Gives a fresh delivery (at its first attempt) the row this failure calls for;
     /// returns the row's state.
-    fn insert(&self, tx: &mut Tx<'_>, consumer: &str, pos: u64, key: &str, now: u64) -> Result<String, StoreError> {
+    fn insert(
+        &self,
+        tx: &mut Tx<'_>,
+        consumer: &str,
+        pos: u64,
+        key: &str,
+        now: u64,
+    ) -> Result<String, StoreError> {
         let (state, attempts, visible_at_ms, error, failed_at_ms) = match self {
             Failure::Retry { visible_at_ms, error, max_attempts } => {
                 let state = if *max_attempts <= 1 { "dead" } else { "ready" };
@@ -81,7 +94,13 @@ impl Failure {
 
     /// Changes the row a redelivered message has; returns its new state, or `None` when it
     /// was no longer pending.
-    fn update(&self, tx: &mut Tx<'_>, consumer: &str, pos: u64, now: u64) -> Result<Option<String>, StoreError> {
+    fn update(
+        &self,
+        tx: &mut Tx<'_>,
+        consumer: &str,
+        pos: u64,
+        now: u64,
+    ) -> Result<Option<String>, StoreError> {
         let row = match self {
             Failure::Retry { visible_at_ms, error, max_attempts } => tx.query_opt(
                 "UPDATE bus_pending SET state = CASE WHEN attempts >= $3 THEN 'dead' ELSE 'ready' END, \
@@ -112,7 +131,12 @@ impl Failure {
 }
 
 impl EmbeddedSubscription {
-    pub(super) fn new(bus: EmbeddedBus, spec: ConsumerSpec, streams: Vec<String>, attached: (u64, u64)) -> Self {
+    pub(super) fn new(
+        bus: EmbeddedBus,
+        spec: ConsumerSpec,
+        streams: Vec<String>,
+        attached: (u64, u64),
+    ) -> Self {
         let seen = Seen::new(bus.changes.subscribe(), streams.clone());
         let (generation, taken) = attached;
         Self {
@@ -315,7 +339,8 @@ impl Subscription for EmbeddedSubscription {
             return Ok(());
         }
         let tagged = self.tagged(tags);
-        let fresh: HashSet<u64> = tagged.iter().filter(|(_, key)| key.is_some()).map(|(pos, _)| *pos).collect();
+        let fresh: HashSet<u64> =
+            tagged.iter().filter(|(_, key)| key.is_some()).map(|(pos, _)| *pos).collect();
         let ack = Ack {
             name: self.spec.name.clone(),
             generation: self.generation,

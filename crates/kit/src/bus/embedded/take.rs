@@ -47,7 +47,8 @@ pub(super) struct Replaced;
 
 pub(super) fn take(tx: &mut Tx<'_>, request: &Request) -> Result<Result<Taken, Replaced>, StoreError> {
     let name = request.spec.name.as_str();
-    let row = tx.query_one("SELECT taken_pos, generation FROM bus_consumer WHERE name = $1", &[name.into()])?;
+    let row =
+        tx.query_one("SELECT taken_pos, generation FROM bus_consumer WHERE name = $1", &[name.into()])?;
     let (taken, generation): (u64, u64) = (row.get(0)?, row.get(1)?);
     if generation != request.generation {
         return Ok(Err(Replaced));
@@ -85,7 +86,12 @@ pub(super) fn take(tx: &mut Tx<'_>, request: &Request) -> Result<Result<Taken, R
 }
 
 /// Redeliveries first: expired acks, scheduled retries, released and replayed messages.
-fn take_due(tx: &mut Tx<'_>, request: &Request, ack_deadline: u64, out: &mut Taken) -> Result<(), StoreError> {
+fn take_due(
+    tx: &mut Tx<'_>,
+    request: &Request,
+    ack_deadline: u64,
+    out: &mut Taken,
+) -> Result<(), StoreError> {
     let (name, now) = (request.spec.name.as_str(), request.now_ms);
     let due = tx.query(
         "SELECT p.pos, p.attempts, l.id, l.stream, l.seq, l.key, l.body FROM bus_pending p \
@@ -188,7 +194,8 @@ fn take_new(tx: &mut Tx<'_>, request: &Request, out: &mut Taken) -> Result<(), S
         out.more = true;
     }
     out.taken = last;
-    let lowest = [request.lowest_outstanding, out.fresh.first().map(|(pos, _)| *pos)].into_iter().flatten().min();
+    let lowest =
+        [request.lowest_outstanding, out.fresh.first().map(|(pos, _)| *pos)].into_iter().flatten().min();
     let settled = lowest.map_or(last, |pos| pos - 1);
     tx.execute(
         "UPDATE bus_consumer SET taken_pos = $2, acked_pos = max(acked_pos, $3) WHERE name = $1",
