@@ -103,7 +103,7 @@ impl ConsumerConfig {
             spec,
             batch: 500,
             retry: Backoff::default(),
-            outage: Backoff::new(Duration::from_millis(100), Duration::from_secs(5)),
+            outage: Backoff::new(Duration::from_millis(100), Duration::from_secs(1)),
             schemas: Schemas::new(),
             inbox: InboxRetention::default(),
         }

@@ -47,7 +47,7 @@ impl Relay {
             outbox,
             bus,
             batch: DEFAULT_BATCH,
-            backoff: Backoff::new(std::time::Duration::from_millis(50), std::time::Duration::from_secs(5)),
+            backoff: Backoff::new(std::time::Duration::from_millis(50), std::time::Duration::from_secs(1)),
             relayed: Counter::default(),
         }
     }

@@ -39,22 +39,28 @@ impl Backend for Sqlite {
         _deadline: Option<std::time::Instant>,
         body: &mut dyn FnMut(&mut Tx<'_>) -> bool,
     ) -> Result<Vec<AfterCommit>, StoreError> {
-        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(db)?;
+        control(&self.conn, "BEGIN IMMEDIATE").map_err(db)?;
         let mut conn = SqliteTx { conn: &self.conn };
         let mut tx = Tx::new(&mut conn);
         let commit = body(&mut tx);
         let hooks = tx.into_after_commit();
         if commit {
-            if let Err(e) = self.conn.execute_batch("COMMIT") {
-                let _ = self.conn.execute_batch("ROLLBACK");
+            if let Err(e) = control(&self.conn, "COMMIT") {
+                let _ = control(&self.conn, "ROLLBACK");
                 return Err(db(e));
             }
             Ok(hooks)
         } else {
-            self.conn.execute_batch("ROLLBACK").map_err(db)?;
+            control(&self.conn, "ROLLBACK").map_err(db)?;
             Ok(Vec::new())
         }
     }
+}
+
+/// Runs a transaction-control statement from the statement cache: parsing `BEGIN` and
+/// `COMMIT` anew for every transaction showed in profiles.
+fn control(conn: &rusqlite::Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
 struct SqliteTx<'c> {
