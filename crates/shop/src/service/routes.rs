@@ -24,7 +24,7 @@ pub(super) fn common(ctx: Arc<Context>, own: OpenApiRouter<Arc<Context>>) -> Rou
         .routes(routes!(metrics))
         .nest("/admin", admin::routes(ctx.clone()))
         .split_for_parts();
-    let openapi = Arc::new(openapi);
+    let openapi = Arc::new(with_security_schemes(openapi));
     let process = ctx.process_routes.get().cloned().unwrap_or_default();
     routes
         .route("/openapi.json", get(move || async move { axum::Json(openapi.as_ref().clone()) }))
@@ -55,4 +55,23 @@ async fn metrics(State(ctx): State<Arc<Context>>) -> Result<impl IntoResponse, P
     prometheus_client::encoding::text::encode(&mut text, &registry)
         .map_err(|e| Problem::internal(e.to_string()))?;
     Ok(([(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text))
+}
+
+/// The two bearer schemes routes name in `security(...)`: a shopper's session token and
+/// the operator's admin token.
+fn with_security_schemes(mut openapi: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+    let components = openapi.components.get_or_insert_with(Default::default);
+    let session = HttpBuilder::new()
+        .scheme(HttpAuthScheme::Bearer)
+        .bearer_format("PASETO v4.public")
+        .description(Some("a session token from POST /api/customer/sessions"))
+        .build();
+    components.add_security_scheme("session", SecurityScheme::Http(session));
+    let admin = HttpBuilder::new()
+        .scheme(HttpAuthScheme::Bearer)
+        .description(Some("the admin token `capshop up` prints"))
+        .build();
+    components.add_security_scheme("admin", SecurityScheme::Http(admin));
+    openapi
 }
