@@ -21,8 +21,14 @@ use crate::service::{Problem, idempotency, token};
 const FORWARDED: [HeaderName; 5] =
     [header::CONTENT_TYPE, header::AUTHORIZATION, header::ACCEPT, token::HEADER, idempotency::HEADER];
 /// Answer headers the gateway passes back to the client.
-const RETURNED: [HeaderName; 5] =
-    [header::CONTENT_TYPE, token::HEADER, header::RETRY_AFTER, header::ALLOW, idempotency::REPLAYED];
+const RETURNED: [HeaderName; 6] = [
+    header::CONTENT_TYPE,
+    token::HEADER,
+    header::RETRY_AFTER,
+    header::ALLOW,
+    idempotency::REPLAYED,
+    header::WWW_AUTHENTICATE,
+];
 
 /// Where each service listens, e.g. `http://127.0.0.1:41001`, by the name it has under
 /// `/api`: a service (`inventory` is dc1), or a part of its own (`inventory-dc2`).
