@@ -84,7 +84,7 @@ static BOOK: std::sync::LazyLock<std::sync::Mutex<Book>> = std::sync::LazyLock::
 
 /// The customer whose resource `path` (or `body`) names: a `c-...` segment or parameter,
 /// the `customer_id` of the body, or the customer who placed the `o-...` order it names.
-fn owner_named(shop: &impl Gateway, path: &str, body: &Value) -> Option<String> {
+fn owner_named(path: &str, body: &Value) -> Option<String> {
     let words: Vec<&str> = path.split(['/', '?', '&', '=']).collect();
     if let Some(customer) = words.iter().find(|w| w.starts_with("c-")) {
         return Some((*customer).to_owned());
@@ -118,7 +118,7 @@ pub async fn signed_in(
     body: &Value,
     request: reqwest::RequestBuilder,
 ) -> reqwest::RequestBuilder {
-    match owner_named(shop, path, body) {
+    match owner_named(path, body) {
         Some(customer) => request.bearer_auth(session(shop, &customer).await),
         None => request,
     }

@@ -95,8 +95,8 @@ fn replicate(batches: &[Vec<kit::envelope::Envelope>]) -> (Vec<String>, Vec<Stri
         let store = Store::open(&url, &[&replica::MIGRATIONS]).await.unwrap();
         let handler = SessionReplica { sessions: Sessions::default() };
         let handler = std::sync::Arc::new(handler);
-        for batch in batches.to_vec() {
-            let handler = handler.clone();
+        for batch in batches {
+            let (handler, batch) = (handler.clone(), batch.clone());
             store
                 .transact(move |tx| {
                     for event in &batch {
