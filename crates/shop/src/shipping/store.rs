@@ -172,7 +172,8 @@ pub fn shipments(
     order_id: Option<&str>,
 ) -> Result<Vec<Shipment>, StoreError> {
     let rows = tx.query(
-        "SELECT body FROM shipment WHERE customer_id = $1 AND ($2 IS NULL OR order_id = $2) ORDER BY order_id",
+        "SELECT body FROM shipment WHERE customer_id = $1 AND (CAST($2 AS TEXT) IS NULL OR order_id = $2) \
+         ORDER BY order_id",
         &[customer_id.into(), order_id.into()],
     )?;
     rows.into_iter().map(|mut row| decode(&row.take::<String>(0)?)).collect()
