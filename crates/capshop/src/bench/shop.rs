@@ -35,7 +35,8 @@ struct Bench {
 
 impl Bench {
     async fn start(dir: &Path, address: AddressChoice, connections: usize) -> anyhow::Result<Self> {
-        let choices = Choices { address, ..Choices::default() };
+        // The bench measures the shop's capacity: no limiter in the way.
+        let choices = Choices { address, limits: shop::service::limits::Limits::off(), ..Choices::default() };
         let shop =
             launch(ShopConfig::ephemeral(dir, TOKEN, choices)).await.context("the shop did not start")?;
         let bench = Self {

@@ -60,6 +60,9 @@ impl Lab {
         let data_dir: PathBuf = self.dir.path().join(series);
         let mut config = ShopConfig::ephemeral(&data_dir, TOKEN, Choices::default());
         adjust(&mut config);
+        // The scenarios' load is what they measure: no limiter in the way (tests/limits.rs
+        // holds the limits to their word).
+        config.choices.limits = shop::service::limits::Limits::off();
         let shop = launch(config).await.context("the shop did not start")?;
         let probe = Probe::new(data_dir.join("bus.db"), shop.parts.clone());
         let sampling = CancellationToken::new();

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::http::own_customer;
 use super::model::{CustomerError, Password, normalized_email};
 use super::store;
+use crate::service::limits::Limited;
 use crate::service::session::SignInNeeded;
 use crate::service::session::paseto::{self, Claims};
 use crate::service::{Body, BodyRefused, Context, PathParams, Problem, SignedIn, StoreBusy};
@@ -66,10 +67,17 @@ async fn check(password: Password, hash: Option<super::model::PasswordHash>) -> 
 
 /// Signs in: a session token for the customer of this email and password.
 #[utoipa::path(post, path = "/sessions", request_body = SignInRequest,
-    responses(StoreBusy, BodyRefused, (status = 201, body = SignedInAnswer, description = "signed in"),
+    responses(StoreBusy, BodyRefused, Limited, (status = 201, body = SignedInAnswer, description = "signed in"),
               (status = 401, body = Problem, content_type = "application/problem+json", description = "the email or password is wrong", headers(("WWW-Authenticate" = String, description = "Bearer realm=\"capshop\""))),
               (status = 422, body = Problem, content_type = "application/problem+json", description = "the body does not fit")))]
-pub async fn sign_in(State(ctx): State<Arc<Context>>, Body(request): Body<SignInRequest>) -> Response {
+pub async fn sign_in(
+    State(ctx): State<Arc<Context>>,
+    headers: axum::http::HeaderMap,
+    Body(request): Body<SignInRequest>,
+) -> Response {
+    if let Err(too_many) = ctx.limiters.sign_in(&normalized_email(&request.email), &headers) {
+        return too_many.into_response();
+    }
     match start_session(&ctx, request).await {
         Ok(answer) => (StatusCode::CREATED, axum::Json(answer)).into_response(),
         Err(problem) if problem.status == StatusCode::UNAUTHORIZED => refused(CustomerError::WrongPassword),

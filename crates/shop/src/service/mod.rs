@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod idempotency;
+pub mod limits;
 pub mod part;
 pub mod peer;
 pub mod problem;
@@ -137,6 +138,8 @@ pub struct Choices {
     pub token_wait: Duration,
     /// How the two inventory sites write during a partition (DESIGN §1, scenario 6).
     pub inventory: crate::inventory::sites::Mode,
+    /// Sign-in attempts and writes allowed (OWASP API4).
+    pub limits: limits::Limits,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -152,6 +155,7 @@ impl Default for Choices {
             address: AddressChoice::Replica,
             token_wait: Duration::from_millis(250),
             inventory: crate::inventory::sites::Mode::Ap,
+            limits: limits::Limits::default(),
         }
     }
 }
@@ -192,6 +196,8 @@ pub struct Context {
     /// The shoppers' sign-in as this service knows it: the customer service's public keys
     /// and the revoked sessions, replicated by events.
     pub sessions: session::Sessions,
+    /// Over these, requests are answered 429.
+    pub limiters: limits::Limiters,
     pub choices: Choices,
     /// Routes of the process this service runs in, served beside its own: a served
     /// process's `/admin/chaos` for its links. Set before [`run`].
@@ -244,6 +250,7 @@ impl Context {
             peers,
             admin_token,
             sessions,
+            limiters: limits::Limiters::new(&choices.limits),
             choices,
             process_routes: std::sync::OnceLock::new(),
             extension: std::sync::OnceLock::new(),

@@ -165,12 +165,19 @@ fn bearer(parts: &Parts) -> Result<Option<&str>, Refusal> {
     Ok(Some(token.trim()))
 }
 
+/// A shopper's request: signed in, and (for a write) within the customer's write limit.
 impl FromRequestParts<Arc<Context>> for SignedIn {
-    type Rejection = Refusal;
+    type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, ctx: &Arc<Context>) -> Result<Self, Self::Rejection> {
-        let token = bearer(parts)?.ok_or(Refusal::Missing)?;
-        ctx.sessions.verify(token, kit::clock::now_ms())
+        let token = bearer(parts).map_err(IntoResponse::into_response)?;
+        let token = token.ok_or(Refusal::Missing).map_err(IntoResponse::into_response)?;
+        let signed_in =
+            ctx.sessions.verify(token, kit::clock::now_ms()).map_err(IntoResponse::into_response)?;
+        if !parts.method.is_safe() {
+            ctx.limiters.write(&signed_in.customer_id).map_err(IntoResponse::into_response)?;
+        }
+        Ok(signed_in)
     }
 }
 
