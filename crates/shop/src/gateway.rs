@@ -28,7 +28,8 @@ const FORWARDED: [HeaderName; 6] = [
 ];
 const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// Answer headers the gateway passes back to the client.
-const RETURNED: [HeaderName; 6] = [
+const RETURNED: [HeaderName; 7] = [
+    crate::service::page::NEXT_CURSOR,
     header::CONTENT_TYPE,
     token::HEADER,
     header::RETRY_AFTER,

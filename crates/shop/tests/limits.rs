@@ -97,3 +97,43 @@ async fn a_customers_writes_past_the_limit_get_429_and_change_nothing_while_read
     assert_eq!(status, 200, "Bob's writes are his own");
     shop.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn lists_answer_a_page_at_a_time_with_the_cursor_of_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let shop = spawn_shop(dir.path()).await;
+    replicated(&shop).await;
+    let mut placed = Vec::new();
+    for product in ["p-001", "p-002", "p-003"] {
+        post(&shop, "/api/order/carts/c-ada/items", json!({ "product_id": product, "quantity": 1 })).await;
+        let (status, order) = post(&shop, "/api/order/orders", json!({ "customer_id": "c-ada" })).await;
+        assert_eq!(status, 201, "{order}");
+        placed.push(order["id"].as_str().unwrap().to_owned());
+    }
+    let ada = session(&shop, "c-ada").await;
+    let page = |query: String| {
+        let (shop, ada) = (&shop, ada.clone());
+        async move {
+            let url = shop.url(&format!("/api/order/orders?customer_id=c-ada{query}"));
+            let response = Client::new().get(url).bearer_auth(ada).send().await.unwrap();
+            let next = response.headers().get("next-cursor").map(|v| v.to_str().unwrap().to_owned());
+            (response.status(), next, response.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, next, first) = page("&limit=2".into()).await;
+    assert_eq!(status, 200);
+    let ids = |page: &Value| {
+        page.as_array().unwrap().iter().map(|o| o["id"].as_str().unwrap().to_owned()).collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&first), placed[..2]);
+    let (_, last, second) = page(format!("&limit=2&cursor={}", next.expect("a next cursor"))).await;
+    assert_eq!(ids(&second), placed[2..]);
+    assert!(last.is_none(), "the last page names no next one");
+    for bad in ["&limit=0", "&limit=101", "&cursor=%21%21"] {
+        let (status, _, problem) = page(bad.into()).await;
+        assert_eq!(status, 422, "{bad}: {problem}");
+    }
+    let (_, customers) = get_admin(&shop, "/api/customer/customers?limit=2").await;
+    assert_eq!(customers.as_array().unwrap().len(), 2);
+    finish(shop).await;
+}

@@ -15,8 +15,11 @@ use super::model::{Address, Customer, CustomerId, Password, PaymentMethod, Regis
 use super::sign_in::{self, ChangePassword, SignInRequest, SignedInAnswer};
 use super::{events, store};
 use crate::service::idempotency::{self, Begun, Claim, Written};
+use crate::service::page::Page;
 use crate::service::session::SignInNeeded;
-use crate::service::{Body, BodyRefused, Context, PathParams, Problem, SignedIn, StoreBusy, admin, token};
+use crate::service::{
+    Body, BodyRefused, Context, PathParams, Problem, QueryParams, SignedIn, StoreBusy, admin, token,
+};
 
 /// The customer service's routes, with their document.
 pub fn routes() -> OpenApiRouter<Arc<Context>> {
@@ -133,17 +136,34 @@ async fn register_once(
     Ok(answer)
 }
 
-/// Lists every customer: for the operator (the admin token), not for shoppers.
+/// A page of the customer list.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+/// Lists every customer, by id, a page at a time: for the operator (the admin token), not
+/// for shoppers.
 #[utoipa::path(get, path = "/customers", security(("admin" = [])),
-    responses(StoreBusy, (status = 200, body = [Customer]),
+    params(("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "at most this many (1 to 100; 100 when absent)"),
+        ("cursor" = Option<String>, Query, description = "the Next-Cursor of the page before")),
+    responses(StoreBusy, (status = 200, body = [Customer], description = "a page of customers; Next-Cursor names the next page when there is one", headers(("Next-Cursor" = String, description = "send as cursor for the next page"))),
+              (status = 400, body = Problem, content_type = "application/problem+json", description = "a bad query"),
+              (status = 422, body = Problem, content_type = "application/problem+json", description = "a limit out of 1 to 100, or a cursor this list did not answer"),
               (status = 401, body = Problem, content_type = "application/problem+json", description = "no admin token"),
               (status = 403, body = Problem, content_type = "application/problem+json", description = "not the admin token")))]
 async fn list(
     State(ctx): State<Arc<Context>>,
     headers: HeaderMap,
-) -> Result<axum::Json<Vec<Customer>>, Problem> {
+    QueryParams(q): QueryParams<ListQuery>,
+) -> Result<Response, Problem> {
     admin::check_bearer(&headers, &ctx.admin_token)?;
-    Ok(axum::Json(ctx.store.transact(store::list).await?))
+    let page = Page::parse(q.limit, q.cursor.as_deref())?;
+    let (after, fetch) = (page.after.clone(), page.fetch());
+    let customers = ctx.store.transact(move |tx| store::list(tx, after.as_deref(), fetch)).await?;
+    Ok(page.answer(customers, |c| c.id.as_str()))
 }
 
 /// Shows the signed-in customer.

@@ -34,8 +34,12 @@ pub fn get(tx: &mut Tx<'_>, id: &CustomerId) -> Result<Customer, CustomerError> 
     row.map(customer_from_row).transpose()?.ok_or_else(|| CustomerError::NotFound(id.to_string()))
 }
 
-pub fn list(tx: &mut Tx<'_>) -> Result<Vec<Customer>, CustomerError> {
-    let rows = tx.query(&format!("SELECT {COLUMNS} FROM customer ORDER BY name, id"), &[])?;
+/// Up to `limit` customers after the id `after`, by id.
+pub fn list(tx: &mut Tx<'_>, after: Option<&str>, limit: u32) -> Result<Vec<Customer>, CustomerError> {
+    let rows = tx.query(
+        &format!("SELECT {COLUMNS} FROM customer WHERE id > $1 ORDER BY id LIMIT $2"),
+        &[after.unwrap_or("").into(), limit.into()],
+    )?;
     Ok(rows.into_iter().map(customer_from_row).collect::<Result<_, _>>()?)
 }
 

@@ -17,6 +17,7 @@ use super::place;
 use super::store::{self, CartLine};
 use crate::contracts::customer::Address;
 use crate::service::idempotency::{self, Begun};
+use crate::service::page::Page;
 use crate::service::session::SignInNeeded;
 use crate::service::{
     Body, BodyRefused, Context, PathParams, Problem, QueryParams, SignedIn, StoreBusy, token,
@@ -186,22 +187,31 @@ async fn place_order(
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct OrdersQuery {
     customer_id: String,
+    limit: Option<u32>,
+    cursor: Option<String>,
 }
 
-/// Lists a customer's orders.
-#[utoipa::path(get, path = "/orders", security(("session" = [])), params(("customer_id" = String, Query, description = "the customer, e.g. `c-ada`")),
-    responses(StoreBusy, SignInNeeded, (status = 200, body = [Order]), (status = 404, body = Problem, content_type = "application/problem+json", description = "not the signed-in customer"), 
+/// Lists a customer's orders, oldest first, a page at a time.
+#[utoipa::path(get, path = "/orders", security(("session" = [])), params(("customer_id" = String, Query, description = "the customer, e.g. `c-ada`"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "at most this many (1 to 100; 100 when absent)"),
+        ("cursor" = Option<String>, Query, description = "the Next-Cursor of the page before")),
+    responses(StoreBusy, SignInNeeded, (status = 200, body = [Order], description = "a page of orders; Next-Cursor names the next page when there is one", headers(("Next-Cursor" = String, description = "send as cursor for the next page"))), (status = 404, body = Problem, content_type = "application/problem+json", description = "not the signed-in customer"), 
               (status = 400, body = Problem, content_type = "application/problem+json", description = "no customer_id, or a bad query"),
-              (status = 422, body = Problem, content_type = "application/problem+json", description = "a bad customer id")))]
+              (status = 422, body = Problem, content_type = "application/problem+json", description = "a bad customer id, a limit out of 1 to 100, or a cursor this list did not answer")))]
 async fn list_orders(
     State(ctx): State<Arc<Context>>,
     signed_in: SignedIn,
     QueryParams(q): QueryParams<OrdersQuery>,
-) -> Result<axum::Json<Vec<Order>>, Problem> {
+) -> Result<Response, Problem> {
     let customer = own_customer(&signed_in, &q.customer_id)?;
-    Ok(axum::Json(ctx.store.transact(move |tx| store::orders_of(tx, &customer)).await?))
+    let page = Page::parse(q.limit, q.cursor.as_deref())?;
+    let (after, fetch) = (page.after.clone(), page.fetch());
+    let orders =
+        ctx.store.transact(move |tx| store::orders_of(tx, &customer, after.as_deref(), fetch)).await?;
+    Ok(page.answer(orders, |o| &o.id))
 }
 
 /// Shows an order with its status.

@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod idempotency;
 pub mod limits;
+pub mod page;
 pub mod part;
 pub mod peer;
 pub mod problem;

@@ -12,6 +12,7 @@ use super::events::ShipmentStatus;
 use super::model::{HeldShipment, OrderId, Shipment};
 use super::store;
 use crate::contracts::customer::Address;
+use crate::service::page::Page;
 use crate::service::session::SignInNeeded;
 use crate::service::{Context, PathParams, Problem, QueryParams, SignedIn, StoreBusy, admin};
 
@@ -37,27 +38,34 @@ struct Api;
 #[serde(deny_unknown_fields)]
 struct ShipmentsQuery {
     order_id: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
 }
 
 /// Lists the signed-in customer's shipments: the one of `order_id` (none while the order
 /// has not reached shipping, or is not theirs), or all of theirs.
 #[utoipa::path(get, path = "/shipments", security(("session" = [])),
-    params(("order_id" = Option<String>, Query, description = "only the shipment of this order")),
-    responses(StoreBusy, SignInNeeded, (status = 200, body = [Shipment]),
+    params(("order_id" = Option<String>, Query, description = "only the shipment of this order"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "at most this many (1 to 100; 100 when absent)"),
+        ("cursor" = Option<String>, Query, description = "the Next-Cursor of the page before")),
+    responses(StoreBusy, SignInNeeded, (status = 200, body = [Shipment], description = "a page of shipments; Next-Cursor names the next page when there is one", headers(("Next-Cursor" = String, description = "send as cursor for the next page"))),
               (status = 400, body = Problem, content_type = "application/problem+json", description = "a bad query"),
               (status = 422, body = Problem, content_type = "application/problem+json", description = "a bad order id")))]
 async fn list(
     State(ctx): State<Arc<Context>>,
     signed_in: SignedIn,
     QueryParams(q): QueryParams<ShipmentsQuery>,
-) -> Result<axum::Json<Vec<Shipment>>, Problem> {
+) -> Result<axum::response::Response, Problem> {
     let order = q.order_id.as_deref().map(OrderId::parse).transpose()?;
-    let customer = signed_in.customer_id().to_owned();
+    let page = Page::parse(q.limit, q.cursor.as_deref())?;
+    let (customer, after, fetch) = (signed_in.customer_id().to_owned(), page.after.clone(), page.fetch());
     let shipments = ctx
         .store
-        .transact(move |tx| store::shipments(tx, &customer, order.as_ref().map(OrderId::as_str)))
+        .transact(move |tx| {
+            store::shipments(tx, &customer, order.as_ref().map(OrderId::as_str), after.as_deref(), fetch)
+        })
         .await?;
-    Ok(axum::Json(shipments))
+    Ok(page.answer(shipments, |s| &s.order_id))
 }
 
 /// Shows the shipment of an order of the signed-in customer.
