@@ -15,6 +15,7 @@ use super::model::{Address, Customer, CustomerId, Password, PaymentMethod, Regis
 use super::sign_in::{self, ChangePassword, SignInRequest, SignedInAnswer};
 use super::{events, store};
 use crate::service::idempotency::{self, Begun, Claim, Written};
+use crate::service::limits::Limited;
 use crate::service::page::Page;
 use crate::service::session::SignInNeeded;
 use crate::service::{
@@ -60,6 +61,7 @@ pub struct RegisterRequest {
     pub address: Address,
     pub payment_method: PaymentMethod,
     /// 8 to 128 characters; kept only as an argon2id hash, never shown.
+    #[schema(min_length = 8, max_length = 128)]
     pub password: String,
 }
 
@@ -180,7 +182,7 @@ async fn show(
 
 /// Changes a customer's address; replicas learn of it by the CustomerAddressChanged event.
 #[utoipa::path(put, path = "/customers/{id}/address", params(("id" = String, Path, description = "the customer, e.g. `c-ada`")), request_body = Address, security(("session" = [])),
-    responses(StoreBusy, BodyRefused, SignInNeeded, (status = 200, body = Customer, description = "changed; with a Consistency-Token"),
+    responses(StoreBusy, BodyRefused, SignInNeeded, Limited, (status = 200, body = Customer, description = "changed; with a Consistency-Token"),
               (status = 404, body = Problem, content_type = "application/problem+json", description = "no such customer (or not the signed-in one)"),
               (status = 422, body = Problem, content_type = "application/problem+json", description = "the body does not fit, or a bad address")))]
 async fn change_address(
@@ -198,7 +200,7 @@ async fn change_address(
 
 /// Changes a customer's payment method.
 #[utoipa::path(put, path = "/customers/{id}/payment-method", params(("id" = String, Path, description = "the customer, e.g. `c-ada`")), request_body = PaymentMethod, security(("session" = [])),
-    responses(StoreBusy, BodyRefused, SignInNeeded, (status = 200, body = Customer, description = "changed; with a Consistency-Token"),
+    responses(StoreBusy, BodyRefused, SignInNeeded, Limited, (status = 200, body = Customer, description = "changed; with a Consistency-Token"),
               (status = 404, body = Problem, content_type = "application/problem+json", description = "no such customer (or not the signed-in one)"),
               (status = 422, body = Problem, content_type = "application/problem+json", description = "the body does not fit, or a bad card")))]
 async fn change_payment_method(

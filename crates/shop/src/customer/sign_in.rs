@@ -43,6 +43,7 @@ pub struct SignedInAnswer {
 pub struct ChangePassword {
     pub current_password: String,
     /// 8 to 128 characters.
+    #[schema(min_length = 8, max_length = 128)]
     pub new_password: String,
 }
 
@@ -124,7 +125,7 @@ async fn start_session(ctx: &Context, request: SignInRequest) -> Result<SignedIn
 /// Signs out: the session's token is refused from now on here, and by every other service
 /// once the revocation has replicated to it.
 #[utoipa::path(delete, path = "/sessions/current", security(("session" = [])),
-    responses(StoreBusy, SignInNeeded, (status = 204, description = "signed out")))]
+    responses(StoreBusy, SignInNeeded, Limited, (status = 204, description = "signed out")))]
 pub async fn sign_out(State(ctx): State<Arc<Context>>, signed_in: SignedIn) -> Result<StatusCode, Problem> {
     let (outbox, session, now_ms) =
         (ctx.outbox.clone(), signed_in.session_id().to_owned(), kit::clock::now_ms());
@@ -136,7 +137,7 @@ pub async fn sign_out(State(ctx): State<Arc<Context>>, signed_in: SignedIn) -> R
 /// Changes the password; every session of the customer ends (sign in again with the new one).
 #[utoipa::path(put, path = "/customers/{id}/password", params(("id" = String, Path, description = "the customer, e.g. `c-ada`")),
     request_body = ChangePassword, security(("session" = [])),
-    responses(StoreBusy, BodyRefused, SignInNeeded, (status = 204, description = "changed; every session of the customer is ended"),
+    responses(StoreBusy, BodyRefused, SignInNeeded, Limited, (status = 204, description = "changed; every session of the customer is ended"),
               (status = 403, body = Problem, content_type = "application/problem+json", description = "the current password is wrong"),
               (status = 404, body = Problem, content_type = "application/problem+json", description = "no such customer (or not the signed-in one)"),
               (status = 422, body = Problem, content_type = "application/problem+json", description = "the body does not fit, or a new password that is not 8 to 128 characters")))]

@@ -17,6 +17,7 @@ use super::place;
 use super::store::{self, CartLine};
 use crate::contracts::customer::Address;
 use crate::service::idempotency::{self, Begun};
+use crate::service::limits::Limited;
 use crate::service::page::Page;
 use crate::service::session::SignInNeeded;
 use crate::service::{
@@ -80,12 +81,13 @@ async fn cart(
 pub struct AddItem {
     pub product_id: String,
     /// 1 to 100.
+    #[schema(minimum = 1, maximum = 100)]
     pub quantity: i64,
 }
 
 /// Adds a product to a customer's cart.
 #[utoipa::path(post, path = "/carts/{customer_id}/items", security(("session" = [])), params(("customer_id" = String, Path, description = "the customer, e.g. `c-ada`")), request_body = AddItem,
-    responses(StoreBusy, SignInNeeded, BodyRefused, (status = 200, body = [CartLine]),
+    responses(StoreBusy, SignInNeeded, Limited, BodyRefused, (status = 200, body = [CartLine]),
               (status = 404, body = Problem, content_type = "application/problem+json", description = "no such customer"),
               (status = 422, body = Problem, content_type = "application/problem+json", description = "the body does not fit, a bad id or quantity, or an unknown product")))]
 async fn add_item(
@@ -107,7 +109,7 @@ async fn add_item(
 /// Removes a product from a customer's cart.
 #[utoipa::path(delete, path = "/carts/{customer_id}/items/{product_id}", security(("session" = [])),
     params(("customer_id" = String, Path, description = "the customer, e.g. `c-ada`"), ("product_id" = String, Path, description = "the product, e.g. `p-001`")),
-    responses(StoreBusy, SignInNeeded, (status = 200, body = [CartLine]), (status = 404, body = Problem, content_type = "application/problem+json", description = "not the signed-in customer"), (status = 422, body = Problem, content_type = "application/problem+json", description = "a bad customer id")))]
+    responses(StoreBusy, SignInNeeded, Limited, (status = 200, body = [CartLine]), (status = 404, body = Problem, content_type = "application/problem+json", description = "not the signed-in customer"), (status = 422, body = Problem, content_type = "application/problem+json", description = "a bad customer id")))]
 async fn remove_item(
     State(ctx): State<Arc<Context>>,
     signed_in: SignedIn,
@@ -149,7 +151,7 @@ pub struct PlaceOrder {
 /// first; 503 with the reason if either cannot be had, and then nothing is written.
 #[utoipa::path(post, path = "/orders", security(("session" = [])), request_body = PlaceOrder, params(("Consistency-Token" = Option<String>, Header, description = "the token of your last write, to read your own writes"),
         ("Idempotency-Key" = Option<String>, Header, description = "a key of the client's choosing (1 to 255 visible ASCII characters): the same key with the same body answers the first answer again, with no second order")),
-    responses(StoreBusy, SignInNeeded, BodyRefused, (status = 201, body = Order, description = "placed (or, with an Idempotency-Key seen before, the first answer again, marked Idempotent-Replayed: true); with a Consistency-Token"),
+    responses(StoreBusy, SignInNeeded, Limited, BodyRefused, (status = 201, body = Order, description = "placed (or, with an Idempotency-Key seen before, the first answer again, marked Idempotent-Replayed: true); with a Consistency-Token"),
               (status = 409, body = Problem, content_type = "application/problem+json", description = "a request with this Idempotency-Key is still running; retry after Retry-After"),
               (status = 400, body = Problem, content_type = "application/problem+json", description = "a bad Consistency-Token, or a body that is not JSON"),
               (status = 402, body = Problem, content_type = "application/problem+json", description = "the payment was declined"),
@@ -256,7 +258,7 @@ async fn change_order(
 /// The customer confirms the order's address although it differs from theirs; shipping
 /// may then ship to it.
 #[utoipa::path(post, path = "/orders/{id}/confirm-address", security(("session" = [])), params(("id" = String, Path, description = "the order, e.g. `o-0193…`")),
-    responses(StoreBusy, SignInNeeded, (status = 200, body = Order, description = "confirmed; with a Consistency-Token"),
+    responses(StoreBusy, SignInNeeded, Limited, (status = 200, body = Order, description = "confirmed; with a Consistency-Token"),
               (status = 404, body = Problem, content_type = "application/problem+json", description = "no such order"),
               (status = 409, body = Problem, content_type = "application/problem+json", description = "the order is rejected or cancelled")))]
 async fn confirm_address(
@@ -269,7 +271,7 @@ async fn confirm_address(
 
 /// Cancels an open order; inventory releases its stock.
 #[utoipa::path(post, path = "/orders/{id}/cancel", security(("session" = [])), params(("id" = String, Path, description = "the order, e.g. `o-0193…`")),
-    responses(StoreBusy, SignInNeeded, (status = 200, body = Order, description = "cancelled; with a Consistency-Token"),
+    responses(StoreBusy, SignInNeeded, Limited, (status = 200, body = Order, description = "cancelled; with a Consistency-Token"),
               (status = 404, body = Problem, content_type = "application/problem+json", description = "no such order"),
               (status = 409, body = Problem, content_type = "application/problem+json", description = "the order is rejected or cancelled already")))]
 async fn cancel(
