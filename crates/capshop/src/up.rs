@@ -112,6 +112,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         );
     }
     println!("  admin token:  {}", shop.admin_token);
+    println!(
+        "  sign in:      ada@example.com, bob@example.com or cyd@example.com, password {:?} (demo)",
+        shop::customer::DEMO_PASSWORD
+    );
     println!();
     println!("Press Ctrl-C to stop.");
     tokio::select! {

@@ -117,6 +117,7 @@ async fn up_prints_where_everything_is_serves_the_shop_and_stops_cleanly_on_ctrl
     assert_eq!(up.line_with("shop page:").split_whitespace().last(), Some(format!("{}/", up.url).as_str()));
     assert!(up.line_with("dashboard:").ends_with(&format!("{}/dashboard", up.url)));
     assert!(up.line_with("admin token:").ends_with(TOKEN));
+    assert!(up.line_with("sign in:").contains(shop::customer::DEMO_PASSWORD), "the demo sign-in is printed");
     for service in ["customer", "catalog", "inventory", "order", "payment", "shipping", "search"] {
         up.line_with(&format!("{service}:"));
     }
@@ -127,9 +128,13 @@ async fn up_prints_where_everything_is_serves_the_shop_and_stops_cleanly_on_ctrl
     let products: Value =
         client.get(format!("{}/api/catalog/products", up.url)).send().await.unwrap().json().await.unwrap();
     assert!(products.as_array().unwrap().len() >= 20, "seeded products: {products}");
-    let customers: Value =
-        client.get(format!("{}/api/customer/customers", up.url)).send().await.unwrap().json().await.unwrap();
+    let customers = client.get(format!("{}/api/customer/customers", up.url)).bearer_auth(TOKEN).send().await;
+    let customers: Value = customers.unwrap().json().await.unwrap();
     assert_eq!(customers.as_array().unwrap().len(), 3);
+    let sign_in = json!({ "email": "ada@example.com", "password": shop::customer::DEMO_PASSWORD });
+    let session =
+        client.post(format!("{}/api/customer/sessions", up.url)).json(&sign_in).send().await.unwrap();
+    assert_eq!(session.status(), 201, "Ada signs in with the printed demo password");
 
     let after = up.interrupt();
     assert!(after.iter().any(|l| l.starts_with("stopped; the data is kept in")), "{after:?}");
@@ -242,9 +247,18 @@ async fn up_distributed_runs_a_process_per_service_restarts_one_that_crashes_and
         restarted.rsplit_once("(pid ").and_then(|(_, p)| p.trim_end_matches(')').parse::<u32>().ok());
     pids.push(new_pid.unwrap_or_else(|| panic!("the restart names the new pid: {restarted}")));
     let api = |path: &str| format!("{}/api/order{path}", up.url);
+    let sign_in = json!({ "email": "bob@example.com", "password": shop::customer::DEMO_PASSWORD });
+    let bob: String = eventually("Bob to sign in", || async {
+        let answer =
+            client.post(format!("{}/api/customer/sessions", up.url)).json(&sign_in).send().await.ok()?;
+        let answer: Value = answer.json().await.ok()?;
+        answer["token"].as_str().map(str::to_owned)
+    })
+    .await;
     let order: Value = eventually("an order placed after the restart", || async {
         let added = client
             .post(api("/carts/c-bob/items"))
+            .bearer_auth(&bob)
             .json(&json!({"product_id": "p-003", "quantity": 1}))
             .send()
             .await
@@ -252,14 +266,16 @@ async fn up_distributed_runs_a_process_per_service_restarts_one_that_crashes_and
         if !added.status().is_success() {
             return None;
         }
-        let placed = client.post(api("/orders")).json(&json!({"customer_id": "c-bob"})).send().await.ok()?;
+        let placed = client.post(api("/orders")).bearer_auth(&bob).json(&json!({"customer_id": "c-bob"}));
+        let placed = placed.send().await.ok()?;
         placed.status().is_success().then_some(())?;
         placed.json().await.ok()
     })
     .await;
     let id = order["id"].as_str().expect("the order has an id").to_owned();
     eventually("the order placed after the restart to be confirmed", || async {
-        let shown: Value = client.get(api(&format!("/orders/{id}"))).send().await.ok()?.json().await.ok()?;
+        let shown = client.get(api(&format!("/orders/{id}"))).bearer_auth(&bob).send().await.ok()?;
+        let shown: Value = shown.json().await.ok()?;
         (shown["status"] == "confirmed" || shown["status"] == "shipped").then_some(())
     })
     .await;

@@ -1,11 +1,15 @@
-// The shop page: a thin client of the gateway's API. It keeps the consistency token of
-// the shopper's last address change and sends it with the checkout (read-your-writes).
+// The shop page: a thin client of the gateway's API. The shopper signs in (the session
+// token is kept for this tab and sent as Authorization: Bearer); the page keeps the
+// consistency token of the last address change and sends it with the checkout
+// (read-your-writes).
 const $ = (id) => document.getElementById(id);
 const euros = (cents) => (cents / 100).toFixed(2);
 const tokens = {};
+let session = JSON.parse(sessionStorage.getItem("capshop-session") || "null");
 
 async function api(method, path, body, headers = {}) {
   const init = { method, headers: { ...headers } };
+  if (session) init.headers.authorization = `Bearer ${session.token}`;
   if (body !== undefined) {
     init.headers["content-type"] = "application/json";
     init.body = JSON.stringify(body);
@@ -13,21 +17,54 @@ async function api(method, path, body, headers = {}) {
   const response = await fetch(`/api/${path}`, init);
   const text = await response.text();
   const data = text ? JSON.parse(text) : null;
+  // The customer service refusing the session ends it here; another service may only not
+  // have the signing key yet (it replicates), so the next refresh tries again.
+  if (response.status === 401 && session && path.startsWith("customer/") && path !== "customer/sessions") signedOut();
   if (!response.ok) throw new Error(data && data.detail ? data.detail : `${response.status}`);
   return { data, token: response.headers.get("consistency-token") };
 }
 
-const customer = () => $("customer").value;
+const customer = () => session && session.customer_id;
 
 function say(text, bad) {
   $("message").textContent = text;
   $("message").className = bad ? "bad" : "good";
 }
 
-async function loadCustomers() {
-  const { data } = await api("GET", "customer/customers");
-  $("customer").innerHTML = data.map((c) => `<option value="${c.id}">${c.name}</option>`).join("");
+function signedOut() {
+  session = null;
+  sessionStorage.removeItem("capshop-session");
+  $("sign-in").hidden = false;
+  $("signed-in").hidden = true;
+  $("checkout").textContent = "Sign in to see your cart.";
+  $("orders").innerHTML = "";
 }
+
+async function signedIn() {
+  const { data } = await api("GET", `customer/customers/${customer()}`);
+  $("customer").textContent = data.name;
+  $("sign-in").hidden = true;
+  $("signed-in").hidden = false;
+}
+
+$("sign-in").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  try {
+    const { data } = await api("POST", "customer/sessions", Object.fromEntries(new FormData(event.target)));
+    session = { token: data.token, customer_id: data.customer_id };
+    sessionStorage.setItem("capshop-session", JSON.stringify(session));
+    event.target.password.value = "";
+    await signedIn();
+    say("signed in");
+    await refresh();
+  } catch (e) { say(e.message, true); }
+});
+
+$("sign-out").addEventListener("click", async () => {
+  try { await api("DELETE", "customer/sessions/current"); } catch (e) { /* signed out anyway */ }
+  signedOut();
+  say("signed out");
+});
 
 async function loadProducts() {
   const { data } = await api("GET", "catalog/products");
@@ -74,6 +111,7 @@ async function loadOrders() {
 }
 
 async function refresh() {
+  if (!session) return;
   try {
     await Promise.all([loadCheckout(), loadOrders()]);
   } catch (e) {
@@ -89,6 +127,7 @@ function formAddress(form) {
 $("products").addEventListener("click", async (event) => {
   const product = event.target.dataset.product;
   if (!product) return;
+  if (!session) { say("sign in first", true); return; }
   try {
     await api("POST", `order/carts/${customer()}/items`, { product_id: product, quantity: 1 });
     say("added to the cart");
@@ -141,11 +180,10 @@ $("place").addEventListener("click", async () => {
   } catch (e) { say(e.message, true); }
 });
 
-$("customer").addEventListener("change", refresh);
-
 (async () => {
   try {
-    await Promise.all([loadCustomers(), loadProducts()]);
+    if (session) await signedIn(); else signedOut();
+    await loadProducts();
     await refresh();
     setInterval(refresh, 2000);
   } catch (e) { say(e.message, true); }

@@ -18,11 +18,25 @@ use crate::chaos::Chaos;
 use crate::service::{Problem, idempotency, token};
 
 /// Request headers the gateway forwards to a service.
-const FORWARDED: [HeaderName; 5] =
-    [header::CONTENT_TYPE, header::AUTHORIZATION, header::ACCEPT, token::HEADER, idempotency::HEADER];
+const FORWARDED: [HeaderName; 6] = [
+    header::CONTENT_TYPE,
+    header::AUTHORIZATION,
+    header::ACCEPT,
+    token::HEADER,
+    idempotency::HEADER,
+    FORWARDED_FOR,
+];
+const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// Answer headers the gateway passes back to the client.
-const RETURNED: [HeaderName; 5] =
-    [header::CONTENT_TYPE, token::HEADER, header::RETRY_AFTER, header::ALLOW, idempotency::REPLAYED];
+const RETURNED: [HeaderName; 7] = [
+    crate::service::page::NEXT_CURSOR,
+    header::CONTENT_TYPE,
+    token::HEADER,
+    header::RETRY_AFTER,
+    header::ALLOW,
+    idempotency::REPLAYED,
+    header::WWW_AUTHENTICATE,
+];
 
 /// Where each service listens, e.g. `http://127.0.0.1:41001`, by the name it has under
 /// `/api`: a service (`inventory` is dc1), or a part of its own (`inventory-dc2`).
@@ -66,27 +80,43 @@ async fn asset(Path(name): Path<String>) -> Response {
     ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
+/// Where a request came from, as `X-Forwarded-For` tells the service (the client's own
+/// header is replaced: only the gateway's word counts, e.g. for sign-in limits per address).
+type Peer = Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>;
+
+fn forwarded_for(peer: Peer, mut headers: HeaderMap) -> HeaderMap {
+    headers.remove(FORWARDED_FOR);
+    if let Some(axum::Extension(axum::extract::ConnectInfo(addr))) = peer
+        && let Ok(value) = addr.ip().to_string().parse()
+    {
+        headers.insert(FORWARDED_FOR, value);
+    }
+    headers
+}
+
 async fn forward_root(
     State(gateway): State<Arc<Gateway>>,
     Path(service): Path<String>,
+    peer: Peer,
     method: Method,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let path = service.clone();
-    proxy(&gateway, &service, &path, method, query, headers, body).await
+    proxy(&gateway, &service, &path, method, query, forwarded_for(peer, headers), body).await
 }
 
 async fn forward(
     State(gateway): State<Arc<Gateway>>,
     Path((service, path)): Path<(String, String)>,
+    peer: Peer,
     method: Method,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    proxy(&gateway, &service, &path, method, query, headers, body).await
+    proxy(&gateway, &service, &path, method, query, forwarded_for(peer, headers), body).await
 }
 
 async fn proxy(

@@ -185,7 +185,9 @@ pub async fn launch(config: ShopConfig) -> Result<Shop, LaunchError> {
     let app = gateway::router(routes, chaos.clone(), config.admin_token.clone());
     let stop = shutdown.clone();
     tasks.spawn(async move {
-        axum::serve(gateway_listener, app).with_graceful_shutdown(stop.cancelled_owned()).await
+        axum::serve(gateway_listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
     });
 
     Ok(Shop {

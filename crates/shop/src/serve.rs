@@ -75,5 +75,7 @@ pub async fn serve_gateway(
         services.entry(ServiceName::Inventory.to_string()).or_insert(dc1);
     }
     let app = gateway::router(gateway::Routes { services }, Chaos::links_only(BTreeMap::new()), admin_token);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await
+    axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
 }

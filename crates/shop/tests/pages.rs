@@ -3,6 +3,8 @@
 //! this process. A shopper adds to the cart, moves, places an order and sees it shipped;
 //! the dashboard shows every service and inventory site up and, with the admin token, the dead letters.
 
+mod support;
+
 use std::process::{Child, Command, Stdio};
 
 use reqwest::Client;
@@ -156,6 +158,8 @@ async fn a_shopper_adds_to_the_cart_moves_and_sees_the_order_shipped_to_the_new_
 
     browser.open(&shop.url("/")).await;
     browser.shows("#products", "Classic Baseball Cap").await;
+    browser.type_into("#sign-in input[name='password']", support::PASSWORD).await;
+    browser.click("#sign-in button").await;
     browser.shows("#customer", "Ada Lovelace").await;
     // The customer replica may still be catching up on a fresh shop; then the owner answers.
     browser.shows("#checkout", "St James's Square").await;
@@ -192,6 +196,8 @@ async fn a_double_click_on_place_order_places_one_order() {
     let dir = tempfile::tempdir().unwrap();
     let shop = spawn_shop(dir.path()).await;
     browser.open(&shop.url("/")).await;
+    browser.type_into("#sign-in input[name='password']", support::PASSWORD).await;
+    browser.click("#sign-in button").await;
     browser.shows("#customer", "Ada Lovelace").await;
     browser.click("button[data-product='p-002']").await;
     browser.shows("#checkout", "1 × ").await;
@@ -203,14 +209,7 @@ async fn a_double_click_on_place_order_places_one_order() {
         .await;
     browser.shows("#message", "placed: pending_stock").await;
     browser.shows("#orders", "confirmed").await;
-    let orders: Value = Client::new()
-        .get(shop.url("/api/order/orders?customer_id=c-ada"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, orders) = support::get(&shop, "/api/order/orders?customer_id=c-ada").await;
     assert_eq!(orders.as_array().unwrap().len(), 1, "one order for two clicks: {orders}");
     shop.stop().await.unwrap();
 }

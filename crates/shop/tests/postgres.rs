@@ -42,13 +42,24 @@ async fn on_postgres_a_customer_moves_checks_out_gets_shipped_and_products_are_f
     assert_eq!(found[0]["title"], "Classic Baseball Cap");
     assert!(found[0]["snippet"].as_str().unwrap().contains("[Baseball]"), "{:?}", found[0]);
     assert!(found[0]["score"].as_f64().unwrap() > 0.0);
-    let (_, none) = get(&shop, "/api/search/search?q=baseball&kind=order").await;
+    let (status, _) = get(&shop, "/api/search/search?q=baseball&kind=order").await;
+    assert_eq!(status, 401, "orders are searched signed in");
+    let none: serde_json::Value = reqwest::Client::new()
+        .get(shop.url("/api/search/search?q=baseball&kind=order"))
+        .bearer_auth(session(&shop, "c-ada").await)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(none["results"], serde_json::json!([]), "{none}");
 
     // An order retried with its Idempotency-Key is placed once on PostgreSQL too.
     let place = || async {
         let response = reqwest::Client::new()
             .post(shop.url("/api/order/orders"))
+            .bearer_auth(session(&shop, "c-bob").await)
             .header("Idempotency-Key", "pg-retry-1")
             .json(&serde_json::json!({ "customer_id": "c-bob" }))
             .send()
@@ -73,24 +84,27 @@ async fn a_frozen_postgres_gets_every_request_a_503_instead_of_a_hang_and_the_sh
     let shop = spawn_shop_on(dir.path(), StoreLocation::Postgres { base_url: server.base_url() }).await;
     replicated(&shop).await;
 
+    // Signed in before: signing in needs the customer database.
+    let tokens = [session(&shop, "c-ada").await, session(&shop, "c-bob").await];
     // Every server process stopped (SIGSTOP): connections stay open and nothing answers,
     // as on a hung machine. The store's own call bound (5 s) must turn that into 503s.
     server.stop();
     // A safety net against a hang, far above the bound; not a measurement.
     let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build().unwrap();
     let requests = [
-        ("GET", "/api/order/orders?customer_id=c-ada"),
-        ("GET", "/api/customer/customers/c-bob"),
-        ("GET", "/api/catalog/products"),
-        ("POST", "/api/order/carts/c-ada/items"),
+        ("GET", "/api/order/orders?customer_id=c-ada", &tokens[0]),
+        ("GET", "/api/customer/customers/c-bob", &tokens[1]),
+        ("GET", "/api/catalog/products", &tokens[0]),
+        ("POST", "/api/order/carts/c-ada/items", &tokens[0]),
     ];
-    let answers = futures_util::future::join_all(requests.iter().map(|(method, path)| {
+    let answers = futures_util::future::join_all(requests.iter().map(|(method, path, token)| {
         let request = match *method {
             "POST" => {
                 client.post(shop.url(path)).json(&serde_json::json!({ "product_id": "p-001", "quantity": 1 }))
             }
             _ => client.get(shop.url(path)),
         };
+        let request = request.bearer_auth(token);
         async move { (path, request.send().await) }
     }))
     .await;

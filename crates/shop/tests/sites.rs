@@ -8,6 +8,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+mod support;
+
 use reqwest::Client;
 use serde_json::{Value, json};
 use shop::inventory::audit::Audit;
@@ -69,18 +71,14 @@ async fn ready(shop: &Shop) {
     for customer in [customer_of(Site::Dc1), customer_of(Site::Dc2)] {
         until("the order service to know customers and products", || async {
             let item = json!({ "product_id": PRODUCT, "quantity": 1 });
-            let url = shop.url(&format!("/api/order/carts/{customer}/items"));
-            let (status, _) = call(client.post(url).json(&item)).await;
+            let (status, _) = support::post(shop, &format!("/api/order/carts/{customer}/items"), item).await;
             (status == 200).then_some(())
         })
         .await;
-        client
-            .delete(shop.url(&format!("/api/order/carts/{customer}/items/{PRODUCT}")))
-            .send()
-            .await
-            .unwrap();
+        let path = format!("/api/order/carts/{customer}/items/{PRODUCT}");
+        support::send(shop, reqwest::Method::DELETE, &path, Value::Null).await;
         until("the checkout to show the replicated address", || async {
-            let (_, checkout) = call(client.get(shop.url(&format!("/api/order/checkout/{customer}")))).await;
+            let (_, checkout) = support::get(shop, &format!("/api/order/checkout/{customer}")).await;
             (checkout["address_source"]["source"] == "replica").then_some(())
         })
         .await;
@@ -98,13 +96,10 @@ async fn ready(shop: &Shop) {
 
 /// Places an order of one unit of `PRODUCT` for `customer`; returns its id.
 async fn buy(shop: &Shop, customer: &str) -> String {
-    let client = Client::new();
     let item = json!({ "product_id": PRODUCT, "quantity": 1 });
-    let (status, cart) =
-        call(client.post(shop.url(&format!("/api/order/carts/{customer}/items"))).json(&item)).await;
+    let (status, cart) = support::post(shop, &format!("/api/order/carts/{customer}/items"), item).await;
     assert_eq!(status, 200, "{cart}");
-    let (status, order) =
-        call(client.post(shop.url("/api/order/orders")).json(&json!({ "customer_id": customer }))).await;
+    let (status, order) = support::post(shop, "/api/order/orders", json!({ "customer_id": customer })).await;
     assert_eq!(status, 201, "{order}");
     order["id"].as_str().unwrap().to_owned()
 }
@@ -112,7 +107,7 @@ async fn buy(shop: &Shop, customer: &str) -> String {
 /// Waits until the order leaves pending stock; returns it.
 async fn answered(shop: &Shop, order_id: &str) -> Value {
     until(&format!("order {order_id} to be answered"), || async {
-        let (_, order) = call(Client::new().get(shop.url(&format!("/api/order/orders/{order_id}")))).await;
+        let (_, order) = support::get(shop, &format!("/api/order/orders/{order_id}")).await;
         (order["status"] != "pending_stock" && order["status"].is_string()).then_some(order)
     })
     .await
@@ -170,7 +165,7 @@ async fn in_ap_both_sites_sell_during_a_partition_and_the_latest_oversold_orders
         );
     }
     for id in orders.values().flatten() {
-        let (_, order) = call(Client::new().get(shop.url(&format!("/api/order/orders/{id}")))).await;
+        let (_, order) = support::get(&shop, &format!("/api/order/orders/{id}")).await;
         assert_eq!(order["status"], "pending_stock", "nothing ships before the arbiter decides: {order}");
     }
 
@@ -216,8 +211,7 @@ async fn in_ap_both_sites_sell_during_a_partition_and_the_latest_oversold_orders
     for order in &confirmed {
         let id = order["id"].as_str().unwrap();
         until(&format!("{id} to ship"), || async {
-            let url = shop.url(&format!("/api/shipping/shipments?order_id={id}"));
-            let (_, shipments) = call(Client::new().get(url)).await;
+            let (_, shipments) = support::get(&shop, &format!("/api/shipping/shipments?order_id={id}")).await;
             (shipments[0]["status"] == "shipped").then_some(())
         })
         .await;

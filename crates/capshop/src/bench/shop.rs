@@ -29,15 +29,25 @@ struct Bench {
     address: AddressChoice,
     /// The embedded bus's file, read to count what the orders cost in events.
     bus_file: std::path::PathBuf,
+    /// Each shopper's session token, by customer id.
+    sessions: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl Bench {
     async fn start(dir: &Path, address: AddressChoice, connections: usize) -> anyhow::Result<Self> {
-        let choices = Choices { address, ..Choices::default() };
+        // The bench measures the shop's capacity: no limiter in the way.
+        let choices = Choices { address, limits: shop::service::limits::Limits::off(), ..Choices::default() };
         let shop =
             launch(ShopConfig::ephemeral(dir, TOKEN, choices)).await.context("the shop did not start")?;
-        let bench = Self { shop, client: load::client(connections), address, bus_file: dir.join("bus.db") };
+        let bench = Self {
+            shop,
+            client: load::client(connections),
+            address,
+            bus_file: dir.join("bus.db"),
+            sessions: Default::default(),
+        };
         for customer in CUSTOMERS {
+            bench.sign_in(customer, &format!("{}@example.com", &customer[2..])).await?;
             bench.known_to_orders(customer).await?;
             let item = json!({ "product_id": "p-001", "quantity": 1 });
             bench.until_ok(&format!("/api/order/carts/{customer}/items"), Some(&item)).await?;
@@ -49,9 +59,36 @@ impl Bench {
         self.shop.url(path)
     }
 
-    /// Sends a request (POST with a body, else GET); answers the status and the JSON.
+    /// Signs `customer` in with the demo password, as every shopper of the bench signs in.
+    async fn sign_in(&self, customer: &str, email: &str) -> anyhow::Result<()> {
+        let body = json!({ "email": email, "password": shop::customer::DEMO_PASSWORD });
+        let answer = self.until_ok("/api/customer/sessions", Some(&body)).await?;
+        let token = answer["token"].as_str().context("a session token")?.to_owned();
+        self.sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(customer.to_owned(), token);
+        Ok(())
+    }
+
+    /// The session token of `customer` (signed in before).
+    fn session(&self, customer: &str) -> String {
+        let sessions = self.sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        sessions.get(customer).cloned().unwrap_or_default()
+    }
+
+    /// Sends a request (POST with a body, else GET); answers the status and the JSON. Stock
+    /// is set with the admin token; a request naming a customer (`c-...` in the path, or the
+    /// body's `customer_id`) goes with that shopper's session.
     async fn send(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> (u16, Value) {
-        let mut request = self.client.request(method, self.url(path)).bearer_auth(TOKEN);
+        let named = path.split(['/', '?', '&', '=']).find(|w| w.starts_with("c-")).map(str::to_owned);
+        let named = named.or_else(|| body.and_then(|b| b["customer_id"].as_str()).map(str::to_owned));
+        let token = match named {
+            _ if path.starts_with("/api/inventory/stock") => TOKEN.to_owned(),
+            Some(customer) => self.session(&customer),
+            None => TOKEN.to_owned(),
+        };
+        let mut request = self.client.request(method, self.url(path)).bearer_auth(token);
         if let Some(body) = body {
             request = request.json(body);
         }
@@ -99,11 +136,12 @@ impl Bench {
     /// Shows the checkout of the seed customers from `connections` loops for `span`.
     async fn checkouts(&self, phases: Phases) -> Outcome {
         let (client, base) = (self.client.clone(), self.url(""));
+        let tokens: Arc<Vec<String>> = Arc::new(CUSTOMERS.map(|c| self.session(c)).to_vec());
         load::drive(phases.connections, phases.measure, move |connection, _| {
             let url = format!("{base}/api/order/checkout/{}", CUSTOMERS[connection % CUSTOMERS.len()]);
-            let client = client.clone();
+            let (client, tokens) = (client.clone(), tokens.clone());
             async move {
-                match client.get(&url).send().await {
+                match client.get(&url).bearer_auth(&tokens[connection % tokens.len()]).send().await {
                     Ok(answer) => answer.status().is_success() && answer.bytes().await.is_ok(),
                     Err(_) => false,
                 }
@@ -191,12 +229,14 @@ async fn orders_end_to_end(bench: &Bench, phases: Phases) -> anyhow::Result<Orde
             "email": format!("shopper{n}@bench.example"),
             "address": { "line1": format!("{} Bench Street", n + 1), "city": "Leeds", "postcode": "LS1 4AP", "country": "GB" },
             "payment_method": { "kind": "card", "last4": "4242" },
+            "password": shop::customer::DEMO_PASSWORD,
         });
         let created = bench.until_ok("/api/customer/customers", Some(&registration)).await?;
         let id = created["id"].as_str().context("a registered customer without an id")?.to_owned();
-        customers.push(id);
+        bench.sign_in(&id, &format!("shopper{n}@bench.example")).await?;
+        customers.push((id.clone(), bench.session(&id)));
     }
-    for customer in &customers {
+    for (customer, _) in &customers {
         bench.known_to_orders(customer).await?;
     }
     let shipping =
@@ -210,15 +250,16 @@ async fn orders_end_to_end(bench: &Bench, phases: Phases) -> anyhow::Result<Orde
     let placed = load::drive(phases.connections, phases.measure, move |connection, n| {
         let (client, base, customers) = (client.clone(), base.clone(), customers.clone());
         async move {
-            let customer = &customers[connection];
+            let (customer, token) = &customers[connection];
             let item = json!({ "product_id": format!("p-{:03}", 1 + n % PRODUCTS), "quantity": 1 });
-            let added =
-                client.post(format!("{base}/api/order/carts/{customer}/items")).json(&item).send().await;
+            let cart = format!("{base}/api/order/carts/{customer}/items");
+            let added = client.post(cart).bearer_auth(token).json(&item).send().await;
             if !added.is_ok_and(|a| a.status().is_success()) {
                 return false;
             }
             let order = json!({ "customer_id": customer });
-            let placed = client.post(format!("{base}/api/order/orders")).json(&order).send().await;
+            let placed =
+                client.post(format!("{base}/api/order/orders")).bearer_auth(token).json(&order).send().await;
             placed.is_ok_and(|p| p.status().as_u16() == 201)
         }
     })

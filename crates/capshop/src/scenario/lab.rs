@@ -3,6 +3,7 @@
 //! every write the shop acknowledges, load that records every attempt, and waiting for
 //! convergence.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use reqwest::Method;
 use serde_json::Value;
+use shop::customer::DEMO_PASSWORD;
 use shop::launch::{Shop, ShopConfig, launch};
 use shop::service::{Choices, Part};
 use tokio::time::Instant;
@@ -58,6 +60,9 @@ impl Lab {
         let data_dir: PathBuf = self.dir.path().join(series);
         let mut config = ShopConfig::ephemeral(&data_dir, TOKEN, Choices::default());
         adjust(&mut config);
+        // The scenarios' load is what they measure: no limiter in the way (tests/limits.rs
+        // holds the limits to their word).
+        config.choices.limits = shop::service::limits::Limits::off();
         let shop = launch(config).await.context("the shop did not start")?;
         let probe = Probe::new(data_dir.join("bus.db"), shop.parts.clone());
         let sampling = CancellationToken::new();
@@ -72,19 +77,32 @@ impl Lab {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         });
-        let lab_shop = LabShop {
+        let mut lab_shop = LabShop {
             shop,
             probe,
             client: reqwest::Client::new(),
             ledger: Ledger::default(),
+            sessions: HashMap::new(),
+            orders: std::sync::Mutex::new(HashMap::new()),
             sampling,
             timeline: self.timeline.clone(),
             series: series.to_owned(),
         };
         lab_shop.converge(Duration::from_secs(30)).await.context("the seed data did not replicate")?;
+        // Signed in before any fault: a shopper who is signed in stays so while customer is down.
+        for customer in SHOPPERS {
+            let body = serde_json::json!({ "email": format!("{}@example.com", &customer[2..]), "password": DEMO_PASSWORD });
+            let answer = lab_shop.post("/api/customer/sessions", &body).await;
+            let answer = lab_shop.expect(&format!("signing {customer} in"), answer).await?;
+            let token = answer.body["token"].as_str().context("a session token")?.to_owned();
+            lab_shop.sessions.insert(customer.to_owned(), token);
+        }
         Ok(Arc::new(lab_shop))
     }
 }
+
+/// The seeded customers, signed in by every lab shop.
+const SHOPPERS: [&str; 3] = ["c-ada", "c-bob", "c-cyd"];
 
 /// An answer from the shop.
 #[derive(Debug, Clone)]
@@ -109,6 +127,10 @@ pub struct LabShop {
     client: reqwest::Client,
     /// Every write the shop acknowledged through [`LabShop::call`].
     pub ledger: Ledger,
+    /// The session token of each seeded shopper, signed in when the shop started.
+    sessions: HashMap<String, String>,
+    /// Whose each order placed through [`LabShop::call`] is.
+    orders: std::sync::Mutex<HashMap<String, String>>,
     sampling: CancellationToken,
     timeline: Timeline,
     series: String,
@@ -127,6 +149,7 @@ impl LabShop {
     ) -> Answer {
         let started = Instant::now();
         let write = method != Method::GET;
+        let placing = method == Method::POST && path == "/api/order/orders";
         let mut request = self.client.request(method, self.shop.url(path)).timeout(Duration::from_secs(10));
         if let Some(body) = body {
             request = request.json(body);
@@ -137,8 +160,11 @@ impl LabShop {
         if path.contains("/admin")
             || path.starts_with("/api/catalog/products")
             || path.starts_with("/api/inventory/stock")
+            || path.starts_with("/api/shipping/held")
         {
             request = request.bearer_auth(TOKEN);
+        } else if let Some(token) = self.owner_named(path, body).and_then(|c| self.sessions.get(&c)) {
+            request = request.bearer_auth(token);
         }
         match request.send().await {
             Ok(response) => {
@@ -153,6 +179,12 @@ impl LabShop {
                 if let (true, true, Some(token)) = (write, answer.ok(), &answer.token) {
                     self.ledger.record(token, &answer.body);
                 }
+                if let (true, true, Some(id), Some(customer)) =
+                    (placing, answer.ok(), answer.body["id"].as_str(), answer.body["customer_id"].as_str())
+                {
+                    let mut orders = self.orders.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    orders.insert(id.to_owned(), customer.to_owned());
+                }
                 answer
             }
             Err(e) => Answer {
@@ -166,6 +198,21 @@ impl LabShop {
 
     pub async fn get(&self, path: &str) -> Answer {
         self.call(Method::GET, path, None, &[]).await
+    }
+
+    /// The shopper whose resource a request names (a `c-...` segment or parameter, the
+    /// body's `customer_id`, or the customer of a `o-...` order placed here): whose session
+    /// it is sent with, as each shopper's own client would.
+    fn owner_named(&self, path: &str, body: Option<&Value>) -> Option<String> {
+        let words: Vec<&str> = path.split(['/', '?', '&', '=']).collect();
+        if let Some(customer) = words.iter().find(|w| w.starts_with("c-")) {
+            return Some((*customer).to_owned());
+        }
+        if let Some(customer) = body.and_then(|b| b["customer_id"].as_str()) {
+            return Some(customer.to_owned());
+        }
+        let orders = self.orders.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        words.iter().find(|w| w.starts_with("o-")).and_then(|o| orders.get(*o).cloned())
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> Answer {

@@ -166,6 +166,11 @@ fn concerns(sign: Sign, part: Part, event: &Published) -> bool {
                 && event.customer.as_deref().is_some_and(|c| Site::of_customer(c) == site)
         }
         (Sign::Answered, _) => false,
+        // The customer stream also carries sign-in (keys, revocations): the sessions
+        // consumers apply those, the customer replicas only the customers.
+        (Sign::Replica(scope), _) if scope == customer::SCOPE => {
+            customer::KINDS.contains(&event.kind.as_str())
+        }
         _ => true,
     }
 }

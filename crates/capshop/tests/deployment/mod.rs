@@ -17,7 +17,6 @@ use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 use shop::service::Part;
 use shop::stores::StoreLocation;
-use support::Gateway as _;
 
 pub const TOKEN: &str = "distributed-test-token";
 
@@ -126,7 +125,7 @@ impl Deployment {
             (status == 200 && cart.as_array().is_some_and(|c| !c.is_empty())).then_some(())
         })
         .await;
-        self.client.delete(self.url("/api/order/carts/c-ada/items/p-001")).send().await.unwrap();
+        support::send(self, reqwest::Method::DELETE, "/api/order/carts/c-ada/items/p-001", Value::Null).await;
         for customer in ["c-ada", "c-bob", "c-cyd"] {
             eventually("the order service's customer replica", || async {
                 let (_, checkout) = self.get(&format!("/api/order/checkout/{customer}")).await;
@@ -207,7 +206,11 @@ impl Deployment {
 }
 
 /// Every consumer of the shop: the part it runs in, its name, the streams it reads.
-pub const CONSUMERS: [(&str, &str, &[&str]); 12] = [
+pub const CONSUMERS: [(&str, &str, &[&str]); 16] = [
+    ("customer", "customer.sessions", &["customer"]),
+    ("order", "order.sessions", &["customer"]),
+    ("shipping", "shipping.sessions", &["customer"]),
+    ("search", "search.sessions", &["customer"]),
     ("order", "order.customer-replica", &["customer"]),
     ("order", "order.product-replica", &["catalog"]),
     ("order", "order.stock", &["inventory-dc1", "inventory-dc2"]),

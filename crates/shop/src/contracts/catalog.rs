@@ -41,6 +41,8 @@ pub fn token(id: &str, version: u64) -> ConsistencyToken {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct QuoteItem {
     pub product_id: String,
+    /// 1 to 1000.
+    #[schema(minimum = 1, maximum = 1000)]
     pub quantity: u32,
 }
 

@@ -18,6 +18,7 @@ pub mod customer;
 pub mod inventory;
 pub mod order;
 pub mod payment;
+pub mod session;
 pub mod shipping;
 
 use kit::schema::Schemas;
@@ -49,6 +50,7 @@ impl From<Invalid> for crate::service::Problem {
 pub fn schemas() -> Schemas {
     let published = [
         (&customer::KINDS[..], customer::SCHEMA),
+        (&session::KINDS[..], session::SCHEMA),
         (&catalog::KINDS[..], catalog::SCHEMA),
         (&order::KINDS[..], order::SCHEMA),
         (&payment::KINDS[..], payment::SCHEMA),

@@ -11,10 +11,16 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::model::{Address, Customer, CustomerId, PaymentMethod, Registration};
+use super::model::{Address, Customer, CustomerId, Password, PaymentMethod, Registration};
+use super::sign_in::{self, ChangePassword, SignInRequest, SignedInAnswer};
 use super::{events, store};
 use crate::service::idempotency::{self, Begun, Claim, Written};
-use crate::service::{Body, BodyRefused, Context, PathParams, Problem, StoreBusy, token};
+use crate::service::limits::Limited;
+use crate::service::page::Page;
+use crate::service::session::SignInNeeded;
+use crate::service::{
+    Body, BodyRefused, Context, PathParams, Problem, QueryParams, SignedIn, StoreBusy, admin, token,
+};
 
 /// The customer service's routes, with their document.
 pub fn routes() -> OpenApiRouter<Arc<Context>> {
@@ -23,6 +29,9 @@ pub fn routes() -> OpenApiRouter<Arc<Context>> {
         .routes(routes!(show))
         .routes(routes!(change_address))
         .routes(routes!(change_payment_method))
+        .routes(routes!(sign_in::change_password))
+        .routes(routes!(sign_in::sign_in))
+        .routes(routes!(sign_in::sign_out))
 }
 
 #[derive(utoipa::OpenApi)]
@@ -31,7 +40,16 @@ pub fn routes() -> OpenApiRouter<Arc<Context>> {
         title = "capshop customer",
         description = "Customers, their addresses and payment methods (the source of truth)."
     ),
-    components(schemas(Customer, Address, PaymentMethod, RegisterRequest, Problem))
+    components(schemas(
+        Customer,
+        Address,
+        PaymentMethod,
+        RegisterRequest,
+        SignInRequest,
+        SignedInAnswer,
+        ChangePassword,
+        Problem
+    ))
 )]
 struct Api;
 
@@ -42,10 +60,26 @@ pub struct RegisterRequest {
     pub email: String,
     pub address: Address,
     pub payment_method: PaymentMethod,
+    /// 8 to 128 characters; kept only as an argon2id hash, never shown.
+    #[schema(min_length = 8, max_length = 128)]
+    pub password: String,
 }
 
-fn customer_id(id: &str) -> Result<CustomerId, Problem> {
-    CustomerId::parse(id).map_err(|_| Problem::not_found(format!("no customer {id}")))
+/// What of a registration its Idempotency-Key is compared by: all but the password, so no
+/// fast digest of a password is ever stored.
+#[derive(serde::Serialize)]
+struct RegistrationDigest<'a> {
+    name: &'a str,
+    email: &'a str,
+    address: &'a Address,
+    payment_method: &'a PaymentMethod,
+}
+
+/// The customer `id` names, if it is the signed-in one; any other is "no customer" (404).
+pub(super) fn own_customer(signed_in: &SignedIn, id: &str) -> Result<CustomerId, Problem> {
+    let missing = || format!("no customer {id}");
+    signed_in.owns(id, missing)?;
+    CustomerId::parse(id).map_err(|_| Problem::not_found(missing()))
 }
 
 /// Registers a customer.
@@ -54,13 +88,19 @@ fn customer_id(id: &str) -> Result<CustomerId, Problem> {
     responses(StoreBusy, BodyRefused, (status = 201, body = Customer, description = "registered (or, with an Idempotency-Key seen before, the first answer again, marked Idempotent-Replayed: true); with a Consistency-Token"),
               (status = 400, body = Problem, content_type = "application/problem+json", description = "a bad Idempotency-Key, or a body that is not JSON"),
               (status = 409, body = Problem, content_type = "application/problem+json", description = "the email is taken, or a request with this Idempotency-Key is still running (retry after Retry-After)"),
-              (status = 422, body = Problem, content_type = "application/problem+json", description = "the body does not fit, a bad name, email or address, or an Idempotency-Key used before with another body")))]
+              (status = 422, body = Problem, content_type = "application/problem+json", description = "the body does not fit, a bad name, email, address or password (8 to 128 characters), or an Idempotency-Key used before with another body")))]
 async fn register(
     State(ctx): State<Arc<Context>>,
     headers: HeaderMap,
     Body(request): Body<RegisterRequest>,
 ) -> Result<Response, Problem> {
-    let claim = match idempotency::begin(&ctx, "POST /customers", &headers, &request).await? {
+    let digest = RegistrationDigest {
+        name: &request.name,
+        email: &request.email,
+        address: &request.address,
+        payment_method: &request.payment_method,
+    };
+    let claim = match idempotency::begin(&ctx, "POST /customers", &headers, &digest).await? {
         Begun::Replay(answer) => return Ok(answer),
         Begun::Fresh(claim) => claim,
     };
@@ -77,7 +117,12 @@ async fn register_once(
     request: RegisterRequest,
     claim: Option<Claim>,
 ) -> Result<Written, Problem> {
-    let new = Registration::parse(&request.name, &request.email, request.address, request.payment_method)?;
+    let password = Password::parse("password", request.password)?;
+    let hash = tokio::task::spawn_blocking(move || password.hash())
+        .await
+        .map_err(|e| Problem::internal(format!("the password could not be hashed: {e}")))?;
+    let new =
+        Registration::parse(&request.name, &request.email, request.address, request.payment_method, hash)?;
     let outbox = ctx.outbox.clone();
     let answer = ctx
         .store
@@ -93,34 +138,60 @@ async fn register_once(
     Ok(answer)
 }
 
-/// Lists every customer.
-#[utoipa::path(get, path = "/customers", responses(StoreBusy, (status = 200, body = [Customer])))]
-async fn list(State(ctx): State<Arc<Context>>) -> Result<axum::Json<Vec<Customer>>, Problem> {
-    Ok(axum::Json(ctx.store.transact(store::list).await?))
+/// A page of the customer list.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    limit: Option<u32>,
+    cursor: Option<String>,
 }
 
-/// Shows one customer.
-#[utoipa::path(get, path = "/customers/{id}", params(("id" = String, Path, description = "the customer, e.g. `c-ada`")),
-    responses(StoreBusy, (status = 200, body = Customer), (status = 404, body = Problem, content_type = "application/problem+json", description = "no such customer")))]
+/// Lists every customer, by id, a page at a time: for the operator (the admin token), not
+/// for shoppers.
+#[utoipa::path(get, path = "/customers", security(("admin" = [])),
+    params(("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "at most this many (1 to 100; 100 when absent)"),
+        ("cursor" = Option<String>, Query, description = "the Next-Cursor of the page before")),
+    responses(StoreBusy, (status = 200, body = [Customer], description = "a page of customers; Next-Cursor names the next page when there is one", headers(("Next-Cursor" = String, description = "send as cursor for the next page"))),
+              (status = 400, body = Problem, content_type = "application/problem+json", description = "a bad query"),
+              (status = 422, body = Problem, content_type = "application/problem+json", description = "a limit out of 1 to 100, or a cursor this list did not answer"),
+              (status = 401, body = Problem, content_type = "application/problem+json", description = "no admin token"),
+              (status = 403, body = Problem, content_type = "application/problem+json", description = "not the admin token")))]
+async fn list(
+    State(ctx): State<Arc<Context>>,
+    headers: HeaderMap,
+    QueryParams(q): QueryParams<ListQuery>,
+) -> Result<Response, Problem> {
+    admin::check_bearer(&headers, &ctx.admin_token)?;
+    let page = Page::parse(q.limit, q.cursor.as_deref())?;
+    let (after, fetch) = (page.after.clone(), page.fetch());
+    let customers = ctx.store.transact(move |tx| store::list(tx, after.as_deref(), fetch)).await?;
+    Ok(page.answer(customers, |c| c.id.as_str()))
+}
+
+/// Shows the signed-in customer.
+#[utoipa::path(get, path = "/customers/{id}", params(("id" = String, Path, description = "the customer, e.g. `c-ada`")), security(("session" = [])),
+    responses(StoreBusy, SignInNeeded, (status = 200, body = Customer), (status = 404, body = Problem, content_type = "application/problem+json", description = "no such customer (or not the signed-in one)")))]
 async fn show(
     State(ctx): State<Arc<Context>>,
+    signed_in: SignedIn,
     PathParams(id): PathParams<String>,
 ) -> Result<axum::Json<Customer>, Problem> {
-    let id = customer_id(&id)?;
+    let id = own_customer(&signed_in, &id)?;
     Ok(axum::Json(ctx.store.transact(move |tx| store::get(tx, &id)).await?))
 }
 
 /// Changes a customer's address; replicas learn of it by the CustomerAddressChanged event.
-#[utoipa::path(put, path = "/customers/{id}/address", params(("id" = String, Path, description = "the customer, e.g. `c-ada`")), request_body = Address,
-    responses(StoreBusy, BodyRefused, (status = 200, body = Customer, description = "changed; with a Consistency-Token"),
-              (status = 404, body = Problem, content_type = "application/problem+json", description = "no such customer"),
+#[utoipa::path(put, path = "/customers/{id}/address", params(("id" = String, Path, description = "the customer, e.g. `c-ada`")), request_body = Address, security(("session" = [])),
+    responses(StoreBusy, BodyRefused, SignInNeeded, Limited, (status = 200, body = Customer, description = "changed; with a Consistency-Token"),
+              (status = 404, body = Problem, content_type = "application/problem+json", description = "no such customer (or not the signed-in one)"),
               (status = 422, body = Problem, content_type = "application/problem+json", description = "the body does not fit, or a bad address")))]
 async fn change_address(
     State(ctx): State<Arc<Context>>,
+    signed_in: SignedIn,
     PathParams(id): PathParams<String>,
     Body(address): Body<Address>,
 ) -> Result<Response, Problem> {
-    let id = customer_id(&id)?;
+    let id = own_customer(&signed_in, &id)?;
     let address = address.validated()?;
     let outbox = ctx.outbox.clone();
     let customer = ctx.store.transact(move |tx| store::change_address(tx, &outbox, &id, address)).await?;
@@ -128,16 +199,17 @@ async fn change_address(
 }
 
 /// Changes a customer's payment method.
-#[utoipa::path(put, path = "/customers/{id}/payment-method", params(("id" = String, Path, description = "the customer, e.g. `c-ada`")), request_body = PaymentMethod,
-    responses(StoreBusy, BodyRefused, (status = 200, body = Customer, description = "changed; with a Consistency-Token"),
-              (status = 404, body = Problem, content_type = "application/problem+json", description = "no such customer"),
+#[utoipa::path(put, path = "/customers/{id}/payment-method", params(("id" = String, Path, description = "the customer, e.g. `c-ada`")), request_body = PaymentMethod, security(("session" = [])),
+    responses(StoreBusy, BodyRefused, SignInNeeded, Limited, (status = 200, body = Customer, description = "changed; with a Consistency-Token"),
+              (status = 404, body = Problem, content_type = "application/problem+json", description = "no such customer (or not the signed-in one)"),
               (status = 422, body = Problem, content_type = "application/problem+json", description = "the body does not fit, or a bad card")))]
 async fn change_payment_method(
     State(ctx): State<Arc<Context>>,
+    signed_in: SignedIn,
     PathParams(id): PathParams<String>,
     Body(method): Body<PaymentMethod>,
 ) -> Result<Response, Problem> {
-    let id = customer_id(&id)?;
+    let id = own_customer(&signed_in, &id)?;
     let method = method.validated()?;
     let outbox = ctx.outbox.clone();
     let customer =

@@ -4,6 +4,7 @@
 pub mod events;
 pub mod http;
 pub mod model;
+pub mod sign_in;
 pub mod store;
 
 use std::sync::Arc;
@@ -11,8 +12,11 @@ use std::sync::Arc;
 use kit::store::StoreError;
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::service::{Context, Service, ServiceName};
-use model::{Address, CustomerId, PaymentMethod, Registration};
+use crate::service::{Consumers, Context, Service, ServiceName, session};
+use model::{Address, CustomerId, Password, PaymentMethod, Registration};
+
+/// The password of the seeded customers (`capshop up` prints it): for demonstrations only.
+pub const DEMO_PASSWORD: &str = "capshop-demo";
 
 pub struct CustomerService;
 
@@ -51,26 +55,45 @@ impl Service for CustomerService {
         http::routes()
     }
 
+    fn consume(ctx: &Arc<Context>, consumers: &mut Consumers) {
+        // Its own tokens are checked like everywhere else, revocations included.
+        session::replicate(ctx, consumers);
+    }
+
+    /// The seed customers (with the demo password), and the signing key: made and
+    /// published on first start, and known to this service's own sessions at once.
     async fn seed(ctx: Arc<Context>) -> Result<(), StoreError> {
         let outbox = ctx.outbox.clone();
-        ctx.store
+        let password = Password::parse("password", DEMO_PASSWORD.into()).expect("the demo password is valid");
+        let hash = tokio::task::spawn_blocking(move || password.hash())
+            .await
+            .map_err(|e| StoreError::Database(e.to_string()))?;
+        let now = kit::clock::now_ms();
+        let (kid, key) = ctx
+            .store
             .transact(move |tx| {
+                let key =
+                    store::signing_key(tx, &outbox, now).map_err(|e| StoreError::Database(e.to_string()))?;
+                let ids = SEED.map(|(id, ..)| id);
                 if store::count(tx)? > 0 {
-                    return Ok(());
+                    store::set_missing_password(tx, &ids, &hash)?;
+                    return Ok(key);
                 }
                 for (id, name, email, line1, city, postcode, country, card) in SEED {
                     let address =
                         Address::parse(line1, city, postcode, country).expect("seed addresses are valid");
                     let method = card
                         .map_or(PaymentMethod::Invoice, |last4| PaymentMethod::Card { last4: last4.into() });
-                    let new =
-                        Registration::parse(name, email, address, method).expect("seed customers are valid");
+                    let new = Registration::parse(name, email, address, method, hash.clone())
+                        .expect("seed customers are valid");
                     let id = CustomerId::parse(id).expect("seed ids are valid");
                     store::register(tx, &outbox, id, new).map_err(|e| StoreError::Database(e.to_string()))?;
                 }
-                Ok(())
+                Ok(key)
             })
-            .await
+            .await?;
+        ctx.sessions.learn_key(kid, key.verifying_key());
+        Ok(())
     }
 }
 

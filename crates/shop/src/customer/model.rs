@@ -13,6 +13,10 @@ pub enum CustomerError {
     NotFound(String),
     #[error("a customer with email {0} is already registered")]
     EmailTaken(String),
+    #[error("the email or password is wrong")]
+    WrongPassword,
+    #[error("sessions cannot be signed yet: the signing key is missing, try again")]
+    NoSigningKey,
     #[error(transparent)]
     Store(#[from] kit::store::StoreError),
 }
@@ -24,6 +28,8 @@ impl From<CustomerError> for crate::service::Problem {
             CustomerError::Invalid { .. } => Problem::unprocessable(e.to_string()),
             CustomerError::NotFound(_) => Problem::not_found(e.to_string()),
             CustomerError::EmailTaken(_) => Problem::conflict(e.to_string()),
+            CustomerError::WrongPassword => Problem::new(axum::http::StatusCode::UNAUTHORIZED, e.to_string()),
+            CustomerError::NoSigningKey => Problem::unavailable(e.to_string()),
             CustomerError::Store(e) => e.into(),
         }
     }
@@ -113,13 +119,70 @@ impl From<&Customer> for contracts::customer::Customer {
     }
 }
 
-/// A new customer, validated.
+/// A new customer, validated; the password already hashed.
 #[derive(Debug, Clone)]
 pub struct Registration {
     pub name: String,
     pub email: String,
     pub address: Address,
     pub payment_method: PaymentMethod,
+    pub password_hash: PasswordHash,
+}
+
+/// A password as a client chose it: 8 to 128 characters. Never stored, logged or shown.
+pub struct Password(String);
+
+impl Password {
+    pub fn parse(field: &'static str, password: String) -> Result<Self, CustomerError> {
+        match password.chars().count() {
+            8..=128 => Ok(Self(password)),
+            _ => Err(invalid(field, "must be 8 to 128 characters")),
+        }
+    }
+
+    /// Its argon2id hash (OWASP's parameters: 19 MiB, 2 passes) with a fresh salt; slow on
+    /// purpose, so call it off the async threads.
+    pub fn hash(&self) -> PasswordHash {
+        use argon2::PasswordHasher;
+        let salt = argon2::password_hash::SaltString::encode_b64(&rand::random::<[u8; 16]>())
+            .expect("16 bytes make a salt");
+        let hash = argon2::Argon2::default().hash_password(self.0.as_bytes(), &salt).expect("argon2 hashes");
+        PasswordHash(hash.to_string())
+    }
+
+    /// Whether `hash` is this password's; a missing hash (no such customer, no password)
+    /// costs the same time, so a guess cannot tell which emails exist.
+    pub fn matches(&self, hash: Option<&PasswordHash>) -> bool {
+        use argon2::PasswordVerifier;
+        static UNKNOWN: std::sync::LazyLock<PasswordHash> =
+            std::sync::LazyLock::new(|| Password("no password matches this".into()).hash());
+        let stored = hash.unwrap_or(&UNKNOWN);
+        let matched = argon2::password_hash::PasswordHash::new(&stored.0).is_ok_and(|parsed| {
+            argon2::Argon2::default().verify_password(self.0.as_bytes(), &parsed).is_ok()
+        });
+        matched && hash.is_some()
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(..)")
+    }
+}
+
+/// An argon2id hash in the PHC string format, as the customer table keeps it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PasswordHash(pub String);
+
+impl std::fmt::Debug for PasswordHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PasswordHash(..)")
+    }
+}
+
+/// An email as customers are found by: trimmed and lower case.
+pub fn normalized_email(email: &str) -> String {
+    email.trim().to_ascii_lowercase()
 }
 
 impl Registration {
@@ -128,6 +191,7 @@ impl Registration {
         email: &str,
         address: Address,
         payment_method: PaymentMethod,
+        password_hash: PasswordHash,
     ) -> Result<Self, CustomerError> {
         let email = text("email", email, 254)?.to_ascii_lowercase();
         let well_formed =
@@ -140,6 +204,7 @@ impl Registration {
             email,
             address: address.validated()?,
             payment_method: payment_method.validated()?,
+            password_hash,
         })
     }
 }

@@ -5,7 +5,9 @@ use kit::outbox::Outbox;
 use kit::store::{Row, StoreError, Tx};
 
 use super::events;
-use super::model::{Address, Customer, CustomerError, CustomerId, PaymentMethod, Registration};
+use super::model::{Address, Customer, CustomerError, CustomerId, PasswordHash, PaymentMethod, Registration};
+use crate::contracts::session::{SessionRevoked, SigningKey};
+use crate::service::session::paseto;
 
 const COLUMNS: &str = "id, name, email, line1, city, postcode, country, payment_kind, payment_last4, version";
 
@@ -32,8 +34,12 @@ pub fn get(tx: &mut Tx<'_>, id: &CustomerId) -> Result<Customer, CustomerError> 
     row.map(customer_from_row).transpose()?.ok_or_else(|| CustomerError::NotFound(id.to_string()))
 }
 
-pub fn list(tx: &mut Tx<'_>) -> Result<Vec<Customer>, CustomerError> {
-    let rows = tx.query(&format!("SELECT {COLUMNS} FROM customer ORDER BY name, id"), &[])?;
+/// Up to `limit` customers after the id `after`, by id.
+pub fn list(tx: &mut Tx<'_>, after: Option<&str>, limit: u32) -> Result<Vec<Customer>, CustomerError> {
+    let rows = tx.query(
+        &format!("SELECT {COLUMNS} FROM customer WHERE id > $1 ORDER BY id LIMIT $2"),
+        &[after.unwrap_or("").into(), limit.into()],
+    )?;
     Ok(rows.into_iter().map(customer_from_row).collect::<Result<_, _>>()?)
 }
 
@@ -62,7 +68,7 @@ pub fn register(
     let (kind, last4) = customer.payment_method.columns();
     let a = &customer.address;
     tx.execute(
-        &format!("INSERT INTO customer ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"),
+        &format!("INSERT INTO customer ({COLUMNS}, password_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"),
         &[
             customer.id.as_str().into(),
             customer.name.as_str().into(),
@@ -74,6 +80,7 @@ pub fn register(
             kind.into(),
             last4.into(),
             customer.version.into(),
+            new.password_hash.0.as_str().into(),
         ],
     )?;
     outbox.append(tx, vec![events::event(events::REGISTERED, &customer)])?;
@@ -121,4 +128,132 @@ pub fn change_payment_method(
     )?;
     outbox.append(tx, vec![events::event(events::PAYMENT_METHOD_CHANGED, &customer)])?;
     Ok(customer)
+}
+
+/// The customer of `email` and their password hash (none until a password is set).
+pub fn credentials(
+    tx: &mut Tx<'_>,
+    email: &str,
+) -> Result<Option<(CustomerId, Option<PasswordHash>)>, CustomerError> {
+    let Some(mut row) =
+        tx.query_opt("SELECT id, password_hash FROM customer WHERE email = $1", &[email.into()])?
+    else {
+        return Ok(None);
+    };
+    let id: String = row.take(0)?;
+    let hash: Option<String> = row.take(1)?;
+    let id = CustomerId::parse(&id).map_err(|e| StoreError::Database(e.to_string()))?;
+    Ok(Some((id, hash.map(PasswordHash))))
+}
+
+/// The password hash of customer `id`.
+pub fn password_hash(tx: &mut Tx<'_>, id: &CustomerId) -> Result<Option<PasswordHash>, CustomerError> {
+    let row = tx.query_opt("SELECT password_hash FROM customer WHERE id = $1", &[id.as_str().into()])?;
+    let mut row = row.ok_or_else(|| CustomerError::NotFound(id.to_string()))?;
+    Ok(row.take::<Option<String>>(0)?.map(PasswordHash))
+}
+
+/// Sets the password of the customers `ids` that have none (the seed's, in a data dir from
+/// before sign-in); a customer with a password keeps it.
+pub fn set_missing_password(tx: &mut Tx<'_>, ids: &[&str], hash: &PasswordHash) -> Result<(), StoreError> {
+    for id in ids {
+        tx.execute(
+            "UPDATE customer SET password_hash = $2 WHERE id = $1 AND password_hash IS NULL",
+            &[(*id).into(), hash.0.as_str().into()],
+        )?;
+    }
+    Ok(())
+}
+
+/// Changes the password of `id` and ends every open session of it (each by its event).
+pub fn change_password(
+    tx: &mut Tx<'_>,
+    outbox: &Outbox,
+    id: &CustomerId,
+    hash: &PasswordHash,
+    now_ms: u64,
+) -> Result<Vec<SessionRevoked>, CustomerError> {
+    tx.execute(
+        "UPDATE customer SET password_hash = $2 WHERE id = $1",
+        &[id.as_str().into(), hash.0.as_str().into()],
+    )?;
+    let open = tx.query(
+        "SELECT id FROM customer_session WHERE customer_id = $1 AND revoked_at_ms IS NULL AND expires_at_ms > $2",
+        &[id.as_str().into(), now_ms.into()],
+    )?;
+    let mut ended = Vec::with_capacity(open.len());
+    for mut row in open {
+        let session: String = row.take(0)?;
+        ended.extend(end_session(tx, outbox, &session, now_ms)?);
+    }
+    Ok(ended)
+}
+
+/// The key sessions are signed with: created, and its public half published, on first use.
+pub fn signing_key(
+    tx: &mut Tx<'_>,
+    outbox: &Outbox,
+    now_ms: u64,
+) -> Result<(String, ed25519_dalek::SigningKey), CustomerError> {
+    let row =
+        tx.query_opt("SELECT kid, secret FROM signing_key ORDER BY created_at_ms DESC, kid LIMIT 1", &[])?;
+    if let Some(mut row) = row {
+        let kid: String = row.take(0)?;
+        let secret: String = row.take(1)?;
+        let key = paseto::decode_secret(&secret)
+            .ok_or_else(|| StoreError::Database(format!("the signing key {kid} is not one")))?;
+        return Ok((kid, key));
+    }
+    let kid = format!("k-{}", uuid::Uuid::now_v7().simple());
+    let key = paseto::generate_key();
+    tx.execute(
+        "INSERT INTO signing_key (kid, secret, created_at_ms) VALUES ($1, $2, $3)",
+        &[kid.as_str().into(), paseto::encode_key(&key.to_bytes()).as_str().into(), now_ms.into()],
+    )?;
+    let public =
+        SigningKey { kid: kid.clone(), public_key: paseto::encode_key(key.verifying_key().as_bytes()) };
+    outbox.append(tx, vec![crate::contracts::session::key_event(&public)])?;
+    Ok((kid, key))
+}
+
+/// Records a session of `customer` that lasts until `expires_at_ms`.
+pub fn open_session(
+    tx: &mut Tx<'_>,
+    session: &str,
+    customer: &CustomerId,
+    expires_at_ms: u64,
+    now_ms: u64,
+) -> Result<(), CustomerError> {
+    // Sessions past their expiry need no record: their tokens are refused anyway.
+    tx.execute("DELETE FROM customer_session WHERE expires_at_ms <= $1", &[now_ms.into()])?;
+    tx.execute(
+        "INSERT INTO customer_session (id, customer_id, expires_at_ms) VALUES ($1, $2, $3)",
+        &[session.into(), customer.as_str().into(), expires_at_ms.into()],
+    )?;
+    Ok(())
+}
+
+/// Ends an open session and publishes its revocation; an ended one stays as it is.
+pub fn end_session(
+    tx: &mut Tx<'_>,
+    outbox: &Outbox,
+    session: &str,
+    now_ms: u64,
+) -> Result<Option<SessionRevoked>, CustomerError> {
+    let row = tx.query_opt(
+        "SELECT customer_id, expires_at_ms FROM customer_session WHERE id = $1 AND revoked_at_ms IS NULL",
+        &[session.into()],
+    )?;
+    let Some(mut row) = row else { return Ok(None) };
+    let revoked = SessionRevoked {
+        session_id: session.to_owned(),
+        customer_id: row.take(0)?,
+        expires_at_ms: row.get(1)?,
+    };
+    tx.execute(
+        "UPDATE customer_session SET revoked_at_ms = $2 WHERE id = $1",
+        &[session.into(), now_ms.into()],
+    )?;
+    outbox.append(tx, vec![crate::contracts::session::revoked_event(&revoked)])?;
+    Ok(Some(revoked))
 }

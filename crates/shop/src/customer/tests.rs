@@ -2,8 +2,17 @@ use std::collections::HashMap;
 
 use serde_json::{Value, json};
 
-use super::CustomerService;
-use crate::service::testing::{Running, spawn};
+use super::{CustomerService, DEMO_PASSWORD};
+use crate::service::testing::{ADMIN_TOKEN, Running, spawn};
+
+/// Signs in as the seeded customer of `email` with the demo password.
+async fn sign_in(service: &Running, email: &str) -> String {
+    let body = json!({ "email": email, "password": DEMO_PASSWORD });
+    let response = reqwest::Client::new().post(service.url("/sessions")).json(&body).send().await.unwrap();
+    assert_eq!(response.status(), 201);
+    let answer: Value = response.json().await.unwrap();
+    answer["token"].as_str().unwrap().to_owned()
+}
 
 async fn customer_service() -> (Running, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -14,8 +23,13 @@ async fn customer_service() -> (Running, tempfile::TempDir) {
 #[tokio::test]
 async fn a_fresh_service_is_seeded_with_three_customers() {
     let (service, _dir) = customer_service().await;
-    let customers: Vec<Value> = reqwest::get(service.url("/customers")).await.unwrap().json().await.unwrap();
+    let client = reqwest::Client::new();
+    let listed = client.get(service.url("/customers")).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+    let customers: Vec<Value> = listed.json().await.unwrap();
     assert_eq!(customers.len(), 3);
+    assert!(!serde_json::to_string(&customers).unwrap().contains("argon2"), "no hash is shown");
+    let response = client.get(service.url("/customers")).send().await.unwrap();
+    assert_eq!(response.status(), 401, "listing every customer is the operator's");
     // The seed went through the outbox, so replicas learn of the seeded customers too.
     while service.ctx.bus.stream_head("customer").await.unwrap() < 3 {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
@@ -27,7 +41,14 @@ async fn changing_the_address_answers_with_a_consistency_token() {
     let (service, _dir) = customer_service().await;
     let client = reqwest::Client::new();
     let address = json!({ "line1": "2 New Road", "city": "Leeds", "postcode": "LS1 1AA", "country": "gb" });
-    let response = client.put(service.url("/customers/c-ada/address")).json(&address).send().await.unwrap();
+    let token = sign_in(&service, "ada@example.com").await;
+    let response = client
+        .put(service.url("/customers/c-ada/address"))
+        .bearer_auth(&token)
+        .json(&address)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["consistency-token"], "customer/c-ada@2");
     let body: Value = response.json().await.unwrap();
@@ -40,12 +61,20 @@ async fn a_bad_address_is_refused_with_a_problem_and_changes_nothing() {
     let (service, _dir) = customer_service().await;
     let client = reqwest::Client::new();
     let address = json!({ "line1": " ", "city": "Leeds", "postcode": "LS1", "country": "GB" });
-    let response = client.put(service.url("/customers/c-ada/address")).json(&address).send().await.unwrap();
+    let token = sign_in(&service, "ada@example.com").await;
+    let response = client
+        .put(service.url("/customers/c-ada/address"))
+        .bearer_auth(&token)
+        .json(&address)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 422);
     assert_eq!(response.headers()["content-type"], "application/problem+json");
     let problem: Value = response.json().await.unwrap();
     assert_eq!(problem["detail"], "line1 must not be empty");
-    let ada: Value = reqwest::get(service.url("/customers/c-ada")).await.unwrap().json().await.unwrap();
+    let ada = client.get(service.url("/customers/c-ada")).bearer_auth(&token).send().await.unwrap();
+    let ada: Value = ada.json().await.unwrap();
     assert_eq!(ada["version"], 1);
 }
 
@@ -63,7 +92,8 @@ async fn malformed_json_and_unknown_customers_get_clear_problems() {
     assert_eq!(response.status(), 400);
     let problem: Value = response.json().await.unwrap();
     assert!(problem["detail"].as_str().unwrap().starts_with("the body is not valid JSON"), "{problem}");
-    let response = reqwest::get(service.url("/customers/c-nobody")).await.unwrap();
+    let token = sign_in(&service, "bob@example.com").await;
+    let response = client.get(service.url("/customers/c-nobody")).bearer_auth(&token).send().await.unwrap();
     assert_eq!(response.status(), 404);
 }
 

@@ -13,7 +13,7 @@ use super::store::{self, CartLine};
 use crate::contracts::catalog::{Quote, QuoteItem, QuoteLine, QuoteRequest};
 use crate::contracts::customer as customer_events;
 use crate::contracts::customer::{Address, Customer, PaymentMethod};
-use crate::service::{AddressChoice, Context, PeerError, ServiceName};
+use crate::service::{AddressChoice, Context, PeerError, ServiceName, SignedIn};
 
 /// Where the checkout's address came from, and how fresh it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -94,8 +94,10 @@ async fn replica(ctx: &Context, customer_id: &str) -> Result<Option<store::Repli
     Ok(ctx.store.transact(move |tx| store::replicated_customer(tx, &id)).await?)
 }
 
-async fn owner(ctx: &Context, customer_id: &str) -> Result<Customer, PeerError> {
-    ctx.peer(ServiceName::Customer).get(&format!("/customers/{customer_id}")).await
+/// Asks the customer service, on the shopper's behalf (with their token).
+async fn owner(ctx: &Context, shopper: &SignedIn) -> Result<Customer, PeerError> {
+    let path = format!("/customers/{}", shopper.customer_id());
+    ctx.peer(ServiceName::Customer).get_as(&path, shopper.token()).await
 }
 
 /// Finds the customer's address and payment method by the configured choice.
@@ -105,11 +107,12 @@ async fn owner(ctx: &Context, customer_id: &str) -> Result<Customer, PeerError> 
 /// fails too the replica answers marked stale. Never an error for an unreachable owner.
 pub async fn resolve(
     ctx: &Context,
-    customer_id: &str,
+    shopper: &SignedIn,
     token: Option<&ConsistencyToken>,
 ) -> Result<Resolved, OrderError> {
+    let customer_id = shopper.customer_id();
     if ctx.choices.address == AddressChoice::Sync {
-        return match owner(ctx, customer_id).await {
+        return match owner(ctx, shopper).await {
             Ok(customer) => Ok(Resolved::from_owner(customer)),
             Err(PeerError::Refused { status: 404, .. }) => {
                 Err(OrderError::UnknownCustomer(customer_id.to_owned()))
@@ -127,7 +130,7 @@ pub async fn resolve(
         if known.is_some() {
             return Ok(Resolved::from_replica(known, false));
         }
-        return match owner(ctx, customer_id).await {
+        return match owner(ctx, shopper).await {
             Ok(customer) => Ok(Resolved::from_owner(customer)),
             Err(PeerError::Refused { status: 404, .. }) => {
                 Err(OrderError::UnknownCustomer(customer_id.to_owned()))
@@ -138,7 +141,7 @@ pub async fn resolve(
     if let Caught::Up = ctx.gate.wait_for(&ctx.store, &wanted, ctx.choices.token_wait).await? {
         return Ok(Resolved::from_replica(replica(ctx, customer_id).await?, false));
     }
-    match owner(ctx, customer_id).await {
+    match owner(ctx, shopper).await {
         Ok(customer) => Ok(Resolved::from_owner(customer)),
         Err(_) => Ok(Resolved::from_replica(replica(ctx, customer_id).await?, true)),
     }
@@ -188,12 +191,13 @@ pub struct Checkout {
 
 pub async fn checkout(
     ctx: &Arc<Context>,
-    customer_id: &str,
+    shopper: &SignedIn,
     token: Option<&ConsistencyToken>,
 ) -> Result<Checkout, OrderError> {
+    let customer_id = shopper.customer_id();
     let id = customer_id.to_owned();
     let cart = ctx.store.transact(move |tx| store::cart(tx, &id)).await?;
-    let (resolved, total) = tokio::join!(resolve(ctx, customer_id, token), total(ctx, &cart));
+    let (resolved, total) = tokio::join!(resolve(ctx, shopper, token), total(ctx, &cart));
     let resolved = resolved?;
     Ok(Checkout {
         customer_id: customer_id.to_owned(),

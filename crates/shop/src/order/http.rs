@@ -17,8 +17,11 @@ use super::place;
 use super::store::{self, CartLine};
 use crate::contracts::customer::Address;
 use crate::service::idempotency::{self, Begun};
+use crate::service::limits::Limited;
+use crate::service::page::Page;
+use crate::service::session::SignInNeeded;
 use crate::service::{
-    Body, BodyRefused, Context, PathParams, PeerError, Problem, QueryParams, ServiceName, StoreBusy, token,
+    Body, BodyRefused, Context, PathParams, Problem, QueryParams, SignedIn, StoreBusy, token,
 };
 
 /// The order service's routes, with their document.
@@ -48,31 +51,28 @@ fn customer_id(value: &str) -> Result<String, OrderError> {
     id("customer_id", "c", value)
 }
 
-/// Checks the customer exists: by the replica, else by asking its owner. When the owner
-/// is unreachable the cart still accepts the item (availability first).
-async fn ensure_customer(ctx: &Context, customer_id: &str) -> Result<(), OrderError> {
-    let id = customer_id.to_owned();
-    if ctx.store.transact(move |tx| store::replicated_customer(tx, &id)).await?.is_some() {
-        return Ok(());
-    }
-    let asked: Result<serde_json::Value, PeerError> =
-        ctx.peer(ServiceName::Customer).get(&format!("/customers/{customer_id}")).await;
-    match asked {
-        Err(PeerError::Refused { status: 404, .. }) => {
-            Err(OrderError::UnknownCustomer(customer_id.to_owned()))
-        }
-        _ => Ok(()),
-    }
+/// The customer a path or body names, if it is the signed-in one; any other is "no
+/// customer" (404), so whose ids exist is not revealed.
+fn own_customer(signed_in: &SignedIn, value: &str) -> Result<String, Problem> {
+    signed_in.owns(value, || format!("no customer {value}"))?;
+    Ok(customer_id(value)?)
+}
+
+/// An order of the signed-in customer; another's is "no order" (404).
+fn owned(signed_in: &SignedIn, order: Order) -> Result<Order, Problem> {
+    signed_in.owns(&order.customer_id, || format!("no order {}", order.id))?;
+    Ok(order)
 }
 
 /// Shows a customer's cart with list prices from the replica.
-#[utoipa::path(get, path = "/carts/{customer_id}", params(("customer_id" = String, Path, description = "the customer, e.g. `c-ada`")),
-    responses(StoreBusy, (status = 200, body = [CartLine]), (status = 422, body = Problem, content_type = "application/problem+json", description = "a bad customer id")))]
+#[utoipa::path(get, path = "/carts/{customer_id}", security(("session" = [])), params(("customer_id" = String, Path, description = "the customer, e.g. `c-ada`")),
+    responses(StoreBusy, SignInNeeded, (status = 200, body = [CartLine]), (status = 404, body = Problem, content_type = "application/problem+json", description = "not the signed-in customer"), (status = 422, body = Problem, content_type = "application/problem+json", description = "a bad customer id")))]
 async fn cart(
     State(ctx): State<Arc<Context>>,
+    signed_in: SignedIn,
     PathParams(customer): PathParams<String>,
 ) -> Result<axum::Json<Vec<CartLine>>, Problem> {
-    let customer = customer_id(&customer)?;
+    let customer = own_customer(&signed_in, &customer)?;
     Ok(axum::Json(ctx.store.transact(move |tx| store::cart(tx, &customer)).await?))
 }
 
@@ -81,23 +81,24 @@ async fn cart(
 pub struct AddItem {
     pub product_id: String,
     /// 1 to 100.
+    #[schema(minimum = 1, maximum = 100)]
     pub quantity: i64,
 }
 
 /// Adds a product to a customer's cart.
-#[utoipa::path(post, path = "/carts/{customer_id}/items", params(("customer_id" = String, Path, description = "the customer, e.g. `c-ada`")), request_body = AddItem,
-    responses(StoreBusy, BodyRefused, (status = 200, body = [CartLine]),
+#[utoipa::path(post, path = "/carts/{customer_id}/items", security(("session" = [])), params(("customer_id" = String, Path, description = "the customer, e.g. `c-ada`")), request_body = AddItem,
+    responses(StoreBusy, SignInNeeded, Limited, BodyRefused, (status = 200, body = [CartLine]),
               (status = 404, body = Problem, content_type = "application/problem+json", description = "no such customer"),
               (status = 422, body = Problem, content_type = "application/problem+json", description = "the body does not fit, a bad id or quantity, or an unknown product")))]
 async fn add_item(
     State(ctx): State<Arc<Context>>,
+    signed_in: SignedIn,
     PathParams(customer): PathParams<String>,
     Body(item): Body<AddItem>,
 ) -> Result<axum::Json<Vec<CartLine>>, Problem> {
-    let customer = customer_id(&customer)?;
+    let customer = own_customer(&signed_in, &customer)?;
     let quantity = Quantity::new(item.quantity)?;
     let product = id("product_id", "p", &item.product_id)?;
-    ensure_customer(&ctx, &customer).await?;
     let cart = ctx
         .store
         .transact(move |tx| store::add_to_cart(tx, &customer, &product, quantity.get(), Quantity::MAX))
@@ -106,34 +107,36 @@ async fn add_item(
 }
 
 /// Removes a product from a customer's cart.
-#[utoipa::path(delete, path = "/carts/{customer_id}/items/{product_id}",
+#[utoipa::path(delete, path = "/carts/{customer_id}/items/{product_id}", security(("session" = [])),
     params(("customer_id" = String, Path, description = "the customer, e.g. `c-ada`"), ("product_id" = String, Path, description = "the product, e.g. `p-001`")),
-    responses(StoreBusy, (status = 200, body = [CartLine]), (status = 422, body = Problem, content_type = "application/problem+json", description = "a bad customer id")))]
+    responses(StoreBusy, SignInNeeded, Limited, (status = 200, body = [CartLine]), (status = 404, body = Problem, content_type = "application/problem+json", description = "not the signed-in customer"), (status = 422, body = Problem, content_type = "application/problem+json", description = "a bad customer id")))]
 async fn remove_item(
     State(ctx): State<Arc<Context>>,
+    signed_in: SignedIn,
     PathParams((customer, product)): PathParams<(String, String)>,
 ) -> Result<axum::Json<Vec<CartLine>>, Problem> {
-    let customer = customer_id(&customer)?;
+    let customer = own_customer(&signed_in, &customer)?;
     Ok(axum::Json(ctx.store.transact(move |tx| store::remove_from_cart(tx, &customer, &product)).await?))
 }
 
 /// The checkout: cart, address and payment method (with where they came from and how old
 /// they are) and the total (confirmed only by a fresh catalog quote). Send the
 /// `Consistency-Token` of your last customer write to read your own writes.
-#[utoipa::path(get, path = "/checkout/{customer_id}", params(("customer_id" = String, Path, description = "the customer, e.g. `c-ada`"), ("Consistency-Token" = Option<String>, Header, description = "the token of your last write, to read your own writes")),
-    responses(StoreBusy, (status = 200, body = Checkout),
+#[utoipa::path(get, path = "/checkout/{customer_id}", security(("session" = [])), params(("customer_id" = String, Path, description = "the customer, e.g. `c-ada`"), ("Consistency-Token" = Option<String>, Header, description = "the token of your last write, to read your own writes")),
+    responses(StoreBusy, SignInNeeded, (status = 200, body = Checkout),
               (status = 400, body = Problem, content_type = "application/problem+json", description = "a bad Consistency-Token"),
               (status = 404, body = Problem, content_type = "application/problem+json", description = "no such customer"),
               (status = 422, body = Problem, content_type = "application/problem+json", description = "a bad customer id"),
               (status = 503, body = Problem, content_type = "application/problem+json", description = "the address is known neither to the replica nor to the customer service; or the database is busy")))]
 async fn show_checkout(
     State(ctx): State<Arc<Context>>,
+    signed_in: SignedIn,
     PathParams(customer): PathParams<String>,
     headers: HeaderMap,
 ) -> Result<axum::Json<Checkout>, Problem> {
-    let customer = customer_id(&customer)?;
+    own_customer(&signed_in, &customer)?;
     let token = token::from_headers(&headers)?;
-    Ok(axum::Json(checkout::checkout(&ctx, &customer, token.as_ref()).await?))
+    Ok(axum::Json(checkout::checkout(&ctx, &signed_in, token.as_ref()).await?))
 }
 
 #[derive(Debug, Deserialize, serde::Serialize, utoipa::ToSchema)]
@@ -146,9 +149,9 @@ pub struct PlaceOrder {
 
 /// Places an order from the customer's cart: a binding quote and a payment authorization
 /// first; 503 with the reason if either cannot be had, and then nothing is written.
-#[utoipa::path(post, path = "/orders", request_body = PlaceOrder, params(("Consistency-Token" = Option<String>, Header, description = "the token of your last write, to read your own writes"),
+#[utoipa::path(post, path = "/orders", security(("session" = [])), request_body = PlaceOrder, params(("Consistency-Token" = Option<String>, Header, description = "the token of your last write, to read your own writes"),
         ("Idempotency-Key" = Option<String>, Header, description = "a key of the client's choosing (1 to 255 visible ASCII characters): the same key with the same body answers the first answer again, with no second order")),
-    responses(StoreBusy, BodyRefused, (status = 201, body = Order, description = "placed (or, with an Idempotency-Key seen before, the first answer again, marked Idempotent-Replayed: true); with a Consistency-Token"),
+    responses(StoreBusy, SignInNeeded, Limited, BodyRefused, (status = 201, body = Order, description = "placed (or, with an Idempotency-Key seen before, the first answer again, marked Idempotent-Replayed: true); with a Consistency-Token"),
               (status = 409, body = Problem, content_type = "application/problem+json", description = "a request with this Idempotency-Key is still running; retry after Retry-After"),
               (status = 400, body = Problem, content_type = "application/problem+json", description = "a bad Consistency-Token, or a body that is not JSON"),
               (status = 402, body = Problem, content_type = "application/problem+json", description = "the payment was declined"),
@@ -157,10 +160,11 @@ pub struct PlaceOrder {
               (status = 503, body = Problem, content_type = "application/problem+json", description = "no binding total, no address or no payment decision could be had: nothing was written; or the database is busy")))]
 async fn place_order(
     State(ctx): State<Arc<Context>>,
+    signed_in: SignedIn,
     headers: HeaderMap,
     Body(request): Body<PlaceOrder>,
 ) -> Result<Response, Problem> {
-    let customer = customer_id(&request.customer_id)?;
+    own_customer(&signed_in, &request.customer_id)?;
     let token = token::from_headers(&headers)?;
     let claim = match idempotency::begin(&ctx, "POST /orders", &headers, &request).await? {
         Begun::Replay(answer) => return Ok(answer),
@@ -168,9 +172,9 @@ async fn place_order(
     };
     let address = request.address_override.map(Address::validated).transpose().map_err(Problem::from);
     let placed = match address {
-        Ok(address) => {
-            place::place(&ctx, &customer, address, token.as_ref(), claim.clone()).await.map_err(Problem::from)
-        }
+        Ok(address) => place::place(&ctx, &signed_in, address, token.as_ref(), claim.clone())
+            .await
+            .map_err(Problem::from),
         Err(problem) => Err(problem),
     };
     match placed {
@@ -185,45 +189,62 @@ async fn place_order(
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct OrdersQuery {
     customer_id: String,
+    limit: Option<u32>,
+    cursor: Option<String>,
 }
 
-/// Lists a customer's orders.
-#[utoipa::path(get, path = "/orders", params(("customer_id" = String, Query, description = "the customer, e.g. `c-ada`")),
-    responses(StoreBusy, (status = 200, body = [Order]),
+/// Lists a customer's orders, oldest first, a page at a time.
+#[utoipa::path(get, path = "/orders", security(("session" = [])), params(("customer_id" = String, Query, description = "the customer, e.g. `c-ada`"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "at most this many (1 to 100; 100 when absent)"),
+        ("cursor" = Option<String>, Query, description = "the Next-Cursor of the page before")),
+    responses(StoreBusy, SignInNeeded, (status = 200, body = [Order], description = "a page of orders; Next-Cursor names the next page when there is one", headers(("Next-Cursor" = String, description = "send as cursor for the next page"))), (status = 404, body = Problem, content_type = "application/problem+json", description = "not the signed-in customer"), 
               (status = 400, body = Problem, content_type = "application/problem+json", description = "no customer_id, or a bad query"),
-              (status = 422, body = Problem, content_type = "application/problem+json", description = "a bad customer id")))]
+              (status = 422, body = Problem, content_type = "application/problem+json", description = "a bad customer id, a limit out of 1 to 100, or a cursor this list did not answer")))]
 async fn list_orders(
     State(ctx): State<Arc<Context>>,
+    signed_in: SignedIn,
     QueryParams(q): QueryParams<OrdersQuery>,
-) -> Result<axum::Json<Vec<Order>>, Problem> {
-    let customer = customer_id(&q.customer_id)?;
-    Ok(axum::Json(ctx.store.transact(move |tx| store::orders_of(tx, &customer)).await?))
+) -> Result<Response, Problem> {
+    let customer = own_customer(&signed_in, &q.customer_id)?;
+    let page = Page::parse(q.limit, q.cursor.as_deref())?;
+    let (after, fetch) = (page.after.clone(), page.fetch());
+    let orders =
+        ctx.store.transact(move |tx| store::orders_of(tx, &customer, after.as_deref(), fetch)).await?;
+    Ok(page.answer(orders, |o| &o.id))
 }
 
 /// Shows an order with its status.
-#[utoipa::path(get, path = "/orders/{id}", params(("id" = String, Path, description = "the order, e.g. `o-0193…`")),
-    responses(StoreBusy, (status = 200, body = Order), (status = 404, body = Problem, content_type = "application/problem+json", description = "no such order")))]
+#[utoipa::path(get, path = "/orders/{id}", security(("session" = [])), params(("id" = String, Path, description = "the order, e.g. `o-0193…`")),
+    responses(StoreBusy, SignInNeeded, (status = 200, body = Order), (status = 404, body = Problem, content_type = "application/problem+json", description = "no such order (or not the signed-in customer's)")))]
 async fn show_order(
     State(ctx): State<Arc<Context>>,
+    signed_in: SignedIn,
     PathParams(order): PathParams<String>,
 ) -> Result<axum::Json<Order>, Problem> {
-    Ok(axum::Json(ctx.store.transact(move |tx| store::order(tx, &order)).await?))
+    let order = ctx.store.transact(move |tx| store::order(tx, &order)).await?;
+    Ok(axum::Json(owned(&signed_in, order)?))
 }
 
 /// Applies `change` to an open order and publishes `kind`.
 async fn change_order(
     ctx: &Context,
+    signed_in: &SignedIn,
     id: String,
     kind: &'static str,
     change: fn(&mut Order),
 ) -> Result<Response, Problem> {
     let outbox = ctx.outbox.clone();
+    let owner = signed_in.customer_id().to_owned();
     let order = ctx
         .store
         .transact(move |tx| {
             let mut order = store::order(tx, &id)?;
+            if order.customer_id != owner {
+                return Err(OrderError::NotFound(id));
+            }
             if matches!(order.status, OrderStatus::Rejected | OrderStatus::Cancelled) {
                 return Err(OrderError::Final { id, status: order.status.as_str() });
             }
@@ -236,27 +257,29 @@ async fn change_order(
 
 /// The customer confirms the order's address although it differs from theirs; shipping
 /// may then ship to it.
-#[utoipa::path(post, path = "/orders/{id}/confirm-address", params(("id" = String, Path, description = "the order, e.g. `o-0193…`")),
-    responses(StoreBusy, (status = 200, body = Order, description = "confirmed; with a Consistency-Token"),
+#[utoipa::path(post, path = "/orders/{id}/confirm-address", security(("session" = [])), params(("id" = String, Path, description = "the order, e.g. `o-0193…`")),
+    responses(StoreBusy, SignInNeeded, Limited, (status = 200, body = Order, description = "confirmed; with a Consistency-Token"),
               (status = 404, body = Problem, content_type = "application/problem+json", description = "no such order"),
               (status = 409, body = Problem, content_type = "application/problem+json", description = "the order is rejected or cancelled")))]
 async fn confirm_address(
     State(ctx): State<Arc<Context>>,
+    signed_in: SignedIn,
     PathParams(order): PathParams<String>,
 ) -> Result<Response, Problem> {
-    change_order(&ctx, order, ORDER_ADDRESS_CONFIRMED, |o| o.address_confirmed = true).await
+    change_order(&ctx, &signed_in, order, ORDER_ADDRESS_CONFIRMED, |o| o.address_confirmed = true).await
 }
 
 /// Cancels an open order; inventory releases its stock.
-#[utoipa::path(post, path = "/orders/{id}/cancel", params(("id" = String, Path, description = "the order, e.g. `o-0193…`")),
-    responses(StoreBusy, (status = 200, body = Order, description = "cancelled; with a Consistency-Token"),
+#[utoipa::path(post, path = "/orders/{id}/cancel", security(("session" = [])), params(("id" = String, Path, description = "the order, e.g. `o-0193…`")),
+    responses(StoreBusy, SignInNeeded, Limited, (status = 200, body = Order, description = "cancelled; with a Consistency-Token"),
               (status = 404, body = Problem, content_type = "application/problem+json", description = "no such order"),
               (status = 409, body = Problem, content_type = "application/problem+json", description = "the order is rejected or cancelled already")))]
 async fn cancel(
     State(ctx): State<Arc<Context>>,
+    signed_in: SignedIn,
     PathParams(order): PathParams<String>,
 ) -> Result<Response, Problem> {
-    change_order(&ctx, order, ORDER_CANCELLED, |o| {
+    change_order(&ctx, &signed_in, order, ORDER_CANCELLED, |o| {
         o.status = OrderStatus::Cancelled;
         o.reason = Some("cancelled by the customer".into());
     })

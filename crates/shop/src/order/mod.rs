@@ -27,6 +27,8 @@ impl Service for OrderService {
     }
 
     fn consume(ctx: &Arc<Context>, consumers: &mut Consumers) {
+        // Sign-in checked here, with no call to the customer service.
+        crate::service::session::replicate(ctx, consumers);
         // Replicas are state-carrying and version-gated: no ordering, no parking.
         consumers.start(
             ConsumerSpec::new(ctx.consumer_name("customer-replica"), &["customer"]),

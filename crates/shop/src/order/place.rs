@@ -13,15 +13,16 @@ use super::store;
 use crate::contracts::customer::Address;
 use crate::contracts::payment::{Authorization, AuthorizationRequest, AuthorizationStatus};
 use crate::service::idempotency::{Claim, Written};
-use crate::service::{Context, ServiceName};
+use crate::service::{Context, ServiceName, SignedIn};
 
 pub async fn place(
     ctx: &Arc<Context>,
-    customer_id: &str,
+    shopper: &SignedIn,
     address_override: Option<Address>,
     token: Option<&ConsistencyToken>,
     claim: Option<Claim>,
 ) -> Result<Order, OrderError> {
+    let customer_id = shopper.customer_id();
     let id = customer_id.to_owned();
     let cart = ctx.store.transact(move |tx| store::cart(tx, &id)).await?;
     if cart.is_empty() {
@@ -30,7 +31,7 @@ pub async fn place(
     let quote = checkout::quote(ctx, &cart)
         .await
         .map_err(|e| OrderError::from_peer(e, OrderError::TotalUnconfirmed))?;
-    let resolved = checkout::resolve(ctx, customer_id, token).await?;
+    let resolved = checkout::resolve(ctx, shopper, token).await?;
     let unknown = || {
         OrderError::AddressUnknown(format!(
             "customer {customer_id} is not replicated yet and the customer service is unavailable"

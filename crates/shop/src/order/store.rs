@@ -132,10 +132,17 @@ pub fn order(tx: &mut Tx<'_>, id: &str) -> Result<Order, OrderError> {
     serde_json::from_str(&body).map_err(|e| OrderError::Store(StoreError::Database(e.to_string())))
 }
 
-pub fn orders_of(tx: &mut Tx<'_>, customer_id: &str) -> Result<Vec<Order>, StoreError> {
+/// Up to `limit` orders of `customer_id` after the id `after`, oldest first (ids are
+/// UUIDv7, so by id is by time).
+pub fn orders_of(
+    tx: &mut Tx<'_>,
+    customer_id: &str,
+    after: Option<&str>,
+    limit: u32,
+) -> Result<Vec<Order>, StoreError> {
     tx.query(
-        "SELECT body FROM orders WHERE customer_id = $1 ORDER BY created_at_ms, id",
-        &[customer_id.into()],
+        "SELECT body FROM orders WHERE customer_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+        &[customer_id.into(), after.unwrap_or("").into(), limit.into()],
     )?
     .into_iter()
     .map(|mut r| {

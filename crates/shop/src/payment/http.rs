@@ -66,7 +66,7 @@ async fn authorize(
 /// asked for), or the latest `limit` (default 100, at most 1000).
 #[utoipa::path(get, path = "/authorizations",
     params(("order_id" = Option<String>, Query, description = "only the authorization of this order"),
-           ("limit" = Option<u64>, Query, description = "how many, 1 to 1000; 100 when absent")),
+           ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "how many, 1 to 1000; 100 when absent")),
     responses(StoreBusy, (status = 200, body = [Authorization]),
               (status = 400, body = Problem, content_type = "application/problem+json", description = "a bad query"),
               (status = 422, body = Problem, content_type = "application/problem+json", description = "a limit out of range")))]

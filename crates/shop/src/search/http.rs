@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -12,7 +13,8 @@ use utoipa_axum::routes;
 use super::FEEDS;
 use super::model::{Hit, Kind, SearchQuery};
 use super::store;
-use crate::service::{Context, Problem, QueryParams, StoreBusy};
+use crate::service::session::{Refusal, SignInNeeded};
+use crate::service::{Context, Problem, QueryParams, SignedIn, StoreBusy};
 
 /// The search service's routes, with their document.
 pub fn routes() -> OpenApiRouter<Arc<Context>> {
@@ -114,18 +116,25 @@ async fn lag(ctx: &Context) -> Vec<ConsumerLag> {
     lags
 }
 
-/// Searches products and orders, best match first, and says how far behind the index is.
-#[utoipa::path(get, path = "/search", params(SearchParams),
-    responses(StoreBusy, (status = 200, body = SearchAnswer),
+/// Searches products and, for a signed-in shopper, their own orders, best match first,
+/// and says how far behind the index is. Orders need a session (`kind=order` without one
+/// is a 401); nobody finds another customer's orders.
+#[utoipa::path(get, path = "/search", params(SearchParams), security((), ("session" = [])),
+    responses(StoreBusy, SignInNeeded, (status = 200, body = SearchAnswer),
               (status = 400, body = Problem, content_type = "application/problem+json", description = "an empty or unparsable query, a bad kind or limit")))]
 async fn search(
     State(ctx): State<Arc<Context>>,
+    signed_in: Option<SignedIn>,
     QueryParams(params): QueryParams<SearchParams>,
-) -> Result<axum::Json<SearchAnswer>, Problem> {
+) -> Result<Response, Problem> {
     let query = SearchQuery::parse(params.q.as_deref(), params.kind.as_deref(), params.limit)?;
+    if query.kind == Some(Kind::Order) && signed_in.is_none() {
+        return Ok(Refusal::Missing.into_response());
+    }
     let text = query.text.clone();
-    let results = ctx.store.transact(move |tx| store::search(tx, &query)).await?;
-    Ok(axum::Json(SearchAnswer { query: text, results, lag: lag(&ctx).await }))
+    let shopper = signed_in.map(|s| s.customer_id().to_owned());
+    let results = ctx.store.transact(move |tx| store::search(tx, &query, shopper.as_deref())).await?;
+    Ok(axum::Json(SearchAnswer { query: text, results, lag: lag(&ctx).await }).into_response())
 }
 
 /// How many documents the index holds and how far behind its sources it is.

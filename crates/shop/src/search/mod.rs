@@ -42,6 +42,8 @@ impl Service for SearchService {
     }
 
     fn consume(ctx: &Arc<Context>, consumers: &mut Consumers) {
+        // Sign-in checked here, with no call to the customer service.
+        crate::service::session::replicate(ctx, consumers);
         let [(catalog, catalog_stream), (orders, order_stream)] = FEEDS;
         consumers.start(
             ConsumerSpec::new(ctx.consumer_name(catalog), &[catalog_stream]).ordering(Ordering::Unordered),

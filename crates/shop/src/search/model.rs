@@ -63,6 +63,8 @@ pub struct Document {
     pub body: String,
     /// The version of the product or order it was made from.
     pub version: u64,
+    /// The customer an order document belongs to: only they find it. `None` for a product.
+    pub owner: Option<String>,
 }
 
 fn euros(cents: u64) -> String {
@@ -78,6 +80,7 @@ impl Document {
             title: product.name.clone(),
             body: format!("{} · {} · price {}", product.description, product.id, euros(product.price_cents)),
             version: product.version,
+            owner: None,
         }
     }
 
@@ -96,6 +99,7 @@ impl Document {
                 euros(order.total_cents)
             ),
             version: order.version,
+            owner: Some(order.customer_id.clone()),
         }
     }
 }

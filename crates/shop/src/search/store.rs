@@ -12,15 +12,16 @@ const RANKING: &str = "bm25(search_fts, 5.0, 1.0)";
 /// Saves `document` as the one of its kind and id, replacing what the index held.
 pub fn put(tx: &mut Tx<'_>, document: &Document) -> Result<(), StoreError> {
     tx.execute(
-        "INSERT INTO search_document (kind, id, title, body, version) VALUES ($1, $2, $3, $4, $5) \
+        "INSERT INTO search_document (kind, id, title, body, version, owner) VALUES ($1, $2, $3, $4, $5, $6) \
          ON CONFLICT (kind, id) DO UPDATE SET title = excluded.title, body = excluded.body, \
-         version = excluded.version",
+         version = excluded.version, owner = excluded.owner",
         &[
             document.kind.as_str().into(),
             document.id.as_str().into(),
             document.title.as_str().into(),
             document.body.as_str().into(),
             document.version.into(),
+            document.owner.as_deref().into(),
         ],
     )?;
     Ok(())
@@ -29,7 +30,7 @@ pub fn put(tx: &mut Tx<'_>, document: &Document) -> Result<(), StoreError> {
 /// The document of `kind` and `id`, if the index holds one.
 pub fn document(tx: &mut Tx<'_>, kind: Kind, id: &str) -> Result<Option<Document>, StoreError> {
     let row = tx.query_opt(
-        "SELECT title, body, version FROM search_document WHERE kind = $1 AND id = $2",
+        "SELECT title, body, version, owner FROM search_document WHERE kind = $1 AND id = $2",
         &[kind.as_str().into(), id.into()],
     )?;
     row.map(|mut row| {
@@ -39,6 +40,7 @@ pub fn document(tx: &mut Tx<'_>, kind: Kind, id: &str) -> Result<Option<Document
             title: row.take(0)?,
             body: row.take(1)?,
             version: row.get(2)?,
+            owner: row.take(3)?,
         })
     })
     .transpose()
@@ -47,7 +49,7 @@ pub fn document(tx: &mut Tx<'_>, kind: Kind, id: &str) -> Result<Option<Document
 /// Every document, by kind and id (for comparing whole indexes in tests).
 pub fn documents(tx: &mut Tx<'_>) -> Result<Vec<Document>, StoreError> {
     let rows =
-        tx.query("SELECT kind, id, title, body, version FROM search_document ORDER BY kind, id", &[])?;
+        tx.query("SELECT kind, id, title, body, version, owner FROM search_document ORDER BY kind, id", &[])?;
     rows.into_iter()
         .map(|mut row| {
             let kind: String = row.take(0)?;
@@ -58,6 +60,7 @@ pub fn documents(tx: &mut Tx<'_>) -> Result<Vec<Document>, StoreError> {
                 title: row.take(2)?,
                 body: row.take(3)?,
                 version: row.get(4)?,
+                owner: row.take(5)?,
             })
         })
         .collect()
@@ -83,18 +86,20 @@ fn hit_from_row(mut row: Row) -> Result<Hit, StoreError> {
 
 /// The documents matching `query`, best first. A query FTS5 cannot parse is
 /// [`SearchError::Unparsable`]; any other failure is the store's.
-pub fn search(tx: &mut Tx<'_>, query: &SearchQuery) -> Result<Vec<Hit>, SearchError> {
+/// Matches products, and the orders of `shopper` (none without one).
+pub fn search(tx: &mut Tx<'_>, query: &SearchQuery, shopper: Option<&str>) -> Result<Vec<Hit>, SearchError> {
     if tx.dialect() == Dialect::Postgres {
-        return search_postgres(tx, query);
+        return search_postgres(tx, query, shopper);
     }
     let sql = format!(
         "SELECT d.kind, d.id, d.title, snippet(search_fts, -1, '[', ']', '…', 12), -{RANKING}, d.version \
          FROM search_fts JOIN search_document d ON d.doc = search_fts.rowid \
-         WHERE search_fts MATCH $1 AND ($2 IS NULL OR d.kind = $2) \
+         WHERE search_fts MATCH $1 AND ($2 IS NULL OR d.kind = $2) AND (d.kind = 'product' OR d.owner = $4) \
          ORDER BY {RANKING}, d.kind, d.id LIMIT $3"
     );
     let kind = query.kind.map(Kind::as_str);
-    match tx.query(&sql, &[query.expression.as_str().into(), kind.into(), query.limit.into()]) {
+    let params = [query.expression.as_str().into(), kind.into(), query.limit.into(), shopper.into()];
+    match tx.query(&sql, &params) {
         Ok(rows) => Ok(rows.into_iter().map(hit_from_row).collect::<Result<_, _>>()?),
         Err(failure) => Err(unparsable(tx, &query.expression).unwrap_or(SearchError::Store(failure))),
     }
@@ -107,7 +112,11 @@ const HEADLINE: &str =
 /// The search on PostgreSQL. `websearch_to_tsquery` reads the text as typed (words must
 /// all match, `"quoted phrases"`, `or`, `-word`) and refuses nothing, so no query is
 /// unparsable there. Title words weigh five times body words, as in the FTS5 ranking.
-fn search_postgres(tx: &mut Tx<'_>, query: &SearchQuery) -> Result<Vec<Hit>, SearchError> {
+fn search_postgres(
+    tx: &mut Tx<'_>,
+    query: &SearchQuery,
+    shopper: Option<&str>,
+) -> Result<Vec<Hit>, SearchError> {
     let sql = format!(
         "SELECT d.kind, d.id, d.title, \
          CASE WHEN to_tsvector('simple', d.body) @@ q THEN ts_headline('simple', d.body, q, '{HEADLINE}') \
@@ -115,10 +124,12 @@ fn search_postgres(tx: &mut Tx<'_>, query: &SearchQuery) -> Result<Vec<Hit>, Sea
          CAST(ts_rank('{{0, 0, 0.2, 1.0}}', d.words, q) AS DOUBLE PRECISION) AS score, d.version \
          FROM search_document d, websearch_to_tsquery('simple', $1) q \
          WHERE d.words @@ q AND (CAST($2 AS TEXT) IS NULL OR d.kind = $2) \
+         AND (d.kind = 'product' OR d.owner = CAST($4 AS TEXT)) \
          ORDER BY score DESC, d.kind, d.id LIMIT $3"
     );
     let kind = query.kind.map(Kind::as_str);
-    let rows = tx.query(&sql, &[query.text.as_str().into(), kind.into(), query.limit.into()])?;
+    let rows =
+        tx.query(&sql, &[query.text.as_str().into(), kind.into(), query.limit.into(), shopper.into()])?;
     Ok(rows.into_iter().map(hit_from_row).collect::<Result<_, _>>()?)
 }
 

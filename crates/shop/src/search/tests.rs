@@ -81,8 +81,10 @@ fn added(products: &[Product]) -> Vec<NewEvent> {
 }
 
 impl Harness {
+    /// GETs `path` signed in as c-ada: she finds products and her own orders only.
     async fn get(&self, path: &str) -> (u16, Value) {
-        let response = reqwest::get(self.service.url(path)).await.unwrap();
+        let request = reqwest::Client::new().get(self.service.url(path));
+        let response = request.bearer_auth(self.service.session_of("c-ada")).send().await.unwrap();
         (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
     }
 
@@ -192,9 +194,16 @@ async fn orders_are_found_by_id_customer_status_and_product_names() {
     let answer = shop.finds("q=o-0193aa", &["o-0193aa"]).await;
     assert_eq!(answer["results"][0]["kind"], "order");
     shop.finds("q=confirmed", &["o-0193aa"]).await;
-    shop.finds("q=c-bob", &["o-0193bb"]).await;
     shop.finds("q=kettle&kind=order", &["o-0193aa"]).await;
-    shop.finds("q=pending_stock", &["o-0193bb"]).await;
+    // Bob's order is indexed, but only Bob finds it.
+    assert!(shop.found("q=c-bob").await.is_empty());
+    assert!(shop.found("q=pending_stock").await.is_empty());
+    let anonymous = reqwest::get(shop.service.url("/search?q=blanket")).await.unwrap();
+    assert_eq!(anonymous.status(), 200);
+    assert_eq!(anonymous.json::<Value>().await.unwrap()["results"], serde_json::json!([]));
+    let anonymous = reqwest::get(shop.service.url("/search?q=kettle&kind=order")).await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    assert!(anonymous.headers()["www-authenticate"].to_str().unwrap().starts_with("Bearer"));
     assert!(shop.found("q=kettle&kind=product").await.is_empty());
     let (_, status) = shop.get("/status").await;
     assert_eq!(status["documents"]["orders"], 2, "{status}");
@@ -207,8 +216,8 @@ async fn an_older_version_arriving_after_a_newer_one_does_not_regress_the_index(
     let older = product("p-004", "Tin Kettle", 3000, 1);
     shop.catalog.emit(vec![crate::contracts::catalog::event(PRODUCT_PRICE_CHANGED, &newer)]).await;
     shop.catalog.emit(added(&[older.clone(), older])).await;
-    let cancelled = order("o-0193cc", "c-cyd", &["Copper Kettle"], OrderStatus::Cancelled, 3);
-    let placed = order("o-0193cc", "c-cyd", &["Copper Kettle"], OrderStatus::PendingStock, 1);
+    let cancelled = order("o-0193cc", "c-ada", &["Copper Kettle"], OrderStatus::Cancelled, 3);
+    let placed = order("o-0193cc", "c-ada", &["Copper Kettle"], OrderStatus::PendingStock, 1);
     let events = crate::contracts::order::event;
     shop.orders.emit(vec![events("OrderCancelled", &cancelled), events(ORDER_PLACED, &placed)]).await;
     shop.caught_up().await;

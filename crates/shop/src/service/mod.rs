@@ -5,10 +5,13 @@
 
 pub mod admin;
 pub mod idempotency;
+pub mod limits;
+pub mod page;
 pub mod part;
 pub mod peer;
 pub mod problem;
 mod routes;
+pub mod session;
 #[doc(hidden)]
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
@@ -35,6 +38,7 @@ use utoipa_axum::router::OpenApiRouter;
 pub use part::Part;
 pub use peer::{Peer, PeerError};
 pub use problem::{Body, BodyRefused, PathParams, Problem, QueryParams, StoreBusy};
+pub use session::SignedIn;
 
 /// The seven services of DESIGN §1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -75,24 +79,31 @@ impl ServiceName {
     /// The tables of this service, from `migrations/{sqlite,postgres}/<name>.sql`.
     pub fn migrations(self) -> &'static Migrations {
         /// The migrations of the service named `$name`, one file per dialect.
+        /// Later steps are files of their own, applied in order after the first.
         macro_rules! of {
-            ($name:literal) => {{
+            ($name:literal $(, $later:literal)*) => {{
                 const MIGRATIONS: Migrations = Migrations {
                     component: $name,
-                    sqlite: &[include_str!(concat!("../../migrations/sqlite/", $name, ".sql"))],
-                    postgres: &[include_str!(concat!("../../migrations/postgres/", $name, ".sql"))],
+                    sqlite: &[
+                        include_str!(concat!("../../migrations/sqlite/", $name, ".sql")),
+                        $(include_str!(concat!("../../migrations/sqlite/", $later, ".sql")),)*
+                    ],
+                    postgres: &[
+                        include_str!(concat!("../../migrations/postgres/", $name, ".sql")),
+                        $(include_str!(concat!("../../migrations/postgres/", $later, ".sql")),)*
+                    ],
                 };
                 &MIGRATIONS
             }};
         }
         match self {
-            ServiceName::Customer => of!("customer"),
+            ServiceName::Customer => of!("customer", "customer_sign_in"),
             ServiceName::Catalog => of!("catalog"),
             ServiceName::Inventory => of!("inventory"),
             ServiceName::Order => of!("order"),
             ServiceName::Payment => of!("payment"),
             ServiceName::Shipping => of!("shipping"),
-            ServiceName::Search => of!("search"),
+            ServiceName::Search => of!("search", "search_owner"),
         }
     }
 
@@ -128,6 +139,8 @@ pub struct Choices {
     pub token_wait: Duration,
     /// How the two inventory sites write during a partition (DESIGN §1, scenario 6).
     pub inventory: crate::inventory::sites::Mode,
+    /// Sign-in attempts and writes allowed (OWASP API4).
+    pub limits: limits::Limits,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -143,6 +156,7 @@ impl Default for Choices {
             address: AddressChoice::Replica,
             token_wait: Duration::from_millis(250),
             inventory: crate::inventory::sites::Mode::Ap,
+            limits: limits::Limits::default(),
         }
     }
 }
@@ -180,6 +194,11 @@ pub struct Context {
     pub registry: std::sync::Mutex<Registry>,
     pub peers: HashMap<ServiceName, Peer>,
     pub admin_token: String,
+    /// The shoppers' sign-in as this service knows it: the customer service's public keys
+    /// and the revoked sessions, replicated by events.
+    pub sessions: session::Sessions,
+    /// Over these, requests are answered 429.
+    pub limiters: limits::Limiters,
     pub choices: Choices,
     /// Routes of the process this service runs in, served beside its own: a served
     /// process's `/admin/chaos` for its links. Set before [`run`].
@@ -204,8 +223,12 @@ impl Context {
         choices: Choices,
     ) -> Result<Arc<Self>, StoreError> {
         let Instance { name, site } = instance.into();
-        let store =
-            Store::open(store_url, &[&outbox::MIGRATIONS, &idempotency::MIGRATIONS, migrations]).await?;
+        let store = Store::open(
+            store_url,
+            &[&outbox::MIGRATIONS, &idempotency::MIGRATIONS, &session::MIGRATIONS, migrations],
+        )
+        .await?;
+        let sessions = session::Sessions::load(&store).await?;
         let instance = site.map_or_else(|| name.as_str().to_owned(), |s| s.instance());
         let label = [(std::borrow::Cow::Borrowed("service"), std::borrow::Cow::Owned(instance.clone()))];
         let mut registry = Registry::with_labels(label.into_iter());
@@ -227,6 +250,8 @@ impl Context {
             registry: std::sync::Mutex::new(registry),
             peers,
             admin_token,
+            sessions,
+            limiters: limits::Limiters::new(&choices.limits),
             choices,
             process_routes: std::sync::OnceLock::new(),
             extension: std::sync::OnceLock::new(),

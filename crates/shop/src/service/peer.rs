@@ -86,6 +86,11 @@ impl Peer {
         self.call(self.client.get(self.url(path))).await
     }
 
+    /// A GET on behalf of a signed-in shopper: their session token goes along.
+    pub async fn get_as<T: DeserializeOwned>(&self, path: &str, bearer: &str) -> Result<T, PeerError> {
+        self.call(self.client.get(self.url(path)).bearer_auth(bearer)).await
+    }
+
     pub async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(
         &self,
         path: &str,

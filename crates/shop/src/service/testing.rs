@@ -131,6 +131,12 @@ impl Running {
         )
     }
 
+    /// A session token of `customer` that this service accepts, signed by a key of the
+    /// test's own that the service is taught directly (no customer service needed).
+    pub fn session_of(&self, customer: &str) -> String {
+        session_token(&self.ctx, customer)
+    }
+
     /// Declares that the test dead-letters events of this service on purpose.
     pub fn expect_dead_letters(&self) {
         self.dead_letters_expected.store(true, Ordering::Relaxed);
@@ -327,6 +333,23 @@ impl Producer {
         self.store.transact(move |tx| outbox.append(tx, events)).await.expect("the events commit");
         while self.relay.relay_batch().await.expect("the relay publishes") > 0 {}
     }
+}
+
+/// A session token of `customer` that `ctx` accepts: signed by a fresh key that `ctx`'s
+/// sessions learn here, for tests of one service without the customer service.
+pub fn session_token(ctx: &Context, customer: &str) -> String {
+    use super::session::paseto::{self, Claims};
+    let key = paseto::generate_key();
+    let kid = format!("k-test-{}", uuid::Uuid::now_v7().simple());
+    ctx.sessions.learn_key(kid.clone(), key.verifying_key());
+    let iat = time::OffsetDateTime::now_utc();
+    let claims = Claims {
+        sub: customer.to_owned(),
+        jti: format!("s-test-{}", uuid::Uuid::now_v7().simple()),
+        iat,
+        exp: iat + time::Duration::hours(1),
+    };
+    paseto::sign(&key, &kid, &claims)
 }
 
 #[cfg(test)]

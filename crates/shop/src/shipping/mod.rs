@@ -32,6 +32,8 @@ impl Service for ShippingService {
     }
 
     fn consume(ctx: &Arc<Context>, consumers: &mut Consumers) {
+        // Sign-in checked here, with no call to the customer service.
+        crate::service::session::replicate(ctx, consumers);
         // State-carrying and version-gated (payments: recorded idempotently), so no
         // ordering and no parking: a later version is safe to apply past a dead letter.
         consumers.start(

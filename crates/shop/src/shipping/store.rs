@@ -165,12 +165,20 @@ pub fn shipment(tx: &mut Tx<'_>, order_id: &str) -> Result<Shipment, ShippingErr
     stored(tx, order_id)?.map(|s| s.shipment).ok_or_else(|| ShippingError::NotFound(order_id.to_owned()))
 }
 
-/// Every shipment, or the one of `order_id`, by order id.
-pub fn shipments(tx: &mut Tx<'_>, order_id: Option<&str>) -> Result<Vec<Shipment>, StoreError> {
-    let rows = match order_id {
-        Some(id) => tx.query("SELECT body FROM shipment WHERE order_id = $1", &[id.into()])?,
-        None => tx.query("SELECT body FROM shipment ORDER BY order_id", &[])?,
-    };
+/// Up to `limit` shipments of `customer_id` after the order `after`, or only the one of
+/// `order_id`, by order id.
+pub fn shipments(
+    tx: &mut Tx<'_>,
+    customer_id: &str,
+    order_id: Option<&str>,
+    after: Option<&str>,
+    limit: u32,
+) -> Result<Vec<Shipment>, StoreError> {
+    let rows = tx.query(
+        "SELECT body FROM shipment WHERE customer_id = $1 AND (CAST($2 AS TEXT) IS NULL OR order_id = $2) \
+         AND order_id > $3 ORDER BY order_id LIMIT $4",
+        &[customer_id.into(), order_id.into(), after.unwrap_or("").into(), limit.into()],
+    )?;
     rows.into_iter().map(|mut row| decode(&row.take::<String>(0)?)).collect()
 }
 

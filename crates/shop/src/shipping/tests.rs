@@ -29,6 +29,8 @@ struct Harness {
     customers: Producer,
     orders: Producer,
     payments: Producer,
+    /// Whom requests sign in as: c-ada unless a test says otherwise.
+    shopper: std::sync::Mutex<&'static str>,
     _dir: tempfile::TempDir,
 }
 
@@ -40,14 +42,28 @@ async fn harness() -> Harness {
         customers: Producer::open(dir.path(), "customer", bus.clone()).await,
         orders: Producer::open(dir.path(), "order", bus.clone()).await,
         payments: Producer::open(dir.path(), "payment", bus.clone()).await,
+        shopper: std::sync::Mutex::new("c-ada"),
         bus,
         _dir: dir,
     }
 }
 
 impl Harness {
+    /// Signs the following requests in as `customer`.
+    fn sign_in_as(&self, customer: &'static str) {
+        *self.shopper.lock().unwrap() = customer;
+    }
+
+    /// GETs `path` signed in as the shopper, or with the admin token for the operator's `/held`.
     async fn get(&self, path: &str) -> (u16, Value) {
-        let response = reqwest::get(self.service.url(path)).await.unwrap();
+        let token = if path.starts_with("/held") {
+            crate::service::testing::ADMIN_TOKEN.to_owned()
+        } else {
+            let shopper = *self.shopper.lock().unwrap();
+            self.service.session_of(shopper)
+        };
+        let request = reqwest::Client::new().get(self.service.url(path)).bearer_auth(token);
+        let response = request.send().await.unwrap();
         (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
     }
 
@@ -200,12 +216,14 @@ async fn events_arriving_in_any_order_end_in_the_same_shipment() {
     shop.emit_payment(&authorization("o-5", "c-bob", AuthorizationStatus::Authorized)).await;
     shop.payment_recorded("o-5").await;
     shop.emit_orders(&placed_and_confirmed("o-5", "c-bob", london(), false)).await;
+    shop.sign_in_as("c-bob");
     shop.shipment("o-5", "held", Some("the customer's address is not known yet")).await;
     shop.emit_customer(REGISTERED, &customer("c-bob", london(), 1)).await;
     let late = shop.shipment("o-5", "shipped", None).await;
 
     // The order first, then the customer, then the payment.
     shop.emit_orders(&placed_and_confirmed("o-6", "c-cyd", london(), false)).await;
+    shop.sign_in_as("c-cyd");
     let reasons = "waiting for payment; the customer's address is not known yet";
     shop.shipment("o-6", "held", Some(reasons)).await;
     shop.emit_customer(REGISTERED, &customer("c-cyd", london(), 1)).await;
@@ -261,7 +279,12 @@ async fn a_rejected_order_never_ships_and_a_cancelled_one_closes_its_held_shipme
 #[tokio::test]
 async fn unknown_shipments_and_bad_order_ids_get_clear_problems() {
     let shop = harness().await;
-    let response = reqwest::get(shop.service.url("/shipments/o-nothing")).await.unwrap();
+    let response = reqwest::Client::new()
+        .get(shop.service.url("/shipments/o-nothing"))
+        .bearer_auth(shop.service.session_of("c-ada"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 404);
     assert_eq!(response.headers()["content-type"], "application/problem+json");
     let problem: Value = response.json().await.unwrap();

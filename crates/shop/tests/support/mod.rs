@@ -58,20 +58,116 @@ pub async fn finish(shop: Shop) {
     finish_with(shop, DeadLetters::Forbidden).await;
 }
 
-pub async fn get(shop: &impl Gateway, path: &str) -> (StatusCode, Value) {
-    let response = Client::new().get(shop.url(path)).send().await.unwrap();
+/// The password of the seeded customers, and of the ones the tests register.
+pub const PASSWORD: &str = shop::customer::DEMO_PASSWORD;
+
+/// Signs `email` in with [`PASSWORD`]: the session token.
+pub async fn sign_in(shop: &impl Gateway, email: &str) -> String {
+    let body = json!({ "email": email, "password": PASSWORD });
+    let response = Client::new().post(shop.url("/api/customer/sessions")).json(&body).send().await.unwrap();
+    assert_eq!(response.status(), 201, "{email} signs in");
+    let answer: Value = response.json().await.unwrap();
+    answer["token"].as_str().unwrap().to_owned()
+}
+
+/// The sessions the tests hold, as a shop's clients would: each customer's token per shop
+/// (signed in on first use), and whose each placed order is (ids are unique everywhere), so that every request carries the
+/// token of the customer whose resource it names.
+#[derive(Default)]
+struct Book {
+    emails: std::collections::HashMap<String, String>,
+    tokens: std::collections::HashMap<String, String>,
+    orders: std::collections::HashMap<String, String>,
+}
+
+static BOOK: std::sync::LazyLock<std::sync::Mutex<Book>> = std::sync::LazyLock::new(Default::default);
+
+/// The customer whose resource `path` (or `body`) names: a `c-...` segment or parameter,
+/// the `customer_id` of the body, or the customer who placed the `o-...` order it names.
+fn owner_named(path: &str, body: &Value) -> Option<String> {
+    let words: Vec<&str> = path.split(['/', '?', '&', '=']).collect();
+    if let Some(customer) = words.iter().find(|w| w.starts_with("c-")) {
+        return Some((*customer).to_owned());
+    }
+    if let Some(customer) = body["customer_id"].as_str() {
+        return Some(customer.to_owned());
+    }
+    let book = BOOK.lock().unwrap();
+    words.iter().find(|w| w.starts_with("o-")).and_then(|o| book.orders.get(*o).cloned())
+}
+
+/// The token of `customer` at `shop`, signing them in on first use.
+pub async fn session(shop: &impl Gateway, customer: &str) -> String {
+    let key = format!("{}{customer}", shop.url(""));
+    let email = {
+        let book = BOOK.lock().unwrap();
+        if let Some(token) = book.tokens.get(&key) {
+            return token.clone();
+        }
+        book.emails.get(customer).cloned().unwrap_or_else(|| format!("{}@example.com", &customer[2..]))
+    };
+    let token = sign_in(shop, &email).await;
+    BOOK.lock().unwrap().tokens.insert(key, token.clone());
+    token
+}
+
+/// `request` to `path` with `body`, signed in as the customer it concerns (if any).
+pub async fn signed_in(
+    shop: &impl Gateway,
+    path: &str,
+    body: &Value,
+    request: reqwest::RequestBuilder,
+) -> reqwest::RequestBuilder {
+    match owner_named(path, body) {
+        Some(customer) => request.bearer_auth(session(shop, &customer).await),
+        None => request,
+    }
+}
+
+/// A GET with the admin token (listing every customer is the operator's).
+pub async fn get_admin(shop: &impl Gateway, path: &str) -> (StatusCode, Value) {
+    let response = Client::new().get(shop.url(path)).bearer_auth(TOKEN).send().await.unwrap();
     (response.status(), response.json().await.unwrap_or(Value::Null))
 }
 
+/// Sends a request signed in as the customer it concerns (none for public routes), and
+/// remembers the customers it registers and the orders it places.
 pub async fn send(
     shop: &impl Gateway,
     method: reqwest::Method,
     path: &str,
     body: Value,
 ) -> (StatusCode, Value) {
-    let response = Client::new().request(method, shop.url(path)).json(&body).send().await.unwrap();
+    let request = Client::new().request(method.clone(), shop.url(path));
+    let mut request = signed_in(shop, path, &body, request).await;
+    if method != reqwest::Method::GET {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
     let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
+    let answer = response.json().await.unwrap_or(Value::Null);
+    if status.is_success() && method == reqwest::Method::POST {
+        let mut book = BOOK.lock().unwrap();
+        if path == "/api/customer/customers" {
+            let key = answer["id"].as_str().unwrap_or_default().to_owned();
+            book.emails.insert(key, body["email"].as_str().unwrap_or_default().to_owned());
+        } else if path == "/api/order/orders" {
+            drop(book);
+            remember_order(&answer);
+        }
+    }
+    (status, answer)
+}
+
+/// Notes whose `order` (an order as answered) is, for an order placed without [`send`].
+pub fn remember_order(order: &Value) {
+    let (id, customer) =
+        (order["id"].as_str().unwrap_or_default(), order["customer_id"].as_str().unwrap_or_default());
+    BOOK.lock().unwrap().orders.insert(id.to_owned(), customer.to_owned());
+}
+
+pub async fn get(shop: &impl Gateway, path: &str) -> (StatusCode, Value) {
+    send(shop, reqwest::Method::GET, path, Value::Null).await
 }
 
 pub async fn post(shop: &impl Gateway, path: &str, body: Value) -> (StatusCode, Value) {
@@ -86,7 +182,7 @@ pub async fn replicated(shop: &impl Gateway) {
         (status == 200 && cart.as_array().is_some_and(|c| !c.is_empty())).then_some(())
     })
     .await;
-    Client::new().delete(shop.url("/api/order/carts/c-ada/items/p-001")).send().await.unwrap();
+    send(shop, reqwest::Method::DELETE, "/api/order/carts/c-ada/items/p-001", Value::Null).await;
     eventually("customer replica", || async {
         let (_, checkout) = get(shop, "/api/order/checkout/c-bob").await;
         (checkout["address_source"]["source"] == "replica").then_some(())
@@ -124,7 +220,7 @@ pub async fn orders_of(shop: &impl Gateway, customer: &str) -> Vec<Value> {
 pub async fn registers_moves_checks_out_and_ships(shop: &impl Gateway) {
     let address =
         json!({ "line1": "1 Main St", "city": "Springfield", "postcode": "12345", "country": "US" });
-    let registration = json!({ "name": "Dee", "email": "dee@example.com", "address": address, "payment_method": { "kind": "card", "last4": "1111" } });
+    let registration = json!({ "name": "Dee", "email": "dee@example.com", "address": address, "payment_method": { "kind": "card", "last4": "1111" }, "password": PASSWORD });
     let (status, customer) = post(shop, "/api/customer/customers", registration).await;
     assert_eq!(status, 201, "{customer}");
     let id = customer["id"].as_str().unwrap().to_owned();
@@ -132,6 +228,7 @@ pub async fn registers_moves_checks_out_and_ships(shop: &impl Gateway) {
     let moved = json!({ "line1": "9 Elm St", "city": "Shelbyville", "postcode": "54321", "country": "US" });
     let response = Client::new()
         .put(shop.url(&format!("/api/customer/customers/{id}/address")))
+        .bearer_auth(session(shop, &id).await)
         .json(&moved)
         .send()
         .await
@@ -146,6 +243,7 @@ pub async fn registers_moves_checks_out_and_ships(shop: &impl Gateway) {
     assert_eq!(status, 200);
     let checkout: Value = Client::new()
         .get(shop.url(&format!("/api/order/checkout/{id}")))
+        .bearer_auth(session(shop, &id).await)
         .header("Consistency-Token", &token)
         .send()
         .await

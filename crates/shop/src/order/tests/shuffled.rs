@@ -198,7 +198,7 @@ async fn state(store: &Store) -> State {
                 let mut row = row;
                 products.push((row.take(0)?, row.get(1)?, row.get(2)?));
             }
-            let orders = store::orders_of(tx, "c-0")?;
+            let orders = store::orders_of(tx, "c-0", None, u32::MAX)?;
             let mut published = Vec::new();
             for mut row in tx.query("SELECT body FROM kit_outbox ORDER BY seq", &[])? {
                 let event: Envelope = serde_json::from_slice(&row.take::<Vec<u8>>(0)?).unwrap();

@@ -105,7 +105,8 @@ async fn contents(store: &Store) -> Vec<(Document, Vec<String>)> {
                 let query =
                     SearchQuery::parse(Some(&words.join(" AND ")), Some(document.kind.as_str()), Some(100))
                         .unwrap();
-                let found = store::search(tx, &query).map_err(|e| StoreError::Database(e.to_string()))?;
+                let found = store::search(tx, &query, Some("c-ada"))
+                    .map_err(|e| StoreError::Database(e.to_string()))?;
                 contents.push((document, found.into_iter().map(|hit| hit.id).collect()));
             }
             Ok::<_, StoreError>(contents)
