@@ -15,6 +15,7 @@
 
 pub mod catalog;
 pub mod customer;
+pub mod facts;
 pub mod inventory;
 pub mod order;
 pub mod payment;
