@@ -1,0 +1,1 @@
+//! The checker on facts written by hand: each rule, and how a finding is classed.
