@@ -329,3 +329,31 @@ async fn reconcile_needs_the_admin_token_and_a_directory_of_a_shop() {
     let refused = facts::from_files(empty.path()).await.unwrap_err().to_string();
     assert!(refused.contains("holds no") && refused.contains("--data-dir"), "{refused}");
 }
+
+#[tokio::test]
+async fn on_postgres_a_settled_shop_reconciles_clean_live_and_a_lost_authorization_is_a_defect() {
+    let Some(server) = kit::testserver::PgServer::start() else { return };
+    for part in shop::launch::StoreLocation::parts() {
+        server.create_database(&shop::launch::StoreLocation::database(&part));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let shop =
+        spawn_shop_on(dir.path(), shop::launch::StoreLocation::Postgres { base_url: server.base_url() })
+            .await;
+    replicated(&shop).await;
+    let order = ship(&shop, "c-cyd", "p-005").await;
+    assert_eq!(settled(&shop).await.source, "live");
+
+    let payment = kit::store::Store::open(&server.url("capshop_payment"), &[]).await.unwrap();
+    let sql = format!("DELETE FROM authorizations WHERE order_id = '{order}'");
+    payment.transact(move |tx| tx.execute(&sql, &[])).await.unwrap();
+    let report = live_report(&shop).await;
+    assert_eq!(
+        kinds(&report).iter().map(|(kind, _, class)| (kind.as_str(), *class)).collect::<Vec<_>>(),
+        [("order_without_authorization", Class::Defect)],
+        "{}",
+        report.table()
+    );
+    assert_eq!(report.broken_links, 1);
+    finish(shop).await;
+}
