@@ -2,41 +2,12 @@
 //! gateway, then against the data dir the shop left; exit 0 without a defect, 1 with one,
 //! 2 when there is nothing to read.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+mod running;
+
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-struct Up {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `capshop up` in `dir` on a free port and waits until it says it is up.
-fn up(dir: &Path) -> Up {
-    let port = kit::testserver::free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_capshop"))
-        .args(["up", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(dir)
-        .env_remove("CAPSHOP_ADMIN_TOKEN")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("capshop starts");
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let first = lines.next().expect("capshop prints that it is up").unwrap();
-    assert!(first.starts_with("capshop is up"), "{first}");
-    std::thread::spawn(move || lines.for_each(drop));
-    Up { child, url: format!("http://127.0.0.1:{port}") }
-}
+use running::up;
 
 fn reconcile(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_capshop"))
