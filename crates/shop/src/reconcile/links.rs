@@ -114,29 +114,33 @@ fn reservations_without_orders(view: &View<'_>) -> Vec<Finding> {
     findings
 }
 
+/// How long a placement may take from its authorization to its order's commit: the order
+/// service commits the order right after the payment answers, so an authorization younger
+/// than this at the order service's read may belong to a placement still under way.
+pub const PLACING_MS: u64 = 10_000;
+
 /// An authorization was made for an order that the order service then recorded.
 fn authorizations_without_orders(view: &View<'_>) -> Vec<Finding> {
     let order_read_at = view.parts.get("order").map(|p| p.read_at_ms);
     view.authorizations
         .values()
-        .filter(|a| {
-            a.status == AuthorizationStatus::Authorized && !view.orders.contains_key(a.order_id.as_str())
-        })
+        .filter(|a| a.status == AuthorizationStatus::Authorized && !view.orders.contains_key(a.order_id.as_str()))
         .map(|a| {
             let detail = format!("authorization {} is for order {}, which does not exist", a.id, a.order_id);
-            // Live, the order service is read first: an authorization made after that read
-            // belongs to an order placed after it.
-            let in_flight =
-                order_read_at.filter(|at| view.live && a.created_at_ms >= *at).map(|at| super::InFlight {
-                    stream: "order".to_owned(),
-                    consumer: None,
-                    seq: view.head("order") + 1,
-                    unapplied: 0,
-                    reason: format!(
-                        "authorized at {} ms, after the order service was read at {at} ms",
-                        a.created_at_ms
-                    ),
-                });
+            // Live, an authorization made shortly before the order service was read (or
+            // after it) belongs to an order that may commit after that read. In files,
+            // nothing is under way: the placement failed after the payment answered.
+            let placing = |at: &u64| view.live && a.created_at_ms + PLACING_MS >= *at;
+            let in_flight = order_read_at.filter(placing).map(|at| super::InFlight {
+                stream: "order".to_owned(),
+                consumer: None,
+                seq: view.head("order") + 1,
+                unapplied: 0,
+                reason: format!(
+                    "authorized at {} ms, within {PLACING_MS} ms of the order service's read at {at} ms: its order may still be committing",
+                    a.created_at_ms
+                ),
+            });
             let keys = [("authorization", a.id.as_str()), ("order", a.order_id.as_str())];
             Finding::new("authorization_without_order", Group::Orphan, &keys, detail, in_flight)
         })

@@ -273,20 +273,25 @@ fn a_consumer_read_after_its_producer_is_in_flight_live_and_a_defect_in_files() 
 }
 
 #[test]
-fn an_authorization_without_its_order_is_in_flight_only_when_made_after_the_order_service_was_read_live() {
+fn an_authorization_without_its_order_is_in_flight_only_while_its_placement_may_be_under_way_live() {
     let mut facts = confirmed_and_paid();
+    part(&mut facts, "order").read_at_ms = 100_000;
     if let ServiceFacts::Payment { authorizations } = &mut part(&mut facts, "payment").state {
         let status = AuthorizationStatus::Authorized;
         authorizations.push(AuthorizationFact {
             id: "a-2".into(),
             order_id: "o-2".into(),
             status,
-            created_at_ms: 1_500,
+            created_at_ms: 95_000,
         });
     }
-    let cases = [(false, Class::Defect), (true, Class::InFlight)];
-    for (live, class) in cases {
+    let old = 100_000 - links::PLACING_MS - 1;
+    let cases = [(false, 95_000, Class::Defect), (true, 95_000, Class::InFlight), (true, old, Class::Defect)];
+    for (live, created_at_ms, class) in cases {
         facts.live = live;
+        if let ServiceFacts::Payment { authorizations } = &mut part(&mut facts, "payment").state {
+            authorizations[1].created_at_ms = created_at_ms;
+        }
         let report = check(&facts);
         assert_eq!(
             kinds(&report),
