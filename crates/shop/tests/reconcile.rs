@@ -87,12 +87,19 @@ async fn a_healthy_shop_has_no_finding_live_nor_from_its_files() {
     let report = reconcile::check(&facts);
     assert!(report.findings.is_empty(), "{}", report.table());
     assert!(report.is_clean());
-    // Every consumer the checker expects left a position, so its table matches the shop.
+    // The checker's table of consumers is the shop's: none unknown to it, none missing.
     let positions: BTreeSet<(&str, &str)> = facts
         .parts
         .iter()
         .flat_map(|p| p.consumers.iter().map(|c| (c.consumer.as_str(), c.stream.as_str())))
         .collect();
+    let known: BTreeSet<(&str, &str)> =
+        reconcile::CONSUMERS.iter().flat_map(|(c, streams)| streams.iter().map(move |s| (*c, *s))).collect();
+    assert!(
+        positions.is_subset(&known),
+        "consumers reconcile does not know: {:?}",
+        positions.difference(&known)
+    );
     for (consumer, streams) in reconcile::CONSUMERS {
         for stream in streams {
             let produced =
