@@ -1,9 +1,11 @@
 //! Gathering every part's facts for [`crate::reconcile`]: from the files of a stopped
-//! embedded shop (or a directory of the same layout, such as a backup), or from the
-//! running parts' `GET /admin/facts`, one read transaction per part.
+//! embedded shop (or a directory of the same layout, such as a backup), from the parts
+//! running in this process (the embedded shop's gateway), or from the running parts'
+//! `GET /admin/facts` (the distributed gateway), one read transaction per part.
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use kit::store::{Store, StoreError};
 
@@ -16,7 +18,7 @@ use crate::order::OrderService;
 use crate::payment::PaymentService;
 use crate::search::SearchService;
 use crate::service::facts::{self, StateReader};
-use crate::service::{Part, Service, ServiceName};
+use crate::service::{Context, Part, Service, ServiceName};
 use crate::shipping::ShippingService;
 use crate::stores::StoreLocation;
 
@@ -135,6 +137,37 @@ pub async fn from_parts(
             return Err(failed(format!("{status}: {}", body["detail"].as_str().unwrap_or("no detail"))));
         }
         let facts: ShopFacts = answer.json().await.map_err(|e| failed(format!("unreadable facts: {e}")))?;
+        shop.merge(facts);
+    }
+    Ok(shop)
+}
+
+/// The parts running in this process (the embedded shop), whose facts the gateway reads
+/// from their stores directly; empty when the parts are processes of their own.
+#[derive(Clone, Default)]
+pub struct LocalParts(BTreeMap<String, Arc<Context>>);
+
+impl LocalParts {
+    pub fn new(parts: &BTreeMap<Part, Arc<Context>>) -> Self {
+        Self(parts.iter().map(|(part, ctx)| (part.name(), ctx.clone())).collect())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// The facts of the parts running in this process, read from their own stores (and their
+/// links to the bus) in [`parts`]' order, as their `/admin/facts` would answer. A part
+/// stopped on purpose keeps its store, so it is read too.
+pub async fn from_local(local: &LocalParts) -> Result<ShopFacts, FactsError> {
+    let mut shop = ShopFacts { live: true, ..ShopFacts::default() };
+    for part in parts() {
+        let ctx = local.0.get(&part).ok_or_else(|| FactsError::Unrouted(part.clone()))?;
+        let (state, _) = reader(&part).ok_or_else(|| FactsError::Unrouted(part.clone()))?;
+        let facts = facts::live(ctx, state)
+            .await
+            .map_err(|problem| FactsError::Part { part: part.clone(), reason: problem.to_string() })?;
         shop.merge(facts);
     }
     Ok(shop)

@@ -34,14 +34,18 @@ pub struct Routes {
 
 struct Gateway {
     routes: Routes,
+    /// The parts in this process, read directly by `/admin/reconcile` (embedded shop).
+    local: crate::facts::LocalParts,
     client: reqwest::Client,
     admin_token: String,
 }
 
-/// The gateway's routes; `/admin/chaos` drives `chaos` for callers with `admin_token`.
-pub fn router(routes: Routes, chaos: Chaos, admin_token: String) -> Router {
-    let gateway =
-        Arc::new(Gateway { routes, client: reqwest::Client::new(), admin_token: admin_token.clone() });
+/// The gateway's routes; `/admin/chaos` drives `chaos` for callers with `admin_token`, and
+/// `/admin/reconcile` reads the facts of the `local` parts directly (the embedded shop)
+/// or, when there are none, asks every part behind `routes`.
+pub fn router(routes: Routes, local: crate::facts::LocalParts, chaos: Chaos, admin_token: String) -> Router {
+    let admin = admin_token.clone();
+    let gateway = Arc::new(Gateway { routes, local, client: reqwest::Client::new(), admin_token: admin });
     Router::new()
         .route(
             "/health",
@@ -70,8 +74,8 @@ fn openapi() -> utoipa::openapi::OpenApi {
     doc
 }
 
-/// Gathers every part's facts from its `/admin/facts`, one read transaction each, and
-/// answers the checker's report (admin token).
+/// Gathers every part's facts, one read transaction each — in this process, or from each
+/// part's `/admin/facts` — and answers the checker's report (admin token).
 #[utoipa::path(get, path = "/admin/reconcile", operation_id = "reconcile", tag = "admin",
     responses((status = 200, body = crate::reconcile::Report, description = "every finding, classed in flight or defect"),
               (status = 401, body = Problem, content_type = "application/problem+json", description = "no admin token"),
@@ -81,7 +85,12 @@ async fn reconcile(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> R
     if let Err(problem) = crate::service::admin::check_bearer(&headers, &gateway.admin_token) {
         return problem.into_response();
     }
-    match crate::facts::from_parts(&gateway.client, &gateway.routes.services, &gateway.admin_token).await {
+    let facts = if gateway.local.is_empty() {
+        crate::facts::from_parts(&gateway.client, &gateway.routes.services, &gateway.admin_token).await
+    } else {
+        crate::facts::from_local(&gateway.local).await
+    };
+    match facts {
         Ok(facts) => axum::Json(crate::reconcile::check(&facts)).into_response(),
         Err(e) => Problem::unavailable(format!("cannot reconcile: {e}")).into_response(),
     }

@@ -331,6 +331,25 @@ async fn reconcile_needs_the_admin_token_and_a_directory_of_a_shop() {
     let shop = spawn_shop(dir.path()).await;
     let response = Client::new().get(shop.url("/admin/reconcile")).send().await.unwrap();
     assert_eq!(response.status(), 401);
+    // Each part serves its own facts too, as the distributed gateway asks them.
+    let facts = Client::new().get(shop.url("/api/inventory-dc2/admin/facts")).send().await.unwrap();
+    assert_eq!(facts.status(), 401);
+    let facts: shop::contracts::facts::ShopFacts = Client::new()
+        .get(shop.url("/api/inventory-dc2/admin/facts"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(facts.parts.len(), 1);
+    assert_eq!(facts.parts[0].part, "inventory-dc2");
+    assert!(
+        matches!(&facts.parts[0].state, shop::contracts::facts::ServiceFacts::Inventory { site: Site::Dc2, counters, .. } if !counters.is_empty()),
+        "the site's own stock: {:?}",
+        facts.parts[0].state
+    );
     finish(shop).await;
     let empty = tempfile::tempdir().unwrap();
     let refused = facts::from_files(empty.path()).await.unwrap_err().to_string();
