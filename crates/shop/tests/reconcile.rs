@@ -31,15 +31,16 @@ async fn ship(shop: &shop::launch::Shop, customer: &str, product: &str) -> Strin
     id
 }
 
+/// GETs an admin route through the gateway with the token, expecting 200 and JSON.
+async fn admin_get<T: serde::de::DeserializeOwned>(shop: &shop::launch::Shop, path: &str) -> T {
+    let response =
+        Client::new().get(shop.url(path)).bearer_auth(TOKEN).send().await.expect("the gateway answers");
+    assert_eq!(response.status(), 200, "{path}");
+    response.json().await.expect("a JSON answer")
+}
+
 async fn live_report(shop: &shop::launch::Shop) -> Report {
-    let response = Client::new()
-        .get(shop.url("/admin/reconcile"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("the gateway answers");
-    assert_eq!(response.status(), 200);
-    response.json().await.expect("a report")
+    admin_get(shop, "/admin/reconcile").await
 }
 
 /// Waits until the live report has no finding at all (replication settles).
@@ -334,15 +335,7 @@ async fn reconcile_needs_the_admin_token_and_a_directory_of_a_shop() {
     // Each part serves its own facts too, as the distributed gateway asks them.
     let facts = Client::new().get(shop.url("/api/inventory-dc2/admin/facts")).send().await.unwrap();
     assert_eq!(facts.status(), 401);
-    let facts: shop::contracts::facts::ShopFacts = Client::new()
-        .get(shop.url("/api/inventory-dc2/admin/facts"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let facts: shop::contracts::facts::ShopFacts = admin_get(&shop, "/api/inventory-dc2/admin/facts").await;
     assert_eq!(facts.parts.len(), 1);
     assert_eq!(facts.parts[0].part, "inventory-dc2");
     assert!(
