@@ -1,4 +1,4 @@
-//! How the operations commands (`dlq`, `chaos`) reach a running shop: the gateway's URL
+//! How the operations commands (`dlq`, `chaos`, `reconcile --url`) reach a running shop: the gateway's URL
 //! and the admin token, and one way to send a request and turn its failure into a clear
 //! message.
 
@@ -29,6 +29,15 @@ pub struct Admin {
 }
 
 impl Admin {
+    /// A client of the gateway at `url` with `token`.
+    pub fn new(url: &str, token: &str) -> Self {
+        Self {
+            base: url.trim_end_matches('/').to_owned(),
+            token: token.to_owned(),
+            client: reqwest::Client::new(),
+        }
+    }
+
     pub fn connect(args: &AdminArgs) -> anyhow::Result<Self> {
         let token = match &args.token {
             Some(token) => token.clone(),
@@ -41,7 +50,7 @@ impl Admin {
                     )
                 })?,
         };
-        Ok(Self { base: args.url.trim_end_matches('/').to_owned(), token, client: reqwest::Client::new() })
+        Ok(Self::new(&args.url, &token))
     }
 
     pub fn get(&self, path: &str) -> reqwest::RequestBuilder {

@@ -13,6 +13,7 @@ mod config;
 mod distributed;
 mod dlq;
 mod lab;
+mod reconcile;
 mod scenario;
 mod serve;
 mod up;
@@ -36,6 +37,9 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Lists, shows, replays or discards dead letters of the running shop (admin token).
     Dlq(dlq::DlqArgs),
+    /// Checks that the services' databases agree: broken links, orphans, replica
+    /// mismatches, stock and streams; exits 1 when a finding is a defect.
+    Reconcile(reconcile::ReconcileArgs),
     /// Cuts, heals, slows or makes lossy a link, or stops and starts a service (admin token).
     Chaos(chaos::ChaosArgs),
     /// Runs an experiment of DESIGN §4 on a fresh shop and reports its figures.
@@ -65,6 +69,14 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => runtime.block_on(serve::run(args)),
         Command::Dlq(args) => runtime.block_on(dlq::run(args)),
         Command::Chaos(args) => runtime.block_on(chaos::run(args)),
+        Command::Reconcile(args) => match runtime.block_on(reconcile::run(args)) {
+            Ok(true) => Ok(()),
+            Ok(false) => std::process::exit(1),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                std::process::exit(2)
+            }
+        },
         Command::Scenario(args) => runtime.block_on(scenario::run(args)),
         Command::Bench(args) => runtime.block_on(bench::run(args)),
         Command::Lab(command) => runtime.block_on(lab::run(command)),

@@ -1,40 +1,12 @@
 //! `capshop chaos` against a real `capshop up` process: the commands change the running
 //! shop through its gateway, and bad commands say what to do.
 
-use std::io::{BufRead, BufReader};
+mod running;
+
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 
-struct Up {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `capshop up` in `dir` on a free port and waits until it says it is up.
-fn up(dir: &Path) -> Up {
-    let port = kit::testserver::free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_capshop"))
-        .args(["up", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(dir)
-        .env_remove("CAPSHOP_ADMIN_TOKEN")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("capshop starts");
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let first = lines.next().expect("capshop prints that it is up").unwrap();
-    assert!(first.starts_with("capshop is up"), "{first}");
-    std::thread::spawn(move || lines.for_each(drop));
-    Up { child, url: format!("http://127.0.0.1:{port}") }
-}
+use running::{Up, up};
 
 fn chaos(up: &Up, dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_capshop"))

@@ -30,6 +30,8 @@ async fn with_every_service_in_its_own_process_a_customer_moves_checks_out_gets_
     .await;
     assert_eq!(found[0]["id"], "p-001", "{found:?}");
     assert_eq!(shop.count(ORDER, "SELECT count(*) FROM orders").await, 1);
+    // On PostgreSQL and NATS too, every relation between the services agrees.
+    shop.reconciled().await;
 }
 
 /// Orders placed by three shoppers at once, each one after the other; `on_placed` runs
@@ -72,6 +74,7 @@ async fn converged(shop: &Deployment, orders: &[String]) {
     // Every consumer caught up first: after a broker crash, what was in flight returns
     // only after the ack wait, and the counts below read the consumers' own databases.
     shop.nothing_lost_nothing_twice().await;
+    shop.reconciled().await;
     let n = orders.len() as i64;
     assert_eq!(shop.count(ORDER, "SELECT count(*) FROM orders").await, n);
     for site in Site::ALL {

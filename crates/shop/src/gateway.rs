@@ -2,7 +2,8 @@
 //! dashboard (`/dashboard`), and routes `/api/<service>/<path>` to that
 //! service's `/<path>` (and `/api/search?q=` to the search service's `/search`), passing
 //! method, body, query and the headers that matter both ways. `/admin/chaos` holds the
-//! fault controls of the whole shop ([`crate::chaos::http`]).
+//! fault controls of the whole shop ([`crate::chaos::http`]); `/admin/reconcile` gathers
+//! every part's facts and checks them ([`crate::reconcile`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -47,12 +48,18 @@ pub struct Routes {
 
 struct Gateway {
     routes: Routes,
+    /// The parts in this process, read directly by `/admin/reconcile` (embedded shop).
+    local: crate::facts::LocalParts,
     client: reqwest::Client,
+    admin_token: String,
 }
 
-/// The gateway's routes; `/admin/chaos` drives `chaos` for callers with `admin_token`.
-pub fn router(routes: Routes, chaos: Chaos, admin_token: String) -> Router {
-    let gateway = Arc::new(Gateway { routes, client: reqwest::Client::new() });
+/// The gateway's routes; `/admin/chaos` drives `chaos` for callers with `admin_token`, and
+/// `/admin/reconcile` reads the facts of the `local` parts directly (the embedded shop)
+/// or, when there are none, asks every part behind `routes`.
+pub fn router(routes: Routes, local: crate::facts::LocalParts, chaos: Chaos, admin_token: String) -> Router {
+    let admin = admin_token.clone();
+    let gateway = Arc::new(Gateway { routes, local, client: reqwest::Client::new(), admin_token: admin });
     Router::new()
         .route(
             "/health",
@@ -60,13 +67,47 @@ pub fn router(routes: Routes, chaos: Chaos, admin_token: String) -> Router {
         )
         .route("/", get(|| async { Html(include_str!("../assets/shop.html")) }))
         .route("/dashboard", get(|| async { Html(include_str!("../assets/dashboard.html")) }))
-        .route("/openapi.json", get(|| async { axum::Json(crate::chaos::http::openapi()) }))
+        .route("/openapi.json", get(|| async { axum::Json(openapi()) }))
         .route("/assets/{name}", get(asset))
+        .route("/admin/reconcile", get(reconcile))
         .route("/api/{service}", any(forward_root))
         .route("/api/{service}/{*path}", any(forward))
         .fallback(|| async { Problem::not_found("no such route; the API is under /api/<service>/...") })
         .with_state(gateway)
         .nest("/admin/chaos", crate::chaos::http::router(chaos, admin_token))
+}
+
+/// The gateway's document: the fault controls and the checker.
+fn openapi() -> utoipa::openapi::OpenApi {
+    let mut doc = crate::chaos::http::openapi();
+    doc.merge(
+        utoipa_axum::router::OpenApiRouter::<Arc<Gateway>>::new()
+            .routes(utoipa_axum::routes!(reconcile))
+            .into_openapi(),
+    );
+    doc
+}
+
+/// Gathers every part's facts, one read transaction each — in this process, or from each
+/// part's `/admin/facts` — and answers the checker's report (admin token).
+#[utoipa::path(get, path = "/admin/reconcile", operation_id = "reconcile", tag = "admin",
+    responses((status = 200, body = crate::reconcile::Report, description = "every finding, classed in flight or defect"),
+              (status = 401, body = Problem, content_type = "application/problem+json", description = "no admin token"),
+              (status = 403, body = Problem, content_type = "application/problem+json", description = "a wrong admin token"),
+              (status = 503, body = Problem, content_type = "application/problem+json", description = "a part's facts cannot be had")))]
+async fn reconcile(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+    if let Err(problem) = crate::service::admin::check_bearer(&headers, &gateway.admin_token) {
+        return problem.into_response();
+    }
+    let facts = if gateway.local.is_empty() {
+        crate::facts::from_parts(&gateway.client, &gateway.routes.services, &gateway.admin_token).await
+    } else {
+        crate::facts::from_local(&gateway.local).await
+    };
+    match facts {
+        Ok(facts) => axum::Json(crate::reconcile::check(&facts)).into_response(),
+        Err(e) => Problem::unavailable(format!("cannot reconcile: {e}")).into_response(),
+    }
 }
 
 /// The pages' scripts and style, compiled into the binary so `up` needs no files.

@@ -182,7 +182,8 @@ pub async fn launch(config: ShopConfig) -> Result<Shop, LaunchError> {
     let gateway_listener = bind(config.gateway).await?;
     let gateway = gateway_listener.local_addr().expect("a bound address");
     let routes = gateway::Routes { services: peer_urls };
-    let app = gateway::router(routes, chaos.clone(), config.admin_token.clone());
+    let local = crate::facts::LocalParts::new(&parts);
+    let app = gateway::router(routes, local, chaos.clone(), config.admin_token.clone());
     let stop = shutdown.clone();
     tasks.spawn(async move {
         axum::serve(gateway_listener, app.into_make_service_with_connect_info::<SocketAddr>())

@@ -11,6 +11,9 @@
 //!   [`stores`]: where the services' databases live (SQLite files or PostgreSQL).
 //! - [`wiring`]: how one service is wired (links, peers, context, its `run`), shared by
 //!   [`launch`] and [`serve`] (the distributed mode: one service per process).
+//! - [`reconcile`]: the cross-service checker, pure functions over the facts each service
+//!   publishes about its own database ([`contracts::facts`]); [`facts`] gathers them, from
+//!   a stopped shop's files or from the running parts' `/admin/facts`.
 //! - [`chaos`]: faults on purpose — the links and services of a running shop, and the
 //!   gateway's `/admin/chaos` routes that drive them.
 //! - One folder per service, each with the same rooms: `model.rs` (validated domain
@@ -25,11 +28,13 @@ pub mod catalog;
 pub mod chaos;
 pub mod contracts;
 pub mod customer;
+pub mod facts;
 pub mod gateway;
 pub mod inventory;
 pub mod launch;
 pub mod order;
 pub mod payment;
+pub mod reconcile;
 pub mod search;
 pub mod serve;
 pub mod service;

@@ -74,7 +74,12 @@ pub async fn serve_gateway(
     if let Some(dc1) = services.get(&Site::Dc1.instance()).cloned() {
         services.entry(ServiceName::Inventory.to_string()).or_insert(dc1);
     }
-    let app = gateway::router(gateway::Routes { services }, Chaos::links_only(BTreeMap::new()), admin_token);
+    let app = gateway::router(
+        gateway::Routes { services },
+        crate::facts::LocalParts::default(),
+        Chaos::links_only(BTreeMap::new()),
+        admin_token,
+    );
     axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await

@@ -116,6 +116,18 @@ impl Deployment {
         support::post(self, path, body).await
     }
 
+    /// Waits until `capshop reconcile` through the gateway finds nothing at all: every
+    /// service's database agrees with the others' and every event is applied.
+    pub async fn reconciled(&self) {
+        eventually("reconcile to find nothing", || async {
+            let response =
+                self.client.get(self.url("/admin/reconcile")).bearer_auth(TOKEN).send().await.ok()?;
+            let report: Value = response.json().await.ok()?;
+            report["findings"].as_array().is_some_and(Vec::is_empty).then_some(())
+        })
+        .await;
+    }
+
     /// Waits until the order service's replicas know the seeded customers and products.
     pub async fn replicated(&self) {
         eventually("the order service to know the seeded products", || async {

@@ -5,6 +5,7 @@
 
 pub mod cache;
 pub mod events;
+pub mod facts;
 pub mod http;
 pub mod model;
 pub mod store;
@@ -46,6 +47,13 @@ const SEED: [(&str, &str, u64); 20] = [
 
 impl Service for CatalogService {
     const NAME: ServiceName = ServiceName::Catalog;
+
+    fn facts(
+        tx: &mut kit::store::Tx<'_>,
+        _: Option<crate::contracts::inventory::Site>,
+    ) -> Result<crate::contracts::facts::ServiceFacts, kit::store::StoreError> {
+        facts::read(tx)
+    }
 
     fn routes(ctx: &Arc<Context>) -> OpenApiRouter<Arc<Context>> {
         // Made now, so the cache's breaker is in the metrics before the first /popular.

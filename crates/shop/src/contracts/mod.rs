@@ -10,11 +10,12 @@
 //! The rule: a service module depends only on `crate::contracts`, `crate::service` and
 //! `kit` — never on another service's `model`, `store`, `events` or `http`. Each service
 //! converts between its own types and its contract in its `events.rs` or `model.rs`. Only
-//! the composition roots (`launch`, `serve`, `wiring`, `stores`, `gateway`, `chaos`) name
-//! services. `tests.rs` here enforces the rule.
+//! the composition roots (`launch`, `serve`, `wiring`, `stores`, `gateway`, `chaos`,
+//! `facts`) name services. `tests.rs` here enforces the rule.
 
 pub mod catalog;
 pub mod customer;
+pub mod facts;
 pub mod inventory;
 pub mod order;
 pub mod payment;

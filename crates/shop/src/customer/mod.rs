@@ -2,6 +2,7 @@
 //! methods. It consumes nothing; order and shipping replicate what it publishes.
 
 pub mod events;
+pub mod facts;
 pub mod http;
 pub mod model;
 pub mod sign_in;
@@ -50,6 +51,13 @@ const SEED: [SeedCustomer; 3] = [
 
 impl Service for CustomerService {
     const NAME: ServiceName = ServiceName::Customer;
+
+    fn facts(
+        tx: &mut kit::store::Tx<'_>,
+        _: Option<crate::contracts::inventory::Site>,
+    ) -> Result<crate::contracts::facts::ServiceFacts, kit::store::StoreError> {
+        facts::read(tx)
+    }
 
     fn routes(_: &Arc<Context>) -> OpenApiRouter<Arc<Context>> {
         http::routes()

@@ -52,6 +52,7 @@
 pub mod agreement;
 pub mod audit;
 pub mod events;
+pub mod facts;
 pub mod http;
 pub mod merge;
 pub mod model;
@@ -82,6 +83,13 @@ fn seed_units(n: u64) -> u64 {
 
 impl Service for InventoryService {
     const NAME: ServiceName = ServiceName::Inventory;
+
+    fn facts(
+        tx: &mut kit::store::Tx<'_>,
+        site: Option<crate::contracts::inventory::Site>,
+    ) -> Result<crate::contracts::facts::ServiceFacts, kit::store::StoreError> {
+        facts::read(tx, site.expect("an inventory database is a site's"))
+    }
 
     fn routes(ctx: &Arc<Context>) -> OpenApiRouter<Arc<Context>> {
         http::routes(ctx)

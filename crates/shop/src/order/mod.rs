@@ -4,6 +4,7 @@
 
 pub mod checkout;
 pub mod events;
+pub mod facts;
 pub mod http;
 pub mod model;
 pub mod place;
@@ -21,6 +22,13 @@ pub struct OrderService;
 
 impl Service for OrderService {
     const NAME: ServiceName = ServiceName::Order;
+
+    fn facts(
+        tx: &mut kit::store::Tx<'_>,
+        _: Option<crate::contracts::inventory::Site>,
+    ) -> Result<crate::contracts::facts::ServiceFacts, kit::store::StoreError> {
+        facts::read(tx)
+    }
 
     fn routes(_: &Arc<Context>) -> OpenApiRouter<Arc<Context>> {
         http::routes()

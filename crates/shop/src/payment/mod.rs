@@ -3,6 +3,7 @@
 //! decision is made once per order and published for shipping to replicate.
 
 pub mod events;
+pub mod facts;
 pub mod http;
 pub mod model;
 pub mod store;
@@ -16,6 +17,13 @@ pub struct PaymentService;
 
 impl Service for PaymentService {
     const NAME: ServiceName = ServiceName::Payment;
+
+    fn facts(
+        tx: &mut kit::store::Tx<'_>,
+        _: Option<crate::contracts::inventory::Site>,
+    ) -> Result<crate::contracts::facts::ServiceFacts, kit::store::StoreError> {
+        facts::read(tx)
+    }
 
     fn routes(_: &Arc<Context>) -> OpenApiRouter<Arc<Context>> {
         http::routes()

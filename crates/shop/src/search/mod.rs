@@ -17,6 +17,7 @@
 //! newer version); or discard it.
 
 pub mod events;
+pub mod facts;
 pub mod http;
 pub mod model;
 pub mod store;
@@ -36,6 +37,13 @@ pub const FEEDS: [(&str, &str); 2] = [("catalog", "catalog"), ("orders", "order"
 
 impl Service for SearchService {
     const NAME: ServiceName = ServiceName::Search;
+
+    fn facts(
+        tx: &mut kit::store::Tx<'_>,
+        _: Option<crate::contracts::inventory::Site>,
+    ) -> Result<crate::contracts::facts::ServiceFacts, kit::store::StoreError> {
+        facts::read(tx)
+    }
 
     fn routes(_: &Arc<Context>) -> OpenApiRouter<Arc<Context>> {
         http::routes()

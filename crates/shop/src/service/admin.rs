@@ -1,5 +1,5 @@
 //! Admin routes (`/admin/...`, bearer token): the service's dead letters — list, show,
-//! replay and discard.
+//! replay and discard — and its facts for `capshop reconcile` ([`super::facts`]).
 
 use std::sync::Arc;
 
@@ -16,8 +16,10 @@ use utoipa_axum::routes;
 use super::{Body, BodyRefused, Context, PathParams, Problem, QueryParams};
 
 /// The admin routes with their documentation, to be nested at `/admin`.
-pub(super) fn routes(ctx: Arc<Context>) -> OpenApiRouter<Arc<Context>> {
+pub(super) fn routes(ctx: Arc<Context>, facts: super::facts::FactsReader) -> OpenApiRouter<Arc<Context>> {
     OpenApiRouter::new()
+        .routes(routes!(super::facts::facts))
+        .layer(axum::Extension(facts))
         .routes(routes!(list))
         .routes(routes!(show))
         .routes(routes!(replay))

@@ -4,6 +4,7 @@
 //! [`Service`] into a running process part: seed, relay, consumers and HTTP server.
 
 pub mod admin;
+pub mod facts;
 pub mod idempotency;
 pub mod limits;
 pub mod page;
@@ -307,6 +308,14 @@ pub trait Service: Send + Sync + 'static {
     /// Starts the service's consumers on `consumers`.
     fn consume(_ctx: &Arc<Context>, _consumers: &mut Consumers) {}
 
+    /// What this service tells `capshop reconcile` about its own state
+    /// ([`crate::contracts::facts`]), read inside the caller's transaction; `site` is the
+    /// inventory site whose database `tx` is.
+    fn facts(
+        tx: &mut kit::store::Tx<'_>,
+        site: Option<crate::inventory::sites::Site>,
+    ) -> Result<crate::contracts::facts::ServiceFacts, StoreError>;
+
     /// Writes first-start data (through the outbox, so replicas learn of it).
     fn seed(_ctx: Arc<Context>) -> impl std::future::Future<Output = Result<(), StoreError>> + Send {
         async { Ok(()) }
@@ -368,7 +377,7 @@ pub async fn run<S: Service>(
         .counter(ctx.metrics.relayed_counter(&ctx.instance()));
     consumers.tasks.spawn(relay.run(shutdown.clone().cancelled_owned()));
     S::consume(&ctx, &mut consumers);
-    let app = routes::common(ctx.clone(), S::routes(&ctx));
+    let app = routes::common(ctx.clone(), S::routes(&ctx), facts::FactsReader(S::facts));
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await;
     shutdown.cancel();
     while consumers.tasks.join_next().await.is_some() {}

@@ -11,18 +11,22 @@ use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{Context, Problem, admin};
+use super::{Context, Problem, admin, facts};
 
 /// Requests larger than this are refused with 413 before a handler sees them.
 pub const BODY_LIMIT: usize = 64 * 1024;
 
 /// The service's `own` routes with the common ones, and the document of all of them at
 /// `/openapi.json`.
-pub(super) fn common(ctx: Arc<Context>, own: OpenApiRouter<Arc<Context>>) -> Router {
+pub(super) fn common(
+    ctx: Arc<Context>,
+    own: OpenApiRouter<Arc<Context>>,
+    facts: facts::FactsReader,
+) -> Router {
     let (routes, openapi) = own
         .routes(routes!(health))
         .routes(routes!(metrics))
-        .nest("/admin", admin::routes(ctx.clone()))
+        .nest("/admin", admin::routes(ctx.clone(), facts))
         .split_for_parts();
     let openapi = Arc::new(with_security_schemes(openapi));
     let methods = Arc::new(Methods::of(&openapi));

@@ -10,6 +10,7 @@
 //! no shipment, or its held one is closed with a last ShipmentHeld saying so.
 
 pub mod events;
+pub mod facts;
 pub mod http;
 pub mod model;
 pub mod store;
@@ -26,6 +27,13 @@ pub struct ShippingService;
 
 impl Service for ShippingService {
     const NAME: ServiceName = ServiceName::Shipping;
+
+    fn facts(
+        tx: &mut kit::store::Tx<'_>,
+        _: Option<crate::contracts::inventory::Site>,
+    ) -> Result<crate::contracts::facts::ServiceFacts, kit::store::StoreError> {
+        facts::read(tx)
+    }
 
     fn routes(_: &Arc<Context>) -> OpenApiRouter<Arc<Context>> {
         http::routes()

@@ -1,0 +1,26 @@
+//! What the payment service tells `capshop reconcile`: every authorization decision and
+//! the order it was made for.
+
+use kit::store::{StoreError, Tx};
+
+use crate::contracts::facts::{AuthorizationFact, ServiceFacts};
+use crate::contracts::payment::AuthorizationStatus;
+
+/// Reads the facts in `tx` (the caller's one read transaction).
+pub fn read(tx: &mut Tx<'_>) -> Result<ServiceFacts, StoreError> {
+    let rows =
+        tx.query("SELECT id, order_id, status, created_at_ms FROM authorizations ORDER BY order_id", &[])?;
+    let authorizations = rows
+        .into_iter()
+        .map(|mut r| {
+            let status: String = r.take(2)?;
+            let status = match status.as_str() {
+                "authorized" => AuthorizationStatus::Authorized,
+                "declined" => AuthorizationStatus::Declined,
+                other => return Err(StoreError::Database(format!("unknown authorization status {other:?}"))),
+            };
+            Ok(AuthorizationFact { id: r.take(0)?, order_id: r.take(1)?, status, created_at_ms: r.get(3)? })
+        })
+        .collect::<Result<_, StoreError>>()?;
+    Ok(ServiceFacts::Payment { authorizations })
+}

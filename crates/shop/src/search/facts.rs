@@ -1,0 +1,16 @@
+//! What the search service tells `capshop reconcile`: the version of every document it
+//! indexed, to be checked against the catalog's products and the order service's orders.
+
+use kit::store::{StoreError, Tx};
+
+use crate::contracts::facts::{DocumentFact, ServiceFacts};
+
+/// Reads the facts in `tx` (the caller's one read transaction).
+pub fn read(tx: &mut Tx<'_>) -> Result<ServiceFacts, StoreError> {
+    let rows = tx.query("SELECT kind, id, version FROM search_document ORDER BY kind, id", &[])?;
+    let documents = rows
+        .into_iter()
+        .map(|mut r| Ok(DocumentFact { kind: r.take(0)?, id: r.take(1)?, version: r.get(2)? }))
+        .collect::<Result<_, StoreError>>()?;
+    Ok(ServiceFacts::Search { documents })
+}
