@@ -1,5 +1,5 @@
 //! Admin routes (`/admin/...`, bearer token): the service's dead letters — list, show,
-//! replay and discard.
+//! replay and discard — and its recent events ([`super::recent`]).
 
 use std::sync::Arc;
 
@@ -22,6 +22,7 @@ pub(super) fn routes(ctx: Arc<Context>) -> OpenApiRouter<Arc<Context>> {
         .routes(routes!(show))
         .routes(routes!(replay))
         .routes(routes!(discard))
+        .routes(routes!(super::recent::recent))
         .layer(middleware::from_fn_with_state(ctx, require_token))
 }
 

@@ -8,6 +8,7 @@ pub mod idempotency;
 pub mod part;
 pub mod peer;
 pub mod problem;
+pub mod recent;
 mod routes;
 #[doc(hidden)]
 #[cfg(any(test, feature = "test-support"))]
