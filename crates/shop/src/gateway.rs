@@ -2,7 +2,8 @@
 //! dashboard (`/dashboard`), and routes `/api/<service>/<path>` to that
 //! service's `/<path>` (and `/api/search?q=` to the search service's `/search`), passing
 //! method, body, query and the headers that matter both ways. `/admin/chaos` holds the
-//! fault controls of the whole shop ([`crate::chaos::http`]).
+//! fault controls of the whole shop ([`crate::chaos::http`]), `/admin/topology` the graph
+//! the dashboard draws ([`crate::topology`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use axum::routing::{any, get};
 
 use crate::chaos::Chaos;
 use crate::service::{Problem, idempotency, token};
+use crate::topology::Deployment;
 
 /// Request headers the gateway forwards to a service.
 const FORWARDED: [HeaderName; 5] =
@@ -36,8 +38,9 @@ struct Gateway {
     client: reqwest::Client,
 }
 
-/// The gateway's routes; `/admin/chaos` drives `chaos` for callers with `admin_token`.
-pub fn router(routes: Routes, chaos: Chaos, admin_token: String) -> Router {
+/// The gateway's routes; `/admin/chaos` drives `chaos` for callers with `admin_token`,
+/// `/admin/topology` describes `deployment`.
+pub fn router(routes: Routes, chaos: Chaos, deployment: Deployment, admin_token: String) -> Router {
     let gateway = Arc::new(Gateway { routes, client: reqwest::Client::new() });
     Router::new()
         .route(
@@ -52,6 +55,7 @@ pub fn router(routes: Routes, chaos: Chaos, admin_token: String) -> Router {
         .route("/api/{service}/{*path}", any(forward))
         .fallback(|| async { Problem::not_found("no such route; the API is under /api/<service>/...") })
         .with_state(gateway)
+        .merge(crate::topology::router(deployment, admin_token.clone()))
         .nest("/admin/chaos", crate::chaos::http::router(chaos, admin_token))
 }
 

@@ -182,7 +182,8 @@ pub async fn launch(config: ShopConfig) -> Result<Shop, LaunchError> {
     let gateway_listener = bind(config.gateway).await?;
     let gateway = gateway_listener.local_addr().expect("a bound address");
     let routes = gateway::Routes { services: peer_urls };
-    let app = gateway::router(routes, chaos.clone(), config.admin_token.clone());
+    let deployment = crate::topology::Deployment::Embedded(chaos.clone());
+    let app = gateway::router(routes, chaos.clone(), deployment, config.admin_token.clone());
     let stop = shutdown.clone();
     tasks.spawn(async move {
         axum::serve(gateway_listener, app).with_graceful_shutdown(stop.cancelled_owned()).await
