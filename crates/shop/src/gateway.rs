@@ -64,6 +64,8 @@ async fn asset(Path(name): Path<String>) -> Response {
     let (content_type, body) = match name.as_str() {
         "shop.js" => ("text/javascript", include_str!("../assets/shop.js")),
         "dashboard.js" => ("text/javascript", include_str!("../assets/dashboard.js")),
+        "topology.js" => ("text/javascript", include_str!("../assets/topology.js")),
+        "charts.js" => ("text/javascript", include_str!("../assets/charts.js")),
         "capshop.css" => ("text/css", include_str!("../assets/capshop.css")),
         _ => return Problem::not_found(format!("no asset {name}")).into_response(),
     };
