@@ -247,26 +247,51 @@ async function loadReconcile() {
   }
 }
 
+// Plots of finished runs, as data URLs (an <img> cannot send the token itself).
+const plots = new Map();
+
 async function loadScenarios() {
-  if (!token()) { $("scenarios").textContent = "Enter the admin token to run scenarios."; return; }
+  if (!token()) { $("scenarios").textContent = "Enter the admin token to run scenarios."; $("scenarios").dataset.html = ""; return; }
+  let list;
   try {
-    const list = await authorized("/admin/scenarios");
-    $("scenarios").innerHTML = `<table><thead><tr><th scope="col">scenario</th><th scope="col">what it shows</th><th scope="col">last run</th><th scope="col">run</th></tr></thead><tbody>` +
-      list.map((s) => `<tr><td>${escape(s.name)}</td><td>${escape(s.summary)}</td><td>${escape(s.state || "not run")}</td>` +
-        `<td><button type="button" data-scenario="${escape(s.name)}" ${s.state === "running" ? "disabled" : ""}>run ${escape(s.name)}</button></td></tr>` +
-        (s.report ? `<tr><td colspan=4><pre tabindex="0">${escape(s.report)}</pre></td></tr>` : "")).join("") + "</tbody></table>";
+    list = await authorized("/admin/scenarios");
   } catch (e) {
+    $("scenarios").dataset.html = "";
     $("scenarios").innerHTML = e.status === 404
-      ? "<p>Not available in this process: a scenario starts fresh shops of its own and runs in the <code>capshop</code> binary, " +
-        "not in this shop. Run one with <code>capshop scenario --list</code> and <code>capshop scenario NAME</code>; it prints its report and writes its plot.</p>"
+      ? "<p>Not available in this process: scenarios run from <code>capshop up</code> (embedded mode) only; " +
+        "a scenario starts fresh shops of its own. Run one with <code>capshop scenario --list</code> and " +
+        "<code>capshop scenario NAME</code>; it prints its report and writes its plot.</p>"
       : `<p>scenarios: ${escape(e.message)}</p>`;
+    return;
+  }
+  for (const s of list.filter((s) => s.report && s.state !== "error" && !plots.has(`${s.name} ${s.report}`))) {
+    const svg = await fetch(`/admin/scenarios/${s.name}/plot`, { headers: { authorization: `Bearer ${token()}` } });
+    if (svg.ok) plots.set(`${s.name} ${s.report}`, `data:image/svg+xml;base64,${btoa(unescape(encodeURIComponent(await svg.text())))}`);
+  }
+  const busy = list.some((s) => s.state === "running");
+  const html = "<p>Each scenario runs on fresh shops of its own in a temporary directory, not on this shop, one at a time. " +
+    '<label><input type="checkbox" id="scenario-quick"> short phases (a few seconds, as <code>--quick</code>)</label></p>' +
+    `<table><thead><tr><th scope="col">scenario</th><th scope="col">what it shows</th><th scope="col">last run</th><th scope="col">run</th></tr></thead><tbody>` +
+    list.map((s) => `<tr><td>${escape(s.name)}</td><td>${escape(s.summary)}</td><td class="run-${s.state}">${escape(s.state)}${s.quick ? " (short)" : ""}</td>` +
+      `<td><button type="button" data-scenario="${escape(s.name)}" ${busy ? "disabled" : ""}>run ${escape(s.name)}</button></td></tr>` +
+      (s.report ? `<tr><td colspan=4><details open><summary>report of ${escape(s.name)}</summary><pre tabindex="0">${escape(s.report)}</pre>` +
+        (plots.has(`${s.name} ${s.report}`) ? `<img alt="plot of the ${escape(s.name)} run" src="${plots.get(`${s.name} ${s.report}`)}">` : "") +
+        "</details></td></tr>" : "")).join("") + "</tbody></table>";
+  const quick = $("scenario-quick")?.checked;
+  if ($("scenarios").dataset.html !== html) {
+    $("scenarios").innerHTML = html;
+    $("scenarios").dataset.html = html;
+    if (quick) $("scenario-quick").checked = true;
   }
 }
 
 $("scenarios").addEventListener("click", async (event) => {
   const name = event.target.dataset.scenario;
   if (!name) return;
-  try { await authorized(`/admin/scenarios/${name}/run`, "POST", {}); } catch (e) { $("message").textContent = e.message; }
+  try {
+    await authorized(`/admin/scenarios/${name}/run`, "POST", { quick: Boolean($("scenario-quick")?.checked) });
+    $("message").textContent = `scenario ${name} started`;
+  } catch (e) { $("message").textContent = e.message; }
   await loadScenarios();
 });
 
@@ -281,7 +306,7 @@ async function refresh() {
   drawLines($("lag-chart"), $("lag-legend"), history.lag, now);
   drawLines($("backlog-chart"), $("backlog-legend"), history.backlog, now);
   drawStates($("breaker-chart"), $("breaker-now"), history.breakers, now);
-  for (const [what, load] of [["topology", loadTopology], ["events", loadEvents], ["dead letters", loadDeadLetters]]) {
+  for (const [what, load] of [["topology", loadTopology], ["events", loadEvents], ["dead letters", loadDeadLetters], ["scenarios", loadScenarios]]) {
     try { await load(); } catch (e) { $("message").textContent = `${what}: ${e.message}`; }
   }
 }

@@ -150,6 +150,9 @@ async fn recent_events_show_and_filter_by_kind() {
     })
     .await;
     assert!(rows.lines().all(|l| l.contains("CustomerRegistered")), "{rows}");
+    // This shop runs no scenarios (`capshop up` adds them); the page says how to run one.
+    browser.shows("#scenarios", "capshop scenario NAME").await;
+    browser.shows("#reconcile", "Not available").await;
     shop.stop().await.unwrap();
 }
 

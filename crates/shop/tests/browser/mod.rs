@@ -158,9 +158,11 @@ impl Browser {
 
     /// The violations axe-core finds on the page with impact serious or critical.
     pub async fn serious_accessibility_violations(&self) -> Vec<Value> {
-        let axe =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vendor/axe-core/axe.min.js"))
-                .expect("the vendored axe-core is in tests/vendor/axe-core");
+        let axe = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shop/tests/vendor/axe-core/axe.min.js"
+        ))
+        .expect("the vendored axe-core is in tests/vendor/axe-core");
         self.command("/timeouts", json!({ "script": 60_000 })).await;
         self.eval(&format!("{axe}\n;return typeof axe;")).await;
         let result = self
