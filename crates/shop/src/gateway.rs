@@ -49,7 +49,7 @@ pub fn router(routes: Routes, chaos: Chaos, deployment: Deployment, admin_token:
         )
         .route("/", get(|| async { Html(include_str!("../assets/shop.html")) }))
         .route("/dashboard", get(|| async { Html(include_str!("../assets/dashboard.html")) }))
-        .route("/openapi.json", get(|| async { axum::Json(crate::chaos::http::openapi()) }))
+        .route("/openapi.json", get(|| async { axum::Json(openapi()) }))
         .route("/assets/{name}", get(asset))
         .route("/api/{service}", any(forward_root))
         .route("/api/{service}/{*path}", any(forward))
@@ -57,6 +57,13 @@ pub fn router(routes: Routes, chaos: Chaos, deployment: Deployment, admin_token:
         .with_state(gateway)
         .merge(crate::topology::router(deployment, admin_token.clone()))
         .nest("/admin/chaos", crate::chaos::http::router(chaos, admin_token))
+}
+
+/// The gateway's own routes: the fault controls and the topology.
+fn openapi() -> utoipa::openapi::OpenApi {
+    let mut doc = crate::chaos::http::openapi();
+    doc.merge(crate::topology::openapi());
+    doc
 }
 
 /// The pages' scripts and style, compiled into the binary so `up` needs no files.

@@ -30,14 +30,14 @@ pub enum Deployment {
     Distributed(BTreeMap<String, String>),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     Embedded,
     Distributed,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum NodeKind {
     Service,
@@ -47,7 +47,7 @@ pub enum NodeKind {
     Database,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum NodeState {
     Running,
@@ -57,7 +57,7 @@ pub enum NodeState {
 }
 
 /// One node of the graph.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Node {
     pub name: String,
     pub kind: NodeKind,
@@ -70,7 +70,7 @@ pub struct Node {
 }
 
 /// A link with its faults and the chaos route (under the gateway) that changes them.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct TopologyLink {
     #[serde(flatten)]
     pub status: LinkStatus,
@@ -79,13 +79,13 @@ pub struct TopologyLink {
 }
 
 /// A connection without a fault switch (a part and its own database).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Attachment {
     pub from: String,
     pub to: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Topology {
     pub mode: Mode,
     pub nodes: Vec<Node>,
@@ -141,6 +141,23 @@ pub fn router(deployment: Deployment, token: String) -> Router {
 
 type Shared = Arc<(Deployment, String, reqwest::Client)>;
 
+/// The gateway's document of `/admin/topology`, merged into its `/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    #[derive(utoipa::OpenApi)]
+    #[openapi(
+        paths(topology),
+        components(schemas(Topology, Node, TopologyLink, Attachment, Mode, NodeKind, NodeState))
+    )]
+    struct Api;
+    <Api as utoipa::OpenApi>::openapi()
+}
+
+/// The shop as a graph: every node and every link with its faults and the chaos route
+/// that changes them (the dashboard draws this).
+#[utoipa::path(get, path = "/admin/topology", tag = "admin",
+    responses((status = 200, body = Topology),
+              (status = 401, body = Problem, content_type = "application/problem+json", description = "no admin token"),
+              (status = 403, body = Problem, content_type = "application/problem+json", description = "a wrong admin token")))]
 async fn topology(State(state): State<Shared>, headers: HeaderMap) -> Result<axum::Json<Topology>, Problem> {
     let (deployment, token, client) = state.as_ref();
     check_bearer(&headers, token)?;
