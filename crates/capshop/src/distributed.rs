@@ -405,6 +405,44 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(kit::servers::free_port()?)
 }
 
+/// A NATS JetStream and a PostgreSQL server started in a directory of their own, for
+/// measuring the distributed mode's pieces (`capshop bench --bus nats --db postgres`);
+/// both are stopped when this is dropped.
+pub(crate) struct BenchServers {
+    started: Vec<Started>,
+    /// `nats://...`, when NATS was asked for.
+    pub nats: Option<String>,
+    /// `postgres://user@host:port`, without a database, when PostgreSQL was asked for.
+    pub postgres: Option<String>,
+}
+
+impl BenchServers {
+    /// Starts the servers asked for, as `up --distributed` starts them, in `dir`.
+    pub(crate) async fn start(dir: &Path, nats: bool, postgres: bool) -> anyhow::Result<Self> {
+        let dir = std::fs::canonicalize(dir)?;
+        if let (true, Some((uid, gid))) = (postgres, unprivileged_account()) {
+            refuse_unreachable(&dir, uid, gid)?;
+        }
+        let mut servers = Self { started: Vec::new(), nats: None, postgres: None };
+        if nats {
+            let binary = on_path("nats-server", NATS_INSTALL)?;
+            servers.nats = Some(start_nats(&binary, &dir, &mut servers.started).await?);
+        }
+        if postgres {
+            let (initdb, server) =
+                (on_path("initdb", POSTGRES_INSTALL)?, on_path("postgres", POSTGRES_INSTALL)?);
+            servers.postgres = Some(start_postgres(&initdb, &server, &dir, &mut servers.started).await?);
+        }
+        Ok(servers)
+    }
+}
+
+impl Drop for BenchServers {
+    fn drop(&mut self) {
+        stop_all(&mut self.started);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,8 +1,9 @@
 //! The consumer runtime: applies each event exactly once.
 //!
 //! A batch of deliveries is applied in ONE store transaction, each event in its own
-//! savepoint: the event id goes into the inbox first (an id already there is a duplicate
-//! and is skipped), then the handler writes its effects. Effects and inbox row commit
+//! savepoint: the event passes the inbox first (a copy of an applied one is a duplicate,
+//! by its position in its stream or by its id, and is skipped), then the handler writes its
+//! effects. Effects and the inbox's record of them (the moved floor, or a row by id) commit
 //! together, so a redelivery after a crash has no second effect. Only then are the
 //! deliveries acknowledged. A failing event is retried with backoff and jitter by the bus,
 //! durably, and becomes a dead letter when its attempts are used up; a malformed envelope
@@ -25,7 +26,7 @@ use crate::bus::{Bus, BusError, ConsumerSpec, Delivery, DeliveryTag, Disposition
 use crate::clock;
 use crate::crashpoint;
 use crate::envelope::Envelope;
-use crate::inbox::{self, InboxRetention, Pruner};
+use crate::inbox::{Floors, InboxRetention, Passage, Pruner};
 use crate::metrics::ConsumerCounters;
 use crate::schema::Schemas;
 use crate::store::{Store, StoreError, Tx, panic_text};
@@ -343,12 +344,15 @@ pub(crate) fn apply(
     decoded: Vec<Result<Envelope, String>>,
     now_ms: u64,
 ) -> Result<Vec<Outcome>, StoreError> {
+    let streams = decoded.iter().filter_map(|event| event.as_ref().ok()).map(|event| event.stream.as_str());
+    let loaded = Floors::load(tx, consumer, streams)?;
+    let mut floors = loaded.clone();
     let optimistic = tx.savepoint(|tx| {
         decoded
             .iter()
             .map(|event| match event {
                 Err(e) => Ok(Outcome::Undecodable(e.clone())),
-                Ok(event) => match apply_one(tx, consumer, handler, event, now_ms) {
+                Ok(event) => match apply_one(tx, consumer, handler, event, &mut floors, now_ms) {
                     Ok(true) => Ok(Outcome::Applied),
                     Ok(false) => Ok(Outcome::Duplicate),
                     Err(_) => Err(BatchFailed::Isolate),
@@ -361,11 +365,15 @@ pub(crate) fn apply(
         // The store itself failed (not an event): the transaction cannot commit.
         Err(_) if let Some(e) = tx.unavailable() => return Err(e),
         Err(_) => {
+            // The optimistic pass was rolled back, and what it moved with it.
+            floors = loaded;
             let mut outcomes = Vec::with_capacity(decoded.len());
             for event in &decoded {
                 outcomes.push(match event {
                     Err(e) => Outcome::Undecodable(e.clone()),
-                    Ok(event) => match tx.savepoint(|tx| apply_one(tx, consumer, handler, event, now_ms)) {
+                    Ok(event) => match tx
+                        .savepoint(|tx| apply_one(tx, consumer, handler, event, &mut floors, now_ms))
+                    {
                         Ok(true) => Outcome::Applied,
                         Ok(false) => Outcome::Duplicate,
                         Err(_) if let Some(e) = tx.unavailable() => return Err(e),
@@ -376,6 +384,7 @@ pub(crate) fn apply(
             outcomes
         }
     };
+    floors.save(tx, consumer)?;
     record_positions(tx, consumer, &decoded, &outcomes)?;
     Ok(outcomes)
 }
@@ -393,23 +402,28 @@ impl From<StoreError> for BatchFailed {
     }
 }
 
-/// Records the event in the inbox and lets the handler apply it; returns `false` for a
-/// duplicate (its id in the inbox, or its seq at or below the inbox floor), which is skipped.
+/// Lets the event pass the inbox and the handler apply it; returns `false` for a duplicate
+/// (its seq at or below the inbox floor, or its id in the inbox), which is skipped.
 fn apply_one(
     tx: &mut Tx<'_>,
     consumer: &str,
     handler: &dyn Handler,
     event: &Envelope,
+    floors: &mut Floors,
     now_ms: u64,
 ) -> Result<bool, HandlerError> {
-    let fresh = inbox::record(tx, consumer, event, now_ms)?;
-    if fresh {
-        // A panicking handler fails its own event, not the whole batch.
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.handle(tx, event))).unwrap_or_else(
-            |panic| Err(HandlerError::retryable(format!("handler panicked: {}", panic_text(&panic)))),
-        )?;
+    let passage = floors.pass(tx, consumer, event, now_ms)?;
+    if passage == Passage::Duplicate {
+        return Ok(false);
     }
-    Ok(fresh)
+    // A panicking handler fails its own event, not the whole batch.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.handle(tx, event))).unwrap_or_else(
+        |panic| Err(HandlerError::retryable(format!("handler panicked: {}", panic_text(&panic)))),
+    )?;
+    if passage == Passage::Next {
+        floors.applied(event);
+    }
+    Ok(true)
 }
 
 /// Advances the consumer's applied position per source stream to the newest applied event.

@@ -1,19 +1,22 @@
 //! The bounded inbox: which event ids a consumer's dedup still needs, and pruning the rest.
 //!
-//! Every event of a subscribed stream passes the inbox (`kit_inbox`, written by
-//! [`crate::consumer`] in the transaction of its effects) with its stream, seq and the time
-//! it was applied. Per consumer and stream the *floor* (`kit_inbox_floor`) is a seq at or
-//! below which every event has been applied, so any later copy of one is a duplicate by
-//! its position alone, whatever the bus redelivers (a lost ack, a republish after the NATS
-//! duplicate window). The floor advances over the contiguous run of applied seqs above it,
-//! and jumps to just below the bus's [`Bus::retained_from`], under which every consumer
-//! has settled everything. A retrying or dead event is a gap that holds the floor below it
+//! Every event of a subscribed stream passes the inbox in the transaction of its effects
+//! (written by [`crate::consumer`]). Per consumer and stream the *floor*
+//! (`kit_inbox_floor`) is a seq at or below which every event has been applied, so any
+//! later copy of one is a duplicate by its position alone, whatever the bus redelivers (a
+//! lost ack, a republish after the NATS duplicate window). An event right above the floor
+//! moves it, in the same transaction, and leaves no other trace; only an event above a gap
+//! is recorded by id (`kit_inbox`, with its stream, seq and the time it was applied). The
+//! floor advances over the contiguous run of recorded seqs above it, and jumps to just
+//! below the bus's [`Bus::retained_from`], under which every consumer has settled
+//! everything. A retrying or dead event is a gap that holds the floor below it
 //! until it is applied. Rows at or below the floor are deleted once they are older than
 //! [`InboxRetention::keep_for`], in small transactions of their own.
 //!
 //! The floor is also the consumer's contiguous applied position: [`crate::lag`] measures
 //! lag from it, so an earlier event still retrying or dead keeps the lag above zero.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,43 +57,150 @@ pub enum InboxError {
 /// Rows read per step while walking the applied seqs above a floor.
 const WALK: u64 = 10_000;
 
-/// Records `event` in `consumer`'s inbox; returns `false` for a duplicate: an id already
-/// there, or a seq at or below the floor.
-pub(crate) fn record(
+/// The floors of one consumer's streams inside one batch transaction.
+///
+/// An event right above its stream's floor (the common case: the bus delivers a stream in
+/// order) is recognised as new by its position alone and leaves no inbox row; the floor
+/// moves past it, and is written once per stream at the end of the batch. Only an event
+/// that arrives above a gap (an earlier one still retrying, dead, or delivered later) is
+/// recorded by id, and the floor moves over it once the gap is filled.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Floors {
+    by_stream: HashMap<String, Floor>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Floor {
+    stored: u64,
+    /// As this batch moved it so far.
+    moved: u64,
+    /// Whether events above the floor are recorded by id: only then can an event right
+    /// above the floor be a copy of one recorded while it was above a gap.
+    recorded_above: bool,
+}
+
+/// How an event passes the inbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Passage {
+    /// A copy of an applied event: skipped.
+    Duplicate,
+    /// Right above the floor: applied without a row; [`Floors::applied`] moves the floor.
+    Next,
+    /// Above a gap: recorded by id.
+    Recorded,
+}
+
+impl Floors {
+    /// Reads the stored floors of the streams `events` come from.
+    pub(crate) fn load<'a>(
+        tx: &mut Tx<'_>,
+        consumer: &str,
+        streams: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Self, StoreError> {
+        let mut by_stream = HashMap::new();
+        for stream in streams {
+            if by_stream.contains_key(stream) {
+                continue;
+            }
+            let stored: u64 = tx
+                .query_opt(
+                    "SELECT seq FROM kit_inbox_floor WHERE consumer = $1 AND stream = $2",
+                    &[consumer.into(), stream.into()],
+                )?
+                .map_or(Ok(0), |r| r.get(0))?;
+            let recorded_above = tx
+                .query_opt(
+                    "SELECT 1 FROM kit_inbox WHERE consumer = $1 AND stream = $2 AND seq > $3 LIMIT 1",
+                    &[consumer.into(), stream.into(), stored.into()],
+                )?
+                .is_some();
+            by_stream.insert(stream.to_owned(), Floor { stored, moved: stored, recorded_above });
+        }
+        Ok(Self { by_stream })
+    }
+
+    /// Lets `event` pass the inbox: a duplicate by position or id, the next by position, or
+    /// recorded by id (in the transaction of its effects).
+    pub(crate) fn pass(
+        &mut self,
+        tx: &mut Tx<'_>,
+        consumer: &str,
+        event: &Envelope,
+        now_ms: u64,
+    ) -> Result<Passage, StoreError> {
+        // A stream the batch did not load has no known floor: its events go by id.
+        let Some(floor) = self.by_stream.get_mut(event.stream.as_str()) else {
+            return record_by_id(tx, consumer, event, now_ms);
+        };
+        if event.seq <= floor.moved {
+            return Ok(Passage::Duplicate);
+        }
+        if event.seq == floor.moved + 1 {
+            // A copy of one recorded by id while it was above a gap is still a duplicate.
+            let recorded = floor.recorded_above
+                && tx
+                    .query_opt(
+                        "SELECT 1 FROM kit_inbox WHERE consumer = $1 AND event_id = $2",
+                        &[consumer.into(), event.id.to_string().as_str().into()],
+                    )?
+                    .is_some();
+            return Ok(if recorded { Passage::Duplicate } else { Passage::Next });
+        }
+        floor.recorded_above = true;
+        record_by_id(tx, consumer, event, now_ms)
+    }
+
+    /// Moves the floor past an event that passed as [`Passage::Next`] and was applied.
+    pub(crate) fn applied(&mut self, event: &Envelope) {
+        if let Some(floor) = self.by_stream.get_mut(event.stream.as_str())
+            && event.seq == floor.moved + 1
+        {
+            floor.moved = event.seq;
+        }
+    }
+
+    /// Writes the floors this batch moved, each carried on over the events recorded by id
+    /// right above it.
+    pub(crate) fn save(&self, tx: &mut Tx<'_>, consumer: &str) -> Result<(), StoreError> {
+        for (stream, floor) in &self.by_stream {
+            if floor.moved == floor.stored {
+                continue;
+            }
+            let floor = if floor.recorded_above {
+                contiguous(tx, consumer, stream, floor.moved)?
+            } else {
+                floor.moved
+            };
+            tx.execute(
+                "INSERT INTO kit_inbox_floor (consumer, stream, seq) VALUES ($1, $2, $3) \
+                 ON CONFLICT (consumer, stream) DO UPDATE SET seq = excluded.seq \
+                 WHERE excluded.seq > kit_inbox_floor.seq",
+                &[consumer.into(), stream.as_str().into(), floor.into()],
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Records `event` in the inbox by its id: [`Passage::Duplicate`] when it is there already.
+fn record_by_id(
     tx: &mut Tx<'_>,
     consumer: &str,
     event: &Envelope,
     now_ms: u64,
-) -> Result<bool, StoreError> {
-    let stream = event.stream.as_str();
+) -> Result<Passage, StoreError> {
     let fresh = tx.execute(
         "INSERT INTO kit_inbox (consumer, event_id, stream, seq, applied_at_ms) VALUES ($1, $2, $3, $4, $5) \
          ON CONFLICT DO NOTHING",
         &[
             consumer.into(),
             event.id.to_string().as_str().into(),
-            stream.into(),
+            event.stream.as_str().into(),
             event.seq.into(),
             now_ms.into(),
         ],
     )? == 1;
-    if !fresh {
-        return Ok(false);
-    }
-    let below_floor = tx
-        .query_opt(
-            "SELECT 1 FROM kit_inbox_floor WHERE consumer = $1 AND stream = $2 AND seq >= $3",
-            &[consumer.into(), stream.into(), event.seq.into()],
-        )?
-        .is_some();
-    if below_floor {
-        // A copy of an event whose id was pruned: it leaves no row to prune again.
-        tx.execute(
-            "DELETE FROM kit_inbox WHERE consumer = $1 AND event_id = $2",
-            &[consumer.into(), event.id.to_string().as_str().into()],
-        )?;
-    }
-    Ok(!below_floor)
+    Ok(if fresh { Passage::Recorded } else { Passage::Duplicate })
 }
 
 /// The seq at or below which every event of `stream` has been applied by `consumer`,

@@ -4,11 +4,11 @@
 //! returns. The figure is the time from the bus's return until the replica has applied
 //! every event committed before it.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use kit::link::Faults;
 
+use super::backends::Backends;
 use super::pipeline;
 
 /// The steady offered rate.
@@ -23,10 +23,10 @@ pub struct Convergence {
     pub backlog: u64,
 }
 
-pub async fn after_outage(dir: &Path, outage: Duration) -> anyhow::Result<Convergence> {
+pub async fn after_outage(backends: &Backends, outage: Duration) -> anyhow::Result<Convergence> {
     let started = Instant::now();
     let mut cut = false;
-    let (_, drained) = pipeline::offer(dir, RATE, WARM_UP + outage, |pipeline| {
+    let (_, drained) = pipeline::offer(backends, "convergence", RATE, WARM_UP + outage, |pipeline| {
         let elapsed = started.elapsed();
         let due = elapsed >= WARM_UP && elapsed < WARM_UP + outage;
         if due && !cut {

@@ -1,10 +1,10 @@
 //! The bare event path as `capshop lab pipeline` builds it — a producer's outbox, the
-//! relay, the embedded bus, one consumer applying to a replica — instrumented per event:
+//! relay, the bus, one consumer applying to a replica, on the run's backends (SQLite and
+//! the embedded log, or PostgreSQL and NATS JetStream) — instrumented per event:
 //! the moment the producer's transaction committed and the moment the replica's
 //! transaction that applied it committed, both taken on the database threads right after
 //! their commits, so lag is measured per event id and independently of either side.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -21,6 +21,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::Spread;
+use super::backends::Backends;
 
 /// Events per producer transaction when committing as fast as possible.
 const PER_COMMIT: u64 = 100;
@@ -29,7 +30,7 @@ const PER_COMMIT: u64 = 100;
 const REPLICA: Migrations = Migrations {
     component: "bench-replica",
     sqlite: &["CREATE TABLE bench_applied (n INTEGER NOT NULL)"],
-    postgres: &[],
+    postgres: &["CREATE TABLE bench_applied (n BIGINT NOT NULL)"],
 };
 
 /// Per event n (1-based): when it committed and when it was applied, in nanoseconds
@@ -98,7 +99,7 @@ impl Handler for Recorder {
     }
 }
 
-/// A running pipeline in a directory of its own.
+/// A running pipeline on stores and a bus of its own.
 pub struct Pipeline {
     producer: Store,
     outbox: Outbox,
@@ -110,15 +111,12 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Opens fresh producer, bus and replica files in `dir` with room for `events` stamps.
-    pub async fn start(dir: &Path, events: u64) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let path = |name: &str| dir.join(name).display().to_string();
-        let producer =
-            Store::open(&format!("sqlite:{}", path("producer.db")), &[&outbox::MIGRATIONS]).await?;
+    /// Opens a fresh producer, bus and replica for the run `run` with room for `events` stamps.
+    pub async fn start(backends: &Backends, run: &str, events: u64) -> anyhow::Result<Self> {
+        let producer = Store::open(&backends.store(run, "producer").await?, &[&outbox::MIGRATIONS]).await?;
         let replica =
-            Store::open(&format!("sqlite:{}", path("replica.db")), &[&outbox::MIGRATIONS, &REPLICA]).await?;
-        let bus = kit::bus::connect(&format!("embedded:{}", path("bus.db"))).await?;
+            Store::open(&backends.store(run, "replica").await?, &[&outbox::MIGRATIONS, &REPLICA]).await?;
+        let bus = kit::bus::connect(&backends.bus_url(run)?).await?;
         let bus_link = Link::new("bench->bus");
         let bus: Arc<dyn Bus> = Arc::new(LinkedBus::new(bus, bus_link.clone()));
         let outbox = Outbox::new(StreamName::parse("bench")?);
@@ -184,8 +182,8 @@ impl Pipeline {
 
 /// Commits `events` as fast as one producer can (in transactions of [`PER_COMMIT`]) and
 /// answers events per second from the first commit to the last event applied.
-pub async fn sustained(dir: &Path, events: u64) -> anyhow::Result<f64> {
-    let pipeline = Pipeline::start(dir, events).await?;
+pub async fn sustained(backends: &Backends, run: &str, events: u64) -> anyhow::Result<f64> {
+    let pipeline = Pipeline::start(backends, run, events).await?;
     let started = pipeline.stamps.origin.elapsed();
     let mut next = 1;
     while next <= events {
@@ -201,8 +199,8 @@ pub async fn sustained(dir: &Path, events: u64) -> anyhow::Result<f64> {
 
 /// Offers `rate` events per second for `span` (a commit every millisecond of `rate / 1000`
 /// events) and answers the lag of every event.
-pub async fn lag_at(dir: &Path, rate: u64, span: Duration) -> anyhow::Result<Spread> {
-    let (committed, _) = offer(dir, rate, span, |_| {}).await?;
+pub async fn lag_at(backends: &Backends, run: &str, rate: u64, span: Duration) -> anyhow::Result<Spread> {
+    let (committed, _) = offer(backends, run, rate, span, |_| {}).await?;
     Spread::of(&mut committed.stamps.lags_us(committed.events)).context("no event was applied")
 }
 
@@ -216,14 +214,15 @@ pub struct Offered {
 /// before each commit (to inject faults), waits until all are applied and stops it; also
 /// answers how long after the last commit the last event was applied.
 pub async fn offer(
-    dir: &Path,
+    backends: &Backends,
+    run: &str,
     rate: u64,
     span: Duration,
     mut at_tick: impl FnMut(&Pipeline),
 ) -> anyhow::Result<(Offered, Duration)> {
     let per_tick = (rate / 1000).max(1);
     let events = rate * span.as_millis() as u64 / 1000;
-    let pipeline = Pipeline::start(dir, events).await?;
+    let pipeline = Pipeline::start(backends, run, events).await?;
     let mut ticks = tokio::time::interval(Duration::from_millis(1));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut next = 1;

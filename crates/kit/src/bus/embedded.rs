@@ -1,20 +1,32 @@
 //! The embedded bus: a durable log in its own SQLite file, for one machine.
 //!
-//! The log keeps every message once (dedup by id). Each consumer has a taken position
-//! into the log and a pending table of messages taken but not yet acknowledged; attempts,
-//! retry deadlines, parked messages and dead letters live there, so all of them survive a crash.
+//! The log keeps every message once (dedup by id). Each consumer has two positions into
+//! it: *taken* (how far it has looked) and *settled* (`acked_pos`: everything at or below is
+//! acknowledged or has a row in the pending table). A first delivery costs no write of its
+//! own: the attachment keeps it in memory, and an acknowledgement moves the settled
+//! position. Only exceptions get a pending row — a retry with its deadline and attempts, a
+//! message parked behind its key, a dead letter, a release, an acknowledgement out of order
+//! — and when a consumer attaches again, every position between its settled and taken
+//! positions without a row becomes a row due at once (it was delivered, unacknowledged), so
+//! all of it survives a crash.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use tokio::sync::watch;
 
-use super::{Bus, BusError, ConsumerSpec, DeadLetter, DeadLetterFilter, Message, Ordering, Subscription};
+use changes::Changes;
+
+use super::{Bus, BusError, ConsumerSpec, DeadLetter, DeadLetterFilter, Message, Subscription};
 use crate::clock;
 use crate::store::{Migrations, Param, Row, Store, StoreError, Tx};
 
+mod attach;
+mod changes;
+mod outstanding;
 mod retention;
 mod subscription;
+mod take;
 
 pub use retention::Retention;
 use subscription::EmbeddedSubscription;
@@ -25,6 +37,7 @@ const MIGRATIONS: Migrations = Migrations {
         include_str!("../../migrations/sqlite/0002_bus.sql"),
         include_str!("../../migrations/sqlite/0003_bus_parked.sql"),
         include_str!("../../migrations/sqlite/0005_bus_retention.sql"),
+        include_str!("../../migrations/sqlite/0007_bus_positions.sql"),
     ],
     postgres: &[],
 };
@@ -39,7 +52,7 @@ pub(super) const SCAN_WINDOW: u64 = 8192;
 pub struct EmbeddedBus {
     pub(super) store: Store,
     /// Bumped whenever something may have become deliverable, to wake waiting fetches.
-    changed: Arc<watch::Sender<u64>>,
+    changes: Arc<watch::Sender<Changes>>,
 }
 
 impl EmbeddedBus {
@@ -53,10 +66,10 @@ impl EmbeddedBus {
     /// long as a clone of the bus is alive.
     pub async fn open_with(path: &str, retention: Retention) -> Result<Self, BusError> {
         let store = Store::open(&format!("sqlite:{path}"), &[&MIGRATIONS]).await?;
-        let bus = Self { store, changed: Arc::new(watch::Sender::new(0)) };
+        let bus = Self { store, changes: Arc::new(watch::Sender::new(Changes::default())) };
         tokio::spawn(retention::prune_in_background(
             bus.store.clone(),
-            Arc::downgrade(&bus.changed),
+            Arc::downgrade(&bus.changes),
             retention,
         ));
         Ok(bus)
@@ -74,8 +87,9 @@ impl EmbeddedBus {
         Ok(count)
     }
 
-    pub(super) fn wake(&self) {
-        self.changed.send_modify(|generation| *generation += 1);
+    /// Wakes every waiting fetch: something pending may be due now.
+    pub(super) fn pending_changed(&self) {
+        self.changes.send_modify(Changes::pending_changed);
     }
 }
 
@@ -85,67 +99,21 @@ impl Bus for EmbeddedBus {
         if batch.is_empty() {
             return Ok(());
         }
-        let batch = batch.to_vec();
-        let now = clock::now_ms();
-        self.store
-            .transact(move |tx| {
-                for m in &batch {
-                    // A seq at or below the stream's pruned seq is a copy of a settled message.
-                    tx.execute(
-                        "INSERT INTO bus_log (id, stream, seq, key, body, published_at_ms) \
-                         SELECT $1, $2, $3, $4, $5, $6 WHERE NOT EXISTS \
-                         (SELECT 1 FROM bus_stream WHERE stream = $2 AND pruned_seq >= $3) \
-                         ON CONFLICT (id) DO NOTHING",
-                        &[
-                            (&m.id).into(),
-                            (&m.stream).into(),
-                            m.seq.into(),
-                            (&m.key).into(),
-                            (&m.body).into(),
-                            now.into(),
-                        ],
-                    )?;
-                    tx.execute(
-                        "INSERT INTO bus_stream (stream, head_seq) VALUES ($1, $2) \
-                         ON CONFLICT (stream) DO UPDATE SET head_seq = max(head_seq, excluded.head_seq)",
-                        &[(&m.stream).into(), m.seq.into()],
-                    )?;
-                }
-                Ok::<_, StoreError>(())
-            })
-            .await?;
-        self.wake();
+        let (owned, now) = (batch.to_vec(), clock::now_ms());
+        self.store.transact(move |tx| append(tx, &owned, now)).await?;
+        self.changes.send_modify(|changes| changes.published(batch.iter().map(|m| m.stream.as_str())));
         Ok(())
     }
 
     async fn subscribe(&self, spec: &ConsumerSpec) -> Result<Box<dyn Subscription>, BusError> {
         spec.validate()?;
-        let (name, streams) = (spec.name.clone(), spec.streams.join(","));
-        let (per_key, max_attempts) = (spec.ordering == Ordering::PerKey, spec.max_attempts);
-        self.store
-            .transact(move |tx| {
-                tx.execute(
-                    // A new consumer starts at the oldest position the log still keeps.
-                    "INSERT INTO bus_consumer (name, streams, per_key, max_attempts, taken_pos) \
-                     VALUES ($1, $2, $3, $4, (SELECT coalesce(min(pos), 1) - 1 FROM bus_log)) \
-                     ON CONFLICT (name) DO UPDATE SET \
-                     streams = excluded.streams, per_key = excluded.per_key, max_attempts = excluded.max_attempts",
-                    &[(&name).into(), (&streams).into(), per_key.into(), max_attempts.into()],
-                )?;
-                // A new attachment means the previous one is gone: what it had taken unacked is
-                // due now (its attempts stay counted).
-                tx.execute(
-                    "UPDATE bus_pending SET state = 'ready', visible_at_ms = 0 \
-                     WHERE consumer = $1 AND state = 'inflight'",
-                    &[(&name).into()],
-                )?;
-                Ok::<_, StoreError>(())
-            })
-            .await?;
         let mut streams = spec.streams.clone();
         streams.sort();
         streams.dedup();
-        Ok(Box::new(EmbeddedSubscription::new(self.clone(), spec.clone(), streams, self.changed.subscribe())))
+        let attach = attach::Attach { spec: spec.clone(), streams: streams.clone() };
+        let attached = self.store.transact(move |tx| attach.run(tx)).await?;
+        self.pending_changed();
+        Ok(Box::new(EmbeddedSubscription::new(self.clone(), spec.clone(), streams, attached)))
     }
 
     async fn stream_head(&self, stream: &str) -> Result<u64, BusError> {
@@ -229,7 +197,7 @@ impl Bus for EmbeddedBus {
                 tx.execute(&sql, &params)
             })
             .await?;
-        self.wake();
+        self.pending_changed();
         Ok(replayed)
     }
 
@@ -239,18 +207,25 @@ impl Bus for EmbeddedBus {
             .store
             .transact(move |tx| {
                 let (clause, params) = filter_clause(&filter);
-                let sql = format!(
+                // Above its consumer's settled position a settled message keeps a row.
+                let settle = format!(
+                    "UPDATE bus_pending AS p SET state = 'acked' WHERE p.state = 'dead' {clause} \
+                     AND p.pos > (SELECT c.acked_pos FROM bus_consumer c WHERE c.name = p.consumer) \
+                     RETURNING consumer, key"
+                );
+                let delete = format!(
                     "DELETE FROM bus_pending AS p WHERE p.state = 'dead' {clause} RETURNING consumer, key"
                 );
                 let params: Vec<Param<'_>> = params.iter().map(Into::into).collect();
-                let released = tx.query(&sql, &params)?;
+                let mut released = tx.query(&settle, &params)?;
+                released.extend(tx.query(&delete, &params)?);
                 for row in &released {
                     release_next(tx, &row.get::<String>(0)?, &row.get::<String>(1)?)?;
                 }
                 Ok::<_, StoreError>(released.len())
             })
             .await?;
-        self.wake();
+        self.pending_changed();
         Ok(discarded)
     }
 }
@@ -299,12 +274,66 @@ fn dead_letter_from_row(mut row: Row) -> Result<DeadLetter, StoreError> {
     })
 }
 
+/// Appends a batch to the log: a message already there (by id) is skipped, and so is one at
+/// or below its stream's pruned seq (a copy of a message every consumer settled). Each
+/// stream's head moves once per batch.
+fn append(tx: &mut Tx<'_>, batch: &[Message], now: u64) -> Result<(), StoreError> {
+    let mut heads: std::collections::BTreeMap<&str, (u64, u64)> = std::collections::BTreeMap::new();
+    for m in batch {
+        if !heads.contains_key(m.stream.as_str()) {
+            let pruned: u64 = tx
+                .query_opt("SELECT pruned_seq FROM bus_stream WHERE stream = $1", &[(&m.stream).into()])?
+                .map_or(Ok(0), |r| r.get(0))?;
+            heads.insert(&m.stream, (pruned, 0));
+        }
+        let (pruned, head) = heads.get_mut(m.stream.as_str()).expect("inserted above");
+        *head = (*head).max(m.seq);
+        if m.seq <= *pruned {
+            continue;
+        }
+        tx.execute(
+            "INSERT INTO bus_log (id, stream, seq, key, body, published_at_ms) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (id) DO NOTHING",
+            &[(&m.id).into(), (&m.stream).into(), m.seq.into(), (&m.key).into(), (&m.body).into(), now.into()],
+        )?;
+    }
+    for (stream, (_, head)) in heads {
+        tx.execute(
+            "INSERT INTO bus_stream (stream, head_seq) VALUES ($1, $2) \
+             ON CONFLICT (stream) DO UPDATE SET head_seq = max(head_seq, excluded.head_seq)",
+            &[stream.into(), head.into()],
+        )?;
+    }
+    Ok(())
+}
+
+/// Settles the row of a redelivered message (in flight or due): deleted, or kept as
+/// `acked` while it lies above the consumer's settled position, where a position without a
+/// row means a fresh delivery never acknowledged. Returns the message's key when it was
+/// pending.
+pub(super) fn settle_row(tx: &mut Tx<'_>, consumer: &str, pos: u64) -> Result<Option<String>, StoreError> {
+    let kept = tx.query_opt(
+        "UPDATE bus_pending SET state = 'acked' WHERE consumer = $1 AND pos = $2 AND state IN ('inflight', 'ready') \
+         AND pos > (SELECT acked_pos FROM bus_consumer WHERE name = $1) RETURNING key",
+        &[consumer.into(), pos.into()],
+    )?;
+    let row = match kept {
+        Some(row) => Some(row),
+        None => tx.query_opt(
+            "DELETE FROM bus_pending WHERE consumer = $1 AND pos = $2 AND state IN ('inflight', 'ready') RETURNING key",
+            &[consumer.into(), pos.into()],
+        )?,
+    };
+    row.map(|row| row.get::<String>(0)).transpose()
+}
+
 /// Makes the oldest message parked behind `key` deliverable, once nothing else of the key
 /// is pending before it.
 pub(super) fn release_next(tx: &mut Tx<'_>, consumer: &str, key: &str) -> Result<(), StoreError> {
     tx.execute(
         "UPDATE bus_pending SET state = 'ready', visible_at_ms = 0 \
-         WHERE consumer = $1 AND pos = (SELECT min(pos) FROM bus_pending WHERE consumer = $1 AND key = $2) \
+         WHERE consumer = $1 AND pos = \
+         (SELECT min(pos) FROM bus_pending WHERE consumer = $1 AND key = $2 AND state <> 'acked') \
          AND state = 'parked'",
         &[consumer.into(), key.into()],
     )?;

@@ -129,8 +129,20 @@ async fn an_unknown_schema_version_is_dead_lettered_with_a_clear_error(db: TestD
     let store = consumer_store(&db).await;
     let config = config("tally").schemas(Schemas::new().current("Counted", 1));
     let consumer = Consumer::new(store.clone(), bus.clone(), Tally, config);
-    consume_until(consumer, &store, |t| t.len() == 1).await;
-    let letters = bus.dead_letters(&DeadLetterFilter::all()).await.unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(consumer.run(async {
+        let _ = stopped.await;
+    }));
+    // The dead letter is settled after the batch's effects commit: wait for both.
+    let letters = loop {
+        let letters = bus.dead_letters(&DeadLetterFilter::all()).await.unwrap();
+        if !letters.is_empty() && tally(&store).await.len() == 1 {
+            break letters;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let _ = stop.send(());
+    running.await.unwrap();
     assert_eq!(letters.len(), 1);
     assert_eq!(
         letters[0].error,

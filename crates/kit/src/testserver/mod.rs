@@ -13,7 +13,7 @@ mod redis;
 
 use std::path::PathBuf;
 
-pub use crate::servers::{POSTGRES_INSTALL, REDIS_INSTALL};
+pub use crate::servers::{NATS_INSTALL, POSTGRES_INSTALL, REDIS_INSTALL};
 pub use nats::NatsServer;
 pub use postgres::PgServer;
 pub use redis::RedisServer;

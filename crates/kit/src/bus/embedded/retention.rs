@@ -2,8 +2,8 @@
 //! they are older than the retention's age, or while the log holds more than its size.
 //!
 //! What a consumer still needs is never deleted: a position is deleted only when it is at
-//! or below every consumer's *settled floor* (its taken position, or the position before
-//! its oldest pending message: in flight, retrying, parked or dead), and never the newest
+//! or below every consumer's *settled floor* (its settled position, or the position before
+//! its oldest pending row: in flight, retrying, parked or dead, if that comes first), and never the newest
 //! position, so SQLite never hands out a position twice. Pruning runs beside the writers,
 //! in small transactions of its own, woken by publishes (no timer, so paused-time tests
 //! keep their clock).
@@ -15,6 +15,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
+use super::changes::Changes;
 use crate::clock;
 use crate::store::{Store, StoreError, Tx};
 
@@ -40,17 +41,25 @@ impl Default for Retention {
 /// Batches one wake-up may delete before it lets the next change wake it again.
 const BATCHES_PER_WAKE: usize = 64;
 
-/// Prunes after every change of the log until the bus (the owner of `changed`) is gone.
+/// Prunes as the log grows, once per [`Retention::batch`] messages published (a look at
+/// what may go costs a transaction of the log's), until the bus (the owner of `changed`)
+/// is gone.
 pub(super) async fn prune_in_background(
     store: Store,
-    changed: Weak<watch::Sender<u64>>,
+    changed: Weak<watch::Sender<Changes>>,
     retention: Retention,
 ) {
     let Some(mut changes) = changed.upgrade().map(|sender| sender.subscribe()) else { return };
+    let mut looked_at = 0;
     loop {
         if changes.changed().await.is_err() {
             return; // every clone of the bus was dropped
         }
+        let published = changes.borrow_and_update().messages();
+        if published < looked_at + retention.batch.max(1) {
+            continue;
+        }
+        looked_at = published;
         if let Err(e) = prune_batches(&store, &retention, BATCHES_PER_WAKE).await {
             warn!(error = %e, "pruning the embedded log failed; the next publish tries again");
         }
@@ -84,7 +93,7 @@ fn prune_batch(tx: &mut Tx<'_>, retention: &Retention, now: u64) -> Result<u64, 
     // The lowest position some consumer may still need, minus one; none without consumers.
     let floor: Option<u64> = tx
         .query_one(
-            "SELECT min(coalesce((SELECT min(p.pos) - 1 FROM bus_pending p WHERE p.consumer = c.name), c.taken_pos)) \
+            "SELECT min(min(c.acked_pos, coalesce((SELECT min(p.pos) - 1 FROM bus_pending p WHERE p.consumer = c.name), c.acked_pos))) \
              FROM bus_consumer c",
             &[],
         )?

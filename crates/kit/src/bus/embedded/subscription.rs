@@ -1,37 +1,133 @@
-//! A consumer's attachment to the embedded log: taking due messages into its pending
-//! table, and acknowledging, retrying, releasing and dead-lettering them there.
+//! A consumer's attachment to the embedded log.
+//!
+//! Fresh deliveries (first attempts taken past the consumer's position) live in memory
+//! only ([`Outstanding`]); acknowledging them moves the consumer's settled position, once
+//! per call. A fresh delivery that fails, is released, or is acknowledged while an earlier
+//! one is still out gets a row in `bus_pending`, and rows are settled there. An attachment
+//! that was replaced (the consumer attached again) settles everything through the rows its
+//! successor made of its fresh deliveries.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use prometheus_client::metrics::counter::Counter;
-use tokio::sync::watch;
 
-use super::{EmbeddedBus, SCAN_WINDOW, release_next};
-use crate::bus::{
-    BusError, ConsumerSpec, Delivery, DeliveryTag, Disposition, Message, Ordering, Subscription,
-};
+use super::changes::Seen;
+use super::outstanding::Outstanding;
+use super::take::{self, Replaced, Request, Taken};
+use super::{EmbeddedBus, release_next, settle_row};
+use crate::bus::{BusError, ConsumerSpec, Delivery, DeliveryTag, Disposition, Ordering, Subscription};
 use crate::clock;
-use crate::store::{Param, Row, StoreError, Tx};
+use crate::store::{StoreError, Tx};
 
 pub(super) struct EmbeddedSubscription {
     bus: EmbeddedBus,
     spec: ConsumerSpec,
     /// The consumer's streams, sorted, so the scan statement's text is stable.
     streams: Vec<String>,
-    changes: watch::Receiver<u64>,
+    seen: Seen,
     /// Counts the messages this attachment dead-letters because their ack waits ran out.
     exhausted: Counter,
+    /// This attachment's generation; a newer attachment bumps the consumer's.
+    generation: u64,
+    outstanding: Outstanding,
+    /// The consumer's taken position as this attachment last moved it.
+    taken: u64,
+    /// Keys whose later messages this attachment parked behind a fresh delivery.
+    parked_keys: HashSet<String>,
 }
 
-/// What one fetch transaction found: deliveries, or when the next one falls due.
-struct Taken {
-    deliveries: Vec<Delivery>,
-    next_due_ms: Option<u64>,
-    /// Log positions past the consumer's scan window are still to be looked at.
-    more: bool,
-    /// Messages dead-lettered because their ack waits ran out `max_attempts` times.
-    exhausted: u64,
+/// A delivery's tag and, when it is fresh, its key.
+type Tagged = (u64, Option<String>);
+
+/// What became of a delivery that was not acknowledged.
+enum Failure {
+    Retry {
+        visible_at_ms: u64,
+        error: String,
+        max_attempts: u32,
+    },
+    Reject {
+        error: String,
+    },
+    /// Given back without using an attempt.
+    Release,
+}
+
+impl Failure {
+    /// Gives a fresh delivery (at its first attempt) the row this failure calls for;
+    /// returns the row's state.
+    fn insert(
+        &self,
+        tx: &mut Tx<'_>,
+        consumer: &str,
+        pos: u64,
+        key: &str,
+        now: u64,
+    ) -> Result<String, StoreError> {
+        let (state, attempts, visible_at_ms, error, failed_at_ms) = match self {
+            Failure::Retry { visible_at_ms, error, max_attempts } => {
+                let state = if *max_attempts <= 1 { "dead" } else { "ready" };
+                (state, 1u32, *visible_at_ms, Some(error.as_str()), Some(now))
+            }
+            Failure::Reject { error } => ("dead", 1, 0, Some(error.as_str()), Some(now)),
+            // Due again at once, as the same attempt: the row counts none yet.
+            Failure::Release => ("ready", 0, 0, None, None),
+        };
+        tx.execute(
+            "INSERT INTO bus_pending (consumer, pos, key, state, attempts, visible_at_ms, error, failed_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[
+                consumer.into(),
+                pos.into(),
+                key.into(),
+                state.into(),
+                attempts.into(),
+                visible_at_ms.into(),
+                error.into(),
+                failed_at_ms.into(),
+            ],
+        )?;
+        Ok(state.to_owned())
+    }
+
+    /// Changes the row a redelivered message has; returns its new state, or `None` when it
+    /// was no longer pending.
+    fn update(
+        &self,
+        tx: &mut Tx<'_>,
+        consumer: &str,
+        pos: u64,
+        now: u64,
+    ) -> Result<Option<String>, StoreError> {
+        let row = match self {
+            Failure::Retry { visible_at_ms, error, max_attempts } => tx.query_opt(
+                "UPDATE bus_pending SET state = CASE WHEN attempts >= $3 THEN 'dead' ELSE 'ready' END, \
+                 visible_at_ms = $4, error = $5, failed_at_ms = $6 \
+                 WHERE consumer = $1 AND pos = $2 AND state = 'inflight' RETURNING state",
+                &[
+                    consumer.into(),
+                    pos.into(),
+                    (*max_attempts).into(),
+                    (*visible_at_ms).into(),
+                    error.as_str().into(),
+                    now.into(),
+                ],
+            )?,
+            Failure::Reject { error } => tx.query_opt(
+                "UPDATE bus_pending SET state = 'dead', error = $3, failed_at_ms = $4 \
+                 WHERE consumer = $1 AND pos = $2 AND state IN ('inflight', 'ready') RETURNING state",
+                &[consumer.into(), pos.into(), error.as_str().into(), now.into()],
+            )?,
+            Failure::Release => tx.query_opt(
+                "UPDATE bus_pending SET state = 'ready', visible_at_ms = 0, attempts = attempts - 1 \
+                 WHERE consumer = $1 AND pos = $2 AND state = 'inflight' AND attempts > 0 RETURNING state",
+                &[consumer.into(), pos.into()],
+            )?,
+        };
+        row.map(|r| r.get::<String>(0)).transpose()
+    }
 }
 
 impl EmbeddedSubscription {
@@ -39,160 +135,173 @@ impl EmbeddedSubscription {
         bus: EmbeddedBus,
         spec: ConsumerSpec,
         streams: Vec<String>,
-        changes: watch::Receiver<u64>,
+        attached: (u64, u64),
     ) -> Self {
-        Self { bus, spec, streams, changes, exhausted: Counter::default() }
+        let seen = Seen::new(bus.changes.subscribe(), streams.clone());
+        let (generation, taken) = attached;
+        Self {
+            bus,
+            spec,
+            streams,
+            seen,
+            exhausted: Counter::default(),
+            generation,
+            outstanding: Outstanding::default(),
+            taken,
+            parked_keys: HashSet::new(),
+        }
     }
 
-    async fn take(&self, max: usize) -> Result<Taken, BusError> {
-        let spec = self.spec.clone();
-        let streams = self.streams.clone();
-        let now = clock::now_ms();
-        let taken = self.bus.store.transact(move |tx| take(tx, &spec, &streams, now, max)).await?;
+    fn replaced(&self) -> BusError {
+        BusError::Unavailable(format!(
+            "this attachment of consumer {:?} was replaced by a newer one",
+            self.spec.name
+        ))
+    }
+
+    async fn take(&mut self, max: usize) -> Result<Taken, BusError> {
+        let now_ms = clock::now_ms();
+        let expired = self.outstanding.expired(now_ms);
+        let expired_at: HashSet<u64> = expired.iter().map(|(pos, _)| *pos).collect();
+        let mut busy_keys: HashSet<String> = self.outstanding.keys().map(str::to_owned).collect();
+        for (_, key) in &expired {
+            busy_keys.remove(key);
+        }
+        let request = Request {
+            spec: self.spec.clone(),
+            streams: self.streams.clone(),
+            generation: self.generation,
+            now_ms,
+            max,
+            expired,
+            busy_keys,
+            lowest_outstanding: self.outstanding.lowest_except(&expired_at),
+        };
+        let taken = self.bus.store.transact(move |tx| take::take(tx, &request)).await?;
+        let taken = taken.map_err(|Replaced| self.replaced())?;
+        for pos in expired_at {
+            self.forget(pos);
+        }
+        let deadline_ms = now_ms + self.spec.ack_wait.as_millis() as u64;
+        for (pos, key) in &taken.fresh {
+            self.outstanding.insert(*pos, key.clone(), deadline_ms);
+        }
+        self.parked_keys.extend(taken.parked.iter().cloned());
+        self.taken = taken.taken;
         Ok(taken)
     }
+
+    /// Each tag with its key when it is a fresh delivery of this attachment.
+    fn tagged(&self, tags: &[DeliveryTag]) -> Vec<Tagged> {
+        tags.iter().map(|tag| (tag.0, self.outstanding.key(tag.0).map(str::to_owned))).collect()
+    }
+
+    fn forget(&mut self, pos: u64) {
+        if let Some(key) = self.outstanding.remove(pos) {
+            self.parked_keys.remove(&key);
+        }
+    }
+
+    /// After a settling transaction: `current` is false when this attachment turned out
+    /// to be replaced, and then nothing of it is outstanding any more.
+    fn settled(&mut self, tags: &[DeliveryTag], current: bool) {
+        if current {
+            tags.iter().for_each(|tag| self.forget(tag.0));
+        } else {
+            self.outstanding = Outstanding::default();
+            self.parked_keys.clear();
+        }
+    }
+
+    /// Settles one delivery that was not acknowledged, in one transaction: a fresh one
+    /// gets a row, a row changes; returns the row's state (`None`: no longer pending).
+    async fn fail(&mut self, tag: DeliveryTag, failure: Failure) -> Result<Option<String>, BusError> {
+        let tagged = self.tagged(&[tag]).remove(0);
+        let (name, generation, now) = (self.spec.name.clone(), self.generation, clock::now_ms());
+        let (state, current) = self
+            .bus
+            .store
+            .transact(move |tx| {
+                let current = is_current(tx, &name, generation)?;
+                let state = match tagged {
+                    (pos, Some(key)) if current => Some(failure.insert(tx, &name, pos, &key, now)?),
+                    (pos, _) => failure.update(tx, &name, pos, now)?,
+                };
+                Ok::<_, StoreError>((state, current))
+            })
+            .await?;
+        self.settled(&[tag], current);
+        self.bus.pending_changed();
+        Ok(state)
+    }
 }
 
-fn take(
-    tx: &mut Tx<'_>,
-    spec: &ConsumerSpec,
-    streams: &[String],
-    now: u64,
-    max: usize,
-) -> Result<Taken, StoreError> {
-    let name = spec.name.as_str();
-    let ack_deadline = now + spec.ack_wait.as_millis() as u64;
-    let mut deliveries = Vec::new();
-    let mut exhausted = 0;
+fn is_current(tx: &mut Tx<'_>, consumer: &str, generation: u64) -> Result<bool, StoreError> {
+    let now: u64 =
+        tx.query_one("SELECT generation FROM bus_consumer WHERE name = $1", &[consumer.into()])?.get(0)?;
+    Ok(now == generation)
+}
 
-    // Redeliveries first: expired acks, scheduled retries, released and replayed messages.
-    let due = tx.query(
-        "SELECT p.pos, p.attempts, l.id, l.stream, l.seq, l.key, l.body FROM bus_pending p \
-         JOIN bus_log l ON l.pos = p.pos \
-         WHERE p.consumer = $1 AND p.state IN ('inflight', 'ready') AND p.visible_at_ms <= $2 \
-         ORDER BY p.pos LIMIT $3",
-        &[name.into(), now.into(), (max as u64).into()],
-    )?;
-    for mut row in due {
-        let pos: u64 = row.get(0)?;
-        let attempts: u32 = row.get(1)?;
-        if attempts >= spec.max_attempts {
+/// Acknowledges in one transaction: fresh deliveries move the settled position (those
+/// acknowledged while an earlier one is still out get an `acked` row until it passes them);
+/// rows are deleted. A per-key consumer's next parked message of each key becomes due.
+struct Ack {
+    name: String,
+    generation: u64,
+    per_key: bool,
+    tagged: Vec<Tagged>,
+    /// The settled position once the fresh deliveries among the tags are settled.
+    settled: u64,
+    parked_keys: HashSet<String>,
+}
+
+/// What an acknowledgement did: whether the attachment was current, and whether something
+/// parked became due.
+struct Acked {
+    current: bool,
+    released: bool,
+}
+
+impl Ack {
+    fn run(self, tx: &mut Tx<'_>) -> Result<Acked, StoreError> {
+        let name = self.name.as_str();
+        let current = tx.execute(
+            "UPDATE bus_consumer SET acked_pos = max(acked_pos, $2) WHERE name = $1 AND generation = $3",
+            &[name.into(), self.settled.into(), self.generation.into()],
+        )? == 1;
+        let mut released = false;
+        for (pos, key) in &self.tagged {
+            match key {
+                Some(key) if current => {
+                    if *pos > self.settled {
+                        tx.execute(
+                            "INSERT INTO bus_pending (consumer, pos, key, state, attempts, visible_at_ms) \
+                             VALUES ($1, $2, $3, 'acked', 1, 0)",
+                            &[name.into(), (*pos).into(), key.as_str().into()],
+                        )?;
+                    }
+                    if self.per_key && self.parked_keys.contains(key) {
+                        release_next(tx, name, key)?;
+                        released = true;
+                    }
+                }
+                _ => {
+                    if let (true, Some(key)) = (self.per_key, settle_row(tx, name, *pos)?) {
+                        release_next(tx, name, &key)?;
+                        released = true;
+                    }
+                }
+            }
+        }
+        if current {
+            // Rows of settled messages the settled position has now passed.
             tx.execute(
-                "UPDATE bus_pending SET state = 'dead', failed_at_ms = $3, \
-                 error = coalesce(error || '; ', '') || $4 WHERE consumer = $1 AND pos = $2",
-                &[
-                    name.into(),
-                    pos.into(),
-                    now.into(),
-                    format!("not acknowledged after {attempts} deliveries").as_str().into(),
-                ],
+                "DELETE FROM bus_pending WHERE consumer = $1 AND pos <= $2 AND state = 'acked'",
+                &[name.into(), self.settled.into()],
             )?;
-            exhausted += 1;
-            continue;
         }
-        tx.execute(
-            "UPDATE bus_pending SET state = 'inflight', attempts = attempts + 1, visible_at_ms = $3 \
-             WHERE consumer = $1 AND pos = $2",
-            &[name.into(), pos.into(), ack_deadline.into()],
-        )?;
-        deliveries.push(Delivery {
-            tag: DeliveryTag(pos),
-            attempt: attempts + 1,
-            message: message_from_row(&mut row, 2)?,
-        });
+        Ok(Acked { current, released })
     }
-
-    let more = if deliveries.len() < max {
-        take_new(tx, spec, streams, ack_deadline, max, &mut deliveries)?
-    } else {
-        false
-    };
-
-    let next_due_ms = if deliveries.is_empty() {
-        tx.query_one(
-            "SELECT min(visible_at_ms) FROM bus_pending WHERE consumer = $1 AND state IN ('inflight', 'ready')",
-            &[name.into()],
-        )?
-        .get(0)?
-    } else {
-        None
-    };
-    Ok(Taken { deliveries, next_due_ms, more, exhausted })
-}
-
-/// Takes messages past the consumer's position, one scan window at a time: delivered
-/// now, or parked behind an earlier pending message of their key. Returns whether log
-/// positions remain past the window.
-fn take_new(
-    tx: &mut Tx<'_>,
-    spec: &ConsumerSpec,
-    streams: &[String],
-    ack_deadline: u64,
-    max: usize,
-    deliveries: &mut Vec<Delivery>,
-) -> Result<bool, StoreError> {
-    let name = spec.name.as_str();
-    let taken: u64 =
-        tx.query_one("SELECT taken_pos FROM bus_consumer WHERE name = $1", &[name.into()])?.get(0)?;
-    let window_end = taken + SCAN_WINDOW;
-    let list: Vec<String> = (0..streams.len()).map(|i| format!("${}", i + 3)).collect();
-    let sql = format!(
-        "SELECT pos, id, stream, seq, key, body FROM bus_log \
-         WHERE pos > $1 AND pos <= $2 AND stream IN ({}) ORDER BY pos",
-        list.join(", ")
-    );
-    let mut params: Vec<Param<'_>> = vec![taken.into(), window_end.into()];
-    params.extend(streams.iter().map(Param::from));
-    let rows = tx.query(&sql, &params)?;
-    let room = max - deliveries.len();
-    let (mut last, mut added, mut full) = (taken, 0, false);
-    for mut row in rows {
-        if added == room {
-            full = true;
-            break;
-        }
-        last = row.get(0)?;
-        let message = message_from_row(&mut row, 1)?;
-        let parked = spec.ordering == Ordering::PerKey
-            && tx
-                .query_opt(
-                    "SELECT 1 FROM bus_pending WHERE consumer = $1 AND key = $2 LIMIT 1",
-                    &[name.into(), (&message.key).into()],
-                )?
-                .is_some();
-        let (state, attempts, visible) =
-            if parked { ("parked", 0u32, 0) } else { ("inflight", 1, ack_deadline) };
-        tx.execute(
-            "INSERT INTO bus_pending (consumer, pos, key, state, attempts, visible_at_ms) VALUES ($1, $2, $3, $4, $5, $6)",
-            &[name.into(), last.into(), (&message.key).into(), state.into(), attempts.into(), visible.into()],
-        )?;
-        if !parked {
-            added += 1;
-            deliveries.push(Delivery { tag: DeliveryTag(last), attempt: 1, message });
-        }
-    }
-    let mut more = full;
-    if !full {
-        // The whole window is taken: the position moves to its end, or to the log's head
-        // when that comes first (positions past the head are not written yet).
-        let head: u64 = tx.query_one("SELECT coalesce(max(pos), 0) FROM bus_log", &[])?.get(0)?;
-        last = last.max(window_end.min(head));
-        more = head > window_end;
-    }
-    if last > taken {
-        tx.execute("UPDATE bus_consumer SET taken_pos = $2 WHERE name = $1", &[name.into(), last.into()])?;
-    }
-    Ok(more)
-}
-
-fn message_from_row(row: &mut Row, from: usize) -> Result<Message, StoreError> {
-    Ok(Message {
-        id: row.take(from)?,
-        stream: row.take(from + 1)?,
-        seq: row.get(from + 2)?,
-        key: row.take(from + 3)?,
-        body: row.take(from + 4)?,
-    })
 }
 
 #[async_trait]
@@ -200,7 +309,7 @@ impl Subscription for EmbeddedSubscription {
     async fn fetch(&mut self, max: usize) -> Result<Vec<Delivery>, BusError> {
         let max = max.max(1);
         loop {
-            self.changes.borrow_and_update();
+            self.seen.mark();
             let taken = self.take(max).await?;
             self.exhausted.inc_by(taken.exhausted);
             if !taken.deliveries.is_empty() {
@@ -209,10 +318,14 @@ impl Subscription for EmbeddedSubscription {
             if taken.more {
                 continue;
             }
-            let wake_at = taken.next_due_ms.map(clock::instant_at);
+            let wake_at = [taken.next_due_ms, self.outstanding.next_deadline_ms()]
+                .into_iter()
+                .flatten()
+                .min()
+                .map(clock::instant_at);
             tokio::select! {
-                changed = self.changes.changed() => {
-                    if changed.is_err() {
+                changed = self.seen.changed() => {
+                    if !changed {
                         return Err(BusError::Unavailable("the embedded bus was closed".into()));
                     }
                 }
@@ -225,29 +338,21 @@ impl Subscription for EmbeddedSubscription {
         if tags.is_empty() {
             return Ok(());
         }
-        let name = self.spec.name.clone();
-        let per_key = self.spec.ordering == Ordering::PerKey;
-        let tags = tags.to_vec();
-        let released = self
-            .bus
-            .store
-            .transact(move |tx| {
-                let mut released = false;
-                for tag in &tags {
-                    let key = tx.query_opt(
-                        "DELETE FROM bus_pending WHERE consumer = $1 AND pos = $2 AND state IN ('inflight', 'ready') RETURNING key",
-                        &[(&name).into(), tag.0.into()],
-                    )?;
-                    if let (true, Some(row)) = (per_key, key) {
-                        release_next(tx, &name, &row.get::<String>(0)?)?;
-                        released = true;
-                    }
-                }
-                Ok::<_, StoreError>(released)
-            })
-            .await?;
-        if released {
-            self.bus.wake();
+        let tagged = self.tagged(tags);
+        let fresh: HashSet<u64> =
+            tagged.iter().filter(|(_, key)| key.is_some()).map(|(pos, _)| *pos).collect();
+        let ack = Ack {
+            name: self.spec.name.clone(),
+            generation: self.generation,
+            per_key: self.spec.ordering == Ordering::PerKey,
+            tagged,
+            settled: self.outstanding.lowest_except(&fresh).map_or(self.taken, |pos| pos - 1),
+            parked_keys: self.parked_keys.clone(),
+        };
+        let acked = self.bus.store.transact(move |tx| ack.run(tx)).await?;
+        self.settled(tags, acked.current);
+        if acked.released {
+            self.bus.pending_changed();
         }
         Ok(())
     }
@@ -258,53 +363,20 @@ impl Subscription for EmbeddedSubscription {
         delay: Duration,
         error: &str,
     ) -> Result<Disposition, BusError> {
-        let name = self.spec.name.clone();
-        let max_attempts = self.spec.max_attempts;
-        let error = error.to_owned();
-        let now = clock::now_ms();
-        let visible = now + delay.as_millis() as u64;
-        let disposition = self
-            .bus
-            .store
-            .transact(move |tx| {
-                let row = tx.query_opt(
-                    "UPDATE bus_pending SET state = CASE WHEN attempts >= $3 THEN 'dead' ELSE 'ready' END, \
-                     visible_at_ms = $4, error = $5, failed_at_ms = $6 \
-                     WHERE consumer = $1 AND pos = $2 AND state = 'inflight' RETURNING state",
-                    &[
-                        (&name).into(),
-                        tag.0.into(),
-                        max_attempts.into(),
-                        visible.into(),
-                        (&error).into(),
-                        now.into(),
-                    ],
-                )?;
-                Ok::<_, StoreError>(match row {
-                    Some(row) if row.get::<String>(0)? == "dead" => Disposition::DeadLettered,
-                    Some(_) => Disposition::Retrying,
-                    None => Disposition::NotPending,
-                })
-            })
-            .await?;
-        self.bus.wake();
-        Ok(disposition)
+        let failure = Failure::Retry {
+            visible_at_ms: clock::now_ms() + delay.as_millis() as u64,
+            error: error.to_owned(),
+            max_attempts: self.spec.max_attempts,
+        };
+        Ok(match self.fail(tag, failure).await?.as_deref() {
+            Some("dead") => Disposition::DeadLettered,
+            Some(_) => Disposition::Retrying,
+            None => Disposition::NotPending,
+        })
     }
 
     async fn reject(&mut self, tag: DeliveryTag, error: &str) -> Result<(), BusError> {
-        let name = self.spec.name.clone();
-        let error = error.to_owned();
-        let now = clock::now_ms();
-        self.bus
-            .store
-            .transact(move |tx| {
-                tx.execute(
-                    "UPDATE bus_pending SET state = 'dead', error = $3, failed_at_ms = $4 \
-                     WHERE consumer = $1 AND pos = $2 AND state IN ('inflight', 'ready')",
-                    &[(&name).into(), tag.0.into(), (&error).into(), now.into()],
-                )
-            })
-            .await?;
+        self.fail(tag, Failure::Reject { error: error.to_owned() }).await?;
         Ok(())
     }
 
@@ -313,26 +385,9 @@ impl Subscription for EmbeddedSubscription {
     }
 
     async fn release(&mut self, tags: &[DeliveryTag]) -> Result<(), BusError> {
-        if tags.is_empty() {
-            return Ok(());
+        for tag in tags {
+            self.fail(*tag, Failure::Release).await?;
         }
-        let name = self.spec.name.clone();
-        let tags = tags.to_vec();
-        self.bus
-            .store
-            .transact(move |tx| {
-                for tag in &tags {
-                    // Due again at once; the next take counts the same attempt again.
-                    tx.execute(
-                        "UPDATE bus_pending SET state = 'ready', visible_at_ms = 0, attempts = attempts - 1 \
-                         WHERE consumer = $1 AND pos = $2 AND state = 'inflight' AND attempts > 0",
-                        &[(&name).into(), tag.0.into()],
-                    )?;
-                }
-                Ok::<_, StoreError>(())
-            })
-            .await?;
-        self.bus.wake();
         Ok(())
     }
 }
