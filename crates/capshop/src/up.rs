@@ -74,12 +74,15 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         return crate::distributed::run(settings).await;
     }
     let choices = Choices { address: args.address, inventory: args.inventory_mode, ..Choices::default() };
+    // Scenarios from the dashboard: each runs on fresh shops of its own, not on this one.
+    let operations = crate::scenario::http::router(admin_token.clone());
     let config = ShopConfig {
         data_dir: args.data_dir.clone(),
         gateway: args.listen,
         admin_token,
         choices,
         stores: StoreLocation::Sqlite,
+        operations: Some(operations),
     };
     let mut shop = launch(config).await.with_context(|| {
         format!(

@@ -34,6 +34,53 @@ async fn with_every_service_in_its_own_process_a_customer_moves_checks_out_gets_
     shop.reconciled().await;
 }
 
+/// The dashboard's picture in the distributed mode: every process with its PostgreSQL
+/// database, the NATS bus, and each link with the chaos route of the process that owns it;
+/// a cut through that route shows in the topology.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_topology_names_every_process_its_database_and_the_bus_and_cuts_through_each_processes_chaos_route()
+ {
+    let Some(shop) = Deployment::start().await else { return };
+    let client = reqwest::Client::new();
+    let topology = || async {
+        let url = format!("http://127.0.0.1:{}/admin/topology", shop.gateway_port);
+        let answer = client.get(url).bearer_auth(deployment::TOKEN).send().await.unwrap();
+        assert_eq!(answer.status(), 200);
+        answer.json::<serde_json::Value>().await.unwrap()
+    };
+    let seen = topology().await;
+    assert_eq!(seen["mode"], "distributed");
+    let nodes = seen["nodes"].as_array().unwrap();
+    let node =
+        |name: &str| nodes.iter().find(|n| n["name"] == name).unwrap_or_else(|| panic!("{name}: {seen}"));
+    for part in Part::all() {
+        let name = part.name();
+        assert_eq!(node(&name)["state"], "running", "{name}");
+        assert_eq!(node(&name)["stoppable"], false, "a process is stopped by its process manager");
+        assert_eq!(node(&format!("db:{name}"))["detail"], "PostgreSQL");
+    }
+    assert_eq!(node("bus")["detail"], "NATS JetStream");
+    let link = |seen: &serde_json::Value| {
+        seen["links"].as_array().unwrap().iter().find(|l| l["name"] == "order->customer").cloned().unwrap()
+    };
+    let control = link(&seen)["control"].as_str().unwrap().to_owned();
+    assert_eq!(control, "/api/order/admin/chaos");
+
+    let cut = client
+        .post(format!("http://127.0.0.1:{}{control}/cut", shop.gateway_port))
+        .bearer_auth(deployment::TOKEN)
+        .json(&serde_json::json!({ "a": "order", "b": "customer" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cut.status(), 200, "{}", cut.text().await.unwrap());
+    let after = link(&topology().await);
+    assert!(after["cut_out"] == true && after["cut_in"] == true, "{after}");
+
+    let (status, _) = shop.get("/admin/topology").await;
+    assert_eq!(status, 401, "the topology needs the admin token");
+}
+
 /// Orders placed by three shoppers at once, each one after the other; `on_placed` runs
 /// after each order with the number placed so far (the test's faults are keyed to it,
 /// and take the deployment for themselves while they kill or restart something).

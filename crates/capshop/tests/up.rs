@@ -1,6 +1,10 @@
 //! `capshop up` as a user runs it: a real process on a free port that prints where things
-//! are, serves the shop, and stops cleanly on Ctrl-C (SIGINT); and `capshop dlq` against it.
+//! are, serves the shop, and stops cleanly on Ctrl-C (SIGINT); `capshop dlq` against it;
+//! and a scenario run from its dashboard.
 
+/// The browser of the shop's page tests.
+#[path = "../../shop/tests/browser/mod.rs"]
+mod browser;
 mod deployment;
 
 use std::io::{BufRead, BufReader};
@@ -187,6 +191,26 @@ async fn dlq_lists_shows_and_discards_the_dead_letters_of_the_running_shop() {
     assert_eq!(text(&discarded.stdout).lines().collect::<Vec<_>>(), ["search: 1", "discarded 1"]);
     let after = dlq(&up, &["list"], TOKEN);
     assert!(!text(&after.stdout).contains("search.catalog"), "{}", text(&after.stdout));
+    up.interrupt();
+}
+
+#[tokio::test]
+async fn a_scenario_run_from_the_dashboard_shows_its_report_and_plot_when_it_finishes() {
+    let Some(browser) = browser::Browser::start().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let up = Up::start(dir.path());
+    browser.open(&format!("{}/dashboard", up.url)).await;
+    browser.use_token(TOKEN).await;
+    browser.shows("#scenarios", "read-your-writes").await;
+    browser.click("#scenario-quick").await;
+    browser.click("#scenarios button[data-scenario='read-your-writes']").await;
+    browser.shows("#message", "scenario read-your-writes started").await;
+    let report = browser.shows("#scenarios", "report of read-your-writes").await;
+    assert!(report.contains("passed (short)"), "{report}");
+    assert!(report.contains("[ok]"), "{report}");
+    browser.element("#scenarios img[alt='plot of the read-your-writes run']").await;
+    let violations = browser.serious_accessibility_violations().await;
+    assert!(violations.is_empty(), "with a report shown: {}", serde_json::Value::from(violations));
     up.interrupt();
 }
 

@@ -141,6 +141,11 @@ impl Bus for LinkedBus {
         self.inner.retained_from(stream).await
     }
 
+    async fn recent(&self, stream: &str, limit: usize) -> Result<Vec<Message>, BusError> {
+        self.link.pass(Direction::In).await?;
+        self.inner.recent(stream, limit).await
+    }
+
     async fn dead_letters(&self, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter>, BusError> {
         self.link.pass(Direction::In).await?;
         self.inner.dead_letters(filter).await

@@ -31,6 +31,10 @@ impl Bus for ServedBus {
         self.bus.retained_from(stream).await
     }
 
+    async fn recent(&self, stream: &str, limit: usize) -> Result<Vec<Message>, BusError> {
+        self.bus.recent(stream, limit).await
+    }
+
     async fn dead_letters(&self, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter>, BusError> {
         self.bus.dead_letters(filter).await
     }

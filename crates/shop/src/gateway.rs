@@ -3,7 +3,8 @@
 //! service's `/<path>` (and `/api/search?q=` to the search service's `/search`), passing
 //! method, body, query and the headers that matter both ways. `/admin/chaos` holds the
 //! fault controls of the whole shop ([`crate::chaos::http`]); `/admin/reconcile` gathers
-//! every part's facts and checks them ([`crate::reconcile`]).
+//! every part's facts and checks them ([`crate::reconcile`]); `/admin/topology` is the graph
+//! the dashboard draws ([`crate::topology`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use axum::routing::{any, get};
 
 use crate::chaos::Chaos;
 use crate::service::{Problem, idempotency, token};
+use crate::topology::Deployment;
 
 /// Request headers the gateway forwards to a service.
 const FORWARDED: [HeaderName; 6] = [
@@ -54,10 +56,17 @@ struct Gateway {
     admin_token: String,
 }
 
-/// The gateway's routes; `/admin/chaos` drives `chaos` for callers with `admin_token`, and
-/// `/admin/reconcile` reads the facts of the `local` parts directly (the embedded shop)
-/// or, when there are none, asks every part behind `routes`.
-pub fn router(routes: Routes, local: crate::facts::LocalParts, chaos: Chaos, admin_token: String) -> Router {
+/// The gateway's routes; `/admin/chaos` drives `chaos` for callers with `admin_token`,
+/// `/admin/topology` describes `deployment`, and `/admin/reconcile` reads the facts of the
+/// `local` parts directly (the embedded shop) or, when there are none, asks every part
+/// behind `routes`.
+pub fn router(
+    routes: Routes,
+    local: crate::facts::LocalParts,
+    chaos: Chaos,
+    deployment: Deployment,
+    admin_token: String,
+) -> Router {
     let admin = admin_token.clone();
     let gateway = Arc::new(Gateway { routes, local, client: reqwest::Client::new(), admin_token: admin });
     Router::new()
@@ -74,12 +83,14 @@ pub fn router(routes: Routes, local: crate::facts::LocalParts, chaos: Chaos, adm
         .route("/api/{service}/{*path}", any(forward))
         .fallback(|| async { Problem::not_found("no such route; the API is under /api/<service>/...") })
         .with_state(gateway)
+        .merge(crate::topology::router(deployment, admin_token.clone()))
         .nest("/admin/chaos", crate::chaos::http::router(chaos, admin_token))
 }
 
-/// The gateway's document: the fault controls and the checker.
+/// The gateway's document: the fault controls, the topology and the checker.
 fn openapi() -> utoipa::openapi::OpenApi {
     let mut doc = crate::chaos::http::openapi();
+    doc.merge(crate::topology::openapi());
     doc.merge(
         utoipa_axum::router::OpenApiRouter::<Arc<Gateway>>::new()
             .routes(utoipa_axum::routes!(reconcile))
@@ -115,6 +126,8 @@ async fn asset(Path(name): Path<String>) -> Response {
     let (content_type, body) = match name.as_str() {
         "shop.js" => ("text/javascript", include_str!("../assets/shop.js")),
         "dashboard.js" => ("text/javascript", include_str!("../assets/dashboard.js")),
+        "topology.js" => ("text/javascript", include_str!("../assets/topology.js")),
+        "charts.js" => ("text/javascript", include_str!("../assets/charts.js")),
         "capshop.css" => ("text/css", include_str!("../assets/capshop.css")),
         _ => return Problem::not_found(format!("no asset {name}")).into_response(),
     };

@@ -30,6 +30,9 @@ pub struct ShopConfig {
     pub choices: Choices,
     /// Where the service databases live (default: SQLite files in `data_dir`).
     pub stores: StoreLocation,
+    /// Routes the binary adds to the gateway beside the shop's own (`capshop up`: running
+    /// scenarios from the dashboard); they check the admin token themselves.
+    pub operations: Option<axum::Router>,
 }
 
 impl ShopConfig {
@@ -42,6 +45,7 @@ impl ShopConfig {
             admin_token: admin_token.to_owned(),
             choices,
             stores: StoreLocation::Sqlite,
+            operations: None,
         }
     }
 }
@@ -183,7 +187,11 @@ pub async fn launch(config: ShopConfig) -> Result<Shop, LaunchError> {
     let gateway = gateway_listener.local_addr().expect("a bound address");
     let routes = gateway::Routes { services: peer_urls };
     let local = crate::facts::LocalParts::new(&parts);
-    let app = gateway::router(routes, local, chaos.clone(), config.admin_token.clone());
+    let deployment = crate::topology::Deployment::Embedded(chaos.clone());
+    let mut app = gateway::router(routes, local, chaos.clone(), deployment, config.admin_token.clone());
+    if let Some(operations) = config.operations.clone() {
+        app = app.merge(operations);
+    }
     let stop = shutdown.clone();
     tasks.spawn(async move {
         axum::serve(gateway_listener, app.into_make_service_with_connect_info::<SocketAddr>())

@@ -15,7 +15,8 @@
 //!   publishes about its own database ([`contracts::facts`]); [`facts`] gathers them, from
 //!   a stopped shop's files or from the running parts' `/admin/facts`.
 //! - [`chaos`]: faults on purpose — the links and services of a running shop, and the
-//!   gateway's `/admin/chaos` routes that drive them.
+//!   gateway's `/admin/chaos` routes that drive them; [`topology`]: the shop as the graph
+//!   the dashboard draws (`/admin/topology`), in either mode.
 //! - One folder per service, each with the same rooms: `model.rs` (validated domain
 //!   types), `store.rs` (its SQL), `http.rs` (routes, DTO ↔ domain), `events.rs` (what it
 //!   publishes and how it applies what it consumes).
@@ -40,4 +41,5 @@ pub mod serve;
 pub mod service;
 pub mod shipping;
 pub mod stores;
+pub mod topology;
 pub mod wiring;

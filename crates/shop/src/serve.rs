@@ -1,7 +1,8 @@
 //! The distributed mode: one service, or the gateway, in this process (`capshop serve`),
 //! on a store and a bus named by URL (`postgres://...`, `nats://...`) and with its peers
 //! at the URLs given. The service is wired by [`crate::wiring`] exactly as `launch` wires
-//! it; the process adds `/admin/chaos` for its own outbound links.
+//! it; the process adds `/admin/chaos` for its own outbound links and `/admin/process`
+//! (what it runs on) for the gateway's `/admin/topology`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use crate::gateway;
 use crate::inventory::sites::Site;
 use crate::launch::LaunchError;
 use crate::service::{Choices, Part, ServiceName};
+use crate::topology::{Deployment, ProcessInfo};
 use crate::wiring::Wiring;
 
 /// What one served part (a service, or an inventory site) needs.
@@ -53,8 +55,11 @@ pub async fn serve(
     }
     .open()
     .await?;
-    let chaos = crate::chaos::http::router(Chaos::links_only(wired.links), config.admin_token);
-    let routes = axum::Router::new().nest("/admin/chaos", chaos);
+    let chaos = crate::chaos::http::router(Chaos::links_only(wired.links), config.admin_token.clone());
+    let info = ProcessInfo::new(part, &config.store_url, &config.bus_url, config.cache_url.as_deref());
+    let routes = axum::Router::new()
+        .nest("/admin/chaos", chaos)
+        .merge(crate::topology::process_router(info, config.admin_token));
     wired.ctx.process_routes.set(routes).unwrap_or_else(|_| unreachable!("a fresh context has no routes"));
     crate::wiring::run(part, Arc::clone(&wired.ctx), listener, shutdown)
         .await
@@ -74,10 +79,13 @@ pub async fn serve_gateway(
     if let Some(dc1) = services.get(&Site::Dc1.instance()).cloned() {
         services.entry(ServiceName::Inventory.to_string()).or_insert(dc1);
     }
+    let deployment = Deployment::Distributed(services.clone());
+    let routes = gateway::Routes { services };
     let app = gateway::router(
-        gateway::Routes { services },
+        routes,
         crate::facts::LocalParts::default(),
         Chaos::links_only(BTreeMap::new()),
+        deployment,
         admin_token,
     );
     axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())

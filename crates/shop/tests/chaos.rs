@@ -79,6 +79,43 @@ async fn status_lists_every_link_with_its_faults_and_every_service_running_as_do
     shop.stop().await.unwrap();
 }
 
+/// The dashboard's picture of the embedded shop: every part (stoppable), the bus and the
+/// cache, and every chaos link with the gateway's own chaos route and its faults.
+#[tokio::test]
+async fn the_topology_shows_every_part_the_bus_and_the_cache_and_each_link_with_its_faults_and_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let shop = spawn_shop(dir.path()).await;
+    shop.chaos.cut("order", "customer", true).unwrap();
+    let response = Client::new().get(shop.url("/admin/topology")).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let topology: Value = response.json().await.unwrap();
+    assert_eq!(topology["mode"], "embedded");
+    let nodes = topology["nodes"].as_array().unwrap();
+    let node = |name: &str| nodes.iter().find(|n| n["name"] == name).unwrap_or_else(|| panic!("{topology}"));
+    for part in Part::all() {
+        let (kind, name) =
+            (if part.name().starts_with("inventory-") { "site" } else { "service" }, part.name());
+        assert_eq!(
+            (&node(&name)["kind"], &node(&name)["state"]),
+            (&json!(kind), &json!("running")),
+            "{name}"
+        );
+        assert_eq!(node(&name)["stoppable"], true);
+    }
+    assert_eq!(node("bus")["kind"], "bus");
+    assert_eq!(node("cache")["kind"], "cache");
+    let (_, status) = admin(&shop, "", None).await;
+    let links = topology["links"].as_array().unwrap();
+    assert_eq!(links.len(), status["links"].as_array().unwrap().len(), "every chaos link, once");
+    let cut = links.iter().find(|l| l["name"] == "order->customer").unwrap();
+    assert_eq!(
+        (&cut["cut_out"], &cut["cut_in"], &cut["control"]),
+        (&json!(true), &json!(false), &json!("/admin/chaos"))
+    );
+    assert!(topology["attachments"].as_array().unwrap().is_empty(), "no database drawn in the embedded mode");
+    shop.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_one_way_cut_fails_only_its_direction_and_heal_removes_every_fault() {
     let dir = tempfile::tempdir().unwrap();

@@ -20,6 +20,34 @@ async fn a_registered_customer_changes_address_checks_out_with_the_token_and_get
 }
 
 #[tokio::test]
+async fn a_parts_recent_events_are_the_newest_of_its_own_stream_newest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let shop = spawn_shop(dir.path()).await;
+    replicated(&shop).await;
+    let change = json!({ "line1": "9 Elm St", "city": "Leeds", "postcode": "LS1 1AA", "country": "GB" });
+    let (status, _) =
+        send(&shop, reqwest::Method::PUT, "/api/customer/customers/c-ada/address", change).await;
+    assert_eq!(status, 200);
+    let head =
+        shop.contexts[&shop::service::ServiceName::Customer].bus.stream_head("customer").await.unwrap();
+    let events: Value = Client::new()
+        .get(shop.url("/api/customer/admin/events?limit=2"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let events = events.as_array().unwrap_or_else(|| panic!("a list: {events}"));
+    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, [head, head - 1], "the two newest, newest first: {events:?}");
+    assert!(events.iter().all(|e| e["stream"] == "customer"), "{events:?}");
+    assert_eq!((&events[0]["kind"], &events[0]["key"]), (&json!("CustomerAddressChanged"), &json!("c-ada")));
+    finish(shop).await;
+}
+
+#[tokio::test]
 async fn when_the_catalog_is_unreachable_placing_an_order_answers_503_and_creates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let shop = spawn_shop(dir.path()).await;
@@ -132,6 +160,14 @@ async fn bad_input_gets_a_problem_and_changes_nothing() {
             StatusCode::PAYLOAD_TOO_LARGE,
         ),
         (Client::new().get(shop.url("/api/order/admin/dead-letters")), StatusCode::UNAUTHORIZED),
+        (Client::new().get(shop.url("/api/order/admin/events")), StatusCode::UNAUTHORIZED),
+        (client.get(shop.url("/api/order/admin/events?limit=0")).bearer_auth(TOKEN), StatusCode::BAD_REQUEST),
+        (
+            client.get(shop.url("/api/order/admin/events?limit=many")).bearer_auth(TOKEN),
+            StatusCode::BAD_REQUEST,
+        ),
+        (Client::new().get(shop.url("/admin/topology")), StatusCode::UNAUTHORIZED),
+        (Client::new().get(shop.url("/admin/topology")).bearer_auth("wrong"), StatusCode::FORBIDDEN),
         (
             client.post(shop.url("/api/order/orders")).json(&json!({ "customer_id": "c-ada" })),
             StatusCode::UNPROCESSABLE_ENTITY,

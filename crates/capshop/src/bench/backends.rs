@@ -32,11 +32,15 @@ impl Backends {
             Some(base) => {
                 let database = format!("bench_{}_{}", token(run), token(name));
                 let admin = format!("{base}/postgres");
-                let statement =
-                    format!("DROP DATABASE IF EXISTS \"{database}\"; CREATE DATABASE \"{database}\"");
+                let (drop, create) = (
+                    format!("DROP DATABASE IF EXISTS \"{database}\""),
+                    format!("CREATE DATABASE \"{database}\""),
+                );
                 tokio::task::spawn_blocking(move || {
+                    // One statement each: PostgreSQL runs neither inside a transaction block.
                     let mut client = postgres::Client::connect(&admin, postgres::NoTls)?;
-                    client.batch_execute(&statement)
+                    client.batch_execute(&drop)?;
+                    client.batch_execute(&create)
                 })
                 .await?
                 .with_context(|| format!("cannot create the database {database}"))?;

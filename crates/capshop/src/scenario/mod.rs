@@ -5,6 +5,7 @@
 //! One scenario is one file with an `async fn run(&Lab) -> anyhow::Result<Report>` and
 //! one line in the [`scenarios!`] table below, which declares its module and lists it.
 
+pub mod http;
 mod lab;
 mod ledger;
 mod measure;
@@ -134,6 +135,19 @@ impl Report {
         );
     }
 
+    /// The report as `capshop scenario` prints it: its lines, then each check.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        for line in &self.lines {
+            out.push_str(&format!("  {line}\n"));
+        }
+        out.push('\n');
+        for (what, holds) in &self.checks {
+            out.push_str(&format!("  [{}] {what}\n", if *holds { "ok" } else { "FAILED" }));
+        }
+        out
+    }
+
     pub fn passed(&self) -> bool {
         !self.checks.is_empty() && self.checks.iter().all(|(_, holds)| *holds)
     }
@@ -181,13 +195,7 @@ pub async fn run(args: ScenarioArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         println!();
-        for line in &report.lines {
-            println!("  {line}");
-        }
-        println!();
-        for (what, holds) in &report.checks {
-            println!("  [{}] {what}", if *holds { "ok" } else { "FAILED" });
-        }
+        print!("{}", report.text());
         println!();
         println!("plot: {}", plot.display());
         println!("{}", if passed { "PASSED" } else { "FAILED" });

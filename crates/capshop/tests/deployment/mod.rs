@@ -120,8 +120,13 @@ impl Deployment {
     /// service's database agrees with the others' and every event is applied.
     pub async fn reconciled(&self) {
         eventually("reconcile to find nothing", || async {
-            let response =
-                self.client.get(self.url("/admin/reconcile")).bearer_auth(TOKEN).send().await.ok()?;
+            let response = self
+                .client
+                .get(support::Gateway::url(self, "/admin/reconcile"))
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .ok()?;
             let report: Value = response.json().await.ok()?;
             report["findings"].as_array().is_some_and(Vec::is_empty).then_some(())
         })

@@ -140,6 +140,31 @@ impl Bus for EmbeddedBus {
         Ok(pruned + 1)
     }
 
+    async fn recent(&self, stream: &str, limit: usize) -> Result<Vec<Message>, BusError> {
+        let stream = stream.to_owned();
+        let messages = self
+            .store
+            .transact(move |tx| {
+                tx.query(
+                    "SELECT id, stream, seq, key, body FROM bus_log WHERE stream = $1 ORDER BY pos DESC LIMIT $2",
+                    &[(&stream).into(), (limit as u64).into()],
+                )?
+                .into_iter()
+                .map(|mut row| {
+                    Ok(Message {
+                        id: row.take(0)?,
+                        stream: row.take(1)?,
+                        seq: row.get(2)?,
+                        key: row.take(3)?,
+                        body: row.take(4)?,
+                    })
+                })
+                .collect::<Result<Vec<_>, StoreError>>()
+            })
+            .await?;
+        Ok(messages)
+    }
+
     async fn dead_letters(&self, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter>, BusError> {
         let filter = filter.clone();
         let letters = self

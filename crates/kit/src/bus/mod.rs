@@ -226,6 +226,10 @@ pub trait Bus: Send + Sync + 'static {
     /// consumer has settled everything below it, and a consumer created now starts there.
     async fn retained_from(&self, stream: &str) -> Result<u64, BusError>;
 
+    /// The newest messages of `stream` the bus still keeps, at most `limit`, newest first:
+    /// what an operator looks at to see events flow (the dashboard's event stream).
+    async fn recent(&self, stream: &str, limit: usize) -> Result<Vec<Message>, BusError>;
+
     async fn dead_letters(&self, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter>, BusError>;
 
     /// Delivers the matching dead letters again with fresh attempts; returns how many.

@@ -53,7 +53,7 @@ pub enum ChaosError {
 pub const MAX_LATENCY: Duration = Duration::from_secs(60);
 
 /// One link as status shows it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct LinkStatus {
     /// `owner->peer`, e.g. `order->customer`.
     pub name: String,
@@ -69,7 +69,7 @@ pub struct LinkStatus {
     pub loss: f64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ServiceState {
     Running,
@@ -77,7 +77,7 @@ pub enum ServiceState {
 }
 
 /// One part (a service, or an inventory site) as status shows it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ServiceStatus {
     /// The part: `order`, `inventory-dc1`, ...
     pub name: String,
@@ -89,7 +89,7 @@ pub struct ServiceStatus {
 }
 
 /// Every link with its faults and every part with its state.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Status {
     pub links: Vec<LinkStatus>,
     pub services: Vec<ServiceStatus>,

@@ -8,6 +8,6 @@ use crate::contracts::facts::ServiceFacts;
 
 /// Reads the facts in `tx` (the caller's one read transaction).
 pub fn read(tx: &mut Tx<'_>) -> Result<ServiceFacts, StoreError> {
-    let customers = store::list(tx).map_err(|e| StoreError::Database(e.to_string()))?;
+    let customers = store::list(tx, None, u32::MAX).map_err(|e| StoreError::Database(e.to_string()))?;
     Ok(ServiceFacts::Customer { customers: customers.iter().map(Into::into).collect() })
 }

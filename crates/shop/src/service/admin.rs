@@ -1,5 +1,6 @@
 //! Admin routes (`/admin/...`, bearer token): the service's dead letters — list, show,
-//! replay and discard — and its facts for `capshop reconcile` ([`super::facts`]).
+//! replay and discard — its facts for `capshop reconcile` ([`super::facts`]) and its
+//! recent events ([`super::recent`]).
 
 use std::sync::Arc;
 
@@ -24,6 +25,7 @@ pub(super) fn routes(ctx: Arc<Context>, facts: super::facts::FactsReader) -> Ope
         .routes(routes!(show))
         .routes(routes!(replay))
         .routes(routes!(discard))
+        .routes(routes!(super::recent::recent))
         .layer(middleware::from_fn_with_state(ctx, require_token))
 }
 

@@ -11,6 +11,7 @@ pub mod page;
 pub mod part;
 pub mod peer;
 pub mod problem;
+pub mod recent;
 mod routes;
 pub mod session;
 #[doc(hidden)]

@@ -10,7 +10,7 @@ use crate::contracts::order::OrderStatus;
 
 /// Reads the facts in `tx` (the caller's one read transaction).
 pub fn read(tx: &mut Tx<'_>) -> Result<ServiceFacts, StoreError> {
-    let shipments = store::shipments(tx, None)?.iter().map(Into::into).collect();
+    let shipments = store::every_shipment(tx)?.iter().map(Into::into).collect();
     let order_replicas = tx
         .query("SELECT id, status, version FROM order_replica ORDER BY id", &[])?
         .into_iter()

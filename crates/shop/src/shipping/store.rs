@@ -182,6 +182,12 @@ pub fn shipments(
     rows.into_iter().map(|mut row| decode(&row.take::<String>(0)?)).collect()
 }
 
+/// Every shipment, by order id (for reconcile's facts).
+pub fn every_shipment(tx: &mut Tx<'_>) -> Result<Vec<Shipment>, StoreError> {
+    let rows = tx.query("SELECT body FROM shipment ORDER BY order_id", &[])?;
+    rows.into_iter().map(|mut row| decode(&row.take::<String>(0)?)).collect()
+}
+
 /// Held shipments still waiting for something (not closed), longest held first.
 pub fn held(tx: &mut Tx<'_>) -> Result<Vec<HeldShipment>, StoreError> {
     tx.query(

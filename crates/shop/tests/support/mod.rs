@@ -38,6 +38,7 @@ pub async fn spawn_shop_on(dir: &Path, stores: StoreLocation) -> Shop {
         admin_token: TOKEN.into(),
         choices: Choices::default(),
         stores,
+        operations: None,
     };
     launch(config).await.expect("the shop starts")
 }

@@ -158,6 +158,30 @@ pub async fn stream_head_reports_the_highest_published_seq(bus: Arc<dyn Bus>) {
     assert_eq!(head("orders").await, 3, "a duplicate moved the head");
 }
 
+/// `recent` gives a stream's newest messages, newest first, at most the limit asked,
+/// without other streams' messages or duplicates; nothing for a stream never published on.
+pub async fn recent_answers_the_newest_messages_of_a_stream_newest_first(bus: Arc<dyn Bus>) {
+    let recent = |stream: &'static str, limit: usize| {
+        let bus = bus.clone();
+        async move {
+            within("recent", bus.recent(stream, limit))
+                .await
+                .unwrap_or_else(|e| panic!("recent({stream}, {limit}) failed: {e}"))
+        }
+    };
+    let mut feed = Feed::new(&bus);
+    assert!(recent("orders", 10).await.is_empty(), "a stream without messages has no recent ones");
+    let orders: Vec<_> = (0..4).map(|_| feed.message("orders", "k")).collect();
+    feed.publish(&orders).await;
+    feed.send("customers", "k").await;
+    feed.publish(&orders[2..3]).await;
+    let newest: Vec<_> = recent("orders", 3).await;
+    let wanted: Vec<_> = orders[1..].iter().rev().cloned().collect();
+    assert_eq!(newest, wanted, "the three newest of orders, newest first, each once");
+    assert_eq!(recent("orders", 10).await.len(), 4, "a limit above the count gives every message");
+    assert_eq!(recent("customers", 10).await.len(), 1, "only the stream asked for");
+}
+
 /// A fetch waiting on an empty consumer returns when a message is published, woken by
 /// the publish rather than by a timer.
 pub async fn a_waiting_fetch_returns_as_soon_as_a_message_is_published(bus: Arc<dyn Bus>) {

@@ -343,6 +343,7 @@ macro_rules! bus_conformance_tests {
             consumers_with_different_names_each_receive_every_message,
             a_consumer_attached_later_receives_the_messages_published_before,
             stream_head_reports_the_highest_published_seq,
+            recent_answers_the_newest_messages_of_a_stream_newest_first,
             a_bus_that_never_pruned_retains_every_stream_from_seq_one,
             a_waiting_fetch_returns_as_soon_as_a_message_is_published,
             a_large_backlog_of_other_streams_does_not_hide_a_consumers_messages,

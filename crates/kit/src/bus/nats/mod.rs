@@ -234,6 +234,24 @@ impl Bus for NatsBus {
         Ok(1)
     }
 
+    /// Reads the producing stream backwards from its last message; it has no limits, so
+    /// every JetStream seq down to the first is there.
+    async fn recent(&self, stream: &str, limit: usize) -> Result<Vec<Message>, BusError> {
+        let mut source = self.source_stream(stream).await?;
+        let state = source.info().await.map_err(unavailable)?.state.clone();
+        let mut found = Vec::new();
+        let mut seq = state.last_sequence;
+        while found.len() < limit && state.messages > 0 && seq >= state.first_sequence.max(1) {
+            match source.get_raw_message(seq).await {
+                Ok(stored) => found.extend(streams::message(Some(&stored.headers), &stored.payload)),
+                Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => {}
+                Err(e) => return Err(unavailable(e)),
+            }
+            seq -= 1;
+        }
+        Ok(found)
+    }
+
     async fn dead_letters(&self, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter>, BusError> {
         let stored = self.matching_dead_letters(filter).await?;
         let mut letters = Vec::with_capacity(stored.len());
