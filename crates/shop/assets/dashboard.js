@@ -238,8 +238,11 @@ $("dead").addEventListener("click", async (event) => {
 async function loadReconcile() {
   if (!token()) { $("reconcile").textContent = "Enter the admin token to use backups and reconcile."; return; }
   try {
-    const findings = await authorized("/admin/reconcile");
-    $("reconcile").innerHTML = `<pre tabindex="0">${escape(JSON.stringify(findings, null, 2))}</pre>`;
+    const report = await authorized("/admin/reconcile");
+    const summary = `${report.defects} defects, ${report.in_flight} in flight ` +
+      `(broken links ${report.broken_links}, orphans ${report.orphans}, replica mismatches ${report.replica_mismatches})`;
+    $("reconcile").innerHTML = `<p>${escape(summary)}</p>` +
+      (report.findings.length ? `<pre tabindex="0">${escape(JSON.stringify(report.findings, null, 2))}</pre>` : "");
   } catch (e) {
     $("reconcile").textContent = e.status === 404 || e.status === 405
       ? "Not available: this shop has no /admin/reconcile route."

@@ -152,7 +152,9 @@ async fn recent_events_show_and_filter_by_kind() {
     assert!(rows.lines().all(|l| l.contains("CustomerRegistered")), "{rows}");
     // This shop runs no scenarios (`capshop up` adds them); the page says how to run one.
     browser.shows("#scenarios", "capshop scenario NAME").await;
-    browser.shows("#reconcile", "Not available").await;
+    // The gateway reconciles the shop's databases: a settled shop has no defect.
+    browser.click("#reconcile-run").await;
+    browser.shows("#reconcile", "0 defects").await;
     shop.stop().await.unwrap();
 }
 

@@ -7,7 +7,7 @@ use super::{Finding, Group, InFlight};
 /// Every durable consumer of the shop and the streams it reads, as each service's
 /// `consume` starts them (`<part>.<purpose>`); a consumer that never applied an event
 /// has recorded no position, so the checker must know it is there.
-pub const CONSUMERS: [(&str, &[&str]); 12] = [
+pub const CONSUMERS: [(&str, &[&str]); 16] = [
     ("order.customer-replica", &["customer"]),
     ("order.product-replica", &["catalog"]),
     ("order.stock", &["inventory-dc1", "inventory-dc2"]),
@@ -20,6 +20,10 @@ pub const CONSUMERS: [(&str, &[&str]); 12] = [
     ("shipping.payments", &["payment"]),
     ("search.catalog", &["catalog"]),
     ("search.orders", &["order"]),
+    ("customer.sessions", &["customer"]),
+    ("order.sessions", &["customer"]),
+    ("shipping.sessions", &["customer"]),
+    ("search.sessions", &["customer"]),
 ];
 
 pub fn check(view: &View<'_>) -> Vec<Finding> {
