@@ -163,14 +163,17 @@ async fn forward_root(
 
 async fn forward(
     State(gateway): State<Arc<Gateway>>,
-    Path((service, path)): Path<(String, String)>,
+    Path((service, _)): Path<(String, String)>,
+    uri: axum::http::Uri,
     peer: Peer,
     method: Method,
-    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    proxy(&gateway, &service, &path, method, query, forwarded_for(peer, headers), body).await
+    // The path as the client encoded it: a decoded `%3F` or `%2F` would change the route.
+    let raw = uri.path().strip_prefix("/api/").and_then(|rest| rest.split_once('/')).map_or("", |(_, p)| p);
+    let query = uri.query().map(str::to_owned);
+    proxy(&gateway, &service, raw, method, query, forwarded_for(peer, headers), body).await
 }
 
 async fn proxy(
