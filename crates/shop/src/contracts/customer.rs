@@ -113,14 +113,15 @@ impl PaymentMethod {
     }
 }
 
-/// Trims `value` and checks it is 1..=max characters.
+/// Checks `value` is at most `max` characters as sent (the documents' `maxLength`) and
+/// not blank, and trims it.
 pub fn text(field: &'static str, value: &str, max: usize) -> Result<String, Invalid> {
+    if value.chars().count() > max {
+        return Err(Invalid::new(field, format!("must be at most {max} characters")));
+    }
     let value = value.trim();
     if value.is_empty() {
         return Err(Invalid::new(field, "must not be empty"));
-    }
-    if value.chars().count() > max {
-        return Err(Invalid::new(field, format!("must be at most {max} characters")));
     }
     Ok(value.to_owned())
 }

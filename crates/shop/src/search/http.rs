@@ -40,6 +40,7 @@ pub struct SearchParams {
     #[param(required = true, pattern = "\\S", max_length = 200)]
     q: Option<String>,
     /// `product` or `order`; both when absent.
+    #[param(value_type = Option<Kind>)]
     kind: Option<String>,
     /// 1 to 100; 20 when absent.
     #[param(minimum = 1, maximum = 100)]
