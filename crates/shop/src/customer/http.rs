@@ -48,7 +48,9 @@ pub fn routes() -> OpenApiRouter<Arc<Context>> {
         SignInRequest,
         SignedInAnswer,
         ChangePassword,
-        Problem
+        Problem,
+        crate::service::page::Cursor,
+        idempotency::IdempotencyKey
     ))
 )]
 struct Api;
@@ -89,7 +91,7 @@ pub(super) fn own_customer(signed_in: &SignedIn, id: &str) -> Result<CustomerId,
 
 /// Registers a customer.
 #[utoipa::path(post, path = "/customers", request_body = RegisterRequest,
-    params(("Idempotency-Key" = Option<idempotency::Key>, Header, description = "a key of the client's choosing (1 to 255 visible ASCII characters): the same key with the same body answers the first answer again, with no second customer")),
+    params(("Idempotency-Key" = Option<idempotency::IdempotencyKey>, Header, description = "a key of the client's choosing (1 to 255 visible ASCII characters): the same key with the same body answers the first answer again, with no second customer")),
     responses(StoreBusy, BodyRefused, (status = 201, body = Customer, description = "registered (or, with an Idempotency-Key seen before, the first answer again, marked Idempotent-Replayed: true); with a Consistency-Token"),
               (status = 400, body = Problem, content_type = "application/problem+json", description = "a bad Idempotency-Key, or a body that is not JSON"),
               (status = 409, body = Problem, content_type = "application/problem+json", description = "the email is taken, or a request with this Idempotency-Key is still running (retry after Retry-After)"),

@@ -43,7 +43,17 @@ pub fn routes() -> OpenApiRouter<Arc<Context>> {
         title = "capshop order",
         description = "Carts, the checkout and orders. The address comes from a replica of the customer (available); the total and the payment are synchronous (consistent)."
     ),
-    components(schemas(CartLine, AddItem, PlaceOrder, Order, Checkout, Address, Problem))
+    components(schemas(
+        CartLine,
+        AddItem,
+        PlaceOrder,
+        Order,
+        Checkout,
+        Address,
+        Problem,
+        crate::service::page::Cursor,
+        idempotency::IdempotencyKey
+    ))
 )]
 struct Api;
 
@@ -150,7 +160,7 @@ pub struct PlaceOrder {
 /// Places an order from the customer's cart: a binding quote and a payment authorization
 /// first; 503 with the reason if either cannot be had, and then nothing is written.
 #[utoipa::path(post, path = "/orders", security(("session" = [])), request_body = PlaceOrder, params(("Consistency-Token" = Option<String>, Header, description = "the token of your last write, to read your own writes"),
-        ("Idempotency-Key" = Option<idempotency::Key>, Header, description = "a key of the client's choosing (1 to 255 visible ASCII characters): the same key with the same body answers the first answer again, with no second order")),
+        ("Idempotency-Key" = Option<idempotency::IdempotencyKey>, Header, description = "a key of the client's choosing (1 to 255 visible ASCII characters): the same key with the same body answers the first answer again, with no second order")),
     responses(StoreBusy, SignInNeeded, Limited, BodyRefused, (status = 201, body = Order, description = "placed (or, with an Idempotency-Key seen before, the first answer again, marked Idempotent-Replayed: true); with a Consistency-Token"),
               (status = 409, body = Problem, content_type = "application/problem+json", description = "a request with this Idempotency-Key is still running; retry after Retry-After"),
               (status = 400, body = Problem, content_type = "application/problem+json", description = "a bad Consistency-Token, or a body that is not JSON"),

@@ -140,7 +140,7 @@ impl Claim {
 /// An `Idempotency-Key` as the creates take it, for their documents: the rule of [`key`].
 #[derive(utoipa::ToSchema)]
 #[schema(pattern = "^[!-~]{1,255}$")]
-pub struct Key(pub String);
+pub struct IdempotencyKey(pub String);
 
 /// The request's key: 1 to 255 visible ASCII characters.
 fn key(headers: &HeaderMap) -> Result<Option<String>, Problem> {

@@ -30,7 +30,15 @@ pub fn routes() -> OpenApiRouter<Arc<Context>> {
         title = "capshop shipping",
         description = "Shipments. An order ships only when it is confirmed, paid, and its address agrees with the customer's current one (or the customer confirmed it); otherwise its shipment is held with the reason until the replicas agree."
     ),
-    components(schemas(Shipment, ShipmentStatus, HeldShipment, Address, Problem))
+    components(schemas(
+        Shipment,
+        ShipmentStatus,
+        HeldShipment,
+        Address,
+        Problem,
+        crate::service::page::Cursor,
+        crate::contracts::ids::OrderId
+    ))
 )]
 struct Api;
 
