@@ -40,6 +40,7 @@ pub fn token(id: &str, version: u64) -> ConsistencyToken {
 /// One line of a quote request: `POST /quote`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct QuoteItem {
+    #[schema(value_type = super::ids::ProductId)]
     pub product_id: String,
     /// 1 to 1000.
     #[schema(minimum = 1, maximum = 1000)]
@@ -48,6 +49,8 @@ pub struct QuoteItem {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct QuoteRequest {
+    /// At least one.
+    #[schema(min_items = 1)]
     pub items: Vec<QuoteItem>,
 }
 

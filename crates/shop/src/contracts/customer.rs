@@ -38,10 +38,17 @@ pub struct Customer {
 /// A postal address; also what orders and shipments carry and compare.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Address {
+    /// 1 to 100 characters, not all blank (trimmed).
+    #[schema(pattern = "\\S", max_length = 100)]
     pub line1: String,
+    /// 1 to 60 characters, not all blank (trimmed).
+    #[schema(pattern = "\\S", max_length = 60)]
     pub city: String,
+    /// 1 to 16 characters, not all blank (trimmed).
+    #[schema(pattern = "\\S", max_length = 16)]
     pub postcode: String,
-    /// ISO 3166-1 alpha-2, upper case.
+    /// ISO 3166-1 alpha-2, answered in upper case (trimmed; `de` is taken as `DE`).
+    #[schema(pattern = "^\\s*[A-Za-z]{2}\\s*$")]
     pub country: String,
 }
 
@@ -70,7 +77,11 @@ impl Address {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum PaymentMethod {
-    Card { last4: String },
+    Card {
+        /// The last four digits of the card.
+        #[schema(pattern = "^[0-9]{4}$")]
+        last4: String,
+    },
     Invoice,
 }
 
@@ -102,14 +113,15 @@ impl PaymentMethod {
     }
 }
 
-/// Trims `value` and checks it is 1..=max characters.
+/// Checks `value` is at most `max` characters as sent (the documents' `maxLength`) and
+/// not blank, and trims it.
 pub fn text(field: &'static str, value: &str, max: usize) -> Result<String, Invalid> {
+    if value.chars().count() > max {
+        return Err(Invalid::new(field, format!("must be at most {max} characters")));
+    }
     let value = value.trim();
     if value.is_empty() {
         return Err(Invalid::new(field, "must not be empty"));
-    }
-    if value.chars().count() > max {
-        return Err(Invalid::new(field, format!("must be at most {max} characters")));
     }
     Ok(value.to_owned())
 }

@@ -16,6 +16,7 @@
 pub mod catalog;
 pub mod customer;
 pub mod facts;
+pub mod ids;
 pub mod inventory;
 pub mod order;
 pub mod payment;

@@ -17,8 +17,14 @@ pub const SCHEMA: u32 = 1;
 /// Idempotent by `order_id`: asking again answers the first decision.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuthorizationRequest {
+    /// 1 to 100 printable ASCII characters, no spaces.
+    #[schema(pattern = "^[!-~]{1,100}$")]
     pub order_id: String,
+    /// 1 to 100 printable ASCII characters, no spaces.
+    #[schema(pattern = "^[!-~]{1,100}$")]
     pub customer_id: String,
+    /// More than 0, at most 2^63 - 1 (what the payment store keeps).
+    #[schema(minimum = 1, maximum = 9_223_372_036_854_775_807_u64)]
     pub amount_cents: u64,
     pub payment_method: PaymentMethod,
 }

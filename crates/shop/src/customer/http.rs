@@ -48,7 +48,9 @@ pub fn routes() -> OpenApiRouter<Arc<Context>> {
         SignInRequest,
         SignedInAnswer,
         ChangePassword,
-        Problem
+        Problem,
+        crate::service::page::Cursor,
+        idempotency::IdempotencyKey
     ))
 )]
 struct Api;
@@ -56,7 +58,12 @@ struct Api;
 #[derive(Debug, Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
+    /// 1 to 100 characters, not all blank (trimmed).
+    #[schema(pattern = "\\S", max_length = 100)]
     pub name: String,
+    /// `name@example.com`: a part before the `@`, a `.` after it; at most 254 characters
+    /// (trimmed); kept in lower case.
+    #[schema(pattern = "^\\s*[^@\\s][^@]*@[\\s\\S]*\\.", max_length = 254)]
     pub email: String,
     pub address: Address,
     pub payment_method: PaymentMethod,
@@ -84,7 +91,7 @@ pub(super) fn own_customer(signed_in: &SignedIn, id: &str) -> Result<CustomerId,
 
 /// Registers a customer.
 #[utoipa::path(post, path = "/customers", request_body = RegisterRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "a key of the client's choosing (1 to 255 visible ASCII characters): the same key with the same body answers the first answer again, with no second customer")),
+    params(("Idempotency-Key" = Option<idempotency::IdempotencyKey>, Header, description = "a key of the client's choosing (1 to 255 visible ASCII characters): the same key with the same body answers the first answer again, with no second customer")),
     responses(StoreBusy, BodyRefused, (status = 201, body = Customer, description = "registered (or, with an Idempotency-Key seen before, the first answer again, marked Idempotent-Replayed: true); with a Consistency-Token"),
               (status = 400, body = Problem, content_type = "application/problem+json", description = "a bad Idempotency-Key, or a body that is not JSON"),
               (status = 409, body = Problem, content_type = "application/problem+json", description = "the email is taken, or a request with this Idempotency-Key is still running (retry after Retry-After)"),
@@ -150,7 +157,7 @@ struct ListQuery {
 /// for shoppers.
 #[utoipa::path(get, path = "/customers", security(("admin" = [])),
     params(("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "at most this many (1 to 100; 100 when absent)"),
-        ("cursor" = Option<String>, Query, description = "the Next-Cursor of the page before")),
+        ("cursor" = Option<crate::service::page::Cursor>, Query, description = "the Next-Cursor of the page before")),
     responses(StoreBusy, (status = 200, body = [Customer], description = "a page of customers; Next-Cursor names the next page when there is one", headers(("Next-Cursor" = String, description = "send as cursor for the next page"))),
               (status = 400, body = Problem, content_type = "application/problem+json", description = "a bad query"),
               (status = 422, body = Problem, content_type = "application/problem+json", description = "a limit out of 1 to 100, or a cursor this list did not answer"),

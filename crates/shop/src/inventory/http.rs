@@ -128,7 +128,7 @@ async fn adjust(
 /// Lists the reservation lines of an order (none while inventory has not reserved for it),
 /// asking the other site when this one has no copy yet.
 #[utoipa::path(get, path = "/reservations",
-    params(("order_id" = String, Query, description = "the order, e.g. `o-0193…`")),
+    params(("order_id" = crate::contracts::ids::OrderId, Query, description = "the order, e.g. `o-0193…`")),
     responses(StoreBusy, (status = 200, body = [ReservationLine]),
               (status = 400, body = Problem, content_type = "application/problem+json", description = "no order_id, or a bad query"),
               (status = 422, body = Problem, content_type = "application/problem+json", description = "a bad order id")))]
@@ -149,7 +149,7 @@ async fn reservations(
 
 /// Lists the reservation lines of an order as this site alone knows them.
 #[utoipa::path(get, path = "/sites/reservations",
-    params(("order_id" = String, Query, description = "the order, e.g. `o-0193…`")),
+    params(("order_id" = crate::contracts::ids::OrderId, Query, description = "the order, e.g. `o-0193…`")),
     responses(StoreBusy, (status = 200, body = [ReservationLine]),
               (status = 400, body = Problem, content_type = "application/problem+json", description = "no order_id, or a bad query"),
               (status = 422, body = Problem, content_type = "application/problem+json", description = "a bad order id")))]
@@ -188,7 +188,7 @@ async fn status(State(ctx): State<Arc<Context>>) -> Result<axum::Json<SiteStatus
 
 /// Shows this site's own counters and reservation lines of the listed products (called
 /// by the arbiter before it decides its own orders).
-#[utoipa::path(post, path = "/sites/ledger", request_body = [String],
+#[utoipa::path(post, path = "/sites/ledger", request_body = [crate::contracts::ids::ProductId],
     responses(StoreBusy, BodyRefused, (status = 200, body = Ledger),
               (status = 422, body = Problem, content_type = "application/problem+json", description = "the body does not fit, or a bad product id")))]
 async fn show_ledger(
@@ -203,12 +203,14 @@ async fn show_ledger(
     Ok(axum::Json(ctx.store.transact(move |tx| agreement::ledger(tx, site, &products)).await?))
 }
 
-/// Checks a ledger the other site sent: only its own rows, about valid ids.
+/// Checks a ledger the other site sent: only its own rows, about valid ids. A ledger of
+/// this site's own rows is well formed but sent to the wrong site: 409, like a settle sent
+/// to the site that is not the arbiter.
 fn from_the_other_site(ctx: &Context, ledger: &Ledger) -> Result<(), Problem> {
     let other = here(ctx).peer();
     let foreign = ledger.counters.iter().map(|c| c.site).chain(ledger.lines.iter().map(|l| l.site));
     if let Some(site) = foreign.into_iter().find(|s| *s != other) {
-        return Err(Problem::unprocessable(format!(
+        return Err(Problem::conflict(format!(
             "a ledger shown to {} must come from {other}, not {site}",
             here(ctx)
         )));
@@ -219,6 +221,9 @@ fn from_the_other_site(ctx: &Context, ledger: &Ledger) -> Result<(), Problem> {
     }
     for line in &ledger.lines {
         OrderId::parse(&line.order_id)?;
+        if line.quantity == 0 {
+            return Err(Problem::unprocessable(format!("the line of {} has quantity 0", line.order_id)));
+        }
     }
     Ok(())
 }
@@ -226,8 +231,8 @@ fn from_the_other_site(ctx: &Context, ledger: &Ledger) -> Result<(), Problem> {
 /// cp: acknowledges the other site's pending reservations its own view can still cover.
 #[utoipa::path(post, path = "/sites/acks", request_body = Ledger,
     responses(StoreBusy, BodyRefused, (status = 200, body = [Verdict]),
-              (status = 409, body = Problem, content_type = "application/problem+json", description = "this site runs in ap mode"),
-              (status = 422, body = Problem, content_type = "application/problem+json", description = "the body does not fit, or a ledger not of the other site")))]
+              (status = 409, body = Problem, content_type = "application/problem+json", description = "this site runs in ap mode, or the ledger is not of the other site"),
+              (status = 422, body = Problem, content_type = "application/problem+json", description = "the body does not fit, or a bad id")))]
 async fn acknowledge(
     State(ctx): State<Arc<Context>>,
     Body(ledger): Body<Ledger>,
@@ -247,8 +252,8 @@ async fn acknowledge(
 /// (the path keeps its published name, `settle`).
 #[utoipa::path(post, path = "/sites/settle", request_body = Ledger,
     responses(StoreBusy, BodyRefused, (status = 200, body = [Verdict]),
-              (status = 409, body = Problem, content_type = "application/problem+json", description = "this site is not the arbiter, or runs in cp mode"),
-              (status = 422, body = Problem, content_type = "application/problem+json", description = "the body does not fit, or a ledger not of the other site")))]
+              (status = 409, body = Problem, content_type = "application/problem+json", description = "this site is not the arbiter, or runs in cp mode, or the ledger is not of the other site"),
+              (status = 422, body = Problem, content_type = "application/problem+json", description = "the body does not fit, or a bad id")))]
 async fn arbitrate(
     State(ctx): State<Arc<Context>>,
     Body(ledger): Body<Ledger>,

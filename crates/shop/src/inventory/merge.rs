@@ -18,6 +18,7 @@ use super::sites::Site;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SiteStock {
     pub site: Site,
+    #[schema(value_type = crate::contracts::ids::ProductId)]
     pub product_id: String,
     /// Units this site ever added to the product's stock.
     pub added: u64,

@@ -137,8 +137,12 @@ pub use crate::contracts::inventory::ReservationStatus;
 /// keep every line, each site writing only its own (replicated by version).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReservationLine {
+    #[schema(value_type = crate::contracts::ids::OrderId)]
     pub order_id: String,
+    #[schema(value_type = crate::contracts::ids::ProductId)]
     pub product_id: String,
+    /// At least 1.
+    #[schema(minimum = 1)]
     pub quantity: u32,
     pub status: ReservationStatus,
     /// The site the order was routed to, the only writer of this line.

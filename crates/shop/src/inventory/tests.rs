@@ -446,7 +446,7 @@ async fn calls_between_the_sites_refuse_forged_or_misdirected_ledgers_and_change
         (
             arbiter.url("/sites/settle"),
             json!({ "counters": [], "lines": [line("dc1", "p-001")] }),
-            422,
+            409,
             "must come from",
         ),
         (

@@ -43,7 +43,17 @@ pub fn routes() -> OpenApiRouter<Arc<Context>> {
         title = "capshop order",
         description = "Carts, the checkout and orders. The address comes from a replica of the customer (available); the total and the payment are synchronous (consistent)."
     ),
-    components(schemas(CartLine, AddItem, PlaceOrder, Order, Checkout, Address, Problem))
+    components(schemas(
+        CartLine,
+        AddItem,
+        PlaceOrder,
+        Order,
+        Checkout,
+        Address,
+        Problem,
+        crate::service::page::Cursor,
+        idempotency::IdempotencyKey
+    ))
 )]
 struct Api;
 
@@ -150,7 +160,7 @@ pub struct PlaceOrder {
 /// Places an order from the customer's cart: a binding quote and a payment authorization
 /// first; 503 with the reason if either cannot be had, and then nothing is written.
 #[utoipa::path(post, path = "/orders", security(("session" = [])), request_body = PlaceOrder, params(("Consistency-Token" = Option<String>, Header, description = "the token of your last write, to read your own writes"),
-        ("Idempotency-Key" = Option<String>, Header, description = "a key of the client's choosing (1 to 255 visible ASCII characters): the same key with the same body answers the first answer again, with no second order")),
+        ("Idempotency-Key" = Option<idempotency::IdempotencyKey>, Header, description = "a key of the client's choosing (1 to 255 visible ASCII characters): the same key with the same body answers the first answer again, with no second order")),
     responses(StoreBusy, SignInNeeded, Limited, BodyRefused, (status = 201, body = Order, description = "placed (or, with an Idempotency-Key seen before, the first answer again, marked Idempotent-Replayed: true); with a Consistency-Token"),
               (status = 409, body = Problem, content_type = "application/problem+json", description = "a request with this Idempotency-Key is still running; retry after Retry-After"),
               (status = 400, body = Problem, content_type = "application/problem+json", description = "a bad Consistency-Token, or a body that is not JSON"),
@@ -199,7 +209,7 @@ struct OrdersQuery {
 /// Lists a customer's orders, oldest first, a page at a time.
 #[utoipa::path(get, path = "/orders", security(("session" = [])), params(("customer_id" = String, Query, description = "the customer, e.g. `c-ada`"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "at most this many (1 to 100; 100 when absent)"),
-        ("cursor" = Option<String>, Query, description = "the Next-Cursor of the page before")),
+        ("cursor" = Option<crate::service::page::Cursor>, Query, description = "the Next-Cursor of the page before")),
     responses(StoreBusy, SignInNeeded, (status = 200, body = [Order], description = "a page of orders; Next-Cursor names the next page when there is one", headers(("Next-Cursor" = String, description = "send as cursor for the next page"))), (status = 404, body = Problem, content_type = "application/problem+json", description = "not the signed-in customer"), 
               (status = 400, body = Problem, content_type = "application/problem+json", description = "no customer_id, or a bad query"),
               (status = 422, body = Problem, content_type = "application/problem+json", description = "a bad customer id, a limit out of 1 to 100, or a cursor this list did not answer")))]

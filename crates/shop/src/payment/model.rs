@@ -62,8 +62,8 @@ impl TryFrom<AuthorizationRequest> for Charge {
     fn try_from(request: AuthorizationRequest) -> Result<Self, Self::Error> {
         let order_id = reference("order_id", &request.order_id)?;
         let customer_id = reference("customer_id", &request.customer_id)?;
-        if request.amount_cents == 0 {
-            return Err(invalid("amount_cents", "must be more than 0"));
+        if request.amount_cents == 0 || i64::try_from(request.amount_cents).is_err() {
+            return Err(invalid("amount_cents", "must be more than 0 and at most 9223372036854775807"));
         }
         let payment_method = request
             .payment_method

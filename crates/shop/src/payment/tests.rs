@@ -119,7 +119,12 @@ async fn asking_again_for_the_same_order_answers_the_first_decision_and_publishe
 async fn bad_requests_are_refused_with_a_problem_and_change_nothing() {
     let (service, _dir) = payment_service().await;
     let cases = [
-        (request("o-1", 0, card()), 422, "amount_cents must be more than 0"),
+        (request("o-1", 0, card()), 422, "amount_cents must be more than 0 and at most 9223372036854775807"),
+        (
+            request("o-1", 9_223_372_036_854_775_808, card()),
+            422,
+            "amount_cents must be more than 0 and at most 9223372036854775807",
+        ),
         (request("", 100, card()), 422, "order_id must not be empty"),
         (request("o 1", 100, card()), 422, "order_id must be printable ASCII without spaces"),
         (

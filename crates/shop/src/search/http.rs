@@ -36,11 +36,14 @@ struct Api;
 #[into_params(parameter_in = Query)]
 pub struct SearchParams {
     /// Words that must all match (`mug blue`, `p-001`), or an FTS5 query (`mug OR kettle`,
-    /// `"blue mug"`, `kett*`, `title:mug`).
+    /// `"blue mug"`, `kett*`, `title:mug`). Required: 1 to 200 characters, not all blank.
+    #[param(required = true, pattern = "\\S", max_length = 200)]
     q: Option<String>,
     /// `product` or `order`; both when absent.
+    #[param(value_type = Option<Kind>)]
     kind: Option<String>,
     /// 1 to 100; 20 when absent.
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
 }
 

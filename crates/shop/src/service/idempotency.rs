@@ -137,6 +137,11 @@ impl Claim {
     }
 }
 
+/// An `Idempotency-Key` as the creates take it, for their documents: the rule of [`key`].
+#[derive(utoipa::ToSchema)]
+#[schema(pattern = "^[!-~]{1,255}$")]
+pub struct IdempotencyKey(pub String);
+
 /// The request's key: 1 to 255 visible ASCII characters.
 fn key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
     let Some(value) = headers.get(&HEADER) else { return Ok(None) };

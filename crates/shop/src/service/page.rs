@@ -6,12 +6,29 @@
 use axum::http::{HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::engine::DecodePaddingMode;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, URL_SAFE_NO_PAD};
 
 use super::Problem;
 
 pub const NEXT_CURSOR: HeaderName = HeaderName::from_static("next-cursor");
 pub const MAX_LIMIT: u32 = 100;
+
+/// A `cursor` as the lists take it: base64url without padding (what `Next-Cursor` says).
+/// The document names this rule once for every list's `cursor`; any value it allows is
+/// read, a cursor no list answered just starts after the key it spells.
+#[derive(utoipa::ToSchema)]
+#[schema(pattern = "^([A-Za-z0-9_-]{4})*([A-Za-z0-9_-]{2,3})?$")]
+pub struct Cursor(pub String);
+
+/// Reads every cursor the [`Cursor`] pattern allows: unused trailing bits are ignored.
+const CURSOR: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::URL_SAFE,
+    GeneralPurposeConfig::new()
+        .with_encode_padding(false)
+        .with_decode_padding_mode(DecodePaddingMode::RequireNone)
+        .with_decode_allow_trailing_bits(true),
+);
 
 /// Which page a request asks for: at most `limit` items after the id `after`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,11 +45,10 @@ impl Page {
         }
         let after = cursor
             .map(|c| {
-                URL_SAFE_NO_PAD
+                CURSOR
                     .decode(c)
-                    .ok()
-                    .and_then(|bytes| String::from_utf8(bytes).ok())
-                    .ok_or_else(|| Problem::unprocessable("cursor is not one this list answered"))
+                    .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+                    .map_err(|_| Problem::unprocessable("cursor is not one this list answered"))
             })
             .transpose()?;
         Ok(Self { limit, after })
@@ -74,5 +90,15 @@ mod tests {
         assert_eq!(Page::parse(Some(0), None).unwrap_err().status, 422);
         assert_eq!(Page::parse(Some(101), None).unwrap_err().status, 422);
         assert_eq!(Page::parse(None, Some("!!")).unwrap_err().status, 422);
+    }
+
+    #[test]
+    fn every_cursor_the_documented_pattern_allows_is_read() {
+        // Trailing bits set ("AB"), bytes that are not UTF-8 ("_w"): both fit the pattern.
+        for cursor in ["AB", "_w", "bzI", "by0y"] {
+            assert!(Page::parse(None, Some(cursor)).is_ok(), "{cursor}");
+        }
+        assert_eq!(Page::parse(None, Some("by0y")).unwrap().after.as_deref(), Some("o-2"));
+        assert_eq!(Page::parse(None, Some("A")).unwrap_err().status, 422, "5 bits spell nothing");
     }
 }

@@ -104,16 +104,42 @@ pub enum StoreBusy {
 }
 
 /// A JSON request body; malformed or ill-typed JSON becomes a 400/415/413 problem.
+///
+/// A number with a zero fraction (`59.0`) is read as the integer it is: JSON Schema
+/// calls it an integer, so every integer field of the contracts takes it, here, once.
 pub struct Body<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     type Rejection = Problem;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
+        let axum::Json(mut json) =
+            axum::Json::<serde_json::Value>::from_request(req, state).await.map_err(json_problem)?;
+        integral_numbers_as_integers(&mut json);
+        let bytes = serde_json::to_vec(&json).map_err(|e| Problem::internal(e.to_string()))?;
+        match axum::Json::<T>::from_bytes(&bytes) {
             Ok(axum::Json(value)) => Ok(Body(value)),
             Err(rejection) => Err(json_problem(rejection)),
         }
+    }
+}
+
+/// Replaces every float with a zero fraction that fits an i64 or u64 by that integer.
+fn integral_numbers_as_integers(json: &mut serde_json::Value) {
+    use serde_json::Value;
+    match json {
+        Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            // 2^64 and -2^63: the ends of u64 and i64, exact as f64.
+            if f.fract() == 0.0 && (0.0..18_446_744_073_709_551_616.0).contains(&f) {
+                *json = Value::from(f as u64);
+            } else if f.fract() == 0.0 && (-9_223_372_036_854_775_808.0..0.0).contains(&f) {
+                *json = Value::from(f as i64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_numbers_as_integers),
+        Value::Object(fields) => fields.values_mut().for_each(integral_numbers_as_integers),
+        _ => {}
     }
 }
 
@@ -211,5 +237,17 @@ mod tests {
         let conflict = Problem::from(StoreError::Conflict("40001".into()));
         assert_eq!(conflict.status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(Problem::from(StoreError::NoRow).status, StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn a_float_with_a_zero_fraction_is_read_as_the_integer_json_schema_says_it_is() {
+        let mut json =
+            serde_json::json!({"quantity": 59.0, "lines": [{"n": -3.0}], "price": 1.5, "big": 1e300});
+        super::integral_numbers_as_integers(&mut json);
+        assert_eq!(
+            json,
+            serde_json::json!({"quantity": 59, "lines": [{"n": -3}], "price": 1.5, "big": 1e300})
+        );
+        assert!(json["quantity"].is_u64() && json["lines"][0]["n"].is_i64());
     }
 }

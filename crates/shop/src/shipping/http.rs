@@ -30,7 +30,15 @@ pub fn routes() -> OpenApiRouter<Arc<Context>> {
         title = "capshop shipping",
         description = "Shipments. An order ships only when it is confirmed, paid, and its address agrees with the customer's current one (or the customer confirmed it); otherwise its shipment is held with the reason until the replicas agree."
     ),
-    components(schemas(Shipment, ShipmentStatus, HeldShipment, Address, Problem))
+    components(schemas(
+        Shipment,
+        ShipmentStatus,
+        HeldShipment,
+        Address,
+        Problem,
+        crate::service::page::Cursor,
+        crate::contracts::ids::OrderId
+    ))
 )]
 struct Api;
 
@@ -45,9 +53,9 @@ struct ShipmentsQuery {
 /// Lists the signed-in customer's shipments: the one of `order_id` (none while the order
 /// has not reached shipping, or is not theirs), or all of theirs.
 #[utoipa::path(get, path = "/shipments", security(("session" = [])),
-    params(("order_id" = Option<String>, Query, description = "only the shipment of this order"),
+    params(("order_id" = Option<crate::contracts::ids::OrderId>, Query, description = "only the shipment of this order"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "at most this many (1 to 100; 100 when absent)"),
-        ("cursor" = Option<String>, Query, description = "the Next-Cursor of the page before")),
+        ("cursor" = Option<crate::service::page::Cursor>, Query, description = "the Next-Cursor of the page before")),
     responses(StoreBusy, SignInNeeded, (status = 200, body = [Shipment], description = "a page of shipments; Next-Cursor names the next page when there is one", headers(("Next-Cursor" = String, description = "send as cursor for the next page"))),
               (status = 400, body = Problem, content_type = "application/problem+json", description = "a bad query"),
               (status = 422, body = Problem, content_type = "application/problem+json", description = "a bad order id")))]
