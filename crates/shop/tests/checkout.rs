@@ -28,17 +28,22 @@ async fn a_parts_recent_events_are_the_newest_of_its_own_stream_newest_first() {
     let (status, _) =
         send(&shop, reqwest::Method::PUT, "/api/customer/customers/c-ada/address", change).await;
     assert_eq!(status, 200);
-    let head =
-        shop.contexts[&shop::service::ServiceName::Customer].bus.stream_head("customer").await.unwrap();
-    let events: Value = Client::new()
-        .get(shop.url("/api/customer/admin/events?limit=2"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    // The answer comes once the change is committed; the relay puts it on the bus after.
+    let (events, head) = shop::service::testing::eventually("the address change on the bus", || async {
+        let events: Value = Client::new()
+            .get(shop.url("/api/customer/admin/events?limit=2"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let head =
+            shop.contexts[&shop::service::ServiceName::Customer].bus.stream_head("customer").await.ok()?;
+        (events[0]["kind"] == "CustomerAddressChanged").then_some((events, head))
+    })
+    .await;
     let events = events.as_array().unwrap_or_else(|| panic!("a list: {events}"));
     let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, [head, head - 1], "the two newest, newest first: {events:?}");
