@@ -20,21 +20,30 @@ const NUMBERS: [&str; 8] = [
     "convergence_s",
     "peak_rss_mb",
 ];
+/// Runs `capshop bench --quick --json` with `flags`, logging into a temporary results dir;
+/// answers the printed figures and that dir.
+fn quick_bench(flags: &[&str]) -> (Value, tempfile::TempDir) {
+    let results = tempfile::tempdir().unwrap();
+    let output = capshop()
+        .args(["bench", "--quick", "--json"])
+        .args(flags)
+        .arg("--results")
+        .arg(results.path())
+        .output()
+        .expect("capshop runs");
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "the bench {flags:?} failed: {stderr}");
+    let figures = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("the bench printed no JSON ({e}): {stdout}\n{stderr}"));
+    (figures, results)
+}
+
 const WITH_MAX: [&str; 2] = ["lag_ms_1k", "lag_ms_10k"];
 const WITHOUT_MAX: [&str; 2] = ["checkout_ms_healthy", "checkout_ms_outage"];
 
 #[test]
 fn a_quick_bench_prints_every_figure_of_the_issue_and_appends_the_run_to_the_results() {
-    let results = tempfile::tempdir().unwrap();
-    let output = capshop()
-        .args(["bench", "--quick", "--json", "--results"])
-        .arg(results.path())
-        .output()
-        .expect("capshop runs");
-    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    assert!(output.status.success(), "the bench failed: {stderr}");
-    let figures: Value = serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("the bench printed no JSON ({e}): {stdout}\n{stderr}"));
+    let (figures, results) = quick_bench(&[]);
     let object = figures.as_object().expect("the figures are one JSON object");
     let mut keys: Vec<&str> = object.keys().map(String::as_str).collect();
     let mut expected: Vec<&str> = NUMBERS.iter().chain(&WITH_MAX).chain(&WITHOUT_MAX).copied().collect();
@@ -81,16 +90,7 @@ fn a_quick_bench_on_nats_and_postgres_measures_their_pipeline_and_leaves_the_sho
     if binary("nats-server", NATS_INSTALL).is_none() || binary("initdb", POSTGRES_INSTALL).is_none() {
         return;
     }
-    let results = tempfile::tempdir().unwrap();
-    let output = capshop()
-        .args(["bench", "--quick", "--json", "--bus", "nats", "--db", "postgres", "--results"])
-        .arg(results.path())
-        .output()
-        .expect("capshop runs");
-    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    assert!(output.status.success(), "the bench failed: {stderr}");
-    let figures: Value = serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("the bench printed no JSON ({e}): {stdout}\n{stderr}"));
+    let (figures, results) = quick_bench(&["--bus", "nats", "--db", "postgres"]);
     for key in ["ceiling_events_per_s", "pipeline_events_per_s", "convergence_s"] {
         let value = figures[key].as_f64().unwrap_or_else(|| panic!("{key} is measured: {figures:#}"));
         assert!(value.is_finite() && value > 0.0, "{key}: {value}");
