@@ -163,7 +163,11 @@ impl EmbeddedSubscription {
         let now_ms = clock::now_ms();
         let expired = self.outstanding.expired(now_ms);
         let expired_at: HashSet<u64> = expired.iter().map(|(pos, _)| *pos).collect();
-        let mut busy_keys: HashSet<String> = self.outstanding.keys().map(str::to_owned).collect();
+        // Only a per-key consumer parks behind a key; an unordered one needs no copy of them.
+        let mut busy_keys: HashSet<String> = match self.spec.ordering {
+            Ordering::PerKey => self.outstanding.keys().map(str::to_owned).collect(),
+            Ordering::Unordered => HashSet::new(),
+        };
         for (_, key) in &expired {
             busy_keys.remove(key);
         }
@@ -341,13 +345,20 @@ impl Subscription for EmbeddedSubscription {
         let tagged = self.tagged(tags);
         let fresh: HashSet<u64> =
             tagged.iter().filter(|(_, key)| key.is_some()).map(|(pos, _)| *pos).collect();
+        // Only the keys this ack can release, not every key ever parked.
+        let parked_keys: HashSet<String> = tagged
+            .iter()
+            .filter_map(|(_, key)| key.as_ref())
+            .filter(|key| self.parked_keys.contains(*key))
+            .cloned()
+            .collect();
         let ack = Ack {
             name: self.spec.name.clone(),
             generation: self.generation,
             per_key: self.spec.ordering == Ordering::PerKey,
             tagged,
             settled: self.outstanding.lowest_except(&fresh).map_or(self.taken, |pos| pos - 1),
-            parked_keys: self.parked_keys.clone(),
+            parked_keys,
         };
         let acked = self.bus.store.transact(move |tx| ack.run(tx)).await?;
         self.settled(tags, acked.current);
