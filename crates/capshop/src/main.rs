@@ -7,6 +7,7 @@
 )]
 
 mod admin;
+mod backup;
 mod bench;
 mod chaos;
 mod config;
@@ -40,6 +41,12 @@ enum Command {
     /// Checks that the services' databases agree: broken links, orphans, replica
     /// mismatches, stock and streams; exits 1 when a finding is a defect.
     Reconcile(reconcile::ReconcileArgs),
+    /// Takes a consistent backup of every service database while writes go on, or
+    /// verifies one (docs/BACKUP.md).
+    #[command(subcommand)]
+    Backup(backup::BackupCommand),
+    /// Restores a backup into a fresh data dir; `capshop up --data-dir` it afterwards.
+    Restore(backup::RestoreArgs),
     /// Cuts, heals, slows or makes lossy a link, or stops and starts a service (admin token).
     Chaos(chaos::ChaosArgs),
     /// Runs an experiment of DESIGN §4 on a fresh shop and reports its figures.
@@ -70,6 +77,8 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => runtime.block_on(serve::run(args)),
         Command::Dlq(args) => runtime.block_on(dlq::run(args)),
         Command::Chaos(args) => runtime.block_on(chaos::run(args)),
+        Command::Backup(command) => runtime.block_on(backup::run(command)),
+        Command::Restore(args) => runtime.block_on(backup::restore(args)),
         Command::Reconcile(args) => match runtime.block_on(reconcile::run(args)) {
             Ok(true) => Ok(()),
             Ok(false) => std::process::exit(1),

@@ -28,6 +28,7 @@ use crate::crashpoint;
 use crate::envelope::Envelope;
 use crate::inbox::{Floors, InboxRetention, Passage, Pruner};
 use crate::metrics::ConsumerCounters;
+use crate::pause::Pause;
 use crate::schema::Schemas;
 use crate::store::{Store, StoreError, Tx, panic_text};
 
@@ -163,13 +164,22 @@ pub struct Consumer<H> {
     config: Arc<ConsumerConfig>,
     counters: ConsumerCounters,
     pruner: Pruner,
+    pause: Pause,
 }
 
 impl<H: Handler> Consumer<H> {
     pub fn new(store: Store, bus: Arc<dyn Bus>, handler: H, config: ConsumerConfig) -> Self {
         let counters = ConsumerCounters::detached(&config.spec.name);
         let pruner = Pruner::new();
-        Self { store, bus, handler: Arc::new(handler), config: Arc::new(config), counters, pruner }
+        let pause = Pause::new();
+        Self { store, bus, handler: Arc::new(handler), config: Arc::new(config), counters, pruner, pause }
+    }
+
+    /// Applies and settles each batch inside a passage of `pause`, so a consistent cut
+    /// never finds a batch applied in the store but not yet settled with the bus.
+    pub fn pause(mut self, pause: Pause) -> Self {
+        self.pause = pause;
+        self
     }
 
     /// Reports applied, retried and dead-lettered counts into these counters.
@@ -226,7 +236,10 @@ impl<H: Handler> Consumer<H> {
         subscription.count_exhausted(self.counters.dead_lettered.clone());
         loop {
             let deliveries = subscription.fetch(self.config.batch).await?;
-            match self.apply_batch(subscription.as_mut(), deliveries).await {
+            let passage = self.pause.enter().await;
+            let applied = self.apply_batch(subscription.as_mut(), deliveries).await;
+            drop(passage);
+            match applied {
                 Ok(()) => {
                     *failures = 0;
                     self.pruner.applied();

@@ -47,6 +47,7 @@ pub mod lag;
 pub mod link;
 pub mod metrics;
 pub mod outbox;
+pub mod pause;
 pub mod relay;
 pub mod replica;
 pub mod schema;

@@ -4,7 +4,8 @@
 //! method, body, query and the headers that matter both ways. `/admin/chaos` holds the
 //! fault controls of the whole shop ([`crate::chaos::http`]); `/admin/reconcile` gathers
 //! every part's facts and checks them ([`crate::reconcile`]); `/admin/topology` is the graph
-//! the dashboard draws ([`crate::topology`]).
+//! the dashboard draws ([`crate::topology`]); `/admin/backups` takes consistent backups
+//! ([`crate::backup`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -65,6 +66,7 @@ pub fn router(
     local: crate::facts::LocalParts,
     chaos: Chaos,
     deployment: Deployment,
+    backups: Option<crate::backup::Source>,
     admin_token: String,
 ) -> Router {
     let admin = admin_token.clone();
@@ -84,6 +86,7 @@ pub fn router(
         .fallback(|| async { Problem::not_found("no such route; the API is under /api/<service>/...") })
         .with_state(gateway)
         .merge(crate::topology::router(deployment, admin_token.clone()))
+        .merge(crate::backup::http::router(backups, admin_token.clone()))
         .nest("/admin/chaos", crate::chaos::http::router(chaos, admin_token))
 }
 
@@ -91,6 +94,7 @@ pub fn router(
 fn openapi() -> utoipa::openapi::OpenApi {
     let mut doc = crate::chaos::http::openapi();
     doc.merge(crate::topology::openapi());
+    doc.merge(crate::backup::http::openapi());
     doc.merge(
         utoipa_axum::router::OpenApiRouter::<Arc<Gateway>>::new()
             .routes(utoipa_axum::routes!(reconcile))

@@ -67,6 +67,8 @@ pub struct Shop {
     pub chaos: Chaos,
     /// The inventory sites; `services` and `contexts` name dc1 for inventory.
     pub sites: BTreeMap<Site, InventorySite>,
+    /// Consistent backups of this shop's databases (`None` with services on PostgreSQL).
+    pub backups: Option<crate::backup::Source>,
     shutdown: CancellationToken,
     /// The gateway.
     tasks: tokio::task::JoinSet<std::io::Result<()>>,
@@ -156,6 +158,8 @@ pub async fn launch(config: ShopConfig) -> Result<Shop, LaunchError> {
         .collect();
     let mut links = BTreeMap::new();
     let mut parts = BTreeMap::new();
+    // One process, one pause: a backup stops every part's cross-database work at once.
+    let pause = kit::pause::Pause::new();
     for part in Part::all() {
         let store_url = config.stores.url_of(&part.name(), dir);
         let wired = Wiring {
@@ -166,6 +170,7 @@ pub async fn launch(config: ShopConfig) -> Result<Shop, LaunchError> {
             admin_token: config.admin_token.clone(),
             choices: config.choices.clone(),
             cache_url: None,
+            pause: pause.clone(),
         }
         .open()
         .await?;
@@ -188,7 +193,19 @@ pub async fn launch(config: ShopConfig) -> Result<Shop, LaunchError> {
     let routes = gateway::Routes { services: peer_urls };
     let local = crate::facts::LocalParts::new(&parts);
     let deployment = crate::topology::Deployment::Embedded(chaos.clone());
-    let mut app = gateway::router(routes, local, chaos.clone(), deployment, config.admin_token.clone());
+    let backups = match config.stores {
+        StoreLocation::Sqlite => Some(crate::backup::Source::embedded(dir, pause.clone())),
+        // Services on PostgreSQL beside the embedded bus: not a deployment backups know.
+        StoreLocation::Postgres { .. } => None,
+    };
+    let mut app = gateway::router(
+        routes,
+        local,
+        chaos.clone(),
+        deployment,
+        backups.clone(),
+        config.admin_token.clone(),
+    );
     if let Some(operations) = config.operations.clone() {
         app = app.merge(operations);
     }
@@ -207,6 +224,7 @@ pub async fn launch(config: ShopConfig) -> Result<Shop, LaunchError> {
         contexts,
         parts,
         sites,
+        backups,
         chaos,
         shutdown,
         tasks,

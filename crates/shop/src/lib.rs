@@ -14,6 +14,8 @@
 //! - [`reconcile`]: the cross-service checker, pure functions over the facts each service
 //!   publishes about its own database ([`contracts::facts`]); [`facts`] gathers them, from
 //!   a stopped shop's files or from the running parts' `/admin/facts`.
+//! - [`backup`]: consistent backups of every database at one cut while writes go on,
+//!   their certificate and manifest, and restore (`/admin/backups`).
 //! - [`chaos`]: faults on purpose — the links and services of a running shop, and the
 //!   gateway's `/admin/chaos` routes that drive them; [`topology`]: the shop as the graph
 //!   the dashboard draws (`/admin/topology`), in either mode.
@@ -25,6 +27,7 @@
 //!   `agreement.rs` (cp: the other site acknowledges a reservation; ap: the arbiter site
 //!   decides provisional ones) and `audit.rs` (scenario 6's figures).
 
+pub mod backup;
 pub mod catalog;
 pub mod chaos;
 pub mod contracts;

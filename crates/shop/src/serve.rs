@@ -52,6 +52,7 @@ pub async fn serve(
         admin_token: config.admin_token.clone(),
         choices: config.choices,
         cache_url: config.cache_url.as_deref(),
+        pause: kit::pause::Pause::new(),
     }
     .open()
     .await?;
@@ -86,6 +87,7 @@ pub async fn serve_gateway(
         crate::facts::LocalParts::default(),
         Chaos::links_only(BTreeMap::new()),
         deployment,
+        None,
         admin_token,
     );
     axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())

@@ -65,6 +65,8 @@ pub struct Wiring<'a> {
     pub choices: Choices,
     /// The catalog's popularity cache (`redis://HOST:PORT`); `None` keeps it in memory.
     pub cache_url: Option<&'a str>,
+    /// The pause of the process the part runs in (shared by every part of an embedded shop).
+    pub pause: kit::pause::Pause,
 }
 
 impl Wiring<'_> {
@@ -93,6 +95,7 @@ impl Wiring<'_> {
                 )
                 .await
                 .map_err(failed)?;
+                ctx.share_pause(self.pause);
                 return Ok(Wired { ctx, links });
             }
             Part::Service(name) => name,
@@ -111,6 +114,7 @@ impl Wiring<'_> {
             Context::open(name, self.store_url, migrations(name), bus, peers, self.admin_token, self.choices)
                 .await
                 .map_err(failed)?;
+        ctx.share_pause(self.pause);
         if name == ServiceName::Catalog {
             crate::catalog::cache::open(&ctx, self.cache_url)
                 .map_err(|e| LaunchError::Served { part, reason: e.to_string() })?;

@@ -152,6 +152,7 @@ impl RedisCatalog {
             admin_token: "scenario-admin-token".into(),
             choices: Choices::default(),
             cache_url: Some(&url),
+            pause: kit::pause::Pause::new(),
         }
         .open()
         .await?;

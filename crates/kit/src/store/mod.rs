@@ -8,6 +8,7 @@
 
 mod migrate;
 mod postgres;
+pub mod snapshot;
 mod sqlite;
 mod value;
 

@@ -49,6 +49,9 @@ pub async fn place(
         }
     };
 
+    // The authorization and the order it is for are committed in two databases: a
+    // consistent backup must not cut between them (kit::pause).
+    let passage = ctx.pause().enter().await;
     let order_id = new_order_id();
     let request = AuthorizationRequest {
         order_id: order_id.clone(),
@@ -94,7 +97,8 @@ pub async fn place(
         if overridden { &[ORDER_PLACED, ORDER_ADDRESS_OVERRIDDEN] } else { &[ORDER_PLACED] };
     let outbox = ctx.outbox.clone();
     let now = kit::clock::now_ms();
-    ctx.store
+    let placed = ctx
+        .store
         .transact(move |tx| {
             let order = store::place(tx, &outbox, order, kinds, now)?;
             if let Some(claim) = &claim {
@@ -102,7 +106,9 @@ pub async fn place(
             }
             Ok(order)
         })
-        .await
+        .await;
+    drop(passage);
+    placed
 }
 
 /// What placing `order` answers; recorded under the request's Idempotency-Key with the order.

@@ -205,6 +205,10 @@ pub struct Context {
     /// Routes of the process this service runs in, served beside its own: a served
     /// process's `/admin/chaos` for its links. Set before [`run`].
     pub process_routes: std::sync::OnceLock<Router>,
+    /// The pause of the process this service runs in (kit::pause): its consumers' batches
+    /// and its cross-service writes stop there for a consistent backup. Shared by every
+    /// part of an embedded shop; see [`Context::share_pause`].
+    pause: std::sync::OnceLock<kit::pause::Pause>,
     /// State that only this service has (the catalog's popularity cache); see
     /// [`Context::extension`].
     extension: std::sync::OnceLock<Box<dyn std::any::Any + Send + Sync>>,
@@ -256,8 +260,22 @@ impl Context {
             limiters: limits::Limiters::new(&choices.limits),
             choices,
             process_routes: std::sync::OnceLock::new(),
+            pause: std::sync::OnceLock::new(),
             extension: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Makes this service stop at `pause` (the one of its process) instead of a pause of
+    /// its own. Called by the wiring before the service runs; a second call is a bug.
+    pub fn share_pause(&self, pause: kit::pause::Pause) {
+        if self.pause.set(pause).is_err() {
+            panic!("{} was given its process's pause twice, or after it first paused", self.name);
+        }
+    }
+
+    /// Where this service's cross-database work stops for a consistent cut.
+    pub fn pause(&self) -> &kit::pause::Pause {
+        self.pause.get_or_init(kit::pause::Pause::new)
     }
 
     /// The state of its own that this service keeps beside the shared parts, made by
@@ -348,7 +366,9 @@ impl Consumers {
         let ctx = &self.ctx;
         let counters = ctx.metrics.consumer_counters(&spec.name);
         ctx.metrics.watch_consumer(&ctx.store, &spec.name, &spec.streams);
-        let consumer = Consumer::new(ctx.store.clone(), bus, handler, Self::config(spec)).counters(counters);
+        let consumer = Consumer::new(ctx.store.clone(), bus, handler, Self::config(spec))
+            .counters(counters)
+            .pause(ctx.pause().clone());
         let shutdown = self.shutdown.clone();
         self.tasks.spawn(async move { consumer.run(shutdown.cancelled_owned()).await });
     }

@@ -1,0 +1,81 @@
+//! Pinning every database at one cut and copying the snapshots, or (naive) copying each
+//! database on its own, one after another.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use kit::pause::Pause;
+use kit::store::snapshot::Snapshot;
+
+use super::BackupError;
+use super::manifest::Kind;
+
+/// What the copy step tells the manifest.
+pub(super) struct Copied {
+    /// How long cross-service work was held.
+    pub pause: Duration,
+    pub created_at: String,
+}
+
+fn failed(part: &str, e: kit::store::StoreError) -> BackupError {
+    BackupError::io(format!("cannot copy the {part} database"), e)
+}
+
+/// Copies every file of `files` into `dir` as `<part>.db`.
+pub(super) async fn copy(
+    files: &[(String, PathBuf)],
+    pause: &Pause,
+    dir: &Path,
+    kind: Kind,
+) -> Result<Copied, BackupError> {
+    let dest = |part: &str| dir.join(format!("{part}.db"));
+    let created_at = now_rfc3339();
+    match kind {
+        Kind::Consistent => {
+            // Opening connections is the slow part: done before the pause.
+            let owned = files.to_vec();
+            let mut snapshots: Vec<(String, Snapshot)> = blocking(move || {
+                owned.into_iter().map(|(part, path)| Snapshot::open(&path).map(|s| (part, s))).collect()
+            })
+            .await
+            .map_err(|e| failed("shop", e))?;
+            let held = pause.hold().await;
+            let pinned: Result<(), BackupError> =
+                snapshots.iter_mut().try_for_each(|(part, s)| s.pin().map_err(|e| failed(part, e)));
+            let paused = held.held_for();
+            drop(held);
+            pinned?;
+            let targets: Vec<_> = snapshots.into_iter().map(|(part, s)| (dest(&part), part, s)).collect();
+            blocking(move || {
+                for (target, part, snapshot) in targets {
+                    snapshot.copy_to(&target).map_err(|e| failed(&part, e))?;
+                }
+                Ok(())
+            })
+            .await?;
+            Ok(Copied { pause: paused, created_at })
+        }
+        Kind::Naive => {
+            // Each database as it is when its turn comes, as a script copying files would.
+            for (part, path) in files {
+                let (path, target, name) = (path.clone(), dest(part), part.clone());
+                blocking(move || Snapshot::open(&path)?.copy_to(&target))
+                    .await
+                    .map_err(|e| failed(&name, e))?;
+            }
+            Ok(Copied { pause: Duration::ZERO, created_at })
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static, E: Send + 'static>(
+    work: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, E> {
+    tokio::task::spawn_blocking(work).await.expect("a backup copy does not panic")
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| "unknown".into())
+}
