@@ -39,9 +39,22 @@ impl Lab {
         Ok(Self { dir, quick, drop_event, timeline: Timeline::new() })
     }
 
+    /// Where the shop named `series` keeps its data (before or after it runs).
+    pub fn data_dir(&self, series: &str) -> PathBuf {
+        self.dir.path().join(series)
+    }
+
     /// `quick` seconds with `--quick`, else `full`.
     pub fn phase(&self, quick: f64, full: f64) -> Duration {
         Duration::from_secs_f64(if self.quick { quick } else { full })
+    }
+
+    /// Starts the shop whose data is already in [`Lab::data_dir`]`(series)` (a restored
+    /// backup) as it is: no wait for convergence, nobody signed in, no sampling.
+    pub async fn bare_shop(&self, series: &str) -> anyhow::Result<Shop> {
+        let mut config = ShopConfig::ephemeral(&self.data_dir(series), TOKEN, Choices::default());
+        config.choices.limits = shop::service::limits::Limits::off();
+        launch(config).await.context("the shop did not start")
     }
 
     /// Starts a fresh shop named `series` with `choices`, and waits until the seed data has
@@ -57,7 +70,7 @@ impl Lab {
         series: &str,
         adjust: impl FnOnce(&mut ShopConfig),
     ) -> anyhow::Result<Arc<LabShop>> {
-        let data_dir: PathBuf = self.dir.path().join(series);
+        let data_dir = self.data_dir(series);
         let mut config = ShopConfig::ephemeral(&data_dir, TOKEN, Choices::default());
         adjust(&mut config);
         // The scenarios' load is what they measure: no limiter in the way (tests/limits.rs

@@ -65,6 +65,8 @@ scenarios! {
         "the catalog is slow: the breaker opens, answers degrade at once, it closes again";
     cache_down => "cache-down",
         "the popularity cache fails: popular products degrade to limited, nothing else fails";
+    backup => "backup",
+        "backups under checkout load: the consistent cut restores clean, a naive copy does not";
 }
 
 #[derive(Args)]

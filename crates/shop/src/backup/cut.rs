@@ -56,8 +56,11 @@ pub(super) async fn copy(
             Ok(Copied { pause: paused, created_at })
         }
         Kind::Naive => {
-            // Each database as it is when its turn comes, as a script copying files would.
-            for (part, path) in files {
+            // Each database as it is when its turn comes, in the order of its file name, as
+            // `cp *.db` would take them.
+            let mut files = files.to_vec();
+            files.sort_by(|a, b| a.1.cmp(&b.1));
+            for (part, path) in &files {
                 let (path, target, name) = (path.clone(), dest(part), part.clone());
                 blocking(move || Snapshot::open(&path)?.copy_to(&target))
                     .await
