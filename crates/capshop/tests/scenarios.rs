@@ -183,6 +183,24 @@ fn cache_down_degrades_popular_products_to_limited_and_nothing_else_fails() {
 }
 
 #[test]
+fn backup_the_consistent_cut_restores_without_damage_while_a_naive_copy_shows_it() {
+    let out = tempfile::tempdir().unwrap();
+    let report = scenario("backup", out.path());
+    assert_eq!(figure(&report, "consistent_broken_links"), 0.0);
+    assert_eq!(figure(&report, "consistent_orphans"), 0.0);
+    assert_eq!(figure(&report, "consistent_defects"), 0.0);
+    assert_eq!(figure(&report, "acknowledged_orders_missing"), 0.0);
+    assert_eq!(figure(&report, "write_errors_during"), 0.0);
+    let naive_damage =
+        figure(&report, "naive_defects") > 0.0 || report["figures"]["naive_certificate_passed"] == false;
+    assert!(naive_damage, "the naive copy shows damage: {report:#}");
+    for name in ["pause_ms", "backup_s", "restore_s", "write_p99_ms_before", "write_p99_ms_during"] {
+        assert!(report["figures"][name].is_number(), "{name} is reported");
+    }
+    nothing_lost(&report);
+}
+
+#[test]
 fn the_list_names_every_scenario_and_an_unknown_name_is_refused_with_the_list() {
     let listed = capshop().args(["scenario", "--list"]).output().unwrap();
     let listed = String::from_utf8_lossy(&listed.stdout);
@@ -195,6 +213,7 @@ fn the_list_names_every_scenario_and_an_unknown_name_is_refused_with_the_list() 
         "inventory-partition",
         "breaker",
         "cache-down",
+        "backup",
     ];
     for name in names {
         assert!(listed.lines().any(|l| l.starts_with(name)), "{name} in {listed}");

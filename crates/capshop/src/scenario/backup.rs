@@ -137,6 +137,17 @@ pub async fn run(lab: &Lab) -> anyhow::Result<Report> {
     let restored = shop::backup::restore(&consistent_dir, &restored_at).await?;
     let restored_shop = lab.shop("restored-consistent", shop::service::Choices::default()).await?;
     restored_shop.converge(Duration::from_secs(60)).await?;
+    // The shop runs on from its restore: new orders go through, and are checked for loss.
+    let after = Load::start(&lab.timeline, "restored-consistent", CUSTOMERS.len(), &restored_shop, {
+        let placed = Placed::default();
+        move |shop: Arc<LabShop>, worker, n| {
+            let placed = placed.clone();
+            async move { checkout(&shop, worker, n, &placed).await }
+        }
+    });
+    tokio::time::sleep(lab.phase(0.5, 2.0)).await;
+    after.stop().await;
+    restored_shop.converge(Duration::from_secs(60)).await?;
     let (consistent_report, held) = reconcile(&restored_shop.shop).await?;
     let lost = restored_shop.lost().await?;
     // Every order acknowledged before the first cut was asked for must be in its restore.
