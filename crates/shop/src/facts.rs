@@ -44,7 +44,7 @@ pub fn parts() -> Vec<String> {
 }
 
 /// How `part`'s state is read, and the inventory site it is, if one.
-fn reader(part: &str) -> Option<(StateReader, Option<Site>)> {
+pub(crate) fn reader(part: &str) -> Option<(StateReader, Option<Site>)> {
     let part: Part = part.parse().ok()?;
     let site = match part {
         Part::Site(site) => Some(site),
@@ -88,7 +88,7 @@ pub async fn from_files(dir: &Path) -> Result<ShopFacts, FactsError> {
 }
 
 /// The embedded bus file's heads per stream and its dead letters.
-fn read_bus(tx: &mut kit::store::Tx<'_>) -> Result<BusFacts, StoreError> {
+pub(crate) fn read_bus(tx: &mut kit::store::Tx<'_>) -> Result<BusFacts, StoreError> {
     let streams = tx
         .query("SELECT stream, head_seq FROM bus_stream ORDER BY stream", &[])?
         .into_iter()

@@ -53,6 +53,8 @@ struct Gateway {
     routes: Routes,
     /// The parts in this process, read directly by `/admin/reconcile` (embedded shop).
     local: crate::facts::LocalParts,
+    /// The embedded shop's databases, which `/admin/reconcile` reads at one cut.
+    cut: Option<crate::backup::Source>,
     client: reqwest::Client,
     admin_token: String,
 }
@@ -70,7 +72,9 @@ pub fn router(
     admin_token: String,
 ) -> Router {
     let admin = admin_token.clone();
-    let gateway = Arc::new(Gateway { routes, local, client: reqwest::Client::new(), admin_token: admin });
+    let cut = backups.clone();
+    let gateway =
+        Arc::new(Gateway { routes, local, cut, client: reqwest::Client::new(), admin_token: admin });
     Router::new()
         .route(
             "/health",
@@ -103,8 +107,9 @@ fn openapi() -> utoipa::openapi::OpenApi {
     doc
 }
 
-/// Gathers every part's facts, one read transaction each — in this process, or from each
-/// part's `/admin/facts` — and answers the checker's report (admin token).
+/// Gathers every part's facts — at one consistent cut of the embedded shop's databases, or
+/// one read transaction each from every part's `/admin/facts` — and answers the checker's
+/// report (admin token).
 #[utoipa::path(get, path = "/admin/reconcile", operation_id = "reconcile", tag = "admin",
     responses((status = 200, body = crate::reconcile::Report, description = "every finding, classed in flight or defect"),
               (status = 401, body = Problem, content_type = "application/problem+json", description = "no admin token"),
@@ -114,10 +119,14 @@ async fn reconcile(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> R
     if let Err(problem) = crate::service::admin::check_bearer(&headers, &gateway.admin_token) {
         return problem.into_response();
     }
-    let facts = if gateway.local.is_empty() {
-        crate::facts::from_parts(&gateway.client, &gateway.routes.services, &gateway.admin_token).await
-    } else {
-        crate::facts::from_local(&gateway.local).await
+    let facts = match (&gateway.cut, gateway.local.is_empty()) {
+        (Some(cut), _) => cut.facts().await.map_err(|e| e.to_string()),
+        (None, true) => {
+            crate::facts::from_parts(&gateway.client, &gateway.routes.services, &gateway.admin_token)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        (None, false) => crate::facts::from_local(&gateway.local).await.map_err(|e| e.to_string()),
     };
     match facts {
         Ok(facts) => axum::Json(crate::reconcile::check(&facts)).into_response(),

@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::StoreError;
+use super::{StoreError, Tx};
 
 /// A database file with a connection opened for its snapshot.
 pub struct Snapshot {
@@ -43,12 +43,11 @@ impl Snapshot {
         Ok(())
     }
 
-    /// Runs `read` inside the snapshot (pinned or not), e.g. to record positions.
-    pub fn read<T>(
-        &self,
-        read: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>,
-    ) -> Result<T, StoreError> {
-        read(&self.conn).map_err(|e| failed(&self.path, e))
+    /// Runs `read` inside the pinned snapshot, with the statements a store transaction has
+    /// (what it writes stays in the snapshot's transaction and is never committed).
+    pub fn read<T>(&self, read: impl FnOnce(&mut Tx<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let mut conn = super::sqlite::SqliteTx { conn: &self.conn };
+        read(&mut Tx::new(&mut conn))
     }
 
     /// Copies the snapshot into a new file `dest` (the pinned state, or, unpinned, the
@@ -112,6 +111,8 @@ mod tests {
         let mut snapshot = Snapshot::open(&path).unwrap();
         snapshot.pin().unwrap();
         insert(2).await;
+        let seen: u64 = snapshot.read(|tx| tx.query_one("SELECT count(*) FROM t", &[])?.get(0)).unwrap();
+        assert_eq!(seen, 1, "a read inside the snapshot sees it as pinned");
         let dest = dir.path().join("copy.db");
         snapshot.copy_to(&dest).unwrap();
         insert(3).await;

@@ -63,8 +63,8 @@ fn control(conn: &rusqlite::Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
-struct SqliteTx<'c> {
-    conn: &'c rusqlite::Connection,
+pub(super) struct SqliteTx<'c> {
+    pub(super) conn: &'c rusqlite::Connection,
 }
 
 impl Connection for SqliteTx<'_> {

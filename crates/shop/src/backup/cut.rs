@@ -9,6 +9,7 @@ use kit::store::snapshot::Snapshot;
 
 use super::BackupError;
 use super::manifest::Kind;
+use crate::contracts::facts::ShopFacts;
 
 /// What the copy step tells the manifest.
 pub(super) struct Copied {
@@ -32,19 +33,7 @@ pub(super) async fn copy(
     let created_at = now_rfc3339();
     match kind {
         Kind::Consistent => {
-            // Opening connections is the slow part: done before the pause.
-            let owned = files.to_vec();
-            let mut snapshots: Vec<(String, Snapshot)> = blocking(move || {
-                owned.into_iter().map(|(part, path)| Snapshot::open(&path).map(|s| (part, s))).collect()
-            })
-            .await
-            .map_err(|e| failed("shop", e))?;
-            let held = pause.hold().await;
-            let pinned: Result<(), BackupError> =
-                snapshots.iter_mut().try_for_each(|(part, s)| s.pin().map_err(|e| failed(part, e)));
-            let paused = held.held_for();
-            drop(held);
-            pinned?;
+            let (snapshots, paused) = pinned(files, pause).await?;
             let targets: Vec<_> = snapshots.into_iter().map(|(part, s)| (dest(&part), part, s)).collect();
             blocking(move || {
                 for (target, part, snapshot) in targets {
@@ -69,6 +58,50 @@ pub(super) async fn copy(
             Ok(Copied { pause: Duration::ZERO, created_at })
         }
     }
+}
+
+/// Every file of `files` pinned at one cut: connections are opened first (the slow part),
+/// then `pause` is held only while each pins its snapshot. Answers how long it was held.
+async fn pinned(
+    files: &[(String, PathBuf)],
+    pause: &Pause,
+) -> Result<(Vec<(String, Snapshot)>, Duration), BackupError> {
+    let owned = files.to_vec();
+    let mut snapshots: Vec<(String, Snapshot)> = blocking(move || {
+        owned.into_iter().map(|(part, path)| Snapshot::open(&path).map(|s| (part, s))).collect()
+    })
+    .await
+    .map_err(|e| failed("shop", e))?;
+    let held = pause.hold().await;
+    let pinned: Result<(), BackupError> =
+        snapshots.iter_mut().try_for_each(|(part, s)| s.pin().map_err(|e| failed(part, e)));
+    let paused = held.held_for();
+    drop(held);
+    pinned?;
+    Ok((snapshots, paused))
+}
+
+/// The facts of every part and of the bus at one cut, read from the pinned snapshots
+/// without copying them: what `capshop reconcile` checks on a running embedded shop.
+pub(super) async fn facts(files: &[(String, PathBuf)], pause: &Pause) -> Result<ShopFacts, BackupError> {
+    let (snapshots, _) = pinned(files, pause).await?;
+    blocking(move || {
+        let mut shop = ShopFacts { cut: true, ..ShopFacts::default() };
+        for (part, snapshot) in snapshots {
+            let unreadable =
+                |e: kit::store::StoreError| BackupError::io(format!("cannot read the {part} snapshot"), e);
+            if part == "bus" {
+                shop.bus = snapshot.read(crate::facts::read_bus).map_err(unreadable)?;
+                continue;
+            }
+            let (state, site) = crate::facts::reader(&part)
+                .ok_or_else(|| BackupError::io("cannot read the cut", format!("no part {part}")))?;
+            let facts = snapshot.read(|tx| crate::service::facts::read_in(tx, part.clone(), state, site));
+            shop.parts.push(facts.map_err(unreadable)?);
+        }
+        Ok(shop)
+    })
+    .await
 }
 
 async fn blocking<T: Send + 'static, E: Send + 'static>(

@@ -98,6 +98,12 @@ impl Source {
         Self { files, pause, taken: Arc::default(), running: Arc::default() }
     }
 
+    /// Every part's facts and the bus's at one consistent cut, without copying anything:
+    /// consumers and placements held for a moment while the snapshots are pinned.
+    pub async fn facts(&self) -> Result<crate::contracts::facts::ShopFacts, BackupError> {
+        cut::facts(&self.files, &self.pause).await
+    }
+
     /// The backups taken through this source, oldest first.
     pub fn taken(&self) -> Vec<Summary> {
         self.taken.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()

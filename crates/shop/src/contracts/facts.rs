@@ -18,6 +18,10 @@ pub struct ShopFacts {
     /// committed yet when it was read.
     #[serde(default)]
     pub live: bool,
+    /// Read from a running shop at one consistent cut (crate::backup): every part at the
+    /// same moment, as strictly as files.
+    #[serde(default)]
+    pub cut: bool,
     #[schema(value_type = Vec<Object>)]
     pub parts: Vec<PartFacts>,
     #[schema(value_type = Object)]

@@ -109,7 +109,8 @@ pub struct Report {
     pub streams: usize,
     pub in_flight: usize,
     pub defects: usize,
-    /// What the facts came from: `live` (running parts, one transaction each) or `files`.
+    /// What the facts came from: `cut` (a running shop at one consistent cut), `live`
+    /// (running parts, one transaction each) or `files`.
     pub source: String,
     /// Parts whose view of the bus is missing, with why.
     pub notes: Vec<String>,
@@ -129,7 +130,12 @@ impl Report {
             streams: defects(Group::Stream),
             in_flight: findings.iter().filter(|f| f.class == Class::InFlight).count(),
             defects: findings.iter().filter(|f| f.class == Class::Defect).count(),
-            source: if facts.live { "live" } else { "files" }.to_owned(),
+            source: match (facts.live, facts.cut) {
+                (true, _) => "live",
+                (false, true) => "cut",
+                (false, false) => "files",
+            }
+            .to_owned(),
             notes: facts.bus.unreachable.clone(),
             findings,
         }

@@ -38,13 +38,23 @@ pub async fn read(
             if tx.dialect() == Dialect::Postgres {
                 tx.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY", &[])?;
             }
-            let read_at_ms = clock::now_ms();
-            let outbox = outbox_positions(tx)?;
-            let consumers = consumer_positions(tx)?;
-            let state = state(tx, site)?;
-            Ok(PartFacts { part, read_at_ms, outbox, consumers, state })
+            read_in(tx, part, state, site)
         })
         .await
+}
+
+/// Reads `part`'s facts inside the transaction (or snapshot) `tx`.
+pub fn read_in(
+    tx: &mut Tx<'_>,
+    part: String,
+    state: StateReader,
+    site: Option<Site>,
+) -> Result<PartFacts, StoreError> {
+    let read_at_ms = clock::now_ms();
+    let outbox = outbox_positions(tx)?;
+    let consumers = consumer_positions(tx)?;
+    let state = state(tx, site)?;
+    Ok(PartFacts { part, read_at_ms, outbox, consumers, state })
 }
 
 fn outbox_positions(tx: &mut Tx<'_>) -> Result<Vec<OutboxPosition>, StoreError> {
@@ -149,7 +159,7 @@ pub async fn live(ctx: &Context, state: StateReader) -> Result<ShopFacts, Proble
     } else if before.is_none() {
         bus.unreachable.push(format!("{own}: the bus did not answer before the read"));
     }
-    Ok(ShopFacts { live: true, parts: vec![part], bus })
+    Ok(ShopFacts { live: true, cut: false, parts: vec![part], bus })
 }
 
 /// What this service's database says for `capshop reconcile`, read in one transaction,
