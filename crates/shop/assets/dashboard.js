@@ -309,7 +309,7 @@ async function refresh() {
   drawLines($("lag-chart"), $("lag-legend"), history.lag, now);
   drawLines($("backlog-chart"), $("backlog-legend"), history.backlog, now);
   drawStates($("breaker-chart"), $("breaker-now"), history.breakers, now);
-  for (const [what, load] of [["topology", loadTopology], ["events", loadEvents], ["dead letters", loadDeadLetters], ["scenarios", loadScenarios]]) {
+  for (const [what, load] of [["topology", loadTopology], ["events", loadEvents], ["dead letters", loadDeadLetters], ["scenarios", loadScenarios], ["backups", loadBackups]]) {
     try { await load(); } catch (e) { $("message").textContent = `${what}: ${e.message}`; }
   }
 }

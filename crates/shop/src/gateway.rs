@@ -141,6 +141,7 @@ async fn asset(Path(name): Path<String>) -> Response {
         "dashboard.js" => ("text/javascript", include_str!("../assets/dashboard.js")),
         "topology.js" => ("text/javascript", include_str!("../assets/topology.js")),
         "charts.js" => ("text/javascript", include_str!("../assets/charts.js")),
+        "backups.js" => ("text/javascript", include_str!("../assets/backups.js")),
         "capshop.css" => ("text/css", include_str!("../assets/capshop.css")),
         _ => return Problem::not_found(format!("no asset {name}")).into_response(),
     };

@@ -1,7 +1,8 @@
 //! The dashboard as a picture, in a real headless Chromium against the whole shop started
 //! in this process: the topology shows every part and the bus; cutting customer↔order on
 //! it turns the link red and cuts it in the chaos state; replaying a dead letter makes the
-//! count drop; recent events show and filter; axe-core finds no serious violation. An
+//! count drop; a backup taken from it is listed; recent events show and filter; axe-core
+//! finds no serious violation. An
 //! ignored test makes the screenshots in docs/ (`cargo test -p capshop-shop --test
 //! dashboard -- --ignored`).
 
@@ -134,6 +135,22 @@ async fn replaying_a_fixed_dead_letter_from_the_dashboard_makes_the_count_drop()
     browser.shows("#message", "replay").await;
     browser.shows("#dead", "none").await;
     browser.shows("#services tr[data-service='search'] .dead-count", "0").await;
+    shop.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_backup_taken_from_the_dashboard_is_listed_with_its_certificate() {
+    let Some((browser, shop, dir)) = browser::with_shop().await else { return };
+    open_dashboard(&browser, &shop).await;
+    browser.shows("#backups", "No backup taken").await;
+    let target = dir.path().join("dashboard-backup");
+    browser.eval("document.getElementById('backup-dir').value = ''").await;
+    browser.type_into("#backup-dir", target.to_str().unwrap()).await;
+    browser.click("#backup-form button[type='submit']").await;
+    browser.shows("#message", "consumers paused").await;
+    let listed = browser.shows("#backups", "dashboard-backup").await;
+    assert!(listed.contains("consistent") && listed.contains("passed"), "{listed}");
+    assert!(target.join("manifest.json").is_file(), "the backup is on disk");
     shop.stop().await.unwrap();
 }
 

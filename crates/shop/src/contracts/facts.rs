@@ -18,7 +18,7 @@ pub struct ShopFacts {
     /// committed yet when it was read.
     #[serde(default)]
     pub live: bool,
-    /// Read from a running shop at one consistent cut (crate::backup): every part at the
+    /// Read from a running shop at one consistent cut (docs/BACKUP.md): every part at the
     /// same moment, as strictly as files.
     #[serde(default)]
     pub cut: bool,
