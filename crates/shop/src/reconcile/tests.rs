@@ -71,7 +71,7 @@ fn nothing() -> ShopFacts {
             consumers: Vec::new(),
         })
         .collect();
-    ShopFacts { live: false, parts, bus: Default::default() }
+    ShopFacts { parts, ..ShopFacts::default() }
 }
 
 fn part<'a>(facts: &'a mut ShopFacts, name: &str) -> &'a mut PartFacts {
