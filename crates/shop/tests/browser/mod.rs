@@ -198,6 +198,33 @@ impl Browser {
     }
 }
 
+impl Browser {
+    /// Double-clicks the element `css` selects with the pointer, as a person does: two
+    /// presses in a row, the second before the page has answered the first.
+    pub async fn double_click(&self, css: &str) {
+        let element = self.element(css).await;
+        let origin = json!({ ELEMENT: element });
+        let press = |kind: &str| json!({ "type": kind, "button": 0 });
+        let actions = json!({ "actions": [{
+            "type": "pointer", "id": "mouse", "parameters": { "pointerType": "mouse" },
+            "actions": [
+                { "type": "pointerMove", "origin": origin, "x": 0, "y": 0 },
+                press("pointerDown"), press("pointerUp"), press("pointerDown"), press("pointerUp"),
+            ],
+        }]});
+        self.command("/actions", actions).await;
+    }
+
+    /// Opens the shop page at `shop` and signs the seeded Ada in with the demo password.
+    pub async fn sign_in_on_shop_page(&self, shop: &Shop) {
+        self.open(&shop.url("/")).await;
+        self.shows("#products", "Classic Baseball Cap").await;
+        self.type_into("#sign-in input[name='password']", shop::customer::DEMO_PASSWORD).await;
+        self.click("#sign-in button").await;
+        self.shows("#customer", "Ada Lovelace").await;
+    }
+}
+
 /// A browser and a fresh shop on temporary dirs (with [`TOKEN`] as its admin token), or
 /// `None` when Chromium is not installed (a loud skip; in CI a failure).
 pub async fn with_shop() -> Option<(Browser, Shop, tempfile::TempDir)> {
