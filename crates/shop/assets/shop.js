@@ -75,7 +75,11 @@ function updatePlace() {
 
 function showCheckout(c) {
   lastCheckout = c;
-  const lines = c.cart.map((l) => row(`${l.quantity} × ${l.name}`, euros(l.list_price_cents * l.quantity),
+  // A line shows the catalog's binding price when the total is confirmed, else the list
+  // price the order service last heard of.
+  const quoted = Object.fromEntries(c.total.lines.map((q) => [q.product_id, q.line_cents]));
+  const lines = c.cart.map((l) => row(`${l.quantity} × ${l.name}`,
+    euros(quoted[l.product_id] ?? l.list_price_cents * l.quantity),
     button("Remove", `Remove ${l.name} from the cart`, { remove: l.product_id })));
   $("cart").replaceChildren(...(lines.length ? lines : [row("the cart is empty")]));
   $("address").textContent = addressLine(c.address);

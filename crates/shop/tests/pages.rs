@@ -15,15 +15,6 @@ use shop::chaos::BUS;
 use shop::launch::Shop;
 use shop::service::{Part, ServiceName};
 
-/// Fills the address form `form` (`#address-form` or `#override-form`) after opening its
-/// `<details>`.
-async fn fill_address(browser: &Browser, form: &str, address: [&str; 4]) {
-    browser.click(&format!("details:has({form}) > summary")).await;
-    for (field, value) in ["line1", "city", "postcode", "country"].into_iter().zip(address) {
-        browser.type_into(&format!("{form} input[name='{field}']"), value).await;
-    }
-}
-
 /// Puts product `id` into the cart from the products list and waits for the checkout's total.
 async fn add_to_cart(browser: &Browser, id: &str, shown: &str) {
     browser.click(&format!("button[data-product='{id}']")).await;
@@ -31,14 +22,13 @@ async fn add_to_cart(browser: &Browser, id: &str, shown: &str) {
     browser.shows("#total", "€").await;
 }
 
-/// Waits until `.hidden` or `.disabled` (`property`) of the element `css` selects is `wanted`.
-async fn is(browser: &Browser, css: &str, property: &str, wanted: bool) {
-    let script = format!("return document.querySelector({css:?})?.{property} ?? null");
-    browser::eventually(&format!("{css}.{property} to be {wanted}"), || async {
-        (browser.eval(&script).await == Value::Bool(wanted)).then_some(())
-    })
-    .await
-}
+/// Notes in `window.seen` each status the newest order's row shows, as it changes.
+const FOLLOW_STATUS: &str = "window.seen = [];
+    new MutationObserver(() => {
+      const s = document.querySelector('#orders li[data-order] .status');
+      if (s && window.seen[window.seen.length - 1] !== s.textContent) window.seen.push(s.textContent);
+    }).observe(document.getElementById('orders'), { childList: true, subtree: true, characterData: true });
+    return null";
 
 async fn orders_of_ada(shop: &Shop) -> Vec<Value> {
     support::orders_of(shop, "c-ada").await
@@ -52,20 +42,29 @@ async fn a_signed_in_shopper_moves_orders_and_sees_the_order_shipped_to_the_new_
     browser.shows("#address", "12 St James's Square").await;
     browser.shows("#address-age", "as of").await;
     assert_eq!(browser.text("#payment").await, "card ending in 4242");
-    is(&browser, "#stale-badge", "hidden", true).await;
+    browser.is_visible("#stale-badge", false).await;
 
     add_to_cart(&browser, "p-001", "1 × Classic Baseball Cap").await;
     browser.shows("#total", "€19.99").await;
 
-    fill_address(&browser, "#address-form", ["9 Elm St", "Leeds", "LS1 1AA", "GB"]).await;
+    browser.fill_address("#address-form", ["9 Elm St", "Leeds", "LS1 1AA", "GB"]).await;
     browser.click("#address-form button").await;
     browser.shows("#message", "Address saved").await;
     let address = browser.shows("#address", "9 Elm St").await;
     assert_eq!(address, "9 Elm St, LS1 1AA Leeds, GB", "read-your-writes on the page");
 
+    // Every status the order's row shows, in the order shown.
+    browser.eval(FOLLOW_STATUS).await;
     browser.click("#place").await;
     browser.shows("#message", "Order placed; it is waiting for stock").await;
     let row = browser.shows("#orders li[data-order]", "shipped").await;
+    let seen: Vec<String> = serde_json::from_value(browser.eval("return window.seen").await).unwrap();
+    let moves = ["waiting for stock", "confirmed, waiting for shipping", "shipped"];
+    let steps: Vec<usize> = seen.iter().map(|s| moves.iter().position(|m| m == s).unwrap_or(99)).collect();
+    assert!(
+        steps.first() == Some(&0) && steps.last() == Some(&2) && steps.is_sorted(),
+        "the status moves forward only, in words: {seen:?}"
+    );
     assert!(row.contains("1 × Classic Baseball Cap · €19.99 · to Leeds"), "{row}");
     browser.shows("#cart", "the cart is empty").await;
     let orders = orders_of_ada(&shop).await;
@@ -75,6 +74,8 @@ async fn a_signed_in_shopper_moves_orders_and_sees_the_order_shipped_to_the_new_
     browser.click("#sign-out").await;
     browser.shows("#message", "Signed out").await;
     browser.shows("#checkout-hint", "Sign in to see your cart").await;
+    browser.is_visible("#sign-in", true).await;
+    browser.is_visible("#checkout", false).await;
     let left = browser.eval("return [sessionStorage.getItem('capshop-session'), document.querySelector('#orders').children.length]").await;
     assert_eq!(left, serde_json::json!([null, 0]), "signing out forgets the session and the orders");
     shop.stop().await.unwrap();
@@ -102,14 +103,16 @@ async fn cut_off_from_the_customer_the_checkout_says_the_address_may_be_out_of_d
     browser.open(&shop.url("/")).await;
     browser.shows("#customer", "Ada Lovelace").await;
     let moved = ["10 Princes Street", "Edinburgh", "EH2 2AN", "GB"];
-    fill_address(&browser, "#address-form", moved).await;
+    browser.fill_address("#address-form", moved).await;
     browser.click("#address-form button").await;
     browser.shows("#message", "Address saved").await;
-    is(&browser, "#stale-badge", "hidden", false).await;
+    browser.is_visible("#stale-badge", true).await;
     browser.shows("#stale-badge", "may be out of date").await;
+    let violations = browser.serious_accessibility_violations().await;
+    assert!(violations.is_empty(), "with the badge: {}", Value::from(violations));
     browser.shows("#address", "12 St James's Square").await;
 
-    fill_address(&browser, "#override-form", moved).await;
+    browser.fill_address("#override-form", moved).await;
     browser.click("#place").await;
     browser.shows("#message", "Order placed").await;
     let orders = orders_of_ada(&shop).await;
@@ -122,7 +125,7 @@ async fn cut_off_from_the_customer_the_checkout_says_the_address_may_be_out_of_d
 
     shop.chaos.heal_all();
     browser.shows("#orders li[data-order] .status", "shipped").await;
-    is(&browser, "#stale-badge", "hidden", true).await;
+    browser.is_visible("#stale-badge", false).await;
     shop.stop().await.unwrap();
 }
 
@@ -131,10 +134,10 @@ async fn a_double_click_on_place_order_places_one_order() {
     let Some((browser, shop, _dir)) = browser::with_shop().await else { return };
     browser.sign_in_on_shop_page(&shop).await;
     add_to_cart(&browser, "p-002", "1 × ").await;
-    is(&browser, "#place", "disabled", false).await;
+    browser.has_property("#place", "disabled", false).await;
     browser.double_click("#place").await;
     browser.shows("#message", "Order placed").await;
-    browser.shows("#orders li[data-order]", "confirmed").await;
+    browser.shows("#orders li[data-order] .status", "shipped").await;
     let posts = browser
         .eval("return performance.getEntriesByType('resource').filter((e) => e.name.endsWith('/api/order/orders')).length")
         .await;
@@ -149,17 +152,17 @@ async fn with_the_catalog_stopped_the_page_says_prices_cannot_be_confirmed_and_w
     let Some((browser, shop, _dir)) = browser::with_shop().await else { return };
     browser.sign_in_on_shop_page(&shop).await;
     add_to_cart(&browser, "p-004", "1 × ").await;
-    is(&browser, "#place", "disabled", false).await;
+    browser.has_property("#place", "disabled", false).await;
 
     shop.chaos.stop(Part::Service(ServiceName::Catalog)).await.unwrap();
     browser.shows("#total", "prices cannot be confirmed right now, please try again").await;
-    is(&browser, "#place", "disabled", true).await;
+    browser.has_property("#place", "disabled", true).await;
     browser.eval("document.getElementById('place').click(); return null").await;
     assert!(orders_of_ada(&shop).await.is_empty(), "a disabled Place order places nothing");
 
     shop.chaos.start(Part::Service(ServiceName::Catalog)).await.unwrap();
     browser.shows("#total", "€").await;
-    is(&browser, "#place", "disabled", false).await;
+    browser.has_property("#place", "disabled", false).await;
     shop.stop().await.unwrap();
 }
 
@@ -176,8 +179,12 @@ async fn axe_finds_no_serious_or_critical_violation_on_the_shop_page_signed_out_
     browser.click("#place").await;
     browser.shows("#orders li[data-order]", "shipped").await;
     add_to_cart(&browser, "p-002", "1 × ").await;
-    browser.eval("document.querySelectorAll('details').forEach((d) => d.open = true); document.getElementById('stale-badge').hidden = false; return null").await;
+    browser.eval("document.querySelectorAll('details').forEach((d) => d.open = true); return null").await;
     let violations = browser.serious_accessibility_violations().await;
-    assert!(violations.is_empty(), "signed in, with an order and both forms open: {}", Value::from(violations));
+    assert!(
+        violations.is_empty(),
+        "signed in, with an order and both forms open: {}",
+        Value::from(violations)
+    );
     shop.stop().await.unwrap();
 }
