@@ -33,6 +33,16 @@ const FOLLOW_STATUS: &str = "window.seen = [];
     }).observe(document.getElementById('orders'), { childList: true, subtree: true, characterData: true });
     return null";
 
+/// A fresh shop and a browser in which Ada is signed in with product `id` in her cart and
+/// Place order ready, or `None` without Chromium.
+async fn ready_to_order(id: &str) -> Option<(Browser, Shop, tempfile::TempDir)> {
+    let (browser, shop, dir) = browser::with_shop().await?;
+    browser.sign_in_on_shop_page(&shop).await;
+    add_to_cart(&browser, id, "1 × ").await;
+    browser.has_property("#place", "disabled", false).await;
+    Some((browser, shop, dir))
+}
+
 async fn orders_of_ada(shop: &Shop) -> Vec<Value> {
     support::orders_of(shop, "c-ada").await
 }
@@ -86,9 +96,7 @@ async fn a_signed_in_shopper_moves_orders_and_sees_the_order_shipped_to_the_new_
 
 #[tokio::test]
 async fn cut_off_from_the_customer_the_checkout_says_the_address_may_be_out_of_date_and_ships_elsewhere() {
-    let Some((browser, shop, _dir)) = browser::with_shop().await else { return };
-    browser.sign_in_on_shop_page(&shop).await;
-    add_to_cart(&browser, "p-003", "1 × ").await;
+    let Some((browser, shop, _dir)) = ready_to_order("p-003").await else { return };
     browser.shows("#address", "12 St James's Square").await;
     browser.shows("#address-age", "the shop's copy").await;
 
@@ -111,8 +119,7 @@ async fn cut_off_from_the_customer_the_checkout_says_the_address_may_be_out_of_d
     browser.shows("#message", "Address saved").await;
     browser.is_visible("#stale-badge", true).await;
     browser.shows("#stale-badge", "may be out of date").await;
-    let violations = browser.serious_accessibility_violations().await;
-    assert!(violations.is_empty(), "with the badge: {}", Value::from(violations));
+    browser.assert_accessible("with the badge").await;
     browser.shows("#address", "12 St James's Square").await;
 
     browser.fill_address("#override-form", moved).await;
@@ -141,10 +148,7 @@ async fn cut_off_from_the_customer_the_checkout_says_the_address_may_be_out_of_d
 
 #[tokio::test]
 async fn a_double_click_on_place_order_places_one_order() {
-    let Some((browser, shop, _dir)) = browser::with_shop().await else { return };
-    browser.sign_in_on_shop_page(&shop).await;
-    add_to_cart(&browser, "p-002", "1 × ").await;
-    browser.has_property("#place", "disabled", false).await;
+    let Some((browser, shop, _dir)) = ready_to_order("p-002").await else { return };
     browser.double_click("#place").await;
     browser.shows("#message", "Order placed").await;
     browser.shows("#orders li[data-order] .status", "shipped").await;
@@ -159,10 +163,7 @@ async fn a_double_click_on_place_order_places_one_order() {
 
 #[tokio::test]
 async fn with_the_catalog_stopped_the_page_says_prices_cannot_be_confirmed_and_will_not_place_the_order() {
-    let Some((browser, shop, _dir)) = browser::with_shop().await else { return };
-    browser.sign_in_on_shop_page(&shop).await;
-    add_to_cart(&browser, "p-004", "1 × ").await;
-    browser.has_property("#place", "disabled", false).await;
+    let Some((browser, shop, _dir)) = ready_to_order("p-004").await else { return };
 
     shop.chaos.stop(Part::Service(ServiceName::Catalog)).await.unwrap();
     browser.shows("#total", "prices cannot be confirmed right now, please try again").await;
@@ -181,8 +182,7 @@ async fn the_shop_page_works_by_keyboard_and_axe_finds_no_serious_or_critical_vi
     let Some((browser, shop, _dir)) = browser::with_shop().await else { return };
     browser.open(&shop.url("/")).await;
     browser.shows("#products", "Classic Baseball Cap").await;
-    let violations = browser.serious_accessibility_violations().await;
-    assert!(violations.is_empty(), "signed out: {}", Value::from(violations));
+    browser.assert_accessible("signed out").await;
 
     // By keyboard: Enter in the password field signs in, Enter on a button presses it.
     browser.type_into("#sign-in input[name='password']", &format!("{}{ENTER}", support::PASSWORD)).await;
@@ -194,11 +194,6 @@ async fn the_shop_page_works_by_keyboard_and_axe_finds_no_serious_or_critical_vi
     browser.shows("#orders li[data-order]", "shipped").await;
     add_to_cart(&browser, "p-002", "1 × ").await;
     browser.eval("document.querySelectorAll('details').forEach((d) => d.open = true); return null").await;
-    let violations = browser.serious_accessibility_violations().await;
-    assert!(
-        violations.is_empty(),
-        "signed in by keyboard, with an order and both forms open: {}",
-        Value::from(violations)
-    );
+    browser.assert_accessible("signed in by keyboard, with an order and both forms open").await;
     shop.stop().await.unwrap();
 }

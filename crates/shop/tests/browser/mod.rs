@@ -194,6 +194,12 @@ impl Browser {
         violations.into_iter().filter(|v| v["impact"] == "serious" || v["impact"] == "critical").collect()
     }
 
+    /// Fails the test, saying `when`, if axe-core finds a serious or critical violation.
+    pub async fn assert_accessible(&self, when: &str) {
+        let violations = self.serious_accessibility_violations().await;
+        assert!(violations.is_empty(), "{when}: {}", Value::from(violations));
+    }
+
     /// Sizes the window to `width` × `height` CSS pixels.
     pub async fn resize(&self, width: u32, height: u32) {
         self.command("/window/rect", json!({ "width": width, "height": height })).await;
