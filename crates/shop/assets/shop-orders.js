@@ -5,12 +5,14 @@
 const known = new Map(); // order id -> { order, shipment, words }
 let polling = null;
 
+/// The order's shipment, null while there is none; while shipping cannot answer, the one
+/// last seen (the order's own status still shows, shipping's part catches up later).
 async function shipmentOf(id) {
   try {
     return (await api("GET", `shipping/shipments/${id}`)).data;
   } catch (e) {
-    if (e.status === 404) return null; // no shipment yet
-    throw e;
+    if (e.status === 404) return null;
+    return known.has(id) ? known.get(id).shipment : null;
   }
 }
 

@@ -177,7 +177,7 @@ $("place").addEventListener("click", async () => {
     trackOrder(data);
     say(`Order placed; it is ${orderWords(data, null).text}.`);
   } catch (e) {
-    say(`The order was not placed: ${e.message}`, true);
+    say(e.message.includes("no order was placed") ? e.message : `The order was not placed: ${e.message}`, true);
   } finally {
     placing = false;
     await refreshCheckout();

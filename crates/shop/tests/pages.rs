@@ -3,7 +3,8 @@
 //! orders and watches the order reach "shipped"; during a partition the checkout says the
 //! address may be out of date and "Ship this order elsewhere" goes into the order; a double
 //! click places one order; without the catalog the page says prices cannot be confirmed
-//! and will not place the order; axe-core finds no serious violation. The dashboard's tests
+//! and will not place the order; without shipping an order still shows its own status; it
+//! works by keyboard and axe-core finds no serious violation. The dashboard's tests
 //! (and the screenshots of both pages) are in `dashboard.rs`.
 
 mod browser;
@@ -174,6 +175,18 @@ async fn with_the_catalog_stopped_the_page_says_prices_cannot_be_confirmed_and_w
     shop.chaos.start(Part::Service(ServiceName::Catalog)).await.unwrap();
     browser.shows("#total", "€").await;
     browser.has_property("#place", "disabled", false).await;
+    shop.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn with_shipping_stopped_an_order_still_shows_its_own_status_and_ships_once_it_is_back() {
+    let Some((browser, shop, _dir)) = ready_to_order("p-005").await else { return };
+    let shipping = Part::Service(ServiceName::Shipping);
+    shop.chaos.stop(shipping).await.unwrap();
+    browser.click("#place").await;
+    browser.shows("#orders li[data-order] .status", "confirmed, waiting for shipping").await;
+    shop.chaos.start(shipping).await.unwrap();
+    browser.shows("#orders li[data-order] .status", "shipped").await;
     shop.stop().await.unwrap();
 }
 
