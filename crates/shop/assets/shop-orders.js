@@ -43,8 +43,15 @@ function orderRow(id, { order, words }) {
   return row;
 }
 
+// What the list shows now: it is redrawn only when that changes, so following the orders
+// does not take the keyboard focus off a button in it.
+let shownOrders = null;
+
 function showOrders() {
   const ids = [...known.keys()].sort().reverse(); // ids grow with time: newest first
+  const key = JSON.stringify(ids.map((id) => [id, known.get(id).order.version, known.get(id).words]));
+  if (key === shownOrders) return;
+  shownOrders = key;
   const rows = ids.map((id) => orderRow(id, known.get(id)));
   if (rows.length === 0) {
     const none = document.createElement("li");
@@ -89,6 +96,7 @@ function trackOrder(order) {
 
 function forgetOrders() {
   known.clear();
+  shownOrders = null;
   if (polling !== null) clearTimeout(polling);
   polling = null;
   $("orders").replaceChildren();

@@ -6,6 +6,7 @@ let placing = false;
 
 function signedOut() {
   lastCheckout = null;
+  shownCart = null;
   $("sign-in").hidden = false;
   $("signed-in").hidden = true;
   $("checkout").hidden = true;
@@ -73,15 +74,27 @@ function updatePlace() {
   $("place").disabled = placing || !c || !c.total.confirmed || c.cart.length === 0;
 }
 
-function showCheckout(c) {
-  lastCheckout = c;
+// What the cart shows now: it is redrawn only when that changes, so a refresh does not
+// take the keyboard focus off a Remove button.
+let shownCart = null;
+
+function showCart(c) {
   // A line shows the catalog's binding price when the total is confirmed, else the list
   // price the order service last heard of.
   const quoted = Object.fromEntries(c.total.lines.map((q) => [q.product_id, q.line_cents]));
-  const lines = c.cart.map((l) => row(`${l.quantity} × ${l.name}`,
-    euros(quoted[l.product_id] ?? l.list_price_cents * l.quantity),
-    button("Remove", `Remove ${l.name} from the cart`, { remove: l.product_id })));
+  const shown = c.cart.map((l) => [l.product_id, l.name, l.quantity,
+    quoted[l.product_id] ?? l.list_price_cents * l.quantity]);
+  const key = JSON.stringify(shown);
+  if (key === shownCart) return;
+  shownCart = key;
+  const lines = shown.map(([id, name, quantity, cents]) => row(`${quantity} × ${name}`, euros(cents),
+    button("Remove", `Remove ${name} from the cart`, { remove: id })));
   $("cart").replaceChildren(...(lines.length ? lines : [row("the cart is empty")]));
+}
+
+function showCheckout(c) {
+  lastCheckout = c;
+  showCart(c);
   $("address").textContent = addressLine(c.address);
   $("address-age").textContent = freshness(c.address_source);
   $("stale-badge").hidden = !c.address_source.stale;

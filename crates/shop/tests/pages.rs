@@ -206,6 +206,17 @@ async fn the_shop_page_works_by_keyboard_and_axe_finds_no_serious_or_critical_vi
     browser.type_into("#place", ENTER).await;
     browser.shows("#orders li[data-order]", "shipped").await;
     add_to_cart(&browser, "p-002", "1 × ").await;
+    // The checkout refreshes itself; a refresh leaves the keyboard focus where it was.
+    let remove = "#cart button[data-remove='p-002']";
+    browser.eval(&format!("document.querySelector({remove:?}).focus(); return null")).await;
+    let checkouts = "return performance.getEntriesByType('resource').filter((e) => e.name.includes('/api/order/checkout/')).length";
+    let before = browser.eval(checkouts).await.as_u64().unwrap();
+    browser::eventually("two more refreshes of the checkout", || async {
+        (browser.eval(checkouts).await.as_u64().unwrap() >= before + 2).then_some(())
+    })
+    .await;
+    let focused = browser.eval("return document.activeElement.getAttribute('aria-label')").await;
+    assert_eq!(focused, "Remove Wool Beanie from the cart", "the focus stays on the Remove button");
     browser.eval("document.querySelectorAll('details').forEach((d) => d.open = true); return null").await;
     browser.assert_accessible("signed in by keyboard, with an order and both forms open").await;
     shop.stop().await.unwrap();
