@@ -54,7 +54,7 @@ function orderWords(order, shipment) {
   const why = order.reason ? `: ${order.reason}` : "";
   switch (order.status) {
     case "pending_stock": return { text: "waiting for stock", final: false };
-    case "rejected": return { text: `not placed, no stock${why}`, final: true, bad: true };
+    case "rejected": return { text: `rejected, out of stock${why}`, final: true, bad: true };
     case "cancelled": return { text: `cancelled${why}`, final: true, bad: true };
   }
   if (!shipment) return { text: "confirmed, waiting for shipping", final: false };
