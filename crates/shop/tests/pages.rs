@@ -3,7 +3,8 @@
 //! orders and watches the order reach "shipped"; during a partition the checkout says the
 //! address may be out of date and "Ship this order elsewhere" goes into the order; a double
 //! click places one order; without the catalog the page says prices cannot be confirmed
-//! and will not place the order; without shipping an order still shows its own status; it
+//! and will not place the order; without shipping an order still shows its own status; one
+//! without stock shows it was rejected and why; it
 //! works by keyboard and axe-core finds no serious violation. The dashboard's tests
 //! (and the screenshots of both pages) are in `dashboard.rs`.
 
@@ -187,6 +188,30 @@ async fn with_shipping_stopped_an_order_still_shows_its_own_status_and_ships_onc
     browser.shows("#orders li[data-order] .status", "confirmed, waiting for shipping").await;
     shop.chaos.start(shipping).await.unwrap();
     browser.shows("#orders li[data-order] .status", "shipped").await;
+    shop.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_order_without_stock_is_shown_rejected_with_the_reason() {
+    let Some((browser, shop, _dir)) = ready_to_order("p-006").await else { return };
+    let client = reqwest::Client::new();
+    let none = serde_json::json!({ "on_hand": 0 });
+    let set = client.put(shop.url("/api/inventory/stock/p-006")).bearer_auth(TOKEN).json(&none);
+    assert_eq!(set.send().await.unwrap().status(), 200);
+    for site in ["inventory-dc1", "inventory-dc2"] {
+        browser::eventually(&format!("{site} to have none of p-006"), || async {
+            let url = shop.url(&format!("/api/{site}/stock/p-006"));
+            let stock: Value = client.get(url).send().await.ok()?.json().await.ok()?;
+            (stock["on_hand"] == 0).then_some(())
+        })
+        .await;
+    }
+    browser.click("#place").await;
+    let status = browser.shows("#orders li[data-order] .status", "rejected, out of stock").await;
+    let orders = orders_of_ada(&shop).await;
+    assert_eq!(orders[0]["status"], "rejected", "{}", orders[0]);
+    let reason = orders[0]["reason"].as_str().unwrap();
+    assert_eq!(status, format!("rejected, out of stock: {reason}"), "the page gives the reason");
     shop.stop().await.unwrap();
 }
 
