@@ -1,122 +1,127 @@
-// The shop page: a thin client of the gateway's API. The shopper signs in (the session
-// token is kept for this tab and sent as Authorization: Bearer); the page keeps the
-// consistency token of the last address change and sends it with the checkout
-// (read-your-writes).
-const $ = (id) => document.getElementById(id);
-const euros = (cents) => (cents / 100).toFixed(2);
-const tokens = {};
-let session = JSON.parse(sessionStorage.getItem("capshop-session") || "null");
-
-async function api(method, path, body, headers = {}) {
-  const init = { method, headers: { ...headers } };
-  if (session) init.headers.authorization = `Bearer ${session.token}`;
-  if (body !== undefined) {
-    init.headers["content-type"] = "application/json";
-    init.body = JSON.stringify(body);
-  }
-  const response = await fetch(`/api/${path}`, init);
-  const text = await response.text();
-  const data = text ? JSON.parse(text) : null;
-  // The customer service refusing the session ends it here; another service may only not
-  // have the signing key yet (it replicates), so the next refresh tries again.
-  if (response.status === 401 && session && path.startsWith("customer/") && path !== "customer/sessions") signedOut();
-  if (!response.ok) throw new Error(data && data.detail ? data.detail : `${response.status}`);
-  return { data, token: response.headers.get("consistency-token") };
-}
-
-const customer = () => session && session.customer_id;
-
-function say(text, bad) {
-  $("message").textContent = text;
-  $("message").className = bad ? "bad" : "good";
-}
+// The shop page: sign in and out, the products, the checkout (cart, address with its
+// freshness, payment method, total) and Place order. The API calls are in shop-api.js,
+// the words in shop-words.js, the orders list in shop-orders.js.
+let lastCheckout = null;
+let placing = false;
 
 function signedOut() {
-  session = null;
-  sessionStorage.removeItem("capshop-session");
+  lastCheckout = null;
+  shownCart = null;
   $("sign-in").hidden = false;
   $("signed-in").hidden = true;
-  $("checkout").textContent = "Sign in to see your cart.";
-  $("orders").innerHTML = "";
+  $("checkout").hidden = true;
+  $("checkout-hint").hidden = false;
+  forgetOrders();
 }
+document.addEventListener("capshop-signed-out", signedOut);
 
 async function signedIn() {
   const { data } = await api("GET", `customer/customers/${customer()}`);
   $("customer").textContent = data.name;
   $("sign-in").hidden = true;
   $("signed-in").hidden = false;
+  $("checkout-hint").hidden = true;
+  $("checkout").hidden = false;
 }
 
 $("sign-in").addEventListener("submit", async (event) => {
   event.preventDefault();
   try {
     const { data } = await api("POST", "customer/sessions", Object.fromEntries(new FormData(event.target)));
-    session = { token: data.token, customer_id: data.customer_id };
-    sessionStorage.setItem("capshop-session", JSON.stringify(session));
+    keepSession(data);
     event.target.password.value = "";
     await signedIn();
-    say("signed in");
-    await refresh();
+    say("Signed in.");
+    await Promise.all([loadCheckout(), loadOrders()]);
   } catch (e) { say(e.message, true); }
 });
 
 $("sign-out").addEventListener("click", async () => {
   try { await api("DELETE", "customer/sessions/current"); } catch (e) { /* signed out anyway */ }
-  signedOut();
-  say("signed out");
+  forgetSession();
+  say("Signed out.");
 });
+
+function button(text, label, data) {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.textContent = text;
+  b.setAttribute("aria-label", label);
+  Object.assign(b.dataset, data);
+  return b;
+}
+
+function row(...children) {
+  const li = document.createElement("li");
+  li.append(...children.map((c) => {
+    if (typeof c !== "string") return c;
+    const span = document.createElement("span");
+    span.textContent = c;
+    return span;
+  }));
+  return li;
+}
 
 async function loadProducts() {
   const { data } = await api("GET", "catalog/products");
-  $("products").innerHTML = data
-    .map((p) => `<li><span>${p.name}</span><span>${euros(p.price_cents)}</span>` +
-      `<button data-product="${p.id}">Add</button></li>`)
-    .join("");
+  $("products").replaceChildren(...data.map((p) =>
+    row(p.name, euros(p.price_cents), button("Add", `Add ${p.name} to the cart`, { product: p.id }))));
+}
+
+/// Place order is possible with a confirmed total, something in the cart and no order in flight.
+function updatePlace() {
+  const c = lastCheckout;
+  $("place").disabled = placing || !c || !c.total.confirmed || c.cart.length === 0;
+}
+
+// What the cart shows now: it is redrawn only when that changes, so a refresh does not
+// take the keyboard focus off a Remove button.
+let shownCart = null;
+
+function showCart(c) {
+  // A line shows the catalog's binding price when the total is confirmed, else the list
+  // price the order service last heard of.
+  const quoted = Object.fromEntries(c.total.lines.map((q) => [q.product_id, q.line_cents]));
+  const shown = c.cart.map((l) => [l.product_id, l.name, l.quantity,
+    quoted[l.product_id] ?? l.list_price_cents * l.quantity]);
+  const key = JSON.stringify(shown);
+  if (key === shownCart) return;
+  shownCart = key;
+  const lines = shown.map(([id, name, quantity, cents]) => row(`${quantity} × ${name}`, euros(cents),
+    button("Remove", `Remove ${name} from the cart`, { remove: id })));
+  $("cart").replaceChildren(...(lines.length ? lines : [row("the cart is empty")]));
+}
+
+function showCheckout(c) {
+  lastCheckout = c;
+  showCart(c);
+  $("address").textContent = addressLine(c.address);
+  $("address-age").textContent = freshness(c.address_source);
+  $("stale-badge").hidden = !c.address_source.stale;
+  $("stale-hint").hidden = !c.address_source.stale;
+  $("payment").textContent = paymentWords(c.payment_method);
+  const total = $("total");
+  if (c.total.confirmed) {
+    total.className = "";
+    total.textContent = euros(c.total.cents);
+  } else {
+    total.className = "bad";
+    total.textContent = "prices cannot be confirmed right now, please try again";
+    const why = document.createElement("small");
+    why.textContent = ` (${c.total.reason})`;
+    total.append(why);
+  }
+  updatePlace();
 }
 
 async function loadCheckout() {
-  const id = customer();
-  const headers = tokens[id] ? { "Consistency-Token": tokens[id] } : {};
-  const { data } = await api("GET", `order/checkout/${id}`, undefined, headers);
-  const source = data.address_source;
-  const address = data.address
-    ? `${data.address.line1}, ${data.address.postcode} ${data.address.city}, ${data.address.country}`
-    : "unknown";
-  const age = source.age_ms === null ? "" : ` · ${(source.age_ms / 1000).toFixed(1)} s old`;
-  const total = data.total.confirmed
-    ? `<strong>${euros(data.total.cents)}</strong>`
-    : `<span class="bad">cannot be confirmed: ${data.total.reason}</span>`;
-  $("checkout").innerHTML =
-    `<ul class="list">${data.cart.map((l) => `<li><span>${l.quantity} × ${l.name}</span>` +
-      `<button data-remove="${l.product_id}">remove</button></li>`).join("") || "<li>the cart is empty</li>"}</ul>` +
-    `<p>Ship to: <span id="address">${address}</span> <small class="${source.stale ? "bad" : ""}">` +
-    `(from ${source.source}${age}${source.stale ? " · stale" : ""})</small></p>` +
-    `<p>Total: ${total}</p>`;
-}
-
-async function loadOrders() {
-  const path = `order/orders?customer_id=${customer()}`;
-  const known = (await api("GET", path)).data;
-  const shipments = Object.fromEntries(await Promise.all(known.map(async (o) =>
-    [o.id, (await api("GET", `shipping/shipments?order_id=${o.id}`)).data[0]])));
-  // The orders are read again after their shipments: shipping only ships a confirmed
-  // order, so this read is never older than what the shipment shows.
-  const { data } = await api("GET", path);
-  const rows = data.reverse().map((o) => {
-    const s = shipments[o.id];
-    const shipment = s ? ` · shipment ${s.status}${s.reason ? ": " + s.reason : ""}` : "";
-    return `<li><span>${o.id.slice(0, 14)}… ${euros(o.total_cents)}</span><span>${o.status}${shipment}</span></li>`;
-  });
-  $("orders").innerHTML = rows.join("") || "<li>no orders yet</li>";
-}
-
-async function refresh() {
   if (!session) return;
-  try {
-    await Promise.all([loadCheckout(), loadOrders()]);
-  } catch (e) {
-    say(e.message, true);
-  }
+  const { data } = await api("GET", `order/checkout/${customer()}`, undefined, consistency());
+  showCheckout(data);
+}
+
+async function refreshCheckout() {
+  try { await loadCheckout(); } catch (e) { say(e.message, true); }
 }
 
 function formAddress(form) {
@@ -127,19 +132,21 @@ function formAddress(form) {
 $("products").addEventListener("click", async (event) => {
   const product = event.target.dataset.product;
   if (!product) return;
-  if (!session) { say("sign in first", true); return; }
+  if (!session) { say("Sign in first to fill a cart.", true); return; }
   try {
     await api("POST", `order/carts/${customer()}/items`, { product_id: product, quantity: 1 });
-    say("added to the cart");
-    await refresh();
+    say("Added to the cart.");
+    await loadCheckout();
   } catch (e) { say(e.message, true); }
 });
 
-$("checkout").addEventListener("click", async (event) => {
+$("cart").addEventListener("click", async (event) => {
   const product = event.target.dataset.remove;
   if (!product) return;
-  await api("DELETE", `order/carts/${customer()}/items/${product}`);
-  await refresh();
+  try {
+    await api("DELETE", `order/carts/${customer()}/items/${product}`);
+    await loadCheckout();
+  } catch (e) { say(e.message, true); }
 });
 
 $("address-form").addEventListener("submit", async (event) => {
@@ -147,44 +154,54 @@ $("address-form").addEventListener("submit", async (event) => {
   try {
     const { token } = await api("PUT", `customer/customers/${customer()}/address`, formAddress(event.target));
     tokens[customer()] = token;
-    say(`address saved (${token})`);
-    await refresh();
+    $("change-address").open = false;
+    say("Address saved in your profile.");
+    await loadCheckout();
   } catch (e) { say(e.message, true); }
 });
 
-// One purchase, one Idempotency-Key: a double click or a retry of the same order sends the
-// same key, so the shop places it once; a changed order (another customer, another
-// address) is a new purchase with a new key.
-const purchase = { body: null, key: null };
+// One checkout attempt, one Idempotency-Key: a double click or a retry of the same order
+// sends the same key, so the shop places it once; a changed order (another address) is
+// another attempt with a new key, and so is the next one once this one is placed.
+const attempt = { body: null, key: null };
 
-function purchaseKey(body) {
+function attemptKey(body) {
   const text = JSON.stringify(body);
-  if (purchase.body !== text) {
-    purchase.body = text;
-    purchase.key = crypto.randomUUID ? crypto.randomUUID() : `${Date.now()}-${Math.random().toString(16).slice(2)}`;
+  if (attempt.body !== text) {
+    attempt.body = text;
+    attempt.key = crypto.randomUUID ? crypto.randomUUID() : `${Date.now()}-${Math.random().toString(16).slice(2)}`;
   }
-  return purchase.key;
+  return attempt.key;
 }
 
 $("place").addEventListener("click", async () => {
+  if (placing) return;
+  placing = true;
+  updatePlace();
   const body = { customer_id: customer() };
   const override = formAddress($("override-form"));
   if (override) body.address_override = override;
-  const headers = tokens[customer()] ? { "Consistency-Token": tokens[customer()] } : {};
-  headers["Idempotency-Key"] = purchaseKey(body);
+  const headers = { ...consistency(), "Idempotency-Key": attemptKey(body) };
   try {
     const { data } = await api("POST", "order/orders", body, headers);
-    purchase.body = null; // placed: the next click is another purchase
-    say(`order ${data.id} placed: ${data.status}`);
-    await refresh();
-  } catch (e) { say(e.message, true); }
+    attempt.body = null;
+    $("override-form").reset();
+    $("ship-elsewhere").open = false;
+    trackOrder(data);
+    say(`Order placed; it is ${orderWords(data, null).text}.`);
+  } catch (e) {
+    say(e.message.includes("no order was placed") ? e.message : `The order was not placed: ${e.message}`, true);
+  } finally {
+    placing = false;
+    await refreshCheckout();
+  }
 });
 
 (async () => {
   try {
     if (session) await signedIn(); else signedOut();
     await loadProducts();
-    await refresh();
-    setInterval(refresh, 2000);
+    if (session) await Promise.all([loadCheckout(), loadOrders()]);
   } catch (e) { say(e.message, true); }
+  setInterval(refreshCheckout, 2000);
 })();

@@ -138,6 +138,9 @@ async fn reconcile(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> R
 async fn asset(Path(name): Path<String>) -> Response {
     let (content_type, body) = match name.as_str() {
         "shop.js" => ("text/javascript", include_str!("../assets/shop.js")),
+        "shop-api.js" => ("text/javascript", include_str!("../assets/shop-api.js")),
+        "shop-words.js" => ("text/javascript", include_str!("../assets/shop-words.js")),
+        "shop-orders.js" => ("text/javascript", include_str!("../assets/shop-orders.js")),
         "dashboard.js" => ("text/javascript", include_str!("../assets/dashboard.js")),
         "topology.js" => ("text/javascript", include_str!("../assets/topology.js")),
         "charts.js" => ("text/javascript", include_str!("../assets/charts.js")),

@@ -2,8 +2,8 @@
 //! in this process: the topology shows every part and the bus; cutting customer↔order on
 //! it turns the link red and cuts it in the chaos state; replaying a dead letter makes the
 //! count drop; a backup taken from it is listed; recent events show and filter; axe-core
-//! finds no serious violation. An
-//! ignored test makes the screenshots in docs/ (`cargo test -p capshop-shop --test
+//! finds no serious violation. An ignored test makes the screenshots of the dashboard and
+//! the shop page in docs/ (`cargo test -p capshop-shop --test
 //! dashboard -- --ignored`).
 
 mod browser;
@@ -212,11 +212,11 @@ async fn the_dashboard_shows_every_service_and_site_up_and_the_dead_letters_with
     shop.stop().await.unwrap();
 }
 
-/// Writes docs/dashboard-healthy.png and docs/dashboard-partition.png (linked from the
-/// README); rerun after changing the page.
+/// Writes docs/dashboard-healthy.png, docs/dashboard-partition.png, docs/shop-healthy.png
+/// and docs/shop-partition.png (linked from the README); rerun after changing a page.
 #[tokio::test]
 #[ignore = "writes the screenshots in docs/; run with --ignored"]
-async fn screenshots_of_the_dashboard_healthy_and_during_a_partition() {
+async fn screenshots_of_the_dashboard_and_the_shop_page_healthy_and_during_a_partition() {
     let Some((browser, shop, _dir)) = browser::with_shop().await else { return };
     let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs");
     browser.resize(1400, 2600).await;
@@ -225,6 +225,21 @@ async fn screenshots_of_the_dashboard_healthy_and_during_a_partition() {
     // Some samples for the charts.
     tokio::time::sleep(std::time::Duration::from_secs(12)).await;
     browser.screenshot(&docs.join("dashboard-healthy.png")).await;
+
+    // The shop page, healthy: an order shipped, another in the cart.
+    browser.resize(1300, 1100).await;
+    browser.sign_in_on_shop_page(&shop).await;
+    browser.click("button[data-product='p-001']").await;
+    browser.shows("#total", "€").await;
+    browser.click("#place").await;
+    browser.shows("#orders li[data-order] .status", "shipped").await;
+    browser.click("button[data-product='p-004']").await;
+    browser.shows("#total", "€").await;
+    browser.screenshot(&docs.join("shop-healthy.png")).await;
+    browser.resize(1400, 2600).await;
+    // The tab keeps the admin token: the dashboard opens with it.
+    browser.open(&shop.url("/dashboard")).await;
+    browser.element("#topology [data-node='order']").await;
 
     shop.chaos.cut("inventory-dc1", "inventory-dc2", false).unwrap();
     shop.chaos.cut("order", "customer", false).unwrap();
@@ -244,6 +259,18 @@ async fn screenshots_of_the_dashboard_healthy_and_during_a_partition() {
     browser.click("#topology circle.handle[data-link='inventory-dc1->inventory-dc2']").await;
     tokio::time::sleep(std::time::Duration::from_secs(12)).await;
     browser.screenshot(&docs.join("dashboard-partition.png")).await;
+
+    // The shop page during the same partition: the address change reaches no replica and the
+    // customer service cannot be asked, so the checkout says it may be out of date.
+    browser.resize(1300, 1100).await;
+    browser.open(&shop.url("/")).await;
+    browser.shows("#customer", "Ada Lovelace").await;
+    let moved = ["10 Princes Street", "Edinburgh", "EH2 2AN", "GB"];
+    browser.fill_address("#address-form", moved).await;
+    browser.click("#address-form button").await;
+    browser.is_visible("#stale-badge", true).await;
+    browser.fill_address("#override-form", moved).await;
+    browser.screenshot(&docs.join("shop-partition.png")).await;
     shop.chaos.heal_all();
     shop.stop().await.unwrap();
 }

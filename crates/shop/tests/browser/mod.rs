@@ -150,6 +150,26 @@ impl Browser {
         .await
     }
 
+    /// Waits until the boolean property `name` (`hidden`, `disabled`) of the element `css`
+    /// selects is `wanted`.
+    pub async fn has_property(&self, css: &str, name: &str, wanted: bool) {
+        let script = format!("return document.querySelector({css:?})?.{name} ?? null");
+        eventually(&format!("{css}.{name} to be {wanted}"), || async {
+            (self.eval(&script).await == Value::Bool(wanted)).then_some(())
+        })
+        .await
+    }
+
+    /// Waits until the element `css` selects is shown (`wanted`) or not: rendered, not
+    /// hidden by its attribute, its style or an ancestor's.
+    pub async fn is_visible(&self, css: &str, wanted: bool) {
+        let script = format!("return document.querySelector({css:?})?.checkVisibility() ?? null");
+        eventually(&format!("{css} to be {}", if wanted { "shown" } else { "hidden" }), || async {
+            (self.eval(&script).await == Value::Bool(wanted)).then_some(())
+        })
+        .await
+    }
+
     /// Runs `script` (which must call `done(value)` at the end) in the page; its value.
     pub async fn eval_async(&self, script: &str) -> Value {
         let wrapped = format!("const done = arguments[arguments.length - 1]; {script}");
@@ -174,6 +194,12 @@ impl Browser {
         violations.into_iter().filter(|v| v["impact"] == "serious" || v["impact"] == "critical").collect()
     }
 
+    /// Fails the test, saying `when`, if axe-core finds a serious or critical violation.
+    pub async fn assert_accessible(&self, when: &str) {
+        let violations = self.serious_accessibility_violations().await;
+        assert!(violations.is_empty(), "{when}: {}", Value::from(violations));
+    }
+
     /// Sizes the window to `width` × `height` CSS pixels.
     pub async fn resize(&self, width: u32, height: u32) {
         self.command("/window/rect", json!({ "width": width, "height": height })).await;
@@ -195,6 +221,44 @@ impl Browser {
             .decode(answer["value"].as_str().unwrap_or_else(|| panic!("a screenshot: {answer}")))
             .expect("a screenshot is base64");
         std::fs::write(path, png).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+    }
+}
+
+impl Browser {
+    /// Double-clicks the element `css` selects with the pointer, as a person does: two
+    /// presses in a row, the second before the page has answered the first.
+    pub async fn double_click(&self, css: &str) {
+        let element = self.element(css).await;
+        let origin = json!({ ELEMENT: element });
+        let press = |kind: &str| json!({ "type": kind, "button": 0 });
+        let actions = json!({ "actions": [{
+            "type": "pointer", "id": "mouse", "parameters": { "pointerType": "mouse" },
+            "actions": [
+                { "type": "pointerMove", "origin": origin, "x": 0, "y": 0 },
+                press("pointerDown"), press("pointerUp"), press("pointerDown"), press("pointerUp"),
+            ],
+        }]});
+        self.command("/actions", actions).await;
+    }
+
+    /// Fills the shop page's address form `form` (`#address-form` or `#override-form`) with
+    /// street, city, postcode and country, after opening its `<details>`.
+    pub async fn fill_address(&self, form: &str, address: [&str; 4]) {
+        self.click(&format!("details:has({form}) > summary")).await;
+        for (field, value) in ["line1", "city", "postcode", "country"].into_iter().zip(address) {
+            self.type_into(&format!("{form} input[name='{field}']"), value).await;
+        }
+    }
+
+    /// Opens the shop page at `shop` and signs the seeded Ada in with the demo password.
+    pub async fn sign_in_on_shop_page(&self, shop: &Shop) {
+        self.open(&shop.url("/")).await;
+        self.shows("#products", "Classic Baseball Cap").await;
+        self.type_into("#sign-in input[name='password']", shop::customer::DEMO_PASSWORD).await;
+        self.click("#sign-in button").await;
+        self.shows("#customer", "Ada Lovelace").await;
+        self.is_visible("#sign-in", false).await;
+        self.is_visible("#checkout", true).await;
     }
 }
 
