@@ -35,7 +35,7 @@ pub(super) async fn copy(
         Kind::Consistent => {
             let (snapshots, paused) = pinned(files, pause).await?;
             let targets: Vec<_> = snapshots.into_iter().map(|(part, s)| (dest(&part), part, s)).collect();
-            blocking(move || {
+            in_background(move || {
                 for (target, part, snapshot) in targets {
                     snapshot.copy_to(&target).map_err(|e| failed(&part, e))?;
                 }
@@ -102,6 +102,27 @@ pub(super) async fn facts(files: &[(String, PathBuf)], pause: &Pause) -> Result<
         Ok(shop)
     })
     .await
+}
+
+/// Runs `work` on a thread of its own at the lowest CPU priority: copying every page of
+/// every database must not take the cores from the shop it copies.
+async fn in_background<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, BackupError> + Send + 'static,
+) -> Result<T, BackupError> {
+    let (done, result) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("backup copy".into())
+        .spawn(move || {
+            // SAFETY: plain system calls on the calling thread; a failure only leaves its
+            // priority as it was.
+            unsafe {
+                let thread = libc::syscall(libc::SYS_gettid) as libc::id_t;
+                libc::setpriority(libc::PRIO_PROCESS, thread, 19);
+            }
+            let _ = done.send(work());
+        })
+        .map_err(|e| BackupError::io("cannot start the copy", e))?;
+    result.await.map_err(|_| BackupError::io("the copy", "its thread stopped"))?
 }
 
 async fn blocking<T: Send + 'static, E: Send + 'static>(
