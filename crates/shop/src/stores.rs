@@ -13,7 +13,9 @@ pub enum StoreLocation {
     #[default]
     Sqlite,
     /// `<base_url>/capshop_<service>` (e.g. base `postgres://shop@db:5432`); the
-    /// databases must exist, and each service creates its tables on start.
+    /// databases must exist, and each service creates its tables on start. A base with
+    /// several hosts and a query (`postgres://shop@pg1:5432,pg2:5432?target_session_attrs=read-write`)
+    /// keeps its query after the database name.
     Postgres { base_url: String },
 }
 
@@ -29,7 +31,11 @@ impl StoreLocation {
         match self {
             StoreLocation::Sqlite => format!("sqlite:{}", data_dir.join(format!("{part}.db")).display()),
             StoreLocation::Postgres { base_url } => {
-                format!("{}/{}", base_url.trim_end_matches('/'), Self::database(part))
+                let (base, query) = match base_url.split_once('?') {
+                    Some((base, query)) => (base, format!("?{query}")),
+                    None => (base_url.as_str(), String::new()),
+                };
+                format!("{}/{}{query}", base.trim_end_matches('/'), Self::database(part))
             }
         }
     }
@@ -58,6 +64,13 @@ mod tests {
         let postgres = StoreLocation::Postgres { base_url: "postgres://shop@db:5432/".into() };
         assert_eq!(postgres.url(ServiceName::Search, dir), "postgres://shop@db:5432/capshop_search");
         assert_eq!(postgres.url_of("inventory-dc2", dir), "postgres://shop@db:5432/capshop_inventory_dc2");
+        let failover = StoreLocation::Postgres {
+            base_url: "postgres://shop@pg1:5432,pg2:5432/?target_session_attrs=read-write".into(),
+        };
+        assert_eq!(
+            failover.url(ServiceName::Order, dir),
+            "postgres://shop@pg1:5432,pg2:5432/capshop_order?target_session_attrs=read-write"
+        );
         assert_eq!(StoreLocation::parts().len(), 8, "six services and two inventory sites");
     }
 }
