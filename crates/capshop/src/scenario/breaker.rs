@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use super::Report;
 use super::lab::{Lab, LabShop, Load};
-use super::timeline::ratio;
+use super::timeline::{percentile, ratio};
 
 const CUSTOMERS: [&str; 3] = ["c-ada", "c-bob", "c-cyd"];
 
@@ -32,11 +32,6 @@ async fn show(shop: &LabShop, worker: usize, seen: &Mutex<Vec<Shown>>) -> bool {
     let shown = Shown { confirmed: total["confirmed"] == true, circuit_open, latency: answer.latency };
     seen.lock().unwrap_or_else(PoisonError::into_inner).push(shown);
     answer.ok()
-}
-
-fn percentile(mut values: Vec<Duration>, p: f64) -> f64 {
-    values.sort();
-    values.get(((values.len() as f64 - 1.0) * p).round() as usize).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
 }
 
 pub async fn run(lab: &Lab) -> anyhow::Result<Report> {

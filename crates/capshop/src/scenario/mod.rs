@@ -65,6 +65,8 @@ scenarios! {
         "the catalog is slow: the breaker opens, answers degrade at once, it closes again";
     cache_down => "cache-down",
         "the popularity cache fails: popular products degrade to limited, nothing else fails";
+    db_failover => "db-failover",
+        "the database primary dies under checkouts: async vs sync standby, promoted, lost writes listed";
 }
 
 #[derive(Args)]
