@@ -34,7 +34,7 @@ pub struct Failover {
 }
 
 /// One outbox on the pair: the database it is in, its stream, and the highest seq of
-/// that stream on the bus (read after the primary died, when nothing relays any more).
+/// that stream on the bus (read after the promotion, when nothing relays any more).
 pub struct OutboxHead {
     pub database: String,
     pub stream: String,
@@ -42,8 +42,11 @@ pub struct OutboxHead {
 }
 
 /// Watches the primary until it is silent, then promotes the standby, raises each of
-/// `outboxes` to at least its bus head, and lifts the fence.
-pub async fn fail_over(pair: &Pair, outboxes: Vec<OutboxHead>) -> anyhow::Result<Failover> {
+/// `outboxes` (read only then) to at least its bus head, and lifts the fence.
+pub async fn fail_over(
+    pair: &Pair,
+    outboxes: impl Future<Output = anyhow::Result<Vec<OutboxHead>>>,
+) -> anyhow::Result<Failover> {
     let started = Instant::now();
     let primary = pair.primary.url("postgres");
     let mut silent = 0;
@@ -70,7 +73,7 @@ pub async fn fail_over(pair: &Pair, outboxes: Vec<OutboxHead>) -> anyhow::Result
     let promoted = started.elapsed();
 
     let mut heads_raised = 0;
-    for outbox in outboxes {
+    for outbox in outboxes.await? {
         // The failover step's own sessions may write through the fence.
         let url = format!("{}?options=-c%20default_transaction_read_only%3Doff", pair.standby.url(&outbox.database));
         let what = format!("cannot raise the outbox head of {} in {}", outbox.stream, outbox.database);

@@ -73,14 +73,17 @@ async fn run_choice(lab: &Lab, replication: Replication) -> anyhow::Result<Outco
     tokio::time::sleep(lab.phase(0.5, 1.0)).await;
     pair.kill_primary();
     let killed = Instant::now();
-    // Nothing relays any more (the primary is gone, the standby is fenced): the bus's
-    // heads are final until the failover step lets the services in.
-    let mut outboxes = Vec::new();
-    for (part, ctx) in &shop.shop.parts {
-        let stream = ctx.outbox.stream().to_string();
-        let bus_head = ctx.bus.stream_head(&stream).await?;
-        outboxes.push(OutboxHead { database: StoreLocation::database(&part.name()), stream, bus_head });
-    }
+    // Read by the step once the standby is promoted: nothing relays then (the primary is
+    // gone, the standby fenced), and a batch a relay read before the kill has long landed.
+    let outboxes = async {
+        let mut outboxes = Vec::new();
+        for (part, ctx) in &shop.shop.parts {
+            let stream = ctx.outbox.stream().to_string();
+            let bus_head = ctx.bus.stream_head(&stream).await?;
+            outboxes.push(OutboxHead { database: StoreLocation::database(&part.name()), stream, bus_head });
+        }
+        Ok(outboxes)
+    };
     let failover = fail_over(&pair, outboxes).await?;
     let recovered = until("a successful checkout after the failover", Duration::from_secs(60), || {
         let found = checkouts.first_success_since(killed);
