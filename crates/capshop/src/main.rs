@@ -7,6 +7,7 @@
 )]
 
 mod admin;
+mod after_promote;
 mod bench;
 mod chaos;
 mod config;
@@ -40,6 +41,9 @@ enum Command {
     /// Checks that the services' databases agree: broken links, orphans, replica
     /// mismatches, stock and streams; exits 1 when a finding is a defect.
     Reconcile(reconcile::ReconcileArgs),
+    /// After a PostgreSQL standby is promoted, before the services write to it: raises each
+    /// service's outbox head to the bus's (docs/DEPLOY.md, the failover choices).
+    AfterPromote(after_promote::AfterPromoteArgs),
     /// Cuts, heals, slows or makes lossy a link, or stops and starts a service (admin token).
     Chaos(chaos::ChaosArgs),
     /// Runs an experiment of DESIGN §4 on a fresh shop and reports its figures.
@@ -70,6 +74,7 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => runtime.block_on(serve::run(args)),
         Command::Dlq(args) => runtime.block_on(dlq::run(args)),
         Command::Chaos(args) => runtime.block_on(chaos::run(args)),
+        Command::AfterPromote(args) => runtime.block_on(after_promote::run(args)),
         Command::Reconcile(args) => match runtime.block_on(reconcile::run(args)) {
             Ok(true) => Ok(()),
             Ok(false) => std::process::exit(1),

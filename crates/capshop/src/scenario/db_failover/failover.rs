@@ -13,6 +13,7 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
+use kit::bus::Bus;
 use tokio::time::Instant;
 
 use super::pair::{Pair, blocking};
@@ -33,20 +34,10 @@ pub struct Failover {
     pub heads_raised: usize,
 }
 
-/// One outbox on the pair: the database it is in, its stream, and the highest seq of
-/// that stream on the bus (read after the promotion, when nothing relays any more).
-pub struct OutboxHead {
-    pub database: String,
-    pub stream: String,
-    pub bus_head: u64,
-}
-
-/// Watches the primary until it is silent, then promotes the standby, raises each of
-/// `outboxes` (read only then) to at least its bus head, and lifts the fence.
-pub async fn fail_over(
-    pair: &Pair,
-    outboxes: impl Future<Output = anyhow::Result<Vec<OutboxHead>>>,
-) -> anyhow::Result<Failover> {
+/// Watches the primary until it is silent, then promotes the standby, raises every
+/// outbox head to `bus`'s head for its stream (`capshop after-promote`), and lifts the
+/// fence.
+pub async fn fail_over(pair: &Pair, bus: &dyn Bus) -> anyhow::Result<Failover> {
     let started = Instant::now();
     let primary = pair.primary.url("postgres");
     let mut silent = 0;
@@ -72,13 +63,15 @@ pub async fn fail_over(
     .context("the standby could not be promoted")?;
     let promoted = started.elapsed();
 
-    let mut heads_raised = 0;
-    for outbox in outboxes.await? {
-        // The failover step's own sessions may write through the fence.
-        let url = format!("{}?options=-c%20default_transaction_read_only%3Doff", pair.standby.url(&outbox.database));
-        let what = format!("cannot raise the outbox head of {} in {}", outbox.stream, outbox.database);
-        heads_raised += blocking(move || raise_head(&url, &outbox)).await.context(what)?;
-    }
+    // The bus's heads are read now: nothing relays (the old primary is gone, the new one
+    // fenced), and a batch a relay read before the crash has landed meanwhile. The step's
+    // own sessions may write through the fence.
+    let through_fence = format!(
+        "postgres://postgres@127.0.0.1:{}?options=-c%20default_transaction_read_only%3Doff",
+        pair.standby.port
+    );
+    let heads = crate::after_promote::raise_outbox_heads(&through_fence, bus).await?;
+    let heads_raised = heads.iter().filter(|h| h.raised()).count();
     std::fs::remove_file(pair.fence()).context("cannot lift the standby's fence")?;
     let standby = pair.standby.url("postgres");
     blocking(move || {
@@ -88,21 +81,4 @@ pub async fn fail_over(
     .await
     .context("the promoted standby did not reload its settings")?;
     Ok(Failover { detected, promoted, opened: started.elapsed(), heads_raised })
-}
-
-/// Raises the outbox head in the database at `url` when it is behind the bus's (or
-/// missing: the stream's first events were all in the lost tail); answers 1 if it did.
-fn raise_head(url: &str, outbox: &OutboxHead) -> Result<usize, postgres::Error> {
-    if outbox.bus_head == 0 {
-        return Ok(0);
-    }
-    let mut client = postgres::Client::connect(url, postgres::NoTls)?;
-    let head = i64::try_from(outbox.bus_head).unwrap_or(i64::MAX);
-    let raised = client.execute(
-        "INSERT INTO kit_outbox_head (stream, last_seq) VALUES ($1, $2) \
-         ON CONFLICT (stream) DO UPDATE SET last_seq = excluded.last_seq \
-         WHERE kit_outbox_head.last_seq < excluded.last_seq",
-        &[&outbox.stream, &head],
-    )?;
-    Ok(raised as usize)
 }
