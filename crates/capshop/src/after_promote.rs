@@ -88,3 +88,71 @@ fn raise(url: &str, stream: &str, to: u64) -> Result<u64, postgres::Error> {
     tx.commit()?;
     Ok(was)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kit::bus::Message;
+
+    #[tokio::test]
+    async fn an_outbox_head_behind_the_bus_is_raised_to_it_and_one_ahead_is_left_alone() {
+        let Some(server) = kit::testserver::PgServer::start() else { return };
+        let dir = tempfile::tempdir().unwrap();
+        for part in StoreLocation::parts() {
+            let url = server.create_database(&StoreLocation::database(&part));
+            kit::store::Store::open(&url, &[&kit::outbox::MIGRATIONS]).await.unwrap();
+        }
+        // The promoted database lost the order stream's last two events, which the bus
+        // has; the catalog's head is ahead of the bus (events not relayed yet).
+        let set = |part: &str, seq: i64| {
+            let (url, part) = (server.url(&StoreLocation::database(part)), part.to_owned());
+            std::thread::spawn(move || {
+                let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+                client
+                    .execute("INSERT INTO kit_outbox_head (stream, last_seq) VALUES ($1, $2)", &[&part, &seq])
+                    .unwrap();
+            })
+            .join()
+            .unwrap();
+        };
+        set("order", 3);
+        set("catalog", 9);
+        let bus =
+            kit::bus::connect(&format!("embedded:{}", dir.path().join("bus.db").display())).await.unwrap();
+        let message = |stream: &str, seq: u64| Message {
+            id: format!("{stream}-{seq}"),
+            stream: stream.to_owned(),
+            seq,
+            key: "k".into(),
+            body: b"{}".to_vec(),
+        };
+        let published: Vec<Message> = (1..=5)
+            .map(|seq| message("order", seq))
+            .chain((1..=7).map(|seq| message("catalog", seq)))
+            .collect();
+        bus.publish(&published).await.unwrap();
+
+        let heads = raise_outbox_heads(&server.base_url(), bus.as_ref()).await.unwrap();
+        let of = |part: &str| heads.iter().find(|h| h.part == part).unwrap().clone();
+        assert_eq!(of("order"), Head { part: "order".into(), was: 3, bus: 5 });
+        assert!(of("order").raised());
+        assert_eq!(of("catalog"), Head { part: "catalog".into(), was: 9, bus: 7 });
+        assert!(!of("catalog").raised());
+        assert_eq!(heads.iter().filter(|h| h.raised()).count(), 1, "{heads:?}");
+        let head = |part: &str| {
+            let url = server.url(&StoreLocation::database(part));
+            let part = part.to_owned();
+            std::thread::spawn(move || {
+                let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+                client
+                    .query_one("SELECT last_seq FROM kit_outbox_head WHERE stream = $1", &[&part])
+                    .unwrap()
+                    .get::<_, i64>(0)
+            })
+            .join()
+            .unwrap()
+        };
+        assert_eq!(head("order"), 5, "the next order event gets seq 6, new to the bus");
+        assert_eq!(head("catalog"), 9, "a head ahead of the bus is never lowered");
+    }
+}
