@@ -43,19 +43,19 @@ pub async fn run(args: AfterPromoteArgs) -> anyhow::Result<()> {
     let bus = kit::bus::connect(&args.bus)
         .await
         .with_context(|| format!("cannot reach the bus at {}", args.bus))?;
-    for head in raise_outbox_heads(&args.db, bus.as_ref()).await? {
+    for head in raise_outbox_heads(&args.db, &StoreLocation::parts(), bus.as_ref()).await? {
         let verdict = if head.raised() { "raised" } else { "already past the bus" };
         println!("{:<14} outbox head {:>8}, bus {:>8}: {verdict}", head.part, head.was, head.bus);
     }
     Ok(())
 }
 
-/// Raises the outbox head of every part of the shop in the databases at `db_base` to the
-/// bus's head for its stream, where it is behind; answers each part's heads.
-pub async fn raise_outbox_heads(db_base: &str, bus: &dyn Bus) -> anyhow::Result<Vec<Head>> {
+/// Raises the outbox head of each of `parts` in its database at `db_base` to the bus's
+/// head for its stream, where it is behind; answers each part's heads.
+pub async fn raise_outbox_heads(db_base: &str, parts: &[String], bus: &dyn Bus) -> anyhow::Result<Vec<Head>> {
     let location = StoreLocation::Postgres { base_url: db_base.to_owned() };
     let mut heads = Vec::new();
-    for part in StoreLocation::parts() {
+    for part in parts.iter().cloned() {
         let bus_head =
             bus.stream_head(&part).await.with_context(|| format!("cannot read the bus's head of {part}"))?;
         let url = location.url_of(&part, std::path::Path::new(""));
@@ -132,7 +132,8 @@ mod tests {
             .collect();
         bus.publish(&published).await.unwrap();
 
-        let heads = raise_outbox_heads(&server.base_url(), bus.as_ref()).await.unwrap();
+        let heads =
+            raise_outbox_heads(&server.base_url(), &StoreLocation::parts(), bus.as_ref()).await.unwrap();
         let of = |part: &str| heads.iter().find(|h| h.part == part).unwrap().clone();
         assert_eq!(of("order"), Head { part: "order".into(), was: 3, bus: 5 });
         assert!(of("order").raised());

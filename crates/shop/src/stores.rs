@@ -17,6 +17,10 @@ pub enum StoreLocation {
     /// several hosts and a query (`postgres://shop@pg1:5432,pg2:5432?target_session_attrs=read-write`)
     /// keeps its query after the database name.
     Postgres { base_url: String },
+    /// The parts in `parts` on PostgreSQL at `base_url` (as [`StoreLocation::Postgres`]),
+    /// every other part in SQLite (as [`StoreLocation::Sqlite`]): one service's database
+    /// on a replicated server while the rest stay local, as scenario db-failover runs.
+    Split { base_url: String, parts: Vec<String> },
 }
 
 impl StoreLocation {
@@ -37,6 +41,10 @@ impl StoreLocation {
                 };
                 format!("{}/{}{query}", base.trim_end_matches('/'), Self::database(part))
             }
+            StoreLocation::Split { base_url, parts } if parts.iter().any(|p| p == part) => {
+                StoreLocation::Postgres { base_url: base_url.clone() }.url_of(part, data_dir)
+            }
+            StoreLocation::Split { .. } => StoreLocation::Sqlite.url_of(part, data_dir),
         }
     }
 
@@ -71,6 +79,10 @@ mod tests {
             failover.url(ServiceName::Order, dir),
             "postgres://shop@pg1:5432,pg2:5432/capshop_order?target_session_attrs=read-write"
         );
+        let order_only =
+            StoreLocation::Split { base_url: "postgres://shop@pg1:5432".into(), parts: vec!["order".into()] };
+        assert_eq!(order_only.url(ServiceName::Order, dir), "postgres://shop@pg1:5432/capshop_order");
+        assert_eq!(order_only.url(ServiceName::Payment, dir), "sqlite:/var/capshop/payment.db");
         assert_eq!(StoreLocation::parts().len(), 8, "six services and two inventory sites");
     }
 }

@@ -34,10 +34,10 @@ pub struct Failover {
     pub heads_raised: usize,
 }
 
-/// Watches the primary until it is silent, then promotes the standby, raises every
-/// outbox head to `bus`'s head for its stream (`capshop after-promote`), and lifts the
+/// Watches the primary until it is silent, then promotes the standby, raises the outbox
+/// head of each of `parts` to `bus`'s head for its stream (`capshop after-promote`), and lifts the
 /// fence.
-pub async fn fail_over(pair: &Pair, bus: &dyn Bus) -> anyhow::Result<Failover> {
+pub async fn fail_over(pair: &Pair, parts: &[String], bus: &dyn Bus) -> anyhow::Result<Failover> {
     let started = Instant::now();
     let primary = pair.primary.url("postgres");
     let mut silent = 0;
@@ -70,7 +70,7 @@ pub async fn fail_over(pair: &Pair, bus: &dyn Bus) -> anyhow::Result<Failover> {
         "postgres://postgres@127.0.0.1:{}?options=-c%20default_transaction_read_only%3Doff",
         pair.standby.port
     );
-    let heads = crate::after_promote::raise_outbox_heads(&through_fence, bus).await?;
+    let heads = crate::after_promote::raise_outbox_heads(&through_fence, parts, bus).await?;
     let heads_raised = heads.iter().filter(|h| h.raised()).count();
     std::fs::remove_file(pair.fence()).context("cannot lift the standby's fence")?;
     let standby = pair.standby.url("postgres");
