@@ -118,7 +118,7 @@ pub fn ratio(attempts: &[Attempt]) -> Option<f64> {
     (!attempts.is_empty()).then(|| attempts.iter().filter(|a| a.ok).count() as f64 / attempts.len() as f64)
 }
 
-/// The `p` quantile (0..=1) of `values`, in milliseconds (0 when there are none).
+/// The `p` quantile (0 to 1) of `values`, in milliseconds (0 without values).
 pub fn percentile(mut values: Vec<Duration>, p: f64) -> f64 {
     values.sort();
     values.get(((values.len() as f64 - 1.0) * p).round() as usize).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
