@@ -338,7 +338,7 @@ fn refuse_unreachable(dir: &Path, uid: u32, gid: u32) -> anyhow::Result<()> {
 }
 
 /// Creates `capshop_<part>` for every part (service or inventory site) that has none yet.
-fn create_databases(admin_url: &str) -> Result<(), postgres::Error> {
+pub(crate) fn create_databases(admin_url: &str) -> Result<(), postgres::Error> {
     let mut client = postgres::Client::connect(admin_url, postgres::NoTls)?;
     for part in shop::stores::StoreLocation::parts() {
         let name = shop::stores::StoreLocation::database(&part);
@@ -351,7 +351,7 @@ fn create_databases(admin_url: &str) -> Result<(), postgres::Error> {
 
 /// Prepares `command` so that what it spawns dies with this process (and, with `account`,
 /// runs as that user); it can be spawned again with the same settings.
-fn prepare(command: &mut Command, account: Option<(u32, u32)>) -> &mut Command {
+pub(crate) fn prepare(command: &mut Command, account: Option<(u32, u32)>) -> &mut Command {
     kit::servers::as_account(command, account);
     // SAFETY: prctl is async-signal-safe and touches only the child being started.
     unsafe {

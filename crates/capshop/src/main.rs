@@ -8,6 +8,7 @@
 
 mod admin;
 mod backup;
+mod after_promote;
 mod bench;
 mod chaos;
 mod config;
@@ -47,6 +48,9 @@ enum Command {
     Backup(backup::BackupCommand),
     /// Restores a backup into a fresh data dir; `capshop up --data-dir` it afterwards.
     Restore(backup::RestoreArgs),
+    /// After a PostgreSQL standby is promoted, before the services write to it: raises each
+    /// service's outbox head to the bus's (docs/DEPLOY.md, the failover choices).
+    AfterPromote(after_promote::AfterPromoteArgs),
     /// Cuts, heals, slows or makes lossy a link, or stops and starts a service (admin token).
     Chaos(chaos::ChaosArgs),
     /// Runs an experiment of DESIGN §4 on a fresh shop and reports its figures.
@@ -79,6 +83,7 @@ fn main() -> anyhow::Result<()> {
         Command::Chaos(args) => runtime.block_on(chaos::run(args)),
         Command::Backup(command) => runtime.block_on(backup::run(command)),
         Command::Restore(args) => runtime.block_on(backup::restore(args)),
+        Command::AfterPromote(args) => runtime.block_on(after_promote::run(args)),
         Command::Reconcile(args) => match runtime.block_on(reconcile::run(args)) {
             Ok(true) => Ok(()),
             Ok(false) => std::process::exit(1),

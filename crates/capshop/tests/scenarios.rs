@@ -35,6 +35,14 @@ fn run_scenario(name: &str, out: &Path, extra: &[&str]) -> (std::process::Output
 
 /// Runs scenario `name` quickly and answers its JSON report.
 fn scenario(name: &str, out: &Path) -> Value {
+    let report = passing(name, out);
+    assert!(figure(&report, "deliveries_checked") > 0.0, "the loss check read effects: {report:#}");
+    report
+}
+
+/// Runs scenario `name` quickly, checks that it passed and drew its plot, and answers
+/// its JSON report.
+fn passing(name: &str, out: &Path) -> Value {
     let (output, report) = run_scenario(name, out, &[]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(report["passed"], true, "{name} failed its invariant: {report:#}\n{stderr}");
@@ -42,7 +50,6 @@ fn scenario(name: &str, out: &Path) -> Value {
     let plot = out.join(format!("{name}.svg"));
     let svg = std::fs::read_to_string(&plot).expect("the plot is written");
     assert!(svg.starts_with("<svg") && svg.contains("polyline"), "the plot draws lines: {}", plot.display());
-    assert!(figure(&report, "deliveries_checked") > 0.0, "the loss check read effects: {report:#}");
     report
 }
 
@@ -201,6 +208,31 @@ fn backup_the_consistent_cut_restores_without_damage_while_a_naive_copy_shows_it
 }
 
 #[test]
+fn db_failover_loses_no_acknowledged_order_with_a_synchronous_standby_and_lists_what_async_lost() {
+    let postgres = kit::testserver::POSTGRES_INSTALL;
+    if kit::testserver::binary("pg_basebackup", postgres).is_none()
+        || kit::testserver::binary("initdb", postgres).is_none()
+    {
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let report = passing("db-failover", out.path());
+    assert_eq!(figure(&report, "sync_lost_writes"), 0.0, "{report:#}");
+    let lost = figure(&report, "async_lost_writes");
+    let listed = report["figures"]["async_lost_orders"].as_array().expect("the lost orders by key");
+    assert_eq!(listed.len() as f64, lost, "every lost order is listed: {report:#}");
+    assert!(listed.iter().all(|id| id.as_str().is_some_and(|id| id.starts_with("o-"))), "{report:#}");
+    assert!(figure(&report, "recovery_s") > 0.0);
+    for name in ["checkout_errors", "write_p99_ms_async", "write_p99_ms_sync"] {
+        assert!(figure(&report, name) >= 0.0, "{name}: {report:#}");
+    }
+    assert!(
+        figure(&report, "sync_acknowledged_orders") > 0.0
+            && figure(&report, "async_acknowledged_orders") > 0.0
+    );
+}
+
+#[test]
 fn the_list_names_every_scenario_and_an_unknown_name_is_refused_with_the_list() {
     let listed = capshop().args(["scenario", "--list"]).output().unwrap();
     let listed = String::from_utf8_lossy(&listed.stdout);
@@ -214,6 +246,7 @@ fn the_list_names_every_scenario_and_an_unknown_name_is_refused_with_the_list() 
         "breaker",
         "cache-down",
         "backup",
+        "db-failover",
     ];
     for name in names {
         assert!(listed.lines().any(|l| l.starts_with(name)), "{name} in {listed}");

@@ -196,7 +196,7 @@ pub async fn launch(config: ShopConfig) -> Result<Shop, LaunchError> {
     let backups = match config.stores {
         StoreLocation::Sqlite => Some(crate::backup::Source::embedded(dir, pause.clone())),
         // Services on PostgreSQL beside the embedded bus: not a deployment backups know.
-        StoreLocation::Postgres { .. } => None,
+        StoreLocation::Postgres { .. } | StoreLocation::Split { .. } => None,
     };
     let mut app = gateway::router(
         routes,

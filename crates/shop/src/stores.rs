@@ -13,8 +13,14 @@ pub enum StoreLocation {
     #[default]
     Sqlite,
     /// `<base_url>/capshop_<service>` (e.g. base `postgres://shop@db:5432`); the
-    /// databases must exist, and each service creates its tables on start.
+    /// databases must exist, and each service creates its tables on start. A base with
+    /// several hosts and a query (`postgres://shop@pg1:5432,pg2:5432?target_session_attrs=read-write`)
+    /// keeps its query after the database name.
     Postgres { base_url: String },
+    /// The parts in `parts` on PostgreSQL at `base_url` (as [`StoreLocation::Postgres`]),
+    /// every other part in SQLite (as [`StoreLocation::Sqlite`]): one service's database
+    /// on a replicated server while the rest stay local, as scenario db-failover runs.
+    Split { base_url: String, parts: Vec<String> },
 }
 
 impl StoreLocation {
@@ -29,8 +35,16 @@ impl StoreLocation {
         match self {
             StoreLocation::Sqlite => format!("sqlite:{}", data_dir.join(format!("{part}.db")).display()),
             StoreLocation::Postgres { base_url } => {
-                format!("{}/{}", base_url.trim_end_matches('/'), Self::database(part))
+                let (base, query) = match base_url.split_once('?') {
+                    Some((base, query)) => (base, format!("?{query}")),
+                    None => (base_url.as_str(), String::new()),
+                };
+                format!("{}/{}{query}", base.trim_end_matches('/'), Self::database(part))
             }
+            StoreLocation::Split { base_url, parts } if parts.iter().any(|p| p == part) => {
+                StoreLocation::Postgres { base_url: base_url.clone() }.url_of(part, data_dir)
+            }
+            StoreLocation::Split { .. } => StoreLocation::Sqlite.url_of(part, data_dir),
         }
     }
 
@@ -58,6 +72,17 @@ mod tests {
         let postgres = StoreLocation::Postgres { base_url: "postgres://shop@db:5432/".into() };
         assert_eq!(postgres.url(ServiceName::Search, dir), "postgres://shop@db:5432/capshop_search");
         assert_eq!(postgres.url_of("inventory-dc2", dir), "postgres://shop@db:5432/capshop_inventory_dc2");
+        let failover = StoreLocation::Postgres {
+            base_url: "postgres://shop@pg1:5432,pg2:5432/?target_session_attrs=read-write".into(),
+        };
+        assert_eq!(
+            failover.url(ServiceName::Order, dir),
+            "postgres://shop@pg1:5432,pg2:5432/capshop_order?target_session_attrs=read-write"
+        );
+        let order_only =
+            StoreLocation::Split { base_url: "postgres://shop@pg1:5432".into(), parts: vec!["order".into()] };
+        assert_eq!(order_only.url(ServiceName::Order, dir), "postgres://shop@pg1:5432/capshop_order");
+        assert_eq!(order_only.url(ServiceName::Payment, dir), "sqlite:/var/capshop/payment.db");
         assert_eq!(StoreLocation::parts().len(), 8, "six services and two inventory sites");
     }
 }

@@ -67,6 +67,8 @@ scenarios! {
         "the popularity cache fails: popular products degrade to limited, nothing else fails";
     backup => "backup",
         "backups under checkout load: the consistent cut restores clean, a naive copy does not";
+    db_failover => "db-failover",
+        "the database primary dies under checkouts: async vs sync standby, promoted, lost writes listed";
 }
 
 #[derive(Args)]
