@@ -7,8 +7,8 @@
 )]
 
 mod admin;
-mod backup;
 mod after_promote;
+mod backup;
 mod bench;
 mod chaos;
 mod config;

@@ -26,6 +26,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::contracts::facts::ShopFacts;
+pub use links::PLACING_MS;
 pub use streams::CONSUMERS;
 
 /// What a finding is about, for the counts of the report.

@@ -27,7 +27,7 @@ use shop::stores::StoreLocation;
 use tokio::time::Instant;
 
 use super::Report;
-use super::lab::{Lab, Load, until};
+use super::lab::{Lab, LabShop, Load, until};
 use super::measure::Lost;
 use super::timeline::percentile;
 use checkouts::{Checkouts, ReadBack, WORKERS, read_back};
@@ -104,8 +104,9 @@ async fn run_choice(lab: &Lab, replication: Replication) -> anyhow::Result<Outco
         all.iter().filter(|c| c.started >= killed + failover.opened).filter_map(|c| c.order.clone()).collect();
     let read_back = read_back(&shop, &acknowledged).await?;
     let stuck_after = read_back.pending.iter().filter(|id| after.contains(id)).cloned().collect();
-    let reconciled = shop.expect("reconciling", shop.get("/admin/reconcile").await).await?;
-    let report: shop::reconcile::Report = serde_json::from_value(reconciled.body)?;
+    // An authorization whose order is gone reads as in flight while its placement could
+    // still be committing (PLACING_MS): reconcile again until that window has passed.
+    let report = settled_report(&shop).await?;
     let defects: Vec<_> = report.findings.iter().filter(|f| f.class == Class::Defect).collect();
     let findings = defects
         .iter()
@@ -238,4 +239,20 @@ fn describe(report: &mut Report, o: &Outcome) {
     report.figure(&format!("{name}_reconcile_defects"), o.findings.len());
     report.figure(&format!("{name}_lost_events"), o.lost.events);
     report.figure(&format!("failover_open_s_{name}"), f.opened.as_secs_f64());
+}
+
+/// The reconcile report once no in-flight finding names an order any more (or the
+/// placement window of `PLACING_MS` has passed for every one of them).
+async fn settled_report(shop: &LabShop) -> anyhow::Result<shop::reconcile::Report> {
+    let within = Duration::from_millis(shop::reconcile::PLACING_MS) + Duration::from_secs(5);
+    let started = tokio::time::Instant::now();
+    loop {
+        let reconciled = shop.expect("reconciling", shop.get("/admin/reconcile").await).await?;
+        let report: shop::reconcile::Report = serde_json::from_value(reconciled.body)?;
+        let waiting = report.findings.iter().any(|f| f.class == Class::InFlight && f.keys.contains_key("order"));
+        if !waiting || started.elapsed() > within {
+            return Ok(report);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
