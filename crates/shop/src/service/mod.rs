@@ -334,6 +334,9 @@ impl Consumers {
     /// Every consumer decodes with the published [`crate::contracts::schemas`], so an old
     /// payload is upcast before its handler sees it.
     fn config(spec: ConsumerSpec) -> ConsumerConfig {
+        // The consumer keeps its batches in progress, so a short ack wait costs nothing while
+        // it lives and brings back soon what it held when it crashed.
+        let spec = spec.ack_wait(kit::consumer::KEPT_ALIVE_ACK_WAIT);
         ConsumerConfig::new(spec).schemas(crate::contracts::schemas())
     }
 
