@@ -205,6 +205,9 @@ pub struct Context {
     /// Routes of the process this service runs in, served beside its own: a served
     /// process's `/admin/chaos` for its links. Set before [`run`].
     pub process_routes: std::sync::OnceLock<Router>,
+    /// Which of the service's instances this process is (`--instance-id`), named in its
+    /// relay lease; unset in the embedded shop. Set before [`run`].
+    pub instance_id: std::sync::OnceLock<String>,
     /// State that only this service has (the catalog's popularity cache); see
     /// [`Context::extension`].
     extension: std::sync::OnceLock<Box<dyn std::any::Any + Send + Sync>>,
@@ -256,6 +259,7 @@ impl Context {
             limiters: limits::Limiters::new(&choices.limits),
             choices,
             process_routes: std::sync::OnceLock::new(),
+            instance_id: std::sync::OnceLock::new(),
             extension: std::sync::OnceLock::new(),
         }))
     }
@@ -377,8 +381,11 @@ pub async fn run<S: Service>(
     S::seed(ctx.clone()).await.map_err(std::io::Error::other)?;
     let mut consumers =
         Consumers { ctx: ctx.clone(), shutdown: shutdown.clone(), tasks: tokio::task::JoinSet::new() };
-    let relay = Relay::new(ctx.store.clone(), ctx.outbox.clone(), ctx.bus.clone())
+    let mut relay = Relay::new(ctx.store.clone(), ctx.outbox.clone(), ctx.bus.clone())
         .counter(ctx.metrics.relayed_counter(&ctx.instance()));
+    if let Some(id) = ctx.instance_id.get() {
+        relay = relay.holder(id);
+    }
     consumers.tasks.spawn(relay.run(shutdown.clone().cancelled_owned()));
     S::consume(&ctx, &mut consumers);
     let app = routes::common(ctx.clone(), S::routes(&ctx), facts::FactsReader(S::facts));
