@@ -2,6 +2,8 @@
 //! redelivered while it is handled, however long past the ack wait, and once that
 //! attachment is gone it comes back after one ack wait (not after a long one).
 
+#![allow(clippy::print_stderr, reason = "the test reports the time to redelivery it measured")]
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,7 +45,7 @@ async fn a_delivery_kept_in_progress_outlives_its_ack_wait_and_comes_back_once_i
     assert_eq!(redelivered.len(), 1);
     assert_eq!(redelivered[0].message.id, "evt-1");
     assert_eq!(redelivered[0].attempt, 2, "delivered once before, to the attachment that died");
-    println!(
+    eprintln!(
         "redelivered {} ms after its holder died (ack wait {} ms)",
         (at - died).as_millis(),
         ACK_WAIT.as_millis()
