@@ -141,8 +141,13 @@ impl Relay {
                     self.poll
                 }
                 Ok(Step::Standby) => {
+                    // Commits do not matter to a standby: only the lease's expiry does.
                     failures = 0;
-                    Some(self.ttl / 5)
+                    tokio::select! {
+                        _ = tokio::time::sleep(self.ttl / 5) => {}
+                        _ = &mut shutdown => break,
+                    }
+                    continue;
                 }
                 Err(e) => {
                     failures += 1;

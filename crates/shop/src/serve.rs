@@ -46,9 +46,15 @@ pub async fn serve(
 ) -> Result<(), LaunchError> {
     let part = config.part;
     let bus = kit::bus::connect(&config.bus_url).await?;
+    // Several instances of the service may share its database: their transactions take turns.
+    let store_url = match config.store_url.starts_with("postgres") {
+        true if config.store_url.contains('?') => format!("{}&shared=true", config.store_url),
+        true => format!("{}?shared=true", config.store_url),
+        false => config.store_url.clone(),
+    };
     let wired = Wiring {
         part,
-        store_url: &config.store_url,
+        store_url: &store_url,
         bus,
         peer_urls: &config.peers,
         admin_token: config.admin_token.clone(),

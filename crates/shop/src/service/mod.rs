@@ -388,6 +388,9 @@ pub async fn run<S: Service>(
     }
     consumers.tasks.spawn(relay.run(shutdown.clone().cancelled_owned()));
     S::consume(&ctx, &mut consumers);
+    if ctx.store.dialect() == kit::store::Dialect::Postgres {
+        consumers.spawn(session::refresh_every(ctx.clone(), shutdown.clone()));
+    }
     let app = routes::common(ctx.clone(), S::routes(&ctx), facts::FactsReader(S::facts));
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await;
     shutdown.cancel();
