@@ -5,7 +5,8 @@
 //! when missing, then runs every service and the gateway as `capshop serve` processes of
 //! its own binary. The children die with it (parent-death signal); Ctrl-C stops them all.
 
-use std::collections::BTreeMap;
+pub mod instances;
+
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -13,7 +14,6 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use kit::servers::{NATS_INSTALL, POSTGRES_INSTALL, REDIS_INSTALL, unprivileged_account};
-use shop::service::Part;
 
 /// How long a server or service may take to become ready.
 const READY: Duration = Duration::from_secs(60);
@@ -26,6 +26,8 @@ pub struct Settings<'a> {
     pub address: &'a str,
     /// `ap` or `cp`, for both inventory sites.
     pub inventory_mode: &'a str,
+    /// How many processes of each part.
+    pub instances: instances::Instances,
 }
 
 /// A started process, stopped with SIGTERM (or `stop_signal`) at the end, and started
@@ -158,30 +160,24 @@ async fn start_all(
     let nats_url = start_nats(servers.nats, dir, started).await?;
     let pg_base = start_postgres(servers.initdb, servers.postgres, dir, started).await?;
     let cache_url = start_redis(servers.redis, dir, started).await?;
-    // One process per part: every service, and inventory as its two sites.
-    let ports: BTreeMap<String, u16> = Part::all()
-        .into_iter()
-        .zip(kit::servers::free_ports(Part::all().len())?)
-        .map(|(p, port)| (p.name(), port))
-        .collect();
-    let peers: Vec<String> =
-        ports.iter().flat_map(|(n, p)| ["--peer".to_owned(), format!("{n}=http://127.0.0.1:{p}")]).collect();
+    // Processes per part (one unless --instances): every service, inventory as its two sites.
+    let planned = settings.instances.plan(&kit::servers::free_ports(settings.instances.total())?);
+    let (peers, every_instance) = (instances::first_peers(&planned), instances::all_peers(&planned));
     let me = std::env::current_exe().context("cannot find capshop's own binary to start the services")?;
-    let mut processes: Vec<(String, std::net::SocketAddr)> = ports
-        .iter()
-        .map(|(n, p)| (n.to_string(), std::net::SocketAddr::from(([127, 0, 0, 1], *p))))
-        .collect();
-    processes.push(("gateway".to_owned(), settings.gateway));
-    for (process, listen) in processes {
+    let mut processes: Vec<(String, String, std::net::SocketAddr)> =
+        planned.into_iter().map(|p| (p.part, p.instance_id, p.listen)).collect();
+    processes.push(("gateway".to_owned(), "gateway".to_owned(), settings.gateway));
+    for (process, instance_id, listen) in processes {
         let mut command = Command::new(&me);
         command.args(["serve", &process, "--listen", &listen.to_string(), "--address", settings.address]);
         command.args(["--inventory-mode", settings.inventory_mode]);
-        command.args(&peers).env("CAPSHOP_ADMIN_TOKEN", &settings.admin_token);
+        let peers = if process == "gateway" { &every_instance } else { &peers };
+        command.args(peers).env("CAPSHOP_ADMIN_TOKEN", &settings.admin_token);
         // Every setting is given above: no capshop.toml of the caller's may add to them.
         command.env_remove("CAPSHOP_CONFIG").current_dir(dir);
         if process != "gateway" {
             let db = format!("{pg_base}/{}", shop::stores::StoreLocation::database(&process));
-            command.args(["--db", &db, "--bus", &nats_url]);
+            command.args(["--db", &db, "--bus", &nats_url, "--instance-id", &instance_id]);
         }
         if process == "catalog" {
             command.args(["--cache", &cache_url]);
@@ -189,7 +185,7 @@ async fn start_all(
         command.stdout(Stdio::null());
         prepare(&mut command, None);
         let url = format!("http://{listen}");
-        started.push(Started::spawn(&process, url.clone(), command, libc::SIGTERM)?);
+        started.push(Started::spawn(&instance_id, url.clone(), command, libc::SIGTERM)?);
         wait_http(&format!("{url}/health"), started.last_mut().expect("just pushed")).await?;
     }
     Ok(())

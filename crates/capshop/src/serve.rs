@@ -31,9 +31,14 @@ pub struct ServeArgs {
     /// Where this process listens (the gateway's default: 127.0.0.1:8080).
     #[arg(long, env = "CAPSHOP_LISTEN")]
     pub listen: Option<String>,
-    /// Where a peer service listens, as NAME=URL (repeatable; in CAPSHOP_PEERS joined by commas).
+    /// Where a peer service listens, as NAME=URL (repeatable; in CAPSHOP_PEERS joined by
+    /// commas). The same NAME again adds an instance, which the gateway balances over.
     #[arg(long = "peer", env = "CAPSHOP_PEERS", value_delimiter = ',')]
     pub peers: Vec<String>,
+    /// Which instance of the service this process is, when several run (default: the
+    /// service's name and this process's id); named in its relay lease and its logs.
+    #[arg(long, env = "CAPSHOP_INSTANCE_ID")]
+    pub instance_id: Option<String>,
     /// Where checkout takes the address from: replica or sync (default replica).
     #[arg(long, env = "CAPSHOP_ADDRESS")]
     pub address: Option<String>,
@@ -53,8 +58,16 @@ pub struct ServeArgs {
 /// What `serve` runs, with every setting resolved.
 #[derive(Debug)]
 pub enum Served {
-    Service { config: ServeConfig, listen: SocketAddr },
-    Gateway { services: BTreeMap<String, String>, admin_token: String, listen: SocketAddr },
+    Service {
+        config: ServeConfig,
+        listen: SocketAddr,
+    },
+    /// The gateway, with every instance of each service.
+    Gateway {
+        services: BTreeMap<String, Vec<String>>,
+        admin_token: String,
+        listen: SocketAddr,
+    },
 }
 
 /// The parts a process needs peers for: what it calls (the other site, for a site), or
@@ -100,21 +113,24 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<Served> {
         setting(&args.admin_token, "admin_token")?.filter(|t| !t.trim().is_empty()).ok_or_else(|| {
             missing("--admin-token TOKEN (the same in every process)", "CAPSHOP_ADMIN_TOKEN", "admin_token")
         })?;
-    let mut peers = file.peers()?;
+    let mut peers: BTreeMap<String, Vec<String>> =
+        file.peers()?.into_iter().map(|(name, url)| (name, vec![url])).collect();
+    let mut given: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for pair in &args.peers {
         let (name, url) = pair.split_once('=').with_context(|| {
             format!("--peer {pair:?} is not NAME=URL, e.g. --peer customer=http://10.0.0.1:7001")
         })?;
         name.parse::<Part>().map_err(|e| anyhow::anyhow!("--peer {pair:?}: {e}"))?;
-        peers.insert(name.to_owned(), url.to_owned());
+        given.entry(name.to_owned()).or_default().push(url.to_owned());
     }
+    peers.extend(given);
     for needed in needed_peers(service) {
-        let Some(url) = peers.get(&needed) else {
+        let Some(urls) = peers.get(&needed) else {
             bail!(
                 "{process} calls {needed}: pass --peer {needed}=http://HOST:PORT, add it to CAPSHOP_PEERS, or set `{needed} = \"http://HOST:PORT\"` under [peers] in {file_name}"
             );
         };
-        if !url.starts_with("http://") && !url.starts_with("https://") {
+        if let Some(url) = urls.iter().find(|u| !u.starts_with("http://") && !u.starts_with("https://")) {
             bail!("the peer {needed} is {url:?}: give its base URL, e.g. http://10.0.0.1:7001");
         }
     }
@@ -137,7 +153,11 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<Served> {
         shop::catalog::cache::check_url(url).map_err(|e| anyhow::anyhow!("--cache: {e}"))?;
     }
     let cache_url = cache_url.filter(|_| name == Part::Service(shop::service::ServiceName::Catalog));
-    let config = ServeConfig { part: name, store_url, bus_url, peers, admin_token, choices, cache_url };
+    let instance_id = args.instance_id.clone().unwrap_or_else(|| format!("{process}-{}", std::process::id()));
+    // A service calls the first instance of each peer it needs.
+    let peers = peers.into_iter().filter_map(|(name, urls)| Some((name, urls.into_iter().next()?))).collect();
+    let config =
+        ServeConfig { part: name, store_url, bus_url, peers, admin_token, choices, cache_url, instance_id };
     Ok(Served::Service { config, listen })
 }
 

@@ -28,6 +28,10 @@ pub struct UpArgs {
     /// on PATH and kept in the data dir) instead of all in this process on SQLite.
     #[arg(long)]
     distributed: bool,
+    /// With --distributed: how many processes of each service, `N` for every one or
+    /// `order=2,shipping=2` for those named (the gateway balances over them).
+    #[arg(long, value_parser = crate::distributed::instances::parse, requires = "distributed")]
+    instances: Option<crate::distributed::instances::Instances>,
 }
 
 pub(crate) fn parse_address_choice(text: &str) -> Result<AddressChoice, String> {
@@ -70,6 +74,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             admin_token,
             address,
             inventory_mode: args.inventory_mode.as_str(),
+            instances: args.instances.clone().unwrap_or_default(),
         };
         return crate::distributed::run(settings).await;
     }

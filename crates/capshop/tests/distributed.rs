@@ -1,11 +1,13 @@
 //! The distributed mode as it is deployed: every service and the gateway a `capshop serve`
 //! process of its own, on a real PostgreSQL server (a database per service) and a real
 //! nats-server with JetStream. Processes and servers are killed with SIGKILL under load
-//! and restarted; afterwards every order is confirmed and shipped, and each consumer has
-//! applied every committed event of its source exactly once.
+//! and restarted (or, with two instances of a service, left dead while the other carries
+//! on); afterwards every order is confirmed and shipped, and each consumer has applied
+//! every committed event of its source exactly once.
 
 mod deployment;
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -212,6 +214,55 @@ async fn inventory_and_shipping_killed_with_sigkill_under_load_and_restarted_los
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_server_killed_under_load_keeps_writes_accepted_and_everything_converges_after_its_restart() {
     orders_survive(Fault::KillNats).await;
+}
+
+/// The instance ids that answer `/api/<service>/health` through the gateway in `tries` requests.
+async fn answering(shop: &Deployment, service: &str, tries: usize) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    for _ in 0..tries {
+        let (status, health) = shop.get(&format!("/api/{service}/health")).await;
+        assert_eq!(status, 200, "{health}");
+        seen.insert(health["instance"].as_str().expect("a served process names its instance").to_owned());
+    }
+    seen
+}
+
+/// Two processes each of order and shipping on the same databases, the gateway balancing
+/// over them. Under load the order instance that holds the order stream's relay lease and
+/// one shipping instance are killed with SIGKILL and not started again: the other instances
+/// go on serving, the survivor takes the relay over, and the deliveries the dead ones held
+/// (the order service's per-key stock consumer among them) come back to the survivors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_two_instances_of_order_and_shipping_one_of_each_killed_under_load_the_others_carry_on_losing_nothing()
+ {
+    let shipping = Part::Service(ServiceName::Shipping);
+    let Some(shop) = Deployment::start_with(&[(ORDER, 2), (shipping, 2)]).await else { return };
+    shop.replicated().await;
+    let both: BTreeSet<String> = ["order".to_owned(), "order-2".to_owned()].into();
+    assert_eq!(answering(&shop, "order", 4).await, both, "the gateway sends requests to both instances");
+    let holder =
+        eventually("an order instance to hold the relay lease", || shop.relay_holder("order", "order")).await;
+    let survivor = both.iter().find(|id| **id != holder).expect("two instances").clone();
+
+    let shop = Arc::new(RwLock::new(shop));
+    let (faults, killed) = (shop.clone(), holder.clone());
+    let orders = place_orders(&shop, 10, move |placed| {
+        let (shop, killed) = (faults.clone(), killed.clone());
+        async move {
+            if placed == 8 {
+                // Taken for writing: no request is under way at either instance.
+                let mut shop = shop.write().await;
+                shop.kill_instance(&killed);
+                shop.kill_instance("shipping");
+            }
+        }
+    })
+    .await;
+    let shop = shop.read().await;
+    converged(&shop, &orders).await;
+    let after = shop.relay_holder("order", "order").await;
+    assert_eq!(after.as_ref(), Some(&survivor), "the surviving instance took the relay lease over");
+    assert_eq!(answering(&shop, "order", 3).await, [survivor].into(), "only the survivor answers now");
 }
 
 #[test]

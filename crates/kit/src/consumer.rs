@@ -83,6 +83,10 @@ impl From<serde_json::Error> for HandlerError {
     }
 }
 
+/// An ack wait for consumers run by [`Consumer`], which keeps each batch in progress while
+/// it is applied: short, so what a crashed process held comes back within seconds.
+pub const KEPT_ALIVE_ACK_WAIT: Duration = Duration::from_secs(5);
+
 /// How a consumer is served and how it retries.
 pub struct ConsumerConfig {
     pub spec: ConsumerSpec,
@@ -271,7 +275,8 @@ impl<H: Handler> Consumer<H> {
             .map(|d| self.config.schemas.decode(&d.message.body).map_err(|e| e.to_string()))
             .collect();
         let (handler, name, now) = (self.handler.clone(), self.config.spec.name.clone(), clock::now_ms());
-        let outcomes = self.store.transact(move |tx| apply(tx, &name, handler.as_ref(), decoded, now)).await;
+        let applying = self.store.transact(move |tx| apply(tx, &name, handler.as_ref(), decoded, now));
+        let outcomes = self.kept_in_progress(subscription, &deliveries, applying).await;
         let outcomes = match outcomes {
             Ok(outcomes) => outcomes,
             Err(e) if e.is_retryable() => {
@@ -289,6 +294,30 @@ impl<H: Handler> Consumer<H> {
         };
         crashpoint::reached("consumer.after_apply");
         Ok(self.settle(subscription, &deliveries, outcomes).await?)
+    }
+
+    /// Awaits `work` on `deliveries`, telling the bus every third of the ack wait that they
+    /// are still in progress. A failed in-progress ack only risks a redelivery, which the
+    /// inbox absorbs, so it does not stop the work.
+    async fn kept_in_progress<F: Future>(
+        &self,
+        subscription: &mut dyn Subscription,
+        deliveries: &[Delivery],
+        work: F,
+    ) -> F::Output {
+        let every = (self.config.spec.ack_wait / 3).max(Duration::from_millis(10));
+        let tags: Vec<DeliveryTag> = deliveries.iter().map(|d| d.tag).collect();
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                done = &mut work => return done,
+                _ = tokio::time::sleep(every) => {
+                    if let Err(e) = subscription.in_progress(&tags).await {
+                        warn!(consumer = %self.name(), error = %e, "could not keep deliveries in progress");
+                    }
+                }
+            }
+        }
     }
 
     async fn settle(

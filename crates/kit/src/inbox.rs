@@ -91,23 +91,26 @@ pub(crate) enum Passage {
 }
 
 impl Floors {
-    /// Reads the stored floors of the streams `events` come from.
+    /// Reads the stored floors of the streams `events` come from, and locks them until the
+    /// batch commits: instances of one service that apply batches of the same consumer at
+    /// once then take turns, so none decides "new by position" on a floor another is
+    /// moving (which could apply an event twice, or leave the floor behind). Locked in
+    /// stream order, so two batches never wait for each other.
     pub(crate) fn load<'a>(
         tx: &mut Tx<'_>,
         consumer: &str,
         streams: impl IntoIterator<Item = &'a str>,
     ) -> Result<Self, StoreError> {
         let mut by_stream = HashMap::new();
-        for stream in streams {
-            if by_stream.contains_key(stream) {
-                continue;
-            }
+        for stream in streams.into_iter().collect::<std::collections::BTreeSet<_>>() {
             let stored: u64 = tx
-                .query_opt(
-                    "SELECT seq FROM kit_inbox_floor WHERE consumer = $1 AND stream = $2",
+                .query_one(
+                    "INSERT INTO kit_inbox_floor (consumer, stream, seq) VALUES ($1, $2, 0) \
+                     ON CONFLICT (consumer, stream) DO UPDATE SET seq = kit_inbox_floor.seq \
+                     RETURNING seq",
                     &[consumer.into(), stream.into()],
                 )?
-                .map_or(Ok(0), |r| r.get(0))?;
+                .get(0)?;
             let recorded_above = tx
                 .query_opt(
                     "SELECT 1 FROM kit_inbox WHERE consumer = $1 AND stream = $2 AND seq > $3 LIMIT 1",

@@ -11,18 +11,20 @@ use crate::envelope::{Envelope, EventId, NewEvent, StreamName};
 use crate::store::{Migrations, StoreError, Tx};
 
 /// The kit's tables inside a service database (outbox, inbox, applied positions, replica
-/// versions); every service store opens with these.
+/// versions, relay leases); every service store opens with these.
 pub const MIGRATIONS: Migrations = Migrations {
     component: "kit",
     sqlite: &[
         include_str!("../migrations/sqlite/0001_outbox_inbox.sql"),
         include_str!("../migrations/sqlite/0004_inbox_position.sql"),
         include_str!("../migrations/sqlite/0006_outbox_relayed.sql"),
+        include_str!("../migrations/sqlite/0008_relay_lease.sql"),
     ],
     postgres: &[
         include_str!("../migrations/postgres/0001_outbox_inbox.sql"),
         include_str!("../migrations/postgres/0004_inbox_position.sql"),
         include_str!("../migrations/postgres/0006_outbox_relayed.sql"),
+        include_str!("../migrations/postgres/0008_relay_lease.sql"),
     ],
 };
 

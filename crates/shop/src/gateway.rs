@@ -5,7 +5,9 @@
 //! fault controls of the whole shop ([`crate::chaos::http`]); `/admin/reconcile` gathers
 //! every part's facts and checks them ([`crate::reconcile`]); `/admin/topology` is the graph
 //! the dashboard draws ([`crate::topology`]); `/admin/backups` takes consistent backups
-//! ([`crate::backup`]).
+//! ([`crate::backup`]). A service with several instances is balanced over ([`upstreams`]).
+
+mod upstreams;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -46,11 +48,20 @@ const RETURNED: [HeaderName; 7] = [
 /// `/api`: a service (`inventory` is dc1), or a part of its own (`inventory-dc2`).
 #[derive(Debug, Clone)]
 pub struct Routes {
-    pub services: BTreeMap<String, String>,
+    /// Every instance of each (several when a service runs several processes); requests
+    /// are balanced over them.
+    pub instances: BTreeMap<String, Vec<String>>,
+}
+
+impl Routes {
+    /// One instance per service.
+    pub fn single(services: BTreeMap<String, String>) -> Self {
+        Self { instances: services.into_iter().map(|(name, url)| (name, vec![url])).collect() }
+    }
 }
 
 struct Gateway {
-    routes: Routes,
+    upstreams: Arc<upstreams::Upstreams>,
     /// The parts in this process, read directly by `/admin/reconcile` (embedded shop).
     local: crate::facts::LocalParts,
     /// The embedded shop's databases, which `/admin/reconcile` reads at one cut.
@@ -73,8 +84,12 @@ pub fn router(
 ) -> Router {
     let admin = admin_token.clone();
     let cut = backups.clone();
-    let gateway =
-        Arc::new(Gateway { routes, local, cut, client: reqwest::Client::new(), admin_token: admin });
+    let client = reqwest::Client::new();
+    let upstreams = Arc::new(upstreams::Upstreams::new(&routes.instances));
+    if routes.instances.values().any(|urls| urls.len() > 1) {
+        upstreams::Upstreams::watch(Arc::downgrade(&upstreams), client.clone());
+    }
+    let gateway = Arc::new(Gateway { upstreams, local, cut, client, admin_token: admin });
     Router::new()
         .route(
             "/health",
@@ -122,7 +137,8 @@ async fn reconcile(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> R
     let facts = match (&gateway.cut, gateway.local.is_empty()) {
         (Some(cut), _) => cut.facts().await.map_err(|e| e.to_string()),
         (None, true) => {
-            crate::facts::from_parts(&gateway.client, &gateway.routes.services, &gateway.admin_token)
+            let parts = gateway.upstreams.one_of_each();
+            crate::facts::from_parts(&gateway.client, &parts, &gateway.admin_token)
                 .await
                 .map_err(|e| e.to_string())
         }
@@ -202,41 +218,53 @@ async fn proxy(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(base) = gateway.routes.services.get(service) else {
-        let known = gateway.routes.services.keys().cloned().collect::<Vec<_>>().join(", ");
+    let Some(instances) = gateway.upstreams.in_turn(service) else {
+        let known = gateway.upstreams.names().cloned().collect::<Vec<_>>().join(", ");
         return Problem::not_found(format!("no service {service:?} behind /api: use one of {known}"))
             .into_response();
     };
-    let mut url = format!("{base}/{path}");
-    if let Some(query) = query {
-        url.push('?');
-        url.push_str(&query);
-    }
-    let mut request = gateway.client.request(method, url).body(body);
-    for name in FORWARDED {
-        if let Some(value) = headers.get(&name) {
-            request = request.header(name, value);
-        }
-    }
-    match request.send().await {
-        Ok(answer) => {
-            let status = answer.status();
-            let mut out = HeaderMap::new();
-            for name in RETURNED {
-                if let Some(value) = answer.headers().get(&name) {
-                    out.insert(name, value.clone());
-                }
+    let query = query.map(|q| format!("?{q}")).unwrap_or_default();
+    // What failed before it reached an instance may go to the next one, whatever the
+    // method; what may have reached it only when repeating it is harmless.
+    let repeatable = method.is_idempotent() || headers.contains_key(idempotency::HEADER);
+    let mut failure = None;
+    for instance in instances {
+        let mut request = gateway.client.request(method.clone(), format!("{}/{path}{query}", instance.url));
+        for name in FORWARDED {
+            if let Some(value) = headers.get(&name) {
+                request = request.header(name, value);
             }
-            match answer.bytes().await {
-                Ok(bytes) => (status, out, bytes).into_response(),
-                Err(e) => {
-                    Problem::new(StatusCode::BAD_GATEWAY, format!("{service} broke off its answer: {e}"))
-                        .into_response()
+        }
+        match request.body(body.clone()).send().await {
+            Ok(answer) => return answered(service, answer).await,
+            Err(e) => {
+                let unreached = e.is_connect();
+                if unreached {
+                    instance.mark(true);
+                }
+                failure = Some(e);
+                if !unreached && !repeatable {
+                    break;
                 }
             }
         }
-        Err(e) => {
-            Problem::new(StatusCode::BAD_GATEWAY, format!("{service} is unreachable: {e}")).into_response()
+    }
+    let e = failure.map_or_else(|| "no instance".to_owned(), |e| e.to_string());
+    Problem::new(StatusCode::BAD_GATEWAY, format!("{service} is unreachable: {e}")).into_response()
+}
+
+/// An instance's answer, passed back with the headers that matter.
+async fn answered(service: &str, answer: reqwest::Response) -> Response {
+    let status = answer.status();
+    let mut out = HeaderMap::new();
+    for name in RETURNED {
+        if let Some(value) = answer.headers().get(&name) {
+            out.insert(name, value.clone());
         }
+    }
+    match answer.bytes().await {
+        Ok(bytes) => (status, out, bytes).into_response(),
+        Err(e) => Problem::new(StatusCode::BAD_GATEWAY, format!("{service} broke off its answer: {e}"))
+            .into_response(),
     }
 }

@@ -190,7 +190,7 @@ pub async fn launch(config: ShopConfig) -> Result<Shop, LaunchError> {
     let mut tasks = tokio::task::JoinSet::new();
     let gateway_listener = bind(config.gateway).await?;
     let gateway = gateway_listener.local_addr().expect("a bound address");
-    let routes = gateway::Routes { services: peer_urls };
+    let routes = gateway::Routes::single(peer_urls);
     let local = crate::facts::LocalParts::new(&parts);
     let deployment = crate::topology::Deployment::Embedded(chaos.clone());
     let backups = match config.stores {

@@ -33,6 +33,8 @@ pub struct ServeConfig {
     /// The catalog's popularity cache, e.g. `redis://cache1:6379`; `None` keeps it in the
     /// catalog's memory. Only the catalog has one.
     pub cache_url: Option<String>,
+    /// Which instance of the part this process is, e.g. `order-2` (several may run).
+    pub instance_id: String,
 }
 
 /// Runs one service on `listener` until `shutdown` is cancelled: opens its store and the
@@ -44,9 +46,15 @@ pub async fn serve(
 ) -> Result<(), LaunchError> {
     let part = config.part;
     let bus = kit::bus::connect(&config.bus_url).await?;
+    // Several instances of the service may share its database: their transactions take turns.
+    let store_url = match config.store_url.starts_with("postgres") {
+        true if config.store_url.contains('?') => format!("{}&shared=true", config.store_url),
+        true => format!("{}?shared=true", config.store_url),
+        false => config.store_url.clone(),
+    };
     let wired = Wiring {
         part,
-        store_url: &config.store_url,
+        store_url: &store_url,
         bus,
         peer_urls: &config.peers,
         admin_token: config.admin_token.clone(),
@@ -62,26 +70,33 @@ pub async fn serve(
         .nest("/admin/chaos", chaos)
         .merge(crate::topology::process_router(info, config.admin_token));
     wired.ctx.process_routes.set(routes).unwrap_or_else(|_| unreachable!("a fresh context has no routes"));
+    wired
+        .ctx
+        .instance_id
+        .set(config.instance_id)
+        .unwrap_or_else(|_| unreachable!("a fresh context has no id"));
     crate::wiring::run(part, Arc::clone(&wired.ctx), listener, shutdown)
         .await
         .map_err(|e| LaunchError::Served { part, reason: e.to_string() })
 }
 
 /// Runs the gateway on `listener` until `shutdown` is cancelled, routing `/api/<service>`
-/// to `services`. It owns no links: each service's `/admin/chaos` controls its own.
+/// to the service's `instances` (balanced when there are several). It owns no links: each service's `/admin/chaos` controls its own.
 pub async fn serve_gateway(
-    services: BTreeMap<String, String>,
+    instances: BTreeMap<String, Vec<String>>,
     admin_token: String,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let mut services = services;
+    let mut instances = instances;
     // `/api/inventory` reaches the first site, as in the embedded shop.
-    if let Some(dc1) = services.get(&Site::Dc1.instance()).cloned() {
-        services.entry(ServiceName::Inventory.to_string()).or_insert(dc1);
+    if let Some(dc1) = instances.get(&Site::Dc1.instance()).cloned() {
+        instances.entry(ServiceName::Inventory.to_string()).or_insert(dc1);
     }
+    let services: BTreeMap<String, String> =
+        instances.iter().filter_map(|(name, urls)| Some((name.clone(), urls.first()?.clone()))).collect();
     let deployment = Deployment::Distributed(services.clone());
-    let routes = gateway::Routes { services };
+    let routes = gateway::Routes { instances };
     let app = gateway::router(
         routes,
         crate::facts::LocalParts::default(),

@@ -26,6 +26,8 @@ pub struct Deployment {
     pub nats: NatsServer,
     /// The port of each part's process, by part name (`order`, `inventory-dc2`).
     ports: BTreeMap<String, u16>,
+    /// More instances of a part, by instance id (`order-2`), with the part and port.
+    extra: BTreeMap<String, (Part, u16)>,
     pub gateway_port: u16,
     processes: BTreeMap<String, Child>,
     client: Client,
@@ -35,6 +37,13 @@ impl Deployment {
     /// Starts both servers, a database per part and every process; waits until every
     /// process answers `/health`. `None` when a server binary is missing (outside CI).
     pub async fn start() -> Option<Self> {
+        Self::start_with(&[]).await
+    }
+
+    /// Like [`Deployment::start`], with `n` instances of each part in `instances`: the
+    /// first named after its part (`order`), the others `order-2`, ...; the gateway
+    /// balances over them, the services call the first.
+    pub async fn start_with(instances: &[(Part, usize)]) -> Option<Self> {
         let pg = PgServer::start()?;
         let nats = NatsServer::start().await?;
         for part in StoreLocation::parts() {
@@ -45,6 +54,12 @@ impl Deployment {
             pg,
             nats,
             ports,
+            extra: instances
+                .iter()
+                .flat_map(|(part, n)| {
+                    (2..=*n).map(move |i| (format!("{}-{i}", part.name()), (*part, free_port())))
+                })
+                .collect(),
             gateway_port: free_port(),
             processes: BTreeMap::new(),
             client: Client::builder().timeout(Duration::from_secs(10)).build().unwrap(),
@@ -52,26 +67,39 @@ impl Deployment {
         for part in Part::all() {
             deployment.start_part(part).await;
         }
-        deployment.start_process("gateway", deployment.gateway_port).await;
+        for (id, (part, port)) in deployment.extra.clone() {
+            deployment.start_process(&part.name(), Some(&id), port).await;
+        }
+        deployment.start_process("gateway", None, deployment.gateway_port).await;
         Some(deployment)
     }
 
-    fn peer_args(&self) -> Vec<String> {
+    /// The first instance of every part; for the gateway, every instance.
+    fn peer_args(&self, gateway: bool) -> Vec<String> {
+        let extra = self.extra.values().filter(|_| gateway).map(|(part, port)| (part.name(), *port));
         self.ports
             .iter()
+            .map(|(name, port)| (name.clone(), *port))
+            .chain(extra)
             .flat_map(|(name, port)| ["--peer".into(), format!("{name}=http://127.0.0.1:{port}")])
             .collect()
     }
 
     /// Starts (again) the process of `part` and waits until it is healthy.
     pub async fn start_part(&mut self, part: Part) {
-        self.start_process(&part.name(), self.ports[&part.name()]).await;
+        self.start_process(&part.name(), None, self.ports[&part.name()]).await;
     }
 
-    async fn start_process(&mut self, process: &str, port: u16) {
+    /// Starts `process` (a part, or the gateway) as instance `id` (default: named after
+    /// the part) on `port`, and waits until it is healthy.
+    async fn start_process(&mut self, process: &str, id: Option<&str>, port: u16) {
+        let id = id.unwrap_or(process).to_owned();
         let mut command = Command::new(env!("CARGO_BIN_EXE_capshop"));
-        command.args(["serve", process, "--listen", &format!("127.0.0.1:{port}")]).args(self.peer_args());
+        command
+            .args(["serve", process, "--listen", &format!("127.0.0.1:{port}")])
+            .args(self.peer_args(process == "gateway"));
         if process != "gateway" {
+            command.args(["--instance-id", &id]);
             command.args([
                 "--db",
                 &self.pg.url(&StoreLocation::database(process)),
@@ -87,23 +115,28 @@ impl Deployment {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("capshop serve starts");
-        self.processes.insert(process.to_owned(), child);
+        self.processes.insert(id.clone(), child);
         let url = format!("http://127.0.0.1:{port}/health");
         let mut child_exited = None;
-        eventually(&format!("{process} to answer /health"), || {
+        eventually(&format!("{id} to answer /health"), || {
             let health = self.client.get(&url).send();
-            if let Some(status) = self.processes.get_mut(process).and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self.processes.get_mut(&id).and_then(|c| c.try_wait().ok().flatten()) {
                 child_exited = Some(status);
             }
             async move { health.await.ok().filter(|r| r.status() == 200).map(drop) }
         })
         .await;
-        assert!(child_exited.is_none(), "{process} exited: {child_exited:?}");
+        assert!(child_exited.is_none(), "{id} exited: {child_exited:?}");
     }
 
     /// Kills the process of `part` with SIGKILL, as a crash would.
     pub fn kill_part(&mut self, part: Part) {
-        let mut child = self.processes.remove(&part.name()).expect("the part runs");
+        self.kill_instance(&part.name());
+    }
+
+    /// Kills the process of instance `id` (`order`, `order-2`) with SIGKILL.
+    pub fn kill_instance(&mut self, id: &str) {
+        let mut child = self.processes.remove(id).expect("the instance runs");
         child.kill().expect("SIGKILL is delivered");
         child.wait().expect("the killed process is reaped");
     }
@@ -185,7 +218,7 @@ impl Deployment {
 
     /// The first column of the first row `sql` answers with `params` in the database of
     /// the part named `part`, if there is a row.
-    async fn number(&self, part: &str, sql: &'static str, params: Vec<String>) -> Option<i64> {
+    pub async fn number(&self, part: &str, sql: &'static str, params: Vec<String>) -> Option<i64> {
         let store = kit::store::Store::open(&self.pg.url(&StoreLocation::database(part)), &[]).await.unwrap();
         let row = store
             .transact(move |tx| {
@@ -195,6 +228,15 @@ impl Deployment {
             .await
             .unwrap();
         row.map(|r| r.get::<i64>(0).unwrap())
+    }
+
+    /// Who holds the relay lease of `stream` in the database of the part named `part`:
+    /// the holder's instance id (what comes before the lease's unique suffix).
+    pub async fn relay_holder(&self, part: &str, stream: &str) -> Option<String> {
+        let store = kit::store::Store::open(&self.pg.url(&StoreLocation::database(part)), &[]).await.unwrap();
+        let stream = stream.to_owned();
+        let held = store.transact(move |tx| kit::relay::lease::holder(tx, &stream)).await.unwrap();
+        held.map(|(holder, _)| holder.rsplit_once('/').map_or(holder.clone(), |(id, _)| id.to_owned()))
     }
 
     /// Checks, from every part's database, that each consumer applied every event its
@@ -258,8 +300,8 @@ impl Drop for Deployment {
 }
 
 /// Polls `probe` until it answers `Some`, for at most 120 s. A healthy run takes
-/// seconds, but after a nats-server crash what was in flight comes back only after the
-/// consumers' ack wait (30 s), and on a loaded machine that can happen more than once.
+/// seconds, but after a crash what was in flight comes back only after the consumers' ack
+/// wait, and on a loaded machine that can happen more than once.
 pub async fn eventually<T, F, Fut>(what: &str, probe: F) -> T
 where
     F: FnMut() -> Fut,

@@ -267,6 +267,14 @@ pub trait Subscription: Send {
     /// times.
     fn count_exhausted(&mut self, counter: Counter);
 
+    /// Says the deliveries are still being handled, so their ack wait starts again: a live
+    /// consumer keeps a slow batch from being redelivered while a short ack wait still
+    /// brings back, soon, what a crashed one held. The embedded bus has one attachment per
+    /// consumer in one process and ignores it.
+    async fn in_progress(&mut self, _tags: &[DeliveryTag]) -> Result<(), BusError> {
+        Ok(())
+    }
+
     /// Gives deliveries back without using an attempt: each is delivered again, as the same
     /// attempt, for failures that are not the message's fault (the consumer's own store is
     /// down). A per-key consumer's later messages of the key stay parked behind it.

@@ -41,7 +41,7 @@ type BoxError = Box<dyn StdError + Sync + Send>;
 /// the call bound.
 pub(super) async fn spawn(url: &str) -> Result<(std::sync::mpsc::Sender<Job>, Duration), StoreError> {
     let open_error = |reason: String| StoreError::Open { url: url.to_owned(), reason };
-    let (server_url, bound) = split_settings(url).map_err(open_error)?;
+    let (server_url, Settings { bound, shared }) = split_settings(url).map_err(open_error)?;
     let mut config: tokio_postgres::Config =
         server_url.parse().map_err(|e: tokio_postgres::Error| open_error(e.to_string()))?;
     if config.get_connect_timeout().is_none() {
@@ -69,7 +69,7 @@ pub(super) async fn spawn(url: &str) -> Result<(std::sync::mpsc::Sender<Job>, Du
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start the store's runtime: {e}"))?;
-        let mut backend = Postgres { runtime, config, bound, session: None };
+        let mut backend = Postgres { runtime, config, bound, shared, session: None };
         backend.session(Some(Instant::now() + bound)).map_err(|f| f.into_error(bound).to_string())?;
         Ok(backend)
     })
@@ -77,14 +77,35 @@ pub(super) async fn spawn(url: &str) -> Result<(std::sync::mpsc::Sender<Job>, Du
     Ok((jobs, bound))
 }
 
+/// The kit's own settings of a store URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Settings {
+    /// `call_timeout=SECONDS`: the bound on every transaction.
+    bound: Duration,
+    /// `shared=true`: several processes (instances of one service) use the database, and
+    /// every transaction first takes the database's advisory lock ([`TURNS_LOCK`]; one
+    /// more round trip, after a leading `SET TRANSACTION`), so
+    /// their transactions take turns as one process's do on its single connection: the
+    /// services' transactions are written for that (read, decide, write), and at READ
+    /// COMMITTED two at once could each miss the other's write.
+    shared: bool,
+}
+
+/// The advisory lock that transactions on a shared database take in turn.
+const TURNS_LOCK: i64 = 7_170_618;
+
 /// Takes the kit's own settings out of a store URL (`call_timeout=SECONDS`, fractions
-/// allowed) and gives back the URL for the server with the bound.
-fn split_settings(url: &str) -> Result<(String, Duration), String> {
-    let Some((base, query)) = url.split_once('?') else { return Ok((url.to_owned(), DEFAULT_CALL_TIMEOUT)) };
+/// allowed; `shared=true`) and gives back the URL for the server with them.
+fn split_settings(url: &str) -> Result<(String, Settings), String> {
+    let mut settings = Settings { bound: DEFAULT_CALL_TIMEOUT, shared: false };
+    let Some((base, query)) = url.split_once('?') else { return Ok((url.to_owned(), settings)) };
     let mut bound = DEFAULT_CALL_TIMEOUT;
     let mut rest = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         match pair.split_once('=') {
+            Some(("shared", value)) => {
+                settings.shared = value.parse().map_err(|_| format!("shared={value}: give true or false"))?;
+            }
             Some(("call_timeout", value)) => {
                 let seconds =
                     value.parse::<f64>().ok().filter(|s| s.is_finite() && *s > 0.0).ok_or_else(|| {
@@ -98,13 +119,15 @@ fn split_settings(url: &str) -> Result<(String, Duration), String> {
         }
     }
     let url = if rest.is_empty() { base.to_owned() } else { format!("{base}?{}", rest.join("&")) };
-    Ok((url, bound))
+    settings.bound = bound;
+    Ok((url, settings))
 }
 
 struct Postgres {
     runtime: tokio::runtime::Runtime,
     config: tokio_postgres::Config,
     bound: Duration,
+    shared: bool,
     session: Option<Session>,
 }
 
@@ -234,6 +257,7 @@ impl Backend for Postgres {
             bound: self.bound,
             aborted: false,
             lost: None,
+            turn_pending: self.shared,
         };
         let mut tx = Tx::new(&mut conn);
         let commit = body(&mut tx);
@@ -268,9 +292,23 @@ struct PostgresTx<'s> {
     aborted: bool,
     /// Why the connection cannot be used any more, once a call lost it or timed out.
     lost: Option<String>,
+    /// On a shared database: the transaction has yet to take its turn ([`TURNS_LOCK`]).
+    turn_pending: bool,
 }
 
 impl PostgresTx<'_> {
+    /// Takes the shared database's turn before the transaction's first statement, or
+    /// after a leading `SET TRANSACTION` (which must come before any query).
+    fn take_turn(&mut self, sql: &str) -> Result<(), StoreError> {
+        if !self.turn_pending || sql.starts_with("SET TRANSACTION") {
+            return Ok(());
+        }
+        self.turn_pending = false;
+        let lock = format!("SELECT pg_advisory_xact_lock({TURNS_LOCK})");
+        let result = call(self.runtime, self.deadline, self.session.client.batch_execute(&lock));
+        self.note(&lock, result)
+    }
+
     fn statement(&mut self, sql: &str) -> Result<Statement, Failure> {
         if let Some(statement) = self.session.statements.get(sql) {
             return Ok(statement.clone());
@@ -314,6 +352,7 @@ impl Connection for PostgresTx<'_> {
     }
 
     fn execute(&mut self, sql: &str, params: &[Param<'_>]) -> Result<usize, StoreError> {
+        self.take_turn(sql)?;
         let binds: Vec<Bind<'_, '_>> = params.iter().map(Bind).collect();
         let refs: Vec<&(dyn ToSql + Sync)> = binds.iter().map(|b| b as &(dyn ToSql + Sync)).collect();
         let result = self
@@ -323,6 +362,7 @@ impl Connection for PostgresTx<'_> {
     }
 
     fn execute_script(&mut self, sql: &str) -> Result<(), StoreError> {
+        self.take_turn(sql)?;
         let result = call(self.runtime, self.deadline, self.session.client.batch_execute(sql));
         // A script may change tables that cached statements read.
         self.session.statements.clear();
@@ -330,6 +370,7 @@ impl Connection for PostgresTx<'_> {
     }
 
     fn query(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, StoreError> {
+        self.take_turn(sql)?;
         let binds: Vec<Bind<'_, '_>> = params.iter().map(Bind).collect();
         let refs: Vec<&(dyn ToSql + Sync)> = binds.iter().map(|b| b as &(dyn ToSql + Sync)).collect();
         let result = self
@@ -492,13 +533,21 @@ mod tests {
 
     #[test]
     fn a_store_url_sets_the_call_bound_and_keeps_the_servers_own_settings() {
-        let (url, bound) = split_settings("postgres://a@h:1/db?call_timeout=2.5&sslmode=disable").unwrap();
+        let (url, settings) =
+            split_settings("postgres://a@h:1/db?call_timeout=2.5&sslmode=disable&shared=true").unwrap();
         assert_eq!(
-            (url.as_str(), bound),
-            ("postgres://a@h:1/db?sslmode=disable", Duration::from_millis(2500))
+            (url.as_str(), settings),
+            (
+                "postgres://a@h:1/db?sslmode=disable",
+                Settings { bound: Duration::from_millis(2500), shared: true }
+            )
         );
-        let (url, bound) = split_settings("postgres://a@h:1/db").unwrap();
-        assert_eq!((url.as_str(), bound), ("postgres://a@h:1/db", DEFAULT_CALL_TIMEOUT));
+        let (url, settings) = split_settings("postgres://a@h:1/db").unwrap();
+        assert_eq!(
+            (url.as_str(), settings),
+            ("postgres://a@h:1/db", Settings { bound: DEFAULT_CALL_TIMEOUT, shared: false })
+        );
+        assert!(split_settings("postgres://a@h:1/db?shared=yes").unwrap_err().contains("true or false"));
         let refused = split_settings("postgres://a@h:1/db?call_timeout=0").unwrap_err();
         assert!(refused.contains("give a positive number of seconds"), "{refused}");
     }

@@ -58,8 +58,10 @@ pub async fn restore(backup: &Path, data_dir: &Path) -> Result<Restored, BackupE
     std::fs::create_dir_all(data_dir)
         .map_err(|e| BackupError::io(format!("cannot create {}", data_dir.display()), e))?;
     let copied = copy_files(&verified.manifest, backup, data_dir);
-    let trimmed = copied
-        .and_then(|()| trim::uncommitted(&data_dir.join("bus.db"), &trim::committed(data_dir, &parts())?));
+    let trimmed = copied.and_then(|()| {
+        trim::leases(data_dir, &parts())?;
+        trim::uncommitted(&data_dir.join("bus.db"), &trim::committed(data_dir, &parts())?)
+    });
     let dropped = match trimmed {
         Ok(dropped) => dropped,
         Err(e) => {

@@ -71,3 +71,26 @@ fn open(path: &Path) -> rusqlite::Result<rusqlite::Connection> {
         rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
 }
+
+/// Forgets every relay lease in the part copies of `dir`: the processes that held them are
+/// not the ones that run the restored shop, which must not wait for their leases to expire.
+pub fn leases(dir: &Path, parts: &[String]) -> Result<(), BackupError> {
+    for part in parts {
+        let file = format!("{part}.db");
+        let forget = || -> rusqlite::Result<()> {
+            let conn = open(&dir.join(&file))?;
+            // A backup from before the lease (migration 0008) has no such table.
+            let leased: bool = conn.query_row(
+                "SELECT count(*) > 0 FROM sqlite_schema WHERE name = 'kit_relay_lease'",
+                [],
+                |r| r.get(0),
+            )?;
+            if leased {
+                conn.execute("DELETE FROM kit_relay_lease", [])?;
+            }
+            Ok(())
+        };
+        forget().map_err(|e| BackupError::Damaged { file: file.clone(), what: e.to_string() })?;
+    }
+    Ok(())
+}

@@ -304,6 +304,7 @@ async fn catalog_on_cache(
         admin_token: crate::service::testing::ADMIN_TOKEN.into(),
         choices: crate::service::Choices::default(),
         cache_url: Some(cache_url.to_owned()),
+        instance_id: "catalog".into(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

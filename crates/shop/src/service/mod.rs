@@ -209,6 +209,9 @@ pub struct Context {
     /// and its cross-service writes stop there for a consistent backup. Shared by every
     /// part of an embedded shop; see [`Context::share_pause`].
     pause: std::sync::OnceLock<kit::pause::Pause>,
+    /// Which of the service's instances this process is (`--instance-id`), named in its
+    /// relay lease; unset in the embedded shop. Set before [`run`].
+    pub instance_id: std::sync::OnceLock<String>,
     /// State that only this service has (the catalog's popularity cache); see
     /// [`Context::extension`].
     extension: std::sync::OnceLock<Box<dyn std::any::Any + Send + Sync>>,
@@ -261,6 +264,7 @@ impl Context {
             choices,
             process_routes: std::sync::OnceLock::new(),
             pause: std::sync::OnceLock::new(),
+            instance_id: std::sync::OnceLock::new(),
             extension: std::sync::OnceLock::new(),
         }))
     }
@@ -352,6 +356,9 @@ impl Consumers {
     /// Every consumer decodes with the published [`crate::contracts::schemas`], so an old
     /// payload is upcast before its handler sees it.
     fn config(spec: ConsumerSpec) -> ConsumerConfig {
+        // The consumer keeps its batches in progress, so a short ack wait costs nothing while
+        // it lives and brings back soon what it held when it crashed.
+        let spec = spec.ack_wait(kit::consumer::KEPT_ALIVE_ACK_WAIT);
         ConsumerConfig::new(spec).schemas(crate::contracts::schemas())
     }
 
@@ -394,10 +401,19 @@ pub async fn run<S: Service>(
     S::seed(ctx.clone()).await.map_err(std::io::Error::other)?;
     let mut consumers =
         Consumers { ctx: ctx.clone(), shutdown: shutdown.clone(), tasks: tokio::task::JoinSet::new() };
-    let relay = Relay::new(ctx.store.clone(), ctx.outbox.clone(), ctx.bus.clone())
+    let mut relay = Relay::new(ctx.store.clone(), ctx.outbox.clone(), ctx.bus.clone())
         .counter(ctx.metrics.relayed_counter(&ctx.instance()));
+    match ctx.instance_id.get() {
+        Some(id) => relay = relay.holder(id),
+        // One process owns a SQLite file: after a crash its relay takes over at once.
+        None if ctx.store.dialect() == kit::store::Dialect::Sqlite => relay = relay.sole_holder(),
+        None => {}
+    }
     consumers.tasks.spawn(relay.run(shutdown.clone().cancelled_owned()));
     S::consume(&ctx, &mut consumers);
+    if ctx.store.dialect() == kit::store::Dialect::Postgres {
+        consumers.spawn(session::refresh_every(ctx.clone(), shutdown.clone()));
+    }
     let app = routes::common(ctx.clone(), S::routes(&ctx), facts::FactsReader(S::facts));
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await;
     shutdown.cancel();

@@ -43,11 +43,14 @@ pub(super) fn common(
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
 }
 
-/// Says which service answers and that it is up.
+/// Says which service (and which instance of it) answers and that it is up.
 #[utoipa::path(get, path = "/health", tag = "common",
-    responses((status = 200, description = "`{\"service\": <name>, \"status\": \"ok\"}`")))]
+    responses((status = 200, description = "`{\"service\": <name>, \"status\": \"ok\"}`, and `\"instance\": <id>` in a served process")))]
 async fn health(State(ctx): State<Arc<Context>>) -> axum::Json<serde_json::Value> {
-    axum::Json(json!({ "service": ctx.name, "status": "ok" }))
+    match ctx.instance_id.get() {
+        Some(instance) => axum::Json(json!({ "service": ctx.name, "status": "ok", "instance": instance })),
+        None => axum::Json(json!({ "service": ctx.name, "status": "ok" })),
+    }
 }
 
 /// The service's metrics in the Prometheus/OpenMetrics text format: outbox, relay,

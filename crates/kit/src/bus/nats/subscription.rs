@@ -390,6 +390,19 @@ impl Subscription for NatsSubscription {
         self.exhausted = counter;
     }
 
+    /// Sends an in-progress ack for each delivery and for what is kept behind its key here
+    /// (their ack waits run too, and a redelivery elsewhere would only park them).
+    async fn in_progress(&mut self, tags: &[DeliveryTag]) -> Result<(), BusError> {
+        for tag in tags {
+            let Some(taken) = self.inflight.get(&tag.0) else { continue };
+            taken.js.ack_with(AckKind::Progress).await.map_err(unavailable)?;
+            for kept in self.behind.get(&taken.message.key).into_iter().flatten() {
+                kept.js.ack_with(AckKind::Progress).await.map_err(unavailable)?;
+            }
+        }
+        self.flush().await
+    }
+
     /// The server's delivered count cannot be taken back, so a released message is
     /// published again as a copy that carries the attempts used so far, then acknowledged
     /// (a crash in between delivers it twice, which the consumer's inbox absorbs).

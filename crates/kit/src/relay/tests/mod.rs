@@ -1,7 +1,8 @@
 //! The relay on both store backends, and its commit-order guarantee under concurrent
-//! writers on PostgreSQL (`commit_order`).
+//! writers on PostgreSQL (`commit_order`), and its lease among instances (`lease`).
 
 mod commit_order;
+mod lease;
 
 use std::time::Duration;
 

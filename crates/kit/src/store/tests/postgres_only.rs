@@ -122,3 +122,42 @@ async fn the_server_gives_up_on_a_slow_statement_below_the_call_bound_and_the_st
     store.transact(|tx| insert(tx, "apple", 1)).await.expect("the store goes on after a cancelled statement");
     assert_eq!(names(&store).await, ["apple"]);
 }
+
+/// Two stores on one database with `shared=true`, as two instances of a service open it:
+/// each transaction reads, waits, then writes what it decided from its read. Taking turns,
+/// the second one sees the first's write, as on one process's connection; at READ
+/// COMMITTED alone both read "none" and the second insert fails on the key.
+#[tokio::test]
+async fn transactions_of_stores_sharing_a_database_take_turns() {
+    let Some(db) = TestDb::postgres() else { return };
+    let shared = format!("{}?shared=true", db.url);
+    let (first, second) =
+        (Store::open(&shared, &[&ITEMS]).await.unwrap(), Store::open(&shared, &[&ITEMS]).await.unwrap());
+    let insert_if_none = |store: Store| {
+        tokio::spawn(async move {
+            store
+                .transact(|tx| {
+                    let found: i64 = tx.query_one("SELECT count(*) FROM items", &[])?.get(0)?;
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                    if found == 0 {
+                        insert(tx, "only", 1)?;
+                    }
+                    Ok::<_, StoreError>(())
+                })
+                .await
+        })
+    };
+    let (a, b) = (insert_if_none(first.clone()), insert_if_none(second.clone()));
+    a.await.unwrap().unwrap();
+    b.await.unwrap().unwrap();
+    assert_eq!(names(&first).await, ["only"], "the second transaction saw the first's write");
+    // A transaction may still set its isolation first: its turn comes after that.
+    let read = second
+        .transact(|tx| {
+            tx.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY", &[])?;
+            tx.query_one("SELECT count(*) FROM items", &[])?.get::<i64>(0)
+        })
+        .await
+        .unwrap();
+    assert_eq!(read, 1);
+}

@@ -26,7 +26,7 @@ use axum::response::{IntoResponse, Response};
 use ed25519_dalek::VerifyingKey;
 use kit::store::{Store, StoreError};
 
-pub use replica::{MIGRATIONS, SessionReplica, replicate};
+pub use replica::{MIGRATIONS, SessionReplica, refresh_every, replicate};
 
 use super::{Context, Problem};
 
@@ -44,16 +44,36 @@ struct Known {
 impl Sessions {
     /// What the service's database holds, replicated before this start.
     pub async fn load(store: &Store) -> Result<Self, StoreError> {
+        let sessions = Self::default();
+        sessions.refresh(store).await?;
+        Ok(sessions)
+    }
+
+    /// Learns what the database holds now: with several instances of a service, another
+    /// instance's consumer may have applied a key or a revocation this one has not seen.
+    pub async fn refresh(&self, store: &Store) -> Result<(), StoreError> {
         let now = kit::clock::now_ms();
         let (keys, revoked) = store.transact(move |tx| replica::known(tx, now)).await?;
-        let sessions = Self::default();
         for (kid, key) in keys {
-            sessions.learn_key(kid, key);
+            self.learn_key(kid, key);
         }
         for (session, expires_at_ms) in revoked {
-            sessions.revoke(session, expires_at_ms, now);
+            self.revoke(session, expires_at_ms, now);
         }
-        Ok(sessions)
+        Ok(())
+    }
+
+    /// Like [`Sessions::verify`], but a token signed with a key this process does not know
+    /// yet is checked again after reading the keys from the database.
+    pub async fn verify_on(&self, store: &Store, token: &str, now_ms: u64) -> Result<SignedIn, Refusal> {
+        let known = |kid: &str| self.0.read().unwrap_or_else(PoisonError::into_inner).keys.contains_key(kid);
+        if let Ok(kid) = paseto::kid(token)
+            && !known(&kid)
+            && let Err(e) = self.refresh(store).await
+        {
+            tracing::warn!(error = %e, "cannot read the signing keys");
+        }
+        self.verify(token, now_ms)
     }
 
     pub fn learn_key(&self, kid: String, key: VerifyingKey) {
@@ -172,8 +192,11 @@ impl FromRequestParts<Arc<Context>> for SignedIn {
     async fn from_request_parts(parts: &mut Parts, ctx: &Arc<Context>) -> Result<Self, Self::Rejection> {
         let token = bearer(parts).map_err(IntoResponse::into_response)?;
         let token = token.ok_or(Refusal::Missing).map_err(IntoResponse::into_response)?;
-        let signed_in =
-            ctx.sessions.verify(token, kit::clock::now_ms()).map_err(IntoResponse::into_response)?;
+        let signed_in = ctx
+            .sessions
+            .verify_on(&ctx.store, token, kit::clock::now_ms())
+            .await
+            .map_err(IntoResponse::into_response)?;
         if !parts.method.is_safe() {
             ctx.limiters.write(&signed_in.customer_id).map_err(IntoResponse::into_response)?;
         }
@@ -191,7 +214,7 @@ impl OptionalFromRequestParts<Arc<Context>> for SignedIn {
     ) -> Result<Option<Self>, Self::Rejection> {
         match bearer(parts)? {
             None => Ok(None),
-            Some(token) => ctx.sessions.verify(token, kit::clock::now_ms()).map(Some),
+            Some(token) => ctx.sessions.verify_on(&ctx.store, token, kit::clock::now_ms()).await.map(Some),
         }
     }
 }

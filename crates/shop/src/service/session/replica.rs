@@ -30,6 +30,23 @@ pub fn replicate(ctx: &Arc<Context>, consumers: &mut Consumers) {
     );
 }
 
+/// How often a service on a shared database reads the sign-in replica again: revocations
+/// another instance applied are refused here within this long.
+pub const REFRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Reads the sign-in replica into `ctx.sessions` every [`REFRESH`] until `shutdown`.
+pub async fn refresh_every(ctx: Arc<Context>, shutdown: tokio_util::sync::CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(REFRESH) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        if let Err(e) = ctx.sessions.refresh(&ctx.store).await {
+            tracing::debug!(error = %e, "cannot refresh the sign-in replica");
+        }
+    }
+}
+
 /// The keys, and the revocations of tokens not expired at `now_ms`.
 pub(super) type Known = (Vec<(String, VerifyingKey)>, Vec<(String, u64)>);
 
