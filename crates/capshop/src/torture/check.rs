@@ -31,7 +31,7 @@ pub struct Rule {
 }
 
 impl Rule {
-    fn new(rule: &'static str) -> Self {
+    pub(super) fn new(rule: &'static str) -> Self {
         Self {
             rule,
             checked: 0,
@@ -43,7 +43,7 @@ impl Rule {
         }
     }
 
-    fn judge(&mut self, holds: bool, example: impl FnOnce() -> String) {
+    pub(super) fn judge(&mut self, holds: bool, example: impl FnOnce() -> String) {
         self.checked += 1;
         if !holds {
             self.violate(example());
@@ -227,6 +227,9 @@ fn known_defect(finding: &Finding, state: &State<'_>) -> Option<&'static str> {
         "authorization_without_order" if order.is_none() => {
             Some("a failed placement leaves its authorization")
         }
+        // Restocks set an absolute on-hand count; two sites setting it at once (or one on a
+        // stale view) can take away more units than were ever added.
+        "stock_negative" => Some("concurrent restocks can count stock below zero"),
         _ => None,
     }
 }

@@ -16,6 +16,7 @@ mod history;
 mod nemesis;
 mod plan;
 mod report;
+mod stock;
 mod workload;
 
 use std::path::PathBuf;
@@ -32,9 +33,6 @@ use self::check::Final;
 use self::plan::Plan;
 use self::report::Schedule;
 use self::workload::{Bench, Shopper};
-
-/// How long the shop may take to settle after the heal before it is a liveness failure.
-const SETTLE_BOUND: Duration = Duration::from_secs(60);
 
 #[derive(Args)]
 pub struct TortureArgs {
@@ -53,6 +51,9 @@ pub struct TortureArgs {
     /// Concurrent clients, each a shopper of its own.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=32))]
     clients: u64,
+    /// How long the shop may take to settle after the heal before it is a liveness failure.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    settle_seconds: u64,
     /// Counts the shop's known, not yet fixed defects (docs/RELIABILITY.md) as violations.
     #[arg(long)]
     strict: bool,
@@ -70,6 +71,17 @@ pub async fn run(args: TortureArgs) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
     let canary = std::env::var("CAPSHOP_CANARY").ok().filter(|c| !c.is_empty());
+    if let Some(canary) = &canary {
+        let names: Vec<&str> = kit::canary::CANARIES.iter().map(|(name, _)| *name).collect();
+        if !kit::canary::COMPILED {
+            bail!(
+                "CAPSHOP_CANARY={canary}, but this binary has no canaries: the capshop tests build one that has (cargo test -p capshop --test torture)"
+            );
+        }
+        if !names.contains(&canary.as_str()) {
+            bail!("no canary {canary:?}: use one of {}", names.join(", "));
+        }
+    }
     let first = args.seed.unwrap_or_else(|| rand::random::<u32>().into());
     let mut schedules = Vec::new();
     for seed in first..first + args.schedules {
@@ -107,17 +119,21 @@ async fn one(args: &TortureArgs, seed: u64) -> anyhow::Result<Schedule> {
     }
     let dir = tempfile::Builder::new().prefix("capshop-torture-").tempdir()?;
     let child = child::ChildShop::start(&dir.path().join("data"), mode).await?;
-    converge::settle(&child, SETTLE_BOUND)
-        .await
-        .map_err(anyhow::Error::msg)
-        .context("the seed data did not replicate")?;
+    // The seed data replicating is the first thing to settle; a shop that cannot is judged
+    // by the final wait (rule 4), like any other.
+    let bound = Duration::from_secs(args.settle_seconds);
+    let seeded = converge::settle(&child, bound).await;
     let bench = Bench::new(Arc::new(RwLock::new(child)), seed);
+    if let Err(why) = seeded {
+        bench.history.nemesis("seed-not-settled", why, 0.0, 0);
+    }
     let mut shoppers = Vec::new();
     for index in 0..args.clients as usize {
         shoppers.push(Shopper::register(&bench, index).await?);
     }
     let stop = CancellationToken::new();
-    let sampler = tokio::spawn(sample(bench.clone(), stop.clone()));
+    let sampling = CancellationToken::new();
+    let sampler = tokio::spawn(sample(bench.clone(), sampling.clone()));
     let mut clients = tokio::task::JoinSet::new();
     for shopper in shoppers {
         clients.spawn(shopper.run(bench.clone(), stop.clone()));
@@ -133,8 +149,9 @@ async fn one(args: &TortureArgs, seed: u64) -> anyhow::Result<Schedule> {
     nemesis::heal_all(&bench).await?;
     let settled = {
         let child = bench.shop.read().await;
-        converge::settle(&child, SETTLE_BOUND).await
+        converge::settle(&child, bound).await
     };
+    sampling.cancel();
     let _ = sampler.await;
     let (facts, reconcile) = converge::final_state(&*bench.shop.read().await).await?;
     let ops = bench.history.snapshot();
@@ -144,7 +161,11 @@ async fn one(args: &TortureArgs, seed: u64) -> anyhow::Result<Schedule> {
         converged: settled.clone().map(|_| ()),
         strict: args.strict,
     };
-    let rules = check::check(&ops, &end);
+    let mut rules = check::check(&ops, &end);
+    // Rule 5 reads the sites' files, so the shop goes down first.
+    bench.shop.write().await.kill().await;
+    let audit = stock::audit(&dir.path().join("data")).await.context("cannot audit the inventory sites")?;
+    rules.insert(4, stock::rule(args.inventory_mode, &audit));
     let mut schedule = Schedule::new(seed, mode, plan, &ops, rules, settled.ok().map(|d| d.as_secs_f64()));
     let name = format!("{mode}-seed-{seed}");
     let history = args.out.join(format!("{name}.jsonl"));
@@ -160,19 +181,14 @@ async fn one(args: &TortureArgs, seed: u64) -> anyhow::Result<Schedule> {
     );
     std::fs::write(&plot, svg).with_context(|| format!("cannot write {}", plot.display()))?;
     (schedule.history, schedule.plot) = (history.display().to_string(), plot.display().to_string());
-    bench.shop.write().await.kill().await;
     Ok(schedule)
 }
 
-/// Samples lag, backlog and dead letters for the plot until `stop` and the shop settled.
+/// Samples lag, backlog and dead letters for the plot until `stop`.
 async fn sample(bench: Bench, stop: CancellationToken) {
-    loop {
-        let measured = converge::backlog(&*bench.shop.read().await).await;
-        if let Some(b) = measured {
+    while !stop.is_cancelled() {
+        if let Some(b) = converge::backlog(&*bench.shop.read().await).await {
             bench.timeline.sample("shop", b.lag, b.backlog, b.dead);
-            if stop.is_cancelled() && b.lag == 0 && b.backlog == 0 {
-                return;
-            }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

@@ -1,6 +1,7 @@
 //! The workload: concurrent clients, each a shopper of its own registered at the start,
 //! writing unique values through the gateway (addresses, orders placed with an
-//! Idempotency-Key, a share of them sent again, cancels, restocks, new customers) and
+//! Idempotency-Key, a share of them sent again, cancels, new customers; restocks set
+//! low counts, so the sites contend) and
 //! reading (orders, customers, checkout, stock at each site). Each call is one [`Op`].
 
 use std::sync::Arc;
@@ -219,8 +220,8 @@ impl Shopper {
     async fn restock(&mut self, bench: &Bench) {
         let product = PRODUCTS[self.rng.random_range(0..PRODUCTS.len())];
         let site = SITES[self.rng.random_range(0..SITES.len())];
-        // Low counts, so the sites run out and contend; unique, so each write is traceable.
-        let body = json!({ "on_hand": 5 + bench.next() });
+        // Low counts, so the sites run out and contend for the last units.
+        let body = json!({ "on_hand": self.rng.random_range(1..=8) });
         let path = format!("/api/{site}/stock/{product}");
         let put = (Method::PUT, path.as_str(), Some(&body));
         bench.op(&self.name, "restock", &format!("{site}/{product}"), body.clone(), put, None, None).await;
