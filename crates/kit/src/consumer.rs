@@ -416,7 +416,7 @@ fn apply_one(
     #[cfg(feature = "canary")]
     if passage == Passage::Duplicate && crate::canary::armed("inbox-dedup-off") {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.handle(tx, event)))
-            .unwrap_or_else(|_| Ok(()))?;
+            .unwrap_or(Ok(()))?;
         return Ok(false);
     }
     if passage == Passage::Duplicate {

@@ -46,7 +46,8 @@ impl ChildShop {
 
     async fn spawn(&mut self) -> anyhow::Result<()> {
         let exe = std::env::current_exe().context("cannot find the capshop binary")?;
-        let child = Command::new(exe)
+        let mut command = Command::new(exe);
+        command
             .args(["up", "--listen", &format!("127.0.0.1:{}", self.port), "--inventory-mode", &self.mode])
             .arg("--data-dir")
             .arg(&self.data_dir)
@@ -55,7 +56,17 @@ impl ChildShop {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .kill_on_drop(true)
+            .kill_on_drop(true);
+        // SAFETY: prctl only sets this child's own parent-death signal before it execs.
+        // A torture run that is killed itself takes its shop with it, leaving no orphan.
+        #[cfg(target_os = "linux")]
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = command
             .spawn()
             .context("cannot start capshop up")?;
         self.child = Some(child);

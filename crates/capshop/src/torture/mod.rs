@@ -127,6 +127,7 @@ async fn one(args: &TortureArgs, seed: u64) -> anyhow::Result<Schedule> {
     if let Err(why) = seeded {
         bench.history.nemesis("seed-not-settled", why, 0.0, 0);
     }
+    workload::stock_low(&bench).await;
     let mut shoppers = Vec::new();
     for index in 0..args.clients as usize {
         shoppers.push(Shopper::register(&bench, index).await?);

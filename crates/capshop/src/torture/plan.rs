@@ -11,8 +11,11 @@ use serde::Serialize;
 /// The longest a fault lasts before the nemesis heals it.
 pub const MAX_FAULT: f64 = 4.0;
 
-/// Links the nemesis faults: the synchronous calls, each part's bus link, the sites' link.
-const LINKS: [(&str, &str); 11] = [
+/// Links the nemesis faults: the synchronous calls, each part's bus link, and the sites'
+/// link three times over, since a partition of the sites is where ap and cp differ.
+const LINKS: [(&str, &str); 13] = [
+    ("inventory-dc1", "inventory-dc2"),
+    ("inventory-dc1", "inventory-dc2"),
     ("order", "customer"),
     ("order", "catalog"),
     ("order", "payment"),
@@ -84,10 +87,12 @@ impl Plan {
             let mut t = rng.random_range(0.3..1.5) + f64::from(lane) * 0.5;
             while t + 0.5 < seconds {
                 let fault = fault(&mut rng, lane == 0);
-                let length = if fault == Fault::Kill { 0.0 } else { rng.random_range(0.5..MAX_FAULT) };
+                let kill = fault == Fault::Kill;
+                let length = if kill { 0.0 } else { rng.random_range(0.5..MAX_FAULT) };
                 let heal_at = (t + length).min(seconds - 0.2);
                 steps.push(Step { at: round(t), heal_at: round(heal_at), fault });
-                t = heal_at + rng.random_range(0.3..2.0);
+                // A restarted process gets a moment before the next fault of its lane.
+                t = heal_at + rng.random_range(0.3..2.0) + if kill { 1.5 } else { 0.0 };
             }
         }
         // A kill takes the whole process down with every fault of the other lane: it is

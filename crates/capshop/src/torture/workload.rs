@@ -118,6 +118,19 @@ fn registration(seed: u64, n: u64) -> Value {
     })
 }
 
+/// Sets every product's stock at both sites to a few units before the clients start, so
+/// the sites run out and contend from the first orders on.
+pub async fn stock_low(bench: &Bench) {
+    for site in SITES {
+        for product in PRODUCTS {
+            let body = json!({ "on_hand": 3 });
+            let path = format!("/api/{site}/stock/{product}");
+            let put = (Method::PUT, path.as_str(), Some(&body));
+            bench.op("setup", "restock", &format!("{site}/{product}"), body.clone(), put, None, None).await;
+        }
+    }
+}
+
 /// One client's shopper: registered and signed in before the nemesis starts.
 pub struct Shopper {
     name: String,
