@@ -66,9 +66,7 @@ impl ChildShop {
                 Ok(())
             });
         }
-        let child = command
-            .spawn()
-            .context("cannot start capshop up")?;
+        let child = command.spawn().context("cannot start capshop up")?;
         self.child = Some(child);
         let started = Instant::now();
         loop {

@@ -49,7 +49,7 @@ pub struct TortureArgs {
     #[arg(long, default_value = "ap")]
     inventory_mode: Mode,
     /// Concurrent clients, each a shopper of its own.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=32))]
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u64).range(1..=32))]
     clients: u64,
     /// How long the shop may take to settle after the heal before it is a liveness failure.
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]

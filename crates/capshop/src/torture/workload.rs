@@ -167,8 +167,8 @@ impl Shopper {
                 0..=24 => self.change_address(&bench).await,
                 25..=54 => self.place(&bench).await,
                 55..=61 => self.cancel(&bench).await,
-                62..=66 => self.restock(&bench).await,
-                67..=68 => self.register_another(&bench).await,
+                62..=71 => self.restock(&bench).await,
+                72..=73 => self.register_another(&bench).await,
                 _ => self.read(&bench).await,
             }
             tokio::time::sleep(Duration::from_millis(self.rng.random_range(5..40))).await;
