@@ -376,3 +376,6 @@ fn dead_letters(end: &Final<'_>) -> Rule {
     }
     rule
 }
+
+#[cfg(test)]
+mod tests;
