@@ -1,13 +1,16 @@
 //! The end of a schedule: after the heal, replay every dead letter and wait (bounded) until
-//! nothing is in an outbox, every consumer has applied its streams' heads and reconcile
-//! finds nothing in flight; then read the final state every rule is judged on.
+//! nothing is in an outbox, every consumer has applied its streams' heads, reconcile finds
+//! nothing in flight and the sites have decided every reservation; then read the final
+//! state every rule is judged on.
 
 use std::time::Duration;
 
 use anyhow::Context as _;
 use reqwest::Method;
 use serde_json::json;
-use shop::contracts::facts::ShopFacts;
+use shop::contracts::facts::{ServiceFacts, ShopFacts};
+use shop::contracts::inventory::ReservationStatus;
+use shop::contracts::order::OrderStatus;
 use shop::reconcile::Report;
 use tokio::time::Instant;
 
@@ -74,6 +77,26 @@ pub async fn replay_dead_letters(shop: &ChildShop) {
     }
 }
 
+/// Orders still waiting for inventory's answer and reservation lines the sites have not
+/// concluded: the agreement between the sites runs in rounds, not by events, so lag and
+/// backlog alone do not show it is done.
+fn undecided(facts: &ShopFacts) -> usize {
+    facts
+        .parts
+        .iter()
+        .map(|part| match &part.state {
+            ServiceFacts::Order { orders, .. } => {
+                orders.iter().filter(|o| o.status == OrderStatus::PendingStock).count()
+            }
+            ServiceFacts::Inventory { lines, .. } => lines
+                .iter()
+                .filter(|l| matches!(l.status, ReservationStatus::Pending | ReservationStatus::Provisional))
+                .count(),
+            _ => 0,
+        })
+        .sum()
+}
+
 /// Waits until the shop has settled, replaying dead letters on the way; `Err(why)` (a
 /// liveness failure) when it has not within `within`.
 pub async fn settle(shop: &ChildShop, within: Duration) -> Result<Duration, String> {
@@ -81,16 +104,21 @@ pub async fn settle(shop: &ChildShop, within: Duration) -> Result<Duration, Stri
     loop {
         replay_dead_letters(shop).await;
         match (backlog(shop).await, final_state(shop).await) {
-            (Some(b), Ok((_, report)))
-                if b.lag == 0 && b.backlog == 0 && b.dead == 0 && report.in_flight == 0 =>
+            (Some(b), Ok((facts, report)))
+                if b.lag == 0
+                    && b.backlog == 0
+                    && b.dead == 0
+                    && report.in_flight == 0
+                    && undecided(&facts) == 0 =>
             {
                 return Ok(started.elapsed());
             }
-            (b, report) if started.elapsed() > within => {
-                let findings =
-                    report.map(|(_, r)| r.in_flight.to_string()).unwrap_or_else(|e| format!("{e:#}"));
+            (b, state) if started.elapsed() > within => {
+                let findings = state
+                    .map(|(facts, r)| format!("{} in flight, {} undecided", r.in_flight, undecided(&facts)))
+                    .unwrap_or_else(|e| format!("{e:#}"));
                 return Err(format!(
-                    "liveness failure: not settled within {within:?}: {b:?}, reconcile in flight: {findings}"
+                    "liveness failure: not settled within {within:?}: {b:?}, reconcile: {findings}"
                 ));
             }
             _ => {}
