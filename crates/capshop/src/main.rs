@@ -18,6 +18,7 @@ mod lab;
 mod reconcile;
 mod scenario;
 mod serve;
+mod torture;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -55,6 +56,10 @@ enum Command {
     Chaos(chaos::ChaosArgs),
     /// Runs an experiment of DESIGN §4 on a fresh shop and reports its figures.
     Scenario(scenario::ScenarioArgs),
+    /// Runs randomized fault schedules against the shop and checks the whole history:
+    /// nothing acknowledged lost, nothing unexpected, no double effect, convergence
+    /// (see docs/RELIABILITY.md); exits 1 on a violation, naming the seed to replay.
+    Torture(torture::TortureArgs),
     /// Measures throughput, lag, latency and memory against ceilings measured in the same
     /// run (see BENCHMARKS.md); appends each run to bench/results/.
     Bench(bench::BenchArgs),
@@ -67,8 +72,11 @@ fn main() -> anyhow::Result<()> {
     return_large_blocks_to_the_system();
     let cli = Cli::parse();
     // A scenario or a bench provokes failures on purpose; its report says what they were.
-    let quiet =
-        if matches!(cli.command, Command::Scenario(_) | Command::Bench(_)) { "error" } else { "warn" };
+    let quiet = if matches!(cli.command, Command::Scenario(_) | Command::Bench(_) | Command::Torture(_)) {
+        "error"
+    } else {
+        "warn"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| quiet.into()),
@@ -94,6 +102,7 @@ fn main() -> anyhow::Result<()> {
         },
         Command::Scenario(args) => runtime.block_on(scenario::run(args)),
         Command::Bench(args) => runtime.block_on(bench::run(args)),
+        Command::Torture(args) => runtime.block_on(torture::run(args)),
         Command::Lab(command) => runtime.block_on(lab::run(command)),
     }
 }

@@ -455,6 +455,12 @@ fn apply_one(
     now_ms: u64,
 ) -> Result<bool, HandlerError> {
     let passage = floors.pass(tx, consumer, event, now_ms)?;
+    #[cfg(feature = "canary")]
+    if passage == Passage::Duplicate && crate::canary::armed("inbox-dedup-off") {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.handle(tx, event)))
+            .unwrap_or(Ok(()))?;
+        return Ok(false);
+    }
     if passage == Passage::Duplicate {
         return Ok(false);
     }

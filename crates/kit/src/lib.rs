@@ -23,6 +23,7 @@
 //! - [`link`]: the seam where faults are injected between a service and the bus.
 //! - [`metrics`]: lag, backlog and dead letters as Prometheus metrics (`capshop_*`).
 //! - [`crashpoint`]: named points where a test process kills itself, for crash tests.
+//! - [`canary`]: deliberate bugs (feature `canary` only) that `capshop torture` must catch.
 //! - [`servers`]: the server programs run beside capshop (PostgreSQL, nats-server): found
 //!   on PATH, on free ports, as the account PostgreSQL may run as.
 //! - [`clock`]: wall-clock milliseconds on `tokio::time`, so paused-time tests hold.
@@ -38,6 +39,7 @@
 pub mod backoff;
 pub mod breaker;
 pub mod bus;
+pub mod canary;
 pub mod clock;
 pub mod consumer;
 pub mod crashpoint;

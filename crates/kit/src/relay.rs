@@ -233,10 +233,15 @@ impl Relay {
             self.store.transact(move |tx| outbox::read_pending(tx, &stream, limit)).await?
         };
         let Some(last) = pending.last().map(|p| p.seq) else { return Ok(Step::Relayed(0)) };
-        let batch: Vec<Message> = pending
+        #[allow(unused_mut, reason = "only the canary changes the batch")]
+        let mut batch: Vec<Message> = pending
             .into_iter()
             .map(|p| Message { id: p.id, stream: stream.clone(), seq: p.seq, key: p.key, body: p.body })
             .collect();
+        #[cfg(feature = "canary")]
+        if crate::canary::armed("relay-skip") {
+            batch.retain(|m| m.seq % 50 != 0);
+        }
         crashpoint::reached("relay.before_publish");
         // Only while the lease is provably held: after it, another instance may be relaying.
         // (Not a timeout around the call: under a paused clock it would fire at once.)

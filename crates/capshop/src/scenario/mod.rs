@@ -9,8 +9,8 @@ pub mod http;
 mod lab;
 mod ledger;
 mod measure;
-mod plot;
-mod timeline;
+pub(crate) mod plot;
+pub(crate) mod timeline;
 
 use std::future::Future;
 use std::path::PathBuf;

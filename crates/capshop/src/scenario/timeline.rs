@@ -88,6 +88,11 @@ impl Timeline {
         to
     }
 
+    /// Records a fault window whose bounds are known (faults that overlap each other).
+    pub fn window(&self, label: &str, from: f64, to: f64) {
+        self.lock().windows.push(Window { label: label.to_owned(), from, to: Some(to) });
+    }
+
     /// Attempts of `series` that finished between `from` and `to`.
     pub fn attempts(&self, series: &str, from: f64, to: f64) -> Vec<Attempt> {
         self.lock()

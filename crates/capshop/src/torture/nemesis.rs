@@ -1,0 +1,98 @@
+//! The nemesis: applies a [`Plan`] to the shop on time — link faults and stops through the
+//! gateway's `/admin/chaos`, SIGKILL and restart of the process itself — records each
+//! action in the history, and at the end heals everything.
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use tokio::time::Duration;
+
+use super::plan::{Fault, Plan};
+use super::workload::Bench;
+
+/// Runs `plan` on `bench`'s shop; returns when its last step is healed.
+pub async fn run(bench: &Bench, plan: &Plan) -> anyhow::Result<()> {
+    let mut actions: Vec<(f64, bool, usize)> = Vec::new();
+    for (i, step) in plan.steps.iter().enumerate() {
+        actions.push((step.at, true, i));
+        if step.fault != Fault::Kill {
+            actions.push((step.heal_at, false, i));
+        }
+    }
+    actions.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut began = vec![0.0; plan.steps.len()];
+    for (at, apply, i) in actions {
+        let wait = at - bench.history.now();
+        if wait > 0.0 {
+            tokio::time::sleep(Duration::from_secs_f64(wait)).await;
+        }
+        let fault = &plan.steps[i].fault;
+        let invoke = bench.history.now();
+        let status = if apply { inject(bench, fault).await? } else { heal(bench, fault).await };
+        let (action, label) = if apply { ("fault", fault.to_string()) } else { ("heal", fault.to_string()) };
+        bench.history.nemesis(action, label.clone(), invoke, status);
+        if apply {
+            began[i] = invoke;
+            if *fault == Fault::Kill {
+                bench.timeline.window(&label, invoke, bench.history.now());
+            }
+        } else {
+            bench.timeline.window(&label, began[i], bench.history.now());
+        }
+    }
+    Ok(())
+}
+
+/// Applies one fault; answers the HTTP status of the chaos call (200 for a kill).
+async fn inject(bench: &Bench, fault: &Fault) -> anyhow::Result<u16> {
+    let (path, body) = match fault {
+        Fault::Cut { a, b, oneway } => {
+            ("/admin/chaos/cut".to_owned(), json!({ "a": a, "b": b, "oneway": oneway }))
+        }
+        Fault::Latency { a, b, ms } => {
+            ("/admin/chaos/latency".to_owned(), json!({ "a": a, "b": b, "ms": ms }))
+        }
+        Fault::Loss { a, b, fraction } => {
+            ("/admin/chaos/loss".to_owned(), json!({ "a": a, "b": b, "fraction": fraction }))
+        }
+        Fault::Stop { part } => (format!("/admin/chaos/services/{part}/stop"), Value::Null),
+        Fault::Kill => {
+            // Writers wait for the lock while the process is down: their calls in flight
+            // at the kill end unknown, the next ones reach the restarted process.
+            let mut shop = bench.shop.write().await;
+            shop.kill_and_restart().await?;
+            return Ok(200);
+        }
+    };
+    let shop = bench.shop.read().await;
+    let body = (!body.is_null()).then_some(&body);
+    Ok(shop.admin(Method::POST, &path, body).await.status)
+}
+
+/// Heals one fault (a link's faults, or starts the part again).
+async fn heal(bench: &Bench, fault: &Fault) -> u16 {
+    let shop = bench.shop.read().await;
+    match fault {
+        Fault::Cut { a, b, .. } | Fault::Latency { a, b, .. } | Fault::Loss { a, b, .. } => {
+            shop.admin(Method::POST, "/admin/chaos/heal", Some(&json!({ "a": a, "b": b }))).await.status
+        }
+        Fault::Stop { part } => {
+            shop.admin(Method::POST, &format!("/admin/chaos/services/{part}/start"), None).await.status
+        }
+        Fault::Kill => 200,
+    }
+}
+
+/// Heals every link and starts every stopped part: the end of the schedule's faults.
+pub async fn heal_all(bench: &Bench) -> anyhow::Result<()> {
+    let shop = bench.shop.read().await;
+    shop.expect_admin("healing every link", Method::POST, "/admin/chaos/heal", Some(&json!({}))).await?;
+    let status = shop.expect_admin("the chaos status", Method::GET, "/admin/chaos", None).await?;
+    for service in status["services"].as_array().into_iter().flatten() {
+        if service["state"] == "stopped" {
+            let name = service["name"].as_str().unwrap_or_default();
+            let path = format!("/admin/chaos/services/{name}/start");
+            shop.expect_admin(&format!("starting {name}"), Method::POST, &path, None).await?;
+        }
+    }
+    Ok(())
+}

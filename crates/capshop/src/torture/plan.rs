@@ -1,0 +1,164 @@
+//! The nemesis plan of one schedule, derived from its seed alone, so `--seed S` replays it:
+//! faults on two lanes (at most two at a time), each healed within [`MAX_FAULT`]; a SIGKILL
+//! of the whole process is alone on the schedule while it lasts.
+
+use std::fmt;
+
+use rand::rngs::StdRng;
+use rand::{Rng as _, SeedableRng as _};
+use serde::Serialize;
+
+/// The longest a fault lasts before the nemesis heals it.
+pub const MAX_FAULT: f64 = 4.0;
+
+/// Links the nemesis faults: the synchronous calls, each part's bus link, and the sites'
+/// link three times over, since a partition of the sites is where ap and cp differ.
+const LINKS: [(&str, &str); 13] = [
+    ("inventory-dc1", "inventory-dc2"),
+    ("inventory-dc1", "inventory-dc2"),
+    ("order", "customer"),
+    ("order", "catalog"),
+    ("order", "payment"),
+    ("order", "bus"),
+    ("customer", "bus"),
+    ("catalog", "bus"),
+    ("payment", "bus"),
+    ("shipping", "bus"),
+    ("inventory-dc1", "bus"),
+    ("inventory-dc2", "bus"),
+    ("inventory-dc1", "inventory-dc2"),
+];
+
+/// Parts the nemesis stops and starts again.
+const PARTS: [&str; 7] =
+    ["customer", "catalog", "payment", "shipping", "search", "inventory-dc1", "inventory-dc2"];
+
+/// One fault of the plan.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "fault", rename_all = "kebab-case")]
+pub enum Fault {
+    /// Traffic between `a` and `b` fails (both ways, or with `oneway` only from a to b).
+    Cut { a: String, b: String, oneway: bool },
+    /// Every pass over the link is slowed by `ms`.
+    Latency { a: String, b: String, ms: u64 },
+    /// A `fraction` of passes over the link fail.
+    Loss { a: String, b: String, fraction: f64 },
+    /// The part neither serves nor consumes until it is started again.
+    Stop { part: String },
+    /// The whole embedded process is killed with SIGKILL and started again on its files.
+    Kill,
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fault::Cut { a, b, oneway: false } => write!(f, "cut {a} <-> {b}"),
+            Fault::Cut { a, b, oneway: true } => write!(f, "cut {a} -> {b}"),
+            Fault::Latency { a, b, ms } => write!(f, "latency {a} <-> {b} {ms} ms"),
+            Fault::Loss { a, b, fraction } => write!(f, "loss {a} <-> {b} {fraction:.2}"),
+            Fault::Stop { part } => write!(f, "stop {part}"),
+            Fault::Kill => write!(f, "SIGKILL the process, restart it"),
+        }
+    }
+}
+
+/// A fault and when it begins and is healed, in seconds since the workload started.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Step {
+    pub at: f64,
+    pub heal_at: f64,
+    #[serde(flatten)]
+    pub fault: Fault,
+}
+
+/// Every step of one schedule.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Plan {
+    pub seed: u64,
+    pub steps: Vec<Step>,
+}
+
+impl Plan {
+    /// The plan of `seed` for a workload of `seconds`: every fault healed before it ends.
+    pub fn of(seed: u64, seconds: f64) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut steps: Vec<Step> = Vec::new();
+        for lane in 0..2 {
+            let mut t = rng.random_range(0.3..1.5) + f64::from(lane) * 0.5;
+            while t + 0.5 < seconds {
+                let fault = fault(&mut rng, lane == 0);
+                let kill = fault == Fault::Kill;
+                let length = if kill { 0.0 } else { rng.random_range(0.5..MAX_FAULT) };
+                let heal_at = (t + length).min(seconds - 0.2);
+                steps.push(Step { at: round(t), heal_at: round(heal_at), fault });
+                // A restarted process gets a moment before the next fault of its lane.
+                t = heal_at + rng.random_range(0.3..2.0) + if kill { 1.5 } else { 0.0 };
+            }
+        }
+        // A kill takes the whole process down with every fault of the other lane: it is
+        // alone while the process restarts (a margin of a second either side).
+        let kills: Vec<f64> = steps.iter().filter(|s| s.fault == Fault::Kill).map(|s| s.at).collect();
+        steps.retain(|s| {
+            s.fault == Fault::Kill || kills.iter().all(|k| s.heal_at < k - 1.0 || s.at > k + 1.0)
+        });
+        steps.sort_by(|a, b| a.at.total_cmp(&b.at));
+        Self { seed, steps }
+    }
+
+    /// The plan as printed before the run, one step a line.
+    pub fn text(&self) -> String {
+        let mut out = format!("plan of seed {}:\n", self.seed);
+        for step in &self.steps {
+            out.push_str(&format!("  {:>6.2}s .. {:>6.2}s  {}\n", step.at, step.heal_at, step.fault));
+        }
+        if self.steps.is_empty() {
+            out.push_str("  (no fault: the run is too short)\n");
+        }
+        out
+    }
+}
+
+fn round(t: f64) -> f64 {
+    (t * 100.0).round() / 100.0
+}
+
+fn fault(rng: &mut StdRng, may_kill: bool) -> Fault {
+    let (a, b) = LINKS[rng.random_range(0..LINKS.len())];
+    let (a, b) = (a.to_owned(), b.to_owned());
+    match rng.random_range(0..if may_kill { 11 } else { 10 }) {
+        0..=1 => Fault::Cut { a, b, oneway: false },
+        2..=3 => Fault::Cut { a, b, oneway: true },
+        4 => Fault::Latency { a, b, ms: rng.random_range(50..800) },
+        5..=6 => Fault::Loss { a, b, fraction: f64::from(rng.random_range(2..8_u32)) / 10.0 },
+        7..=9 => Fault::Stop { part: PARTS[rng.random_range(0..PARTS.len())].to_owned() },
+        _ => Fault::Kill,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_seed_always_gives_the_same_plan_and_another_seed_another() {
+        assert_eq!(Plan::of(7, 30.0), Plan::of(7, 30.0));
+        assert_ne!(Plan::of(7, 30.0), Plan::of(8, 30.0));
+    }
+
+    #[test]
+    fn at_most_two_faults_are_active_at_once_each_healed_within_the_bound_and_a_kill_is_alone() {
+        for seed in 0..200 {
+            let plan = Plan::of(seed, 30.0);
+            for step in &plan.steps {
+                assert!(step.heal_at - step.at <= MAX_FAULT && step.heal_at < 30.0, "{step:?}");
+                let during = plan.steps.iter().filter(|s| s.at <= step.at && s.heal_at >= step.at).count();
+                assert!(during <= 2, "seed {seed}: {} at once at {}", during, step.at);
+                if step.fault == Fault::Kill {
+                    let near =
+                        plan.steps.iter().filter(|s| s.heal_at >= step.at - 1.0 && s.at <= step.at + 1.0);
+                    assert_eq!(near.count(), 1, "seed {seed}: a kill shares its time with another fault");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! The workload: concurrent clients, each a shopper of its own registered at the start,
+//! writing unique values through the gateway (addresses, orders placed with an
+//! Idempotency-Key, a share of them sent again, cancels, new customers; restocks set
+//! low counts, so the sites contend) and
+//! reading (orders, customers, checkout, stock at each site). Each call is one [`Op`].
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rand::rngs::StdRng;
+use rand::{Rng as _, SeedableRng as _};
+use reqwest::Method;
+use serde_json::{Value, json};
+use tokio::sync::RwLock;
+use tokio_util::sync::CancellationToken;
+
+use super::child::{Answer, ChildShop};
+use super::history::{History, Op, Outcome};
+use crate::scenario::timeline::Timeline;
+
+/// The products the clients order and restock: few, so the sites contend for them.
+const PRODUCTS: [&str; 4] = ["p-001", "p-002", "p-003", "p-004"];
+const SITES: [&str; 2] = ["inventory-dc1", "inventory-dc2"];
+const PASSWORD: &str = "torture-secret-1";
+
+/// What every client shares: the shop (behind a lock the nemesis takes to kill and
+/// restart it), the history, the timeline, and a counter that makes values unique.
+#[derive(Clone)]
+pub struct Bench {
+    pub shop: Arc<RwLock<ChildShop>>,
+    pub history: History,
+    pub timeline: Timeline,
+    pub seed: u64,
+    unique: Arc<AtomicU64>,
+}
+
+impl Bench {
+    pub fn new(shop: Arc<RwLock<ChildShop>>, seed: u64) -> Self {
+        Self { shop, history: History::new(), timeline: Timeline::new(), seed, unique: Arc::default() }
+    }
+
+    fn next(&self) -> u64 {
+        self.unique.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Calls the shop and records the call as an op of `client`.
+    #[allow(clippy::too_many_arguments, reason = "one op: what it is, what it sends, what it wrote")]
+    async fn op(
+        &self,
+        client: &str,
+        op: &str,
+        key: &str,
+        value: Value,
+        request: (Method, &str, Option<&Value>),
+        bearer: Option<&str>,
+        idempotency_key: Option<&str>,
+    ) -> Answer {
+        let invoke = self.history.now();
+        let (method, path, body) = request;
+        let headers: Vec<(&str, &str)> =
+            idempotency_key.map(|k| ("idempotency-key", k)).into_iter().collect();
+        let answer = {
+            let shop = self.shop.read().await;
+            let bearer = bearer.unwrap_or(&shop.token).to_owned();
+            shop.call(method, path, body, Some(&bearer), &headers).await
+        };
+        let outcome = Outcome::of(answer.status, idempotency_key.is_some());
+        let ids = ids_of(&answer.body);
+        self.history.push(Op {
+            client: client.into(),
+            op: op.into(),
+            key: key.into(),
+            value,
+            idempotency_key: idempotency_key.map(str::to_owned),
+            invoke,
+            complete: self.history.now(),
+            outcome,
+            status: answer.status,
+            ids,
+        });
+        self.timeline.attempt(
+            "ops",
+            outcome == Outcome::Ok,
+            Duration::from_secs_f64(self.history.now() - invoke),
+        );
+        answer
+    }
+}
+
+/// What of an answer the checker needs: ids, versions, the replica version a checkout saw.
+fn ids_of(body: &Value) -> Value {
+    let mut ids = serde_json::Map::new();
+    for name in ["id", "customer_id", "version", "status", "on_hand"] {
+        if !body[name].is_null() {
+            ids.insert(name.into(), body[name].clone());
+        }
+    }
+    if body["address_source"]["source"] == "replica" {
+        ids.insert("replica_version".into(), body["address_source"]["version"].clone());
+    }
+    Value::Object(ids)
+}
+
+fn address(line1: &str) -> Value {
+    json!({ "line1": line1, "city": "Springfield", "postcode": "12345", "country": "US" })
+}
+
+/// A registration body with a unique email.
+fn registration(seed: u64, n: u64) -> Value {
+    json!({
+        "name": format!("Torture {n}"),
+        "email": format!("t{seed}-{n}@example.com"),
+        "payment_method": { "kind": "card", "last4": "4242" },
+        "address": address(&format!("{n} Start St s{seed}")),
+        "password": PASSWORD,
+    })
+}
+
+/// Sets every product's stock at both sites to a few units before the clients start, so
+/// the sites run out and contend from the first orders on.
+pub async fn stock_low(bench: &Bench) {
+    for site in SITES {
+        for product in PRODUCTS {
+            let body = json!({ "on_hand": 3 });
+            let path = format!("/api/{site}/stock/{product}");
+            let put = (Method::PUT, path.as_str(), Some(&body));
+            bench.op("setup", "restock", &format!("{site}/{product}"), body.clone(), put, None, None).await;
+        }
+    }
+}
+
+/// One client's shopper: registered and signed in before the nemesis starts.
+pub struct Shopper {
+    name: String,
+    customer: String,
+    session: String,
+    orders: Vec<String>,
+    rng: StdRng,
+}
+
+impl Shopper {
+    pub async fn register(bench: &Bench, index: usize) -> anyhow::Result<Self> {
+        let name = format!("c{index}");
+        let n = bench.next();
+        let body = registration(bench.seed, n);
+        let key = format!("reg-{}-{n}", bench.seed);
+        let post = (Method::POST, "/api/customer/customers", Some(&body));
+        let answer = bench.op(&name, "register", "", body.clone(), post, None, Some(&key)).await;
+        let customer =
+            answer.body["id"].as_str().with_context(|| format!("registering {name}: {answer:?}"))?;
+        let sign_in = json!({ "email": body["email"], "password": PASSWORD });
+        let post = (Method::POST, "/api/customer/sessions", Some(&sign_in));
+        let answer = bench.op(&name, "sign-in", customer, Value::Null, post, None, None).await;
+        let session =
+            answer.body["token"].as_str().with_context(|| format!("signing {name} in: {answer:?}"))?;
+        let rng = StdRng::seed_from_u64(bench.seed.wrapping_mul(1000).wrapping_add(index as u64));
+        Ok(Self { name, customer: customer.to_owned(), session: session.to_owned(), orders: Vec::new(), rng })
+    }
+
+    /// Calls one operation after another until `stop`.
+    pub async fn run(mut self, bench: Bench, stop: CancellationToken) {
+        while !stop.is_cancelled() {
+            let roll = self.rng.random_range(0..100);
+            match roll {
+                0..=24 => self.change_address(&bench).await,
+                25..=54 => self.place(&bench).await,
+                55..=61 => self.cancel(&bench).await,
+                62..=71 => self.restock(&bench).await,
+                72..=73 => self.register_another(&bench).await,
+                _ => self.read(&bench).await,
+            }
+            tokio::time::sleep(Duration::from_millis(self.rng.random_range(5..40))).await;
+        }
+    }
+
+    fn session(&self) -> Option<&str> {
+        Some(&self.session)
+    }
+
+    async fn change_address(&mut self, bench: &Bench) {
+        let n = bench.next();
+        let body = address(&format!("{n} Moved St s{}", bench.seed));
+        let path = format!("/api/customer/customers/{}/address", self.customer);
+        let put = (Method::PUT, path.as_str(), Some(&body));
+        bench.op(&self.name, "address", &self.customer, body.clone(), put, self.session(), None).await;
+    }
+
+    async fn place(&mut self, bench: &Bench) {
+        let product = PRODUCTS[self.rng.random_range(0..PRODUCTS.len())];
+        let item = json!({ "product_id": product, "quantity": 1 });
+        let path = format!("/api/order/carts/{}/items", self.customer);
+        let post = (Method::POST, path.as_str(), Some(&item));
+        bench.op(&self.name, "cart", &self.customer, item.clone(), post, self.session(), None).await;
+        let key = format!("ord-{}-{}", bench.seed, bench.next());
+        let body = json!({ "customer_id": self.customer });
+        let mut sends = 0;
+        loop {
+            let post = (Method::POST, "/api/order/orders", Some(&body));
+            let answer = bench
+                .op(&self.name, "place", &self.customer, body.clone(), post, self.session(), Some(&key))
+                .await;
+            if let Some(id) =
+                answer.body["id"].as_str().filter(|_| Outcome::of(answer.status, true) == Outcome::Ok)
+            {
+                self.orders.push(id.to_owned());
+            }
+            sends += 1;
+            // A share is sent again: always once more after an unknown outcome (as a
+            // careful client does), and a quarter of the time after an ok one.
+            let again = match Outcome::of(answer.status, true) {
+                Outcome::Unknown => sends < 3,
+                Outcome::Ok => sends == 1 && self.rng.random_bool(0.25),
+                _ => false,
+            };
+            if !again {
+                break;
+            }
+        }
+    }
+
+    async fn cancel(&mut self, bench: &Bench) {
+        if self.orders.is_empty() {
+            return self.read(bench).await;
+        }
+        let order = self.orders[self.rng.random_range(0..self.orders.len())].clone();
+        let path = format!("/api/order/orders/{order}/cancel");
+        let post = (Method::POST, path.as_str(), None);
+        bench.op(&self.name, "cancel", &order, Value::Null, post, self.session(), None).await;
+    }
+
+    async fn restock(&mut self, bench: &Bench) {
+        let product = PRODUCTS[self.rng.random_range(0..PRODUCTS.len())];
+        let site = SITES[self.rng.random_range(0..SITES.len())];
+        // Low counts, so the sites run out and contend for the last units.
+        let body = json!({ "on_hand": self.rng.random_range(1..=8) });
+        let path = format!("/api/{site}/stock/{product}");
+        let put = (Method::PUT, path.as_str(), Some(&body));
+        bench.op(&self.name, "restock", &format!("{site}/{product}"), body.clone(), put, None, None).await;
+    }
+
+    async fn register_another(&mut self, bench: &Bench) {
+        let n = bench.next();
+        let body = registration(bench.seed, n);
+        let key = format!("reg-{}-{n}", bench.seed);
+        let post = (Method::POST, "/api/customer/customers", Some(&body));
+        bench.op(&self.name, "register", "", body.clone(), post, None, Some(&key)).await;
+    }
+
+    async fn read(&mut self, bench: &Bench) {
+        let customer = self.customer.clone();
+        let (op, key, path) = match self.rng.random_range(0..4) {
+            0 if !self.orders.is_empty() => {
+                let order = self.orders[self.rng.random_range(0..self.orders.len())].clone();
+                ("read-order", order.clone(), format!("/api/order/orders/{order}"))
+            }
+            1 => ("read-customer", customer.clone(), format!("/api/customer/customers/{customer}")),
+            2 => {
+                let site = SITES[self.rng.random_range(0..SITES.len())];
+                let product = PRODUCTS[self.rng.random_range(0..PRODUCTS.len())];
+                ("read-stock", format!("{site}/{product}"), format!("/api/{site}/stock/{product}"))
+            }
+            _ => ("checkout", customer.clone(), format!("/api/order/checkout/{customer}")),
+        };
+        let get = (Method::GET, path.as_str(), None);
+        bench.op(&self.name, op, &key, Value::Null, get, self.session(), None).await;
+    }
+}
