@@ -121,15 +121,7 @@ async fn a_backup_taken_under_checkout_load_restores_to_a_shop_without_defects_t
     assert_eq!(manifest.kind, Kind::Consistent);
     assert!(manifest.certificate.passed, "{:?}", manifest.certificate);
     assert_eq!(manifest.files.len(), 9, "eight service databases and the bus");
-    let listed: Value = Client::new()
-        .get(live.url("/admin/backups"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, listed) = get_admin(&live, "/admin/backups").await;
     assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
     let before_cut: Vec<String> =
         placed.lock().unwrap().iter().filter(|(_, at)| *at < cut_asked).map(|(id, _)| id.clone()).collect();
