@@ -82,11 +82,7 @@ async fn pipeline(args: PipelineArgs) -> anyhow::Result<()> {
     let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|s| *s).await;
     };
-    let mut relay = Relay::new(producer.clone(), outbox.clone(), bus.clone());
-    if producer.dialect() == kit::store::Dialect::Sqlite {
-        // This process owns the file: after a crash it relays at once, as `capshop up` does.
-        relay = relay.sole_holder();
-    }
+    let relay = Relay::new(producer.clone(), outbox.clone(), bus.clone());
     let relaying = tokio::spawn(relay.run(until_stopped(stopped.clone())));
     let config = ConsumerConfig::new(ConsumerSpec::new("lab-replica", &["lab"]));
     let consumer = Consumer::new(replica.clone(), bus.clone(), Recorder, config);

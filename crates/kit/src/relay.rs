@@ -63,13 +63,24 @@ pub struct Relay {
     batch: usize,
     backoff: Backoff,
     relayed: Counter,
-    /// Who this relay is in the lease: unique per process run.
+    /// Who this relay is in the lease: unique per process run (fixed on SQLite: [`default_holder`]).
     holder: String,
     ttl: Duration,
     /// How often the holder looks for commits it was not woken for; `None` when only this
     /// process writes the store.
     poll: Option<Duration>,
     held: Mutex<Option<Held>>,
+}
+
+/// Who a relay is in the lease unless named. One process owns a SQLite file, so its relay
+/// is the file's only one: under a fixed name, a process restarted after a crash takes the
+/// lease over at once instead of waiting out the dead run's. A PostgreSQL database may be
+/// shared by several processes, so each run is a holder of its own there.
+fn default_holder(dialect: Dialect) -> String {
+    match dialect {
+        Dialect::Sqlite => "the sole relay of this file".into(),
+        Dialect::Postgres => format!("relay-{}", uuid::Uuid::now_v7()),
+    }
 }
 
 impl Relay {
@@ -80,7 +91,7 @@ impl Relay {
             batch: DEFAULT_BATCH,
             backoff: Backoff::new(std::time::Duration::from_millis(50), std::time::Duration::from_secs(1)),
             relayed: Counter::default(),
-            holder: format!("relay-{}", uuid::Uuid::now_v7()),
+            holder: default_holder(store.dialect()),
             ttl: lease::DEFAULT_TTL,
             poll: (store.dialect() == Dialect::Postgres).then_some(SHARED_POLL),
             held: Mutex::new(None),
@@ -92,15 +103,6 @@ impl Relay {
     /// processes given the same name still never both hold it.
     pub fn holder(mut self, name: &str) -> Self {
         self.holder = format!("{name}/{}", uuid::Uuid::now_v7());
-        self
-    }
-
-    /// Declares this relay the only one that can ever relay its store's streams (one
-    /// process owns the SQLite file: the embedded shop). It holds the lease under a fixed
-    /// name, so a process restarted after a crash takes it over at once instead of waiting
-    /// for the dead run's lease to expire. Never for a store several processes share.
-    pub fn sole_holder(mut self) -> Self {
-        self.holder = "the sole relay of this store".into();
         self
     }
 

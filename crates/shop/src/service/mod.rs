@@ -403,11 +403,8 @@ pub async fn run<S: Service>(
         Consumers { ctx: ctx.clone(), shutdown: shutdown.clone(), tasks: tokio::task::JoinSet::new() };
     let mut relay = Relay::new(ctx.store.clone(), ctx.outbox.clone(), ctx.bus.clone())
         .counter(ctx.metrics.relayed_counter(&ctx.instance()));
-    match ctx.instance_id.get() {
-        Some(id) => relay = relay.holder(id),
-        // One process owns a SQLite file: after a crash its relay takes over at once.
-        None if ctx.store.dialect() == kit::store::Dialect::Sqlite => relay = relay.sole_holder(),
-        None => {}
+    if let Some(id) = ctx.instance_id.get() {
+        relay = relay.holder(id);
     }
     consumers.tasks.spawn(relay.run(shutdown.clone().cancelled_owned()));
     S::consume(&ctx, &mut consumers);
