@@ -23,6 +23,7 @@ use crate::store::{Migrations, Param, Row, Store, StoreError, Tx};
 
 mod attach;
 mod changes;
+pub mod copy;
 mod outstanding;
 mod retention;
 mod subscription;

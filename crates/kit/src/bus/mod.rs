@@ -24,7 +24,7 @@ use prometheus_client::metrics::counter::Counter;
 use crate::envelope::Envelope;
 use crate::store::StoreError;
 
-pub use embedded::{EmbeddedBus, Retention};
+pub use embedded::{EmbeddedBus, Retention, copy as embedded_copy};
 pub use nats::NatsBus;
 
 /// A message on the bus: an event's identity, position and serialized envelope.

@@ -6,6 +6,7 @@
 //! `postgresql://` for the distributed mode) adapts it. Closures are synchronous on
 //! purpose: no network call can sit inside a transaction.
 
+pub mod copy;
 mod migrate;
 mod postgres;
 pub mod snapshot;

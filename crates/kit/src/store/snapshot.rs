@@ -8,6 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::copy::{failed, open};
 use super::{StoreError, Tx};
 
 /// A database file with a connection opened for its snapshot.
@@ -17,16 +18,10 @@ pub struct Snapshot {
     pinned: bool,
 }
 
-fn failed(path: &Path, e: rusqlite::Error) -> StoreError {
-    StoreError::Database(format!("{}: {e}", path.display()))
-}
-
 impl Snapshot {
     /// Opens `path` (which must exist; nothing is written to it), not pinned yet.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = rusqlite::Connection::open_with_flags(path, flags)
-            .map_err(|e| StoreError::Open { url: path.display().to_string(), reason: e.to_string() })?;
+        let conn = open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(|e| failed(path, e))?;
         Ok(Self { path: path.to_owned(), conn, pinned: false })
     }

@@ -37,71 +37,38 @@ impl Certificate {
 }
 
 /// The seqs of each stream a backup holds: in the bus copy, and in the producers' outboxes.
-#[derive(Default)]
 pub(super) struct Held {
-    bus: BTreeMap<String, BTreeSet<u64>>,
+    bus: kit::bus::embedded_copy::Held,
     outbox: BTreeMap<String, BTreeSet<u64>>,
-    /// Every durable consumer the bus copy knows, with its streams: one that never applied
-    /// anything has no position in its store, and still needs every event of its streams.
-    consumers: Vec<(String, Vec<String>)>,
 }
 
 impl Held {
     /// Reads which seqs the copies in `dir` hold.
     pub(super) fn read(dir: &Path, parts: &[String]) -> Result<Self, BackupError> {
-        let mut held = Held::default();
+        let mut outbox = BTreeMap::new();
         for part in parts {
             let file = format!("{part}.db");
-            held.outbox_of(&dir.join(&file), &file)?;
+            outbox.extend(
+                kit::store::copy::outbox_waiting(&dir.join(&file))
+                    .map_err(|e| BackupError::damaged(&file, e))?,
+            );
         }
-        let seqs = read_pairs(&dir.join("bus.db"), "bus.db", "SELECT stream, seq FROM bus_log")?;
-        for (stream, seq) in seqs {
-            held.bus.entry(stream).or_default().insert(seq);
-        }
-        let consumers =
-            read_pairs_of::<String>(&dir.join("bus.db"), "bus.db", "SELECT name, streams FROM bus_consumer")?;
-        held.consumers = consumers
-            .into_iter()
-            .map(|(name, streams)| (name, streams.split(',').map(str::to_owned).collect()))
-            .collect();
-        Ok(held)
+        let bus = kit::bus::embedded_copy::held(&dir.join("bus.db"))
+            .map_err(|e| BackupError::damaged("bus.db", e))?;
+        Ok(Held { bus, outbox })
     }
 
-    fn outbox_of(&mut self, path: &Path, file: &str) -> Result<(), BackupError> {
-        for (stream, seq) in read_pairs(path, file, "SELECT stream, seq FROM kit_outbox")? {
-            self.outbox.entry(stream).or_default().insert(seq);
-        }
-        Ok(())
-    }
-
-    /// Every durable consumer of the bus copy, with its streams.
+    /// Every durable consumer the bus copy knows, with its streams: one that never applied
+    /// anything has no position in its store, and still needs every event of its streams.
     pub(super) fn consumers(&self) -> &[(String, Vec<String>)] {
-        &self.consumers
+        &self.bus.consumers
     }
 
     fn has(&self, stream: &str, seq: u64) -> bool {
         let within =
             |map: &BTreeMap<String, BTreeSet<u64>>| map.get(stream).is_some_and(|s| s.contains(&seq));
-        within(&self.bus) || within(&self.outbox)
+        within(&self.bus.seqs) || within(&self.outbox)
     }
-}
-
-fn read_pairs(path: &Path, file: &str, sql: &str) -> Result<Vec<(String, u64)>, BackupError> {
-    read_pairs_of::<u64>(path, file, sql)
-}
-
-fn read_pairs_of<T: rusqlite::types::FromSql>(
-    path: &Path,
-    file: &str,
-    sql: &str,
-) -> Result<Vec<(String, T)>, BackupError> {
-    let read = || -> rusqlite::Result<Vec<(String, T)>> {
-        let conn = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-        let mut statement = conn.prepare(sql)?;
-        let rows = statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        rows.collect()
-    };
-    read().map_err(|e| BackupError::Damaged { file: file.into(), what: e.to_string() })
 }
 
 /// At most this many failures are named per check.
@@ -152,7 +119,7 @@ pub(super) fn certify(facts: &ShopFacts, held: &Held) -> Certificate {
         }
     }
     let mut missing = Vec::new();
-    for (consumer, streams) in &held.consumers {
+    for (consumer, streams) in held.consumers() {
         for stream in streams {
             let floor = floors.get(&(consumer.as_str(), stream.as_str())).copied().unwrap_or(0);
             let last = committed.get(stream.as_str()).map_or(0, |(last, _)| *last);
@@ -166,7 +133,7 @@ pub(super) fn certify(facts: &ShopFacts, held: &Held) -> Certificate {
         }
     }
     let mut uncommitted = Vec::new();
-    for (stream, seqs) in &held.bus {
+    for (stream, seqs) in &held.bus.seqs {
         let last = committed.get(stream.as_str()).map_or(0, |(last, _)| *last);
         if let Some(top) = seqs.last().filter(|top| **top > last) {
             uncommitted.push(format!("{stream}: the bus holds seq {top}, its producer committed {last}"));

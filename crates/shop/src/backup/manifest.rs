@@ -140,15 +140,5 @@ pub fn checksum(path: &Path) -> std::io::Result<(u64, String)> {
 
 /// The highest migration per component recorded in a database copy.
 pub fn schema_versions(path: &Path) -> Result<BTreeMap<String, u32>, BackupError> {
-    let read = || -> rusqlite::Result<BTreeMap<String, u32>> {
-        let conn = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-        let mut statement =
-            conn.prepare("SELECT component, max(version) FROM kit_migrations GROUP BY component")?;
-        let rows = statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        rows.collect()
-    };
-    read().map_err(|e| BackupError::Damaged {
-        file: path.display().to_string(),
-        what: format!("unreadable: {e}"),
-    })
+    kit::store::copy::schema_versions(path).map_err(|e| BackupError::damaged(&path.display().to_string(), e))
 }

@@ -27,6 +27,8 @@ use kit::pause::Pause;
 pub use manifest::{Kind, Manifest};
 pub use restore::{Restored, restore, verify};
 
+use crate::facts::parts;
+
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
     #[error("{0} exists and is not empty: a backup is written into a new directory; name another")]
@@ -46,6 +48,11 @@ pub enum BackupError {
 }
 
 impl BackupError {
+    /// A copy that cannot be read or mended as the kit's tables say it should.
+    pub(crate) fn damaged(file: &str, e: kit::store::StoreError) -> Self {
+        BackupError::Damaged { file: file.to_owned(), what: e.to_string() }
+    }
+
     pub(crate) fn io(what: impl Into<String>, e: impl std::fmt::Display) -> Self {
         BackupError::Io { what: what.into(), reason: e.to_string() }
     }
@@ -145,12 +152,6 @@ impl Source {
             .push(Summary::of(dir, &manifest));
         Ok(manifest)
     }
-}
-
-/// Every database of the shop, in the order a cut pins them (the order service before
-/// payment, as a live reconcile reads them).
-pub fn parts() -> Vec<String> {
-    crate::facts::parts()
 }
 
 /// Where a backup is written before it is complete: beside its directory, under a name

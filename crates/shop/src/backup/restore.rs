@@ -10,8 +10,9 @@ use std::path::Path;
 
 use super::certificate::{self, Certificate};
 use super::manifest::{Kind, Manifest, Positions, StreamPosition};
-use super::{BackupError, parts, trim};
+use super::{BackupError, trim};
 use crate::contracts::facts::ShopFacts;
+use crate::facts::parts;
 
 /// What a verified backup says.
 pub struct Verified {
