@@ -163,21 +163,15 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The manifest without its per-file detail.
+/// The manifest without its per-file detail: the dashboard's summary of it, and where the
+/// streams and consumers stood.
 fn summary(dir: &Path, manifest: &Manifest) -> Value {
-    json!({
-        "dir": dir.display().to_string(),
-        "kind": manifest.kind,
-        "created_at": manifest.created_at,
-        "capshop_version": manifest.capshop_version,
-        "databases": manifest.files.len(),
-        "bytes": manifest.files.iter().map(|f| f.bytes).sum::<u64>(),
-        "pause_ms": manifest.pause_ms,
-        "total_ms": manifest.total_ms,
-        "certified": manifest.certificate.passed,
-        "dropped_uncommitted": manifest.dropped_uncommitted,
-        "positions": manifest.positions,
-    })
+    let mut out = serde_json::to_value(backup::Summary::of(dir, manifest)).unwrap_or_default();
+    out["capshop_version"] = json!(manifest.capshop_version);
+    out["databases"] = json!(manifest.files.len());
+    out["dropped_uncommitted"] = json!(manifest.dropped_uncommitted);
+    out["positions"] = json!(manifest.positions);
+    out
 }
 
 fn kind_name(kind: Kind) -> &'static str {

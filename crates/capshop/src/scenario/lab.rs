@@ -52,9 +52,16 @@ impl Lab {
     /// Starts the shop whose data is already in [`Lab::data_dir`]`(series)` (a restored
     /// backup) as it is: no wait for convergence, nobody signed in, no sampling.
     pub async fn bare_shop(&self, series: &str) -> anyhow::Result<Shop> {
+        launch(self.config(series)).await.context("the shop did not start")
+    }
+
+    /// The configuration of the shop named `series`: its data dir, the lab's token, and no
+    /// limiter in the way (the scenarios' load is what they measure; tests/limits.rs holds
+    /// the limits to their word).
+    fn config(&self, series: &str) -> ShopConfig {
         let mut config = ShopConfig::ephemeral(&self.data_dir(series), TOKEN, Choices::default());
         config.choices.limits = shop::service::limits::Limits::off();
-        launch(config).await.context("the shop did not start")
+        config
     }
 
     /// Starts a fresh shop named `series` with `choices`, and waits until the seed data has
@@ -71,10 +78,8 @@ impl Lab {
         adjust: impl FnOnce(&mut ShopConfig),
     ) -> anyhow::Result<Arc<LabShop>> {
         let data_dir = self.data_dir(series);
-        let mut config = ShopConfig::ephemeral(&data_dir, TOKEN, Choices::default());
+        let mut config = self.config(series);
         adjust(&mut config);
-        // The scenarios' load is what they measure: no limiter in the way (tests/limits.rs
-        // holds the limits to their word).
         config.choices.limits = shop::service::limits::Limits::off();
         let shop = launch(config).await.context("the shop did not start")?;
         let probe = Probe::new(data_dir.join("bus.db"), shop.parts.clone());
