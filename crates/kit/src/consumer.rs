@@ -306,13 +306,15 @@ impl<H: Handler> Consumer<H> {
         work: F,
     ) -> F::Output {
         let every = (self.config.spec.ack_wait / 3).max(Duration::from_millis(10));
-        let tags: Vec<DeliveryTag> = deliveries.iter().map(|d| d.tag).collect();
+        // Most batches are applied long before the first tick: their tags are never needed.
+        let mut tags: Option<Vec<DeliveryTag>> = None;
         tokio::pin!(work);
         loop {
             tokio::select! {
                 done = &mut work => return done,
                 _ = tokio::time::sleep(every) => {
-                    if let Err(e) = subscription.in_progress(&tags).await {
+                    let tags = tags.get_or_insert_with(|| deliveries.iter().map(|d| d.tag).collect());
+                    if let Err(e) = subscription.in_progress(tags).await {
                         warn!(consumer = %self.name(), error = %e, "could not keep deliveries in progress");
                     }
                 }
