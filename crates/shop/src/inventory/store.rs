@@ -63,6 +63,20 @@ pub fn counters(tx: &mut Tx<'_>, product_id: &str) -> Result<Vec<SiteStock>, Sto
     rows.into_iter().map(counters_from_row).collect()
 }
 
+/// Every site's counters of every product, as this site knows them (by product, then site).
+pub fn every_counter(tx: &mut Tx<'_>) -> Result<Vec<SiteStock>, StoreError> {
+    let rows = tx.query(
+        "SELECT site, product_id, added, removed, version FROM site_stock ORDER BY product_id, site",
+        &[],
+    )?;
+    rows.into_iter().map(counters_from_row).collect()
+}
+
+/// Every reservation line this site holds, its own and its copies of the other's.
+pub fn every_line(tx: &mut Tx<'_>) -> Result<Vec<ReservationLine>, StoreError> {
+    lines(tx, "TRUE", &[])
+}
+
 /// Every reservation line of a product, at both sites.
 pub fn product_lines(tx: &mut Tx<'_>, product_id: &str) -> Result<Vec<ReservationLine>, StoreError> {
     lines(tx, "product_id = $1", &[product_id.into()])
