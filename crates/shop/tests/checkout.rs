@@ -8,6 +8,7 @@ use std::time::Duration;
 use kit::link::Faults;
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
+use shop::service::{Part, ServiceName};
 use support::*;
 
 #[tokio::test]
@@ -218,5 +219,41 @@ async fn a_restart_keeps_every_order_and_resumes_unfinished_replication() {
     shipment(&shop, &order_id, "shipped").await;
     let (_, customers) = get_admin(&shop, "/api/customer/customers").await;
     assert_eq!(customers.as_array().unwrap().len(), 3, "the seed is not repeated");
+    finish(shop).await;
+}
+
+#[tokio::test]
+async fn an_order_waiting_for_its_stock_can_be_cancelled_a_confirmed_one_cannot() {
+    let dir = tempfile::tempdir().unwrap();
+    let shop = spawn_shop(dir.path()).await;
+    replicated(&shop).await;
+
+    // With both inventory sites stopped the order waits for its stock.
+    for site in Part::of(ServiceName::Inventory) {
+        shop.chaos.stop(site).await.unwrap();
+    }
+    post(&shop, "/api/order/carts/c-bob/items", json!({ "product_id": "p-002", "quantity": 1 })).await;
+    let (status, waiting) = post(&shop, "/api/order/orders", json!({ "customer_id": "c-bob" })).await;
+    assert_eq!(status, 201, "{waiting}");
+    assert_eq!(waiting["status"], "pending_stock");
+    let id = waiting["id"].as_str().unwrap().to_owned();
+    let (status, cancelled) = post(&shop, &format!("/api/order/orders/{id}/cancel"), Value::Null).await;
+    assert_eq!(status, 200, "{cancelled}");
+    assert_eq!(cancelled["status"], "cancelled");
+    for site in Part::of(ServiceName::Inventory) {
+        shop.chaos.start(site).await.unwrap();
+    }
+
+    post(&shop, "/api/order/carts/c-bob/items", json!({ "product_id": "p-002", "quantity": 1 })).await;
+    let (status, placed) = post(&shop, "/api/order/orders", json!({ "customer_id": "c-bob" })).await;
+    assert_eq!(status, 201, "{placed}");
+    let id = placed["id"].as_str().unwrap().to_owned();
+    let confirmed = order_status(&shop, &id, "confirmed").await;
+    let (status, problem) = post(&shop, &format!("/api/order/orders/{id}/cancel"), Value::Null).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    assert!(problem["detail"].as_str().unwrap().contains("can no longer be cancelled"), "{problem}");
+    let (_, after) = get(&shop, &format!("/api/order/orders/{id}")).await;
+    assert_eq!(after, confirmed, "a refused cancel changes nothing");
+    shipment(&shop, &id, "shipped").await;
     finish(shop).await;
 }

@@ -11,6 +11,10 @@ pub const ORDER_ADDRESS_OVERRIDDEN: &str = "OrderAddressOverridden";
 pub const ORDER_CONFIRMED: &str = "OrderConfirmed";
 pub const ORDER_REJECTED: &str = "OrderRejected";
 pub const ORDER_CANCELLED: &str = "OrderCancelled";
+
+/// The reason of an order its customer cancelled (any other reason of a cancelled order is
+/// an inventory site's apology for stock it could not keep).
+pub const CANCELLED_BY_THE_CUSTOMER: &str = "cancelled by the customer";
 /// The customer confirmed that the order's address is right although it differs from
 /// the address on file: shipping may ship to it.
 pub const ORDER_ADDRESS_CONFIRMED: &str = "OrderAddressConfirmed";

@@ -16,6 +16,7 @@ use super::model::{Order, OrderError, Quantity, id};
 use super::place;
 use super::store::{self, CartLine};
 use crate::contracts::customer::Address;
+use crate::contracts::order::CANCELLED_BY_THE_CUSTOMER;
 use crate::service::idempotency::{self, Begun};
 use crate::service::limits::Limited;
 use crate::service::page::Page;
@@ -238,13 +239,13 @@ async fn show_order(
     Ok(axum::Json(owned(&signed_in, order)?))
 }
 
-/// Applies `change` to an open order and publishes `kind`.
+/// Applies `change` to an open order and publishes `kind`; `change` may refuse it.
 async fn change_order(
     ctx: &Context,
     signed_in: &SignedIn,
     id: String,
     kind: &'static str,
-    change: fn(&mut Order),
+    change: fn(&mut Order) -> Result<(), OrderError>,
 ) -> Result<Response, Problem> {
     let outbox = ctx.outbox.clone();
     let owner = signed_in.customer_id().to_owned();
@@ -258,7 +259,7 @@ async fn change_order(
             if matches!(order.status, OrderStatus::Rejected | OrderStatus::Cancelled) {
                 return Err(OrderError::Final { id, status: order.status.as_str() });
             }
-            change(&mut order);
+            change(&mut order)?;
             store::change(tx, &outbox, order, kind)
         })
         .await?;
@@ -276,22 +277,33 @@ async fn confirm_address(
     signed_in: SignedIn,
     PathParams(order): PathParams<String>,
 ) -> Result<Response, Problem> {
-    change_order(&ctx, &signed_in, order, ORDER_ADDRESS_CONFIRMED, |o| o.address_confirmed = true).await
+    change_order(&ctx, &signed_in, order, ORDER_ADDRESS_CONFIRMED, |o| {
+        o.address_confirmed = true;
+        Ok(())
+    })
+    .await
 }
 
-/// Cancels an open order; inventory releases its stock.
+/// Cancels an order that is still waiting for its stock; inventory releases what it
+/// reserved. A confirmed order is refused: shipping ships it on its own as soon as it
+/// learns of it, so a cancel could no longer be kept (a shipped order is returned, not
+/// cancelled).
 #[utoipa::path(post, path = "/orders/{id}/cancel", security(("session" = [])), params(("id" = String, Path, description = "the order, e.g. `o-0193…`")),
     responses(StoreBusy, SignInNeeded, Limited, (status = 200, body = Order, description = "cancelled; with a Consistency-Token"),
               (status = 404, body = Problem, content_type = "application/problem+json", description = "no such order"),
-              (status = 409, body = Problem, content_type = "application/problem+json", description = "the order is rejected or cancelled already")))]
+              (status = 409, body = Problem, content_type = "application/problem+json", description = "the order is confirmed (on its way to shipping), rejected or cancelled already")))]
 async fn cancel(
     State(ctx): State<Arc<Context>>,
     signed_in: SignedIn,
     PathParams(order): PathParams<String>,
 ) -> Result<Response, Problem> {
     change_order(&ctx, &signed_in, order, ORDER_CANCELLED, |o| {
+        if o.status == OrderStatus::Confirmed {
+            return Err(OrderError::OnItsWay(o.id.clone()));
+        }
         o.status = OrderStatus::Cancelled;
-        o.reason = Some("cancelled by the customer".into());
+        o.reason = Some(CANCELLED_BY_THE_CUSTOMER.into());
+        Ok(())
     })
     .await
 }

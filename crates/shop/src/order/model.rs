@@ -67,6 +67,11 @@ pub enum OrderError {
     PaymentDeclined(String),
     #[error("order {id} is {status} and cannot be changed")]
     Final { id: String, status: &'static str },
+    #[error(
+        "order {0} is confirmed and on its way to shipping, which may have shipped it already, \
+         so it can no longer be cancelled"
+    )]
+    OnItsWay(String),
     #[error(transparent)]
     Store(#[from] kit::store::StoreError),
 }
@@ -91,7 +96,7 @@ impl OrderError {
             | OrderError::AddressUnknown(_)
             | OrderError::PaymentUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             OrderError::PaymentDeclined(_) => StatusCode::PAYMENT_REQUIRED,
-            OrderError::Final { .. } => StatusCode::CONFLICT,
+            OrderError::Final { .. } | OrderError::OnItsWay(_) => StatusCode::CONFLICT,
             OrderError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
