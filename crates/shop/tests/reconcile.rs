@@ -9,7 +9,7 @@ use std::path::Path;
 
 use kit::link::Faults;
 use reqwest::Client;
-use serde_json::json;
+use serde_json::{Value, json};
 use shop::contracts::inventory::Site;
 use shop::facts;
 use shop::reconcile::{self, Class, Finding, Report};
@@ -375,5 +375,48 @@ async fn on_postgres_a_settled_shop_reconciles_clean_live_and_a_lost_authorizati
         report.table()
     );
     assert_eq!(report.broken_links, 1);
+    finish(shop).await;
+}
+
+/// The authorization payment made for c-cyd's order, as payment answers it now.
+async fn cyds_authorization(shop: &shop::launch::Shop) -> Value {
+    let (_, listed) = get(shop, "/api/payment/authorizations?limit=10").await;
+    let mut of_cyd = listed.as_array().unwrap().iter().filter(|a| a["customer_id"] == "c-cyd");
+    of_cyd.next().cloned().unwrap_or(Value::Null)
+}
+
+#[tokio::test]
+async fn a_placement_whose_payment_answer_was_lost_is_in_flight_then_voided_not_a_defect() {
+    let dir = tempfile::tempdir().unwrap();
+    let shop = spawn_shop(dir.path()).await;
+    replicated(&shop).await;
+    post(&shop, "/api/order/carts/c-cyd/items", json!({ "product_id": "p-004", "quantity": 1 })).await;
+    // Payment authorizes, and its answer is lost on the way back.
+    shop.links["order->payment"].set(Faults { cut_in: true, ..Faults::default() });
+    let (status, problem) = post(&shop, "/api/order/orders", json!({ "customer_id": "c-cyd" })).await;
+    assert_eq!(status, 503, "{problem}");
+    shop.links["order->payment"].heal();
+    let authorization = cyds_authorization(&shop).await;
+    assert_eq!(authorization["status"], "authorized", "{authorization}");
+    assert!(orders_of(&shop, "c-cyd").await.is_empty());
+
+    let report = live_report(&shop).await;
+    let found: Vec<&Finding> =
+        report.findings.iter().filter(|f| f.kind == "authorization_without_order").collect();
+    assert_eq!(found.len(), 1, "{report:?}");
+    assert_eq!(found[0].class, Class::InFlight, "the placement is still held: {:?}", found[0]);
+
+    // Abandoned after its bound, the placement is voided at payment: nothing is left.
+    let voided = eventually("the lost placement's authorization to be voided", || async {
+        let a = cyds_authorization(&shop).await;
+        (a["status"] == "voided").then_some(a)
+    })
+    .await;
+    assert_eq!(voided["authorization_id"], authorization["authorization_id"]);
+    let report = settled(&shop).await;
+    assert_eq!(report.defects, 0, "{report:?}");
+
+    let (status, order) = post(&shop, "/api/order/orders", json!({ "customer_id": "c-cyd" })).await;
+    assert_eq!(status, 201, "the cart was kept and a new placement goes through: {order}");
     finish(shop).await;
 }

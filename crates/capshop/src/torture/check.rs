@@ -227,10 +227,6 @@ fn known_defect(finding: &Finding, state: &State<'_>) -> Option<&'static str> {
         "shipment_without_confirmed_order" | "confirmed_without_reservation" if compensated => {
             Some("ap: an oversold order compensated after it shipped")
         }
-        // A placement that fails after payment authorized leaves the authorization held.
-        "authorization_without_order" if order.is_none() => {
-            Some("a failed placement leaves its authorization")
-        }
         // Restocks set an absolute on-hand count; two sites setting it at once (or one on a
         // stale view) can take away more units than were ever added.
         "stock_negative" => Some("concurrent restocks can count stock below zero"),

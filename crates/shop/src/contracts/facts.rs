@@ -140,6 +140,9 @@ pub enum ServiceFacts {
         orders: Vec<Order>,
         customer_replicas: Vec<Customer>,
         product_replicas: Vec<ProductFact>,
+        /// The order ids of placements under way or abandoned and not yet voided at payment.
+        #[serde(default)]
+        placing: Vec<String>,
     },
     Payment {
         authorizations: Vec<AuthorizationFact>,

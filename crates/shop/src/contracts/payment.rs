@@ -1,5 +1,7 @@
-//! The payment service's contract: its events (key: order id, always version 1: a
-//! decision is never changed) and its synchronous authorization (`POST /authorizations`).
+//! The payment service's contract: its events (key: order id; a decision is version 1 and
+//! never changed, a void of an authorized payment is version 2), its synchronous
+//! authorization (`POST /authorizations`) and the void of an abandoned placement
+//! (`POST /voids`).
 
 use kit::envelope::NewEvent;
 use serde::{Deserialize, Serialize};
@@ -8,7 +10,8 @@ use super::customer::PaymentMethod;
 
 pub const PAYMENT_AUTHORIZED: &str = "PaymentAuthorized";
 pub const PAYMENT_DECLINED: &str = "PaymentDeclined";
-pub const KINDS: [&str; 2] = [PAYMENT_AUTHORIZED, PAYMENT_DECLINED];
+pub const PAYMENT_VOIDED: &str = "PaymentVoided";
+pub const KINDS: [&str; 3] = [PAYMENT_AUTHORIZED, PAYMENT_DECLINED, PAYMENT_VOIDED];
 
 /// The schema version of the [`Authorization`] payload.
 pub const SCHEMA: u32 = 1;
@@ -34,6 +37,19 @@ pub struct AuthorizationRequest {
 pub enum AuthorizationStatus {
     Authorized,
     Declined,
+    /// The order's placement was abandoned before its order was committed: nothing is
+    /// charged, and the order will never be placed.
+    Voided,
+}
+
+/// `POST /voids`: the order service abandoned the placement of `order_id` and will never
+/// commit it. Voids its authorization, if payment made one, and refuses one asked for
+/// after. Idempotent by `order_id`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct VoidRequest {
+    /// 1 to 100 printable ASCII characters, no spaces.
+    #[schema(pattern = "^[!-~]{1,100}$")]
+    pub order_id: String,
 }
 
 /// The payment service's decision; also the payload of its events (key: order id).
@@ -44,14 +60,15 @@ pub struct Authorization {
     pub customer_id: String,
     pub amount_cents: u64,
     pub status: AuthorizationStatus,
-    /// Why it was declined.
+    /// Why it was declined or voided.
     pub reason: Option<String>,
 }
 
 pub fn event(authorization: &Authorization) -> NewEvent {
-    let kind = match authorization.status {
-        AuthorizationStatus::Authorized => PAYMENT_AUTHORIZED,
-        AuthorizationStatus::Declined => PAYMENT_DECLINED,
+    let (kind, version) = match authorization.status {
+        AuthorizationStatus::Authorized => (PAYMENT_AUTHORIZED, 1),
+        AuthorizationStatus::Declined => (PAYMENT_DECLINED, 1),
+        AuthorizationStatus::Voided => (PAYMENT_VOIDED, 2),
     };
-    NewEvent::new(kind, authorization.order_id.as_str(), 1, authorization).schema(SCHEMA)
+    NewEvent::new(kind, authorization.order_id.as_str(), version, authorization).schema(SCHEMA)
 }

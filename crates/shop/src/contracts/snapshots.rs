@@ -175,6 +175,7 @@ fn payment_events_keep_their_published_shape() {
     let examples = [
         authorization_example(AuthorizationStatus::Authorized, None),
         authorization_example(AuthorizationStatus::Declined, Some("invoice payments are limited to 2000.00")),
+        authorization_example(AuthorizationStatus::Voided, Some("the placement of its order was abandoned")),
     ];
     for (kind, example) in payment::KINDS.into_iter().zip(examples) {
         let event = payment::event(&example);

@@ -1,5 +1,5 @@
-//! What the order service tells `capshop reconcile`: every order as it publishes it, and
-//! its replicas of customers and products with their versions.
+//! What the order service tells `capshop reconcile`: every order as it publishes it, its
+//! replicas of customers and products with their versions, and its placements under way.
 
 use kit::store::{StoreError, Tx};
 
@@ -35,5 +35,6 @@ pub fn read(tx: &mut Tx<'_>) -> Result<ServiceFacts, StoreError> {
             Ok(ProductFact { id: r.take(0)?, name: r.take(1)?, price_cents: r.get(2)?, version: r.get(3)? })
         })
         .collect::<Result<_, StoreError>>()?;
-    Ok(ServiceFacts::Order { orders, customer_replicas, product_replicas })
+    let placing = super::placing::under_way(tx)?;
+    Ok(ServiceFacts::Order { orders, customer_replicas, product_replicas, placing })
 }

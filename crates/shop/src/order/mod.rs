@@ -8,6 +8,7 @@ pub mod facts;
 pub mod http;
 pub mod model;
 pub mod place;
+pub mod placing;
 pub mod store;
 
 use std::sync::Arc;
@@ -51,6 +52,9 @@ impl Service for OrderService {
                 .ordering(Ordering::PerKey),
             StockAnswers { outbox: ctx.outbox.clone() },
         );
+        // Placements that outlive their bound are abandoned and voided at payment.
+        let shutdown = consumers.shutdown();
+        consumers.spawn(placing::abandon_every(ctx.clone(), shutdown));
     }
 }
 

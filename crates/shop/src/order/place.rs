@@ -1,6 +1,7 @@
 //! Placing an order: a binding quote from the catalog and a payment authorization, both
 //! synchronous (consistent), then the order and its events in one transaction. If either
-//! call cannot be made, nothing is written: no order, no event.
+//! call cannot be made, no order and no event is written; an authorization payment may have
+//! made meanwhile is voided once the placement is abandoned ([`super::placing`]).
 
 use std::sync::Arc;
 
@@ -9,6 +10,7 @@ use kit::token::ConsistencyToken;
 use super::checkout::{self, Source};
 use super::events::{AddressSource, ORDER_ADDRESS_OVERRIDDEN, ORDER_PLACED, OrderLine, OrderStatus};
 use super::model::{Order, OrderError, new_order_id};
+use super::placing::{self, ABANDON_AFTER_MS};
 use super::store;
 use crate::contracts::customer::Address;
 use crate::contracts::payment::{Authorization, AuthorizationRequest, AuthorizationStatus};
@@ -53,6 +55,9 @@ pub async fn place(
     // consistent backup must not cut between them (kit::pause).
     let passage = ctx.pause().enter().await;
     let order_id = new_order_id();
+    let id = order_id.clone();
+    let started = kit::clock::now_ms();
+    ctx.store.transact(move |tx| placing::begin(tx, &id, started)).await?;
     let request = AuthorizationRequest {
         order_id: order_id.clone(),
         customer_id: customer_id.to_owned(),
@@ -64,10 +69,11 @@ pub async fn place(
         .post("/authorizations", &request)
         .await
         .map_err(|e| OrderError::from_peer(e, OrderError::PaymentUnavailable))?;
-    if authorization.status == AuthorizationStatus::Declined {
-        return Err(OrderError::PaymentDeclined(
-            authorization.reason.unwrap_or_else(|| "no reason given".into()),
-        ));
+    let reason = || authorization.reason.clone().unwrap_or_else(|| "no reason given".into());
+    match authorization.status {
+        AuthorizationStatus::Authorized => {}
+        AuthorizationStatus::Declined => return Err(OrderError::PaymentDeclined(reason())),
+        AuthorizationStatus::Voided => return Err(OrderError::PaymentUnavailable(reason())),
     }
 
     let overridden = address_source == AddressSource::Override;
@@ -100,6 +106,12 @@ pub async fn place(
     let placed = ctx
         .store
         .transact(move |tx| {
+            if !placing::finish(tx, &order.id)? {
+                return Err(OrderError::PaymentUnavailable(format!(
+                    "the placement took longer than {} s and was abandoned; its payment is voided",
+                    ABANDON_AFTER_MS / 1000
+                )));
+            }
             let order = store::place(tx, &outbox, order, kinds, now)?;
             if let Some(claim) = &claim {
                 claim.complete(tx, &answer(&order))?;

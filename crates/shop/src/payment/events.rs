@@ -2,5 +2,5 @@
 
 pub use crate::contracts::payment::{
     Authorization, AuthorizationRequest, AuthorizationStatus, KINDS, PAYMENT_AUTHORIZED, PAYMENT_DECLINED,
-    SCHEMA, event,
+    PAYMENT_VOIDED, SCHEMA, VoidRequest, event,
 };

@@ -8,16 +8,23 @@ use crate::contracts::payment::AuthorizationStatus;
 
 /// Reads the facts in `tx` (the caller's one read transaction).
 pub fn read(tx: &mut Tx<'_>) -> Result<ServiceFacts, StoreError> {
-    let rows =
-        tx.query("SELECT id, order_id, status, created_at_ms FROM authorizations ORDER BY order_id", &[])?;
+    let rows = tx.query(
+        "SELECT a.id, a.order_id, a.status, a.created_at_ms, CASE WHEN v.order_id IS NULL THEN 0 ELSE 1 END \
+         FROM authorizations a LEFT JOIN voids v ON v.order_id = a.order_id ORDER BY a.order_id",
+        &[],
+    )?;
     let authorizations = rows
         .into_iter()
         .map(|mut r| {
             let status: String = r.take(2)?;
-            let status = match status.as_str() {
-                "authorized" => AuthorizationStatus::Authorized,
-                "declined" => AuthorizationStatus::Declined,
-                other => return Err(StoreError::Database(format!("unknown authorization status {other:?}"))),
+            let voided: bool = r.get(4)?;
+            let status = match (status.as_str(), voided) {
+                ("authorized", false) => AuthorizationStatus::Authorized,
+                ("authorized", true) => AuthorizationStatus::Voided,
+                ("declined", _) => AuthorizationStatus::Declined,
+                (other, _) => {
+                    return Err(StoreError::Database(format!("unknown authorization status {other:?}")));
+                }
             };
             Ok(AuthorizationFact { id: r.take(0)?, order_id: r.take(1)?, status, created_at_ms: r.get(3)? })
         })

@@ -1,4 +1,5 @@
-//! The payment service's routes: authorize a payment (once per order), and look them up.
+//! The payment service's routes: authorize a payment (once per order), void the placement
+//! of an order the order service abandoned, and look them up.
 
 use std::sync::Arc;
 
@@ -10,24 +11,34 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::events::{Authorization, AuthorizationRequest, AuthorizationStatus};
-use super::model::Charge;
+use super::events::{Authorization, AuthorizationRequest, AuthorizationStatus, VoidRequest};
+use super::model::{self, Charge};
 use super::store;
 use crate::contracts::customer::PaymentMethod;
 use crate::service::{Body, BodyRefused, Context, PathParams, Problem, QueryParams, StoreBusy};
 
 /// The payment service's routes, with their document.
 pub fn routes() -> OpenApiRouter<Arc<Context>> {
-    OpenApiRouter::with_openapi(Api::openapi()).routes(routes!(list, authorize)).routes(routes!(show))
+    OpenApiRouter::with_openapi(Api::openapi())
+        .routes(routes!(list, authorize))
+        .routes(routes!(show))
+        .routes(routes!(void))
 }
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
     info(
         title = "capshop payment",
-        description = "Payment authorizations, decided synchronously (consistent) and once per order: asking again for the same order answers the first decision."
+        description = "Payment authorizations, decided synchronously (consistent) and once per order: asking again for the same order answers the first decision. An order whose placement was abandoned is voided: its authorization is void and none is made after."
     ),
-    components(schemas(AuthorizationRequest, Authorization, AuthorizationStatus, PaymentMethod, Problem))
+    components(schemas(
+        AuthorizationRequest,
+        Authorization,
+        AuthorizationStatus,
+        VoidRequest,
+        PaymentMethod,
+        Problem
+    ))
 )]
 struct Api;
 
@@ -60,6 +71,22 @@ async fn authorize(
         ctx.store.transact(move |tx| store::authorize(tx, &outbox, charge, now)).await?;
     let status = if new { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, axum::Json(authorization)).into_response())
+}
+
+/// Voids the placement of an order the order service abandoned (it will never commit the
+/// order): its authorization, if payment made one, becomes voided (PaymentVoided is
+/// published), and an authorization asked for after is answered voided. Idempotent.
+#[utoipa::path(post, path = "/voids", request_body = VoidRequest,
+    responses(StoreBusy, BodyRefused, (status = 200, body = Option<Authorization>, description = "voided: the order's authorization as it stands now, or null when payment made none"),
+              (status = 422, body = Problem, content_type = "application/problem+json", description = "the body does not fit, or a bad order id")))]
+async fn void(
+    State(ctx): State<Arc<Context>>,
+    Body(request): Body<VoidRequest>,
+) -> Result<axum::Json<Option<Authorization>>, Problem> {
+    let order_id = model::void_order_id(&request)?;
+    let outbox = ctx.outbox.clone();
+    let now = kit::clock::now_ms();
+    Ok(axum::Json(ctx.store.transact(move |tx| store::void(tx, &outbox, &order_id, now)).await?))
 }
 
 /// Lists authorizations, newest first: the one of `order_id` (none if it was never

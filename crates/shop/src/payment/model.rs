@@ -33,6 +33,11 @@ pub const AMOUNT_LIMIT_CENTS: u64 = 1_000_000;
 /// Above this, payment by invoice is declined: 2000.00.
 pub const INVOICE_LIMIT_CENTS: u64 = 200_000;
 
+/// The order of a void, checked as an authorization's.
+pub fn void_order_id(request: &super::events::VoidRequest) -> Result<String, PaymentError> {
+    reference("order_id", &request.order_id)
+}
+
 /// An id another service gave (an order, a customer): 1–100 visible characters.
 fn reference(field: &'static str, value: &str) -> Result<String, PaymentError> {
     if value.is_empty() {

@@ -6,7 +6,7 @@ use kit::envelope::Envelope;
 use serde_json::{Value, json};
 
 use super::PaymentService;
-use super::events::{PAYMENT_AUTHORIZED, PAYMENT_DECLINED};
+use super::events::{PAYMENT_AUTHORIZED, PAYMENT_DECLINED, PAYMENT_VOIDED};
 use super::model::{AMOUNT_LIMIT_CENTS, Charge, INVOICE_LIMIT_CENTS, decide};
 use crate::contracts::customer::PaymentMethod;
 use crate::contracts::payment::AuthorizationStatus;
@@ -219,4 +219,57 @@ async fn send_at_once(service: &Running, body: &Value, n: usize) -> Vec<(u16, Va
         });
     }
     tasks.join_all().await
+}
+
+async fn void(service: &Running, order_id: &str) -> reqwest::Response {
+    let body = json!({ "order_id": order_id });
+    reqwest::Client::new().post(service.url("/voids")).json(&body).send().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_void_turns_an_authorization_into_a_voided_one_once_and_publishes_it() {
+    let (service, _dir) = payment_service().await;
+    let authorized: Value = authorize(&service, &request("o-1", 4999, card())).await.json().await.unwrap();
+    for _ in 0..2 {
+        let response = void(&service, "o-1").await;
+        assert_eq!(response.status(), 200);
+        let voided: Value = response.json().await.unwrap();
+        assert_eq!(voided["status"], "voided", "{voided}");
+        assert_eq!(voided["authorization_id"], authorized["authorization_id"]);
+        assert!(voided["reason"].as_str().unwrap().contains("abandoned"), "{voided}");
+    }
+    let again: Value = authorize(&service, &request("o-1", 4999, card())).await.json().await.unwrap();
+    assert_eq!(again["status"], "voided", "asking again answers the voided decision: {again}");
+
+    assert_eq!(published_count(&service).await, 2, "one decision, one void, however often it is asked");
+    let events = published(&service, 2).await;
+    assert_eq!(
+        (events[1].kind.as_str(), events[1].key.as_str(), events[1].version),
+        (PAYMENT_VOIDED, "o-1", 2)
+    );
+}
+
+#[tokio::test]
+async fn an_authorization_asked_for_after_its_void_is_refused_and_recorded_nowhere() {
+    let (service, _dir) = payment_service().await;
+    let response = void(&service, "o-2").await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.json::<Value>().await.unwrap(), Value::Null, "payment had made none");
+    let response = authorize(&service, &request("o-2", 4999, card())).await;
+    assert_eq!(response.status(), 200);
+    let refused: Value = response.json().await.unwrap();
+    assert_eq!(refused["status"], "voided", "{refused}");
+    let listed: Value =
+        reqwest::get(service.url("/authorizations?order_id=o-2")).await.unwrap().json().await.unwrap();
+    assert_eq!(listed, json!([]));
+    assert_eq!(published_count(&service).await, 0);
+
+    let declined: Value =
+        authorize(&service, &request("o-3", AMOUNT_LIMIT_CENTS + 1, card())).await.json().await.unwrap();
+    let after: Value = void(&service, "o-3").await.json().await.unwrap();
+    assert_eq!(after, declined, "a declined decision stays declined");
+
+    let response = void(&service, "not an id").await;
+    assert_eq!(response.status(), 422);
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
 }

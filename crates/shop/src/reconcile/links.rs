@@ -131,16 +131,28 @@ fn authorizations_without_orders(view: &View<'_>) -> Vec<Finding> {
             // after it) belongs to an order that may commit after that read. In files,
             // nothing is under way: the placement failed after the payment answered.
             let placing = |at: &u64| view.live && a.created_at_ms + PLACING_MS >= *at;
-            let in_flight = order_read_at.filter(placing).map(|at| super::InFlight {
+            let in_flight = |reason: String| super::InFlight {
                 stream: "order".to_owned(),
                 consumer: None,
                 seq: view.head("order") + 1,
                 unapplied: 0,
-                reason: format!(
-                    "authorized at {} ms, within {PLACING_MS} ms of the order service's read at {at} ms: its order may still be committing",
-                    a.created_at_ms
-                ),
-            });
+                reason,
+            };
+            // A placement the order service still holds either commits its order or is
+            // abandoned and voided at payment (order/placing.rs).
+            let in_flight = if view.placing.contains(a.order_id.as_str()) {
+                Some(in_flight(format!(
+                    "the order service's placement of order {} is under way or abandoned and waits to be voided",
+                    a.order_id
+                )))
+            } else {
+                order_read_at.filter(placing).map(|at| {
+                    in_flight(format!(
+                        "authorized at {} ms, within {PLACING_MS} ms of the order service's read at {at} ms: its order may still be committing",
+                        a.created_at_ms
+                    ))
+                })
+            };
             let keys = [("authorization", a.id.as_str()), ("order", a.order_id.as_str())];
             Finding::new("authorization_without_order", Group::Orphan, &keys, detail, in_flight)
         })

@@ -43,6 +43,7 @@ fn empty(service: &str) -> ServiceFacts {
             orders: Vec::new(),
             customer_replicas: Vec::new(),
             product_replicas: Vec::new(),
+            placing: Vec::new(),
         },
         "payment" => ServiceFacts::Payment { authorizations: Vec::new() },
         "shipping" => ServiceFacts::Shipping {

@@ -1,7 +1,7 @@
 //! The facts indexed by key, and the rule that classes a finding: which unapplied event
 //! explains it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Finding, Group, InFlight};
 use crate::contracts::customer::Customer;
@@ -31,6 +31,8 @@ pub struct View<'a> {
     pub orders: BTreeMap<&'a str, &'a Order>,
     pub order_customers: BTreeMap<&'a str, &'a Customer>,
     pub order_products: BTreeMap<&'a str, &'a ProductFact>,
+    /// The order ids of the order service's placements under way or abandoned.
+    pub placing: BTreeSet<&'a str>,
     /// By order id.
     pub authorizations: BTreeMap<&'a str, &'a AuthorizationFact>,
     pub authorization_ids: BTreeMap<&'a str, &'a AuthorizationFact>,
@@ -74,8 +76,9 @@ impl<'a> View<'a> {
             ServiceFacts::Catalog { products } => {
                 self.products.extend(products.iter().map(|p| (p.id.as_str(), p)))
             }
-            ServiceFacts::Order { orders, customer_replicas, product_replicas } => {
+            ServiceFacts::Order { orders, customer_replicas, product_replicas, placing } => {
                 self.orders.extend(orders.iter().map(|o| (o.id.as_str(), o)));
+                self.placing.extend(placing.iter().map(String::as_str));
                 self.order_customers.extend(customer_replicas.iter().map(|c| (c.id.as_str(), c)));
                 self.order_products.extend(product_replicas.iter().map(|p| (p.id.as_str(), p)));
             }

@@ -102,8 +102,8 @@ impl ServiceName {
             ServiceName::Customer => of!("customer", "customer_sign_in"),
             ServiceName::Catalog => of!("catalog"),
             ServiceName::Inventory => of!("inventory"),
-            ServiceName::Order => of!("order"),
-            ServiceName::Payment => of!("payment"),
+            ServiceName::Order => of!("order", "order_placing"),
+            ServiceName::Payment => of!("payment", "payment_voids"),
             ServiceName::Shipping => of!("shipping"),
             ServiceName::Search => of!("search", "search_owner"),
         }

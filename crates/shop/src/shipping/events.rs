@@ -90,7 +90,9 @@ pub mod apply {
             let authorization: Authorization = event.keyed_payload(|p: &Authorization| &p.order_id)?;
             let decision = match authorization.status {
                 AuthorizationStatus::Authorized => Payment::Authorized,
-                AuthorizationStatus::Declined => Payment::Declined { reason: authorization.reason },
+                AuthorizationStatus::Declined | AuthorizationStatus::Voided => {
+                    Payment::Declined { reason: authorization.reason }
+                }
             };
             if store::record_payment(tx, &authorization.order_id, &decision)? {
                 redecide(tx, &self.outbox, &authorization.order_id, event)?;

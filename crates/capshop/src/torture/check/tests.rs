@@ -76,7 +76,12 @@ fn facts(final_line: &str, orders: &[&str]) -> ShopFacts {
             part("customer", ServiceFacts::Customer { customers: vec![customer] }),
             part(
                 "order",
-                ServiceFacts::Order { orders, customer_replicas: vec![], product_replicas: vec![] },
+                ServiceFacts::Order {
+                    orders,
+                    customer_replicas: vec![],
+                    product_replicas: vec![],
+                    placing: vec![],
+                },
             ),
         ],
         bus: BusFacts::default(),
