@@ -3,13 +3,21 @@
 //! lossy, so faults can be injected on purpose.
 //!
 //! A healthy link costs one uncontended lock per call. [`LinkedBus`] puts a link in front
-//! of any [`Bus`]; a cut link makes the bus look unreachable to that service only.
+//! of any [`Bus`]; a cut link makes the bus look unreachable to that service only. A bus
+//! link also takes faults inside the bus, which a network fault cannot make: deliveries
+//! handed to the consumer twice, acks reported done but never forwarded (the bus
+//! redelivers after its ack wait), and deliveries held back behind later ones ([`held`]).
+
+mod held;
+
+pub use held::DELAY_HOLD;
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use rand::Rng;
+use tokio::time::Instant;
 
 use crate::bus::{
     Bus, BusError, ConsumerSpec, DeadLetter, DeadLetterFilter, Delivery, DeliveryTag, Disposition, Message,
@@ -27,6 +35,22 @@ pub struct Faults {
     pub latency: Duration,
     /// The fraction of calls that fail, 0.0 to 1.0.
     pub loss: f64,
+    /// On a bus link: the fraction of deliveries handed to the consumer a second time,
+    /// after the first was settled.
+    pub duplicate: f64,
+    /// On a bus link: the fraction of acks reported done to the consumer but never
+    /// forwarded, so the bus delivers the message again after its ack wait.
+    pub lost_ack: f64,
+    /// On a bus link: the fraction of deliveries held back (up to [`DELAY_HOLD`]) and
+    /// handed out after the deliveries fetched meanwhile.
+    pub delay: f64,
+}
+
+impl Faults {
+    /// Whether any fault inside the bus is set.
+    fn inside_the_bus(&self) -> bool {
+        self.duplicate > 0.0 || self.lost_ack > 0.0 || self.delay > 0.0
+    }
 }
 
 /// Which way a call travels over a link.
@@ -68,7 +92,14 @@ impl Link {
     }
 
     pub fn set(&self, faults: Faults) {
-        *self.lock() = Faults { loss: faults.loss.clamp(0.0, 1.0), ..faults };
+        let fraction = |f: f64| f.clamp(0.0, 1.0);
+        *self.lock() = Faults {
+            loss: fraction(faults.loss),
+            duplicate: fraction(faults.duplicate),
+            lost_ack: fraction(faults.lost_ack),
+            delay: fraction(faults.delay),
+            ..faults
+        };
     }
 
     /// Removes every fault.
@@ -128,7 +159,7 @@ impl Bus for LinkedBus {
     async fn subscribe(&self, spec: &ConsumerSpec) -> Result<Box<dyn Subscription>, BusError> {
         self.link.pass(Direction::Out).await?;
         let inner = self.inner.subscribe(spec).await?;
-        Ok(Box::new(LinkedSubscription { inner, link: self.link.clone() }))
+        Ok(Box::new(LinkedSubscription { inner, link: self.link.clone(), held: held::Held::default() }))
     }
 
     async fn stream_head(&self, stream: &str) -> Result<u64, BusError> {
@@ -165,20 +196,50 @@ impl Bus for LinkedBus {
 struct LinkedSubscription {
     inner: Box<dyn Subscription>,
     link: Link,
+    held: held::Held,
 }
 
 #[async_trait]
 impl Subscription for LinkedSubscription {
     async fn fetch(&mut self, max: usize) -> Result<Vec<Delivery>, BusError> {
-        let deliveries = self.inner.fetch(max).await?;
-        // Deliveries lost on the way in stay unacknowledged and come back after ack_wait.
-        self.link.pass(Direction::In).await?;
-        Ok(deliveries)
+        loop {
+            let due = self.held.due(Instant::now(), max.max(1));
+            if !due.is_empty() {
+                return Ok(due);
+            }
+            let fetched = match self.held.next_due() {
+                // What a fetch cancelled here had taken comes back after its ack wait.
+                Some(at) => tokio::select! {
+                    fetched = self.inner.fetch(max) => fetched?,
+                    _ = tokio::time::sleep_until(at) => continue,
+                },
+                None => self.inner.fetch(max).await?,
+            };
+            // Deliveries lost on the way in stay unacknowledged and come back after ack_wait.
+            self.link.pass(Direction::In).await?;
+            let faults = self.link.faults();
+            if !faults.inside_the_bus() {
+                return Ok(fetched);
+            }
+            let out = self.held.take(fetched, faults.delay, faults.duplicate, Instant::now());
+            if !out.is_empty() {
+                return Ok(out);
+            }
+        }
     }
 
     async fn ack(&mut self, tags: &[DeliveryTag]) -> Result<(), BusError> {
         self.link.pass(Direction::Out).await?;
-        self.inner.ack(tags).await
+        let mut tags = self.held.of_bus(tags);
+        let lost_ack = self.link.faults().lost_ack;
+        if lost_ack > 0.0 {
+            let mut rng = rand::rng();
+            tags.retain(|_| !rng.random_bool(lost_ack));
+        }
+        if tags.is_empty() {
+            return Ok(());
+        }
+        self.inner.ack(&tags).await
     }
 
     async fn retry(
@@ -188,11 +249,18 @@ impl Subscription for LinkedSubscription {
         error: &str,
     ) -> Result<Disposition, BusError> {
         self.link.pass(Direction::Out).await?;
+        if self.held.settle_copy(tag) {
+            // The bus settles the message by its own delivery; a copy schedules nothing.
+            return Ok(Disposition::NotPending);
+        }
         self.inner.retry(tag, delay, error).await
     }
 
     async fn reject(&mut self, tag: DeliveryTag, error: &str) -> Result<(), BusError> {
         self.link.pass(Direction::Out).await?;
+        if self.held.settle_copy(tag) {
+            return Ok(());
+        }
         self.inner.reject(tag, error).await
     }
 
@@ -200,8 +268,21 @@ impl Subscription for LinkedSubscription {
         self.inner.count_exhausted(counter);
     }
 
+    async fn in_progress(&mut self, tags: &[DeliveryTag]) -> Result<(), BusError> {
+        self.link.pass(Direction::Out).await?;
+        let tags = self.held.bus_tags(tags);
+        self.inner.in_progress(&tags).await
+    }
+
     async fn release(&mut self, tags: &[DeliveryTag]) -> Result<(), BusError> {
         self.link.pass(Direction::Out).await?;
-        self.inner.release(tags).await
+        let tags = self.held.of_bus(tags);
+        if tags.is_empty() {
+            return Ok(());
+        }
+        self.inner.release(&tags).await
     }
 }
+
+#[cfg(test)]
+mod tests;
