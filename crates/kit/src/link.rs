@@ -41,7 +41,7 @@ pub struct Faults {
     /// On a bus link: the fraction of acks reported done to the consumer but never
     /// forwarded, so the bus delivers the message again after its ack wait.
     pub lost_ack: f64,
-    /// On a bus link: the fraction of deliveries held back (up to [`DELAY_HOLD`]) and
+    /// On a bus link: the fraction of deliveries held back (at least [`DELAY_HOLD`]) and
     /// handed out after the deliveries fetched meanwhile.
     pub delay: f64,
 }
@@ -207,16 +207,10 @@ impl Subscription for LinkedSubscription {
             if !due.is_empty() {
                 return Ok(due);
             }
-            let fetched = match self.held.next_due() {
-                // What a fetch cancelled here had taken comes back after its ack wait.
-                Some(at) => tokio::select! {
-                    fetched = self.inner.fetch(max) => fetched?,
-                    _ = tokio::time::sleep_until(at) => continue,
-                },
-                None => self.inner.fetch(max).await?,
-            };
+            let fetched = self.inner.fetch(max).await?;
             // Deliveries lost on the way in stay unacknowledged and come back after ack_wait.
             self.link.pass(Direction::In).await?;
+            self.held.redelivered(&fetched);
             let faults = self.link.faults();
             if !faults.inside_the_bus() {
                 return Ok(fetched);

@@ -8,6 +8,11 @@
 //! and stays unacknowledged with the bus meanwhile; a per-key consumer therefore gets no
 //! later message of its key while it is held (the bus parks them), so a delay reorders
 //! keys, and only an unordered consumer sees a key's later versions overtake it.
+//!
+//! A held delivery goes out with the first fetch after its hold, never by cancelling a
+//! fetch that waits on the bus (a fetch cancelled while it takes deliveries would leave
+//! them taken and unreturned). When the bus has nothing newer meanwhile, it redelivers
+//! the held message once its ack wait runs out; the fresh delivery then replaces the held one.
 
 use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
@@ -17,8 +22,8 @@ use tokio::time::Instant;
 
 use crate::bus::{Delivery, DeliveryTag};
 
-/// How long a delayed delivery is held back at most: well within any ack wait the shop
-/// uses, so the bus does not redeliver what the link still holds.
+/// How long a delayed delivery is held back at least: well within the ack wait of the
+/// shop's consumers, so on a busy stream it goes out before the bus redelivers it.
 pub const DELAY_HOLD: Duration = Duration::from_millis(1500);
 
 /// The deliveries one subscription's link holds back.
@@ -51,9 +56,12 @@ impl Held {
         out
     }
 
-    /// When the next delayed delivery is due, if one is held.
-    pub(super) fn next_due(&self) -> Option<Instant> {
-        self.delayed.iter().map(|(at, _)| *at).min()
+    /// Drops the held deliveries that `fetched` delivers again (their ack wait ran out).
+    pub(super) fn redelivered(&mut self, fetched: &[Delivery]) {
+        if !self.delayed.is_empty() {
+            let tags: HashSet<DeliveryTag> = fetched.iter().map(|d| d.tag).collect();
+            self.delayed.retain(|(_, held)| !tags.contains(&held.tag));
+        }
     }
 
     /// Takes a fresh batch from the bus: holds back a `delay` fraction of it, and queues a
@@ -136,10 +144,19 @@ mod tests {
         let now = Instant::now();
         assert!(held.take(vec![delivery(1), delivery(2)], 1.0, 0.0, now).is_empty());
         assert!(held.due(now, 10).is_empty());
-        assert_eq!(held.next_due(), Some(now + DELAY_HOLD));
         let due = held.due(now + DELAY_HOLD, 1);
         assert_eq!(due.len(), 1, "no more than asked for");
         assert_eq!(held.due(now + DELAY_HOLD, 10).len(), 1);
-        assert_eq!(held.next_due(), None);
+        assert!(held.due(now + DELAY_HOLD * 2, 10).is_empty());
+    }
+
+    #[test]
+    fn a_held_delivery_the_bus_delivers_again_is_replaced_by_the_fresh_one() {
+        let mut held = Held::default();
+        let now = Instant::now();
+        held.take(vec![delivery(1), delivery(2)], 1.0, 0.0, now);
+        held.redelivered(&[Delivery { attempt: 2, ..delivery(1) }]);
+        let due = held.due(now + DELAY_HOLD, 10);
+        assert_eq!(due.iter().map(|d| d.message.seq).collect::<Vec<_>>(), [2]);
     }
 }
