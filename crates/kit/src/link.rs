@@ -6,18 +6,15 @@
 //! of any [`Bus`]; a cut link makes the bus look unreachable to that service only. A bus
 //! link also takes faults inside the bus, which a network fault cannot make: deliveries
 //! handed to the consumer twice, acks reported done but never forwarded (the bus
-//! redelivers after its ack wait), and deliveries held back behind later ones ([`held`]).
+//! redelivers after its ack wait), and deliveries held back behind later ones.
 
 mod held;
-
-pub use held::DELAY_HOLD;
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use rand::Rng;
-use tokio::time::Instant;
 
 use crate::bus::{
     Bus, BusError, ConsumerSpec, DeadLetter, DeadLetterFilter, Delivery, DeliveryTag, Disposition, Message,
@@ -41,8 +38,8 @@ pub struct Faults {
     /// On a bus link: the fraction of acks reported done to the consumer but never
     /// forwarded, so the bus delivers the message again after its ack wait.
     pub lost_ack: f64,
-    /// On a bus link: the fraction of deliveries held back (at least [`DELAY_HOLD`]) and
-    /// handed out after the deliveries fetched meanwhile.
+    /// On a bus link: the fraction of deliveries held back (given back to the bus to come
+    /// again after [`DELAY_HOLD`]) and handed out after the deliveries fetched meanwhile.
     pub delay: f64,
 }
 
@@ -52,6 +49,10 @@ impl Faults {
         self.duplicate > 0.0 || self.lost_ack > 0.0 || self.delay > 0.0
     }
 }
+
+/// How long a delayed delivery is held back: well within the ack wait of the shop's
+/// consumers.
+pub const DELAY_HOLD: Duration = Duration::from_millis(1500);
 
 /// Which way a call travels over a link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,7 +160,12 @@ impl Bus for LinkedBus {
     async fn subscribe(&self, spec: &ConsumerSpec) -> Result<Box<dyn Subscription>, BusError> {
         self.link.pass(Direction::Out).await?;
         let inner = self.inner.subscribe(spec).await?;
-        Ok(Box::new(LinkedSubscription { inner, link: self.link.clone(), held: held::Held::default() }))
+        Ok(Box::new(LinkedSubscription {
+            inner,
+            link: self.link.clone(),
+            copies: held::Copies::default(),
+            max_attempts: spec.max_attempts,
+        }))
     }
 
     async fn stream_head(&self, stream: &str) -> Result<u64, BusError> {
@@ -196,26 +202,52 @@ impl Bus for LinkedBus {
 struct LinkedSubscription {
     inner: Box<dyn Subscription>,
     link: Link,
-    held: held::Held,
+    copies: held::Copies,
+    max_attempts: u32,
+}
+
+impl LinkedSubscription {
+    /// Holds back a `delay` fraction of `fetched`: each is given back to the bus as a retry
+    /// after [`DELAY_HOLD`], so the bus itself keeps it (durably, within its own ordering:
+    /// a per-key consumer's later messages of the key wait behind it) and deliveries fetched
+    /// meanwhile overtake it. Only a delivery with two attempts left is held back, so a
+    /// delay never turns a message into a dead letter. Queues a copy of a `duplicate`
+    /// fraction of what is handed out. Answers what goes to the consumer now.
+    async fn faulted(&mut self, fetched: Vec<Delivery>, faults: Faults) -> Result<Vec<Delivery>, BusError> {
+        let mut out = Vec::with_capacity(fetched.len());
+        for delivery in fetched {
+            let delay = faults.delay > 0.0
+                && delivery.attempt + 1 < self.max_attempts
+                && rand::rng().random_bool(faults.delay);
+            if delay {
+                self.inner.retry(delivery.tag, DELAY_HOLD, "held back by a delay fault on the link").await?;
+                continue;
+            }
+            if faults.duplicate > 0.0 && rand::rng().random_bool(faults.duplicate) {
+                self.copies.queue(&delivery);
+            }
+            out.push(delivery);
+        }
+        Ok(out)
+    }
 }
 
 #[async_trait]
 impl Subscription for LinkedSubscription {
     async fn fetch(&mut self, max: usize) -> Result<Vec<Delivery>, BusError> {
         loop {
-            let due = self.held.due(Instant::now(), max.max(1));
-            if !due.is_empty() {
-                return Ok(due);
+            let copies = self.copies.due(max.max(1));
+            if !copies.is_empty() {
+                return Ok(copies);
             }
             let fetched = self.inner.fetch(max).await?;
             // Deliveries lost on the way in stay unacknowledged and come back after ack_wait.
             self.link.pass(Direction::In).await?;
-            self.held.redelivered(&fetched);
             let faults = self.link.faults();
             if !faults.inside_the_bus() {
                 return Ok(fetched);
             }
-            let out = self.held.take(fetched, faults.delay, faults.duplicate, Instant::now());
+            let out = self.faulted(fetched, faults).await?;
             if !out.is_empty() {
                 return Ok(out);
             }
@@ -224,7 +256,7 @@ impl Subscription for LinkedSubscription {
 
     async fn ack(&mut self, tags: &[DeliveryTag]) -> Result<(), BusError> {
         self.link.pass(Direction::Out).await?;
-        let mut tags = self.held.of_bus(tags);
+        let mut tags = self.copies.of_bus(tags);
         let lost_ack = self.link.faults().lost_ack;
         if lost_ack > 0.0 {
             let mut rng = rand::rng();
@@ -243,7 +275,7 @@ impl Subscription for LinkedSubscription {
         error: &str,
     ) -> Result<Disposition, BusError> {
         self.link.pass(Direction::Out).await?;
-        if self.held.settle_copy(tag) {
+        if self.copies.settle(tag) {
             // The bus settles the message by its own delivery; a copy schedules nothing.
             return Ok(Disposition::NotPending);
         }
@@ -252,7 +284,7 @@ impl Subscription for LinkedSubscription {
 
     async fn reject(&mut self, tag: DeliveryTag, error: &str) -> Result<(), BusError> {
         self.link.pass(Direction::Out).await?;
-        if self.held.settle_copy(tag) {
+        if self.copies.settle(tag) {
             return Ok(());
         }
         self.inner.reject(tag, error).await
@@ -264,13 +296,13 @@ impl Subscription for LinkedSubscription {
 
     async fn in_progress(&mut self, tags: &[DeliveryTag]) -> Result<(), BusError> {
         self.link.pass(Direction::Out).await?;
-        let tags = self.held.bus_tags(tags);
+        let tags = self.copies.bus_tags(tags);
         self.inner.in_progress(&tags).await
     }
 
     async fn release(&mut self, tags: &[DeliveryTag]) -> Result<(), BusError> {
         self.link.pass(Direction::Out).await?;
-        let tags = self.held.of_bus(tags);
+        let tags = self.copies.of_bus(tags);
         if tags.is_empty() {
             return Ok(());
         }
