@@ -1,6 +1,7 @@
 //! `capshop chaos`: faults on purpose in a running shop, through the gateway's
 //! `/admin/chaos` routes — cut, heal, slow or make lossy the link between two services
-//! (or a service and the bus), and stop or start a service. The inventory sites are parts
+//! (or a service and the bus), give a service's bus link faults inside the bus (deliveries
+//! duplicated, acks lost, deliveries delayed), and stop or start a service. The inventory sites are parts
 //! of their own (`inventory-dc1`, `inventory-dc2`); `inventory` names both.
 
 use clap::{Args, Subcommand};
@@ -37,6 +38,15 @@ enum ChaosCommand {
     Latency { a: String, b: String, ms: u64 },
     /// Makes FRACTION (0 to 1) of the passes over the link between A and B fail.
     Loss { a: String, b: String, fraction: f64 },
+    /// Hands FRACTION (0 to 1) of the deliveries over a bus link (`order bus`) to the
+    /// consumer a second time, after the first was settled (0 removes it).
+    Duplicate { a: String, b: String, fraction: f64 },
+    /// Reports FRACTION (0 to 1) of the acks over a bus link done without forwarding them:
+    /// the bus delivers those messages again after its ack wait (0 removes it).
+    LostAck { a: String, b: String, fraction: f64 },
+    /// Holds FRACTION (0 to 1) of the deliveries over a bus link back (1.5 s at least), behind
+    /// the later ones of other keys, and of the same key for an unordered consumer (0 removes it).
+    Delay { a: String, b: String, fraction: f64 },
     /// Stops a service or an inventory site (`inventory` stops both): it neither serves nor
     /// consumes; its data stays.
     Stop { service: String },
@@ -67,6 +77,13 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         ChaosCommand::Loss { a, b, fraction } => {
             ("loss", admin.post("/admin/chaos/loss", &json!({ "a": a, "b": b, "fraction": fraction })))
         }
+        ChaosCommand::Duplicate { a, b, fraction } => {
+            ("duplicate", bus_fault(&admin, "duplicate", a, b, *fraction))
+        }
+        ChaosCommand::LostAck { a, b, fraction } => {
+            ("lost-ack", bus_fault(&admin, "lost-ack", a, b, *fraction))
+        }
+        ChaosCommand::Delay { a, b, fraction } => ("delay", bus_fault(&admin, "delay", a, b, *fraction)),
         ChaosCommand::Stop { service } => {
             ("stop", admin.post(&format!("/admin/chaos/services/{service}/stop"), &json!({})))
         }
@@ -78,6 +95,11 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     let status = admin.expect(what, request).await?;
     print!("{}", render(&status));
     Ok(())
+}
+
+/// Sets the bus fault `fault` (the route's name) on the bus link between `a` and `b`.
+fn bus_fault(admin: &Admin, fault: &str, a: &str, b: &str, fraction: f64) -> reqwest::RequestBuilder {
+    admin.post(&format!("/admin/chaos/{fault}"), &json!({ "a": a, "b": b, "fraction": fraction }))
 }
 
 /// The status as two small tables: links with a fault first, then services.
@@ -104,6 +126,12 @@ fn render(status: &Value) -> String {
         }
         if let Some(loss) = link["loss"].as_f64().filter(|l| *l > 0.0) {
             faults.push(format!("{:.0}% lost", loss * 100.0));
+        }
+        for (field, what) in [("duplicate", "duplicated"), ("lost_ack", "of acks lost"), ("delay", "delayed")]
+        {
+            if let Some(fraction) = link[field].as_f64().filter(|f| *f > 0.0) {
+                faults.push(format!("{:.0}% {what}", fraction * 100.0));
+            }
         }
         let faults = if faults.is_empty() { "healthy".to_owned() } else { faults.join(", ") };
         out.push_str(&format!("  {:<30} {faults}\n", link["name"].as_str().unwrap_or("?")));

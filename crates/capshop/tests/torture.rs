@@ -47,6 +47,10 @@ fn a_short_run_of_random_fault_schedules_passes_every_rule_in_both_inventory_mod
             assert!(rule["checked"].as_u64().unwrap() > 0, "{mode}: rule {number}checked something: {rule}");
         }
         for schedule in report["per_schedule"].as_array().unwrap() {
+            let counted: u64 =
+                schedule["faults"].as_object().unwrap().values().map(|n| n.as_u64().unwrap()).sum();
+            let planned = schedule["plan"]["steps"].as_array().unwrap().len() as u64;
+            assert_eq!(counted, planned, "{mode}: the report counts every fault of the plan: {schedule}");
             let history = std::fs::read_to_string(schedule["history"].as_str().unwrap()).unwrap();
             assert!(history.lines().any(|l| l.contains("\"client\":\"nemesis\"")), "the nemesis acted");
             assert!(history.lines().all(|l| serde_json::from_str::<Value>(l).is_ok()), "JSON lines");

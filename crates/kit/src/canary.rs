@@ -7,10 +7,14 @@
 pub const COMPILED: bool = cfg!(feature = "canary");
 
 /// Every canary, with the bug it plants.
-pub const CANARIES: [(&str, &str); 5] = [
+pub const CANARIES: [(&str, &str); 6] = [
     ("inbox-dedup-off", "the inbox lets a redelivered event apply again"),
     ("relay-skip", "the relay marks an event relayed without publishing it"),
     ("version-gate-off", "the version gate admits an older version over a newer one"),
+    (
+        "outbox-outside-txn",
+        "the outbox row is written in a transaction of its own after the business write commits",
+    ),
     ("cp-check-off", "in cp, a site reserves without the other site's acknowledgement"),
     ("compensation-off", "in ap, an oversold reservation is never compensated"),
 ];

@@ -3,7 +3,12 @@
 //! lossy, so faults can be injected on purpose.
 //!
 //! A healthy link costs one uncontended lock per call. [`LinkedBus`] puts a link in front
-//! of any [`Bus`]; a cut link makes the bus look unreachable to that service only.
+//! of any [`Bus`]; a cut link makes the bus look unreachable to that service only. A bus
+//! link also takes faults inside the bus, which a network fault cannot make: deliveries
+//! handed to the consumer twice, acks reported done but never forwarded (the bus
+//! redelivers after its ack wait), and deliveries held back behind later ones.
+
+mod held;
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -27,7 +32,27 @@ pub struct Faults {
     pub latency: Duration,
     /// The fraction of calls that fail, 0.0 to 1.0.
     pub loss: f64,
+    /// On a bus link: the fraction of deliveries handed to the consumer a second time,
+    /// after the first was settled.
+    pub duplicate: f64,
+    /// On a bus link: the fraction of acks reported done to the consumer but never
+    /// forwarded, so the bus delivers the message again after its ack wait.
+    pub lost_ack: f64,
+    /// On a bus link: the fraction of deliveries held back (given back to the bus to come
+    /// again after [`DELAY_HOLD`]) and handed out after the deliveries fetched meanwhile.
+    pub delay: f64,
 }
+
+impl Faults {
+    /// Whether any fault inside the bus is set.
+    fn inside_the_bus(&self) -> bool {
+        self.duplicate > 0.0 || self.lost_ack > 0.0 || self.delay > 0.0
+    }
+}
+
+/// How long a delayed delivery is held back: well within the ack wait of the shop's
+/// consumers.
+pub const DELAY_HOLD: Duration = Duration::from_millis(1500);
 
 /// Which way a call travels over a link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,7 +93,14 @@ impl Link {
     }
 
     pub fn set(&self, faults: Faults) {
-        *self.lock() = Faults { loss: faults.loss.clamp(0.0, 1.0), ..faults };
+        let fraction = |f: f64| f.clamp(0.0, 1.0);
+        *self.lock() = Faults {
+            loss: fraction(faults.loss),
+            duplicate: fraction(faults.duplicate),
+            lost_ack: fraction(faults.lost_ack),
+            delay: fraction(faults.delay),
+            ..faults
+        };
     }
 
     /// Removes every fault.
@@ -128,7 +160,12 @@ impl Bus for LinkedBus {
     async fn subscribe(&self, spec: &ConsumerSpec) -> Result<Box<dyn Subscription>, BusError> {
         self.link.pass(Direction::Out).await?;
         let inner = self.inner.subscribe(spec).await?;
-        Ok(Box::new(LinkedSubscription { inner, link: self.link.clone() }))
+        Ok(Box::new(LinkedSubscription {
+            inner,
+            link: self.link.clone(),
+            copies: held::Copies::default(),
+            max_attempts: spec.max_attempts,
+        }))
     }
 
     async fn stream_head(&self, stream: &str) -> Result<u64, BusError> {
@@ -165,20 +202,70 @@ impl Bus for LinkedBus {
 struct LinkedSubscription {
     inner: Box<dyn Subscription>,
     link: Link,
+    copies: held::Copies,
+    max_attempts: u32,
+}
+
+impl LinkedSubscription {
+    /// Holds back a `delay` fraction of `fetched`: each is given back to the bus as a retry
+    /// after [`DELAY_HOLD`], so the bus itself keeps it (durably, within its own ordering:
+    /// a per-key consumer's later messages of the key wait behind it) and deliveries fetched
+    /// meanwhile overtake it. Only a delivery with two attempts left is held back, so a
+    /// delay never turns a message into a dead letter. Queues a copy of a `duplicate`
+    /// fraction of what is handed out. Answers what goes to the consumer now.
+    async fn faulted(&mut self, fetched: Vec<Delivery>, faults: Faults) -> Result<Vec<Delivery>, BusError> {
+        let mut out = Vec::with_capacity(fetched.len());
+        for delivery in fetched {
+            let delay = faults.delay > 0.0
+                && delivery.attempt + 1 < self.max_attempts
+                && rand::rng().random_bool(faults.delay);
+            if delay {
+                self.inner.retry(delivery.tag, DELAY_HOLD, "held back by a delay fault on the link").await?;
+                continue;
+            }
+            if faults.duplicate > 0.0 && rand::rng().random_bool(faults.duplicate) {
+                self.copies.queue(&delivery);
+            }
+            out.push(delivery);
+        }
+        Ok(out)
+    }
 }
 
 #[async_trait]
 impl Subscription for LinkedSubscription {
     async fn fetch(&mut self, max: usize) -> Result<Vec<Delivery>, BusError> {
-        let deliveries = self.inner.fetch(max).await?;
-        // Deliveries lost on the way in stay unacknowledged and come back after ack_wait.
-        self.link.pass(Direction::In).await?;
-        Ok(deliveries)
+        loop {
+            let copies = self.copies.due(max.max(1));
+            if !copies.is_empty() {
+                return Ok(copies);
+            }
+            let fetched = self.inner.fetch(max).await?;
+            // Deliveries lost on the way in stay unacknowledged and come back after ack_wait.
+            self.link.pass(Direction::In).await?;
+            let faults = self.link.faults();
+            if !faults.inside_the_bus() {
+                return Ok(fetched);
+            }
+            let out = self.faulted(fetched, faults).await?;
+            if !out.is_empty() {
+                return Ok(out);
+            }
+        }
     }
 
     async fn ack(&mut self, tags: &[DeliveryTag]) -> Result<(), BusError> {
         self.link.pass(Direction::Out).await?;
-        self.inner.ack(tags).await
+        let mut tags = self.copies.of_bus(tags);
+        let lost_ack = self.link.faults().lost_ack;
+        if lost_ack > 0.0 {
+            let mut rng = rand::rng();
+            tags.retain(|_| !rng.random_bool(lost_ack));
+        }
+        if tags.is_empty() {
+            return Ok(());
+        }
+        self.inner.ack(&tags).await
     }
 
     async fn retry(
@@ -188,11 +275,18 @@ impl Subscription for LinkedSubscription {
         error: &str,
     ) -> Result<Disposition, BusError> {
         self.link.pass(Direction::Out).await?;
+        if self.copies.settle(tag) {
+            // The bus settles the message by its own delivery; a copy schedules nothing.
+            return Ok(Disposition::NotPending);
+        }
         self.inner.retry(tag, delay, error).await
     }
 
     async fn reject(&mut self, tag: DeliveryTag, error: &str) -> Result<(), BusError> {
         self.link.pass(Direction::Out).await?;
+        if self.copies.settle(tag) {
+            return Ok(());
+        }
         self.inner.reject(tag, error).await
     }
 
@@ -200,8 +294,21 @@ impl Subscription for LinkedSubscription {
         self.inner.count_exhausted(counter);
     }
 
+    async fn in_progress(&mut self, tags: &[DeliveryTag]) -> Result<(), BusError> {
+        self.link.pass(Direction::Out).await?;
+        let tags = self.copies.bus_tags(tags);
+        self.inner.in_progress(&tags).await
+    }
+
     async fn release(&mut self, tags: &[DeliveryTag]) -> Result<(), BusError> {
         self.link.pass(Direction::Out).await?;
-        self.inner.release(tags).await
+        let tags = self.copies.of_bus(tags);
+        if tags.is_empty() {
+            return Ok(());
+        }
+        self.inner.release(&tags).await
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -33,11 +33,22 @@ pub const MIGRATIONS: Migrations = Migrations {
 pub struct Outbox {
     stream: StreamName,
     committed: Arc<Notify>,
+    /// The canary `outbox-outside-txn`: rows committed transactions left for the relay to write.
+    #[cfg(feature = "canary")]
+    deferred: Arc<std::sync::Mutex<Vec<Row>>>,
 }
+
+/// One outbox row: seq, event id, key, body.
+type Row = (u64, String, String, Vec<u8>);
 
 impl Outbox {
     pub fn new(stream: StreamName) -> Self {
-        Self { stream, committed: Arc::new(Notify::new()) }
+        Self {
+            stream,
+            committed: Arc::new(Notify::new()),
+            #[cfg(feature = "canary")]
+            deferred: Arc::default(),
+        }
     }
 
     pub fn stream(&self) -> &StreamName {
@@ -70,6 +81,8 @@ impl Outbox {
         let first = last - count + 1;
         let now = OffsetDateTime::now_utc();
         let mut envelopes = Vec::with_capacity(events.len());
+        #[cfg(feature = "canary")]
+        let mut deferred: Vec<Row> = Vec::new();
         for (offset, event) in events.into_iter().enumerate() {
             let correlation_id = event.correlation_id.unwrap_or_else(Uuid::now_v7);
             let envelope = Envelope {
@@ -85,17 +98,34 @@ impl Outbox {
                 schema: event.schema,
                 payload: event.payload,
             };
-            let id = envelope.id.to_string();
-            let body = envelope.to_json();
-            tx.execute(
-                "INSERT INTO kit_outbox (stream, seq, id, key, body) VALUES ($1, $2, $3, $4, $5)",
-                &[stream.into(), envelope.seq.into(), (&id).into(), (&envelope.key).into(), (&body).into()],
-            )?;
+            let row = (envelope.seq, envelope.id.to_string(), envelope.key.clone(), envelope.to_json());
             envelopes.push(envelope);
+            #[cfg(feature = "canary")]
+            if crate::canary::armed("outbox-outside-txn") {
+                deferred.push(row);
+                continue;
+            }
+            insert(tx, stream, &row)?;
+        }
+        #[cfg(feature = "canary")]
+        if !deferred.is_empty() {
+            let rows = self.deferred.clone();
+            tx.after_commit(move || {
+                rows.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend(deferred)
+            });
         }
         let committed = self.committed.clone();
         tx.after_commit(move || committed.notify_one());
         Ok(envelopes)
+    }
+
+    /// The canary `outbox-outside-txn`: writes the rows that committed transactions left
+    /// behind, in a transaction of their own (a crash before it loses them).
+    #[cfg(feature = "canary")]
+    pub(crate) fn write_deferred(&self, tx: &mut Tx<'_>) -> Result<(), StoreError> {
+        let rows =
+            std::mem::take(&mut *self.deferred.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        rows.iter().try_for_each(|row| insert(tx, self.stream.as_str(), row))
     }
 
     /// Events still waiting for the relay.
@@ -107,6 +137,14 @@ impl Outbox {
         )?;
         row.map_or(Ok(0), |r| r.get(0))
     }
+}
+
+fn insert(tx: &mut Tx<'_>, stream: &str, (seq, id, key, body): &Row) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO kit_outbox (stream, seq, id, key, body) VALUES ($1, $2, $3, $4, $5)",
+        &[stream.into(), (*seq).into(), id.into(), key.into(), body.into()],
+    )?;
+    Ok(())
 }
 
 /// A batch of committed events read by the relay.

@@ -228,6 +228,11 @@ impl Relay {
 
     async fn step(&self) -> Result<Step, RelayError> {
         let Some(held) = self.renewed().await? else { return Ok(Step::Standby) };
+        #[cfg(feature = "canary")]
+        if crate::canary::armed("outbox-outside-txn") {
+            let outbox = self.outbox.clone();
+            self.store.transact(move |tx| outbox.write_deferred(tx)).await?;
+        }
         let stream = self.outbox.stream().to_string();
         let limit = self.batch;
         let pending = {

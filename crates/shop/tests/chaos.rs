@@ -152,6 +152,41 @@ async fn a_one_way_cut_fails_only_its_direction_and_heal_removes_every_fault() {
 }
 
 #[tokio::test]
+async fn faults_inside_the_bus_are_set_on_a_parts_bus_link_one_at_a_time_and_healed() {
+    let dir = tempfile::tempdir().unwrap();
+    let shop = spawn_shop(dir.path()).await;
+    let (status, body) =
+        admin(&shop, "/duplicate", Some(json!({ "a": "order", "b": "bus", "fraction": 0.3 }))).await;
+    assert_eq!(status, 200, "{body}");
+    admin(&shop, "/delay", Some(json!({ "a": "bus", "b": "order", "fraction": 0.5 }))).await;
+    let (_, body) =
+        admin(&shop, "/lost-ack", Some(json!({ "a": "inventory", "b": "bus", "fraction": 0.2 }))).await;
+    let order_bus = link(&body, "order->bus");
+    assert_eq!(
+        (&order_bus["duplicate"], &order_bus["delay"], &order_bus["lost_ack"]),
+        (&json!(0.3), &json!(0.5), &json!(0.0))
+    );
+    for site in ["inventory-dc1->bus", "inventory-dc2->bus"] {
+        assert_eq!(link(&body, site)["lost_ack"], 0.2, "inventory names both sites' bus links");
+    }
+    assert_eq!(link(&body, "shipping->bus")["duplicate"], 0.0, "other bus links keep no fault");
+
+    let (_, body) =
+        admin(&shop, "/duplicate", Some(json!({ "a": "order", "b": "bus", "fraction": 0 }))).await;
+    assert_eq!(link(&body, "order->bus")["duplicate"], 0.0, "0 removes the fault");
+    assert_eq!(link(&body, "order->bus")["delay"], 0.5, "and leaves the others");
+    let (_, body) = admin(&shop, "/heal", Some(json!({}))).await;
+    for l in body["links"].as_array().unwrap() {
+        assert_eq!(
+            (&l["duplicate"], &l["lost_ack"], &l["delay"]),
+            (&json!(0.0), &json!(0.0), &json!(0.0)),
+            "{l}"
+        );
+    }
+    shop.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_stopped_service_neither_serves_nor_consumes_and_resumes_on_its_port_with_its_data() {
     let dir = tempfile::tempdir().unwrap();
     let shop = spawn_shop(dir.path()).await;
@@ -241,6 +276,27 @@ async fn bad_chaos_requests_get_a_problem_that_says_what_to_do_and_change_nothin
             json!({ "a": "order", "b": "bus", "ms": 3_600_000 }),
             StatusCode::UNPROCESSABLE_ENTITY,
             "cut",
+        ),
+        (
+            Some(TOKEN),
+            "/delay",
+            json!({ "a": "order", "b": "customer", "fraction": 0.3 }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "order bus",
+        ),
+        (
+            Some(TOKEN),
+            "/duplicate",
+            json!({ "a": "order", "b": "bus", "fraction": -0.1 }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "between 0 and 1",
+        ),
+        (
+            Some(TOKEN),
+            "/lost-ack",
+            json!({ "a": "warehouse", "b": "bus", "fraction": 0.3 }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "inventory-dc1",
         ),
         (Some(TOKEN), "/heal", json!({ "a": "order" }), StatusCode::UNPROCESSABLE_ENTITY, "both ends"),
         (Some(TOKEN), "/cut", json!({ "a": "order" }), StatusCode::UNPROCESSABLE_ENTITY, "b"),

@@ -1,12 +1,12 @@
-//! The nemesis: applies a [`Plan`] to the shop on time — link faults and stops through the
-//! gateway's `/admin/chaos`, SIGKILL and restart of the process itself — records each
-//! action in the history, and at the end heals everything.
+//! The nemesis: applies a [`Plan`] to the shop on time — link faults, faults inside the bus
+//! and stops through the gateway's `/admin/chaos`, SIGKILL and restart of the process
+//! itself — records each action in the history, and at the end heals everything.
 
 use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::time::Duration;
 
-use super::plan::{Fault, Plan};
+use super::plan::{Fault, ON_THE_BUS, Plan};
 use super::workload::Bench;
 
 /// Runs `plan` on `bench`'s shop; returns when its last step is healed.
@@ -55,6 +55,7 @@ async fn inject(bench: &Bench, fault: &Fault) -> anyhow::Result<u16> {
             ("/admin/chaos/loss".to_owned(), json!({ "a": a, "b": b, "fraction": fraction }))
         }
         Fault::Stop { part } => (format!("/admin/chaos/services/{part}/stop"), Value::Null),
+        Fault::Bus { kind, fraction } => return Ok(on_every_bus_link(bench, kind.route(), *fraction).await),
         Fault::Kill => {
             // Writers wait for the lock while the process is down: their calls in flight
             // at the kill end unknown, the next ones reach the restarted process.
@@ -68,8 +69,28 @@ async fn inject(bench: &Bench, fault: &Fault) -> anyhow::Result<u16> {
     Ok(shop.admin(Method::POST, &path, body).await.status)
 }
 
-/// Heals one fault (a link's faults, or starts the part again).
+/// Sets the fault inside the bus of chaos route `route` to `fraction` on every part's bus
+/// link; answers the first status that is not 200, or 200.
+async fn on_every_bus_link(bench: &Bench, route: &str, fraction: f64) -> u16 {
+    let shop = bench.shop.read().await;
+    let path = format!("/admin/chaos/{route}");
+    let mut answer = 200;
+    for part in ON_THE_BUS {
+        let body = json!({ "a": part, "b": "bus", "fraction": fraction });
+        let status = shop.admin(Method::POST, &path, Some(&body)).await.status;
+        if answer == 200 {
+            answer = status;
+        }
+    }
+    answer
+}
+
+/// Heals one fault (a link's faults, a fault inside the bus alone, or starts the part again).
 async fn heal(bench: &Bench, fault: &Fault) -> u16 {
+    if let Fault::Bus { kind, .. } = fault {
+        // Set to 0, so a fault of the other lane on a bus link stays.
+        return on_every_bus_link(bench, kind.route(), 0.0).await;
+    }
     let shop = bench.shop.read().await;
     match fault {
         Fault::Cut { a, b, .. } | Fault::Latency { a, b, .. } | Fault::Loss { a, b, .. } => {
@@ -78,7 +99,7 @@ async fn heal(bench: &Bench, fault: &Fault) -> u16 {
         Fault::Stop { part } => {
             shop.admin(Method::POST, &format!("/admin/chaos/services/{part}/start"), None).await.status
         }
-        Fault::Kill => 200,
+        Fault::Bus { .. } | Fault::Kill => 200,
     }
 }
 

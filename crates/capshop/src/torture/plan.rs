@@ -1,6 +1,8 @@
 //! The nemesis plan of one schedule, derived from its seed alone, so `--seed S` replays it:
 //! faults on two lanes (at most two at a time), each healed within [`MAX_FAULT`]; a SIGKILL
-//! of the whole process is alone on the schedule while it lasts.
+//! of the whole process is alone on the schedule while it lasts. Faults inside the bus
+//! (deliveries duplicated, acks lost, deliveries delayed) are a broker's: they are set on
+//! every part's bus link at once, so every consumer meets them.
 
 use std::fmt;
 
@@ -29,6 +31,11 @@ const LINKS: [(&str, &str); 13] = [
     ("inventory-dc1", "inventory-dc2"),
 ];
 
+/// The parts with a link to the bus (`inventory` names both sites' links), which a fault
+/// inside the bus is set on.
+pub const ON_THE_BUS: [&str; 7] =
+    ["order", "customer", "catalog", "payment", "shipping", "search", "inventory"];
+
 /// Parts the nemesis stops and starts again.
 const PARTS: [&str; 7] =
     ["customer", "catalog", "payment", "shipping", "search", "inventory-dc1", "inventory-dc2"];
@@ -43,10 +50,27 @@ pub enum Fault {
     Latency { a: String, b: String, ms: u64 },
     /// A `fraction` of passes over the link fail.
     Loss { a: String, b: String, fraction: f64 },
+    /// A fault inside the bus on a `fraction` of what passes every bus link.
+    Bus { kind: InBus, fraction: f64 },
     /// The part neither serves nor consumes until it is started again.
     Stop { part: String },
     /// The whole embedded process is killed with SIGKILL and started again on its files.
     Kill,
+}
+
+impl Fault {
+    /// The kind of fault, as the report counts them.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Fault::Cut { oneway: false, .. } => "cut",
+            Fault::Cut { oneway: true, .. } => "cut-oneway",
+            Fault::Latency { .. } => "latency",
+            Fault::Loss { .. } => "loss",
+            Fault::Bus { kind, .. } => kind.route(),
+            Fault::Stop { .. } => "stop",
+            Fault::Kill => "kill",
+        }
+    }
 }
 
 impl fmt::Display for Fault {
@@ -56,8 +80,40 @@ impl fmt::Display for Fault {
             Fault::Cut { a, b, oneway: true } => write!(f, "cut {a} -> {b}"),
             Fault::Latency { a, b, ms } => write!(f, "latency {a} <-> {b} {ms} ms"),
             Fault::Loss { a, b, fraction } => write!(f, "loss {a} <-> {b} {fraction:.2}"),
+            Fault::Bus { kind: InBus::Duplicate, fraction } => {
+                write!(f, "duplicate {fraction:.2} of deliveries on every bus link")
+            }
+            Fault::Bus { kind: InBus::LostAck, fraction } => {
+                write!(f, "lose {fraction:.2} of acks on every bus link")
+            }
+            Fault::Bus { kind: InBus::Delay, fraction } => {
+                write!(f, "delay {fraction:.2} of deliveries on every bus link")
+            }
             Fault::Stop { part } => write!(f, "stop {part}"),
             Fault::Kill => write!(f, "SIGKILL the process, restart it"),
+        }
+    }
+}
+
+/// A fault inside the bus, named as its `/admin/chaos` route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InBus {
+    /// Deliveries handed to the consumer twice.
+    Duplicate,
+    /// Acks not forwarded: the bus redelivers after its ack wait.
+    LostAck,
+    /// Deliveries held back behind later ones.
+    Delay,
+}
+
+impl InBus {
+    /// Its chaos route, under `/admin/chaos/`.
+    pub fn route(self) -> &'static str {
+        match self {
+            InBus::Duplicate => "duplicate",
+            InBus::LostAck => "lost-ack",
+            InBus::Delay => "delay",
         }
     }
 }
@@ -125,12 +181,19 @@ fn round(t: f64) -> f64 {
 fn fault(rng: &mut StdRng, may_kill: bool) -> Fault {
     let (a, b) = LINKS[rng.random_range(0..LINKS.len())];
     let (a, b) = (a.to_owned(), b.to_owned());
-    match rng.random_range(0..if may_kill { 11 } else { 10 }) {
+    let fraction = |rng: &mut StdRng| f64::from(rng.random_range(2..8_u32)) / 10.0;
+    match rng.random_range(0..if may_kill { 18 } else { 16 }) {
         0..=1 => Fault::Cut { a, b, oneway: false },
         2..=3 => Fault::Cut { a, b, oneway: true },
         4 => Fault::Latency { a, b, ms: rng.random_range(50..800) },
-        5..=6 => Fault::Loss { a, b, fraction: f64::from(rng.random_range(2..8_u32)) / 10.0 },
+        5..=6 => Fault::Loss { a, b, fraction: fraction(rng) },
         7..=9 => Fault::Stop { part: PARTS[rng.random_range(0..PARTS.len())].to_owned() },
+        10..=11 => Fault::Bus { kind: InBus::Duplicate, fraction: fraction(rng) },
+        12 => Fault::Bus { kind: InBus::LostAck, fraction: f64::from(rng.random_range(2..6_u32)) / 10.0 },
+        // Delay twice as often as the others: only it makes an unordered replica see a
+        // key's versions out of order, which the version gate is there for.
+        13..=15 => Fault::Bus { kind: InBus::Delay, fraction: fraction(rng) },
+        // As often as before the faults inside the bus came (one in eleven of the lane).
         _ => Fault::Kill,
     }
 }
@@ -143,6 +206,14 @@ mod tests {
     fn a_seed_always_gives_the_same_plan_and_another_seed_another() {
         assert_eq!(Plan::of(7, 30.0), Plan::of(7, 30.0));
         assert_ne!(Plan::of(7, 30.0), Plan::of(8, 30.0));
+    }
+
+    #[test]
+    fn the_plans_draw_every_kind_of_fault_the_faults_inside_the_bus_included() {
+        let kinds: std::collections::BTreeSet<&str> =
+            (0..50).flat_map(|seed| Plan::of(seed, 30.0).steps).map(|s| s.fault.kind()).collect();
+        let all = ["cut", "cut-oneway", "latency", "loss", "duplicate", "lost-ack", "delay", "stop", "kill"];
+        assert_eq!(kinds, all.into_iter().collect());
     }
 
     #[test]

@@ -1,6 +1,6 @@
-//! What a torture run found: per schedule its plan, the counts of its operations and each
-//! rule's verdict; over the run the totals per rule, the failed seeds, and with a canary
-//! the share of schedules that caught it.
+//! What a torture run found: per schedule its plan, the counts of its operations and
+//! faults and each rule's verdict; over the run the totals per rule and per kind of fault,
+//! the failed seeds, and with a canary the share of schedules that caught it.
 
 use std::collections::BTreeMap;
 
@@ -20,6 +20,8 @@ pub struct Schedule {
     pub plan: Plan,
     /// Operations by outcome: ok, fail, unknown.
     pub ops: BTreeMap<String, u64>,
+    /// The plan's faults by kind: cut, latency, loss, duplicate, lost-ack, delay, stop, kill.
+    pub faults: BTreeMap<String, u64>,
     pub settle_seconds: Option<f64>,
     pub rules: Vec<Rule>,
     /// The ops a failure's examples name, for replaying it by hand.
@@ -42,6 +44,10 @@ impl Schedule {
             let outcome = serde_json::to_value(op.outcome).ok().and_then(|v| v.as_str().map(str::to_owned));
             *counts.entry(outcome.unwrap_or_default()).or_default() += 1;
         }
+        let mut faults = BTreeMap::new();
+        for step in &plan.steps {
+            *faults.entry(step.fault.kind().to_owned()).or_default() += 1;
+        }
         let passed = rules.iter().all(|r| r.violations == 0);
         let excerpt = if passed { Vec::new() } else { excerpt(ops, &rules) };
         Self {
@@ -50,6 +56,7 @@ impl Schedule {
             passed,
             plan,
             ops: counts,
+            faults,
             settle_seconds: settled,
             rules,
             excerpt,
@@ -61,12 +68,14 @@ impl Schedule {
     /// One line per rule, and for a failure its plan and the excerpt.
     pub fn text(&self) -> String {
         let ops: Vec<String> = self.ops.iter().map(|(k, v)| format!("{v} {k}")).collect();
+        let faults: Vec<String> = self.faults.iter().map(|(k, v)| format!("{v} {k}")).collect();
         let mut out = format!(
-            "schedule seed {} ({}): {}  [{}; settled {}]\n",
+            "schedule seed {} ({}): {}  [{}; faults: {}; settled {}]\n",
             self.seed,
             self.inventory_mode,
             if self.passed { "passed" } else { "FAILED" },
             ops.join(", "),
+            if faults.is_empty() { "none".to_owned() } else { faults.join(", ") },
             self.settle_seconds.map_or("never".to_owned(), |s| format!("in {s:.2} s")),
         );
         for rule in &self.rules {
@@ -138,12 +147,17 @@ pub fn summary(schedules: &[Schedule], canary: Option<&str>) -> Value {
             json!({ "rule": rule, "checked": checked, "violations": violations, "recovered": recovered, "known_defects": known })
         })
         .collect();
+    let mut faults: BTreeMap<&str, u64> = BTreeMap::new();
+    for (kind, n) in schedules.iter().flat_map(|s| &s.faults) {
+        *faults.entry(kind.as_str()).or_default() += n;
+    }
     let failed: Vec<u64> = schedules.iter().filter(|s| !s.passed).map(|s| s.seed).collect();
     let mut out = json!({
         "passed": failed.is_empty(),
         "schedules": schedules.len(),
         "failed_seeds": failed,
         "rules": rules,
+        "faults": faults,
         "per_schedule": schedules,
     });
     if let Some(canary) = canary {
@@ -158,6 +172,9 @@ pub fn summary(schedules: &[Schedule], canary: Option<&str>) -> Value {
 pub fn summary_text(summary: &Value) -> String {
     let mut out =
         format!("\n{} schedules, failed seeds: {}\n", summary["schedules"], summary["failed_seeds"]);
+    let faults: Vec<String> =
+        summary["faults"].as_object().into_iter().flatten().map(|(kind, n)| format!("{n} {kind}")).collect();
+    out.push_str(&format!("  faults: {}\n", faults.join(", ")));
     for rule in summary["rules"].as_array().into_iter().flatten() {
         out.push_str(&format!(
             "  {:<42} checked {:>6}  violations {:>3}  recovered {:>4}  known defects {}\n",

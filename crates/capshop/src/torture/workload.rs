@@ -1,7 +1,8 @@
 //! The workload: concurrent clients, each a shopper of its own registered at the start,
 //! writing unique values through the gateway (addresses, orders placed with an
 //! Idempotency-Key, a share of them sent again, cancels, new customers; restocks set
-//! low counts, so the sites contend) and
+//! low counts, and a share leaves one unit at both sites and orders it, so the sites
+//! contend for the last units) and
 //! reading (orders, customers, checkout, stock at each site). Each call is one [`Op`].
 
 use std::sync::Arc;
@@ -169,6 +170,7 @@ impl Shopper {
                 55..=61 => self.cancel(&bench).await,
                 62..=71 => self.restock(&bench).await,
                 72..=73 => self.register_another(&bench).await,
+                74..=78 => self.contend(&bench).await,
                 _ => self.read(&bench).await,
             }
             tokio::time::sleep(Duration::from_millis(self.rng.random_range(5..40))).await;
@@ -189,6 +191,22 @@ impl Shopper {
 
     async fn place(&mut self, bench: &Bench) {
         let product = PRODUCTS[self.rng.random_range(0..PRODUCTS.len())];
+        self.place_one(bench, product).await;
+    }
+
+    /// Leaves one unit of a product at both sites and orders it at once: clients doing so
+    /// together contend for the last unit at both sites, where cp must refuse one of them
+    /// and ap must compensate an oversell.
+    async fn contend(&mut self, bench: &Bench) {
+        let product = PRODUCTS[self.rng.random_range(0..PRODUCTS.len())];
+        for site in SITES {
+            self.restock_to(bench, site, product, 1).await;
+        }
+        self.place_one(bench, product).await;
+    }
+
+    /// Adds one `product` to the cart and places the order (sent again as `place` says).
+    async fn place_one(&mut self, bench: &Bench, product: &str) {
         let item = json!({ "product_id": product, "quantity": 1 });
         let path = format!("/api/order/carts/{}/items", self.customer);
         let post = (Method::POST, path.as_str(), Some(&item));
@@ -234,7 +252,12 @@ impl Shopper {
         let product = PRODUCTS[self.rng.random_range(0..PRODUCTS.len())];
         let site = SITES[self.rng.random_range(0..SITES.len())];
         // Low counts, so the sites run out and contend for the last units.
-        let body = json!({ "on_hand": self.rng.random_range(1..=8) });
+        let on_hand = self.rng.random_range(1..=8);
+        self.restock_to(bench, site, product, on_hand).await;
+    }
+
+    async fn restock_to(&self, bench: &Bench, site: &str, product: &str, on_hand: u32) {
+        let body = json!({ "on_hand": on_hand });
         let path = format!("/api/{site}/stock/{product}");
         let put = (Method::PUT, path.as_str(), Some(&body));
         bench.op(&self.name, "restock", &format!("{site}/{product}"), body.clone(), put, None, None).await;

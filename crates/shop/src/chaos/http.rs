@@ -13,7 +13,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{Chaos, ChaosError, Status};
+use super::{BusFault, Chaos, ChaosError, Status};
 use crate::service::admin::check_bearer;
 use crate::service::{Body, BodyRefused, PathParams, Problem};
 
@@ -33,6 +33,9 @@ fn routes() -> OpenApiRouter<Arc<Admin>> {
         .routes(routes!(heal))
         .routes(routes!(latency))
         .routes(routes!(loss))
+        .routes(routes!(duplicate))
+        .routes(routes!(lost_ack))
+        .routes(routes!(delay))
         .routes(routes!(stop))
         .routes(routes!(start))
 }
@@ -106,6 +109,17 @@ pub struct Loss {
     pub fraction: f64,
 }
 
+/// A fault inside the bus on the bus link of a service or site: `a` names it, `b` is `bus`
+/// (or the other way round).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BusFaultBody {
+    pub a: String,
+    pub b: String,
+    /// Of the deliveries (or acks), 0 to 1; 0 removes the fault.
+    pub fraction: f64,
+}
+
 type Answer = Result<axum::Json<Status>, Problem>;
 
 /// The gateway's OpenAPI document: the fault controls (the services' routes are in each
@@ -114,7 +128,7 @@ type Answer = Result<axum::Json<Status>, Problem>;
 #[openapi(
     info(
         title = "capshop gateway: faults on purpose",
-        description = "Cut, slow or make lossy the links between services (or inventory sites) and between a service and the bus; stop and start services and inventory sites (inventory names both sites). Every route needs Authorization: Bearer <admin token>; every change answers with the whole status."
+        description = "Cut, slow or make lossy the links between services (or inventory sites) and between a service and the bus; duplicate, delay or lose the acks of deliveries on a service's bus link; stop and start services and inventory sites (inventory names both sites). Every route needs Authorization: Bearer <admin token>; every change answers with the whole status."
     ),
     components(schemas(
         Status,
@@ -125,6 +139,7 @@ type Answer = Result<axum::Json<Status>, Problem>;
         Heal,
         Latency,
         Loss,
+        BusFaultBody,
         Problem
     ))
 )]
@@ -182,6 +197,40 @@ async fn latency(State(admin): State<Arc<Admin>>, Body(latency): Body<Latency>) 
 async fn loss(State(admin): State<Arc<Admin>>, Body(loss): Body<Loss>) -> Answer {
     admin.chaos.loss(&loss.a, &loss.b, loss.fraction)?;
     Ok(status(State(admin)).await)
+}
+
+/// Sets `fault` on the bus link named by `body` and answers the whole status.
+async fn bus_fault(admin: Arc<Admin>, fault: BusFault, body: BusFaultBody) -> Answer {
+    admin.chaos.bus_fault(&body.a, &body.b, fault, body.fraction)?;
+    Ok(status(State(admin)).await)
+}
+
+/// Hands `fraction` (0 to 1) of the deliveries over the bus link between `a` and `b` (one
+/// of them `bus`) to the consumer a second time, after the first was settled.
+#[utoipa::path(post, path = "/duplicate", request_body = BusFaultBody,
+    responses(BodyRefused, (status = 200, body = Status), (status = 401, body = Problem, content_type = "application/problem+json", description = "no admin token"), (status = 403, body = Problem, content_type = "application/problem+json", description = "a wrong admin token"), (status = 404, body = Problem, content_type = "application/problem+json", description = "no link between them; the links that exist are named"),
+              (status = 422, body = Problem, content_type = "application/problem+json", description = "not a bus link, an unknown endpoint, a missing field or a value out of range")))]
+async fn duplicate(State(admin): State<Arc<Admin>>, Body(body): Body<BusFaultBody>) -> Answer {
+    bus_fault(admin, BusFault::Duplicate, body).await
+}
+
+/// Reports `fraction` (0 to 1) of the acks over the bus link between `a` and `b` done to the
+/// consumer without forwarding them: the bus delivers those messages again after its ack wait.
+#[utoipa::path(post, path = "/lost-ack", request_body = BusFaultBody,
+    responses(BodyRefused, (status = 200, body = Status), (status = 401, body = Problem, content_type = "application/problem+json", description = "no admin token"), (status = 403, body = Problem, content_type = "application/problem+json", description = "a wrong admin token"), (status = 404, body = Problem, content_type = "application/problem+json", description = "no link between them; the links that exist are named"),
+              (status = 422, body = Problem, content_type = "application/problem+json", description = "not a bus link, an unknown endpoint, a missing field or a value out of range")))]
+async fn lost_ack(State(admin): State<Arc<Admin>>, Body(body): Body<BusFaultBody>) -> Answer {
+    bus_fault(admin, BusFault::LostAck, body).await
+}
+
+/// Holds `fraction` (0 to 1) of the deliveries over the bus link between `a` and `b` back
+/// (1.5 s at least) and hands them out after the later ones fetched meanwhile. A per-key
+/// consumer gets no later message of a held one's key meanwhile, so only other keys pass it.
+#[utoipa::path(post, path = "/delay", request_body = BusFaultBody,
+    responses(BodyRefused, (status = 200, body = Status), (status = 401, body = Problem, content_type = "application/problem+json", description = "no admin token"), (status = 403, body = Problem, content_type = "application/problem+json", description = "a wrong admin token"), (status = 404, body = Problem, content_type = "application/problem+json", description = "no link between them; the links that exist are named"),
+              (status = 422, body = Problem, content_type = "application/problem+json", description = "not a bus link, an unknown endpoint, a missing field or a value out of range")))]
+async fn delay(State(admin): State<Arc<Admin>>, Body(body): Body<BusFaultBody>) -> Answer {
+    bus_fault(admin, BusFault::Delay, body).await
 }
 
 /// Stops a service or an inventory site (`inventory` stops both): its server, relay and

@@ -1,6 +1,8 @@
 //! Faults on purpose (DESIGN §4): one handle, [`Chaos`], that knows every link of the
 //! running shop and every [`Part`] (a service, or one inventory site), so links can be cut
-//! (both ways or one way), slowed and made lossy, and parts stopped and started again.
+//! (both ways or one way), slowed and made lossy, a part's bus link given faults inside the
+//! bus ([`BusFault`]: deliveries duplicated, acks lost, deliveries delayed), and parts
+//! stopped and started again.
 //! A service that runs as several parts names all of them: `inventory` is both sites. The gateway's `/admin/chaos`
 //! routes ([`http`]), `capshop chaos` and the dashboard all drive this one type.
 //!
@@ -39,6 +41,12 @@ pub enum ChaosError {
     NoLink { a: String, b: String, links: String },
     #[error("a loss fraction must be between 0 and 1 (e.g. 0.3), not {0}")]
     BadLoss(f64),
+    #[error("a {fault} fraction must be between 0 and 1 (e.g. 0.3), not {fraction}")]
+    BadFraction { fault: BusFault, fraction: f64 },
+    #[error(
+        "{fault} is a fault inside the bus: name a service (or an inventory site) and bus, e.g. `order bus`, not {a} and {b}"
+    )]
+    NotABusLink { fault: BusFault, a: String, b: String },
     #[error("a latency must be at most {max} ms, not {ms}; to make a link unreachable, cut it", max = MAX_LATENCY.as_millis())]
     BadLatency { ms: u64 },
     #[error("{part} could not start again on {addr}: {reason}")]
@@ -47,6 +55,28 @@ pub enum ChaosError {
     NotHere { part: Part },
     #[error("{part} failed while stopping: {reason}")]
     Stop { part: Part, reason: String },
+}
+
+/// A fault inside the bus, set on a `<part>->bus` link as a fraction of its deliveries or
+/// acks (`kit::link::Faults`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BusFault {
+    /// Deliveries handed to the consumer a second time.
+    Duplicate,
+    /// Acks reported done but not forwarded: the bus redelivers after its ack wait.
+    LostAck,
+    /// Deliveries held back and handed out after later ones.
+    Delay,
+}
+
+impl std::fmt::Display for BusFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BusFault::Duplicate => "duplicate",
+            BusFault::LostAck => "lost-ack",
+            BusFault::Delay => "delay",
+        })
+    }
 }
 
 /// A latency beyond this is a cut in disguise; cut the link instead.
@@ -67,6 +97,12 @@ pub struct LinkStatus {
     pub latency_ms: u64,
     /// The fraction of passes that fail.
     pub loss: f64,
+    /// On a bus link: the fraction of deliveries handed to the consumer twice.
+    pub duplicate: f64,
+    /// On a bus link: the fraction of acks not forwarded (redelivered after the ack wait).
+    pub lost_ack: f64,
+    /// On a bus link: the fraction of deliveries held back behind later ones.
+    pub delay: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
@@ -250,6 +286,31 @@ impl Chaos {
         self.each_between(a, b, |link, _| link.set(Faults { loss: fraction, ..link.faults() }))
     }
 
+    /// Sets the bus fault `fault` on the bus links between `a` and `b` (one end `bus`) to
+    /// `fraction` of their deliveries (0 removes it).
+    pub fn bus_fault(
+        &self,
+        a: &str,
+        b: &str,
+        fault: BusFault,
+        fraction: f64,
+    ) -> Result<Vec<LinkStatus>, ChaosError> {
+        if !(0.0..=1.0).contains(&fraction) {
+            return Err(ChaosError::BadFraction { fault, fraction });
+        }
+        if (a == BUS) == (b == BUS) {
+            return Err(ChaosError::NotABusLink { fault, a: a.to_owned(), b: b.to_owned() });
+        }
+        self.each_between(a, b, |link, _| {
+            let faults = link.faults();
+            link.set(match fault {
+                BusFault::Duplicate => Faults { duplicate: fraction, ..faults },
+                BusFault::LostAck => Faults { lost_ack: fraction, ..faults },
+                BusFault::Delay => Faults { delay: fraction, ..faults },
+            })
+        })
+    }
+
     /// The parts `name` names: a part (`inventory-dc2`), or every part of a service
     /// (`inventory`: both sites).
     pub fn parts(&self, name: &str) -> Result<Vec<Part>, ChaosError> {
@@ -359,5 +420,8 @@ fn link_status(link: &Link) -> LinkStatus {
         cut_in: faults.cut_in,
         latency_ms: faults.latency.as_millis() as u64,
         loss: faults.loss,
+        duplicate: faults.duplicate,
+        lost_ack: faults.lost_ack,
+        delay: faults.delay,
     }
 }
