@@ -94,3 +94,18 @@ fn a_relay_that_skips_events_is_caught_in_the_distributed_mode_too() {
         torturing::assert_a_relay_that_skips_events_is_caught(&args);
     }
 }
+
+#[test]
+fn without_the_servers_on_path_a_distributed_run_says_what_to_install_and_starts_nothing() {
+    let out = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_capshop"))
+        .args(["torture", "--distributed", "--schedules", "1", "--out"])
+        .arg(out.path().join("runs"))
+        .env("PATH", out.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("`nats-server` is not on PATH") && stderr.contains(NATS_INSTALL), "{stderr}");
+    assert!(!out.path().join("runs").exists(), "nothing was started nor written");
+}

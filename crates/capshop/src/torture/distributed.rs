@@ -21,6 +21,25 @@ use super::workload::Bench;
 /// How long the heal of every link may take before the run gives up on the schedule.
 const HEAL_BOUND: Duration = Duration::from_secs(30);
 
+/// Refuses, with how to install it, a run whose servers are not on PATH (before any
+/// schedule starts a shop that would only exit).
+pub fn servers_on_path() -> anyhow::Result<()> {
+    use kit::servers::{NATS_INSTALL, POSTGRES_INSTALL, REDIS_INSTALL, on_path};
+    for (program, install) in [
+        ("nats-server", NATS_INSTALL),
+        ("initdb", POSTGRES_INSTALL),
+        ("postgres", POSTGRES_INSTALL),
+        ("redis-server", REDIS_INSTALL),
+    ] {
+        if on_path(program).is_none() {
+            bail!(
+                "`{program}` is not on PATH; --distributed runs `capshop up --distributed`, which needs it: {install}"
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Applies one fault; answers the status of its chaos calls (200 for a signal sent).
 pub async fn inject(bench: &Bench, fault: &Fault) -> anyhow::Result<u16> {
     let shop = bench.shop.read().await;

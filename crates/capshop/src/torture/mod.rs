@@ -74,6 +74,9 @@ pub async fn run(args: TortureArgs) -> anyhow::Result<()> {
     if !(2.0..=3600.0).contains(&args.seconds) {
         bail!("--seconds must be between 2 and 3600, not {}", args.seconds);
     }
+    if args.distributed {
+        distributed::servers_on_path()?;
+    }
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
     let canary = std::env::var("CAPSHOP_CANARY").ok().filter(|c| !c.is_empty());
     if let Some(canary) = &canary {
