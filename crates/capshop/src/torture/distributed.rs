@@ -48,7 +48,8 @@ pub async fn inject(bench: &Bench, fault: &Fault) -> anyhow::Result<u16> {
         Fault::Crash { process } => Ok(signalled(processes.crash(process))),
         Fault::Pause { process } => Ok(signalled(processes.pause(process))),
         Fault::Stop { .. } | Fault::Kill => bail!("{fault}: the distributed plan draws a crash or a pause"),
-        link => {
+        // Named one by one: a new kind of fault must say how it is applied here.
+        link @ (Fault::Cut { .. } | Fault::Latency { .. } | Fault::Loss { .. }) => {
             let (route, body) = chaos_call(link)?;
             Ok(through_owners(&shop, link, &route, &body).await)
         }
@@ -70,7 +71,7 @@ pub async fn heal(bench: &Bench, fault: &Fault) -> u16 {
         },
         Fault::Pause { process } => signalled(processes.resume(process)),
         Fault::Stop { .. } | Fault::Kill => 422,
-        link => {
+        link @ (Fault::Cut { .. } | Fault::Latency { .. } | Fault::Loss { .. }) => {
             let ends = json!({ "a": ends(link).0, "b": ends(link).1 });
             let started = Instant::now();
             // A process busy catching up may miss one call: the heal is retried, bounded.
