@@ -3,35 +3,12 @@
 //! tests run through the capshop crate's dev-dependency feature and armed by
 //! CAPSHOP_CANARY) is caught.
 
+mod torturing;
+
 use std::process::Command;
 
 use serde_json::Value;
-
-/// Runs `capshop torture` with `args` (and `canary` armed); answers its JSON report and
-/// whether it exited 0.
-fn torture(args: &[&str], canary: Option<&str>, out: &std::path::Path) -> (Value, bool) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_capshop"));
-    command.args(["torture", "--json", "--seconds", "8", "--out"]).arg(out).args(args);
-    match canary {
-        Some(canary) => command.env("CAPSHOP_CANARY", canary),
-        None => command.env_remove("CAPSHOP_CANARY"),
-    };
-    let output = command.output().expect("capshop runs");
-    let text = String::from_utf8_lossy(&output.stdout);
-    let report = serde_json::from_str(&text).unwrap_or_else(|e| {
-        panic!("no JSON report ({e}): {text}\n{}", String::from_utf8_lossy(&output.stderr))
-    });
-    (report, output.status.success())
-}
-
-fn rule<'a>(report: &'a Value, number: &str) -> &'a Value {
-    report["rules"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["rule"].as_str().unwrap().starts_with(number))
-        .unwrap()
-}
+use torturing::{rule, torture};
 
 #[test]
 fn a_short_run_of_random_fault_schedules_passes_every_rule_in_both_inventory_modes() {
@@ -78,16 +55,7 @@ fn the_same_seed_prints_the_same_plan() {
 /// too few for a short run to assert.
 #[test]
 fn a_relay_that_skips_events_is_caught_in_every_schedule() {
-    let out = tempfile::tempdir().unwrap();
-    let args = ["--seed", "21", "--schedules", "2", "--settle-seconds", "10"];
-    let (report, exited_ok) = torture(&args, Some("relay-skip"), out.path());
-    assert!(!exited_ok && report["passed"] == false, "{report:#}");
-    assert_eq!(report["canary"]["name"], "relay-skip");
-    assert_eq!(report["canary"]["caught"], 2, "{report:#}");
-    assert!(
-        rule(&report, "4 ")["violations"].as_u64().unwrap() >= 2,
-        "a liveness failure in each: {report:#}"
-    );
+    torturing::assert_a_relay_that_skips_events_is_caught(&[]);
 }
 
 #[test]

@@ -20,9 +20,6 @@ use super::child::ChildShop;
 pub const PARTS: [&str; 8] =
     ["order", "customer", "catalog", "inventory-dc1", "inventory-dc2", "payment", "shipping", "search"];
 
-/// The services whose dead letters are replayed (`inventory` is both sites).
-const SERVICES: [&str; 7] = ["customer", "catalog", "inventory", "order", "payment", "shipping", "search"];
-
 /// Lag, backlog and dead letters summed over every part, from their metrics.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Backlog {
@@ -69,10 +66,11 @@ pub async fn final_state(shop: &ChildShop) -> anyhow::Result<(ShopFacts, Report)
     Ok((facts, report))
 }
 
-/// Replays every dead letter of every service.
+/// Replays every dead letter of every part (each site keeps its own: through the gateway,
+/// `inventory` is only dc1).
 pub async fn replay_dead_letters(shop: &ChildShop) {
-    for service in SERVICES {
-        let path = format!("/api/{service}/admin/dead-letters/replay");
+    for part in PARTS {
+        let path = format!("/api/{part}/admin/dead-letters/replay");
         shop.admin(Method::POST, &path, Some(&json!({ "all": true }))).await;
     }
 }

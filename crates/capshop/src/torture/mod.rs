@@ -12,6 +12,7 @@
 mod check;
 mod child;
 mod converge;
+mod distributed;
 mod history;
 mod nemesis;
 mod plan;
@@ -45,6 +46,10 @@ pub struct TortureArgs {
     /// How long each schedule's workload and nemesis run, in seconds.
     #[arg(long, default_value_t = 20.0)]
     seconds: f64,
+    /// Runs each schedule against `capshop up --distributed` (a process per service on
+    /// PostgreSQL and nats-server; both must be on PATH), crashing and pausing processes.
+    #[arg(long)]
+    distributed: bool,
     /// The inventory sites' mode (ap or cp), passed to `capshop up`.
     #[arg(long, default_value = "ap")]
     inventory_mode: Mode,
@@ -68,6 +73,9 @@ pub struct TortureArgs {
 pub async fn run(args: TortureArgs) -> anyhow::Result<()> {
     if !(2.0..=3600.0).contains(&args.seconds) {
         bail!("--seconds must be between 2 and 3600, not {}", args.seconds);
+    }
+    if args.distributed {
+        distributed::servers_on_path()?;
     }
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
     let canary = std::env::var("CAPSHOP_CANARY").ok().filter(|c| !c.is_empty());
@@ -94,7 +102,8 @@ pub async fn run(args: TortureArgs) -> anyhow::Result<()> {
         }
         schedules.push(schedule);
     }
-    let summary = report::summary(&schedules, canary.as_deref());
+    let mut summary = report::summary(&schedules, canary.as_deref());
+    summary["distributed"] = args.distributed.into();
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
@@ -109,7 +118,8 @@ pub async fn run(args: TortureArgs) -> anyhow::Result<()> {
 
 /// Runs the schedule of `seed` on a fresh shop.
 async fn one(args: &TortureArgs, seed: u64) -> anyhow::Result<Schedule> {
-    let plan = Plan::of(seed, args.seconds);
+    let plan =
+        if args.distributed { Plan::distributed(seed, args.seconds) } else { Plan::of(seed, args.seconds) };
     let mode = args.inventory_mode.as_str();
     // Printed before the run, so a schedule that never ends is still replayable.
     if args.json {
@@ -118,7 +128,11 @@ async fn one(args: &TortureArgs, seed: u64) -> anyhow::Result<Schedule> {
         print!("{}", plan.text());
     }
     let dir = tempfile::Builder::new().prefix("capshop-torture-").tempdir()?;
-    let child = child::ChildShop::start(&dir.path().join("data"), mode).await?;
+    if args.distributed {
+        // PostgreSQL runs as nobody when capshop runs as root: it must reach its data dir.
+        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    }
+    let child = child::ChildShop::start(&dir.path().join("data"), mode, args.distributed).await?;
     // The seed data replicating is the first thing to settle; a shop that cannot is judged
     // by the final wait (rule 4), like any other.
     let bound = Duration::from_secs(args.settle_seconds);
@@ -163,12 +177,13 @@ async fn one(args: &TortureArgs, seed: u64) -> anyhow::Result<Schedule> {
         strict: args.strict,
     };
     let mut rules = check::check(&ops, &end);
-    // Rule 5 reads the sites' files, so the shop goes down first.
-    bench.shop.write().await.kill().await;
-    let audit = stock::audit(&dir.path().join("data")).await.context("cannot audit the inventory sites")?;
+    let audit = stock::audit_of(&mut *bench.shop.write().await, &dir.path().join("data"))
+        .await
+        .context("cannot audit the inventory sites")?;
     rules.insert(4, stock::rule(args.inventory_mode, &audit));
     let mut schedule = Schedule::new(seed, mode, plan, &ops, rules, settled.ok().map(|d| d.as_secs_f64()));
-    let name = format!("{mode}-seed-{seed}");
+    schedule.distributed = args.distributed;
+    let name = format!("{}{mode}-seed-{seed}", if args.distributed { "distributed-" } else { "" });
     let history = args.out.join(format!("{name}.jsonl"));
     std::fs::write(&history, bench.history.json_lines())
         .with_context(|| format!("cannot write {}", history.display()))?;

@@ -1,7 +1,9 @@
 //! The nemesis: applies a [`Plan`] to the shop on time — link faults, faults inside the bus
 //! and stops through the gateway's `/admin/chaos`, SIGKILL and restart of the process
-//! itself — records each action in the history, and at the end heals everything.
+//! itself — records each action in the history, and at the end heals everything. Against
+//! `up --distributed`, [`super::distributed`] applies and heals each fault instead.
 
+use anyhow::bail;
 use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::time::Duration;
@@ -44,6 +46,9 @@ pub async fn run(bench: &Bench, plan: &Plan) -> anyhow::Result<()> {
 
 /// Applies one fault; answers the HTTP status of the chaos call (200 for a kill).
 async fn inject(bench: &Bench, fault: &Fault) -> anyhow::Result<u16> {
+    if bench.shop.read().await.distributed() {
+        return super::distributed::inject(bench, fault).await;
+    }
     let (path, body) = match fault {
         Fault::Cut { a, b, oneway } => {
             ("/admin/chaos/cut".to_owned(), json!({ "a": a, "b": b, "oneway": oneway }))
@@ -63,6 +68,7 @@ async fn inject(bench: &Bench, fault: &Fault) -> anyhow::Result<u16> {
             shop.kill_and_restart().await?;
             return Ok(200);
         }
+        Fault::Crash { .. } | Fault::Pause { .. } => bail!("{fault}: only with --distributed"),
     };
     let shop = bench.shop.read().await;
     let body = (!body.is_null()).then_some(&body);
@@ -87,6 +93,9 @@ async fn on_every_bus_link(bench: &Bench, route: &str, fraction: f64) -> u16 {
 
 /// Heals one fault (a link's faults, a fault inside the bus alone, or starts the part again).
 async fn heal(bench: &Bench, fault: &Fault) -> u16 {
+    if bench.shop.read().await.distributed() {
+        return super::distributed::heal(bench, fault).await;
+    }
     if let Fault::Bus { kind, .. } = fault {
         // Set to 0, so a fault of the other lane on a bus link stays.
         return on_every_bus_link(bench, kind.route(), 0.0).await;
@@ -100,11 +109,16 @@ async fn heal(bench: &Bench, fault: &Fault) -> u16 {
             shop.admin(Method::POST, &format!("/admin/chaos/services/{part}/start"), None).await.status
         }
         Fault::Bus { .. } | Fault::Kill => 200,
+        // The embedded plan draws neither.
+        Fault::Crash { .. } | Fault::Pause { .. } => 422,
     }
 }
 
 /// Heals every link and starts every stopped part: the end of the schedule's faults.
 pub async fn heal_all(bench: &Bench) -> anyhow::Result<()> {
+    if bench.shop.read().await.distributed() {
+        return super::distributed::heal_all(bench).await;
+    }
     let shop = bench.shop.read().await;
     shop.expect_admin("healing every link", Method::POST, "/admin/chaos/heal", Some(&json!({}))).await?;
     let status = shop.expect_admin("the chaos status", Method::GET, "/admin/chaos", None).await?;

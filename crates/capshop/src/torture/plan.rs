@@ -56,6 +56,12 @@ pub enum Fault {
     Stop { part: String },
     /// The whole embedded process is killed with SIGKILL and started again on its files.
     Kill,
+    /// `--distributed`: one process (a service's, nats-server or PostgreSQL with every
+    /// process of it) killed with SIGKILL; its supervisor starts it again.
+    Crash { process: String },
+    /// `--distributed`: one process (PostgreSQL: every process of it) frozen with SIGSTOP
+    /// until the heal (SIGCONT).
+    Pause { process: String },
 }
 
 impl Fault {
@@ -69,6 +75,8 @@ impl Fault {
             Fault::Bus { kind, .. } => kind.route(),
             Fault::Stop { .. } => "stop",
             Fault::Kill => "kill",
+            Fault::Crash { .. } => "crash",
+            Fault::Pause { .. } => "pause",
         }
     }
 }
@@ -91,6 +99,8 @@ impl fmt::Display for Fault {
             }
             Fault::Stop { part } => write!(f, "stop {part}"),
             Fault::Kill => write!(f, "SIGKILL the process, restart it"),
+            Fault::Crash { process } => write!(f, "SIGKILL {process} (its supervisor restarts it)"),
+            Fault::Pause { process } => write!(f, "pause {process} (SIGSTOP, then SIGCONT)"),
         }
     }
 }
@@ -138,19 +148,8 @@ impl Plan {
     /// The plan of `seed` for a workload of `seconds`: every fault healed before it ends.
     pub fn of(seed: u64, seconds: f64) -> Self {
         let mut rng = StdRng::seed_from_u64(seed);
-        let mut steps: Vec<Step> = Vec::new();
-        for lane in 0..2 {
-            let mut t = rng.random_range(0.3..1.5) + f64::from(lane) * 0.5;
-            while t + 0.5 < seconds {
-                let fault = fault(&mut rng, lane == 0);
-                let kill = fault == Fault::Kill;
-                let length = if kill { 0.0 } else { rng.random_range(0.5..MAX_FAULT) };
-                let heal_at = (t + length).min(seconds - 0.2);
-                steps.push(Step { at: round(t), heal_at: round(heal_at), fault });
-                // A restarted process gets a moment before the next fault of its lane.
-                t = heal_at + rng.random_range(0.3..2.0) + if kill { 1.5 } else { 0.0 };
-            }
-        }
+        let mut steps = lane(&mut rng, 0, seconds, fault);
+        steps.extend(lane(&mut rng, 1, seconds, fault));
         // A kill takes the whole process down with every fault of the other lane: it is
         // alone while the process restarts (a margin of a second either side).
         let kills: Vec<f64> = steps.iter().filter(|s| s.fault == Fault::Kill).map(|s| s.at).collect();
@@ -174,11 +173,34 @@ impl Plan {
     }
 }
 
+/// The faults of one lane (`0` or `1`), one after the other, each drawn by `draw` (told
+/// whether it is the first lane) and healed within [`MAX_FAULT`] before `seconds`.
+pub(super) fn lane(
+    rng: &mut StdRng,
+    lane: u32,
+    seconds: f64,
+    draw: fn(&mut StdRng, bool) -> Fault,
+) -> Vec<Step> {
+    let mut steps = Vec::new();
+    let mut t = rng.random_range(0.3..1.5) + f64::from(lane) * 0.5;
+    while t + 0.5 < seconds {
+        let fault = draw(rng, lane == 0);
+        let kill = fault == Fault::Kill;
+        let length = if kill { 0.0 } else { rng.random_range(0.5..MAX_FAULT) };
+        let heal_at = (t + length).min(seconds - 0.2);
+        steps.push(Step { at: round(t), heal_at: round(heal_at), fault });
+        // A restarted process gets a moment before the next fault of its lane.
+        t = heal_at + rng.random_range(0.3..2.0) + if kill { 1.5 } else { 0.0 };
+    }
+    steps
+}
+
 fn round(t: f64) -> f64 {
     (t * 100.0).round() / 100.0
 }
 
-fn fault(rng: &mut StdRng, may_kill: bool) -> Fault {
+/// One fault of the embedded plan (a kill of the whole process only when `may_kill`).
+pub(super) fn fault(rng: &mut StdRng, may_kill: bool) -> Fault {
     let (a, b) = LINKS[rng.random_range(0..LINKS.len())];
     let (a, b) = (a.to_owned(), b.to_owned());
     let fraction = |rng: &mut StdRng| f64::from(rng.random_range(2..8_u32)) / 10.0;
@@ -221,7 +243,7 @@ mod tests {
         for seed in 0..200 {
             let plan = Plan::of(seed, 30.0);
             for step in &plan.steps {
-                assert!(step.heal_at - step.at <= MAX_FAULT && step.heal_at < 30.0, "{step:?}");
+                assert!(step.heal_at - step.at <= MAX_FAULT + 1e-9 && step.heal_at < 30.0, "{step:?}");
                 let during = plan.steps.iter().filter(|s| s.at <= step.at && s.heal_at >= step.at).count();
                 assert!(during <= 2, "seed {seed}: {} at once at {}", during, step.at);
                 if step.fault == Fault::Kill {

@@ -16,6 +16,8 @@ use super::plan::Plan;
 pub struct Schedule {
     pub seed: u64,
     pub inventory_mode: String,
+    /// Against `capshop up --distributed`.
+    pub distributed: bool,
     pub passed: bool,
     pub plan: Plan,
     /// Operations by outcome: ok, fail, unknown.
@@ -53,6 +55,7 @@ impl Schedule {
         Self {
             seed,
             inventory_mode: mode.to_owned(),
+            distributed: false,
             passed,
             plan,
             ops: counts,
@@ -104,8 +107,10 @@ impl Schedule {
         if !self.passed {
             out.push_str(&self.plan.text());
             out.push_str(&format!(
-                "  replay: capshop torture --seed {} --schedules 1 --inventory-mode {}\n",
-                self.seed, self.inventory_mode
+                "  replay: capshop torture --seed {} --schedules 1 --inventory-mode {}{}\n",
+                self.seed,
+                self.inventory_mode,
+                if self.distributed { " --distributed" } else { "" }
             ));
             out.push_str("  history excerpt:\n");
             for op in &self.excerpt {

@@ -1,21 +1,39 @@
-//! Rule 5, judged on the inventory sites' own files once the shop is down: cp never
-//! oversells; in ap every oversell is compensated, and nothing oversold stands reserved.
+//! Rule 5, judged on the inventory sites' own databases (the embedded mode's files once
+//! the shop is down; the distributed mode's PostgreSQL databases once it has settled):
+//! cp never oversells; in ap every oversell is compensated, and nothing oversold stands
+//! reserved.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use anyhow::Context as _;
 use kit::store::Store;
 use shop::inventory::audit::Audit;
 use shop::inventory::sites::{Mode, Site};
 use shop::launch::StoreLocation;
 
 use super::check::Rule;
+use super::child::ChildShop;
 
-/// Reads both sites' and shipping's databases in `data_dir` (the shop must be stopped).
-pub async fn audit(data_dir: &Path) -> anyhow::Result<Audit> {
+/// Audits the sites of `shop` and stops it: the SQLite files of the embedded mode once it
+/// is down (they are its own while it runs), PostgreSQL's databases before.
+pub async fn audit_of(shop: &mut ChildShop, data_dir: &Path) -> anyhow::Result<Audit> {
+    if !shop.distributed() {
+        shop.kill().await;
+        return audit(&StoreLocation::Sqlite, data_dir).await;
+    }
+    let base_url = shop.processes()?.postgres_base().context("capshop up printed no PostgreSQL")?;
+    let audited = audit(&StoreLocation::Postgres { base_url }, data_dir).await;
+    shop.stop().await;
+    audited
+}
+
+/// Reads both sites' and shipping's databases at `location` (SQLite files in `data_dir`:
+/// the shop must be stopped; PostgreSQL: read while it runs, settled).
+pub async fn audit(location: &StoreLocation, data_dir: &Path) -> anyhow::Result<Audit> {
     let mut stores = Vec::new();
     for part in ["inventory-dc1", "inventory-dc2", "shipping"] {
-        stores.push(Store::open(&StoreLocation::Sqlite.url_of(part, data_dir), &[]).await?);
+        stores.push(Store::open(&location.url_of(part, data_dir), &[]).await?);
     }
     let shipping = stores.pop().expect("three stores");
     let sites =
