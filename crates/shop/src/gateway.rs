@@ -229,14 +229,22 @@ async fn proxy(
     let repeatable = method.is_idempotent() || headers.contains_key(idempotency::HEADER);
     let mut failure = None;
     for instance in instances {
-        let mut request = gateway.client.request(method.clone(), format!("{}/{path}{query}", instance.url));
+        let url = format!("{}/{path}{query}", instance.url);
+        if let Some(answer) = in_process(&instance, &method, &url, &headers, &body).await {
+            return answered(service, answer.status, returned(&answer.headers), answer.body);
+        }
+        let mut request = gateway.client.request(method.clone(), url);
         for name in FORWARDED {
             if let Some(value) = headers.get(&name) {
                 request = request.header(name, value);
             }
         }
         match request.body(body.clone()).send().await {
-            Ok(answer) => return answered(service, answer).await,
+            Ok(answer) => {
+                let (status, headers) = (answer.status(), returned(answer.headers()));
+                let body = answer.bytes().await.map_err(|e| e.to_string());
+                return answered(service, status, headers, body);
+            }
             Err(e) => {
                 let unreached = e.is_connect();
                 if unreached {
@@ -253,16 +261,46 @@ async fn proxy(
     Problem::new(StatusCode::BAD_GATEWAY, format!("{service} is unreachable: {e}")).into_response()
 }
 
-/// An instance's answer, passed back with the headers that matter.
-async fn answered(service: &str, answer: reqwest::Response) -> Response {
-    let status = answer.status();
+/// Sends the request to `instance`'s router directly when it serves in this process
+/// (the embedded shop, [`crate::service::local`]); `None` sends it over HTTP.
+async fn in_process(
+    instance: &upstreams::Instance,
+    method: &Method,
+    url: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Option<crate::service::local::Answer> {
+    let addr = instance.addr?;
+    // The path and query as the HTTP client would send them (it normalizes the URL).
+    let url = reqwest::Url::parse(url).ok()?;
+    let target = match url.query() {
+        Some(query) => format!("{}?{query}", url.path()),
+        None => url.path().to_owned(),
+    };
+    let mut request = axum::http::Request::builder().method(method.clone()).uri(target);
+    for name in FORWARDED {
+        if let Some(value) = headers.get(&name) {
+            request = request.header(name, value);
+        }
+    }
+    let request = request.body(axum::body::Body::from(body.clone())).ok()?;
+    crate::service::local::call(addr, request).await
+}
+
+/// The headers of an instance's answer that matter to the client.
+fn returned(headers: &HeaderMap) -> HeaderMap {
     let mut out = HeaderMap::new();
     for name in RETURNED {
-        if let Some(value) = answer.headers().get(&name) {
+        if let Some(value) = headers.get(&name) {
             out.insert(name, value.clone());
         }
     }
-    match answer.bytes().await {
+    out
+}
+
+/// An instance's answer, passed back with `out`, the headers that matter.
+fn answered(service: &str, status: StatusCode, out: HeaderMap, body: Result<Bytes, String>) -> Response {
+    match body {
         Ok(bytes) => (status, out, bytes).into_response(),
         Err(e) => Problem::new(StatusCode::BAD_GATEWAY, format!("{service} broke off its answer: {e}"))
             .into_response(),

@@ -26,6 +26,13 @@ impl Outcome {
         self.attempts() as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 
+    /// Adds what another run of the same load saw (one of several segments).
+    pub fn absorb(&mut self, other: Outcome) {
+        self.latencies_us.extend(other.latencies_us);
+        self.errors += other.errors;
+        self.elapsed += other.elapsed;
+    }
+
     pub fn error_ratio(&self) -> Option<f64> {
         (self.attempts() > 0).then(|| self.errors as f64 / self.attempts() as f64)
     }

@@ -21,6 +21,8 @@ use super::{Figures, Phases, Spread, round};
 const TOKEN: &str = "bench-admin-token";
 const CUSTOMERS: [&str; 3] = ["c-ada", "c-bob", "c-cyd"];
 const PRODUCTS: u64 = 20;
+/// How many segments each of the checkout's healthy and outage spans is cut into.
+const SEGMENTS: u32 = 6;
 
 /// A running shop and a client for its gateway.
 struct Bench {
@@ -134,10 +136,10 @@ impl Bench {
     }
 
     /// Shows the checkout of the seed customers from `connections` loops for `span`.
-    async fn checkouts(&self, phases: Phases) -> Outcome {
+    async fn checkouts(&self, connections: usize, span: Duration) -> Outcome {
         let (client, base) = (self.client.clone(), self.url(""));
         let tokens: Arc<Vec<String>> = Arc::new(CUSTOMERS.map(|c| self.session(c)).to_vec());
-        load::drive(phases.connections, phases.measure, move |connection, _| {
+        load::drive(connections, span, move |connection, _| {
             let url = format!("{base}/api/order/checkout/{}", CUSTOMERS[connection % CUSTOMERS.len()]);
             let (client, tokens) = (client.clone(), tokens.clone());
             async move {
@@ -148,6 +150,30 @@ impl Bench {
             }
         })
         .await
+    }
+
+    /// The checkout while healthy and while the customer service is stopped, in
+    /// [`SEGMENTS`] short segments each, alternating healthy, outage, outage, healthy, ...
+    /// so that both see the machine in the same minutes (a load that comes and goes falls
+    /// on both alike); together each lasts the measuring span. A healthy segment starts
+    /// once the customer service answers again.
+    async fn checkouts_interleaved(&self, phases: Phases) -> anyhow::Result<(Outcome, Outcome)> {
+        let customer = Part::Service(ServiceName::Customer);
+        let segment = phases.measure / SEGMENTS;
+        let (mut healthy, mut outage) = (Outcome::default(), Outcome::default());
+        for n in 0..2 * SEGMENTS {
+            // H O O H H O O H ...: the outage in segments 1, 2, 5, 6, 9, 10, ...
+            if (n + 1) % 4 >= 2 {
+                self.shop.chaos.stop(customer).await?;
+                outage.absorb(self.checkouts(phases.connections, segment).await);
+            } else {
+                self.shop.chaos.start(customer).await?;
+                self.until_ok("/api/customer/health", None).await?;
+                healthy.absorb(self.checkouts(phases.connections, segment).await);
+            }
+        }
+        self.shop.chaos.start(customer).await?;
+        Ok((healthy, outage))
     }
 
     async fn stop(self) -> anyhow::Result<()> {
@@ -164,16 +190,17 @@ pub async fn measure(
 ) -> anyhow::Result<()> {
     let bench = Bench::start(&dir.join("shop"), AddressChoice::Replica, phases.connections).await?;
     let customer = Part::Service(ServiceName::Customer);
-    let healthy = bench.checkouts(phases).await;
-    bench.shop.chaos.stop(customer).await?;
-    let outage = bench.checkouts(phases).await;
-    bench.shop.chaos.start(customer).await?;
+    let (healthy, outage) = bench.checkouts_interleaved(phases).await?;
     figures.checkout_ms_healthy = Spread::of(&mut healthy.latencies_us.clone());
     figures.checkout_ms_outage = Spread::of(&mut outage.latencies_us.clone());
     figures.checkout_errors_outage = Some(outage.errors);
+    if let (Some(h), Some(o)) = (figures.checkout_ms_healthy, figures.checkout_ms_outage) {
+        figures.detail("checkout_p99_outage_over_healthy", round(o.p99 / h.p99.max(1e-9), 3));
+    }
     figures.detail("checkout_rps_healthy", healthy.requests_per_s().round());
     figures.detail("checkout_rps_outage", outage.requests_per_s().round());
     figures.detail("checkout_errors_healthy", healthy.errors);
+    figures.detail("checkout_segments_each", SEGMENTS);
     progress.inc(1);
 
     progress.set_message("shop: orders end to end");
@@ -192,7 +219,7 @@ pub async fn measure(
     progress.set_message("shop: the synchronous address design during the outage");
     let sync = Bench::start(&dir.join("shop-sync"), AddressChoice::Sync, phases.connections).await?;
     sync.shop.chaos.stop(customer).await?;
-    let during = sync.checkouts(phases).await;
+    let during = sync.checkouts(phases.connections, phases.measure).await;
     sync.shop.chaos.start(customer).await?;
     figures.sync_design_error_ratio = during.error_ratio();
     figures.detail("sync_design_attempts_outage", during.attempts());

@@ -17,6 +17,8 @@ const HEALTH_TIMEOUT: Duration = Duration::from_millis(800);
 #[derive(Debug)]
 pub struct Instance {
     pub url: String,
+    /// Where `url` connects: a service of this process there is called directly.
+    pub addr: Option<std::net::SocketAddr>,
     down: AtomicBool,
 }
 
@@ -51,7 +53,13 @@ impl Upstreams {
             .map(|(name, urls)| {
                 let instances = urls
                     .iter()
-                    .map(|url| Arc::new(Instance { url: url.clone(), down: AtomicBool::new(false) }))
+                    .map(|url| {
+                        Arc::new(Instance {
+                            url: url.clone(),
+                            addr: crate::service::local::address_of(url),
+                            down: AtomicBool::new(false),
+                        })
+                    })
                     .collect();
                 (name.clone(), Pool { instances, next: AtomicUsize::new(0) })
             })

@@ -94,6 +94,29 @@ async fn replica(ctx: &Context, customer_id: &str) -> Result<Option<store::Repli
     Ok(ctx.store.transact(move |tx| store::replicated_customer(tx, &id)).await?)
 }
 
+/// What a checkout or an order starts from, read in one transaction: the shopper's cart
+/// and, with the replica choice, the replica's customer (what [`resolve`] answers from
+/// unless a consistency token asks for newer).
+pub struct Basket {
+    pub cart: Vec<CartLine>,
+    pub known: Option<store::ReplicatedCustomer>,
+}
+
+impl Basket {
+    pub async fn read(ctx: &Context, customer_id: &str) -> Result<Self, OrderError> {
+        let id = customer_id.to_owned();
+        let replicated = ctx.choices.address == AddressChoice::Replica;
+        let (cart, known) = ctx
+            .store
+            .transact(move |tx| {
+                let known = if replicated { store::replicated_customer(tx, &id)? } else { None };
+                Ok::<_, kit::store::StoreError>((store::cart(tx, &id)?, known))
+            })
+            .await?;
+        Ok(Self { cart, known })
+    }
+}
+
 /// Asks the customer service, on the shopper's behalf (with their token).
 async fn owner(ctx: &Context, shopper: &SignedIn) -> Result<Customer, PeerError> {
     let path = format!("/customers/{}", shopper.customer_id());
@@ -105,10 +128,12 @@ async fn owner(ctx: &Context, shopper: &SignedIn) -> Result<Customer, PeerError>
 /// With the replica choice: a token naming this customer is waited for (bounded); if the
 /// replica does not catch up in time the owner is asked through its breaker, and if that
 /// fails too the replica answers marked stale. Never an error for an unreachable owner.
+/// `known` is the replica's customer as [`Basket::read`] found it.
 pub async fn resolve(
     ctx: &Context,
     shopper: &SignedIn,
     token: Option<&ConsistencyToken>,
+    known: Option<store::ReplicatedCustomer>,
 ) -> Result<Resolved, OrderError> {
     let customer_id = shopper.customer_id();
     if ctx.choices.address == AddressChoice::Sync {
@@ -125,7 +150,6 @@ pub async fn resolve(
             .filter(|e| e.key() == customer_id)
             .fold(ConsistencyToken::new(), |acc, e| acc.with(e.clone()))
     });
-    let known = replica(ctx, customer_id).await?;
     let Some(wanted) = wanted.filter(|w| !w.entries().is_empty()) else {
         if known.is_some() {
             return Ok(Resolved::from_replica(known, false));
@@ -195,9 +219,8 @@ pub async fn checkout(
     token: Option<&ConsistencyToken>,
 ) -> Result<Checkout, OrderError> {
     let customer_id = shopper.customer_id();
-    let id = customer_id.to_owned();
-    let cart = ctx.store.transact(move |tx| store::cart(tx, &id)).await?;
-    let (resolved, total) = tokio::join!(resolve(ctx, shopper, token), total(ctx, &cart));
+    let Basket { cart, known } = Basket::read(ctx, customer_id).await?;
+    let (resolved, total) = tokio::join!(resolve(ctx, shopper, token, known), total(ctx, &cart));
     let resolved = resolved?;
     Ok(Checkout {
         customer_id: customer_id.to_owned(),

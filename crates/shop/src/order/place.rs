@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use kit::token::ConsistencyToken;
 
-use super::checkout::{self, Source};
+use super::checkout::{self, Basket, Source};
 use super::events::{AddressSource, ORDER_ADDRESS_OVERRIDDEN, ORDER_PLACED, OrderLine, OrderStatus};
 use super::model::{Order, OrderError, new_order_id};
 use super::placing::{self, ABANDON_AFTER_MS};
@@ -25,15 +25,14 @@ pub async fn place(
     claim: Option<Claim>,
 ) -> Result<Order, OrderError> {
     let customer_id = shopper.customer_id();
-    let id = customer_id.to_owned();
-    let cart = ctx.store.transact(move |tx| store::cart(tx, &id)).await?;
+    let Basket { cart, known } = Basket::read(ctx, customer_id).await?;
     if cart.is_empty() {
         return Err(OrderError::EmptyCart(customer_id.to_owned()));
     }
     let quote = checkout::quote(ctx, &cart)
         .await
         .map_err(|e| OrderError::from_peer(e, OrderError::TotalUnconfirmed))?;
-    let resolved = checkout::resolve(ctx, shopper, token).await?;
+    let resolved = checkout::resolve(ctx, shopper, token, known).await?;
     let unknown = || {
         OrderError::AddressUnknown(format!(
             "customer {customer_id} is not replicated yet and the customer service is unavailable"

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod facts;
 pub mod idempotency;
 pub mod limits;
+pub mod local;
 pub mod page;
 pub mod part;
 pub mod peer;
@@ -412,7 +413,16 @@ pub async fn run<S: Service>(
         consumers.spawn(session::refresh_every(ctx.clone(), shutdown.clone()));
     }
     let app = routes::common(ctx.clone(), S::routes(&ctx), facts::FactsReader(S::facts));
-    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await;
+    // Callers in this process reach the router directly while it serves (`local`).
+    let serving = Arc::new(local::Serving::list(listener.local_addr()?, app.clone()));
+    let stopping = (shutdown.clone(), serving.clone());
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            stopping.0.cancelled().await;
+            stopping.1.close();
+        })
+        .await;
+    serving.drain().await;
     shutdown.cancel();
     while consumers.tasks.join_next().await.is_some() {}
     served

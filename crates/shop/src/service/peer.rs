@@ -4,11 +4,14 @@
 
 use std::time::Duration;
 
-use axum::http::StatusCode;
+use axum::body::Bytes;
+use axum::http::{Method, Request, StatusCode, header};
 use kit::breaker::{BreakerConfig, BreakerError, CircuitBreaker};
 use kit::link::{Direction, Link};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+
+use super::local;
 
 /// Why a call to a peer gave no answer.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -32,6 +35,8 @@ impl PeerError {
 pub struct Peer {
     name: String,
     base_url: String,
+    /// Where `base_url` connects: a service of this process there is called directly.
+    addr: Option<std::net::SocketAddr>,
     client: reqwest::Client,
     breaker: CircuitBreaker,
     link: Link,
@@ -63,6 +68,7 @@ impl Peer {
             .expect("an http client builds");
         Self {
             name: name.to_owned(),
+            addr: local::address_of(base_url),
             base_url: base_url.trim_end_matches('/').to_owned(),
             client,
             breaker: CircuitBreaker::new(name, breaker),
@@ -83,12 +89,12 @@ impl Peer {
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, PeerError> {
-        self.call(self.client.get(self.url(path))).await
+        self.call(Method::GET, path, None, None).await
     }
 
     /// A GET on behalf of a signed-in shopper: their session token goes along.
     pub async fn get_as<T: DeserializeOwned>(&self, path: &str, bearer: &str) -> Result<T, PeerError> {
-        self.call(self.client.get(self.url(path)).bearer_auth(bearer)).await
+        self.call(Method::GET, path, Some(bearer), None).await
     }
 
     pub async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(
@@ -96,19 +102,25 @@ impl Peer {
         path: &str,
         body: &B,
     ) -> Result<T, PeerError> {
-        self.call(self.client.post(self.url(path)).json(body)).await
+        let body =
+            serde_json::to_vec(body).map_err(|e| self.unavailable(format!("unsendable request: {e}")))?;
+        self.call(Method::POST, path, None, Some(Bytes::from(body))).await
     }
 
     fn url(&self, path: &str) -> String {
         format!("{}{}", self.base_url, path)
     }
 
-    async fn call<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T, PeerError> {
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<Bytes>,
+    ) -> Result<T, PeerError> {
         let exchange = async {
             self.link.pass(Direction::Out).await.map_err(|e| self.unavailable(e))?;
-            let response = request.send().await.map_err(|e| self.unavailable(e))?;
-            let status = response.status();
-            let body = response.bytes().await.map_err(|e| self.unavailable(e))?;
+            let (status, body) = self.exchange(method, path, bearer, body).await?;
             self.link.pass(Direction::In).await.map_err(|e| self.unavailable(e))?;
             if status.is_success() {
                 return serde_json::from_slice(&body)
@@ -128,6 +140,44 @@ impl Peer {
             BreakerError::Inner(inner) => inner,
             other => self.unavailable(other),
         })
+    }
+
+    /// Sends one request and reads its answer: to the peer's router directly when it
+    /// serves in this process ([`local`]), else over HTTP.
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<Bytes>,
+    ) -> Result<(StatusCode, Bytes), PeerError> {
+        let bearer = bearer.map(|token| format!("Bearer {token}"));
+        if let Some(addr) = self.addr {
+            let mut request = Request::builder().method(method.clone()).uri(path);
+            if let Some(bearer) = &bearer {
+                request = request.header(header::AUTHORIZATION, bearer);
+            }
+            if body.is_some() {
+                request = request.header(header::CONTENT_TYPE, "application/json");
+            }
+            let request = request
+                .body(body.clone().map_or_else(axum::body::Body::empty, axum::body::Body::from))
+                .map_err(|e| self.unavailable(e))?;
+            if let Some(answer) = local::call(addr, request).await {
+                return Ok((answer.status, answer.body.map_err(|e| self.unavailable(e))?));
+            }
+        }
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(bearer) = bearer {
+            request = request.header(header::AUTHORIZATION, bearer);
+        }
+        if let Some(body) = body {
+            request = request.header(header::CONTENT_TYPE, "application/json").body(body);
+        }
+        let response = request.send().await.map_err(|e| self.unavailable(e))?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(|e| self.unavailable(e))?;
+        Ok((status, body))
     }
 
     fn unavailable(&self, reason: impl std::fmt::Display) -> PeerError {
