@@ -132,4 +132,49 @@ async fn a_backup_taken_under_checkout_load_restores_to_a_shop_with_no_defect_th
     let id = restored.place_order("c-ada", "p-002").await;
     restored.order_status(&id, "confirmed").await;
     restored.reconciled().await;
+    drop(restored);
+    restores_from_the_command_line(dir.path(), &backup);
+}
+
+/// `capshop restore --data-dir` of the backup: a cluster of its own made in the new dir;
+/// a second restore into it, and a backup with one byte changed, are refused.
+fn restores_from_the_command_line(dir: &std::path::Path, backup: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    // As root, PostgreSQL runs as nobody, who must be able to reach the data dir.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let restore = |from: &std::path::Path, into: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_capshop"))
+            .arg("restore")
+            .arg(from)
+            .arg("--data-dir")
+            .arg(into)
+            .output()
+            .expect("capshop restore runs")
+    };
+    let new = dir.join("restored");
+    let done = restore(backup, &new);
+    let said = String::from_utf8_lossy(&done.stdout).into_owned() + &String::from_utf8_lossy(&done.stderr);
+    assert!(done.status.success(), "{said}");
+    assert!(said.contains("capshop up --distributed --data-dir"), "says how to run it: {said}");
+    assert!(new.join("postgres").join("PG_VERSION").is_file(), "{said}");
+    let again = restore(backup, &new);
+    let said = String::from_utf8_lossy(&again.stderr).into_owned();
+    assert!(!again.status.success() && said.contains("already holds a shop"), "{said}");
+
+    let damaged = dir.join("damaged");
+    std::fs::create_dir_all(damaged.join("events")).unwrap();
+    for entry in std::fs::read_dir(backup).unwrap().chain(std::fs::read_dir(backup.join("events")).unwrap()) {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, damaged.join(path.strip_prefix(backup).unwrap())).unwrap();
+        }
+    }
+    let mut bytes = std::fs::read(damaged.join("order.dump")).unwrap();
+    bytes[100] ^= 1;
+    std::fs::write(damaged.join("order.dump"), bytes).unwrap();
+    let into = dir.join("from-damaged");
+    let refused = restore(&damaged, &into);
+    let said = String::from_utf8_lossy(&refused.stderr).into_owned();
+    assert!(!refused.status.success() && said.contains("order.dump of the backup is damaged"), "{said}");
+    assert!(!into.exists(), "nothing was written: {said}");
 }
