@@ -50,9 +50,14 @@ pub struct VerifyArgs {
 pub struct RestoreArgs {
     /// The backup to restore.
     backup: PathBuf,
-    /// Where to restore it: a new or empty directory; then `capshop up --data-dir` it.
-    #[arg(long)]
-    data_dir: PathBuf,
+    /// Where to restore it: a new or empty directory; then `capshop up --data-dir` it
+    /// (`capshop up --distributed --data-dir` for a backup of the distributed mode).
+    #[arg(long, required_unless_present = "database_url")]
+    data_dir: Option<PathBuf>,
+    /// A backup of the distributed mode, into the fresh databases `capshop_<part>` of this
+    /// PostgreSQL server (postgres://USER@HOST:PORT) instead of a data dir.
+    #[arg(long, conflicts_with = "data_dir")]
+    database_url: Option<String>,
     #[arg(long)]
     json: bool,
 }
@@ -60,56 +65,88 @@ pub struct RestoreArgs {
 pub async fn run(command: BackupCommand) -> anyhow::Result<()> {
     match command {
         BackupCommand::Create(args) => create(args).await,
+        BackupCommand::Verify(args) if backup::pg_restore::is_distributed(&args.dir)? => {
+            let manifest = backup::pg_restore::verify(&args.dir)?;
+            print_verified(&args, &manifest, &manifest.certificate)
+        }
         BackupCommand::Verify(args) => {
             let verified = backup::verify(&args.dir).await?;
-            let manifest = &verified.manifest;
-            if args.json {
-                let mut out = summary(&args.dir, manifest);
-                out["verified"] = json!(true);
-                out["certificate"] = serde_json::to_value(&verified.certificate)?;
-                println!("{}", serde_json::to_string_pretty(&out)?);
-            } else {
-                println!(
-                    "{}: {} backup of {} databases, every checksum matches",
-                    args.dir.display(),
-                    kind_name(manifest.kind),
-                    manifest.files.len()
-                );
-                for check in &verified.certificate.checks {
-                    println!("  [{}] {}", if check.passed { "ok" } else { "FAILED" }, check.check);
-                    for failure in &check.failures {
-                        println!("        {failure}");
-                    }
-                }
-            }
-            Ok(())
+            print_verified(&args, &verified.manifest, &verified.certificate)
         }
     }
 }
 
+fn print_verified(
+    args: &VerifyArgs,
+    manifest: &Manifest,
+    certificate: &backup::certificate::Certificate,
+) -> anyhow::Result<()> {
+    if args.json {
+        let mut out = summary(&args.dir, manifest);
+        out["verified"] = json!(true);
+        out["certificate"] = serde_json::to_value(certificate)?;
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!(
+            "{}: {} backup of {} databases, every checksum matches",
+            args.dir.display(),
+            kind_name(manifest.kind),
+            manifest.files.len()
+        );
+        for check in &certificate.checks {
+            println!("  [{}] {}", if check.passed { "ok" } else { "FAILED" }, check.check);
+            for failure in &check.failures {
+                println!("        {failure}");
+            }
+        }
+    }
+    Ok(())
+}
+
 pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
-    let restored = backup::restore(&args.backup, &args.data_dir).await?;
+    let distributed = backup::pg_restore::is_distributed(&args.backup)?;
+    let (restored, then) = match (&args.data_dir, &args.database_url, distributed) {
+        (Some(dir), None, false) => {
+            (backup::restore(&args.backup, dir).await?, format!("capshop up --data-dir {}", dir.display()))
+        }
+        (Some(dir), None, true) => (
+            crate::distributed::restore_into(&args.backup, dir).await?,
+            format!("capshop up --distributed --data-dir {}", dir.display()),
+        ),
+        (None, Some(url), true) => {
+            let restored = backup::pg_restore::restore(&args.backup, url).await?;
+            let prefix = format!("restored{}", time::OffsetDateTime::now_utc().unix_timestamp());
+            let then = format!(
+                "run every service on these databases with a fresh stream prefix: --bus nats://HOST:PORT?prefix={prefix}"
+            );
+            (restored, then)
+        }
+        (None, Some(_), false) => {
+            bail!("{} is a backup of an embedded shop: restore it with --data-dir NEW", args.backup.display())
+        }
+        _ => bail!("name where to restore: --data-dir NEW, or --database-url for a distributed backup"),
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&restored)?);
     } else {
+        let into = args
+            .data_dir
+            .as_ref()
+            .map_or_else(|| args.database_url.clone().unwrap_or_default(), |d| d.display().to_string());
         println!(
             "restored a {} backup into {} ({} files, {} events dropped that their producers had not committed) in {:.0} ms",
             kind_name(restored.kind),
-            args.data_dir.display(),
+            into,
             restored.files,
             restored.dropped_uncommitted,
             restored.restore_ms
         );
         println!(
-            "{} events were in flight at the cut; they are delivered once the shop runs: capshop up --data-dir {}",
-            restored.in_flight,
-            args.data_dir.display()
+            "{} events were in flight at the cut; they are delivered once the shop runs: {then}",
+            restored.in_flight
         );
         if restored.kind == Kind::Naive {
-            println!(
-                "a naive backup: `capshop reconcile --data-dir {}` shows its damage",
-                args.data_dir.display()
-            );
+            println!("a naive backup: `capshop reconcile` of the restored shop shows its damage");
         }
     }
     Ok(())

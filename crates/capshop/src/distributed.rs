@@ -178,6 +178,9 @@ async fn start_all(
         if process != "gateway" {
             let db = format!("{pg_base}/{}", shop::stores::StoreLocation::database(&process));
             command.args(["--db", &db, "--bus", &nats_url, "--instance-id", &instance_id]);
+        } else {
+            // The gateway takes backups: it reaches every database and the bus too.
+            command.args(["--db", &pg_base, "--bus", &nats_url]);
         }
         if process == "catalog" {
             command.args(["--cache", &cache_url]);
@@ -399,6 +402,29 @@ fn on_path(name: &str, install: &str) -> anyhow::Result<PathBuf> {
 
 fn free_port() -> anyhow::Result<u16> {
     Ok(kit::servers::free_port()?)
+}
+
+/// Restores the distributed backup in `backup` into the new or empty data dir `dir`: a
+/// PostgreSQL cluster made there as `up --distributed` makes it, the databases loaded from
+/// the backup; the server is stopped again. `up --distributed --data-dir` then starts its
+/// own NATS in `dir`, so the restored shop runs on fresh streams.
+pub(crate) async fn restore_into(backup: &Path, dir: &Path) -> anyhow::Result<shop::backup::Restored> {
+    if dir.exists() && std::fs::read_dir(dir).map_or(true, |mut d| d.next().is_some()) {
+        bail!("{} already holds a shop: restore into a new or empty directory", dir.display());
+    }
+    shop::backup::pg_restore::verify(backup)?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let restored = async {
+        let servers = BenchServers::start(dir, false, true).await?;
+        let base = servers.postgres.clone().context("PostgreSQL was asked for")?;
+        Ok::<_, anyhow::Error>(shop::backup::pg_restore::restore(backup, &base).await?)
+    }
+    .await;
+    if restored.is_err() {
+        // Nothing half-restored stays where a shop would start from it.
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    restored
 }
 
 /// A NATS JetStream and a PostgreSQL server started in a directory of their own, for

@@ -67,6 +67,9 @@ pub enum Served {
         services: BTreeMap<String, Vec<String>>,
         admin_token: String,
         listen: SocketAddr,
+        /// `--db` (the server holding every `capshop_<part>` database, as
+        /// postgres://USER@HOST:PORT) and `--bus`: given both, the gateway takes backups.
+        backups: Option<shop::serve::GatewayBackups>,
     },
 }
 
@@ -135,7 +138,13 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<Served> {
         }
     }
     let Some(name) = service else {
-        return Ok(Served::Gateway { services: peers, admin_token, listen });
+        let backups = match (setting(&args.db, "db")?, setting(&args.bus, "bus")?) {
+            (Some(database_base), Some(bus_url)) => {
+                Some(shop::serve::GatewayBackups { database_base, bus_url })
+            }
+            _ => None,
+        };
+        return Ok(Served::Gateway { services: peers, admin_token, listen, backups });
     };
     let store_url = setting(&args.db, "db")?.ok_or_else(|| missing("--db URL", "CAPSHOP_DB", "db"))?;
     let bus_url = setting(&args.bus, "bus")?.ok_or_else(|| missing("--bus URL", "CAPSHOP_BUS", "bus"))?;
@@ -180,10 +189,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         })
     };
     match served {
-        Served::Gateway { services, admin_token, listen } => {
+        Served::Gateway { services, admin_token, listen, backups } => {
             let listener = bind(listen).await?;
             println!("capshop gateway: listening on http://{}", listener.local_addr()?);
-            serve_gateway(services, admin_token, listener, shutdown).await.context("the gateway failed")
+            serve_gateway(services, admin_token, backups, listener, shutdown)
+                .await
+                .context("the gateway failed")
         }
         Served::Service { config, listen } => {
             let listener = bind(listen).await?;

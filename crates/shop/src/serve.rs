@@ -1,8 +1,9 @@
 //! The distributed mode: one service, or the gateway, in this process (`capshop serve`),
 //! on a store and a bus named by URL (`postgres://...`, `nats://...`) and with its peers
 //! at the URLs given. The service is wired by [`crate::wiring`] exactly as `launch` wires
-//! it; the process adds `/admin/chaos` for its own outbound links and `/admin/process`
-//! (what it runs on) for the gateway's `/admin/topology`.
+//! it; the process adds `/admin/chaos` for its own outbound links, `/admin/pause` (its
+//! pause, held for a backup's cut) and `/admin/process` (what it runs on) for the
+//! gateway's `/admin/topology`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -52,6 +53,7 @@ pub async fn serve(
         true => format!("{}?shared=true", config.store_url),
         false => config.store_url.clone(),
     };
+    let pause = kit::pause::Pause::new();
     let wired = Wiring {
         part,
         store_url: &store_url,
@@ -60,7 +62,7 @@ pub async fn serve(
         admin_token: config.admin_token.clone(),
         choices: config.choices,
         cache_url: config.cache_url.as_deref(),
-        pause: kit::pause::Pause::new(),
+        pause: pause.clone(),
     }
     .open()
     .await?;
@@ -68,6 +70,7 @@ pub async fn serve(
     let info = ProcessInfo::new(part, &config.store_url, &config.bus_url, config.cache_url.as_deref());
     let routes = axum::Router::new()
         .nest("/admin/chaos", chaos)
+        .merge(crate::backup::hold::router(pause, config.admin_token.clone()))
         .merge(crate::topology::process_router(info, config.admin_token));
     wired.ctx.process_routes.set(routes).unwrap_or_else(|_| unreachable!("a fresh context has no routes"));
     wired
@@ -80,11 +83,23 @@ pub async fn serve(
         .map_err(|e| LaunchError::Served { part, reason: e.to_string() })
 }
 
+/// What the gateway of the distributed mode needs to take backups (docs/BACKUP.md).
+#[derive(Debug, Clone)]
+pub struct GatewayBackups {
+    /// The server holding every part's `capshop_<part>` database: postgres://USER@HOST:PORT.
+    pub database_base: String,
+    /// The bus every service shares.
+    pub bus_url: String,
+}
+
 /// Runs the gateway on `listener` until `shutdown` is cancelled, routing `/api/<service>`
 /// to the service's `instances` (balanced when there are several). It owns no links: each service's `/admin/chaos` controls its own.
+/// With `backups`, `/admin/backups` takes consistent backups and `/admin/reconcile`
+/// reads at a cut, both holding every service process's pause.
 pub async fn serve_gateway(
     instances: BTreeMap<String, Vec<String>>,
     admin_token: String,
+    backups: Option<GatewayBackups>,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
@@ -96,13 +111,27 @@ pub async fn serve_gateway(
     let services: BTreeMap<String, String> =
         instances.iter().filter_map(|(name, urls)| Some((name.clone(), urls.first()?.clone()))).collect();
     let deployment = Deployment::Distributed(services.clone());
+    let source = match backups {
+        Some(backups) => {
+            let bus = kit::bus::connect(&backups.bus_url).await.map_err(std::io::Error::other)?;
+            let processes = instances.values().flatten().cloned().collect();
+            let cluster = crate::backup::distributed::Cluster::new(
+                processes,
+                &backups.database_base,
+                bus,
+                admin_token.clone(),
+            );
+            Some(crate::backup::Source::distributed(cluster))
+        }
+        None => None,
+    };
     let routes = gateway::Routes { instances };
     let app = gateway::router(
         routes,
         crate::facts::LocalParts::default(),
         Chaos::links_only(BTreeMap::new()),
         deployment,
-        None,
+        source,
         admin_token,
     );
     axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())

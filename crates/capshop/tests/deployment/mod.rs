@@ -49,6 +49,24 @@ impl Deployment {
         for part in StoreLocation::parts() {
             pg.create_database(&StoreLocation::database(&part));
         }
+        Some(Self::start_on(pg, nats, instances).await)
+    }
+
+    /// A shop restored from the distributed backup in `backup`: fresh databases on a
+    /// server of its own loaded from it, and a NATS server of its own (fresh streams).
+    pub async fn restored(backup: &std::path::Path) -> Option<(Self, shop::backup::Restored)> {
+        let pg = PgServer::start()?;
+        let nats = NatsServer::start().await?;
+        for part in StoreLocation::parts() {
+            pg.create_database(&StoreLocation::database(&part));
+        }
+        let restored =
+            shop::backup::pg_restore::restore(backup, &pg.base_url()).await.expect("the backup restores");
+        Some((Self::start_on(pg, nats, &[]).await, restored))
+    }
+
+    /// Every process started on `pg` (whose databases exist) and `nats`.
+    async fn start_on(pg: PgServer, nats: NatsServer, instances: &[(Part, usize)]) -> Self {
         let ports = Part::all().into_iter().map(|part| (part.name(), free_port())).collect();
         let mut deployment = Self {
             pg,
@@ -71,7 +89,7 @@ impl Deployment {
             deployment.start_process(&part.name(), Some(&id), port).await;
         }
         deployment.start_process("gateway", None, deployment.gateway_port).await;
-        Some(deployment)
+        deployment
     }
 
     /// The first instance of every part; for the gateway, every instance.
@@ -106,6 +124,9 @@ impl Deployment {
                 "--bus",
                 &self.nats.url(),
             ]);
+        } else {
+            // The gateway takes backups: it reaches every database and the bus.
+            command.args(["--db", &self.pg.base_url(), "--bus", &self.nats.url()]);
         }
         let child = command
             .env("CAPSHOP_ADMIN_TOKEN", TOKEN)

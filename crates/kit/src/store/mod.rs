@@ -8,6 +8,7 @@
 
 pub mod copy;
 mod migrate;
+pub mod pg_snapshot;
 mod postgres;
 pub mod snapshot;
 mod sqlite;

@@ -58,6 +58,22 @@ impl Held {
         Ok(Held { bus, outbox })
     }
 
+    /// What a distributed backup holds: the events exported from the bus (`exported`) and
+    /// those waiting in the outboxes at the cut; its consumers are every durable consumer
+    /// of the shop ([`crate::reconcile::CONSUMERS`]).
+    pub(super) fn exported(
+        exported: BTreeMap<String, BTreeSet<u64>>,
+        outbox: BTreeMap<String, BTreeSet<u64>>,
+    ) -> Self {
+        let consumers = crate::reconcile::CONSUMERS
+            .iter()
+            .map(|(consumer, streams)| {
+                ((*consumer).to_owned(), streams.iter().map(|s| (*s).to_owned()).collect())
+            })
+            .collect();
+        Held { bus: kit::bus::embedded_copy::Held { seqs: exported, consumers }, outbox }
+    }
+
     /// Every durable consumer the bus copy knows, with its streams: one that never applied
     /// anything has no position in its store, and still needs every event of its streams.
     pub(super) fn consumers(&self) -> &[(String, Vec<String>)] {

@@ -131,7 +131,7 @@ async fn blocking<T: Send + 'static, E: Send + 'static>(
     tokio::task::spawn_blocking(work).await.expect("a backup copy does not panic")
 }
 
-fn now_rfc3339() -> String {
+pub(super) fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| "unknown".into())

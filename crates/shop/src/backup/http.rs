@@ -30,12 +30,13 @@ fn consistent() -> Kind {
 }
 
 struct Backups {
-    /// `None` where backups are not built (the distributed mode).
+    /// `None` where backups cannot be taken (a distributed gateway without `--db`/`--bus`).
     source: Option<Source>,
     token: String,
 }
 
-/// The routes; `source` is the embedded shop's, `None` in the distributed mode.
+/// The routes; `source` is the shop's, `None` for a distributed gateway that reaches
+/// neither the databases nor the bus.
 pub fn router(source: Option<Source>, token: String) -> Router {
     let state = Arc::new(Backups { source, token });
     Router::new().route("/admin/backups", get(list).post(create)).with_state(state)
@@ -75,7 +76,7 @@ fn source(backups: &Backups, headers: &HeaderMap) -> Result<Source, Problem> {
     crate::service::admin::check_bearer(headers, &backups.token)?;
     backups.source.clone().ok_or_else(|| {
         BackupError::Unsupported(
-            "the distributed mode's databases are PostgreSQL's; see docs/BACKUP.md".into(),
+            "this gateway was started without the databases' server and the bus: give `capshop serve gateway` --db postgres://USER@HOST:PORT and --bus (docs/BACKUP.md)".into(),
         )
         .into()
     })

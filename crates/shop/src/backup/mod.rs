@@ -15,8 +15,13 @@
 
 pub mod certificate;
 mod cut;
+pub mod distributed;
+mod events;
+pub mod hold;
 pub mod http;
 pub mod manifest;
+pub mod pg_backup;
+pub mod pg_restore;
 pub mod restore;
 mod trim;
 
@@ -58,12 +63,12 @@ impl BackupError {
     }
 }
 
-/// What a backup copies in this process: every database file of the shop, in the order
-/// the cut pins them, and the pause of the process. Remembers the backups it took.
+/// What a backup copies: every database file of the embedded shop in the order the cut
+/// pins them and the pause of the process, or the distributed shop's processes, databases
+/// and bus. Remembers the backups it took.
 #[derive(Clone)]
 pub struct Source {
-    files: Vec<(String, PathBuf)>,
-    pause: Pause,
+    origin: Origin,
     taken: Arc<Mutex<Vec<Summary>>>,
     /// One backup at a time.
     running: Arc<tokio::sync::Mutex<()>>,
@@ -95,20 +100,44 @@ impl Summary {
     }
 }
 
+#[derive(Clone)]
+enum Origin {
+    Embedded { files: Vec<(String, PathBuf)>, pause: Pause },
+    Distributed(Arc<distributed::Cluster>),
+}
+
 impl Source {
+    /// The distributed shop `cluster` reaches.
+    pub fn distributed(cluster: distributed::Cluster) -> Self {
+        Self {
+            origin: Origin::Distributed(Arc::new(cluster)),
+            taken: Arc::default(),
+            running: Arc::default(),
+        }
+    }
+
     /// The embedded shop in `data_dir`: a `<part>.db` per part and `bus.db`, stopping at
     /// `pause`.
     pub fn embedded(data_dir: &Path, pause: Pause) -> Self {
         let mut files: Vec<(String, PathBuf)> =
             parts().into_iter().map(|p| (p.clone(), data_dir.join(format!("{p}.db")))).collect();
         files.push(("bus".into(), data_dir.join("bus.db")));
-        Self { files, pause, taken: Arc::default(), running: Arc::default() }
+        Self { origin: Origin::Embedded { files, pause }, taken: Arc::default(), running: Arc::default() }
     }
 
     /// Every part's facts and the bus's at one consistent cut, without copying anything:
     /// consumers and placements held for a moment while the snapshots are pinned.
     pub async fn facts(&self) -> Result<crate::contracts::facts::ShopFacts, BackupError> {
-        cut::facts(&self.files, &self.pause).await
+        match &self.origin {
+            Origin::Embedded { files, pause } => cut::facts(files, pause).await,
+            Origin::Distributed(cluster) => {
+                let cut = cluster.cut().await?;
+                for pinned in cut.pinned {
+                    pinned.exported.close().await;
+                }
+                Ok(cut.facts)
+            }
+        }
     }
 
     /// The backups taken through this source, oldest first.
@@ -128,10 +157,12 @@ impl Source {
         let _ = std::fs::remove_dir_all(&partial);
         std::fs::create_dir_all(&partial)
             .map_err(|e| BackupError::io(format!("cannot create {}", partial.display()), e))?;
-        let made = cut::copy(&self.files, &self.pause, &partial, kind).await;
-        let manifest = match made {
-            Ok(copied) => finish(&partial, kind, copied, started).await,
-            Err(e) => Err(e),
+        let manifest = match &self.origin {
+            Origin::Embedded { files, pause } => match cut::copy(files, pause, &partial, kind).await {
+                Ok(copied) => finish(&partial, kind, copied, started).await,
+                Err(e) => Err(e),
+            },
+            Origin::Distributed(cluster) => pg_backup::create(cluster, &partial, kind, started).await,
         };
         let manifest = match manifest {
             Ok(manifest) => manifest,

@@ -92,7 +92,7 @@ fn copy_files(manifest: &Manifest, from: &Path, to: &Path) -> Result<(), BackupE
 }
 
 /// Committed events some consumer had not applied at the cut, summed over consumers.
-fn in_flight(positions: &Positions) -> u64 {
+pub(super) fn in_flight(positions: &Positions) -> u64 {
     positions
         .consumers
         .values()

@@ -140,17 +140,8 @@ pub async fn live(ctx: &Context, state: StateReader) -> Result<ShopFacts, Proble
         }
         let prefix = format!("{own}.");
         let letters = ctx.bus.dead_letters(&DeadLetterFilter::all()).await?;
-        bus.dead_letters = letters
-            .into_iter()
-            .filter(|d| d.consumer.starts_with(&prefix))
-            .map(|d| DeadLetterFact {
-                consumer: d.consumer,
-                stream: d.message.stream,
-                seq: d.message.seq,
-                key: d.message.key,
-                event_id: d.message.id,
-            })
-            .collect();
+        bus.dead_letters =
+            letters.into_iter().filter(|d| d.consumer.starts_with(&prefix)).map(dead_letter_fact).collect();
         Ok::<_, kit::bus::BusError>(())
     }
     .await;
@@ -160,6 +151,17 @@ pub async fn live(ctx: &Context, state: StateReader) -> Result<ShopFacts, Proble
         bus.unreachable.push(format!("{own}: the bus did not answer before the read"));
     }
     Ok(ShopFacts { live: true, cut: false, parts: vec![part], bus })
+}
+
+/// A dead letter as the checker sees it.
+pub(crate) fn dead_letter_fact(d: kit::bus::DeadLetter) -> DeadLetterFact {
+    DeadLetterFact {
+        consumer: d.consumer,
+        stream: d.message.stream,
+        seq: d.message.seq,
+        key: d.message.key,
+        event_id: d.message.id,
+    }
 }
 
 /// What this service's database says for `capshop reconcile`, read in one transaction,

@@ -1,0 +1,180 @@
+//! Backups of the distributed mode (docs/BACKUP.md): every service a `capshop serve`
+//! process on its own PostgreSQL database, NATS JetStream between them. Under checkout
+//! load the gateway takes a consistent backup (every process's pause held while each
+//! database exports its snapshot) and reconciles at a cut; the backup restores into fresh
+//! databases and a fresh NATS, and the restored shop converges with no defect, every
+//! acknowledged order there and every event applied once. A naive backup (each database
+//! dumped one after another, no pause) fails its certificate.
+
+#![allow(clippy::print_stderr, reason = "the test reports the figures docs/BACKUP.md quotes")]
+
+mod deployment;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use deployment::{Deployment, TOKEN, support};
+use serde_json::{Value, json};
+
+const SHOPPERS: [&str; 3] = ["c-ada", "c-bob", "c-cyd"];
+
+/// Orders answered 201, with when the answer came.
+type Placed = Arc<Mutex<Vec<(String, Instant)>>>;
+
+/// Three shoppers checking out without pause until `stop`.
+fn load(shop: &Arc<Deployment>, stop: &Arc<AtomicBool>, placed: &Placed) -> tokio::task::JoinSet<()> {
+    let mut shoppers = tokio::task::JoinSet::new();
+    for (n, customer) in SHOPPERS.into_iter().enumerate() {
+        let (shop, stop, placed) = (shop.clone(), stop.clone(), placed.clone());
+        shoppers.spawn(async move {
+            let mut i = 0;
+            while !stop.load(Ordering::SeqCst) {
+                i += 1;
+                let line = json!({ "product_id": format!("p-{:03}", 1 + (n * 7 + i) % 20), "quantity": 1 });
+                let (status, _) = shop.post(&format!("/api/order/carts/{customer}/items"), line).await;
+                if status != 200 {
+                    continue;
+                }
+                let (status, order) =
+                    shop.post("/api/order/orders", json!({ "customer_id": customer })).await;
+                if status == 201 {
+                    let id = order["id"].as_str().expect("an order has an id").to_owned();
+                    placed.lock().unwrap().push((id, Instant::now()));
+                }
+            }
+        });
+    }
+    shoppers
+}
+
+async fn admin(shop: &Deployment, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
+    let client = reqwest::Client::new();
+    let answer = client
+        .request(method, support::Gateway::url(shop, path))
+        .bearer_auth(TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = answer.status().as_u16();
+    (status, answer.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_taken_under_checkout_load_restores_to_a_shop_with_no_defect_that_lost_nothing() {
+    let Some(shop) = Deployment::start().await else { return };
+    shop.replicated().await;
+    let shop = Arc::new(shop);
+    let (stop, placed): (Arc<AtomicBool>, Placed) = Default::default();
+    let mut shoppers = load(&shop, &stop, &placed);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let backup = dir.path().join("backup-1");
+    let asked = Instant::now();
+    let (status, manifest) =
+        admin(&shop, reqwest::Method::POST, "/admin/backups", json!({ "dir": backup.display().to_string() }))
+            .await;
+    assert_eq!(status, 201, "{manifest}");
+    // Reconcile at a cut while the load goes on: in flight is fine, a defect is not.
+    let (status, report) = admin(&shop, reqwest::Method::GET, "/admin/reconcile", Value::Null).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["source"], "cut", "{report}");
+    assert_eq!(report["defects"], 0, "{report:#}");
+    // Naive backups (no pause, one database after another) until one fails its
+    // certificate: a consumer dumped after its producer has applied what the producer's
+    // dump does not hold.
+    let mut naive_failed = None;
+    for n in 1..=5 {
+        let naive = dir.path().join(format!("naive-{n}"));
+        let body = json!({ "dir": naive.display().to_string(), "kind": "naive" });
+        let (status, naive) = admin(&shop, reqwest::Method::POST, "/admin/backups", body).await;
+        assert_eq!(status, 201, "a naive backup is kept whatever its certificate says: {naive}");
+        if naive["certificate"]["passed"] == false {
+            naive_failed = Some(naive["certificate"].clone());
+            break;
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    while shoppers.join_next().await.is_some() {}
+
+    assert_eq!(manifest["deployment"], "distributed", "{manifest}");
+    assert_eq!(manifest["certificate"]["passed"], true, "{manifest}");
+    let pause_ms = manifest["pause_ms"].as_f64().unwrap();
+    assert!(pause_ms < 2000.0, "the pauses were held {pause_ms} ms");
+    let total_ms = manifest["total_ms"].as_f64().unwrap();
+    eprintln!("consistent backup: pauses held {pause_ms:.1} ms, {total_ms:.0} ms in all");
+    let files: Vec<&str> =
+        manifest["files"].as_array().unwrap().iter().map(|f| f["file"].as_str().unwrap()).collect();
+    assert!(files.contains(&"order.dump") && files.contains(&"events/order.jsonl"), "{files:?}");
+    let naive_failed = naive_failed.expect("a naive backup under load fails its certificate");
+    eprintln!("naive certificate: {naive_failed}");
+
+    let acknowledged: Vec<String> =
+        placed.lock().unwrap().iter().filter(|(_, at)| *at < asked).map(|(id, _)| id.clone()).collect();
+    assert!(!acknowledged.is_empty(), "orders were placed before the backup");
+    drop(shoppers);
+    drop(Arc::try_unwrap(shop).ok().expect("the shoppers are done"));
+
+    let Some((restored, summary)) = Deployment::restored(&backup).await else { return };
+    eprintln!("restored in {:.0} ms, {} events in flight at the cut", summary.restore_ms, summary.in_flight);
+    // Every consumer applies everything its producers committed, once (inbox floors).
+    restored.nothing_lost_nothing_twice().await;
+    let (_, report) = admin(&restored, reqwest::Method::GET, "/admin/reconcile", Value::Null).await;
+    eprintln!("the restored shop reconciled: {report}");
+    restored.reconciled().await;
+    for id in &acknowledged {
+        let (status, order) = restored.get(&format!("/api/order/orders/{id}")).await;
+        assert_eq!(status, 200, "order {id}, acknowledged before the cut, is in the restore: {order}");
+    }
+    // The restored shop takes new orders, which are confirmed and shipped.
+    let id = restored.place_order("c-ada", "p-002").await;
+    restored.order_status(&id, "confirmed").await;
+    restored.reconciled().await;
+    drop(restored);
+    restores_from_the_command_line(dir.path(), &backup);
+}
+
+/// `capshop restore --data-dir` of the backup: a cluster of its own made in the new dir;
+/// a second restore into it, and a backup with one byte changed, are refused.
+fn restores_from_the_command_line(dir: &std::path::Path, backup: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    // As root, PostgreSQL runs as nobody, who must be able to reach the data dir.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let restore = |from: &std::path::Path, into: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_capshop"))
+            .arg("restore")
+            .arg(from)
+            .arg("--data-dir")
+            .arg(into)
+            .output()
+            .expect("capshop restore runs")
+    };
+    let new = dir.join("restored");
+    let done = restore(backup, &new);
+    let said = String::from_utf8_lossy(&done.stdout).into_owned() + &String::from_utf8_lossy(&done.stderr);
+    assert!(done.status.success(), "{said}");
+    assert!(said.contains("capshop up --distributed --data-dir"), "says how to run it: {said}");
+    assert!(new.join("postgres").join("PG_VERSION").is_file(), "{said}");
+    let again = restore(backup, &new);
+    let said = String::from_utf8_lossy(&again.stderr).into_owned();
+    assert!(!again.status.success() && said.contains("already holds a shop"), "{said}");
+
+    let damaged = dir.join("damaged");
+    std::fs::create_dir_all(damaged.join("events")).unwrap();
+    for entry in std::fs::read_dir(backup).unwrap().chain(std::fs::read_dir(backup.join("events")).unwrap()) {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, damaged.join(path.strip_prefix(backup).unwrap())).unwrap();
+        }
+    }
+    let mut bytes = std::fs::read(damaged.join("order.dump")).unwrap();
+    bytes[100] ^= 1;
+    std::fs::write(damaged.join("order.dump"), bytes).unwrap();
+    let into = dir.join("from-damaged");
+    let refused = restore(&damaged, &into);
+    let said = String::from_utf8_lossy(&refused.stderr).into_owned();
+    assert!(!refused.status.success() && said.contains("order.dump of the backup is damaged"), "{said}");
+    assert!(!into.exists(), "nothing was written: {said}");
+}

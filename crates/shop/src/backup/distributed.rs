@@ -1,0 +1,247 @@
+//! The cut of the distributed mode (a process per service, a PostgreSQL database each,
+//! NATS JetStream), taken by the gateway: every service process's pause is held through
+//! its `/admin/pause` ([`super::hold`]); each database pins a REPEATABLE READ snapshot and
+//! exports it (`pg_export_snapshot()`), the order service before payment; the pauses are
+//! released; then each database's facts are read at its snapshot and, for a backup, it is
+//! copied with `pg_dump --snapshot`, and the events in flight are read back from the bus
+//! ([`super::events`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kit::bus::{Bus, DeadLetterFilter};
+use kit::store::Store;
+use kit::store::pg_snapshot::{self, Exported, Exporter};
+use tokio::time::Instant;
+
+use super::BackupError;
+use super::hold::{HoldReleased, HoldTaken};
+use crate::contracts::facts::{BusFacts, BusStream, PartFacts, ShopFacts};
+use crate::facts::parts;
+use crate::stores::StoreLocation;
+
+/// What a distributed backup reaches: every service process, every database, the bus.
+pub struct Cluster {
+    /// The base URL of every service process (every instance of each part).
+    processes: Vec<String>,
+    /// Each part's database URL, in [`parts`]' order.
+    databases: Vec<(String, String)>,
+    bus: Arc<dyn Bus>,
+    client: reqwest::Client,
+    token: String,
+}
+
+/// One database pinned at the cut: its exported snapshot, and a store to read it with.
+pub(super) struct Pinned {
+    pub part: String,
+    pub url: String,
+    pub exported: Exported,
+    store: Store,
+}
+
+/// A part's facts at the cut, with what the certificate and the manifest need of it.
+pub(super) struct Read {
+    pub facts: PartFacts,
+    pub waiting: BTreeMap<String, BTreeSet<u64>>,
+    pub schema: BTreeMap<String, u32>,
+}
+
+/// Every database pinned at one cut, the facts read there, and how long the pauses held.
+pub(super) struct Cut {
+    pub pinned: Vec<Pinned>,
+    pub facts: ShopFacts,
+    pub reads: Vec<Read>,
+    pub pause: Duration,
+}
+
+fn unreachable(what: &str, e: impl std::fmt::Display) -> BackupError {
+    BackupError::io(format!("cannot reach {what}"), e)
+}
+
+impl Cluster {
+    /// The shop whose service processes listen at `processes`, whose databases are
+    /// `capshop_<part>` on the server at `database_base` (`postgres://user@host:port`), and
+    /// whose bus is `bus`.
+    pub fn new(processes: Vec<String>, database_base: &str, bus: Arc<dyn Bus>, token: String) -> Self {
+        let base = database_base.trim_end_matches('/');
+        let databases = parts()
+            .into_iter()
+            .map(|p| (p.clone(), format!("{base}/{}", StoreLocation::database(&p))))
+            .collect();
+        let mut processes = processes;
+        processes.sort();
+        processes.dedup();
+        Self { processes, databases, bus, client: reqwest::Client::new(), token }
+    }
+
+    pub fn bus(&self) -> &dyn Bus {
+        self.bus.as_ref()
+    }
+
+    /// Every database at one cut: connections opened first, then every process's pause
+    /// held while each database exports its snapshot, then the facts read at them.
+    pub(super) async fn cut(&self) -> Result<Cut, BackupError> {
+        let mut opened = Vec::new();
+        for (part, url) in &self.databases {
+            let exporter =
+                Exporter::connect(url).await.map_err(|e| unreachable(&format!("{part}'s database"), e))?;
+            let store =
+                Store::open(url, &[]).await.map_err(|e| unreachable(&format!("{part}'s database"), e))?;
+            opened.push((part.clone(), url.clone(), exporter, store));
+        }
+        let before = self.heads().await?;
+        let held = Instant::now();
+        let holds = self.hold_all().await?;
+        let mut pinned = Vec::new();
+        let mut failure = None;
+        for (part, url, exporter, store) in opened {
+            match exporter.export().await {
+                Ok(exported) => pinned.push(Pinned { part, url, exported, store }),
+                Err(e) => {
+                    failure = Some(BackupError::io(format!("cannot pin {part}'s snapshot"), e));
+                    break;
+                }
+            }
+        }
+        let released = self.release_all(&holds).await;
+        let pause = released.as_ref().map_or(held.elapsed(), |longest| (*longest).max(held.elapsed()));
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        released?;
+        let (facts, reads) = self.read(&pinned, &before).await?;
+        Ok(Cut { pinned, facts, reads, pause })
+    }
+
+    /// Pins `part`'s database on its own, with no pause: one step of a naive backup.
+    pub(super) async fn pin_alone(&self, part: &str) -> Result<Pinned, BackupError> {
+        let (_, url) = self
+            .databases
+            .iter()
+            .find(|(p, _)| p == part)
+            .ok_or_else(|| BackupError::io("cannot pin", format!("no part {part}")))?;
+        let exporter =
+            Exporter::connect(url).await.map_err(|e| unreachable(&format!("{part}'s database"), e))?;
+        let store = Store::open(url, &[]).await.map_err(|e| unreachable(&format!("{part}'s database"), e))?;
+        let exported =
+            exporter.export().await.map_err(|e| BackupError::io(format!("cannot pin {part}"), e))?;
+        Ok(Pinned { part: part.to_owned(), url: url.clone(), exported, store })
+    }
+
+    /// The parts, in the order a backup copies them.
+    pub(super) fn parts(&self) -> impl Iterator<Item = &str> {
+        self.databases.iter().map(|(p, _)| p.as_str())
+    }
+
+    /// The facts of every pinned database at its snapshot, and the bus's as seen after the
+    /// snapshots (heads read before them stand for what the bus held at the cut at most).
+    async fn read(
+        &self,
+        pinned: &[Pinned],
+        before: &BTreeMap<String, u64>,
+    ) -> Result<(ShopFacts, Vec<Read>), BackupError> {
+        let mut reads = Vec::new();
+        for p in pinned {
+            reads.push(read_one(p, before).await?);
+        }
+        Ok((self.facts_of(&reads).await?, reads))
+    }
+
+    /// The shop's facts from the parts' `reads` and the bus as it is now.
+    pub(super) async fn facts_of(&self, reads: &[Read]) -> Result<ShopFacts, BackupError> {
+        let parts = reads.iter().map(|r| r.facts.clone()).collect();
+        Ok(ShopFacts { cut: true, live: false, parts, bus: self.bus_facts().await? })
+    }
+
+    /// Every stream's head on the bus now.
+    pub(super) async fn heads(&self) -> Result<BTreeMap<String, u64>, BackupError> {
+        let mut heads = BTreeMap::new();
+        for stream in parts() {
+            let head = self.bus.stream_head(&stream).await.map_err(|e| unreachable("the bus", e))?;
+            heads.insert(stream, head);
+        }
+        Ok(heads)
+    }
+
+    async fn bus_facts(&self) -> Result<BusFacts, BackupError> {
+        let streams =
+            self.heads().await?.into_iter().map(|(stream, head)| BusStream { stream, head }).collect();
+        let letters =
+            self.bus.dead_letters(&DeadLetterFilter::all()).await.map_err(|e| unreachable("the bus", e))?;
+        let dead_letters = letters.into_iter().map(crate::service::facts::dead_letter_fact).collect();
+        Ok(BusFacts { streams, dead_letters, unreachable: Vec::new() })
+    }
+
+    /// Sends `method` `path` to the process at `base` with the admin token.
+    async fn ask(
+        &self,
+        method: reqwest::Method,
+        base: &str,
+        path: &str,
+    ) -> Result<reqwest::Response, BackupError> {
+        let request = self.client.request(method, format!("{base}{path}")).bearer_auth(&self.token);
+        request.send().await.map_err(|e| unreachable(base, e))
+    }
+
+    /// Holds every process's pause, all at once; on a failure the holds taken are released.
+    async fn hold_all(&self) -> Result<Vec<(String, u64)>, BackupError> {
+        let asks = self.processes.iter().map(|base| async move {
+            let answer = self.ask(reqwest::Method::POST, base, "/admin/pause").await?;
+            if !answer.status().is_success() {
+                return Err(unreachable(base, format!("its pause answered {}", answer.status())));
+            }
+            let taken: HoldTaken = answer.json().await.map_err(|e| unreachable(base, e))?;
+            Ok((base.clone(), taken.hold))
+        });
+        let answers = futures_util::future::join_all(asks).await;
+        let held: Vec<(String, u64)> = answers.iter().filter_map(|a| a.as_ref().ok().cloned()).collect();
+        if let Some(Err(e)) = answers.into_iter().find(Result::is_err) {
+            let _ = self.release_all(&held).await;
+            return Err(e);
+        }
+        Ok(held)
+    }
+
+    /// Releases every hold; answers the longest a process was held. A hold that had ended
+    /// by itself fails the cut: some consumer may have moved while the snapshots were pinned.
+    async fn release_all(&self, holds: &[(String, u64)]) -> Result<Duration, BackupError> {
+        let asks = holds.iter().map(|(base, id)| async move {
+            let answer = self.ask(reqwest::Method::DELETE, base, &format!("/admin/pause/{id}")).await?;
+            if !answer.status().is_success() {
+                return Err(BackupError::io(
+                    format!("the pause of {base} ended before the snapshots were pinned"),
+                    answer.status(),
+                ));
+            }
+            let released: HoldReleased = answer.json().await.map_err(|e| unreachable(base, e))?;
+            Ok(Duration::from_secs_f64(released.held_ms / 1e3))
+        });
+        let answers = futures_util::future::join_all(asks).await;
+        let mut longest = Duration::ZERO;
+        for answer in answers {
+            longest = longest.max(answer?);
+        }
+        Ok(longest)
+    }
+}
+
+/// One pinned database's facts at its snapshot; `before` holds the bus heads read before
+/// it was pinned.
+pub(super) async fn read_one(p: &Pinned, before: &BTreeMap<String, u64>) -> Result<Read, BackupError> {
+    let (state, site) = crate::facts::reader(&p.part)
+        .ok_or_else(|| BackupError::io("cannot read the cut", format!("no part {}", p.part)))?;
+    let part = p.part.clone();
+    let mut read = pg_snapshot::read_at(&p.store, p.exported.id(), move |tx| {
+        let facts = crate::service::facts::read_in(tx, part, state, site)?;
+        let waiting = pg_snapshot::outbox_waiting(tx)?;
+        let schema = pg_snapshot::schema_versions(tx)?;
+        Ok(Read { facts, waiting, schema })
+    })
+    .await
+    .map_err(|e| BackupError::io(format!("cannot read {}'s snapshot", p.part), e))?;
+    for outbox in &mut read.facts.outbox {
+        outbox.bus_head_before = before.get(&outbox.stream).copied();
+    }
+    Ok(read)
+}
