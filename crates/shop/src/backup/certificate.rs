@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::BackupError;
 use crate::contracts::facts::{ServiceFacts, ShopFacts};
+use crate::contracts::payment::AuthorizationStatus;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Certificate {
@@ -163,9 +164,38 @@ pub(super) fn certify(facts: &ShopFacts, held: &Held) -> Certificate {
             check("every unapplied event is in the backup", missing),
             check("the bus holds only committed events", uncommitted),
             check("every authorization an order names is in the payment copy", authorizations(facts)),
+            check("every authorization without its order belongs to a placement held", placements(facts)),
         ],
     };
     Certificate { passed: certificate.checks.iter().all(|c| c.passed), ..certificate }
+}
+
+/// A placement notes itself in the order database before payment authorizes, and both
+/// happen inside a passage of the pause with the order's commit; the order copy is pinned
+/// before the payment copy. So an authorization whose order the order copy lacks must be
+/// a placement that copy still holds (abandoned, to be voided), or the cut fell inside one.
+fn placements(facts: &ShopFacts) -> Vec<String> {
+    let mut known = HashSet::new();
+    for part in &facts.parts {
+        if let ServiceFacts::Order { orders, placing, .. } = &part.state {
+            known.extend(orders.iter().map(|o| o.id.as_str()));
+            known.extend(placing.iter().map(String::as_str));
+        }
+    }
+    let mut orphans = Vec::new();
+    for part in &facts.parts {
+        if let ServiceFacts::Payment { authorizations } = &part.state {
+            for a in authorizations {
+                if a.status == AuthorizationStatus::Authorized && !known.contains(a.order_id.as_str()) {
+                    orphans.push(format!(
+                        "authorization {} is for order {}, which the order copy neither holds nor is placing",
+                        a.id, a.order_id
+                    ));
+                }
+            }
+        }
+    }
+    orphans
 }
 
 fn authorizations(facts: &ShopFacts) -> Vec<String> {
