@@ -366,4 +366,6 @@ pub(super) fn release_next(tx: &mut Tx<'_>, consumer: &str, key: &str) -> Result
 }
 
 #[cfg(test)]
+mod late_tests;
+#[cfg(test)]
 mod tests;
