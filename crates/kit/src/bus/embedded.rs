@@ -328,6 +328,30 @@ pub(super) fn settle_row(tx: &mut Tx<'_>, consumer: &str, pos: u64) -> Result<Op
     row.map(|row| row.get::<String>(0)).transpose()
 }
 
+/// Makes each position in `(from, to]` of the consumer's `streams` that has no row a row due
+/// now at attempt 1: a fresh delivery that was taken, never acknowledged, and that no
+/// attachment keeps any more (it was replaced, or its fetch was cancelled).
+pub(super) fn unkept_become_due(
+    tx: &mut Tx<'_>,
+    consumer: &str,
+    streams: &[String],
+    from: u64,
+    to: u64,
+) -> Result<(), StoreError> {
+    let list: Vec<String> = (0..streams.len()).map(|i| format!("${}", i + 4)).collect();
+    let sql = format!(
+        "INSERT INTO bus_pending (consumer, pos, key, state, attempts, visible_at_ms) \
+         SELECT $1, l.pos, l.key, 'ready', 1, 0 FROM bus_log l \
+         WHERE l.pos > $2 AND l.pos <= $3 AND l.stream IN ({}) \
+         AND NOT EXISTS (SELECT 1 FROM bus_pending p WHERE p.consumer = $1 AND p.pos = l.pos)",
+        list.join(", ")
+    );
+    let mut params: Vec<Param<'_>> = vec![consumer.into(), from.into(), to.into()];
+    params.extend(streams.iter().map(Param::from));
+    tx.execute(&sql, &params)?;
+    Ok(())
+}
+
 /// Makes the oldest message parked behind `key` deliverable, once nothing else of the key
 /// is pending before it.
 pub(super) fn release_next(tx: &mut Tx<'_>, consumer: &str, key: &str) -> Result<(), StoreError> {
@@ -341,5 +365,7 @@ pub(super) fn release_next(tx: &mut Tx<'_>, consumer: &str, key: &str) -> Result
     Ok(())
 }
 
+#[cfg(test)]
+mod late_tests;
 #[cfg(test)]
 mod tests;

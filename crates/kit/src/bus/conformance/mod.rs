@@ -174,6 +174,16 @@ impl Subscriber {
         deliveries
     }
 
+    /// Polls a fetch once, so it may start taking deliveries, then drops it unanswered.
+    async fn cancel_a_fetch(&mut self, max: usize) {
+        let fetch = self.subscription.fetch(max);
+        tokio::select! {
+            biased;
+            fetched = fetch => drop(fetched),
+            () = std::future::ready(()) => {}
+        }
+    }
+
     /// Fetches until exactly `count` deliveries have arrived.
     async fn collect(&mut self, count: usize) -> Vec<Delivery> {
         let mut collected = Vec::with_capacity(count);
@@ -358,6 +368,8 @@ macro_rules! bus_conformance_tests {
             a_message_exhausted_by_ack_timeouts_is_counted_as_a_dead_letter,
             a_released_delivery_comes_back_without_using_an_attempt,
             a_per_key_consumer_keeps_a_released_message_ahead_of_its_key,
+            a_fetch_cancelled_while_it_takes_loses_no_message,
+            a_late_ack_of_a_redelivered_messages_first_delivery_settles_it,
             dead_letters_are_listed_by_consumer_event_stream_and_key,
             replaying_a_dead_letter_by_event_id_delivers_it_again_as_attempt_one,
             replaying_by_stream_consumer_or_key_delivers_only_the_matching_dead_letters,

@@ -228,3 +228,47 @@ pub async fn a_per_key_consumer_keeps_a_released_message_ahead_of_its_key(bus: A
     let marker = feed.marker("orders").await;
     subscriber.assert_nothing_before(&marker).await;
 }
+
+/// A fetch cancelled while it takes deliveries (polled once, then dropped, as a wrapper
+/// racing the bus against a timer does) loses none of them: the same attachment gets each
+/// message it may have taken again, even when its later fetches and acks come first, and a
+/// per-key consumer's message parked meanwhile behind an outstanding one follows its ack.
+pub async fn a_fetch_cancelled_while_it_takes_loses_no_message(bus: Arc<dyn Bus>) {
+    let mut feed = Feed::new(&bus);
+    let spec = spec("cancelled", &["orders"]).ack_wait(ACK_WAIT).ordering(Ordering::PerKey);
+    let mut subscriber = Subscriber::attach(&bus, spec).await;
+    let first = feed.send("orders", "k-1").await;
+    let outstanding = subscriber.next().await;
+    assert_delivery(&outstanding, &first, 1);
+    let behind = feed.send("orders", "k-1").await;
+    let mut missing: Vec<String> = vec![feed.send("orders", "k-2").await.id];
+    subscriber.cancel_a_fetch(10).await;
+    missing.push(feed.send("orders", "k-3").await.id);
+    subscriber.ack(&[&outstanding]).await;
+    missing.push(behind.id.clone());
+    while !missing.is_empty() {
+        let delivered = subscriber.fetch(10).await;
+        missing.retain(|id| !delivered.iter().any(|d| &d.message.id == id));
+        subscriber.ack(&delivered.iter().collect::<Vec<_>>()).await;
+    }
+    let marker = feed.marker("orders").await;
+    subscriber.assert_nothing_before(&marker).await;
+}
+
+/// A delivery handed out late, after its ack wait ran out and the message went out again,
+/// is still the message's: acknowledging the first delivery and then the second settles
+/// the message once, and it is not delivered a third time.
+pub async fn a_late_ack_of_a_redelivered_messages_first_delivery_settles_it(bus: Arc<dyn Bus>) {
+    let mut feed = Feed::new(&bus);
+    let mut subscriber = Subscriber::attach(&bus, spec("late", &["orders"]).ack_wait(ACK_WAIT)).await;
+    let message = feed.send("orders", "k").await;
+    let first = subscriber.next().await;
+    let second = subscriber.next().await;
+    assert_delivery(&first, &message, 1);
+    assert_delivery(&second, &message, 2);
+    subscriber.ack(&[&first]).await;
+    subscriber.ack(&[&second]).await;
+    tokio::time::sleep(ACK_WAIT * 2).await;
+    let marker = feed.marker("orders").await;
+    subscriber.assert_nothing_before(&marker).await;
+}

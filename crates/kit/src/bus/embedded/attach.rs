@@ -6,7 +6,7 @@
 //! acknowledged — each becomes a row due now at attempt 1, so its attempts stay counted.
 
 use crate::bus::{ConsumerSpec, Ordering};
-use crate::store::{Param, StoreError, Tx};
+use crate::store::{StoreError, Tx};
 
 pub(super) struct Attach {
     pub spec: ConsumerSpec,
@@ -53,17 +53,7 @@ impl Attach {
     /// acknowledgements out of order: everything up to `taken` is settled or has a row.
     fn take_over(&self, tx: &mut Tx<'_>, acked: u64, taken: u64) -> Result<(), StoreError> {
         let name = self.spec.name.as_str();
-        let list: Vec<String> = (0..self.streams.len()).map(|i| format!("${}", i + 4)).collect();
-        let sql = format!(
-            "INSERT INTO bus_pending (consumer, pos, key, state, attempts, visible_at_ms) \
-             SELECT $1, l.pos, l.key, 'ready', 1, 0 FROM bus_log l \
-             WHERE l.pos > $2 AND l.pos <= $3 AND l.stream IN ({}) \
-             AND NOT EXISTS (SELECT 1 FROM bus_pending p WHERE p.consumer = $1 AND p.pos = l.pos)",
-            list.join(", ")
-        );
-        let mut params: Vec<Param<'_>> = vec![name.into(), acked.into(), taken.into()];
-        params.extend(self.streams.iter().map(Param::from));
-        tx.execute(&sql, &params)?;
+        super::unkept_become_due(tx, name, &self.streams, acked, taken)?;
         tx.execute(
             "DELETE FROM bus_pending WHERE consumer = $1 AND state = 'acked' AND pos <= $2",
             &[name.into(), taken.into()],

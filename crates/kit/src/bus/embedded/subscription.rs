@@ -34,6 +34,9 @@ pub(super) struct EmbeddedSubscription {
     outstanding: Outstanding,
     /// The consumer's taken position as this attachment last moved it.
     taken: u64,
+    /// Set while a fetch transaction is out: still set at the next one, the last fetch was
+    /// cancelled (or failed) and may have taken fresh deliveries past `taken` it never kept.
+    taking: Option<u64>,
     /// Keys whose later messages this attachment parked behind a fresh delivery.
     parked_keys: HashSet<String>,
 }
@@ -148,6 +151,7 @@ impl EmbeddedSubscription {
             generation,
             outstanding: Outstanding::default(),
             taken,
+            taking: None,
             parked_keys: HashSet::new(),
         }
     }
@@ -180,9 +184,11 @@ impl EmbeddedSubscription {
             expired,
             busy_keys,
             lowest_outstanding: self.outstanding.lowest_except(&expired_at),
+            unreturned_after: self.taking.replace(self.taken),
         };
         let taken = self.bus.store.transact(move |tx| take::take(tx, &request)).await?;
         let taken = taken.map_err(|Replaced| self.replaced())?;
+        self.taking = None;
         for pos in expired_at {
             self.forget(pos);
         }

@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 
-use super::SCAN_WINDOW;
+use super::{SCAN_WINDOW, release_next, unkept_become_due};
 use crate::bus::{ConsumerSpec, Delivery, DeliveryTag, Message, Ordering};
 use crate::store::{Param, Row, StoreError, Tx};
 
@@ -23,6 +23,9 @@ pub(super) struct Request {
     pub busy_keys: HashSet<String>,
     /// The lowest fresh delivery still outstanding (after `expired`).
     pub lowest_outstanding: Option<u64>,
+    /// The attachment's taken position before its last fetch transaction, when that fetch
+    /// never came back (cancelled or failed): what it took past there is taken back.
+    pub unreturned_after: Option<u64>,
 }
 
 /// What one fetch transaction found.
@@ -70,6 +73,11 @@ pub(super) fn take(tx: &mut Tx<'_>, request: &Request) -> Result<Result<Taken, R
         more: false,
         exhausted: 0,
     };
+    if let Some(from) = request.unreturned_after
+        && taken > from
+    {
+        take_back(tx, request, from, taken, &mut taken_now)?;
+    }
     take_due(tx, request, ack_deadline, &mut taken_now)?;
     if taken_now.deliveries.len() < request.max {
         take_new(tx, request, &mut taken_now)?;
@@ -83,6 +91,36 @@ pub(super) fn take(tx: &mut Tx<'_>, request: &Request) -> Result<Result<Taken, R
             .get(0)?;
     }
     Ok(Ok(taken_now))
+}
+
+/// A fetch that was cancelled after its transaction committed took fresh deliveries in
+/// `(from, taken]` that its attachment never kept, so nothing would redeliver them and the
+/// settled position would pass them: each becomes a row due now at attempt 1, as when a
+/// new attachment takes over. A key it parked behind a fresh delivery still outstanding is
+/// the attachment's to release at that delivery's ack; behind one settled meanwhile (its
+/// ack did not know of the parked message), the key's next message is released now.
+fn take_back(
+    tx: &mut Tx<'_>,
+    request: &Request,
+    from: u64,
+    taken: u64,
+    out: &mut Taken,
+) -> Result<(), StoreError> {
+    let name = request.spec.name.as_str();
+    unkept_become_due(tx, name, &request.streams, from, taken)?;
+    let parked = tx.query(
+        "SELECT DISTINCT key FROM bus_pending WHERE consumer = $1 AND pos > $2 AND pos <= $3 AND state = 'parked'",
+        &[name.into(), from.into(), taken.into()],
+    )?;
+    for row in parked {
+        let key: String = row.get(0)?;
+        if request.busy_keys.contains(&key) {
+            out.parked.push(key);
+        } else {
+            release_next(tx, name, &key)?;
+        }
+    }
+    Ok(())
 }
 
 /// Redeliveries first: expired acks, scheduled retries, released and replayed messages.
