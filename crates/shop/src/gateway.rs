@@ -134,18 +134,33 @@ async fn reconcile(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> R
     if let Err(problem) = crate::service::admin::check_bearer(&headers, &gateway.admin_token) {
         return problem.into_response();
     }
+    let live = || async {
+        let parts = gateway.upstreams.one_of_each();
+        crate::facts::from_parts(&gateway.client, &parts, &gateway.admin_token)
+            .await
+            .map_err(|e| e.to_string())
+    };
+    let mut no_cut = None;
     let facts = match (&gateway.cut, gateway.local.is_empty()) {
-        (Some(cut), _) => cut.facts().await.map_err(|e| e.to_string()),
-        (None, true) => {
-            let parts = gateway.upstreams.one_of_each();
-            crate::facts::from_parts(&gateway.client, &parts, &gateway.admin_token)
-                .await
-                .map_err(|e| e.to_string())
-        }
+        (Some(cut), distributed) => match cut.facts().await {
+            // A cut needs every process's pause; one that cannot be held (a process down
+            // or unreachable) leaves the part-by-part read, which classes what is under
+            // way by its windows, and a note says why.
+            Err(e) if distributed => {
+                no_cut = Some(format!("no consistent cut ({e}): read live, part by part"));
+                live().await
+            }
+            cut => cut.map_err(|e| e.to_string()),
+        },
+        (None, true) => live().await,
         (None, false) => crate::facts::from_local(&gateway.local).await.map_err(|e| e.to_string()),
     };
     match facts {
-        Ok(facts) => axum::Json(crate::reconcile::check(&facts)).into_response(),
+        Ok(facts) => {
+            let mut report = crate::reconcile::check(&facts);
+            report.notes.extend(no_cut);
+            axum::Json(report).into_response()
+        }
         Err(e) => Problem::unavailable(format!("cannot reconcile: {e}")).into_response(),
     }
 }
