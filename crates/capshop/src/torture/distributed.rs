@@ -158,18 +158,10 @@ async fn through_owners(shop: &ChildShop, fault: &Fault, route: &str, body: &Val
 }
 
 /// Sets the fault inside the bus of chaos route `route` to `fraction` on the bus link of
-/// every service process (each its own); answers the first status that is not 200, or 200.
+/// every service process, each through its own chaos routes.
 async fn on_every_bus_link(shop: &ChildShop, fault: &Fault, route: &str, fraction: f64) -> u16 {
-    let mut answer = 200;
-    for owner in plan::owners(fault) {
-        let body = json!({ "a": owner, "b": "bus", "fraction": fraction });
-        let status =
-            shop.admin(Method::POST, &format!("/api/{owner}/admin/chaos/{route}"), Some(&body)).await.status;
-        if answer == 200 {
-            answer = status;
-        }
-    }
-    answer
+    let prefix = |part: &str| format!("/api/{part}");
+    super::nemesis::on_bus_links(shop, &plan::owners(fault), prefix, route, fraction).await
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::time::Duration;
 
+use super::child::ChildShop;
 use super::plan::{Fault, ON_THE_BUS, Plan};
 use super::workload::Bench;
 
@@ -76,13 +77,27 @@ async fn inject(bench: &Bench, fault: &Fault) -> anyhow::Result<u16> {
 }
 
 /// Sets the fault inside the bus of chaos route `route` to `fraction` on every part's bus
-/// link; answers the first status that is not 200, or 200.
+/// link, through the gateway's chaos routes; answers the first status that is not 200, or 200.
 async fn on_every_bus_link(bench: &Bench, route: &str, fraction: f64) -> u16 {
     let shop = bench.shop.read().await;
-    let path = format!("/admin/chaos/{route}");
+    on_bus_links(&shop, &ON_THE_BUS, |_| String::new(), route, fraction).await
+}
+
+/// Sets the fault inside the bus of chaos route `route` to `fraction` on the bus link of
+/// each of `parts`, through the chaos routes under `prefix(part)` (`""` for the embedded
+/// gateway's own, `/api/<part>` for a process of its own); answers the first status that
+/// is not 200, or 200.
+pub(super) async fn on_bus_links(
+    shop: &ChildShop,
+    parts: &[&str],
+    prefix: impl Fn(&str) -> String,
+    route: &str,
+    fraction: f64,
+) -> u16 {
     let mut answer = 200;
-    for part in ON_THE_BUS {
+    for part in parts {
         let body = json!({ "a": part, "b": "bus", "fraction": fraction });
+        let path = format!("{}/admin/chaos/{route}", prefix(part));
         let status = shop.admin(Method::POST, &path, Some(&body)).await.status;
         if answer == 200 {
             answer = status;

@@ -4,7 +4,6 @@
 use kit::store::{StoreError, Tx};
 
 use crate::contracts::facts::{AuthorizationFact, ServiceFacts};
-use crate::contracts::payment::AuthorizationStatus;
 
 /// Reads the facts in `tx` (the caller's one read transaction).
 pub fn read(tx: &mut Tx<'_>) -> Result<ServiceFacts, StoreError> {
@@ -16,16 +15,7 @@ pub fn read(tx: &mut Tx<'_>) -> Result<ServiceFacts, StoreError> {
     let authorizations = rows
         .into_iter()
         .map(|mut r| {
-            let status: String = r.take(2)?;
-            let voided: bool = r.get(4)?;
-            let status = match (status.as_str(), voided) {
-                ("authorized", false) => AuthorizationStatus::Authorized,
-                ("authorized", true) => AuthorizationStatus::Voided,
-                ("declined", _) => AuthorizationStatus::Declined,
-                (other, _) => {
-                    return Err(StoreError::Database(format!("unknown authorization status {other:?}")));
-                }
-            };
+            let status = super::store::status(&r.take::<String>(2)?, r.get(4)?)?;
             Ok(AuthorizationFact { id: r.take(0)?, order_id: r.take(1)?, status, created_at_ms: r.get(3)? })
         })
         .collect::<Result<_, StoreError>>()?;

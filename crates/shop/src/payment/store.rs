@@ -20,12 +20,23 @@ fn status_column(status: AuthorizationStatus) -> &'static str {
     }
 }
 
+/// The status of an authorization from its `status` column and whether its order has a
+/// void (a void turns an authorized decision into a voided one, never a declined one).
+pub(super) fn status(column: &str, voided: bool) -> Result<AuthorizationStatus, StoreError> {
+    match (column, voided) {
+        ("authorized", false) => Ok(AuthorizationStatus::Authorized),
+        ("authorized", true) => Ok(AuthorizationStatus::Voided),
+        ("declined", _) => Ok(AuthorizationStatus::Declined),
+        (other, _) => Err(StoreError::Database(format!("unknown authorization status {other:?}"))),
+    }
+}
+
 fn authorization_from_row(mut row: Row) -> Result<Authorization, StoreError> {
     let voided: Option<String> = row.take(6)?;
-    let (status, reason) = match (row.take::<String>(4)?.as_str(), voided) {
-        ("authorized", None) => (AuthorizationStatus::Authorized, None),
-        ("authorized", Some(why)) => (AuthorizationStatus::Voided, Some(why)),
-        _ => (AuthorizationStatus::Declined, row.take(5)?),
+    let status = status(&row.take::<String>(4)?, voided.is_some())?;
+    let reason = match status {
+        AuthorizationStatus::Voided => voided,
+        _ => row.take(5)?,
     };
     Ok(Authorization {
         authorization_id: row.take(0)?,
