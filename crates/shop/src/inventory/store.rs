@@ -426,10 +426,6 @@ pub fn compensate(
     order_id: &str,
     reason: String,
 ) -> Result<bool, StoreError> {
-    #[cfg(feature = "canary")]
-    if kit::canary::armed("compensation-off") {
-        return Ok(false);
-    }
     let moved = advance(tx, outbox, order_id, Outcome::Compensated(reason.clone()), None)?;
     if !moved.is_empty() {
         record_answer(tx, order_id, Answer::Compensated, Some(&reason))?;
