@@ -137,7 +137,7 @@ async fn one(args: &TortureArgs, seed: u64) -> anyhow::Result<Schedule> {
     // by the final wait (rule 4), like any other.
     let bound = Duration::from_secs(args.settle_seconds);
     let seeded = converge::settle(&child, bound).await;
-    let bench = Bench::new(Arc::new(RwLock::new(child)), seed);
+    let mut bench = Bench::new(Arc::new(RwLock::new(child)), seed);
     if let Err(why) = seeded {
         bench.history.nemesis("seed-not-settled", why, 0.0, 0);
     }
@@ -146,6 +146,10 @@ async fn one(args: &TortureArgs, seed: u64) -> anyhow::Result<Schedule> {
     for index in 0..args.clients as usize {
         shoppers.push(Shopper::register(&bench, index).await?);
     }
+    // The plan counts from here, where the workload starts (registering took seconds).
+    let started = bench.history.now();
+    let timed = plan.after(started);
+    bench.aim(timed.sites_cut());
     let stop = CancellationToken::new();
     let sampling = CancellationToken::new();
     let sampler = tokio::spawn(sample(bench.clone(), sampling.clone()));
@@ -153,8 +157,8 @@ async fn one(args: &TortureArgs, seed: u64) -> anyhow::Result<Schedule> {
     for shopper in shoppers {
         clients.spawn(shopper.run(bench.clone(), stop.clone()));
     }
-    let nemesis = nemesis::run(&bench, &plan).await;
-    let left = args.seconds - bench.history.now();
+    let nemesis = nemesis::run(&bench, &timed).await;
+    let left = started + args.seconds - bench.history.now();
     if left > 0.0 {
         tokio::time::sleep(Duration::from_secs_f64(left)).await;
     }

@@ -2,7 +2,9 @@
 //! faults on two lanes (at most two at a time), each healed within [`MAX_FAULT`]; a SIGKILL
 //! of the whole process is alone on the schedule while it lasts. Faults inside the bus
 //! (deliveries duplicated, acks lost, deliveries delayed) are a broker's: they are set on
-//! every part's bus link at once, so every consumer meets them.
+//! every part's bus link at once, so every consumer meets them. Every plan long enough
+//! partitions the two inventory sites once, both ways, for 1.5 s to [`MAX_FAULT`]: that is
+//! where ap and cp differ, and where the workload contends for the last units.
 
 use std::fmt;
 
@@ -12,6 +14,13 @@ use serde::Serialize;
 
 /// The longest a fault lasts before the nemesis heals it.
 pub const MAX_FAULT: f64 = 4.0;
+
+/// The link between the inventory sites.
+const SITES: (&str, &str) = ("inventory-dc1", "inventory-dc2");
+
+/// The shortest partition of the sites a plan has: long enough for both sites to take
+/// orders while they cannot see each other.
+const SITES_CUT_MIN: f64 = 1.5;
 
 /// Links the nemesis faults: the synchronous calls, each part's bus link, and the sites'
 /// link three times over, since a partition of the sites is where ap and cp differ.
@@ -149,7 +158,19 @@ impl Plan {
     pub fn of(seed: u64, seconds: f64) -> Self {
         let mut rng = StdRng::seed_from_u64(seed);
         let mut steps = lane(&mut rng, 0, seconds, fault);
-        steps.extend(lane(&mut rng, 1, seconds, fault));
+        let mut second = lane(&mut rng, 1, seconds, fault);
+        if let Some(cut) = sites_cut(&mut rng, seconds) {
+            // The partition takes the second lane's place while it lasts; on the first lane
+            // it keeps clear of a kill (by a second either side) and of any fault of a site,
+            // which would heal the sites' link early or keep one site from taking orders.
+            let during = |s: &Step, margin: f64| s.heal_at >= cut.at - margin && s.at <= cut.heal_at + margin;
+            second.retain(|s| !during(s, 0.0));
+            steps.retain(|s| {
+                !(during(s, 1.0) && s.fault == Fault::Kill) && !(during(s, 0.0) && at_a_site(&s.fault))
+            });
+            steps.push(cut);
+        }
+        steps.extend(second);
         // A kill takes the whole process down with every fault of the other lane: it is
         // alone while the process restarts (a margin of a second either side).
         let kills: Vec<f64> = steps.iter().filter(|s| s.fault == Fault::Kill).map(|s| s.at).collect();
@@ -158,6 +179,21 @@ impl Plan {
         });
         steps.sort_by(|a, b| a.at.total_cmp(&b.at));
         Self { seed, steps }
+    }
+
+    /// The plan on a clock that reads `offset` when the workload starts (the history's, which
+    /// starts before the clients register).
+    pub fn after(&self, offset: f64) -> Self {
+        let shift =
+            |s: &Step| Step { at: s.at + offset, heal_at: s.heal_at + offset, fault: s.fault.clone() };
+        Self { seed: self.seed, steps: self.steps.iter().map(shift).collect() }
+    }
+
+    /// When the sites are cut from each other both ways: (from, to) in seconds.
+    pub fn sites_cut(&self) -> Vec<(f64, f64)> {
+        let cut =
+            |f: &Fault| matches!(f, Fault::Cut { a, b, oneway: false } if (a.as_str(), b.as_str()) == SITES);
+        self.steps.iter().filter(|s| cut(&s.fault)).map(|s| (s.at, s.heal_at)).collect()
     }
 
     /// The plan as printed before the run, one step a line.
@@ -193,6 +229,31 @@ pub(super) fn lane(
         t = heal_at + rng.random_range(0.3..2.0) + if kill { 1.5 } else { 0.0 };
     }
     steps
+}
+
+/// The partition of the sites, both ways, of a plan of `seconds`: 1.5 s to [`MAX_FAULT`],
+/// from 1.5 s on (the clients have registered), healed a second before the workload ends
+/// so the sites agree while it still runs; `None` when the plan is too short for one.
+fn sites_cut(rng: &mut StdRng, seconds: f64) -> Option<Step> {
+    let length = rng.random_range(SITES_CUT_MIN..MAX_FAULT).min(seconds - 2.5);
+    if length < SITES_CUT_MIN {
+        return None;
+    }
+    let at = rng.random_range(1.5..=seconds - 1.0 - length);
+    let (a, b) = (SITES.0.to_owned(), SITES.1.to_owned());
+    Some(Step { at: round(at), heal_at: round(at + length), fault: Fault::Cut { a, b, oneway: false } })
+}
+
+/// Whether `fault` touches an inventory site (its links, or the site stopped).
+fn at_a_site(fault: &Fault) -> bool {
+    let site = |name: &str| name.starts_with("inventory-");
+    match fault {
+        Fault::Cut { a, b, .. } | Fault::Latency { a, b, .. } | Fault::Loss { a, b, .. } => {
+            site(a) || site(b)
+        }
+        Fault::Stop { part } => site(part),
+        _ => false,
+    }
 }
 
 fn round(t: f64) -> f64 {
@@ -236,6 +297,23 @@ mod tests {
             (0..50).flat_map(|seed| Plan::of(seed, 30.0).steps).map(|s| s.fault.kind()).collect();
         let all = ["cut", "cut-oneway", "latency", "loss", "duplicate", "lost-ack", "delay", "stop", "kill"];
         assert_eq!(kinds, all.into_iter().collect());
+    }
+
+    #[test]
+    fn every_plan_cuts_the_sites_from_each_other_both_ways_for_a_second_and_a_half_or_more() {
+        for seed in 0..200 {
+            let seconds = [8.0, 10.0, 30.0][seed as usize % 3];
+            let plan = Plan::of(seed, seconds);
+            let aimed = |(at, heal): &(f64, f64)| {
+                heal - at >= SITES_CUT_MIN - 0.01 && *at >= 1.5 && *heal <= seconds - 1.0 + 0.01
+            };
+            assert!(
+                plan.sites_cut().iter().any(aimed),
+                "seed {seed}: no partition of the sites: {}",
+                plan.text()
+            );
+        }
+        assert!(Plan::of(1, 3.0).sites_cut().is_empty(), "too short for a partition of 1.5 s");
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! The workload: concurrent clients, each a shopper of its own registered at the start,
 //! writing unique values through the gateway (addresses, orders placed with an
-//! Idempotency-Key, a share of them sent again, cancels, new customers; restocks set
-//! low counts, and a share leaves one unit at both sites and orders it, so the sites
-//! contend for the last units) and
+//! Idempotency-Key, a share of them sent again, cancels, new customers; restocks leave
+//! a few units available, and a share leaves one unit at both sites and orders it, so the
+//! sites contend for the last units; while the plan cuts the sites from each other most
+//! calls order what a site still shows available, and the clients' customers alternate
+//! between the sites, so both sell it) and
 //! reading (orders, customers, checkout, stock at each site). Each call is one [`Op`].
 
 use std::sync::Arc;
@@ -11,9 +13,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use rand::rngs::StdRng;
+use rand::seq::SliceRandom as _;
 use rand::{Rng as _, SeedableRng as _};
 use reqwest::Method;
 use serde_json::{Value, json};
+use shop::inventory::sites::Site;
 use tokio::sync::RwLock;
 use tokio_util::sync::CancellationToken;
 
@@ -26,20 +30,42 @@ const PRODUCTS: [&str; 4] = ["p-001", "p-002", "p-003", "p-004"];
 const SITES: [&str; 2] = ["inventory-dc1", "inventory-dc2"];
 const PASSWORD: &str = "torture-secret-1";
 
+/// The share of a client's operations that sell the last units its site shows while the
+/// sites are cut from each other.
+const SELL_WHILE_CUT: f64 = 0.8;
+
+/// How many customers a client registers at most to get one routed to its site.
+const TRIES_FOR_A_SITE: usize = 8;
+
 /// What every client shares: the shop (behind a lock the nemesis takes to kill and
-/// restart it), the history, the timeline, and a counter that makes values unique.
+/// restart it), the history, the timeline, when the plan cuts the sites from each other,
+/// and a counter that makes values unique.
 #[derive(Clone)]
 pub struct Bench {
     pub shop: Arc<RwLock<ChildShop>>,
     pub history: History,
     pub timeline: Timeline,
     pub seed: u64,
+    sites_cut: Arc<Vec<(f64, f64)>>,
     unique: Arc<AtomicU64>,
 }
 
 impl Bench {
     pub fn new(shop: Arc<RwLock<ChildShop>>, seed: u64) -> Self {
-        Self { shop, history: History::new(), timeline: Timeline::new(), seed, unique: Arc::default() }
+        let (history, timeline) = (History::new(), Timeline::new());
+        Self { shop, history, timeline, seed, sites_cut: Arc::default(), unique: Arc::default() }
+    }
+
+    /// Aims the clients at the plan's partitions of the sites, (from, to) in seconds of the
+    /// history: while one lasts, most of their operations contend for the last units.
+    pub fn aim(&mut self, sites_cut: Vec<(f64, f64)>) {
+        self.sites_cut = Arc::new(sites_cut);
+    }
+
+    /// Whether the plan has the sites cut from each other now.
+    fn sites_are_cut(&self) -> bool {
+        let now = self.history.now();
+        self.sites_cut.iter().any(|(from, to)| (*from..*to).contains(&now))
     }
 
     fn next(&self) -> u64 {
@@ -93,7 +119,7 @@ impl Bench {
 /// What of an answer the checker needs: ids, versions, the replica version a checkout saw.
 fn ids_of(body: &Value) -> Value {
     let mut ids = serde_json::Map::new();
-    for name in ["id", "customer_id", "version", "status", "on_hand"] {
+    for name in ["id", "customer_id", "version", "status", "on_hand", "available", "oversold"] {
         if !body[name].is_null() {
             ids.insert(name.into(), body[name].clone());
         }
@@ -132,23 +158,49 @@ pub async fn stock_low(bench: &Bench) {
     }
 }
 
+/// A product's stock in one site's view, as a read answered it.
+struct View {
+    reserved: u64,
+    available: u64,
+    /// Units reserved beyond on hand.
+    oversold: u64,
+}
+
+/// Registers a customer with a unique email as an op of `client`: the body sent and the answer.
+async fn register_customer(bench: &Bench, client: &str) -> (Value, Answer) {
+    let n = bench.next();
+    let body = registration(bench.seed, n);
+    let key = format!("reg-{}-{n}", bench.seed);
+    let post = (Method::POST, "/api/customer/customers", Some(&body));
+    let answer = bench.op(client, "register", "", body.clone(), post, None, Some(&key)).await;
+    (body, answer)
+}
+
 /// One client's shopper: registered and signed in before the nemesis starts.
 pub struct Shopper {
     name: String,
     customer: String,
+    /// The inventory site its orders are routed to.
+    site: Site,
     session: String,
     orders: Vec<String>,
     rng: StdRng,
 }
 
 impl Shopper {
+    /// Registers the shopper of client `index`: a customer routed to dc1 for an even index,
+    /// to dc2 for an odd one (a customer routed to the other site is left as registered), so
+    /// the clients order at both sites.
     pub async fn register(bench: &Bench, index: usize) -> anyhow::Result<Self> {
         let name = format!("c{index}");
-        let n = bench.next();
-        let body = registration(bench.seed, n);
-        let key = format!("reg-{}-{n}", bench.seed);
-        let post = (Method::POST, "/api/customer/customers", Some(&body));
-        let answer = bench.op(&name, "register", "", body.clone(), post, None, Some(&key)).await;
+        let site = if index % 2 == 0 { Site::Dc1 } else { Site::Dc2 };
+        let (mut body, mut answer) = register_customer(bench, &name).await;
+        for _ in 1..TRIES_FOR_A_SITE {
+            if answer.body["id"].as_str().is_none_or(|id| Site::of_customer(id) == site) {
+                break;
+            }
+            (body, answer) = register_customer(bench, &name).await;
+        }
         let customer =
             answer.body["id"].as_str().with_context(|| format!("registering {name}: {answer:?}"))?;
         let sign_in = json!({ "email": body["email"], "password": PASSWORD });
@@ -157,23 +209,39 @@ impl Shopper {
         let session =
             answer.body["token"].as_str().with_context(|| format!("signing {name} in: {answer:?}"))?;
         let rng = StdRng::seed_from_u64(bench.seed.wrapping_mul(1000).wrapping_add(index as u64));
-        Ok(Self { name, customer: customer.to_owned(), session: session.to_owned(), orders: Vec::new(), rng })
+        let site = Site::of_customer(customer);
+        Ok(Self {
+            name,
+            customer: customer.to_owned(),
+            site,
+            session: session.to_owned(),
+            orders: Vec::new(),
+            rng,
+        })
     }
 
     /// Calls one operation after another until `stop`.
     pub async fn run(mut self, bench: Bench, stop: CancellationToken) {
         while !stop.is_cancelled() {
-            let roll = self.rng.random_range(0..100);
-            match roll {
-                0..=24 => self.change_address(&bench).await,
-                25..=54 => self.place(&bench).await,
-                55..=61 => self.cancel(&bench).await,
-                62..=71 => self.restock(&bench).await,
-                72..=73 => self.register_another(&bench).await,
-                74..=78 => self.contend(&bench).await,
-                _ => self.read(&bench).await,
+            if bench.sites_are_cut() && self.rng.random_bool(SELL_WHILE_CUT) {
+                self.sell_the_last_units(&bench).await;
+            } else {
+                self.one_of_the_mix(&bench).await;
             }
             tokio::time::sleep(Duration::from_millis(self.rng.random_range(5..40))).await;
+        }
+    }
+
+    /// One operation of the mix, drawn by its share.
+    async fn one_of_the_mix(&mut self, bench: &Bench) {
+        match self.rng.random_range(0..100) {
+            0..=24 => self.change_address(bench).await,
+            25..=54 => self.place(bench).await,
+            55..=61 => self.cancel(bench).await,
+            62..=71 => self.restock(bench).await,
+            72..=73 => self.register_another(bench).await,
+            74..=78 => self.contend(bench).await,
+            _ => self.read(bench).await,
         }
     }
 
@@ -196,13 +264,28 @@ impl Shopper {
 
     /// Leaves one unit of a product at both sites and orders it at once: clients doing so
     /// together contend for the last unit at both sites, where cp must refuse one of them
-    /// and ap must compensate an oversell.
+    /// and ap must compensate an oversell. (In cp a site refuses to restock while it cannot
+    /// reach the other: then the order contends for what is left.)
     async fn contend(&mut self, bench: &Bench) {
         let product = PRODUCTS[self.rng.random_range(0..PRODUCTS.len())];
         for site in SITES {
-            self.restock_to(bench, site, product, 1).await;
+            self.leave_available(bench, site, product, 1).await;
         }
         self.place_one(bench, product).await;
+    }
+
+    /// While the sites are cut from each other: orders the first product (in a random
+    /// order) that the client's site still shows units of, so the clients of both sites
+    /// sell the units each site's view still shows, which the other site cannot see.
+    async fn sell_the_last_units(&mut self, bench: &Bench) {
+        let mut products = PRODUCTS;
+        products.shuffle(&mut self.rng);
+        for product in products {
+            let stock = self.stock_at(bench, &self.site.instance(), product).await;
+            if stock.is_some_and(|v| v.available > 0) {
+                return self.place_one(bench, product).await;
+            }
+        }
     }
 
     /// Adds one `product` to the cart and places the order (sent again as `place` says).
@@ -251,12 +334,40 @@ impl Shopper {
     async fn restock(&mut self, bench: &Bench) {
         let product = PRODUCTS[self.rng.random_range(0..PRODUCTS.len())];
         let site = SITES[self.rng.random_range(0..SITES.len())];
-        // Low counts, so the sites run out and contend for the last units.
-        let on_hand = self.rng.random_range(1..=8);
-        self.restock_to(bench, site, product, on_hand).await;
+        // A few units, so the sites run out and contend for the last units.
+        let available = self.rng.random_range(1..=4);
+        self.leave_available(bench, site, product, available).await;
     }
 
-    async fn restock_to(&self, bench: &Bench, site: &str, product: &str, on_hand: u32) {
+    /// The stock of `product` in `site`'s view, read as an op, or `None` when the site did
+    /// not answer.
+    async fn stock_at(&self, bench: &Bench, site: &str, product: &str) -> Option<View> {
+        let path = format!("/api/{site}/stock/{product}");
+        let get = (Method::GET, path.as_str(), None);
+        let key = format!("{site}/{product}");
+        let answer = bench.op(&self.name, "read-stock", &key, Value::Null, get, self.session(), None).await;
+        let body = Some(&answer.body).filter(|_| answer.status == 200)?;
+        let units = |name: &str| body[name].as_u64();
+        Some(View {
+            reserved: units("reserved")?,
+            available: units("available")?,
+            oversold: units("oversold")?,
+        })
+    }
+
+    /// Restocks `product` at `site` so that its view shows `available` units beyond what it
+    /// has reserved (reservations only grow, so an absolute low count would soon be refused
+    /// as below them). A view that shows units reserved beyond the stock is left alone: the
+    /// sites are deciding that oversell, and units added now would cover up what they
+    /// decide, for the checker too (rule 5 judges the final stock).
+    async fn leave_available(&self, bench: &Bench, site: &str, product: &str, available: u64) {
+        let view = self.stock_at(bench, site, product).await;
+        if let Some(view) = view.filter(|v| v.oversold == 0) {
+            self.restock_to(bench, site, product, view.reserved + available).await;
+        }
+    }
+
+    async fn restock_to(&self, bench: &Bench, site: &str, product: &str, on_hand: u64) {
         let body = json!({ "on_hand": on_hand });
         let path = format!("/api/{site}/stock/{product}");
         let put = (Method::PUT, path.as_str(), Some(&body));
@@ -264,11 +375,7 @@ impl Shopper {
     }
 
     async fn register_another(&mut self, bench: &Bench) {
-        let n = bench.next();
-        let body = registration(bench.seed, n);
-        let key = format!("reg-{}-{n}", bench.seed);
-        let post = (Method::POST, "/api/customer/customers", Some(&body));
-        bench.op(&self.name, "register", "", body.clone(), post, None, Some(&key)).await;
+        register_customer(bench, &self.name).await;
     }
 
     async fn read(&mut self, bench: &Bench) {
