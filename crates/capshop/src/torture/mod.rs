@@ -184,7 +184,7 @@ async fn one(args: &TortureArgs, seed: u64) -> anyhow::Result<Schedule> {
     let audit = stock::audit_of(&mut *bench.shop.write().await, &dir.path().join("data"))
         .await
         .context("cannot audit the inventory sites")?;
-    rules.insert(4, stock::rule(args.inventory_mode, &audit));
+    rules.insert(4, stock::rule(args.inventory_mode, &audit, &ops));
     let mut schedule = Schedule::new(seed, mode, plan, &ops, rules, settled.ok().map(|d| d.as_secs_f64()));
     schedule.distributed = args.distributed;
     let name = format!("{}{mode}-seed-{seed}", if args.distributed { "distributed-" } else { "" });

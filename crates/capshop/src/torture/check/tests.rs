@@ -146,3 +146,24 @@ fn a_replica_version_going_backwards_for_a_client_breaks_convergence() {
     }
     assert_eq!(violations(&ops, &facts("0 Start", &[])), vec![("4 convergence", 1)]);
 }
+
+#[test]
+fn rule_5_in_cp_fails_on_a_view_read_oversold_even_when_the_final_stock_covers_it() {
+    use shop::inventory::audit::Audit;
+    use shop::inventory::sites::Mode;
+
+    let read = |key: &str, oversold: u64, at: f64| {
+        let ids = json!({ "available": 0, "oversold": oversold });
+        op("c0", "read-stock", key, Value::Null, Outcome::Ok, ids, at)
+    };
+    let fine = vec![read("inventory-dc1/p-001", 0, 1.0), read("inventory-dc2/p-001", 0, 2.0)];
+    let judged = crate::torture::stock::rule(Mode::Cp, &Audit::default(), &fine);
+    assert_eq!(judged.violations, 0, "{judged:?}");
+    let mut oversold = fine.clone();
+    oversold.extend([read("inventory-dc1/p-001", 2, 3.0), read("inventory-dc1/p-001", 1, 4.0)]);
+    let judged = crate::torture::stock::rule(Mode::Cp, &Audit::default(), &oversold);
+    assert_eq!(judged.violations, 1, "one view, judged once: {judged:?}");
+    assert!(judged.examples[0].contains("inventory-dc1/p-001 showed 2 units"), "{judged:?}");
+    // In ap a view shows an oversell until the arbiter has decided it: the final audit judges.
+    assert_eq!(crate::torture::stock::rule(Mode::Ap, &Audit::default(), &oversold).violations, 0);
+}
