@@ -166,7 +166,7 @@ impl Plan {
             let during = |s: &Step, margin: f64| s.heal_at >= cut.at - margin && s.at <= cut.heal_at + margin;
             second.retain(|s| !during(s, 0.0));
             steps.retain(|s| {
-                !(during(s, 1.0) && s.fault == Fault::Kill) && !(during(s, 0.0) && at_a_site(&s.fault))
+                !(during(s, 1.0) && s.fault == Fault::Kill || during(s, 0.0) && at_a_site(&s.fault))
             });
             steps.push(cut);
         }

@@ -1,8 +1,9 @@
 //! The workload: concurrent clients, each a shopper of its own registered at the start,
 //! writing unique values through the gateway (addresses, orders placed with an
-//! Idempotency-Key, a share of them sent again, cancels, new customers; restocks leave
-//! a few units available, and a share leaves one unit at both sites and orders it, so the
-//! sites contend for the last units; while the plan cuts the sites from each other most
+//! Idempotency-Key, a share of them sent again, cancels, new customers; restocks set low
+//! counts or top up to a few units available, and a share tops up one unit at both sites
+//! and orders it, so the sites contend for the last units; while the plan cuts the sites
+//! from each other most
 //! calls order what a site still shows available, and the clients' customers alternate
 //! between the sites, so both sell it) and
 //! reading (orders, customers, checkout, stock at each site). Each call is one [`Op`].
@@ -193,7 +194,7 @@ impl Shopper {
     /// the clients order at both sites.
     pub async fn register(bench: &Bench, index: usize) -> anyhow::Result<Self> {
         let name = format!("c{index}");
-        let site = if index % 2 == 0 { Site::Dc1 } else { Site::Dc2 };
+        let site = if index.is_multiple_of(2) { Site::Dc1 } else { Site::Dc2 };
         let (mut body, mut answer) = register_customer(bench, &name).await;
         for _ in 1..TRIES_FOR_A_SITE {
             if answer.body["id"].as_str().is_none_or(|id| Site::of_customer(id) == site) {
@@ -262,14 +263,14 @@ impl Shopper {
         self.place_one(bench, product).await;
     }
 
-    /// Leaves one unit of a product at both sites and orders it at once: clients doing so
-    /// together contend for the last unit at both sites, where cp must refuse one of them
-    /// and ap must compensate an oversell. (In cp a site refuses to restock while it cannot
-    /// reach the other: then the order contends for what is left.)
+    /// Makes sure a product has a unit available at both sites and orders it at once:
+    /// clients doing so together contend for the last unit at both sites, where cp must
+    /// refuse one of them and ap must compensate an oversell. (In cp a site refuses to
+    /// restock while it cannot reach the other: then the order contends for what is left.)
     async fn contend(&mut self, bench: &Bench) {
         let product = PRODUCTS[self.rng.random_range(0..PRODUCTS.len())];
         for site in SITES {
-            self.leave_available(bench, site, product, 1).await;
+            self.top_up(bench, site, product, 1).await;
         }
         self.place_one(bench, product).await;
     }
@@ -334,9 +335,19 @@ impl Shopper {
     async fn restock(&mut self, bench: &Bench) {
         let product = PRODUCTS[self.rng.random_range(0..PRODUCTS.len())];
         let site = SITES[self.rng.random_range(0..SITES.len())];
-        // A few units, so the sites run out and contend for the last units.
-        let available = self.rng.random_range(1..=4);
-        self.leave_available(bench, site, product, available).await;
+        // Low counts, so the sites run out and contend for the last units: half the time an
+        // absolute count, which may take units away (refused below what the view has
+        // reserved, which only grows), else a top-up to a few units available.
+        let absolute = self.rng.random_bool(0.5).then(|| self.rng.random_range(1..=8));
+        let units = self.rng.random_range(1..=4);
+        match absolute {
+            Some(on_hand) => {
+                if self.restockable(bench, site, product).await.is_some() {
+                    self.restock_to(bench, site, product, on_hand).await;
+                }
+            }
+            None => self.top_up(bench, site, product, units).await,
+        }
     }
 
     /// The stock of `product` in `site`'s view, read as an op, or `None` when the site did
@@ -355,15 +366,19 @@ impl Shopper {
         })
     }
 
-    /// Restocks `product` at `site` so that its view shows `available` units beyond what it
-    /// has reserved (reservations only grow, so an absolute low count would soon be refused
-    /// as below them). A view that shows units reserved beyond the stock is left alone: the
-    /// sites are deciding that oversell, and units added now would cover up what they
-    /// decide, for the checker too (rule 5 judges the final stock).
-    async fn leave_available(&self, bench: &Bench, site: &str, product: &str, available: u64) {
-        let view = self.stock_at(bench, site, product).await;
-        if let Some(view) = view.filter(|v| v.oversold == 0) {
-            self.restock_to(bench, site, product, view.reserved + available).await;
+    /// The view of `product` at `site`, read as an op, if it may be restocked: not when it
+    /// shows units reserved beyond on hand, an oversell the sites are still deciding, which
+    /// units added now would cover up, for the checker too (rule 5 judges the final stock).
+    async fn restockable(&self, bench: &Bench, site: &str, product: &str) -> Option<View> {
+        self.stock_at(bench, site, product).await.filter(|v| v.oversold == 0)
+    }
+
+    /// Tops `product` up at `site` to `units` available in its view, if it shows fewer. It
+    /// only adds units: two sites topping up on views that have not seen each other's
+    /// top-up yet add more than meant, but never take the stock below what is reserved.
+    async fn top_up(&self, bench: &Bench, site: &str, product: &str, units: u64) {
+        if let Some(view) = self.restockable(bench, site, product).await.filter(|v| v.available < units) {
+            self.restock_to(bench, site, product, view.reserved + units).await;
         }
     }
 
