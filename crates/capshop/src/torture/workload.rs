@@ -3,8 +3,8 @@
 //! Idempotency-Key, a share of them sent again, cancels, new customers; restocks set low
 //! counts or top up to a few units available, and a share tops up one unit at both sites
 //! and orders it, so the sites contend for the last units; while the plan cuts the sites
-//! from each other most
-//! calls order what a site still shows available, and the clients' customers alternate
+//! from each other most calls order what a site still shows available (in the second
+//! before, half top a product up at both sites), and the clients' customers alternate
 //! between the sites, so both sell it) and
 //! reading (orders, customers, checkout, stock at each site). Each call is one [`Op`].
 
@@ -34,6 +34,10 @@ const PASSWORD: &str = "torture-secret-1";
 /// The share of a client's operations that sell the last units its site shows while the
 /// sites are cut from each other.
 const SELL_WHILE_CUT: f64 = 0.8;
+
+/// The share of a client's operations that top a product up at both sites in the second
+/// before the sites are cut, so each site's view has units to sell while they are.
+const STOCK_UP_BEFORE_CUT: f64 = 0.5;
 
 /// How many customers a client registers at most to get one routed to its site.
 const TRIES_FOR_A_SITE: usize = 8;
@@ -67,6 +71,12 @@ impl Bench {
     fn sites_are_cut(&self) -> bool {
         let now = self.history.now();
         self.sites_cut.iter().any(|(from, to)| (*from..*to).contains(&now))
+    }
+
+    /// Whether the plan cuts the sites from each other within the next second.
+    fn sites_cut_soon(&self) -> bool {
+        let now = self.history.now();
+        self.sites_cut.iter().any(|(from, _)| (from - 1.0..*from).contains(&now))
     }
 
     fn next(&self) -> u64 {
@@ -226,6 +236,8 @@ impl Shopper {
         while !stop.is_cancelled() {
             if bench.sites_are_cut() && self.rng.random_bool(SELL_WHILE_CUT) {
                 self.sell_the_last_units(&bench).await;
+            } else if bench.sites_cut_soon() && self.rng.random_bool(STOCK_UP_BEFORE_CUT) {
+                self.stock_up(&bench).await;
             } else {
                 self.one_of_the_mix(&bench).await;
             }
@@ -273,6 +285,14 @@ impl Shopper {
             self.top_up(bench, site, product, 1).await;
         }
         self.place_one(bench, product).await;
+    }
+
+    /// Tops a product up to a few units available at both sites (before the sites are cut).
+    async fn stock_up(&mut self, bench: &Bench) {
+        let product = PRODUCTS[self.rng.random_range(0..PRODUCTS.len())];
+        for site in SITES {
+            self.top_up(bench, site, product, 4).await;
+        }
     }
 
     /// While the sites are cut from each other: orders the first product (in a random
