@@ -5,7 +5,8 @@
 //! customer-scoped routes replicates both ([`replica`]) into its own database and into
 //! [`Sessions`], so it verifies a token with no call to the customer service — also while
 //! that is down. The price: a revoked token still passes a replica until the revocation
-//! reaches it (the replication lag).
+//! reaches it (the replication lag). A token's signature is checked once per process and
+//! remembered; its expiry and revocation are judged on every request.
 //!
 //! [`SignedIn`] is the one place a route learns who is signed in: an axum extractor that
 //! answers 401 problem+json with `WWW-Authenticate` when the token is missing, malformed,
