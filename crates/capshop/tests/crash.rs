@@ -64,6 +64,11 @@ fn crash_and_resume(crashpoint: &str) -> Value {
 }
 
 #[test]
+fn a_crash_right_after_a_commit_before_its_caller_hears_of_it_loses_nothing() {
+    crash_and_resume("outbox.after_commit:5");
+}
+
+#[test]
 fn a_crash_after_commit_before_relay_loses_nothing() {
     crash_and_resume("relay.before_publish:5");
 }

@@ -7,6 +7,7 @@ use time::OffsetDateTime;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
+use crate::crashpoint;
 use crate::envelope::{Envelope, EventId, NewEvent, StreamName};
 use crate::store::{Migrations, StoreError, Tx};
 
@@ -114,6 +115,8 @@ impl Outbox {
                 rows.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend(deferred)
             });
         }
+        // Right after the commit (where the canary's rows are still only in memory).
+        tx.after_commit(|| crashpoint::reached("outbox.after_commit"));
         let committed = self.committed.clone();
         tx.after_commit(move || committed.notify_one());
         Ok(envelopes)

@@ -275,3 +275,52 @@ async fn in_cp_a_site_cut_off_from_the_other_refuses_with_the_reason_and_stock_n
     assert_eq!(stock_at(&shop, Site::Dc1).await, stock_at(&shop, Site::Dc2).await);
     shop.stop().await.unwrap();
 }
+
+/// Sets `PRODUCT` to `on_hand` at both sites at the same moment; answers both answers.
+async fn set_at_both_sites_at_once(shop: &Shop, on_hand: u64) -> [(u16, Value); 2] {
+    let set = |site: Site| {
+        let url = format!("http://{}/stock/{PRODUCT}", shop.sites[&site].addr);
+        call(Client::new().put(url).bearer_auth(TOKEN).json(&json!({ "on_hand": on_hand })))
+    };
+    let (dc1, dc2) = tokio::join!(set(Site::Dc1), set(Site::Dc2));
+    [dc1, dc2]
+}
+
+/// A stock change sets an absolute count; were each site to count its own step from its own
+/// view, two changes at once would each take their step away and leave less on hand than
+/// was asked, or than is finally reserved. In cp the arbiter site makes every change.
+#[tokio::test]
+async fn in_cp_stock_changes_at_both_sites_at_once_count_once_and_never_below_what_is_reserved() {
+    let dir = tempfile::tempdir().unwrap();
+    let shop = start(dir.path(), Mode::Cp).await;
+    ready(&shop).await;
+    for site in Site::ALL {
+        let id = buy(&shop, customer_of(site)).await;
+        assert_eq!(answered(&shop, &id).await["status"], "confirmed");
+    }
+    for round in 0..4 {
+        for on_hand in [6, 2] {
+            let answers = set_at_both_sites_at_once(&shop, on_hand).await;
+            let written = answers.iter().map(|(status, stock)| {
+                assert_eq!(*status, 200, "round {round}: {stock}");
+                stock["version"].as_u64().unwrap()
+            });
+            let written = written.max().unwrap();
+            let seen = until("both sites to hold both changes", || async {
+                let (dc1, dc2) = (stock_at(&shop, Site::Dc1).await, stock_at(&shop, Site::Dc2).await);
+                (dc1 == dc2 && dc1["version"].as_u64() >= Some(written)).then_some(dc1)
+            })
+            .await;
+            assert_eq!(seen["on_hand"], on_hand, "round {round}: both asked for {on_hand}: {seen}");
+            assert_eq!(seen["reserved"], 2, "{seen}");
+        }
+    }
+    let refused = set_at_both_sites_at_once(&shop, 1).await;
+    for (status, problem) in &refused {
+        assert_eq!(*status, 409, "below what is reserved is refused at both sites: {problem}");
+        assert!(problem["detail"].as_str().unwrap().contains("reserved"), "{problem}");
+    }
+    let audit = audit(&shop).await;
+    assert_eq!((audit.oversold_units, audit.reserved_beyond_stock), (0, 0), "{audit:#?}");
+    shop.stop().await.unwrap();
+}

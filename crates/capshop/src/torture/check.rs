@@ -9,6 +9,7 @@ use serde::Serialize;
 use shop::contracts::facts::{ServiceFacts, ShopFacts};
 use shop::contracts::order::{CANCELLED_BY_THE_CUSTOMER, Order, OrderStatus};
 use shop::contracts::shipping::ShipmentStatus;
+use shop::inventory::sites::Mode;
 use shop::reconcile::{Class, Finding, Report};
 
 use super::history::{Op, Outcome};
@@ -66,6 +67,8 @@ pub struct Final<'a> {
     pub converged: Result<(), String>,
     /// Known defects count as violations too.
     pub strict: bool,
+    /// The inventory mode the shop ran in (a known defect of ap is cp's violation).
+    pub inventory_mode: Mode,
 }
 
 /// Every rule over `ops` and `end`, in the order of docs/RELIABILITY.md.
@@ -201,7 +204,7 @@ fn reconciled(rule: &mut Rule, end: &Final<'_>, state: &State<'_>, group: &str) 
     };
     for finding in end.reconcile.findings.iter().filter(of_group) {
         let example = format!("reconcile {}: {}", finding.kind, finding.detail);
-        match known_defect(finding, state) {
+        match known_defect(finding, state, end.inventory_mode) {
             Some(known) if !end.strict => {
                 rule.known += 1;
                 if rule.known_examples.len() < 2 {
@@ -215,7 +218,7 @@ fn reconciled(rule: &mut Rule, end: &Final<'_>, state: &State<'_>, group: &str) 
 
 /// The shop's defects this checker found and that are not fixed yet (docs/RELIABILITY.md,
 /// "What it found"): counted apart unless `--strict`, so a run still judges everything else.
-fn known_defect(finding: &Finding, state: &State<'_>) -> Option<&'static str> {
+fn known_defect(finding: &Finding, state: &State<'_>, mode: Mode) -> Option<&'static str> {
     let order = finding.keys.get("order").and_then(|id| state.orders.get(id.as_str()));
     // A customer can cancel only an order still waiting for its stock, which shipping never
     // ships; an order cancelled by inventory's compensation may have shipped before it (ap
@@ -227,9 +230,10 @@ fn known_defect(finding: &Finding, state: &State<'_>) -> Option<&'static str> {
         "shipment_without_confirmed_order" | "confirmed_without_reservation" if compensated => {
             Some("ap: an oversold order compensated after it shipped")
         }
-        // Restocks set an absolute on-hand count; two sites setting it at once (or one on a
-        // stale view) can take away more units than were ever added.
-        "stock_negative" => Some("concurrent restocks can count stock below zero"),
+        // Restocks set an absolute on-hand count; in ap two sites setting it at once (or one
+        // on a stale view) can take away more units than were ever added. In cp the arbiter
+        // site makes every change (inventory/stock_writer.rs), so there it is a violation.
+        "stock_negative" if mode == Mode::Ap => Some("ap: concurrent restocks can count stock below zero"),
         _ => None,
     }
 }

@@ -1,7 +1,9 @@
 //! The shop under torture: `capshop up` as a child process on a data dir of its own, so the
 //! nemesis can SIGKILL it and start it again on the same files and port, and a client that
-//! reaches it only through its gateway, like any user. With `--distributed` it is `capshop
-//! up --distributed`, whose printed processes the nemesis signals one by one.
+//! reaches it only through its gateway, like any user. The embedded shop can be armed to
+//! freeze at one of the kit's crash points (`kit::crashpoint`, through a file it names);
+//! its stdout says when one is reached. With `--distributed` it is `capshop up
+//! --distributed`, whose printed processes the nemesis signals one by one.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -10,7 +12,9 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use reqwest::Method;
 use serde_json::Value;
-use tokio::process::{Child, Command};
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::process::{Child, ChildStdout, Command};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::distributed::processes::Processes;
@@ -36,6 +40,10 @@ pub struct ChildShop {
     /// With `--distributed`: the processes `up` started, read from what it prints.
     processes: Option<Processes>,
     distributed: bool,
+    /// The file whose text arms a crash point in the running embedded process.
+    crash_file: PathBuf,
+    /// The line of the crash point the running process reached, once it has.
+    crashed: watch::Receiver<Option<String>>,
 }
 
 impl ChildShop {
@@ -46,8 +54,20 @@ impl ChildShop {
         let token: String = (0..32).map(|_| format!("{:x}", rand::random::<u8>() % 16)).collect();
         let client = reqwest::Client::builder().timeout(TIMEOUT).build()?;
         let (data_dir, mode) = (data_dir.to_owned(), mode.to_owned());
-        let mut shop =
-            Self { data_dir, port, mode, token, child: None, client, processes: None, distributed };
+        let crash_file = data_dir.with_extension("crashpoint");
+        let crashed = watch::channel(None).1;
+        let mut shop = Self {
+            data_dir,
+            port,
+            mode,
+            token,
+            child: None,
+            client,
+            processes: None,
+            distributed,
+            crash_file,
+            crashed,
+        };
         shop.spawn().await?;
         Ok(shop)
     }
@@ -61,12 +81,22 @@ impl ChildShop {
             .arg(&self.data_dir)
             .env("CAPSHOP_ADMIN_TOKEN", &self.token)
             .env("RUST_LOG", "error")
+            .env_remove("CAPSHOP_CRASHPOINT")
             .stdin(Stdio::null())
-            .stdout(if self.distributed { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .kill_on_drop(true);
         if self.distributed {
             command.arg("--distributed");
+        } else {
+            // Started disarmed: a crash point is armed by writing the file, when its fault begins.
+            match std::fs::remove_file(&self.crash_file) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    bail!("cannot disarm {}: {e}", self.crash_file.display())
+                }
+                _ => {}
+            }
+            command.env("CAPSHOP_CRASHPOINT_FILE", &self.crash_file);
         }
         // SAFETY: prctl only sets this child's own parent-death signal before it execs.
         // A torture run that is killed itself takes its shop with it, leaving no orphan.
@@ -78,7 +108,14 @@ impl ChildShop {
             });
         }
         let mut child = command.spawn().context("cannot start capshop up")?;
-        self.processes = child.stdout.take().map(Processes::read);
+        let stdout = child.stdout.take().context("no stdout of capshop up")?;
+        if self.distributed {
+            self.processes = Some(Processes::read(stdout));
+        } else {
+            let (reached, crashed) = watch::channel(None);
+            self.crashed = crashed;
+            tokio::spawn(crash_points_reached(stdout, reached));
+        }
         self.child = Some(child);
         // The distributed mode starts a server and a process per part, one after another.
         let bound = Duration::from_secs(if self.distributed { 180 } else { 60 });
@@ -104,6 +141,30 @@ impl ChildShop {
     pub async fn kill_and_restart(&mut self) -> anyhow::Result<()> {
         self.kill().await;
         self.spawn().await
+    }
+
+    /// Arms the kit's crash point `point` in the running embedded process: it freezes the
+    /// `after`-th time it passes it from now on. Answers what holds the point's line once
+    /// it is reached (and closes when the process's stdout does).
+    pub fn arm(&self, point: &str, after: u64) -> anyhow::Result<watch::Receiver<Option<String>>> {
+        if self.distributed {
+            bail!("crash points are armed in the embedded shop only");
+        }
+        // Written whole, then renamed: the process never reads half of it.
+        let armed = self.crash_file.with_extension("armed");
+        std::fs::write(&armed, format!("{point}:{after}"))
+            .and_then(|()| std::fs::rename(&armed, &self.crash_file))
+            .with_context(|| format!("cannot arm the crash point in {}", self.crash_file.display()))?;
+        Ok(self.crashed.clone())
+    }
+
+    /// Sends SIGKILL to the process at once, without the lock [`ChildShop::kill`] needs: a
+    /// process frozen at a crash point has other threads that go on until it dies.
+    pub fn sigkill(&self) {
+        if let Some(pid) = self.child.as_ref().and_then(Child::id) {
+            // SAFETY: kill(2) on our own child's pid, which it keeps until it is waited for.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
     }
 
     pub async fn kill(&mut self) {
@@ -186,5 +247,16 @@ impl ChildShop {
             bail!("{what}: {} {}", answer.status, answer.body);
         }
         Ok(answer.body)
+    }
+}
+
+/// Reads the embedded shop's stdout until it ends, and puts the line of a crash point it
+/// reached in `reached`.
+async fn crash_points_reached(stdout: ChildStdout, reached: watch::Sender<Option<String>>) {
+    let mut lines = BufReader::new(stdout).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if line.starts_with("crashpoint ") && line.ends_with(" reached") {
+            reached.send_replace(Some(line));
+        }
     }
 }

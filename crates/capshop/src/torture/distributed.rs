@@ -47,7 +47,9 @@ pub async fn inject(bench: &Bench, fault: &Fault) -> anyhow::Result<u16> {
     match fault {
         Fault::Crash { process } => Ok(signalled(processes.crash(process))),
         Fault::Pause { process } => Ok(signalled(processes.pause(process))),
-        Fault::Stop { .. } | Fault::Kill => bail!("{fault}: the distributed plan draws a crash or a pause"),
+        Fault::Stop { .. } | Fault::Kill | Fault::CrashPoint { .. } => {
+            bail!("{fault}: the distributed plan draws a crash or a pause")
+        }
         Fault::Bus { kind, fraction } => Ok(on_every_bus_link(&shop, fault, kind.route(), *fraction).await),
         // Named one by one: a new kind of fault must say how it is applied here.
         link @ (Fault::Cut { .. } | Fault::Latency { .. } | Fault::Loss { .. }) => {
@@ -71,7 +73,7 @@ pub async fn heal(bench: &Bench, fault: &Fault) -> u16 {
             }
         },
         Fault::Pause { process } => signalled(processes.resume(process)),
-        Fault::Stop { .. } | Fault::Kill => 422,
+        Fault::Stop { .. } | Fault::Kill | Fault::CrashPoint { .. } => 422,
         // Set to 0, so a fault of the other lane on a bus link stays.
         Fault::Bus { kind, .. } => on_every_bus_link(&shop, fault, kind.route(), 0.0).await,
         link @ (Fault::Cut { .. } | Fault::Latency { .. } | Fault::Loss { .. }) => {

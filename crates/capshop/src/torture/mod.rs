@@ -179,6 +179,7 @@ async fn one(args: &TortureArgs, seed: u64) -> anyhow::Result<Schedule> {
         reconcile: &reconcile,
         converged: settled.clone().map(|_| ()),
         strict: args.strict,
+        inventory_mode: args.inventory_mode,
     };
     let mut rules = check::check(&ops, &end);
     let audit = stock::audit_of(&mut *bench.shop.write().await, &dir.path().join("data"))

@@ -1,6 +1,7 @@
 //! The nemesis: applies a [`Plan`] to the shop on time — link faults, faults inside the bus
 //! and stops through the gateway's `/admin/chaos`, SIGKILL and restart of the process
-//! itself — records each action in the history, and at the end heals everything. Against
+//! itself, at a random time or at one of the kit's crash points — records each action in
+//! the history, and at the end heals everything. Against
 //! `up --distributed`, [`super::distributed`] applies and heals each fault instead.
 
 use anyhow::bail;
@@ -9,7 +10,7 @@ use serde_json::{Value, json};
 use tokio::time::Duration;
 
 use super::child::ChildShop;
-use super::plan::{Fault, ON_THE_BUS, Plan};
+use super::plan::{Fault, ON_THE_BUS, Plan, Step};
 use super::workload::Bench;
 
 /// Runs `plan` on `bench`'s shop; returns when its last step is healed.
@@ -17,7 +18,7 @@ pub async fn run(bench: &Bench, plan: &Plan) -> anyhow::Result<()> {
     let mut actions: Vec<(f64, bool, usize)> = Vec::new();
     for (i, step) in plan.steps.iter().enumerate() {
         actions.push((step.at, true, i));
-        if step.fault != Fault::Kill {
+        if !step.fault.downs_the_process() {
             actions.push((step.heal_at, false, i));
         }
     }
@@ -30,12 +31,12 @@ pub async fn run(bench: &Bench, plan: &Plan) -> anyhow::Result<()> {
         }
         let fault = &plan.steps[i].fault;
         let invoke = bench.history.now();
-        let status = if apply { inject(bench, fault).await? } else { heal(bench, fault).await };
+        let status = if apply { inject(bench, &plan.steps[i]).await? } else { heal(bench, fault).await };
         let (action, label) = if apply { ("fault", fault.to_string()) } else { ("heal", fault.to_string()) };
         bench.history.nemesis(action, label.clone(), invoke, status);
         if apply {
             began[i] = invoke;
-            if *fault == Fault::Kill {
+            if fault.downs_the_process() {
                 bench.timeline.window(&label, invoke, bench.history.now());
             }
         } else {
@@ -45,8 +46,9 @@ pub async fn run(bench: &Bench, plan: &Plan) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Applies one fault; answers the HTTP status of the chaos call (200 for a kill).
-async fn inject(bench: &Bench, fault: &Fault) -> anyhow::Result<u16> {
+/// Applies one step's fault; answers the HTTP status of the chaos call (200 for a kill).
+async fn inject(bench: &Bench, step: &Step) -> anyhow::Result<u16> {
+    let fault = &step.fault;
     if bench.shop.read().await.distributed() {
         return super::distributed::inject(bench, fault).await;
     }
@@ -69,11 +71,31 @@ async fn inject(bench: &Bench, fault: &Fault) -> anyhow::Result<u16> {
             shop.kill_and_restart().await?;
             return Ok(200);
         }
+        Fault::CrashPoint { point, after } => {
+            crash_at(bench, point, *after, step.heal_at - step.at).await?;
+            return Ok(200);
+        }
         Fault::Crash { .. } | Fault::Pause { .. } => bail!("{fault}: only with --distributed"),
     };
     let shop = bench.shop.read().await;
     let body = (!body.is_null()).then_some(&body);
     Ok(shop.admin(Method::POST, &path, body).await.status)
+}
+
+/// Arms the crash point `point` to freeze the process at its `after`-th pass, waits for
+/// that for `bound` seconds, kills the process there (or after `bound`, a plain kill) and
+/// starts it again, disarmed; records whether the point was reached.
+async fn crash_at(bench: &Bench, point: &str, after: u64, bound: f64) -> anyhow::Result<()> {
+    let (invoke, mut crashed) = (bench.history.now(), bench.shop.read().await.arm(point, after)?);
+    // The whole bound, also when the step begins late (behind the clients' sign-ups).
+    let bound = Duration::from_secs_f64(bound);
+    let reached =
+        tokio::time::timeout(bound, crashed.wait_for(Option::is_some)).await.is_ok_and(|r| r.is_ok());
+    // At once, not behind the clients' calls in flight: the process's other threads go on.
+    bench.shop.read().await.sigkill();
+    let action = if reached { "crash-point-reached" } else { "crash-point-not-reached" };
+    bench.history.nemesis(action, point.to_owned(), invoke, 200);
+    bench.shop.write().await.kill_and_restart().await
 }
 
 /// Sets the fault inside the bus of chaos route `route` to `fraction` on every part's bus
@@ -123,7 +145,7 @@ async fn heal(bench: &Bench, fault: &Fault) -> u16 {
         Fault::Stop { part } => {
             shop.admin(Method::POST, &format!("/admin/chaos/services/{part}/start"), None).await.status
         }
-        Fault::Bus { .. } | Fault::Kill => 200,
+        Fault::Bus { .. } | Fault::Kill | Fault::CrashPoint { .. } => 200,
         // The embedded plan draws neither.
         Fault::Crash { .. } | Fault::Pause { .. } => 422,
     }

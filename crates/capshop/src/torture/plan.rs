@@ -1,10 +1,12 @@
 //! The nemesis plan of one schedule, derived from its seed alone, so `--seed S` replays it:
 //! faults on two lanes (at most two at a time), each healed within [`MAX_FAULT`]; a SIGKILL
-//! of the whole process is alone on the schedule while it lasts. Faults inside the bus
-//! (deliveries duplicated, acks lost, deliveries delayed) are a broker's: they are set on
-//! every part's bus link at once, so every consumer meets them. Every plan long enough
-//! partitions the two inventory sites once, both ways, for 1.5 s to [`MAX_FAULT`]: that is
-//! where ap and cp differ, and where the workload contends for the last units.
+//! of the whole process, at a random time or at one of the kit's crash points, is alone on
+//! the schedule while it lasts, and one right after a commit begins every schedule. Faults
+//! inside the bus (deliveries duplicated, acks lost, deliveries delayed) are a broker's:
+//! they are set on every part's bus link at once, so every consumer meets them. Every plan
+//! long enough partitions the two inventory sites once, both ways, for 1.5 s to
+//! [`MAX_FAULT`]: that is where ap and cp differ, and where the workload contends for the
+//! last units.
 
 use std::fmt;
 
@@ -14,6 +16,9 @@ use serde::Serialize;
 
 /// The longest a fault lasts before the nemesis heals it.
 pub const MAX_FAULT: f64 = 4.0;
+
+/// The longest the nemesis waits for a crash point before it kills the process anyway.
+const CRASH_BOUND: f64 = 0.8;
 
 /// The link between the inventory sites.
 const SITES: (&str, &str) = ("inventory-dc1", "inventory-dc2");
@@ -49,6 +54,11 @@ pub const ON_THE_BUS: [&str; 7] =
 const PARTS: [&str; 7] =
     ["customer", "catalog", "payment", "shipping", "search", "inventory-dc1", "inventory-dc2"];
 
+/// The kit's crash points (`kit::crashpoint`) a [`Fault::CrashPoint`] is drawn at: right
+/// after a transaction that appended outbox rows commits, after the relay published a batch
+/// and before it marks it relayed, after a consumer's effects commit and before its ack.
+pub const CRASH_POINTS: [&str; 3] = ["outbox.after_commit", "relay.after_publish", "consumer.after_apply"];
+
 /// One fault of the plan.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "fault", rename_all = "kebab-case")]
@@ -65,6 +75,10 @@ pub enum Fault {
     Stop { part: String },
     /// The whole embedded process is killed with SIGKILL and started again on its files.
     Kill,
+    /// The whole embedded process is frozen the `after`-th time it passes the crash point
+    /// `point` once the fault begins, killed with SIGKILL there (at the heal when it never
+    /// gets that far) and started again on its files.
+    CrashPoint { point: String, after: u64 },
     /// `--distributed`: one process (a service's, nats-server or PostgreSQL with every
     /// process of it) killed with SIGKILL; its supervisor starts it again.
     Crash { process: String },
@@ -84,9 +98,15 @@ impl Fault {
             Fault::Bus { kind, .. } => kind.route(),
             Fault::Stop { .. } => "stop",
             Fault::Kill => "kill",
+            Fault::CrashPoint { .. } => "crash-point",
             Fault::Crash { .. } => "crash",
             Fault::Pause { .. } => "pause",
         }
+    }
+
+    /// Whether it takes the whole embedded process down, and with it every other fault.
+    pub fn downs_the_process(&self) -> bool {
+        matches!(self, Fault::Kill | Fault::CrashPoint { .. })
     }
 }
 
@@ -108,6 +128,9 @@ impl fmt::Display for Fault {
             }
             Fault::Stop { part } => write!(f, "stop {part}"),
             Fault::Kill => write!(f, "SIGKILL the process, restart it"),
+            Fault::CrashPoint { point, after } => {
+                write!(f, "SIGKILL the process at crash point {point} (pass {after}), restart it")
+            }
             Fault::Crash { process } => write!(f, "SIGKILL {process} (its supervisor restarts it)"),
             Fault::Pause { process } => write!(f, "pause {process} (SIGSTOP, then SIGCONT)"),
         }
@@ -157,26 +180,36 @@ impl Plan {
     /// The plan of `seed` for a workload of `seconds`: every fault healed before it ends.
     pub fn of(seed: u64, seconds: f64) -> Self {
         let mut rng = StdRng::seed_from_u64(seed);
-        let mut steps = lane(&mut rng, 0, seconds, fault);
-        let mut second = lane(&mut rng, 1, seconds, fault);
-        if let Some(cut) = sites_cut(&mut rng, seconds) {
+        // The lanes begin a second after the crash at a commit that begins the schedule.
+        let first = at_a_commit(&mut rng, seconds);
+        let start = first.as_ref().map_or(0.0, |crash| crash.heal_at + 1.0);
+        let mut steps = lane(&mut rng, 0, seconds - start, fault);
+        let mut second = lane(&mut rng, 1, seconds - start, fault);
+        for step in steps.iter_mut().chain(second.iter_mut()) {
+            (step.at, step.heal_at) = (round(step.at + start), round(step.heal_at + start));
+        }
+        if let Some(cut) = sites_cut(&mut rng, start, seconds) {
             // The partition takes the second lane's place while it lasts; on the first lane
-            // it keeps clear of a kill (by a second either side) and of any fault of a site,
-            // which would heal the sites' link early or keep one site from taking orders.
+            // it keeps clear of what downs the process (by a second either side) and of any
+            // fault of a site, which would heal the sites' link early or keep one site from
+            // taking orders.
             let during = |s: &Step, margin: f64| s.heal_at >= cut.at - margin && s.at <= cut.heal_at + margin;
             second.retain(|s| !during(s, 0.0));
             steps.retain(|s| {
-                !(during(s, 1.0) && s.fault == Fault::Kill || during(s, 0.0) && at_a_site(&s.fault))
+                !(during(s, 1.0) && s.fault.downs_the_process() || during(s, 0.0) && at_a_site(&s.fault))
             });
             steps.push(cut);
         }
         steps.extend(second);
-        // A kill takes the whole process down with every fault of the other lane: it is
-        // alone while the process restarts (a margin of a second either side).
-        let kills: Vec<f64> = steps.iter().filter(|s| s.fault == Fault::Kill).map(|s| s.at).collect();
+        // A kill or a crash point takes the whole process down with every fault of the
+        // other lane: it is alone while the process restarts (a margin of a second either
+        // side).
+        let down: Vec<Step> = steps.iter().filter(|s| s.fault.downs_the_process()).cloned().collect();
         steps.retain(|s| {
-            s.fault == Fault::Kill || kills.iter().all(|k| s.heal_at < k - 1.0 || s.at > k + 1.0)
+            s.fault.downs_the_process()
+                || down.iter().all(|d| s.heal_at < d.at - 1.0 || s.at > d.heal_at + 1.0)
         });
+        steps.extend(first);
         steps.sort_by(|a, b| a.at.total_cmp(&b.at));
         Self { seed, steps }
     }
@@ -221,25 +254,32 @@ pub(super) fn lane(
     let mut t = rng.random_range(0.3..1.5) + f64::from(lane) * 0.5;
     while t + 0.5 < seconds {
         let fault = draw(rng, lane == 0);
-        let kill = fault == Fault::Kill;
-        let length = if kill { 0.0 } else { rng.random_range(0.5..MAX_FAULT) };
+        let down = fault.downs_the_process();
+        let length = match fault {
+            Fault::Kill => 0.0,
+            // Its bound: a crash point is passed many times a second under the workload.
+            Fault::CrashPoint { .. } => rng.random_range(0.3..CRASH_BOUND),
+            _ => rng.random_range(0.5..MAX_FAULT),
+        };
         let heal_at = (t + length).min(seconds - 0.2);
         steps.push(Step { at: round(t), heal_at: round(heal_at), fault });
         // A restarted process gets a moment before the next fault of its lane.
-        t = heal_at + rng.random_range(0.3..2.0) + if kill { 1.5 } else { 0.0 };
+        t = heal_at + rng.random_range(0.3..2.0) + if down { 1.5 } else { 0.0 };
     }
     steps
 }
 
-/// The partition of the sites, both ways, of a plan of `seconds`: 1.5 s to [`MAX_FAULT`],
-/// from 1.5 s on (the clients have registered), healed a second before the workload ends
-/// so the sites agree while it still runs; `None` when the plan is too short for one.
-fn sites_cut(rng: &mut StdRng, seconds: f64) -> Option<Step> {
-    let length = rng.random_range(SITES_CUT_MIN..MAX_FAULT).min(seconds - 2.5);
+/// The partition of the sites, both ways, of a plan of `seconds` whose lanes begin at
+/// `start`: 1.5 s to [`MAX_FAULT`], from 1.5 s and `start` on, healed a second before the
+/// workload ends so the sites agree while it still runs; `None` when the plan is too short.
+fn sites_cut(rng: &mut StdRng, start: f64, seconds: f64) -> Option<Step> {
+    // Just past `start`, which is a second after the crash that begins the schedule.
+    let earliest = (start + 0.1).max(1.5);
+    let length = rng.random_range(SITES_CUT_MIN..MAX_FAULT).min(seconds - 1.0 - earliest);
     if length < SITES_CUT_MIN {
         return None;
     }
-    let at = rng.random_range(1.5..=seconds - 1.0 - length);
+    let at = rng.random_range(earliest..=seconds - 1.0 - length);
     let (a, b) = (SITES.0.to_owned(), SITES.1.to_owned());
     Some(Step { at: round(at), heal_at: round(at + length), fault: Fault::Cut { a, b, oneway: false } })
 }
@@ -260,12 +300,32 @@ fn round(t: f64) -> f64 {
     (t * 100.0).round() / 100.0
 }
 
-/// One fault of the embedded plan (a kill of the whole process only when `may_kill`).
+/// The crash that begins every schedule of 4 s or more: at `outbox.after_commit`, after
+/// a drawn number of passes. A kill at a random time almost never lands right after a
+/// commit and before the relay's next transaction, where a write whose outbox row is not
+/// in its own transaction loses its event.
+fn at_a_commit(rng: &mut StdRng, seconds: f64) -> Option<Step> {
+    if seconds < 4.0 {
+        return None;
+    }
+    let at = rng.random_range(0.3..1.5);
+    let heal_at = at + rng.random_range(0.3..CRASH_BOUND);
+    let fault = crash_point(rng, CRASH_POINTS[0]);
+    Some(Step { at: round(at), heal_at: round(heal_at), fault })
+}
+
+/// A crash at `point` after a drawn number of passes.
+fn crash_point(rng: &mut StdRng, point: &str) -> Fault {
+    Fault::CrashPoint { point: point.to_owned(), after: rng.random_range(1..=8) }
+}
+
+/// One fault of the embedded plan (a kill of the whole process, mostly at a crash point,
+/// only when `may_kill`).
 pub(super) fn fault(rng: &mut StdRng, may_kill: bool) -> Fault {
     let (a, b) = LINKS[rng.random_range(0..LINKS.len())];
     let (a, b) = (a.to_owned(), b.to_owned());
     let fraction = |rng: &mut StdRng| f64::from(rng.random_range(2..8_u32)) / 10.0;
-    match rng.random_range(0..if may_kill { 18 } else { 16 }) {
+    match rng.random_range(0..if may_kill { 19 } else { 16 }) {
         0..=1 => Fault::Cut { a, b, oneway: false },
         2..=3 => Fault::Cut { a, b, oneway: true },
         4 => Fault::Latency { a, b, ms: rng.random_range(50..800) },
@@ -276,8 +336,12 @@ pub(super) fn fault(rng: &mut StdRng, may_kill: bool) -> Fault {
         // Delay twice as often as the others: only it makes an unordered replica see a
         // key's versions out of order, which the version gate is there for.
         13..=15 => Fault::Bus { kind: InBus::Delay, fraction: fraction(rng) },
-        // As often as before the faults inside the bus came (one in eleven of the lane).
-        _ => Fault::Kill,
+        16 => Fault::Kill,
+        // Two in three of the kills of the first lane, at each crash point alike.
+        _ => {
+            let point = CRASH_POINTS[rng.random_range(0..CRASH_POINTS.len())];
+            crash_point(rng, point)
+        }
     }
 }
 
@@ -295,7 +359,18 @@ mod tests {
     fn the_plans_draw_every_kind_of_fault_the_faults_inside_the_bus_included() {
         let kinds: std::collections::BTreeSet<&str> =
             (0..50).flat_map(|seed| Plan::of(seed, 30.0).steps).map(|s| s.fault.kind()).collect();
-        let all = ["cut", "cut-oneway", "latency", "loss", "duplicate", "lost-ack", "delay", "stop", "kill"];
+        let all = [
+            "cut",
+            "cut-oneway",
+            "latency",
+            "loss",
+            "duplicate",
+            "lost-ack",
+            "delay",
+            "stop",
+            "kill",
+            "crash-point",
+        ];
         assert_eq!(kinds, all.into_iter().collect());
     }
 
@@ -324,12 +399,47 @@ mod tests {
                 assert!(step.heal_at - step.at <= MAX_FAULT + 1e-9 && step.heal_at < 30.0, "{step:?}");
                 let during = plan.steps.iter().filter(|s| s.at <= step.at && s.heal_at >= step.at).count();
                 assert!(during <= 2, "seed {seed}: {} at once at {}", during, step.at);
-                if step.fault == Fault::Kill {
-                    let near =
-                        plan.steps.iter().filter(|s| s.heal_at >= step.at - 1.0 && s.at <= step.at + 1.0);
-                    assert_eq!(near.count(), 1, "seed {seed}: a kill shares its time with another fault");
+                if step.fault.downs_the_process() {
+                    let near = plan
+                        .steps
+                        .iter()
+                        .filter(|s| s.heal_at >= step.at - 1.0 && s.at <= step.heal_at + 1.0);
+                    assert_eq!(near.count(), 1, "seed {seed}: {step:?} shares its time with another fault");
                 }
             }
         }
+    }
+
+    #[test]
+    fn every_schedule_crashes_right_after_a_commit_and_the_first_lane_at_every_crash_point() {
+        let mut drawn = std::collections::BTreeSet::<String>::new();
+        for seed in 0..200 {
+            let plan = Plan::of(seed, 10.0);
+            let crashes: Vec<(&str, u64, &Step)> = plan
+                .steps
+                .iter()
+                .filter_map(|s| match &s.fault {
+                    Fault::CrashPoint { point, after } => Some((point.as_str(), *after, s)),
+                    _ => None,
+                })
+                .collect();
+            assert!(
+                crashes.iter().any(|(point, _, _)| *point == "outbox.after_commit"),
+                "seed {seed}: no crash at a commit: {}",
+                plan.text()
+            );
+            for (point, after, step) in crashes {
+                assert!(CRASH_POINTS.contains(&point) && (1..=8).contains(&after), "{step:?}");
+                let bound = step.heal_at - step.at;
+                assert!(
+                    bound > 0.0 && bound <= CRASH_BOUND + 0.01,
+                    "seed {seed}: a crash point's bound: {step:?}"
+                );
+                let line = format!("SIGKILL the process at crash point {point} (pass {after}), restart it");
+                assert!(plan.text().contains(&line), "the plan prints it: {}", plan.text());
+                drawn.insert(point.to_owned());
+            }
+        }
+        assert_eq!(drawn, CRASH_POINTS.map(String::from).into_iter().collect(), "every crash point is drawn");
     }
 }

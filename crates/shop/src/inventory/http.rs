@@ -17,7 +17,7 @@ use super::events;
 use super::merge::SiteStock;
 use super::model::{OnHand, OrderId, ProductId, ReservationLine, ReservationStatus, Stock};
 use super::sites::{Mode, Site};
-use super::store;
+use super::{stock_writer, store};
 use crate::service::admin::require_token;
 use crate::service::{
     Body, BodyRefused, Context, PathParams, Problem, QueryParams, ServiceName, StoreBusy, token,
@@ -65,7 +65,7 @@ fn here(ctx: &Context) -> Site {
 struct Api;
 
 /// The new stock count of a product.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdjustRequest {
     /// Units on hand, 0 to 1,000,000; not below what is reserved.
@@ -114,6 +114,10 @@ async fn adjust(
     let on_hand = OnHand::new(request.on_hand)?;
     let site = here(&ctx);
     if ctx.choices.inventory == Mode::Cp {
+        if site != Site::arbiter() {
+            let stock = stock_writer::hand_on(&ctx, site, &id, &request).await?;
+            return Ok(token::written(StatusCode::OK, &stock, &events::token(&stock)));
+        }
         // cp writes only while the sites see each other.
         let peer = ctx.peer(ServiceName::Inventory);
         if let Err(e) = peer.get::<SiteStatus>("/sites").await {

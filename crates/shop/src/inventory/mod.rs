@@ -29,7 +29,9 @@
 //!   the other already counted, so the sum of acknowledged reservations never exceeds the
 //!   stock; under contention, reservations give way by age (wait-die), so the sites do not
 //!   refuse each other's forever. A site that cannot reach the other refuses with the
-//!   reason; stock never goes below zero.
+//!   reason; stock never goes below zero. Stock changes have one writer, the arbiter
+//!   site: a change asked of dc2 is handed to dc1 ([`stock_writer`]), so two changes never
+//!   count from views that miss each other's.
 //! - `ap`: a reservation is accepted at once from the site's own view (`provisional`,
 //!   announced by StockReserved with that status; the order waits in pending stock), also
 //!   during a partition. It is arbitrated when its site sees the other again: the arbiter
@@ -57,6 +59,7 @@ pub mod http;
 pub mod merge;
 pub mod model;
 pub mod sites;
+pub mod stock_writer;
 pub mod store;
 
 use std::sync::Arc;

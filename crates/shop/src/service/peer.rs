@@ -102,9 +102,24 @@ impl Peer {
         path: &str,
         body: &B,
     ) -> Result<T, PeerError> {
-        let body =
-            serde_json::to_vec(body).map_err(|e| self.unavailable(format!("unsendable request: {e}")))?;
-        self.call(Method::POST, path, None, Some(Bytes::from(body))).await
+        self.call(Method::POST, path, None, Some(self.encode(body)?)).await
+    }
+
+    /// A PUT handed on for the caller whose `bearer` token goes along (an admin's write
+    /// that one service passes to the one that must make it).
+    pub async fn put_as<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+        bearer: &str,
+    ) -> Result<T, PeerError> {
+        self.call(Method::PUT, path, Some(bearer), Some(self.encode(body)?)).await
+    }
+
+    fn encode<B: Serialize + ?Sized>(&self, body: &B) -> Result<Bytes, PeerError> {
+        serde_json::to_vec(body)
+            .map(Bytes::from)
+            .map_err(|e| self.unavailable(format!("unsendable request: {e}")))
     }
 
     fn url(&self, path: &str) -> String {

@@ -90,7 +90,7 @@ fn facts(final_line: &str, orders: &[&str]) -> ShopFacts {
 
 fn violations(ops: &[Op], facts: &ShopFacts) -> Vec<(&'static str, u64)> {
     let report = shop::reconcile::check(&ShopFacts { parts: vec![], ..facts.clone() });
-    let end = Final { facts, reconcile: &report, converged: Ok(()), strict: false };
+    let end = Final { facts, reconcile: &report, converged: Ok(()), strict: false, inventory_mode: Mode::Ap };
     check(ops, &end).into_iter().map(|r| (r.rule, r.violations)).filter(|(_, n)| *n > 0).collect()
 }
 

@@ -5,7 +5,8 @@
 //! customer-scoped routes replicates both ([`replica`]) into its own database and into
 //! [`Sessions`], so it verifies a token with no call to the customer service — also while
 //! that is down. The price: a revoked token still passes a replica until the revocation
-//! reaches it (the replication lag).
+//! reaches it (the replication lag). A token's signature is checked once per process and
+//! remembered; its expiry and revocation are judged on every request.
 //!
 //! [`SignedIn`] is the one place a route learns who is signed in: an axum extractor that
 //! answers 401 problem+json with `WWW-Authenticate` when the token is missing, malformed,
@@ -39,6 +40,23 @@ struct Known {
     keys: HashMap<String, VerifyingKey>,
     /// Revoked session ids, with the time their token expires anyway.
     revoked: HashMap<String, u64>,
+    /// Tokens whose signature this process has checked, with what they say (at most
+    /// [`CHECKED_MAX`]).
+    checked: HashMap<String, Checked>,
+}
+
+/// How many checked tokens a process remembers; past it, it forgets them all and checks
+/// each again once. A token is signed once and shown on every request of its session, and
+/// an Ed25519 check costs tens of µs, so each is checked once; its expiry and revocation
+/// are still judged on every request.
+const CHECKED_MAX: usize = 10_000;
+
+/// What a token with a good signature says.
+#[derive(Debug, Clone)]
+struct Checked {
+    customer_id: String,
+    session_id: String,
+    expires_at_ms: u64,
 }
 
 impl Sessions {
@@ -91,26 +109,43 @@ impl Sessions {
 
     /// Who `token` signs in at `now_ms`, or why it does not.
     pub fn verify(&self, token: &str, now_ms: u64) -> Result<SignedIn, Refusal> {
-        let kid = paseto::kid(token).map_err(|e| Refusal::Invalid(e.to_string()))?;
-        let known = self.0.read().unwrap_or_else(PoisonError::into_inner);
-        let key = known
-            .keys
-            .get(&kid)
-            .ok_or_else(|| Refusal::Invalid(paseto::TokenError::UnknownKey(kid.clone()).to_string()))?;
-        let claims = paseto::verify(key, token).map_err(|e| Refusal::Invalid(e.to_string()))?;
-        let expires_at_ms = u64::try_from(claims.exp.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
-        if expires_at_ms <= now_ms {
+        let checked = self.signature_checked(token)?;
+        if checked.expires_at_ms <= now_ms {
             return Err(Refusal::Invalid("the token has expired: sign in again".into()));
         }
-        if known.revoked.contains_key(&claims.jti) {
+        let known = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        if known.revoked.contains_key(&checked.session_id) {
             return Err(Refusal::Invalid("the session was ended (signed out or password changed)".into()));
         }
         Ok(SignedIn {
-            customer_id: claims.sub,
-            session_id: claims.jti,
-            expires_at_ms,
+            customer_id: checked.customer_id,
+            session_id: checked.session_id,
+            expires_at_ms: checked.expires_at_ms,
             token: token.to_owned(),
         })
+    }
+
+    /// What `token` says, once its signature is good: remembered from an earlier check of
+    /// the same token, or checked now with the key it names.
+    fn signature_checked(&self, token: &str) -> Result<Checked, Refusal> {
+        if let Some(checked) = self.0.read().unwrap_or_else(PoisonError::into_inner).checked.get(token) {
+            return Ok(checked.clone());
+        }
+        let kid = paseto::kid(token).map_err(|e| Refusal::Invalid(e.to_string()))?;
+        let key = self.0.read().unwrap_or_else(PoisonError::into_inner).keys.get(&kid).copied();
+        let key = key.ok_or_else(|| Refusal::Invalid(paseto::TokenError::UnknownKey(kid).to_string()))?;
+        let claims = paseto::verify(&key, token).map_err(|e| Refusal::Invalid(e.to_string()))?;
+        let checked = Checked {
+            customer_id: claims.sub,
+            session_id: claims.jti,
+            expires_at_ms: u64::try_from(claims.exp.unix_timestamp_nanos() / 1_000_000).unwrap_or(0),
+        };
+        let mut known = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        if known.checked.len() >= CHECKED_MAX {
+            known.checked.clear();
+        }
+        known.checked.insert(token.to_owned(), checked.clone());
+        Ok(checked)
     }
 }
 

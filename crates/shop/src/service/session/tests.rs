@@ -56,6 +56,38 @@ fn a_token_of_another_key_under_a_known_name_is_refused() {
 }
 
 #[test]
+fn a_token_checked_once_is_still_judged_on_every_request_and_a_forged_copy_is_checked_anew() {
+    let key = paseto::generate_key();
+    let sessions = Sessions::default();
+    sessions.learn_key("k-1".into(), key.verifying_key());
+    let token = paseto::sign(&key, "k-1", &claims("c-ada", "s-1", 60));
+    for _ in 0..3 {
+        assert_eq!(sessions.verify(&token, NOW_MS).unwrap().customer_id(), "c-ada");
+    }
+    assert_eq!(sessions.0.read().unwrap().checked.len(), 1, "checked once, remembered");
+    let forged = paseto::sign(&paseto::generate_key(), "k-1", &claims("c-ada", "s-1", 60));
+    assert!(
+        invalid(sessions.verify(&forged, NOW_MS)).contains("signature"),
+        "the same claims, signed by another"
+    );
+    assert!(invalid(sessions.verify(&token, NOW_MS + 60_000)).contains("expired"));
+    sessions.revoke("s-1".into(), NOW_MS + 60_000, NOW_MS);
+    assert!(invalid(sessions.verify(&token, NOW_MS)).contains("ended"), "a remembered token is revoked too");
+}
+
+#[test]
+fn the_checked_tokens_a_process_remembers_are_bounded() {
+    let key = paseto::generate_key();
+    let sessions = Sessions::default();
+    sessions.learn_key("k-1".into(), key.verifying_key());
+    for n in 0..=super::CHECKED_MAX {
+        let token = paseto::sign(&key, "k-1", &claims("c-ada", &format!("s-{n}"), 60));
+        sessions.verify(&token, NOW_MS).unwrap();
+    }
+    assert!(sessions.0.read().unwrap().checked.len() <= super::CHECKED_MAX);
+}
+
+#[test]
 fn revocations_of_expired_tokens_are_not_kept() {
     let sessions = Sessions::default();
     sessions.revoke("s-old".into(), NOW_MS - 1, NOW_MS);
