@@ -71,9 +71,11 @@ fn reconcile_exits_0_on_a_settled_shop_and_1_once_a_database_is_damaged() {
     // A placement counted twice: search's bestsellers hold more units than the orders.
     let search = rusqlite::Connection::open(dir.path().join("search.db")).unwrap();
     let units: i64 = search
-        .query_row("SELECT coalesce(sum(units), 0) FROM search_units_ordered WHERE product_id = 'p-001'", [], |r| {
-            r.get(0)
-        })
+        .query_row(
+            "SELECT coalesce(sum(units), 0) FROM search_units_ordered WHERE product_id = 'p-001'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     search
         .execute(
@@ -89,7 +91,11 @@ fn reconcile_exits_0_on_a_settled_shop_and_1_once_a_database_is_damaged() {
     assert_eq!(report["counters"], 1, "{report}");
     let counted = report["findings"].as_array().unwrap().iter().find(|f| f["kind"] == "units_ordered_differ");
     let counted = counted.unwrap_or_else(|| panic!("{report}"));
-    assert_eq!((&counted["class"], &counted["keys"]["product"]), (&"defect".into(), &"p-001".into()), "{report}");
+    assert_eq!(
+        (&counted["class"], &counted["keys"]["product"]),
+        (&"defect".into(), &"p-001".into()),
+        "{report}"
+    );
     let detail = format!("search counts {} units of p-001 ordered, the orders hold {units}", units + 1);
     assert_eq!(counted["detail"], detail.as_str(), "{report}");
 }

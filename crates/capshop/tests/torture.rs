@@ -93,7 +93,11 @@ fn an_inbox_that_lets_copies_through_is_caught_in_every_schedule_a_copy_reached_
         reached += 1;
         let double = schedule["rules"].as_array().unwrap().iter().find(|r| r["rule"] == "3 no double effect");
         let double = double.unwrap_or_else(|| panic!("no rule 3: {schedule:#}"));
-        assert_eq!(schedule["passed"], false, "seed {}: {over:?} counted twice, not caught", schedule["seed"]);
+        assert_eq!(
+            schedule["passed"], false,
+            "seed {}: {over:?} counted twice, not caught",
+            schedule["seed"]
+        );
         assert!(
             double["examples"].to_string().contains("units_ordered_differ"),
             "seed {}: rule 3 names the counter: {double:#}",

@@ -115,7 +115,7 @@ fn units_placed(events: &[Envelope]) -> Vec<(String, u64)> {
 }
 
 async fn units_ordered(store: &Store) -> Vec<(String, u64)> {
-    store.transact(|tx| bestsellers::all(tx)).await.unwrap()
+    store.transact(bestsellers::all).await.unwrap()
 }
 
 /// Every document, and for each the ids the full-text index finds by its title's words.
