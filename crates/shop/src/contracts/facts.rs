@@ -158,6 +158,11 @@ pub enum ServiceFacts {
         /// `search.orders` applied OrderPlaced events (absent from facts older than it).
         #[serde(default)]
         units_ordered: Vec<UnitsOrderedFact>,
+        /// Whether the counter counted from the shop's first order (not in a shop upgraded
+        /// to it with orders already placed, nor in facts older than it): only then can
+        /// reconcile check it.
+        #[serde(default)]
+        counted_from_the_start: bool,
     },
     Inventory {
         site: Site,

@@ -51,7 +51,11 @@ fn empty(service: &str) -> ServiceFacts {
             order_replicas: Vec::new(),
             customer_addresses: Vec::new(),
         },
-        "search" => ServiceFacts::Search { documents: Vec::new(), units_ordered: Vec::new() },
+        "search" => ServiceFacts::Search {
+            documents: Vec::new(),
+            units_ordered: Vec::new(),
+            counted_from_the_start: true,
+        },
         site => ServiceFacts::Inventory {
             site: if site == "inventory-dc1" { Site::Dc1 } else { Site::Dc2 },
             counters: Vec::new(),
@@ -366,6 +370,19 @@ fn the_table_names_every_finding_with_its_keys_and_why_it_is_in_flight() {
 /// o-1 holds 6 units of p-001; search counts `counted` of them and applied the order
 /// stream up to `search_applied` (of 1).
 fn units_counted(counted: Option<u64>, search_applied: u64) -> Report {
+    let mut facts = six_mugs_ordered();
+    if let ServiceFacts::Search { units_ordered, .. } = &mut part(&mut facts, "search").state {
+        let units = counted.map(|units| UnitsOrderedFact { product_id: "p-001".into(), units });
+        units_ordered.extend(units);
+    }
+    for c in part(&mut facts, "search").consumers.iter_mut() {
+        (c.floor, c.applied) = (search_applied, search_applied);
+    }
+    check(&facts)
+}
+
+/// A confirmed and paid o-1 whose one line is 6 units of p-001.
+fn six_mugs_ordered() -> ShopFacts {
     let mut facts = confirmed_and_paid();
     if let ServiceFacts::Order { orders, .. } = &mut part(&mut facts, "order").state {
         orders[0].lines.push(crate::contracts::order::OrderLine {
@@ -375,14 +392,7 @@ fn units_counted(counted: Option<u64>, search_applied: u64) -> Report {
             unit_price_cents: 100,
         });
     }
-    if let ServiceFacts::Search { units_ordered, .. } = &mut part(&mut facts, "search").state {
-        let units = counted.map(|units| UnitsOrderedFact { product_id: "p-001".into(), units });
-        units_ordered.extend(units);
-    }
-    for c in part(&mut facts, "search").consumers.iter_mut() {
-        (c.floor, c.applied) = (search_applied, search_applied);
-    }
-    check(&facts)
+    facts
 }
 
 fn units_finding(report: &Report) -> Option<&Finding> {
@@ -420,4 +430,22 @@ fn search_counting_more_units_than_the_orders_hold_is_a_defect_and_fewer_in_flig
         "{}",
         behind_and_over.table()
     );
+}
+
+#[test]
+fn a_counter_that_began_after_orders_were_placed_is_not_checked() {
+    let mut facts = six_mugs_ordered();
+    if let ServiceFacts::Search { counted_from_the_start, .. } = &mut part(&mut facts, "search").state {
+        *counted_from_the_start = false;
+    }
+    let upgraded = check(&facts);
+    assert!(
+        units_finding(&upgraded).is_none(),
+        "an upgraded shop's counter never counted o-1: {}",
+        upgraded.table()
+    );
+    let old: ServiceFacts =
+        serde_json::from_value(serde_json::json!({ "service": "search", "documents": [] }))
+            .expect("facts older than the counter still read");
+    assert!(matches!(old, ServiceFacts::Search { counted_from_the_start: false, .. }), "{old:?}");
 }

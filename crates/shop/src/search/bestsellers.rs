@@ -57,3 +57,10 @@ pub fn all(tx: &mut Tx<'_>) -> Result<Vec<(String, u64)>, StoreError> {
     let rows = tx.query("SELECT product_id, units FROM search_units_ordered ORDER BY product_id", &[])?;
     rows.into_iter().map(|mut r| Ok((r.take(0)?, r.get(1)?))).collect()
 }
+
+/// Whether the counter counted from the shop's first order (the migration that made it met
+/// no order already indexed).
+pub fn counted_from_the_start(tx: &mut Tx<'_>) -> Result<bool, StoreError> {
+    let from_the_start: i64 = tx.query_one("SELECT from_the_start FROM search_counting", &[])?.get(0)?;
+    Ok(from_the_start == 1)
+}

@@ -18,5 +18,6 @@ pub fn read(tx: &mut Tx<'_>) -> Result<ServiceFacts, StoreError> {
         .into_iter()
         .map(|(product_id, units)| UnitsOrderedFact { product_id, units })
         .collect();
-    Ok(ServiceFacts::Search { documents, units_ordered })
+    let counted_from_the_start = bestsellers::counted_from_the_start(tx)?;
+    Ok(ServiceFacts::Search { documents, units_ordered, counted_from_the_start })
 }
