@@ -67,6 +67,37 @@ fn reconcile_exits_0_on_a_settled_shop_and_1_once_a_database_is_damaged() {
     let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(report["replica_mismatches"], 1, "{report}");
     assert_eq!(report["findings"][0]["class"], "defect", "{report}");
+
+    // A placement counted twice: search's bestsellers hold more units than the orders.
+    let search = rusqlite::Connection::open(dir.path().join("search.db")).unwrap();
+    let units: i64 = search
+        .query_row(
+            "SELECT coalesce(sum(units), 0) FROM search_units_ordered WHERE product_id = 'p-001'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    search
+        .execute(
+            "INSERT INTO search_units_ordered (product_id, units) VALUES ('p-001', ?1) \
+             ON CONFLICT (product_id) DO UPDATE SET units = excluded.units",
+            [units + 1],
+        )
+        .unwrap();
+    drop(search);
+    let json = reconcile(&["--data-dir", data_dir, "--json"]);
+    assert_eq!(json.status.code(), Some(1), "{}", text(&json));
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(report["counters"], 1, "{report}");
+    let counted = report["findings"].as_array().unwrap().iter().find(|f| f["kind"] == "units_ordered_differ");
+    let counted = counted.unwrap_or_else(|| panic!("{report}"));
+    assert_eq!(
+        (&counted["class"], &counted["keys"]["product"]),
+        (&"defect".into(), &"p-001".into()),
+        "{report}"
+    );
+    let detail = format!("search counts {} units of p-001 ordered, the orders hold {units}", units + 1);
+    assert_eq!(counted["detail"], detail.as_str(), "{report}");
 }
 
 #[test]

@@ -158,3 +158,58 @@ fn sold_at_both_sites_while_cut(history: &str) -> bool {
         site.ends_with("dc1") && sold.contains(&(product.clone(), site.replace("dc1", "dc2")))
     })
 }
+
+/// The inbox canary lets a redelivered event apply again; search's bestsellers counter is
+/// the one effect a second application changes (an OrderPlaced counts its units twice).
+/// Every schedule whose final facts show search counting more units of a product than the
+/// orders hold — a copy reached the counter — must fail rule 3 on reconcile's finding, and
+/// the plans of these seeds must get at least one copy there.
+#[test]
+fn an_inbox_that_lets_copies_through_is_caught_in_every_schedule_a_copy_reached_the_counter() {
+    let out = tempfile::tempdir().unwrap();
+    let args = ["--seed", "103", "--schedules", "2", "--seconds", "10", "--settle-seconds", "20"];
+    let (report, _) = torture(&args, Some("inbox-dedup-off"), out.path());
+    let mut reached = 0;
+    for schedule in report["per_schedule"].as_array().unwrap() {
+        let history = schedule["history"].as_str().unwrap();
+        let saved = std::fs::read_to_string(history.replace(".jsonl", "-final.json")).unwrap();
+        let over = units_counted_twice(&serde_json::from_str(&saved).unwrap());
+        if over.is_empty() {
+            continue;
+        }
+        reached += 1;
+        let double = schedule["rules"].as_array().unwrap().iter().find(|r| r["rule"] == "3 no double effect");
+        let double = double.unwrap_or_else(|| panic!("no rule 3: {schedule:#}"));
+        assert_eq!(
+            schedule["passed"], false,
+            "seed {}: {over:?} counted twice, not caught",
+            schedule["seed"]
+        );
+        assert!(
+            double["examples"].to_string().contains("units_ordered_differ"),
+            "seed {}: rule 3 names the counter: {double:#}",
+            schedule["seed"]
+        );
+    }
+    assert!(reached > 0, "no copy of an OrderPlaced reached search in these plans: {report:#}");
+}
+
+/// The products search counts more units of than the orders' lines hold, from a schedule's
+/// saved final facts.
+fn units_counted_twice(saved: &Value) -> Vec<String> {
+    let mut ordered: std::collections::BTreeMap<String, i64> = std::collections::BTreeMap::new();
+    for part in saved["facts"]["parts"].as_array().unwrap() {
+        let state = &part["state"];
+        for order in state["orders"].as_array().into_iter().flatten() {
+            for line in order["lines"].as_array().unwrap() {
+                *ordered.entry(line["product_id"].as_str().unwrap().to_owned()).or_default() +=
+                    line["quantity"].as_i64().unwrap();
+            }
+        }
+        for counted in state["units_ordered"].as_array().into_iter().flatten() {
+            *ordered.entry(counted["product_id"].as_str().unwrap().to_owned()).or_default() -=
+                counted["units"].as_i64().unwrap();
+        }
+    }
+    ordered.into_iter().filter(|(_, left)| *left < 0).map(|(product, _)| product).collect()
+}

@@ -43,6 +43,8 @@ pub mod canary;
 pub mod clock;
 pub mod consumer;
 pub mod crashpoint;
+#[cfg(any(test, feature = "test-support"))]
+pub mod delivery;
 pub mod envelope;
 pub mod inbox;
 pub mod lag;

@@ -219,6 +219,12 @@ async fn damage_written_into_one_database_is_found_with_its_keys_as_a_defect() {
             vec![defect("replica_missing", &[("key", "p-003"), ("replica", "search.product")])],
         ),
         (
+            "a placement counted twice",
+            "search".into(),
+            "UPDATE search_units_ordered SET units = units + 1 WHERE product_id = 'p-002'".into(),
+            vec![defect("units_ordered_differ", &[("product", "p-002")])],
+        ),
+        (
             "stock on hand changed at dc1",
             "inventory-dc1".into(),
             "UPDATE site_stock SET removed = added WHERE site = 'dc1' AND product_id = 'p-002'".into(),

@@ -267,7 +267,8 @@ fn unexpected(ops: &[Op], state: &State<'_>, end: &Final<'_>) -> Rule {
 }
 
 /// Rule 3: one order (and one customer) per idempotency key; per order at most one
-/// authorization, one shipment, one line per product at each site; stock adds up.
+/// authorization, one shipment, one line per product at each site; stock adds up, and so
+/// do counters (search's units ordered: an OrderPlaced applied twice counts twice).
 fn double_effects(ops: &[Op], state: &State<'_>, end: &Final<'_>) -> Rule {
     let mut rule = Rule::new("3 no double effect");
     for op_name in ["place", "register"] {
@@ -305,6 +306,7 @@ fn double_effects(ops: &[Op], state: &State<'_>, end: &Final<'_>) -> Rule {
         rule.judge(n == 1, || format!("{n} of {what} {order} {at}"));
     }
     reconciled(&mut rule, end, state, "stock");
+    reconciled(&mut rule, end, state, "counter");
     rule
 }
 

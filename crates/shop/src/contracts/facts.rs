@@ -154,6 +154,15 @@ pub enum ServiceFacts {
     },
     Search {
         documents: Vec<DocumentFact>,
+        /// The bestsellers counter: units of each product in every order placed, as far as
+        /// `search.orders` applied OrderPlaced events (absent from facts older than it).
+        #[serde(default)]
+        units_ordered: Vec<UnitsOrderedFact>,
+        /// Whether the counter counted from the shop's first order (not in a shop upgraded
+        /// to it with orders already placed, nor in facts older than it): only then can
+        /// reconcile check it.
+        #[serde(default)]
+        counted_from_the_start: bool,
     },
     Inventory {
         site: Site,
@@ -204,6 +213,13 @@ pub struct DocumentFact {
     pub kind: String,
     pub id: String,
     pub version: u64,
+}
+
+/// Units of one product in the orders placed, as search counts them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnitsOrderedFact {
+    pub product_id: String,
+    pub units: u64,
 }
 
 /// One reservation line as a site holds it.

@@ -8,6 +8,8 @@
 //!   order, a shipment without a confirmed order).
 //! - [`replicas`]: every replica record against its source (missing, behind, ahead, or
 //!   different at the same version) and the stock of every product at every site.
+//! - [`counters`]: search's bestsellers counter against the lines of the orders it counts
+//!   (a redelivered OrderPlaced counted twice shows here).
 //! - [`streams`]: per stream, the outbox head against the bus head against each
 //!   consumer's applied position, and dead letters.
 //!
@@ -15,6 +17,7 @@
 //! committed but not yet applied by the consumer that would resolve it explains it (its
 //! stream and first unapplied seq are named), else a **defect**.
 
+mod counters;
 mod links;
 mod render;
 mod replicas;
@@ -41,6 +44,8 @@ pub enum Group {
     ReplicaMismatch,
     /// Stock that does not add up at a site.
     Stock,
+    /// A counter that disagrees with the events it counts (one counted twice, or lost).
+    Counter,
     /// Positions of a stream that do not agree (outbox, bus, consumers), dead letters.
     Stream,
 }
@@ -99,7 +104,7 @@ impl Finding {
 }
 
 /// Every finding, and how many there are of each: `broken_links`, `orphans`,
-/// `replica_mismatches`, `stock` and `streams` count defects, `in_flight` the findings an
+/// `replica_mismatches`, `stock`, `counters` and `streams` count defects, `in_flight` the findings an
 /// unapplied event explains.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Report {
@@ -107,6 +112,7 @@ pub struct Report {
     pub orphans: usize,
     pub replica_mismatches: usize,
     pub stock: usize,
+    pub counters: usize,
     pub streams: usize,
     pub in_flight: usize,
     pub defects: usize,
@@ -128,6 +134,7 @@ impl Report {
             orphans: defects(Group::Orphan),
             replica_mismatches: defects(Group::ReplicaMismatch),
             stock: defects(Group::Stock),
+            counters: defects(Group::Counter),
             streams: defects(Group::Stream),
             in_flight: findings.iter().filter(|f| f.class == Class::InFlight).count(),
             defects: findings.iter().filter(|f| f.class == Class::Defect).count(),
@@ -154,6 +161,7 @@ pub fn check(facts: &ShopFacts) -> Report {
     let mut findings = view.missing_parts();
     findings.extend(links::check(&view));
     findings.extend(replicas::check(&view));
+    findings.extend(counters::check(&view));
     findings.extend(streams::check(&view));
     Report::of(findings, facts)
 }

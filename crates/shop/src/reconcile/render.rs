@@ -10,13 +10,14 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "reconcile ({}): {} defect(s) — broken links {}, orphans {}, replica mismatches {}, stock {}, streams {}; in flight {}",
+            "reconcile ({}): {} defect(s) — broken links {}, orphans {}, replica mismatches {}, stock {}, counters {}, streams {}; in flight {}",
             self.source,
             self.defects,
             self.broken_links,
             self.orphans,
             self.replica_mismatches,
             self.stock,
+            self.counters,
             self.streams,
             self.in_flight
         );

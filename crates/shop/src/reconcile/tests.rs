@@ -4,7 +4,7 @@ use super::*;
 use crate::contracts::customer::Address;
 use crate::contracts::facts::{
     AuthorizationFact, BusStream, ConsumerPosition, DeadLetterFact, OrderCopy, OutboxPosition, PartFacts,
-    ServiceFacts,
+    ServiceFacts, UnitsOrderedFact,
 };
 use crate::contracts::inventory::Site;
 use crate::contracts::order::{AddressSource, Order, OrderStatus};
@@ -51,7 +51,11 @@ fn empty(service: &str) -> ServiceFacts {
             order_replicas: Vec::new(),
             customer_addresses: Vec::new(),
         },
-        "search" => ServiceFacts::Search { documents: Vec::new() },
+        "search" => ServiceFacts::Search {
+            documents: Vec::new(),
+            units_ordered: Vec::new(),
+            counted_from_the_start: true,
+        },
         site => ServiceFacts::Inventory {
             site: if site == "inventory-dc1" { Site::Dc1 } else { Site::Dc2 },
             counters: Vec::new(),
@@ -117,7 +121,7 @@ fn confirmed_and_paid() -> ShopFacts {
     if let ServiceFacts::Shipping { order_replicas, .. } = &mut part(&mut facts, "shipping").state {
         order_replicas.push(OrderCopy { id: "o-1".into(), status: OrderStatus::PendingStock, version: 1 });
     }
-    if let ServiceFacts::Search { documents } = &mut part(&mut facts, "search").state {
+    if let ServiceFacts::Search { documents, .. } = &mut part(&mut facts, "search").state {
         documents.push(crate::contracts::facts::DocumentFact {
             kind: "order".into(),
             id: "o-1".into(),
@@ -163,7 +167,7 @@ fn confirmed_with_shipping_at(shipping_applied: u64) -> ShopFacts {
         orders[0].status = OrderStatus::Confirmed;
         orders[0].version = 2;
     }
-    if let ServiceFacts::Search { documents } = &mut part(&mut facts, "search").state {
+    if let ServiceFacts::Search { documents, .. } = &mut part(&mut facts, "search").state {
         documents[0].version = 2;
     }
     part(&mut facts, "order").outbox[0].last_seq = 2;
@@ -248,7 +252,7 @@ fn a_consumer_read_after_its_producer_is_in_flight_live_and_a_defect_in_files() 
         (c.floor, c.applied) = (2, 2);
     }
     facts.bus.streams[0].head = 2;
-    if let ServiceFacts::Search { documents } = &mut part(&mut facts, "search").state {
+    if let ServiceFacts::Search { documents, .. } = &mut part(&mut facts, "search").state {
         documents[0].version = 2;
     }
     let files = check(&facts);
@@ -361,4 +365,87 @@ fn the_table_names_every_finding_with_its_keys_and_why_it_is_in_flight() {
         table.contains("shipping.order-replica has not applied 1 event(s) of order from seq 2"),
         "{table}"
     );
+}
+
+/// o-1 holds 6 units of p-001; search counts `counted` of them and applied the order
+/// stream up to `search_applied` (of 1).
+fn units_counted(counted: Option<u64>, search_applied: u64) -> Report {
+    let mut facts = six_mugs_ordered();
+    if let ServiceFacts::Search { units_ordered, .. } = &mut part(&mut facts, "search").state {
+        let units = counted.map(|units| UnitsOrderedFact { product_id: "p-001".into(), units });
+        units_ordered.extend(units);
+    }
+    for c in part(&mut facts, "search").consumers.iter_mut() {
+        (c.floor, c.applied) = (search_applied, search_applied);
+    }
+    check(&facts)
+}
+
+/// A confirmed and paid o-1 whose one line is 6 units of p-001.
+fn six_mugs_ordered() -> ShopFacts {
+    let mut facts = confirmed_and_paid();
+    if let ServiceFacts::Order { orders, .. } = &mut part(&mut facts, "order").state {
+        orders[0].lines.push(crate::contracts::order::OrderLine {
+            product_id: "p-001".into(),
+            name: "Mug".into(),
+            quantity: 6,
+            unit_price_cents: 100,
+        });
+    }
+    facts
+}
+
+fn units_finding(report: &Report) -> Option<&Finding> {
+    report.findings.iter().find(|f| f.kind == "units_ordered_differ")
+}
+
+#[test]
+fn search_counting_more_units_than_the_orders_hold_is_a_defect_and_fewer_in_flight_only_while_unapplied() {
+    let agreeing = units_counted(Some(6), 1);
+    assert!(agreeing.findings.is_empty(), "{}", agreeing.table());
+
+    let twice = units_counted(Some(7), 1);
+    let finding = units_finding(&twice).unwrap_or_else(|| panic!("{}", twice.table()));
+    assert_eq!(
+        (finding.class, finding.group, finding.keys["product"].as_str()),
+        (Class::Defect, Group::Counter, "p-001")
+    );
+    assert_eq!(finding.detail, "search counts 7 units of p-001 ordered, the orders hold 6");
+    assert_eq!((twice.counters, twice.defects), (1, 1), "{}", twice.table());
+
+    let unapplied = units_counted(None, 0);
+    let finding = units_finding(&unapplied).unwrap_or_else(|| panic!("{}", unapplied.table()));
+    assert_eq!(finding.class, Class::InFlight, "{}", unapplied.table());
+    let why = finding.in_flight.as_ref().unwrap();
+    assert_eq!((why.stream.as_str(), why.consumer.as_deref(), why.seq), ("order", Some("search.orders"), 1));
+    assert_eq!(unapplied.counters, 0);
+
+    let lost = units_counted(Some(5), 1);
+    assert_eq!(units_finding(&lost).map(|f| f.class), Some(Class::Defect), "{}", lost.table());
+    // No unapplied placement takes units away: too many is a defect even while one is in flight.
+    let behind_and_over = units_counted(Some(7), 0);
+    assert_eq!(
+        units_finding(&behind_and_over).map(|f| f.class),
+        Some(Class::Defect),
+        "{}",
+        behind_and_over.table()
+    );
+}
+
+#[test]
+fn a_counter_that_began_after_orders_were_placed_is_not_checked() {
+    let mut facts = six_mugs_ordered();
+    if let ServiceFacts::Search { counted_from_the_start, .. } = &mut part(&mut facts, "search").state {
+        *counted_from_the_start = false;
+    }
+    let upgraded = check(&facts);
+    assert!(
+        units_finding(&upgraded).is_none(),
+        "an upgraded shop's counter never counted o-1: {}",
+        upgraded.table()
+    );
+    let old: ServiceFacts =
+        serde_json::from_value(serde_json::json!({ "service": "search", "documents": [] }))
+            .expect("facts older than the counter still read");
+    assert!(matches!(old, ServiceFacts::Search { counted_from_the_start: false, .. }), "{old:?}");
 }

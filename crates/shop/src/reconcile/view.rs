@@ -41,6 +41,10 @@ pub struct View<'a> {
     pub shipping_addresses: BTreeMap<&'a str, &'a AddressCopy>,
     /// By (kind, id).
     pub documents: BTreeMap<(&'a str, &'a str), &'a DocumentFact>,
+    /// Search's bestsellers counter: units ordered by product id.
+    pub units_ordered: BTreeMap<&'a str, u64>,
+    /// Whether that counter counted from the shop's first order, so it can be checked.
+    pub counted_from_the_start: bool,
     pub sites: BTreeMap<Site, SiteView<'a>>,
     /// The committed head of each stream: its producer's outbox, else the bus.
     pub heads: BTreeMap<&'a str, u64>,
@@ -92,8 +96,10 @@ impl<'a> View<'a> {
                 self.shipping_addresses
                     .extend(customer_addresses.iter().map(|a| (a.customer_id.as_str(), a)));
             }
-            ServiceFacts::Search { documents } => {
+            ServiceFacts::Search { documents, units_ordered, counted_from_the_start } => {
                 self.documents.extend(documents.iter().map(|d| ((d.kind.as_str(), d.id.as_str()), d)));
+                self.units_ordered.extend(units_ordered.iter().map(|u| (u.product_id.as_str(), u.units)));
+                self.counted_from_the_start = *counted_from_the_start;
             }
             ServiceFacts::Inventory { site, counters, lines } => {
                 let held = self.sites.entry(*site).or_default();

@@ -1,6 +1,8 @@
 //! How search applies what it consumes; it publishes nothing. Both feeds carry whole
 //! aggregates at their version, so each is version-gated: a duplicate, a reordered older
 //! version or a late replay changes nothing, and an event is indexed only when it is news.
+//! The one exception is the bestsellers counter ([`bestsellers`]), which counts every
+//! OrderPlaced, older or not, and which only the inbox keeps from counting one twice.
 
 use kit::consumer::{Handler, HandlerError};
 use kit::envelope::Envelope;
@@ -8,7 +10,7 @@ use kit::replica::VersionGate;
 use kit::store::Tx;
 
 use super::model::Document;
-use super::store;
+use super::{bestsellers, store};
 use crate::contracts::catalog::{self as catalog, Product};
 use crate::contracts::order::{self as order, Order};
 
@@ -43,7 +45,8 @@ impl Handler for ProductIndex {
     }
 }
 
-/// Indexes orders from every event of the order service.
+/// Indexes orders from every event of the order service, and counts the units of every
+/// order placed for the bestsellers.
 pub struct OrderIndex {
     pub gate: VersionGate,
 }
@@ -54,6 +57,10 @@ impl Handler for OrderIndex {
             return Ok(());
         }
         let order: Order = event.keyed_payload(|p: &Order| &p.id)?;
+        // Not gated: an order's placement counts even when a newer version was indexed first.
+        if event.kind == order::ORDER_PLACED {
+            bestsellers::count(tx, &order)?;
+        }
         if self.gate.admit(tx, order::SCOPE, &event.key, event.version)? {
             store::put(tx, &Document::order(&order))?;
         }

@@ -11,14 +11,18 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::FEEDS;
-use super::model::{Hit, Kind, SearchQuery};
+use super::bestsellers::{self, Bestseller};
+use super::model::{Hit, Kind, SearchQuery, limit_of};
 use super::store;
 use crate::service::session::{Refusal, SignInNeeded};
 use crate::service::{Context, Problem, QueryParams, SignedIn, StoreBusy};
 
 /// The search service's routes, with their document.
 pub fn routes() -> OpenApiRouter<Arc<Context>> {
-    OpenApiRouter::with_openapi(Api::openapi()).routes(routes!(search)).routes(routes!(status))
+    OpenApiRouter::with_openapi(Api::openapi())
+        .routes(routes!(search))
+        .routes(routes!(bestsellers))
+        .routes(routes!(status))
 }
 
 #[derive(utoipa::OpenApi)]
@@ -27,7 +31,18 @@ pub fn routes() -> OpenApiRouter<Arc<Context>> {
         title = "capshop search",
         description = "A full-text index of products and orders, fed by events; every answer carries its lag."
     ),
-    components(schemas(SearchAnswer, Hit, Kind, ConsumerLag, StreamLag, SearchStatus, Documents, Problem))
+    components(schemas(
+        SearchAnswer,
+        Hit,
+        Kind,
+        ConsumerLag,
+        StreamLag,
+        SearchStatus,
+        Documents,
+        Problem,
+        BestsellersAnswer,
+        Bestseller
+    ))
 )]
 struct Api;
 
@@ -43,6 +58,15 @@ pub struct SearchParams {
     #[param(value_type = Option<Kind>)]
     kind: Option<String>,
     /// 1 to 100; 20 when absent.
+    #[param(minimum = 1, maximum = 100)]
+    limit: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct BestsellersParams {
+    /// 1 to 100; 10 when absent.
     #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
 }
@@ -87,6 +111,13 @@ pub struct SearchAnswer {
     /// The query as it was asked.
     pub query: String,
     pub results: Vec<Hit>,
+    pub lag: Vec<ConsumerLag>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BestsellersAnswer {
+    /// The most ordered products, most units first.
+    pub results: Vec<Bestseller>,
     pub lag: Vec<ConsumerLag>,
 }
 
@@ -138,6 +169,20 @@ async fn search(
     let shopper = signed_in.map(|s| s.customer_id().to_owned());
     let results = ctx.store.transact(move |tx| store::search(tx, &query, shopper.as_deref())).await?;
     Ok(axum::Json(SearchAnswer { query: text, results, lag: lag(&ctx).await }).into_response())
+}
+
+/// The most ordered products: units of each in every order placed (confirmed, rejected or
+/// cancelled since), counted from the order events, with how far behind the count is.
+#[utoipa::path(get, path = "/bestsellers", params(BestsellersParams),
+    responses(StoreBusy, (status = 200, body = BestsellersAnswer),
+              (status = 400, body = Problem, content_type = "application/problem+json", description = "a bad limit or an unknown parameter")))]
+async fn bestsellers(
+    State(ctx): State<Arc<Context>>,
+    QueryParams(params): QueryParams<BestsellersParams>,
+) -> Result<axum::Json<BestsellersAnswer>, Problem> {
+    let limit = limit_of(params.limit, 10)?;
+    let results = ctx.store.transact(move |tx| bestsellers::top(tx, limit)).await?;
+    Ok(axum::Json(BestsellersAnswer { results, lag: lag(&ctx).await }))
 }
 
 /// How many documents the index holds and how far behind its sources it is.

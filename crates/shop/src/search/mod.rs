@@ -7,6 +7,9 @@
 //! back. Results may lag their sources (DESIGN §1), so every answer carries the lag of both
 //! consumers, measured per source stream.
 //!
+//! `search.orders` also counts the units of every order placed per product, the
+//! [`bestsellers`] (`GET /bestsellers`): a counter that only the inbox makes exactly-once.
+//!
 //! # The poison marker
 //!
 //! A product whose name holds [`events::POISON_MARKER`] (`#poison`) cannot be indexed on
@@ -16,6 +19,7 @@
 //! the marker, after which replaying the dead letter is a harmless no-op (the gate holds a
 //! newer version); or discard it.
 
+pub mod bestsellers;
 pub mod events;
 pub mod facts;
 pub mod http;

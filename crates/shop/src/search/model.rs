@@ -131,12 +131,18 @@ impl SearchQuery {
                 Kind::parse(k).ok_or_else(|| invalid("kind", format!("{k:?} is neither product nor order")))
             })
             .transpose()?;
-        let limit = limit.unwrap_or(Self::DEFAULT_LIMIT);
-        if !(1..=Self::MAX_LIMIT).contains(&limit) {
-            return Err(invalid("limit", format!("must be between 1 and {}", Self::MAX_LIMIT)));
-        }
+        let limit = limit_of(limit, Self::DEFAULT_LIMIT)?;
         Ok(Self { text: text.to_owned(), expression: expression(text), kind, limit })
     }
+}
+
+/// A `limit` of results: 1 to [`SearchQuery::MAX_LIMIT`], `default` when absent.
+pub fn limit_of(limit: Option<u32>, default: u32) -> Result<u32, SearchError> {
+    let limit = limit.unwrap_or(default);
+    if !(1..=SearchQuery::MAX_LIMIT).contains(&limit) {
+        return Err(invalid("limit", format!("must be between 1 and {}", SearchQuery::MAX_LIMIT)));
+    }
+    Ok(limit)
 }
 
 /// The FTS5 expression for `text`: text that uses FTS5 syntax (quotes, parentheses,

@@ -307,3 +307,43 @@ async fn a_poisoned_product_is_dead_lettered_after_three_attempts_while_the_othe
     assert!(shop.bus.dead_letters(&filter).await.unwrap().is_empty());
     shop.finds("q=lamp", &["p-011", "p-012"]).await;
 }
+
+#[tokio::test]
+async fn bestsellers_count_the_units_of_every_order_placed_whatever_arrives_first() {
+    let shop = harness().await;
+    shop.catalog
+        .emit(added(&[product("p-001", "Blue Enamel Mug", 1299, 1), product("p-002", "Red Kettle", 3450, 1)]))
+        .await;
+    let mut first =
+        order("o-0193dd", "c-ada", &["Blue Enamel Mug", "Red Kettle"], OrderStatus::PendingStock, 1);
+    first.lines[1].quantity = 3;
+    let second = order("o-0193ee", "c-bob", &["Blue Enamel Mug"], OrderStatus::PendingStock, 1);
+    let confirmed = Order { status: OrderStatus::Confirmed, version: 2, ..first.clone() };
+    let events = crate::contracts::order::event;
+    // The confirmation is indexed first; the older placement still counts, the confirmation
+    // does not count again.
+    shop.orders.emit(vec![events(ORDER_CONFIRMED, &confirmed)]).await;
+    shop.finds("q=confirmed&kind=order", &["o-0193dd"]).await;
+    shop.orders.emit(vec![events(ORDER_PLACED, &first), events(ORDER_PLACED, &second)]).await;
+    shop.caught_up().await;
+
+    let (status, answer) = shop.get("/bestsellers").await;
+    assert_eq!(status, 200, "{answer}");
+    let expected = serde_json::json!([
+        { "product_id": "p-002", "name": "Red Kettle", "units_ordered": 3 },
+        { "product_id": "p-001", "name": "Blue Enamel Mug", "units_ordered": 2 },
+    ]);
+    assert_eq!(answer["results"], expected, "{answer}");
+    assert_eq!(answer["lag"][1]["consumer"], "search.orders", "{answer}");
+    let (_, top) = shop.get("/bestsellers?limit=1").await;
+    assert_eq!(top["results"], serde_json::json!([expected[0]]), "{top}");
+    for (query, detail) in [
+        ("limit=0", "limit must be between 1 and 100"),
+        ("limit=101", "limit must be between 1 and 100"),
+        ("sort=units", "bad query"),
+    ] {
+        let (status, problem) = shop.get(&format!("/bestsellers?{query}")).await;
+        assert_eq!(status, 400, "{query}: {problem}");
+        assert!(problem["detail"].as_str().unwrap().starts_with(detail), "{query}: {problem}");
+    }
+}

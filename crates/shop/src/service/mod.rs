@@ -106,7 +106,7 @@ impl ServiceName {
             ServiceName::Order => of!("order", "order_placing"),
             ServiceName::Payment => of!("payment", "payment_voids"),
             ServiceName::Shipping => of!("shipping"),
-            ServiceName::Search => of!("search", "search_owner"),
+            ServiceName::Search => of!("search", "search_owner", "search_bestsellers"),
         }
     }
 

@@ -1,9 +1,14 @@
-//! Shuffled and duplicated deliveries (DESIGN §2, §6): both index handlers are called
-//! directly with a history of product and order changes delivered in a random order, some
-//! events more than once, in batches; the index ends as in-order delivery leaves it, and
-//! the full-text table agrees with the documents it indexes.
+//! Shuffled and duplicated deliveries (DESIGN §2, §6): both index handlers get a history
+//! of product and order changes through their consumers' inboxes, delivered in a random
+//! order, some events more than once, in batches; the index ends as in-order delivery
+//! leaves it, the full-text table agrees with the documents it indexes, and the
+//! bestsellers counter (which only the inbox keeps from counting a copy) holds the units of
+//! every order placed once.
+
+use std::collections::BTreeMap;
 
 use kit::consumer::Handler;
+use kit::delivery::deliver as through_inbox;
 use kit::envelope::Envelope;
 use kit::replica::VersionGate;
 use kit::store::{Store, StoreError};
@@ -14,7 +19,7 @@ use crate::contracts::catalog::{PRODUCT_ADDED, PRODUCT_PRICE_CHANGED};
 use crate::contracts::order::{ORDER_CANCELLED, ORDER_CONFIRMED, ORDER_PLACED, OrderStatus};
 use crate::search::events::{OrderIndex, ProductIndex};
 use crate::search::model::{Document, SearchQuery};
-use crate::search::store;
+use crate::search::{bestsellers, store};
 use crate::service::testing::{envelope, scrambled};
 
 const NAMES: [&str; 4] = ["Blue Mug", "Red Kettle", "Wool Blanket", "Copper Pan"];
@@ -74,25 +79,43 @@ async fn index() -> Store {
     .unwrap()
 }
 
-/// Delivers each batch in one transaction, as the consumer runtime does.
+/// Delivers each batch in one transaction through the inboxes of `search.catalog` and
+/// `search.orders`, as the consumer runtime does.
 async fn deliver(store: &Store, batches: Vec<Vec<Envelope>>) {
     let gate = VersionGate::new();
-    let (products, orders) = (ProductIndex { gate: gate.clone() }, OrderIndex { gate });
     for batch in batches {
-        let (products, orders) =
-            (ProductIndex { gate: products.gate.clone() }, OrderIndex { gate: orders.gate.clone() });
+        let (products, orders) = (ProductIndex { gate: gate.clone() }, OrderIndex { gate: gate.clone() });
         store
             .transact(move |tx| {
-                for event in &batch {
-                    let handler: &dyn Handler =
-                        if event.stream.as_str() == "catalog" { &products } else { &orders };
-                    handler.handle(tx, event).expect("the index applies the event");
+                let (catalog, order): (Vec<_>, Vec<_>) =
+                    batch.into_iter().partition(|event| event.stream.as_str() == "catalog");
+                let feeds: [(&str, &dyn Handler, _); 2] =
+                    [("search.catalog", &products, catalog), ("search.orders", &orders, order)];
+                for (consumer, handler, events) in feeds {
+                    let delivered = through_inbox(tx, consumer, handler, events, 0)?;
+                    assert!(delivered.failed.is_empty(), "the index applies every event: {delivered:?}");
                 }
                 Ok::<_, StoreError>(())
             })
             .await
             .unwrap();
     }
+}
+
+/// The units of each product in the history's orders placed, one OrderPlaced each.
+fn units_placed(events: &[Envelope]) -> Vec<(String, u64)> {
+    let mut units: BTreeMap<String, u64> = BTreeMap::new();
+    for event in events.iter().filter(|e| e.kind == ORDER_PLACED) {
+        let placed: crate::contracts::order::Order = event.payload_as().unwrap();
+        for line in placed.lines {
+            *units.entry(line.product_id).or_default() += u64::from(line.quantity);
+        }
+    }
+    units.into_iter().collect()
+}
+
+async fn units_ordered(store: &Store) -> Vec<(String, u64)> {
+    store.transact(bestsellers::all).await.unwrap()
 }
 
 /// Every document, and for each the ids the full-text index finds by its title's words.
@@ -123,11 +146,14 @@ proptest! {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(async {
             let (in_order, shuffled) = (index().await, index().await);
+            let placed = units_placed(&events);
             deliver(&in_order, vec![events]).await;
             deliver(&shuffled, batches).await;
             let expected = contents(&in_order).await;
             assert!(expected.iter().all(|(d, found)| found.contains(&d.id)), "every document is found by its title");
             assert_eq!(contents(&shuffled).await, expected);
+            assert_eq!(units_ordered(&in_order).await, placed, "in order, every placement counts once");
+            assert_eq!(units_ordered(&shuffled).await, placed, "shuffled and copied, every placement counts once");
         });
     }
 }
