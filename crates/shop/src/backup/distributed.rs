@@ -17,6 +17,7 @@ use tokio::time::Instant;
 
 use super::BackupError;
 use super::hold::{HoldReleased, HoldTaken};
+use super::manifest::PauseSteps;
 use crate::contracts::facts::{BusFacts, BusStream, PartFacts, ShopFacts};
 use crate::facts::parts;
 use crate::stores::StoreLocation;
@@ -53,6 +54,14 @@ pub(super) struct Cut {
     pub facts: ShopFacts,
     pub reads: Vec<Read>,
     pub pause: Duration,
+    pub steps: PauseSteps,
+}
+
+/// One process's pause, held.
+struct Hold {
+    process: String,
+    id: u64,
+    waited_ms: f64,
 }
 
 fn unreachable(what: &str, e: impl std::fmt::Display) -> BackupError {
@@ -91,13 +100,19 @@ impl Cluster {
             opened.push((part.clone(), url.clone(), exporter, store));
         }
         let before = self.heads().await?;
-        let held = Instant::now();
+        let asked = Instant::now();
+        let since = |at: Instant| (at - asked).as_secs_f64() * 1e3;
         let holds = self.hold_all().await?;
+        let mut steps = PauseSteps { holds_answered_ms: since(Instant::now()), ..PauseSteps::default() };
+        steps.waited_ms = holds.iter().map(|h| (h.process.clone(), h.waited_ms)).collect();
         let mut pinned = Vec::new();
         let mut failure = None;
         for (part, url, exporter, store) in opened {
             match exporter.export().await {
-                Ok(exported) => pinned.push(Pinned { part, url, exported, store }),
+                Ok(exported) => {
+                    steps.pinned_ms.insert(part.clone(), since(Instant::now()));
+                    pinned.push(Pinned { part, url, exported, store });
+                }
                 Err(e) => {
                     failure = Some(BackupError::io(format!("cannot pin {part}'s snapshot"), e));
                     break;
@@ -105,13 +120,17 @@ impl Cluster {
             }
         }
         let released = self.release_all(&holds).await;
-        let pause = released.as_ref().map_or(held.elapsed(), |longest| (*longest).max(held.elapsed()));
+        steps.released_ms = since(Instant::now());
         if let Some(e) = failure {
             return Err(e);
         }
-        released?;
+        steps.held_ms = released?;
+        // From asking for the holds to their release answered: a consumer waits no longer.
+        let longest = steps.held_ms.values().copied().fold(steps.released_ms, f64::max);
+        let pause = Duration::from_secs_f64(longest / 1e3);
+        tracing::debug!(?steps, "the distributed cut's pause");
         let (facts, reads) = self.read(&pinned, &before).await?;
-        Ok(Cut { pinned, facts, reads, pause })
+        Ok(Cut { pinned, facts, reads, pause, steps })
     }
 
     /// Pins `part`'s database on its own, with no pause: one step of a naive backup.
@@ -185,29 +204,39 @@ impl Cluster {
     }
 
     /// Holds every process's pause, all at once; on a failure the holds taken are released.
-    async fn hold_all(&self) -> Result<Vec<(String, u64)>, BackupError> {
+    async fn hold_all(&self) -> Result<Vec<Hold>, BackupError> {
         let asks = self.processes.iter().map(|base| async move {
             let answer = self.ask(reqwest::Method::POST, base, "/admin/pause").await?;
             if !answer.status().is_success() {
                 return Err(unreachable(base, format!("its pause answered {}", answer.status())));
             }
             let taken: HoldTaken = answer.json().await.map_err(|e| unreachable(base, e))?;
-            Ok((base.clone(), taken.hold))
+            Ok(Hold { process: base.clone(), id: taken.hold, waited_ms: taken.waited_ms })
         });
         let answers = futures_util::future::join_all(asks).await;
-        let held: Vec<(String, u64)> = answers.iter().filter_map(|a| a.as_ref().ok().cloned()).collect();
-        if let Some(Err(e)) = answers.into_iter().find(Result::is_err) {
+        let mut held = Vec::new();
+        let mut failure = None;
+        for answer in answers {
+            match answer {
+                Ok(hold) => held.push(hold),
+                Err(e) => failure = failure.or(Some(e)),
+            }
+        }
+        if let Some(e) = failure {
             let _ = self.release_all(&held).await;
             return Err(e);
         }
         Ok(held)
     }
 
-    /// Releases every hold; answers the longest a process was held. A hold that had ended
-    /// by itself fails the cut: some consumer may have moved while the snapshots were pinned.
-    async fn release_all(&self, holds: &[(String, u64)]) -> Result<Duration, BackupError> {
-        let asks = holds.iter().map(|(base, id)| async move {
-            let answer = self.ask(reqwest::Method::DELETE, base, &format!("/admin/pause/{id}")).await?;
+    /// Releases every hold, all at once; answers how long each process was held. A hold
+    /// that had ended by itself fails the cut: some consumer may have moved while the
+    /// snapshots were pinned.
+    async fn release_all(&self, holds: &[Hold]) -> Result<BTreeMap<String, f64>, BackupError> {
+        let asks = holds.iter().map(|hold| async move {
+            let base = &hold.process;
+            let path = format!("/admin/pause/{}", hold.id);
+            let answer = self.ask(reqwest::Method::DELETE, base, &path).await?;
             if !answer.status().is_success() {
                 return Err(BackupError::io(
                     format!("the pause of {base} ended before the snapshots were pinned"),
@@ -215,14 +244,9 @@ impl Cluster {
                 ));
             }
             let released: HoldReleased = answer.json().await.map_err(|e| unreachable(base, e))?;
-            Ok(Duration::from_secs_f64(released.held_ms / 1e3))
+            Ok((base.clone(), released.held_ms))
         });
-        let answers = futures_util::future::join_all(asks).await;
-        let mut longest = Duration::ZERO;
-        for answer in answers {
-            longest = longest.max(answer?);
-        }
-        Ok(longest)
+        futures_util::future::join_all(asks).await.into_iter().collect()
     }
 }
 

@@ -41,6 +41,10 @@ pub struct Manifest {
     pub pause_ms: f64,
     /// From the request to the manifest written.
     pub total_ms: f64,
+    /// Where a distributed cut's pause went (absent for an embedded or naive backup).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub pause_steps: Option<PauseSteps>,
     pub files: Vec<FileEntry>,
     #[schema(value_type = Object)]
     pub positions: Positions,
@@ -59,6 +63,20 @@ pub struct FileEntry {
     pub sha256: String,
     /// The highest migration applied, per component (`kit`, `order`, `bus`, ...).
     pub schema: BTreeMap<String, u32>,
+}
+
+/// Where a distributed cut's pause went, in ms since the gateway asked for the holds: when
+/// every process's hold had answered, when each database's snapshot was pinned, when every
+/// hold's release had answered; and per process (by its base URL) how long its hold waited
+/// for the passages under way, and how long it held. `pause_ms` is `released_ms` (or a
+/// longer hold): no consumer waited longer.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PauseSteps {
+    pub holds_answered_ms: f64,
+    pub pinned_ms: BTreeMap<String, f64>,
+    pub released_ms: f64,
+    pub waited_ms: BTreeMap<String, f64>,
+    pub held_ms: BTreeMap<String, f64>,
 }
 
 /// Where every stream and consumer stood at the cut.

@@ -235,6 +235,7 @@ async fn finish(
         deployment: "embedded".into(),
         pause_ms: copied.pause.as_secs_f64() * 1e3,
         total_ms: started.elapsed().as_secs_f64() * 1e3,
+        pause_steps: None,
         files,
         positions: restore::positions(&facts, &held),
         certificate,

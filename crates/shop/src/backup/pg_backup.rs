@@ -32,7 +32,7 @@ pub(super) async fn create(
     started: tokio::time::Instant,
 ) -> Result<Manifest, BackupError> {
     let created_at = super::cut::now_rfc3339();
-    let (facts, reads, pause) = match kind {
+    let (facts, reads, pause, steps) = match kind {
         Kind::Consistent => {
             let cut = cluster.cut().await?;
             let mut dumped = Ok(());
@@ -43,7 +43,7 @@ pub(super) async fn create(
                 p.exported.close().await;
             }
             dumped?;
-            (cut.facts, cut.reads, cut.pause)
+            (cut.facts, cut.reads, cut.pause, Some(cut.steps))
         }
         Kind::Naive => {
             // Each database as it is when its turn comes, one after another, in the order
@@ -60,7 +60,7 @@ pub(super) async fn create(
                 reads.push(read?);
                 dumped?;
             }
-            (cluster.facts_of(&reads).await?, reads, Duration::ZERO)
+            (cluster.facts_of(&reads).await?, reads, Duration::ZERO, None)
         }
     };
     let exported = export_in_flight(cluster, &facts, dir).await?;
@@ -86,6 +86,7 @@ pub(super) async fn create(
         deployment: DEPLOYMENT.into(),
         pause_ms: pause.as_secs_f64() * 1e3,
         total_ms: started.elapsed().as_secs_f64() * 1e3,
+        pause_steps: steps,
         files,
         positions: restore::positions(&facts, &held),
         certificate,
