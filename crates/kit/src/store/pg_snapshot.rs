@@ -1,9 +1,9 @@
 //! A PostgreSQL snapshot exported for a consistent cut (the distributed mode's backup,
-//! docs/BACKUP.md): a connection opened ahead of the cut ([`Exporter`]), a REPEATABLE READ
-//! transaction whose snapshot is exported at the cut ([`Exported`]), read by other
-//! transactions that adopt it ([`read_at`]) and copied by `pg_dump --snapshot`
-//! ([`Exported::dump`]) while it stays open; and a dump loaded into a fresh database
-//! ([`load`]) with the events in flight at the cut put back into its outbox
+//! docs/BACKUP.md): a connection opened and a REPEATABLE READ transaction begun ahead of
+//! the cut ([`Exporter`], [`Begun`]), its snapshot taken and exported at the cut
+//! ([`Exported`]), read by other transactions that adopt it ([`read_at`]) and copied by
+//! `pg_dump --snapshot` ([`Exported::dump`]) while it stays open; and a dump loaded into a
+//! fresh database ([`load`]) with the events in flight at the cut put back into its outbox
 //! ([`put_back`]).
 
 use std::path::Path;
@@ -51,20 +51,42 @@ impl Exporter {
         Ok(Self { client, driver })
     }
 
-    /// Pins the database's snapshot now and exports it.
-    pub async fn export(self) -> Result<Exported, StoreError> {
+    /// Opens the REPEATABLE READ transaction whose snapshot [`Begun::export`] pins. No
+    /// snapshot is taken yet (PostgreSQL takes it at the transaction's first query), so
+    /// this can go before the cut, and pinning at the cut is one round trip.
+    pub async fn begin(self) -> Result<Begun, StoreError> {
         self.client
             .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .await
             .map_err(|e| StoreError::Database(e.to_string()))?;
-        // The first query of a REPEATABLE READ transaction takes its snapshot.
-        let row = self
+        Ok(Begun { exporter: self })
+    }
+}
+
+/// A REPEATABLE READ transaction begun, its snapshot not taken yet.
+pub struct Begun {
+    exporter: Exporter,
+}
+
+impl Begun {
+    /// Pins the database's snapshot now and exports it: one query, sent as a simple query
+    /// (one round trip; a prepared one would parse first, and parsing a SELECT would
+    /// take the snapshot).
+    pub async fn export(self) -> Result<Exported, StoreError> {
+        let answer = self
+            .exporter
             .client
-            .query_one("SELECT pg_export_snapshot()", &[])
+            .simple_query("SELECT pg_export_snapshot()")
             .await
             .map_err(|e| StoreError::Database(e.to_string()))?;
-        let id: String = row.get(0);
-        Ok(Exported { exporter: self, id })
+        let id = answer
+            .iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+                _ => None,
+            })
+            .ok_or_else(|| StoreError::Database("pg_export_snapshot() answered no row".into()))?;
+        Ok(Exported { exporter: self.exporter, id })
     }
 }
 
@@ -208,8 +230,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_exported_snapshot_is_read_and_dumped_as_it_was_at_the_export_and_loads_into_a_fresh_database()
-    {
+    async fn an_exported_snapshot_is_read_and_dumped_as_it_was_at_the_export_not_the_begin_and_loads_into_a_fresh_database()
+     {
         let Some(server) = PgServer::start() else { return };
         let url = server.create_database("source");
         let store = Store::open(&url, &[&ITEMS]).await.unwrap();
@@ -218,11 +240,18 @@ mod tests {
                 tx.execute("INSERT INTO items (name) VALUES ($1)", &[name.into()]).map(|_| ())
             }
         };
+        // Begun before the apple is committed, exported after: the snapshot is taken at
+        // the export (what a cut relies on to begin before its pause).
+        let begun = Exporter::connect(&url).await.unwrap().begin().await.unwrap();
         store.transact(insert("apple")).await.unwrap();
-        let exported = Exporter::connect(&url).await.unwrap().export().await.unwrap();
+        let exported = begun.export().await.unwrap();
         store.transact(insert("pear")).await.unwrap();
 
-        assert_eq!(names(&store, Some(exported.id())).await, ["apple"], "the snapshot, not the table now");
+        assert_eq!(
+            names(&store, Some(exported.id())).await,
+            ["apple"],
+            "the snapshot holds what was committed before the export, even after BEGIN, and nothing later"
+        );
         let dir = tempfile::tempdir().unwrap();
         let dump = dir.path().join("source.dump");
         exported.dump(&url, &dump).await.unwrap();

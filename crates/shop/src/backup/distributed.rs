@@ -1,8 +1,8 @@
 //! The cut of the distributed mode (a process per service, a PostgreSQL database each,
 //! NATS JetStream), taken by the gateway: every service process's pause is held through
-//! its `/admin/pause` ([`super::hold`]); each database pins a REPEATABLE READ snapshot and
-//! exports it (`pg_export_snapshot()`), the order service before payment; the pauses are
-//! released; then each database's facts are read at its snapshot and, for a backup, it is
+//! its `/admin/pause` ([`super::hold`]), all at once; every database pins a REPEATABLE
+//! READ snapshot and exports it (`pg_export_snapshot()`), all at once but payment after
+//! the order service ([`super::pin`]); the pauses are released, all at once; then each database's facts are read at its snapshot and, for a backup, it is
 //! copied with `pg_dump --snapshot`, and the events in flight are read back from the bus
 //! ([`super::events`]).
 
@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use super::BackupError;
 use super::hold::{HoldReleased, HoldTaken};
 use super::manifest::PauseSteps;
+use super::pin;
 use crate::contracts::facts::{BusFacts, BusStream, PartFacts, ShopFacts};
 use crate::facts::parts;
 use crate::stores::StoreLocation;
@@ -38,7 +39,7 @@ pub(super) struct Pinned {
     pub part: String,
     pub url: String,
     pub exported: Exported,
-    store: Store,
+    pub store: Store,
 }
 
 /// A part's facts at the cut, with what the certificate and the manifest need of it.
@@ -88,42 +89,22 @@ impl Cluster {
         self.bus.as_ref()
     }
 
-    /// Every database at one cut: connections opened first, then every process's pause
-    /// held while each database exports its snapshot, then the facts read at them.
+    /// Every database at one cut: connections opened and transactions begun first, then
+    /// every process's pause held while every database pins its snapshot ([`super::pin`]),
+    /// then the pauses released and the facts read at the snapshots.
     pub(super) async fn cut(&self) -> Result<Cut, BackupError> {
-        let mut opened = Vec::new();
-        for (part, url) in &self.databases {
-            let exporter =
-                Exporter::connect(url).await.map_err(|e| unreachable(&format!("{part}'s database"), e))?;
-            let store =
-                Store::open(url, &[]).await.map_err(|e| unreachable(&format!("{part}'s database"), e))?;
-            opened.push((part.clone(), url.clone(), exporter, store));
-        }
+        let opened = pin::open_all(&self.databases).await?;
         let before = self.heads().await?;
         let asked = Instant::now();
-        let since = |at: Instant| (at - asked).as_secs_f64() * 1e3;
+        let since = || asked.elapsed().as_secs_f64() * 1e3;
         let holds = self.hold_all().await?;
-        let mut steps = PauseSteps { holds_answered_ms: since(Instant::now()), ..PauseSteps::default() };
+        let mut steps = PauseSteps { holds_answered_ms: since(), ..PauseSteps::default() };
         steps.waited_ms = holds.iter().map(|h| (h.process.clone(), h.waited_ms)).collect();
-        let mut pinned = Vec::new();
-        let mut failure = None;
-        for (part, url, exporter, store) in opened {
-            match exporter.export().await {
-                Ok(exported) => {
-                    steps.pinned_ms.insert(part.clone(), since(Instant::now()));
-                    pinned.push(Pinned { part, url, exported, store });
-                }
-                Err(e) => {
-                    failure = Some(BackupError::io(format!("cannot pin {part}'s snapshot"), e));
-                    break;
-                }
-            }
-        }
+        let pinned = pin::pin_all(opened, asked).await;
         let released = self.release_all(&holds).await;
-        steps.released_ms = since(Instant::now());
-        if let Some(e) = failure {
-            return Err(e);
-        }
+        steps.released_ms = since();
+        let (pinned, pinned_ms) = pinned?;
+        steps.pinned_ms = pinned_ms;
         steps.held_ms = released?;
         // From asking for the holds to their release answered: a consumer waits no longer.
         let longest = steps.held_ms.values().copied().fold(steps.released_ms, f64::max);
@@ -143,8 +124,8 @@ impl Cluster {
         let exporter =
             Exporter::connect(url).await.map_err(|e| unreachable(&format!("{part}'s database"), e))?;
         let store = Store::open(url, &[]).await.map_err(|e| unreachable(&format!("{part}'s database"), e))?;
-        let exported =
-            exporter.export().await.map_err(|e| BackupError::io(format!("cannot pin {part}"), e))?;
+        let pin = async { exporter.begin().await?.export().await };
+        let exported = pin.await.map_err(|e| BackupError::io(format!("cannot pin {part}"), e))?;
         Ok(Pinned { part: part.to_owned(), url: url.clone(), exported, store })
     }
 

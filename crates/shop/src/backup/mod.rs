@@ -22,6 +22,7 @@ pub mod http;
 pub mod manifest;
 pub mod pg_backup;
 pub mod pg_restore;
+mod pin;
 pub mod restore;
 mod trim;
 
