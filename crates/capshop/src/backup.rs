@@ -105,6 +105,7 @@ fn print_verified(
 
 pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
     let distributed = backup::pg_restore::is_distributed(&args.backup)?;
+    let mut prefix = None;
     let (restored, then) = match (&args.data_dir, &args.database_url, distributed) {
         (Some(dir), None, false) => {
             (backup::restore(&args.backup, dir).await?, format!("capshop up --data-dir {}", dir.display()))
@@ -114,11 +115,12 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
             format!("capshop up --distributed --data-dir {}", dir.display()),
         ),
         (None, Some(url), true) => {
-            let restored = backup::pg_restore::restore(&args.backup, url).await?;
-            let prefix = format!("restored{}", time::OffsetDateTime::now_utc().unix_timestamp());
+            let restored = restore_onto(&args.backup, url).await?;
+            let fresh = format!("restored{}", time::OffsetDateTime::now_utc().unix_timestamp());
             let then = format!(
-                "run every service on these databases with a fresh stream prefix: --bus nats://HOST:PORT?prefix={prefix}"
+                "run every service on these databases with a fresh stream prefix: --bus nats://HOST:PORT?prefix={fresh}"
             );
+            prefix = Some(fresh);
             (restored, then)
         }
         (None, Some(_), false) => {
@@ -127,7 +129,11 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
         _ => bail!("name where to restore: --data-dir NEW, or --database-url for a distributed backup"),
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&restored)?);
+        let mut out = serde_json::to_value(&restored)?;
+        if let Some(prefix) = prefix {
+            out["stream_prefix"] = json!(prefix);
+        }
+        println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         let into = args
             .data_dir
@@ -150,6 +156,30 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Restores a distributed backup into the databases `capshop_<part>` of the PostgreSQL
+/// server at `url` (`postgres://USER@HOST:PORT`), creating those that do not exist yet;
+/// one that already holds a table is refused.
+async fn restore_onto(backup: &Path, url: &str) -> anyhow::Result<backup::Restored> {
+    let server = url.trim_end_matches('/');
+    let Some(address) = server.strip_prefix("postgres://").or_else(|| server.strip_prefix("postgresql://"))
+    else {
+        bail!("--database-url {url} is not a PostgreSQL server's URL: give postgres://USER@HOST:PORT");
+    };
+    if address.contains(['/', '?']) {
+        bail!(
+            "--database-url {url} names a database or settings; give the server only (postgres://USER@HOST:PORT): \
+             the restore loads its databases capshop_<part>"
+        );
+    }
+    // Checked before anything is created on the server.
+    backup::pg_restore::verify(backup)?;
+    let admin = format!("{server}/postgres");
+    tokio::task::spawn_blocking(move || crate::distributed::create_databases(&admin))
+        .await?
+        .with_context(|| format!("cannot create the shop's databases on {server}"))?;
+    Ok(backup::pg_restore::restore(backup, server).await?)
 }
 
 async fn create(args: CreateArgs) -> anyhow::Result<()> {

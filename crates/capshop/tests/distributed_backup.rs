@@ -1,9 +1,10 @@
 //! Backups of the distributed mode (docs/BACKUP.md): every service a `capshop serve`
 //! process on its own PostgreSQL database, NATS JetStream between them. Under checkout
-//! load the gateway takes a consistent backup (every process's pause held while each
-//! database exports its snapshot) and reconciles at a cut; the backup restores into fresh
-//! databases and a fresh NATS, and the restored shop converges with no defect, every
-//! acknowledged order there and every event applied once. Naive backups (each database
+//! load the gateway takes five consistent backups (every process's pause held while each
+//! database exports its snapshot; their pauses printed) and reconciles at a cut; the first
+//! restores with `capshop restore --database-url` into a fresh server, its services run on
+//! a fresh NATS with the stream prefix the restore printed, and the restored shop
+//! converges with no defect, every acknowledged order there and every event applied once. Naive backups (each database
 //! dumped one after another, no pause) are kept whatever their certificate says, and
 //! whether one failed it is reported.
 
@@ -129,7 +130,10 @@ async fn a_backup_taken_under_checkout_load_restores_to_a_shop_with_no_defect_th
     drop(Arc::try_unwrap(shop).ok().expect("the shoppers are done"));
 
     let Some((restored, summary)) = Deployment::restored(&backup).await else { return };
-    eprintln!("restored in {:.0} ms, {} events in flight at the cut", summary.restore_ms, summary.in_flight);
+    eprintln!(
+        "restored with --database-url in {:.0} ms, {} events in flight at the cut, stream prefix {}",
+        summary["restore_ms"], summary["in_flight"], summary["stream_prefix"]
+    );
     // Every consumer applies everything its producers committed, once (inbox floors).
     restored.nothing_lost_nothing_twice().await;
     let (_, report) = admin(&restored, reqwest::Method::GET, "/admin/reconcile", Value::Null).await;
@@ -143,8 +147,28 @@ async fn a_backup_taken_under_checkout_load_restores_to_a_shop_with_no_defect_th
     let id = restored.place_order("c-ada", "p-002").await;
     restored.order_status(&id, "confirmed").await;
     restored.reconciled().await;
+    // Onto the same server again: its databases hold the shop now.
+    let (done, said) = capshop_restore(&backup, &["--database-url", &restored.pg.base_url()]);
+    assert!(
+        !done && said.contains("the database capshop_") && said.contains("already holds a shop"),
+        "{said}"
+    );
+    let (done, said) = capshop_restore(&backup, &["--database-url", &restored.pg.url("capshop_order")]);
+    assert!(!done && said.contains("give the server only"), "a URL naming a database is refused: {said}");
     drop(restored);
     restores_from_the_command_line(dir.path(), &backup);
+}
+
+/// Runs `capshop restore BACKUP ARGS...`: whether it succeeded, and what it printed.
+fn capshop_restore(backup: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let done = std::process::Command::new(env!("CARGO_BIN_EXE_capshop"))
+        .arg("restore")
+        .arg(backup)
+        .args(args)
+        .output()
+        .expect("capshop restore runs");
+    let said = String::from_utf8_lossy(&done.stdout).into_owned() + &String::from_utf8_lossy(&done.stderr);
+    (done.status.success(), said)
 }
 
 /// Prints every consistent backup's pause and where it went, then their p50 and max.
@@ -155,13 +179,16 @@ fn print_pauses(manifests: &[Value]) {
         let pause = ms(&manifest["pause_ms"]);
         assert!(pause < 2000.0, "the pauses were held {pause} ms");
         let steps = &manifest["pause_steps"];
-        let longest =
-            |field: &str| steps[field].as_object().map_or(0.0, |m| m.values().map(ms).fold(0.0, f64::max));
+        // The longest of a map of ms, and whose it is.
+        let longest = |field: &str| {
+            let entries = steps[field].as_object().into_iter().flatten();
+            entries.map(|(k, v)| (ms(v), k.clone())).max_by(|a, b| a.0.total_cmp(&b.0)).unwrap_or_default()
+        };
+        let (waited, waiter) = longest("waited_ms");
         eprintln!(
-            "consistent backup: pause {pause:.1} ms (holds answered at {:.1} ms, the longest having waited {:.1} ms for passages under way; snapshots pinned by {:.1} ms; released at {:.1} ms), {:.0} ms in all",
+            "consistent backup: pause {pause:.1} ms (holds answered at {:.1} ms, {waiter} having waited {waited:.1} ms for its passages under way; snapshots pinned by {:.1} ms; released at {:.1} ms), {:.0} ms in all",
             ms(&steps["holds_answered_ms"]),
-            longest("waited_ms"),
-            longest("pinned_ms"),
+            longest("pinned_ms").0,
             ms(&steps["released_ms"]),
             ms(&manifest["total_ms"]),
         );
@@ -179,23 +206,15 @@ fn restores_from_the_command_line(dir: &std::path::Path, backup: &std::path::Pat
     // As root, PostgreSQL runs as nobody, who must be able to reach the data dir.
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     let restore = |from: &std::path::Path, into: &std::path::Path| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_capshop"))
-            .arg("restore")
-            .arg(from)
-            .arg("--data-dir")
-            .arg(into)
-            .output()
-            .expect("capshop restore runs")
+        capshop_restore(from, &["--data-dir", &into.display().to_string()])
     };
     let new = dir.join("restored");
-    let done = restore(backup, &new);
-    let said = String::from_utf8_lossy(&done.stdout).into_owned() + &String::from_utf8_lossy(&done.stderr);
-    assert!(done.status.success(), "{said}");
+    let (done, said) = restore(backup, &new);
+    assert!(done, "{said}");
     assert!(said.contains("capshop up --distributed --data-dir"), "says how to run it: {said}");
     assert!(new.join("postgres").join("PG_VERSION").is_file(), "{said}");
-    let again = restore(backup, &new);
-    let said = String::from_utf8_lossy(&again.stderr).into_owned();
-    assert!(!again.status.success() && said.contains("already holds a shop"), "{said}");
+    let (done, said) = restore(backup, &new);
+    assert!(!done && said.contains("already holds a shop"), "{said}");
 
     let damaged = dir.join("damaged");
     std::fs::create_dir_all(damaged.join("events")).unwrap();
@@ -209,8 +228,7 @@ fn restores_from_the_command_line(dir: &std::path::Path, backup: &std::path::Pat
     bytes[100] ^= 1;
     std::fs::write(damaged.join("order.dump"), bytes).unwrap();
     let into = dir.join("from-damaged");
-    let refused = restore(&damaged, &into);
-    let said = String::from_utf8_lossy(&refused.stderr).into_owned();
-    assert!(!refused.status.success() && said.contains("order.dump of the backup is damaged"), "{said}");
+    let (done, said) = restore(&damaged, &into);
+    assert!(!done && said.contains("order.dump of the backup is damaged"), "{said}");
     assert!(!into.exists(), "nothing was written: {said}");
 }

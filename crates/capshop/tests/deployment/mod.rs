@@ -24,6 +24,8 @@ pub const TOKEN: &str = "distributed-test-token";
 pub struct Deployment {
     pub pg: PgServer,
     pub nats: NatsServer,
+    /// What every process is given as `--bus`: `nats`'s URL, with a stream prefix maybe.
+    bus: String,
     /// The port of each part's process, by part name (`order`, `inventory-dc2`).
     ports: BTreeMap<String, u16>,
     /// More instances of a part, by instance id (`order-2`), with the part and port.
@@ -49,28 +51,40 @@ impl Deployment {
         for part in StoreLocation::parts() {
             pg.create_database(&StoreLocation::database(&part));
         }
-        Some(Self::start_on(pg, nats, instances).await)
+        let bus = nats.url();
+        Some(Self::start_on(pg, nats, bus, instances).await)
     }
 
-    /// A shop restored from the distributed backup in `backup`: fresh databases on a
-    /// server of its own loaded from it, and a NATS server of its own (fresh streams).
-    pub async fn restored(backup: &std::path::Path) -> Option<(Self, shop::backup::Restored)> {
+    /// A shop restored from the distributed backup in `backup` as an operator restores one
+    /// onto a server of their own: `capshop restore --database-url --json` into a
+    /// PostgreSQL server the test starts (the restore creates the databases), every
+    /// service then on a NATS server of its own with the stream prefix the restore gave.
+    /// Answers the shop and what the restore printed.
+    pub async fn restored(backup: &std::path::Path) -> Option<(Self, Value)> {
         let pg = PgServer::start()?;
         let nats = NatsServer::start().await?;
-        for part in StoreLocation::parts() {
-            pg.create_database(&StoreLocation::database(&part));
-        }
-        let restored =
-            shop::backup::pg_restore::restore(backup, &pg.base_url()).await.expect("the backup restores");
-        Some((Self::start_on(pg, nats, &[]).await, restored))
+        let done = Command::new(env!("CARGO_BIN_EXE_capshop"))
+            .arg("restore")
+            .arg(backup)
+            .args(["--database-url", &pg.base_url(), "--json"])
+            .output()
+            .expect("capshop restore runs");
+        let said = String::from_utf8_lossy(&done.stderr).into_owned();
+        assert!(done.status.success(), "the backup restores: {said}");
+        let restored: Value = serde_json::from_slice(&done.stdout).expect("the restore prints JSON");
+        let prefix =
+            restored["stream_prefix"].as_str().expect("a restore onto a server gives a stream prefix");
+        let bus = format!("{}?prefix={prefix}", nats.url());
+        Some((Self::start_on(pg, nats, bus, &[]).await, restored))
     }
 
-    /// Every process started on `pg` (whose databases exist) and `nats`.
-    async fn start_on(pg: PgServer, nats: NatsServer, instances: &[(Part, usize)]) -> Self {
+    /// Every process started on `pg` (whose databases exist) and `nats`, reached as `bus`.
+    async fn start_on(pg: PgServer, nats: NatsServer, bus: String, instances: &[(Part, usize)]) -> Self {
         let ports = Part::all().into_iter().map(|part| (part.name(), free_port())).collect();
         let mut deployment = Self {
             pg,
             nats,
+            bus,
             ports,
             extra: instances
                 .iter()
@@ -118,15 +132,10 @@ impl Deployment {
             .args(self.peer_args(process == "gateway"));
         if process != "gateway" {
             command.args(["--instance-id", &id]);
-            command.args([
-                "--db",
-                &self.pg.url(&StoreLocation::database(process)),
-                "--bus",
-                &self.nats.url(),
-            ]);
+            command.args(["--db", &self.pg.url(&StoreLocation::database(process)), "--bus", &self.bus]);
         } else {
             // The gateway takes backups: it reaches every database and the bus.
-            command.args(["--db", &self.pg.base_url(), "--bus", &self.nats.url()]);
+            command.args(["--db", &self.pg.base_url(), "--bus", &self.bus]);
         }
         let child = command
             .env("CAPSHOP_ADMIN_TOKEN", TOKEN)

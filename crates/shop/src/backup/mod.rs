@@ -45,7 +45,7 @@ pub enum BackupError {
     Damaged { file: String, what: String },
     #[error("the backup failed its certificate, so nothing was kept: {}", .0.join("; "))]
     Certificate(Vec<String>),
-    #[error("{0} already holds a shop: restore into a new or empty directory")]
+    #[error("{0} already holds a shop: restore into a new or empty one")]
     Occupied(String),
     #[error("{what}: {reason}")]
     Io { what: String, reason: String },
