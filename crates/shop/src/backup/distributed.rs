@@ -2,8 +2,9 @@
 //! NATS JetStream), taken by the gateway: every service process's pause is held through
 //! its `/admin/pause` ([`super::hold`]), all at once; every database pins a REPEATABLE
 //! READ snapshot and exports it (`pg_export_snapshot()`), all at once but payment after
-//! the order service ([`super::pin`]); the pauses are released, all at once; then each database's facts are read at its snapshot and, for a backup, it is
-//! copied with `pg_dump --snapshot`, and the events in flight are read back from the bus
+//! order and dc2 after dc1 ([`super::pin`]); the pauses are released, all at once; then
+//! each database's facts are read at its snapshot and, for a backup, it is copied with
+//! `pg_dump --snapshot`, and the events in flight are read back from the bus
 //! ([`super::events`]).
 
 use std::collections::{BTreeMap, BTreeSet};
