@@ -1,6 +1,7 @@
 //! The pause a consistent cut takes (DESIGN §5): every piece of work that writes into more
-//! than one database — a consumer applying a batch in its store and settling it with the
-//! bus, a placement authorizing a payment and committing the order — runs inside a
+//! than one database in a way a cut must not split — a consumer applying a batch in its
+//! store and settling it with the bus, a placement writing the note that announces its
+//! payment authorization (shop/src/order/place.rs says why that is enough) — runs inside a
 //! [`Passage`]; [`Pause::hold`] waits until the passages under way have ended and keeps
 //! new ones waiting until it is dropped. While it is held no database is half-way through
 //! such a piece of work, so snapshots opened then agree with each other. Work that writes
