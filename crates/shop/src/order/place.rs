@@ -108,8 +108,7 @@ pub async fn place(
         if overridden { &[ORDER_PLACED, ORDER_ADDRESS_OVERRIDDEN] } else { &[ORDER_PLACED] };
     let outbox = ctx.outbox.clone();
     let now = kit::clock::now_ms();
-    let placed = ctx
-        .store
+    ctx.store
         .transact(move |tx| {
             if !placing::finish(tx, &order.id)? {
                 return Err(OrderError::PaymentUnavailable(format!(
@@ -123,8 +122,7 @@ pub async fn place(
             }
             Ok(order)
         })
-        .await;
-    placed
+        .await
 }
 
 /// What placing `order` answers; recorded under the request's Idempotency-Key with the order.
