@@ -115,10 +115,12 @@ impl Outbox {
                 rows.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend(deferred)
             });
         }
-        // Right after the commit (where the canary's rows are still only in memory).
-        tx.after_commit(|| crashpoint::reached("outbox.after_commit"));
         let committed = self.committed.clone();
-        tx.after_commit(move || committed.notify_one());
+        tx.after_commit(move || {
+            // Right after the commit (where the canary's rows are still only in memory).
+            crashpoint::reached("outbox.after_commit");
+            committed.notify_one();
+        });
         Ok(envelopes)
     }
 
